@@ -1,0 +1,3 @@
+// Package natstest starts a real embedded nats-server with JetStream for tests and
+// benchmarks, with Cairn's resources created, and polls conditions with a deadline.
+package natstest

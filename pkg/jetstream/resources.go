@@ -1,0 +1,219 @@
+package jetstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Names of the streams, buckets and object store of the wire contract.
+const (
+	ConfigStream     = "CAIRN_CONFIG"
+	CheckpointStream = "CAIRN_CHECKPOINTS"
+	InputStream      = "CAIRN_INPUT"
+	ManifestBucket   = "CAIRN_MANIFESTS"
+	LeaseBucket      = "CAIRN_LEASES"
+	SnapshotBucket   = "CAIRN_SNAPSHOTS"
+)
+
+// Options configures the resources Ensure creates. Existing resources are used as they
+// are and never updated, so a service with no right to change a stream can still start.
+type Options struct {
+	// Subjects gives the prefix of the stream subjects.
+	Subjects Subjects
+	// Replicas of every stream, bucket and object store; 0 means 1.
+	Replicas int
+	// LeaseTTL is how long a registration or lease lives after its last renewal; 0 means
+	// DefaultLeaseTTL. Fixed when CAIRN_LEASES is created.
+	LeaseTTL time.Duration
+	// ConfigHistory is how many config versions per job CAIRN_CONFIG keeps; 0 means 10000.
+	ConfigHistory int64
+	// Memory stores everything in memory instead of files (tests and benchmarks).
+	Memory bool
+}
+
+// DefaultLeaseTTL is the TTL of registrations and leases when Options.LeaseTTL is 0.
+const DefaultLeaseTTL = 5 * time.Second
+
+// Resources are the streams, buckets and object store Cairn uses.
+type Resources struct {
+	Config      jetstream.Stream
+	Checkpoints jetstream.Stream
+	Input       jetstream.Stream
+	Manifests   jetstream.KeyValue
+	Leases      jetstream.KeyValue
+	Snapshots   jetstream.ObjectStore
+}
+
+func (o Options) storage() jetstream.StorageType {
+	if o.Memory {
+		return jetstream.MemoryStorage
+	}
+	return jetstream.FileStorage
+}
+
+func (o Options) replicas() int { return max(o.Replicas, 1) }
+
+// StreamConfigs returns the configs of the three streams Ensure creates.
+func (o Options) StreamConfigs() []jetstream.StreamConfig {
+	hist := o.ConfigHistory
+	if hist <= 0 {
+		hist = 10000
+	}
+	s := o.Subjects
+	return []jetstream.StreamConfig{
+		{
+			Name:              ConfigStream,
+			Description:       "Cairn config events: the versioned audit log of every job's checkpoint settings",
+			Subjects:          []string{s.ConfigEvents(">")},
+			MaxMsgsPerSubject: hist,
+			Storage:           o.storage(),
+			Replicas:          o.replicas(),
+			Duplicates:        2 * time.Minute,
+			DenyDelete:        true,
+		},
+		{
+			Name:              CheckpointStream,
+			Description:       "Cairn checkpoint events: completed and aborted checkpoints",
+			Subjects:          []string{s.join("checkpoints", ">")},
+			MaxMsgsPerSubject: 10000,
+			MaxAge:            7 * 24 * time.Hour,
+			Storage:           o.storage(),
+			Replicas:          o.replicas(),
+			Duplicates:        2 * time.Minute,
+		},
+		{
+			Name:        InputStream,
+			Description: "Cairn reference operator input events",
+			Subjects:    []string{s.join("input", ">")},
+			Storage:     o.storage(),
+			Replicas:    o.replicas(),
+			Duplicates:  2 * time.Minute,
+		},
+	}
+}
+
+// Ensure looks up every resource and creates the missing ones. It is idempotent and safe to
+// run from several processes at once.
+func Ensure(ctx context.Context, js jetstream.JetStream, o Options) (*Resources, error) {
+	var r Resources
+	streams := []*jetstream.Stream{&r.Config, &r.Checkpoints, &r.Input}
+	for i, cfg := range o.StreamConfigs() {
+		st, err := ensureStream(ctx, js, cfg)
+		if err != nil {
+			return nil, err
+		}
+		*streams[i] = st
+	}
+	ttl := o.LeaseTTL
+	if ttl <= 0 {
+		ttl = DefaultLeaseTTL
+	}
+	var err error
+	if r.Manifests, err = ensureKV(ctx, js, jetstream.KeyValueConfig{
+		Bucket:      ManifestBucket,
+		Description: "Cairn manifests (<job>.<id>, <job>.latest) and checkpoint id counters (<job>.counter)",
+		History:     1,
+		Storage:     o.storage(),
+		Replicas:    o.replicas(),
+	}); err != nil {
+		return nil, err
+	}
+	if r.Leases, err = ensureKV(ctx, js, jetstream.KeyValueConfig{
+		Bucket:         LeaseBucket,
+		Description:    "Cairn instance registrations (instance.<job>.<instance>) and coordinator leases (leader.<job>)",
+		History:        1,
+		TTL:            ttl,
+		LimitMarkerTTL: max(ttl, time.Second),
+		Storage:        o.storage(),
+		Replicas:       o.replicas(),
+	}); err != nil {
+		return nil, err
+	}
+	if r.Snapshots, err = ensureObjectStore(ctx, js, jetstream.ObjectStoreConfig{
+		Bucket:      SnapshotBucket,
+		Description: "Cairn operator snapshots, <job>/<checkpoint>/<instance>",
+		Storage:     o.storage(),
+		Replicas:    o.replicas(),
+	}); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+	st, err := js.Stream(ctx, cfg.Name)
+	if err == nil {
+		return st, nil
+	}
+	if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, fmt.Errorf("look up stream %s: %w", cfg.Name, err)
+	}
+	st, err = js.CreateStream(ctx, cfg)
+	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		st, err = js.Stream(ctx, cfg.Name)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("create stream %s: %w", cfg.Name, err)
+	}
+	return st, nil
+}
+
+func ensureKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	kv, err := js.KeyValue(ctx, cfg.Bucket)
+	if err == nil {
+		return kv, nil
+	}
+	if !errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, fmt.Errorf("look up bucket %s: %w", cfg.Bucket, err)
+	}
+	kv, err = js.CreateKeyValue(ctx, cfg)
+	if errors.Is(err, jetstream.ErrBucketExists) || errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		kv, err = js.KeyValue(ctx, cfg.Bucket)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("create bucket %s: %w", cfg.Bucket, err)
+	}
+	return kv, nil
+}
+
+func ensureObjectStore(ctx context.Context, js jetstream.JetStream, cfg jetstream.ObjectStoreConfig) (jetstream.ObjectStore, error) {
+	obs, err := js.ObjectStore(ctx, cfg.Bucket)
+	if err == nil {
+		return obs, nil
+	}
+	if !errors.Is(err, jetstream.ErrBucketNotFound) && !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, fmt.Errorf("look up object store %s: %w", cfg.Bucket, err)
+	}
+	obs, err = js.CreateObjectStore(ctx, cfg)
+	if errors.Is(err, jetstream.ErrBucketExists) || errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		obs, err = js.ObjectStore(ctx, cfg.Bucket)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("create object store %s: %w", cfg.Bucket, err)
+	}
+	return obs, nil
+}
+
+// ManifestKey is the key of checkpoint id's manifest of job in CAIRN_MANIFESTS.
+func ManifestKey(job string, id uint64) string { return fmt.Sprintf("%s.%d", job, id) }
+
+// LatestKey is the key of job's newest manifest in CAIRN_MANIFESTS.
+func LatestKey(job string) string { return job + ".latest" }
+
+// CounterKey is the key of job's checkpoint id counter in CAIRN_MANIFESTS.
+func CounterKey(job string) string { return job + ".counter" }
+
+// RegistrationKey is the key of an instance's registration in CAIRN_LEASES ("*" wildcards).
+func RegistrationKey(job, instance string) string { return "instance." + job + "." + instance }
+
+// LeaseKey is the key of job's coordinator lease in CAIRN_LEASES.
+func LeaseKey(job string) string { return "leader." + job }
+
+// ObjectName is the object store name of an instance's snapshot for a checkpoint.
+func ObjectName(job string, id uint64, instance string) string {
+	return fmt.Sprintf("%s/%d/%s", job, id, instance)
+}

@@ -1,0 +1,71 @@
+package jetstream_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/cairn-stream/cairn/internal/natstest"
+	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+)
+
+func TestEnsureIsIdempotent(t *testing.T) {
+	s := natstest.Start(t)
+	_, js, first := s.Resources(t, cjs.Options{LeaseTTL: time.Second})
+	ctx := context.Background()
+	if _, err := first.Manifests.Put(ctx, "j.latest", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	again, err := cjs.Ensure(ctx, js, cjs.Options{LeaseTTL: time.Second})
+	if err != nil {
+		t.Fatalf("second Ensure: %v", err)
+	}
+	e, err := again.Manifests.Get(ctx, "j.latest")
+	if err != nil || string(e.Value()) != "x" {
+		t.Fatalf("second Ensure lost data: %v %v", e, err)
+	}
+	names := js.StreamNames(ctx)
+	var got []string
+	for n := range names.Name() {
+		got = append(got, n)
+	}
+	if len(got) != 6 {
+		t.Fatalf("streams = %v, want 3 streams + 2 KV + 1 object store", got)
+	}
+}
+
+func TestLeaseKeysExpireAndWatchersSeeIt(t *testing.T) {
+	s := natstest.Start(t)
+	_, _, r := s.Resources(t, cjs.Options{LeaseTTL: time.Second})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	w, err := r.Leases.Watch(ctx, "instance.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	if _, err := r.Leases.Create(ctx, cjs.RegistrationKey("j", "i"), []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	for {
+		select {
+		case e := <-w.Updates():
+			if e == nil || e.Operation() == jetstream.KeyValuePut {
+				continue
+			}
+			if d := time.Since(start); d < 900*time.Millisecond {
+				t.Fatalf("key gone after %s, before its 1s TTL", d)
+			}
+			if _, err := r.Leases.Get(ctx, cjs.RegistrationKey("j", "i")); !errors.Is(err, jetstream.ErrKeyNotFound) {
+				t.Fatalf("get after expiry: %v", err)
+			}
+			return
+		case <-ctx.Done():
+			t.Fatal("watcher never saw the key expire")
+		}
+	}
+}

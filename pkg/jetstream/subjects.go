@@ -1,0 +1,69 @@
+package jetstream
+
+import "strings"
+
+// DefaultPrefix is the subject prefix of the wire contract.
+const DefaultPrefix = "cairn"
+
+// Subjects builds the subjects of the wire contract under a prefix.
+type Subjects struct {
+	// Prefix is the first token(s) of every subject; empty means DefaultPrefix.
+	Prefix string
+}
+
+func (s Subjects) p() string {
+	if s.Prefix == "" {
+		return DefaultPrefix
+	}
+	return s.Prefix
+}
+
+func (s Subjects) join(tokens ...string) string {
+	return s.p() + "." + strings.Join(tokens, ".")
+}
+
+// ConfigSet is the subject of set requests for job ("*" for all).
+func (s Subjects) ConfigSet(job string) string { return s.join("config", "set", job) }
+
+// ConfigGet is the subject of get requests for job ("*" for all).
+func (s Subjects) ConfigGet(job string) string { return s.join("config", "get", job) }
+
+// ConfigEvents is the subject config events of job are published on ("*" for all).
+func (s Subjects) ConfigEvents(job string) string { return s.join("config", "events", job) }
+
+// Barrier is the subject barriers of job are sent on.
+func (s Subjects) Barrier(job string) string { return s.join("barrier", job) }
+
+// Ack is the subject acks and declines of job are sent on ("*" for all).
+func (s Subjects) Ack(job string) string { return s.join("ack", job) }
+
+// CheckpointEvent is the subject of checkpoint events of job with the outcome
+// ("completed", "aborted", or "*").
+func (s Subjects) CheckpointEvent(job, outcome string) string {
+	return s.join("checkpoints", job, outcome)
+}
+
+// Status is the subject of status requests for job ("*" for all).
+func (s Subjects) Status(job string) string { return s.join("status", job) }
+
+// Input is the default input subject of a reference operator instance.
+func (s Subjects) Input(job, instance string) string { return s.join("input", job, instance) }
+
+// OperatorState is the subject an operator instance answers state requests on.
+func (s Subjects) OperatorState(job, instance string) string {
+	return s.join("op", job, instance, "state")
+}
+
+// Token returns the token at index i (0-based, after the prefix) of subject, or "" when
+// the subject is shorter or does not start with the prefix.
+func (s Subjects) Token(subject string, i int) string {
+	rest, ok := strings.CutPrefix(subject, s.p()+".")
+	if !ok {
+		return ""
+	}
+	parts := strings.Split(rest, ".")
+	if i < 0 || i >= len(parts) {
+		return ""
+	}
+	return parts[i]
+}

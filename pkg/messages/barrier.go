@@ -1,0 +1,121 @@
+package messages
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Barrier is sent by the coordinator on cairn.barrier.<job> to trigger a checkpoint.
+type Barrier struct {
+	Schema int `msgpack:"schema"`
+	// Job the checkpoint belongs to.
+	Job string `msgpack:"job"`
+	// CheckpointID is 1, 2, 3 … per job, strictly increasing.
+	CheckpointID uint64 `msgpack:"id"`
+	// ConfigVersion is the config version the checkpoint runs under.
+	ConfigVersion uint64 `msgpack:"config_version"`
+	// TriggeredAt is when the coordinator sent the barrier.
+	TriggeredAt time.Time `msgpack:"triggered_at"`
+	// Coordinator identifies the coordinator (lease holder) that triggered it.
+	Coordinator string `msgpack:"coordinator"`
+}
+
+// SchemaVersion implements Message.
+func (b *Barrier) SchemaVersion() int { return b.Schema }
+
+// Validate implements Message.
+func (b *Barrier) Validate() error {
+	if err := ValidateName("job", b.Job); err != nil {
+		return err
+	}
+	if b.CheckpointID == 0 {
+		return errors.New("barrier: checkpoint id 0; allowed: 1 and up")
+	}
+	return nil
+}
+
+// AckKind says whether an instance took its snapshot. Append-only.
+type AckKind int
+
+// AckKind values.
+const (
+	// AckDone: the snapshot is stored and described by the ack.
+	AckDone AckKind = 1
+	// AckDeclined: the instance could not snapshot; Reason says why.
+	AckDeclined AckKind = 2
+)
+
+// String returns the kind's name.
+func (k AckKind) String() string {
+	switch k {
+	case AckDone:
+		return "ack"
+	case AckDeclined:
+		return "decline"
+	}
+	return fmt.Sprintf("AckKind(%d)", int(k))
+}
+
+// SnapshotRef locates one instance's snapshot in the object store.
+type SnapshotRef struct {
+	// Object is the object name, <job>/<checkpoint>/<instance> of the checkpoint that
+	// uploaded it (an unchanged snapshot keeps referencing the older object).
+	Object string `msgpack:"object"`
+	// Size in bytes.
+	Size uint64 `msgpack:"size"`
+	// Digest is the object store's digest, "SHA-256=<base64url>".
+	Digest string `msgpack:"digest"`
+}
+
+// Ack is an instance's answer to a barrier on cairn.ack.<job>.
+type Ack struct {
+	Schema int `msgpack:"schema"`
+	Job    string `msgpack:"job"`
+	// CheckpointID is the barrier's checkpoint id.
+	CheckpointID uint64 `msgpack:"id"`
+	// Instance is the acking instance's id.
+	Instance string `msgpack:"instance"`
+	// Incarnation is the instance process's incarnation id, new at every start.
+	Incarnation string `msgpack:"incarnation"`
+	// Kind says ack or decline.
+	Kind AckKind `msgpack:"kind"`
+	// Reason explains a decline.
+	Reason string `msgpack:"reason,omitempty"`
+	// Snapshot is set for AckDone.
+	Snapshot SnapshotRef `msgpack:"snapshot"`
+	// Positions maps each input stream to the last sequence included in the snapshot.
+	Positions map[string]uint64 `msgpack:"positions,omitempty"`
+}
+
+// SchemaVersion implements Message.
+func (a *Ack) SchemaVersion() int { return a.Schema }
+
+// Validate implements Message.
+func (a *Ack) Validate() error {
+	if err := ValidateName("job", a.Job); err != nil {
+		return err
+	}
+	if err := ValidateName("instance", a.Instance); err != nil {
+		return err
+	}
+	if a.CheckpointID == 0 {
+		return errors.New("ack: checkpoint id 0; allowed: 1 and up")
+	}
+	if a.Incarnation == "" {
+		return errors.New("ack: incarnation is empty")
+	}
+	switch a.Kind {
+	case AckDone:
+		if a.Snapshot.Object == "" || a.Snapshot.Digest == "" {
+			return errors.New("ack: snapshot object and digest are required for an ack")
+		}
+	case AckDeclined:
+		if a.Reason == "" {
+			return errors.New("ack: a decline needs a reason")
+		}
+	default:
+		return fmt.Errorf("ack: kind %d; allowed: %d (ack) or %d (decline)", int(a.Kind), int(AckDone), int(AckDeclined))
+	}
+	return nil
+}

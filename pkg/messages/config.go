@@ -1,0 +1,103 @@
+package messages
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Bounds of the config fields, as documented in DESIGN.md and docs/config.md.
+const (
+	MinInterval          = 100 * time.Millisecond
+	MaxInterval          = 24 * time.Hour
+	MinTimeout           = time.Second
+	MaxTimeout           = 24 * time.Hour
+	MaxMinPause          = 24 * time.Hour
+	MinMaxConcurrent     = 1
+	MaxMaxConcurrent     = 16
+	MinTolerableFailures = -1
+	MaxTolerableFailures = 1000
+	MinRetain            = 1
+	MaxRetain            = 100
+)
+
+// ErrInvalidConfig is returned (wrapped) for a config value out of its allowed range.
+var ErrInvalidConfig = errors.New("invalid config")
+
+// Config is the checkpoint settings of a job. The zero value is not valid; start from
+// DefaultConfig.
+type Config struct {
+	// Interval is the time between the starts of two checkpoints.
+	Interval time.Duration `msgpack:"interval"`
+	// Timeout aborts a checkpoint that has not completed this long after its trigger.
+	Timeout time.Duration `msgpack:"timeout"`
+	// MinPause is the least time between a checkpoint's completion and the next trigger.
+	MinPause time.Duration `msgpack:"min_pause"`
+	// MaxConcurrent is the most checkpoints pending at once.
+	MaxConcurrent int `msgpack:"max_concurrent"`
+	// TolerableFailures is how many consecutive counted failures are tolerated before the
+	// job is marked failed; -1 never marks it failed.
+	TolerableFailures int `msgpack:"tolerable_failures"`
+	// Retain is how many completed checkpoints are kept.
+	Retain int `msgpack:"retain"`
+}
+
+// DefaultConfig returns the config a job runs on before its first version.
+func DefaultConfig() Config {
+	return Config{
+		Interval:          10 * time.Second,
+		Timeout:           10 * time.Minute,
+		MinPause:          0,
+		MaxConcurrent:     1,
+		TolerableFailures: -1,
+		Retain:            3,
+	}
+}
+
+// Validate reports the first field out of its allowed range, naming the field as it is
+// spelled in JSON and the range allowed.
+func (c Config) Validate() error {
+	switch {
+	case c.Interval < MinInterval || c.Interval > MaxInterval:
+		return fmt.Errorf("%w: interval %s is out of range; allowed: %s to %s", ErrInvalidConfig, c.Interval, MinInterval, MaxInterval)
+	case c.Timeout < MinTimeout || c.Timeout > MaxTimeout:
+		return fmt.Errorf("%w: timeout %s is out of range; allowed: %s to %s", ErrInvalidConfig, c.Timeout, MinTimeout, MaxTimeout)
+	case c.MinPause < 0 || c.MinPause > MaxMinPause:
+		return fmt.Errorf("%w: min_pause %s is out of range; allowed: 0s to %s", ErrInvalidConfig, c.MinPause, MaxMinPause)
+	case c.MaxConcurrent < MinMaxConcurrent || c.MaxConcurrent > MaxMaxConcurrent:
+		return fmt.Errorf("%w: max_concurrent %d is out of range; allowed: %d to %d", ErrInvalidConfig, c.MaxConcurrent, MinMaxConcurrent, MaxMaxConcurrent)
+	case c.TolerableFailures < MinTolerableFailures || c.TolerableFailures > MaxTolerableFailures:
+		return fmt.Errorf("%w: tolerable_failures %d is out of range; allowed: %d to %d", ErrInvalidConfig, c.TolerableFailures, MinTolerableFailures, MaxTolerableFailures)
+	case c.Retain < MinRetain || c.Retain > MaxRetain:
+		return fmt.Errorf("%w: retain %d is out of range; allowed: %d to %d", ErrInvalidConfig, c.Retain, MinRetain, MaxRetain)
+	}
+	return nil
+}
+
+// ConfigEvent is published by configsvc on cairn.config.events.<job> for every accepted
+// change; the stream's history of them is the job's config audit log.
+type ConfigEvent struct {
+	Schema int `msgpack:"schema"`
+	// Job is the job the config belongs to.
+	Job string `msgpack:"job"`
+	// Version is 1, 2, 3 … per job, never reused.
+	Version uint64 `msgpack:"version"`
+	// Config is the whole config in force from this version on (not the patch).
+	Config Config `msgpack:"config"`
+	// Time is when configsvc accepted the change.
+	Time time.Time `msgpack:"time"`
+}
+
+// SchemaVersion implements Message.
+func (e *ConfigEvent) SchemaVersion() int { return e.Schema }
+
+// Validate implements Message.
+func (e *ConfigEvent) Validate() error {
+	if err := ValidateName("job", e.Job); err != nil {
+		return err
+	}
+	if e.Version == 0 {
+		return errors.New("config event: version 0 is reserved for the defaults; allowed: 1 and up")
+	}
+	return e.Config.Validate()
+}

@@ -1,0 +1,89 @@
+package messages
+
+import "time"
+
+// Status is the JSON reply to cairn.status.<job>.
+type Status struct {
+	Job string `json:"job"`
+	// Coordinator is the id of the coordinator answering (the job's lease holder).
+	Coordinator string `json:"coordinator"`
+	// Config is the config in force; Config.Version is the applied version.
+	Config ConfigView `json:"config"`
+	// AppliedAt is when the coordinator applied that version (zero for the defaults).
+	AppliedAt *time.Time `json:"applied_at,omitempty"`
+	// EffectiveInterval is the interval the schedule runs on now.
+	EffectiveInterval string `json:"effective_interval"`
+	// NextTrigger is when the next barrier is due; absent while none can be sent
+	// (max_concurrent reached or no registered instance).
+	NextTrigger *time.Time `json:"next_trigger,omitempty"`
+	// Waiting says why no trigger is scheduled, when NextTrigger is absent.
+	Waiting string `json:"waiting,omitempty"`
+	// Instances are the registered instances of the job.
+	Instances []string `json:"instances"`
+	// Pending are the checkpoints triggered and not yet ended, oldest first.
+	Pending []PendingCheckpoint `json:"pending"`
+	// LastCompleted is the newest completed checkpoint, if any.
+	LastCompleted *CompletedCheckpoint `json:"last_completed,omitempty"`
+	// LastAborted is the newest aborted checkpoint, if any.
+	LastAborted *AbortedCheckpoint `json:"last_aborted,omitempty"`
+	// Counts since this coordinator took the job.
+	Completed uint64 `json:"completed"`
+	Aborted   uint64 `json:"aborted"`
+	// ConsecutiveFailures counts timeouts, declines and storage errors since the last success.
+	ConsecutiveFailures int `json:"consecutive_failures"`
+	// Failed is true while ConsecutiveFailures exceeds tolerable_failures.
+	Failed bool `json:"failed"`
+}
+
+// PendingCheckpoint describes a checkpoint in flight.
+type PendingCheckpoint struct {
+	ID            uint64    `json:"id"`
+	ConfigVersion uint64    `json:"config_version"`
+	TriggeredAt   time.Time `json:"triggered_at"`
+	Deadline      time.Time `json:"deadline"`
+	Expected      []string  `json:"expected"`
+	Acked         []string  `json:"acked"`
+}
+
+// CompletedCheckpoint summarises a completed checkpoint.
+type CompletedCheckpoint struct {
+	ID            uint64    `json:"id"`
+	ConfigVersion uint64    `json:"config_version"`
+	TriggeredAt   time.Time `json:"triggered_at"`
+	CompletedAt   time.Time `json:"completed_at"`
+	Duration      string    `json:"duration"`
+	Bytes         uint64    `json:"bytes"`
+	Participants  []string  `json:"participants"`
+}
+
+// AbortedCheckpoint summarises an aborted checkpoint.
+type AbortedCheckpoint struct {
+	ID            uint64    `json:"id"`
+	ConfigVersion uint64    `json:"config_version"`
+	AbortedAt     time.Time `json:"aborted_at"`
+	Reason        string    `json:"reason"`
+	Detail        string    `json:"detail,omitempty"`
+}
+
+// OperatorState is the JSON reply of the reference operator to cairn.op.<job>.<instance>.state.
+type OperatorState struct {
+	Instance string `json:"instance"`
+	// Position is the last input stream sequence applied.
+	Position uint64 `json:"position"`
+	// Keys maps each key to its count and sum.
+	Keys map[string]KeyTotals `json:"keys"`
+	// Rejected counts malformed events skipped.
+	Rejected uint64 `json:"rejected"`
+}
+
+// KeyTotals is one key's aggregate in OperatorState.
+type KeyTotals struct {
+	Count int64 `json:"count"`
+	Sum   int64 `json:"sum"`
+}
+
+// InputEvent is the JSON form of a reference-operator input record.
+type InputEvent struct {
+	Key   string `json:"key"`
+	Value int64  `json:"value"`
+}

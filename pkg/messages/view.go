@@ -1,0 +1,41 @@
+package messages
+
+import "time"
+
+// ConfigView is the JSON reply to cairn.config.set.<job> and cairn.config.get.<job>: the
+// whole config in force and its version (0 for a job still on the defaults).
+type ConfigView struct {
+	Job               string     `json:"job"`
+	Version           uint64     `json:"version"`
+	Interval          string     `json:"interval"`
+	Timeout           string     `json:"timeout"`
+	MinPause          string     `json:"min_pause"`
+	MaxConcurrent     int        `json:"max_concurrent"`
+	TolerableFailures int        `json:"tolerable_failures"`
+	Retain            int        `json:"retain"`
+	UpdatedAt         *time.Time `json:"updated_at,omitempty"`
+}
+
+// NewConfigView renders a config and its version for a reply; updated is omitted when zero.
+func NewConfigView(job string, version uint64, c Config, updated time.Time) ConfigView {
+	v := ConfigView{
+		Job:               job,
+		Version:           version,
+		Interval:          c.Interval.String(),
+		Timeout:           c.Timeout.String(),
+		MinPause:          c.MinPause.String(),
+		MaxConcurrent:     c.MaxConcurrent,
+		TolerableFailures: c.TolerableFailures,
+		Retain:            c.Retain,
+	}
+	if !updated.IsZero() {
+		u := updated.UTC()
+		v.UpdatedAt = &u
+	}
+	return v
+}
+
+// ErrorBody is the JSON body of every error reply.
+type ErrorBody struct {
+	Error string `json:"error"`
+}
