@@ -70,7 +70,7 @@ type SnapshotRef struct {
 
 // Ack is an instance's answer to a barrier on cairn.ack.<job>.
 type Ack struct {
-	Schema int `msgpack:"schema"`
+	Schema int    `msgpack:"schema"`
 	Job    string `msgpack:"job"`
 	// CheckpointID is the barrier's checkpoint id.
 	CheckpointID uint64 `msgpack:"id"`
