@@ -33,7 +33,14 @@ type Options struct {
 	ConfigHistory int64
 	// Memory stores everything in memory instead of files (tests and benchmarks).
 	Memory bool
+	// LookupOnly makes Ensure fail with ErrMissing instead of creating a missing
+	// resource, for services without the right to create streams (operators, loadgen).
+	LookupOnly bool
 }
+
+// ErrMissing is returned (wrapped) by Ensure with LookupOnly when a resource does not
+// exist yet.
+var ErrMissing = errors.New("resource does not exist yet")
 
 // DefaultLeaseTTL is the TTL of registrations and leases when Options.LeaseTTL is 0.
 const DefaultLeaseTTL = 5 * time.Second
@@ -102,7 +109,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) (*Resources,
 	var r Resources
 	streams := []*jetstream.Stream{&r.Config, &r.Checkpoints, &r.Input}
 	for i, cfg := range o.StreamConfigs() {
-		st, err := ensureStream(ctx, js, cfg)
+		st, err := ensureStream(ctx, js, cfg, o.LookupOnly)
 		if err != nil {
 			return nil, err
 		}
@@ -113,7 +120,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) (*Resources,
 		ttl = DefaultLeaseTTL
 	}
 	var err error
-	if r.Manifests, err = ensureKV(ctx, js, jetstream.KeyValueConfig{
+	if r.Manifests, err = ensureKV(ctx, js, o.LookupOnly, jetstream.KeyValueConfig{
 		Bucket:      ManifestBucket,
 		Description: "Cairn manifests (<job>.<id>, <job>.latest) and checkpoint id counters (<job>.counter)",
 		History:     1,
@@ -122,7 +129,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) (*Resources,
 	}); err != nil {
 		return nil, err
 	}
-	if r.Leases, err = ensureKV(ctx, js, jetstream.KeyValueConfig{
+	if r.Leases, err = ensureKV(ctx, js, o.LookupOnly, jetstream.KeyValueConfig{
 		Bucket:         LeaseBucket,
 		Description:    "Cairn instance registrations (instance.<job>.<instance>) and coordinator leases (leader.<job>)",
 		History:        1,
@@ -133,7 +140,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) (*Resources,
 	}); err != nil {
 		return nil, err
 	}
-	if r.Snapshots, err = ensureObjectStore(ctx, js, jetstream.ObjectStoreConfig{
+	if r.Snapshots, err = ensureObjectStore(ctx, js, o.LookupOnly, jetstream.ObjectStoreConfig{
 		Bucket:      SnapshotBucket,
 		Description: "Cairn operator snapshots, <job>/<checkpoint>/<instance>",
 		Storage:     o.storage(),
@@ -144,13 +151,16 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) (*Resources,
 	return &r, nil
 }
 
-func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig, lookupOnly bool) (jetstream.Stream, error) {
 	st, err := js.Stream(ctx, cfg.Name)
 	if err == nil {
 		return st, nil
 	}
 	if !errors.Is(err, jetstream.ErrStreamNotFound) {
 		return nil, fmt.Errorf("look up stream %s: %w", cfg.Name, err)
+	}
+	if lookupOnly {
+		return nil, fmt.Errorf("stream %s: %w", cfg.Name, ErrMissing)
 	}
 	st, err = js.CreateStream(ctx, cfg)
 	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
@@ -162,13 +172,16 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.Str
 	return st, nil
 }
 
-func ensureKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+func ensureKV(ctx context.Context, js jetstream.JetStream, lookupOnly bool, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
 	kv, err := js.KeyValue(ctx, cfg.Bucket)
 	if err == nil {
 		return kv, nil
 	}
 	if !errors.Is(err, jetstream.ErrBucketNotFound) {
 		return nil, fmt.Errorf("look up bucket %s: %w", cfg.Bucket, err)
+	}
+	if lookupOnly {
+		return nil, fmt.Errorf("bucket %s: %w", cfg.Bucket, ErrMissing)
 	}
 	kv, err = js.CreateKeyValue(ctx, cfg)
 	if errors.Is(err, jetstream.ErrBucketExists) || errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
@@ -180,13 +193,16 @@ func ensureKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValu
 	return kv, nil
 }
 
-func ensureObjectStore(ctx context.Context, js jetstream.JetStream, cfg jetstream.ObjectStoreConfig) (jetstream.ObjectStore, error) {
+func ensureObjectStore(ctx context.Context, js jetstream.JetStream, lookupOnly bool, cfg jetstream.ObjectStoreConfig) (jetstream.ObjectStore, error) {
 	obs, err := js.ObjectStore(ctx, cfg.Bucket)
 	if err == nil {
 		return obs, nil
 	}
 	if !errors.Is(err, jetstream.ErrBucketNotFound) && !errors.Is(err, jetstream.ErrStreamNotFound) {
 		return nil, fmt.Errorf("look up object store %s: %w", cfg.Bucket, err)
+	}
+	if lookupOnly {
+		return nil, fmt.Errorf("object store %s: %w", cfg.Bucket, ErrMissing)
 	}
 	obs, err = js.CreateObjectStore(ctx, cfg)
 	if errors.Is(err, jetstream.ErrBucketExists) || errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {

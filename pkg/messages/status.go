@@ -5,8 +5,10 @@ import "time"
 // Status is the JSON reply to cairn.status.<job>.
 type Status struct {
 	Job string `json:"job"`
-	// Coordinator is the id of the coordinator answering (the job's lease holder).
+	// Coordinator is the id of the coordinator answering.
 	Coordinator string `json:"coordinator"`
+	// Holder is the id of the coordinator holding the job's lease (the one triggering).
+	Holder string `json:"holder"`
 	// Config is the config in force; Config.Version is the applied version.
 	Config ConfigView `json:"config"`
 	// AppliedAt is when the coordinator applied that version (zero for the defaults).
@@ -29,6 +31,8 @@ type Status struct {
 	// Counts since this coordinator took the job.
 	Completed uint64 `json:"completed"`
 	Aborted   uint64 `json:"aborted"`
+	// LateAcks counts acks dropped because their checkpoint had already ended.
+	LateAcks uint64 `json:"late_acks"`
 	// ConsecutiveFailures counts timeouts, declines and storage errors since the last success.
 	ConsecutiveFailures int `json:"consecutive_failures"`
 	// Failed is true while ConsecutiveFailures exceeds tolerable_failures.

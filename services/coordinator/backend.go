@@ -1,0 +1,32 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+
+	"github.com/cairn-stream/cairn/pkg/messages"
+)
+
+// ErrFenced is returned by a backend when a write shows that another coordinator has
+// moved the job past this one: this coordinator must stop coordinating the job at once.
+var ErrFenced = errors.New("coordinator fenced: another coordinator has moved the job on")
+
+// backend is everything one job's loop does to the outside world; it is used only by that
+// loop's goroutine. The NATS implementation is natsBackend; unit tests use a fake.
+type backend interface {
+	// nextID advances the job's checkpoint id counter with compare-and-set and returns
+	// the new id; an id is never returned twice, across restarts and fail-overs.
+	nextID(ctx context.Context) (uint64, error)
+	// sendBarrier publishes the barrier.
+	sendBarrier(b *messages.Barrier) error
+	// writeManifest stores the manifest under <job>.<id> and moves <job>.latest to it;
+	// ErrFenced when <job>.latest already holds this id or a newer one.
+	writeManifest(ctx context.Context, m *messages.Manifest) error
+	// latestManifest returns the job's newest manifest, or nil when there is none.
+	latestManifest(ctx context.Context) (*messages.Manifest, error)
+	// publishEvent publishes a checkpoint event.
+	publishEvent(ctx context.Context, e *messages.CheckpointEvent) error
+	// retain deletes, in the background, the job's manifests beyond the newest keep and
+	// the snapshot objects that neither a retained manifest nor live references.
+	retain(keep int, live []messages.SnapshotRef)
+}

@@ -1,0 +1,96 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/cairn-stream/cairn/pkg/messages"
+)
+
+// fakeBackend records what a job loop does, for tests on synctest's fake clock.
+type fakeBackend struct {
+	mu        sync.Mutex
+	last      uint64
+	barriers  []sentBarrier
+	manifests []*messages.Manifest
+	events    []*messages.CheckpointEvent
+	latest    *messages.Manifest
+	failWrite error
+	retains   int
+}
+
+type sentBarrier struct {
+	at time.Time
+	b  *messages.Barrier
+}
+
+var _ backend = (*fakeBackend)(nil)
+
+func (f *fakeBackend) nextID(context.Context) (uint64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.last++
+	return f.last, nil
+}
+
+func (f *fakeBackend) sendBarrier(b *messages.Barrier) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.barriers = append(f.barriers, sentBarrier{at: time.Now(), b: b})
+	return nil
+}
+
+func (f *fakeBackend) writeManifest(_ context.Context, m *messages.Manifest) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.failWrite != nil {
+		return f.failWrite
+	}
+	if f.latest != nil && f.latest.CheckpointID >= m.CheckpointID {
+		return ErrFenced
+	}
+	f.manifests = append(f.manifests, m)
+	f.latest = m
+	return nil
+}
+
+func (f *fakeBackend) latestManifest(context.Context) (*messages.Manifest, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.latest, nil
+}
+
+func (f *fakeBackend) publishEvent(_ context.Context, e *messages.CheckpointEvent) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.events = append(f.events, e)
+	return nil
+}
+
+func (f *fakeBackend) retain(int, []messages.SnapshotRef) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.retains++
+}
+
+func (f *fakeBackend) sent() []sentBarrier {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]sentBarrier(nil), f.barriers...)
+}
+
+func (f *fakeBackend) eventsOf(o messages.Outcome) []*messages.CheckpointEvent {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []*messages.CheckpointEvent
+	for _, e := range f.events {
+		if e.Outcome == o {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+var errDisk = errors.New("disk full")

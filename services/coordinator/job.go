@@ -1,0 +1,435 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/cairn-stream/cairn/pkg/messages"
+)
+
+// regUpdate reports an instance's registration; an empty incarnation means it is gone.
+type regUpdate struct {
+	instance    string
+	incarnation string
+}
+
+// leaseState is what the lease keeper tells the loop: whether this coordinator holds the
+// job's lease, until when it may act on it, and who holds it.
+type leaseState struct {
+	held       bool
+	validUntil time.Time
+	holder     string
+}
+
+// pending is a triggered checkpoint that has not ended.
+type pending struct {
+	id          uint64
+	version     uint64
+	triggeredAt time.Time
+	deadline    time.Time
+	timeout     time.Duration
+	expected    map[string]string // instance → incarnation at trigger time
+	acks        map[string]*messages.Ack
+}
+
+// job owns one job's coordination state. Only run's goroutine touches the fields below
+// the channels; everything else talks to it through the channels.
+type job struct {
+	name    string
+	coordID string
+	log     zerolog.Logger
+	b       backend
+
+	configs chan *messages.ConfigEvent
+	regs    chan regUpdate
+	acks    chan *messages.Ack
+	status  chan chan messages.Status
+	leases  chan leaseState
+
+	cfg           messages.Config
+	version       uint64
+	appliedAt     time.Time
+	instances     map[string]string
+	pending       []*pending // ordered by id
+	lastTrigger   time.Time
+	lastComplete  time.Time
+	retryAt       time.Time
+	lease         leaseState
+	lastCompleted *messages.CompletedCheckpoint
+	lastAborted   *messages.AbortedCheckpoint
+	completed     uint64
+	aborted       uint64
+	lateAcks      uint64
+	failures      int
+	timer         *time.Timer
+}
+
+func newJob(name, coordID string, b backend, log zerolog.Logger) *job {
+	return &job{
+		name:      name,
+		coordID:   coordID,
+		log:       log.With().Str("job", name).Logger(),
+		b:         b,
+		configs:   make(chan *messages.ConfigEvent, 16),
+		regs:      make(chan regUpdate, 64),
+		acks:      make(chan *messages.Ack, 256),
+		status:    make(chan chan messages.Status),
+		leases:    make(chan leaseState, 4),
+		cfg:       messages.DefaultConfig(),
+		instances: map[string]string{},
+	}
+}
+
+// send delivers v on ch unless ctx ends first.
+func send[T any](ctx context.Context, ch chan<- T, v T) bool {
+	select {
+	case ch <- v:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// run is the job's owning loop; it returns when ctx is done.
+func (j *job) run(ctx context.Context) {
+	j.timer = time.NewTimer(time.Hour)
+	defer j.timer.Stop()
+	for {
+		j.arm(time.Now())
+		select {
+		case <-ctx.Done():
+			j.stop()
+			return
+		case ev := <-j.configs:
+			j.applyConfig(ev)
+		case r := <-j.regs:
+			j.register(ctx, r)
+		case a := <-j.acks:
+			j.handleAck(ctx, a)
+		case reply := <-j.status:
+			reply <- j.view(time.Now())
+		case l := <-j.leases:
+			j.setLease(ctx, l)
+		case <-j.timer.C:
+			j.tick(ctx, time.Now())
+		}
+	}
+}
+
+// canTrigger reports whether a barrier may be sent at all (ignoring time).
+func (j *job) canTrigger(now time.Time) bool {
+	return j.lease.held && now.Before(j.lease.validUntil) &&
+		len(j.pending) < j.cfg.MaxConcurrent && len(j.instances) > 0
+}
+
+// next is when the next barrier is due under the scheduling rule.
+func (j *job) next(now time.Time) time.Time {
+	return later(nextTrigger(j.cfg, j.lastTrigger, j.lastComplete, now), j.retryAt)
+}
+
+// arm resets the loop's one timer to the earliest of: the next trigger, the earliest
+// pending deadline, the end of the lease's validity.
+func (j *job) arm(now time.Time) {
+	var wake time.Time
+	earliest := func(t time.Time) {
+		if wake.IsZero() || t.Before(wake) {
+			wake = t
+		}
+	}
+	if j.canTrigger(now) {
+		earliest(j.next(now))
+	}
+	for _, p := range j.pending {
+		earliest(p.deadline)
+	}
+	if j.lease.held {
+		earliest(j.lease.validUntil)
+	}
+	if wake.IsZero() {
+		j.timer.Stop()
+		return
+	}
+	j.timer.Reset(max(wake.Sub(now), 0))
+}
+
+func (j *job) tick(ctx context.Context, now time.Time) {
+	if j.lease.held && !now.Before(j.lease.validUntil) {
+		j.fence(ctx, "lease not renewed in time")
+	}
+	for _, p := range slices.Clone(j.pending) {
+		if !now.Before(p.deadline) {
+			j.abort(ctx, p, messages.AbortTimeout, fmt.Sprintf("no ack from %s within %s", strings.Join(p.missing(), ", "), p.timeout))
+		}
+	}
+	if j.canTrigger(now) {
+		if due := j.next(now); !now.Before(due) {
+			j.trigger(ctx, now)
+		}
+	}
+}
+
+func (j *job) applyConfig(ev *messages.ConfigEvent) {
+	if ev.Version <= j.version {
+		j.log.Debug().Uint64("version", ev.Version).Uint64("applied", j.version).Msg("config version ignored: not newer than the applied one")
+		return
+	}
+	old := j.cfg
+	j.cfg, j.version, j.appliedAt = ev.Config, ev.Version, time.Now()
+	j.log.Info().Uint64("version", ev.Version).Stringer("interval", ev.Config.Interval).Stringer("previous_interval", old.Interval).
+		Stringer("timeout", ev.Config.Timeout).Stringer("min_pause", ev.Config.MinPause).Int("max_concurrent", ev.Config.MaxConcurrent).
+		Msg("config applied")
+}
+
+func (j *job) register(ctx context.Context, r regUpdate) {
+	old, had := j.instances[r.instance]
+	if old == r.incarnation {
+		return
+	}
+	if r.incarnation == "" {
+		delete(j.instances, r.instance)
+		j.log.Info().Str("instance", r.instance).Msg("instance left")
+	} else {
+		j.instances[r.instance] = r.incarnation
+		j.log.Info().Str("instance", r.instance).Str("incarnation", r.incarnation).Msg("instance registered")
+	}
+	if !had {
+		return
+	}
+	for _, p := range slices.Clone(j.pending) {
+		if inc, ok := p.expected[r.instance]; ok && inc == old {
+			detail := fmt.Sprintf("instance %s left", r.instance)
+			if r.incarnation != "" {
+				detail = fmt.Sprintf("instance %s restarted (incarnation %s → %s)", r.instance, old, r.incarnation)
+			}
+			j.abort(ctx, p, messages.AbortInstanceLost, detail)
+		}
+	}
+}
+
+func (j *job) setLease(ctx context.Context, l leaseState) {
+	was := j.lease.held
+	j.lease = l
+	switch {
+	case l.held && !was:
+		j.takeOver(ctx)
+	case !l.held && was:
+		j.fence(ctx, "lease lost")
+	}
+}
+
+// takeOver starts coordinating after acquiring the lease: the schedule continues from the
+// newest manifest, or starts one interval from now when there is none.
+func (j *job) takeOver(ctx context.Context) {
+	now := time.Now()
+	j.lastTrigger, j.lastComplete = now, time.Time{}
+	m, err := j.b.latestManifest(ctx)
+	switch {
+	case err != nil:
+		j.log.Warn().Err(err).Msg("cannot read the latest manifest; scheduling from now")
+	case m != nil:
+		j.lastTrigger, j.lastComplete = m.TriggeredAt, m.CompletedAt
+	}
+	j.log.Info().Str("coordinator", j.coordID).Msg("took the job's lease")
+}
+
+// fence stops coordinating: every pending checkpoint is aborted.
+func (j *job) fence(ctx context.Context, why string) {
+	j.lease.held = false
+	for _, p := range slices.Clone(j.pending) {
+		j.abort(ctx, p, messages.AbortCoordinatorChange, why)
+	}
+	j.log.Warn().Str("why", why).Msg("stopped coordinating the job")
+}
+
+func (j *job) trigger(ctx context.Context, now time.Time) {
+	id, err := j.b.nextID(ctx)
+	if err != nil {
+		j.retryAt = now.Add(min(j.cfg.Interval, time.Second))
+		if errors.Is(err, ErrFenced) {
+			j.fence(ctx, err.Error())
+			return
+		}
+		j.log.Error().Err(err).Msg("cannot allocate a checkpoint id; retrying")
+		return
+	}
+	p := &pending{
+		id:          id,
+		version:     j.version,
+		triggeredAt: now,
+		timeout:     j.cfg.Timeout,
+		deadline:    now.Add(j.cfg.Timeout),
+		expected:    maps.Clone(j.instances),
+		acks:        map[string]*messages.Ack{},
+	}
+	b := &messages.Barrier{Schema: messages.SchemaVersion, Job: j.name, CheckpointID: id, ConfigVersion: j.version, TriggeredAt: now.UTC(), Coordinator: j.coordID}
+	if err := j.b.sendBarrier(b); err != nil {
+		j.retryAt = now.Add(min(j.cfg.Interval, time.Second))
+		j.log.Error().Err(err).Uint64("checkpoint", id).Msg("cannot send the barrier; retrying with a new id")
+		return
+	}
+	j.pending = append(j.pending, p)
+	j.lastTrigger, j.retryAt = now, time.Time{}
+	j.log.Info().Uint64("checkpoint", id).Uint64("config_version", j.version).Strs("participants", p.participants()).Msg("barrier sent")
+}
+
+func (j *job) handleAck(ctx context.Context, a *messages.Ack) {
+	log := j.log.With().Uint64("checkpoint", a.CheckpointID).Str("instance", a.Instance).Logger()
+	p := j.find(a.CheckpointID)
+	if p == nil {
+		j.lateAcks++
+		log.Debug().Stringer("kind", a.Kind).Msg("late ack dropped: checkpoint not pending")
+		return
+	}
+	if inc, ok := p.expected[a.Instance]; !ok || inc != a.Incarnation {
+		log.Debug().Str("incarnation", a.Incarnation).Msg("ack dropped: instance or incarnation not expected")
+		return
+	}
+	if a.Kind == messages.AckDeclined {
+		j.abort(ctx, p, messages.AbortDeclined, fmt.Sprintf("%s declined: %s", a.Instance, a.Reason))
+		return
+	}
+	p.acks[a.Instance] = a
+	if len(p.acks) == len(p.expected) {
+		j.complete(ctx, p)
+	}
+}
+
+func (j *job) complete(ctx context.Context, p *pending) {
+	now := time.Now()
+	m := &messages.Manifest{
+		Schema:        messages.SchemaVersion,
+		Job:           j.name,
+		CheckpointID:  p.id,
+		ConfigVersion: p.version,
+		TriggeredAt:   p.triggeredAt.UTC(),
+		CompletedAt:   now.UTC(),
+		Instances:     make(map[string]messages.InstanceSnapshot, len(p.acks)),
+	}
+	for inst, a := range p.acks {
+		m.Instances[inst] = messages.InstanceSnapshot{Incarnation: a.Incarnation, Snapshot: a.Snapshot, Positions: a.Positions}
+	}
+	if err := j.b.writeManifest(ctx, m); err != nil {
+		if errors.Is(err, ErrFenced) {
+			j.fence(ctx, err.Error())
+			return
+		}
+		j.abort(ctx, p, messages.AbortStorage, fmt.Sprintf("write manifest: %v", err))
+		return
+	}
+	j.remove(p)
+	for _, older := range slices.Clone(j.pending) {
+		if older.id < p.id {
+			j.abort(ctx, older, messages.AbortSubsumed, fmt.Sprintf("checkpoint %d completed first", p.id))
+		}
+	}
+	if j.failures > 0 && j.failed() {
+		j.log.Info().Int("failures", j.failures).Msg("job no longer failed: a checkpoint completed")
+	}
+	j.lastComplete, j.failures = now, 0
+	j.completed++
+	j.lastCompleted = &messages.CompletedCheckpoint{
+		ID: p.id, ConfigVersion: p.version, TriggeredAt: m.TriggeredAt, CompletedAt: m.CompletedAt,
+		Duration: now.Sub(p.triggeredAt).String(), Bytes: m.Bytes(), Participants: p.participants(),
+	}
+	ev := &messages.CheckpointEvent{
+		Schema: messages.SchemaVersion, Job: j.name, CheckpointID: p.id, ConfigVersion: p.version,
+		Outcome: messages.Completed, TriggeredAt: m.TriggeredAt, FinishedAt: m.CompletedAt,
+		Participants: p.participants(), Bytes: m.Bytes(),
+	}
+	if err := j.b.publishEvent(ctx, ev); err != nil {
+		j.log.Error().Err(err).Uint64("checkpoint", p.id).Msg("cannot publish the completed event")
+	}
+	j.b.retain(j.cfg.Retain, j.liveRefs())
+	j.log.Info().Uint64("checkpoint", p.id).Uint64("config_version", p.version).Str("duration", j.lastCompleted.Duration).
+		Uint64("bytes", m.Bytes()).Int("participants", len(p.expected)).Msg("checkpoint completed")
+}
+
+func (j *job) abort(ctx context.Context, p *pending, reason messages.AbortReason, detail string) {
+	j.remove(p)
+	now := time.Now()
+	j.aborted++
+	if reason.Counted() {
+		j.failures++
+	}
+	failed := j.failed()
+	j.lastAborted = &messages.AbortedCheckpoint{ID: p.id, ConfigVersion: p.version, AbortedAt: now.UTC(), Reason: reason.String(), Detail: detail}
+	ev := &messages.CheckpointEvent{
+		Schema: messages.SchemaVersion, Job: j.name, CheckpointID: p.id, ConfigVersion: p.version,
+		Outcome: messages.Aborted, TriggeredAt: p.triggeredAt.UTC(), FinishedAt: now.UTC(),
+		Participants: p.participants(), Reason: reason, Detail: detail, Failed: failed,
+	}
+	if err := j.b.publishEvent(ctx, ev); err != nil {
+		j.log.Error().Err(err).Uint64("checkpoint", p.id).Msg("cannot publish the aborted event")
+	}
+	e := j.log.Warn()
+	if failed {
+		e = j.log.Error()
+	}
+	e.Uint64("checkpoint", p.id).Stringer("reason", reason).Str("detail", detail).Int("consecutive_failures", j.failures).
+		Bool("failed", failed).Msg("checkpoint aborted")
+}
+
+// stop aborts what is pending when the coordinator shuts down; ctx is already done, so
+// the events get a short context of their own.
+func (j *job) stop() {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	for _, p := range slices.Clone(j.pending) {
+		j.abort(ctx, p, messages.AbortCoordinatorChange, "coordinator stopped")
+	}
+}
+
+// failed reports whether consecutive counted failures exceed tolerable_failures.
+func (j *job) failed() bool {
+	return j.cfg.TolerableFailures >= 0 && j.failures > j.cfg.TolerableFailures
+}
+
+func (j *job) find(id uint64) *pending {
+	for _, p := range j.pending {
+		if p.id == id {
+			return p
+		}
+	}
+	return nil
+}
+
+func (j *job) remove(p *pending) {
+	j.pending = slices.DeleteFunc(j.pending, func(q *pending) bool { return q == p })
+}
+
+// liveRefs are the snapshots acked for checkpoints still pending: retention keeps them.
+func (j *job) liveRefs() []messages.SnapshotRef {
+	var refs []messages.SnapshotRef
+	for _, p := range j.pending {
+		for _, a := range p.acks {
+			refs = append(refs, a.Snapshot)
+		}
+	}
+	return refs
+}
+
+func (p *pending) participants() []string {
+	names := make([]string, 0, len(p.expected))
+	for n := range p.expected {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+func (p *pending) missing() []string {
+	var names []string
+	for _, n := range p.participants() {
+		if _, ok := p.acks[n]; !ok {
+			names = append(names, n)
+		}
+	}
+	return names
+}

@@ -1,0 +1,397 @@
+package coordinator
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/cairn-stream/cairn/pkg/messages"
+)
+
+// harness runs one job loop inside a synctest bubble: time is fake and advances only when
+// every goroutine of the bubble is blocked, so the assertions on barrier times are exact.
+type harness struct {
+	t      *testing.T
+	f      *fakeBackend
+	j      *job
+	t0     time.Time
+	cancel context.CancelFunc
+}
+
+func newHarness(t *testing.T, instances ...string) *harness {
+	f := &fakeBackend{}
+	j := newJob("demo", "c1", f, zerolog.Nop())
+	ctx, cancel := context.WithCancel(context.Background())
+	go j.run(ctx)
+	h := &harness{t: t, f: f, j: j, t0: time.Now(), cancel: cancel}
+	j.leases <- leaseState{held: true, validUntil: h.t0.Add(1000 * time.Hour), holder: "c1"}
+	for _, i := range instances {
+		j.regs <- regUpdate{instance: i, incarnation: "inc-" + i}
+	}
+	synctest.Wait()
+	return h
+}
+
+func (h *harness) stop() {
+	h.cancel()
+	synctest.Wait()
+}
+
+// config delivers config version v, the defaults changed by mutate.
+func (h *harness) config(v uint64, mutate func(*messages.Config)) {
+	c := messages.DefaultConfig()
+	mutate(&c)
+	h.j.configs <- &messages.ConfigEvent{Schema: messages.SchemaVersion, Job: "demo", Version: v, Config: c, Time: time.Now()}
+	synctest.Wait()
+}
+
+// at advances the fake clock to t0+d.
+func (h *harness) at(d time.Duration) {
+	h.t.Helper()
+	if wait := h.t0.Add(d).Sub(time.Now()); wait > 0 {
+		time.Sleep(wait)
+	}
+	synctest.Wait()
+}
+
+// ack sends an ack (or a decline with reason) of checkpoint id from each instance.
+func (h *harness) ack(id uint64, reason string, instances ...string) {
+	for _, i := range instances {
+		a := &messages.Ack{Schema: messages.SchemaVersion, Job: "demo", CheckpointID: id, Instance: i, Incarnation: "inc-" + i,
+			Kind: messages.AckDone, Snapshot: messages.SnapshotRef{Object: "demo/1/" + i, Size: 10, Digest: "SHA-256=x"}}
+		if reason != "" {
+			a.Kind, a.Reason = messages.AckDeclined, reason
+		}
+		h.j.acks <- a
+	}
+	synctest.Wait()
+}
+
+func (h *harness) status() messages.Status {
+	reply := make(chan messages.Status, 1)
+	h.j.status <- reply
+	return <-reply
+}
+
+// barrierTimes are the offsets from t0 of every barrier sent so far.
+func (h *harness) barrierTimes() []time.Duration {
+	var out []time.Duration
+	for _, b := range h.f.sent() {
+		out = append(out, b.at.Sub(h.t0))
+	}
+	return out
+}
+
+func (h *harness) wantBarriers(want ...time.Duration) {
+	h.t.Helper()
+	if got := h.barrierTimes(); !slices.Equal(got, want) {
+		h.t.Fatalf("barriers at %v, want %v", got, want)
+	}
+}
+
+const s = time.Second
+
+func every(interval time.Duration) func(*messages.Config) {
+	return func(c *messages.Config) { c.Interval = interval }
+}
+
+func TestShorterIntervalOverdueFiresAtOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, "a", "b")
+		defer h.stop()
+		h.config(1, every(10*s))
+		h.at(10 * s)
+		h.wantBarriers(10 * s)
+		h.ack(1, "", "a", "b")
+		h.at(16 * s)
+		h.config(2, every(5*s))
+		h.wantBarriers(10*s, 16*s)
+		h.ack(2, "", "a", "b")
+		h.at(21 * s)
+		h.wantBarriers(10*s, 16*s, 21*s)
+		if v := h.f.sent()[1].b.ConfigVersion; v != 2 {
+			t.Fatalf("second barrier ran under config version %d, want 2", v)
+		}
+	})
+}
+
+func TestShorterIntervalNotYetDueFiresAtLastTriggerPlusInterval(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, "a")
+		defer h.stop()
+		h.config(1, every(10*s))
+		h.at(10 * s)
+		h.ack(1, "", "a")
+		h.at(12 * s)
+		h.config(2, every(5*s))
+		h.wantBarriers(10 * s)
+		h.at(15 * s)
+		h.wantBarriers(10*s, 15*s)
+	})
+}
+
+func TestLongerIntervalPostpones(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, "a")
+		defer h.stop()
+		h.config(1, every(10*s))
+		h.at(10 * s)
+		h.ack(1, "", "a")
+		h.at(12 * s)
+		h.config(2, every(30*s))
+		h.at(39 * s)
+		h.wantBarriers(10 * s)
+		h.at(40 * s)
+		h.wantBarriers(10*s, 40*s)
+		h.ack(2, "", "a")
+		if next := h.status().NextTrigger; next == nil || !next.Equal(h.t0.Add(70*s).UTC()) {
+			t.Fatalf("next trigger %v, want t0+70s", next)
+		}
+	})
+}
+
+func TestMinPauseCountsFromCompletion(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, "a")
+		defer h.stop()
+		h.config(1, func(c *messages.Config) { c.Interval, c.MinPause = s, 5*s })
+		h.at(1 * s)
+		h.at(3 * s)
+		h.ack(1, "", "a")
+		h.at(7 * s)
+		h.wantBarriers(1 * s)
+		h.at(8 * s)
+		h.wantBarriers(1*s, 8*s)
+	})
+}
+
+func TestMaxConcurrentBoundsPending(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, "a")
+		defer h.stop()
+		h.config(1, func(c *messages.Config) { c.Interval, c.MaxConcurrent, c.Timeout = s, 2, time.Hour })
+		h.at(10 * s)
+		h.wantBarriers(1*s, 2*s)
+		if st := h.status(); len(st.Pending) != 2 || st.NextTrigger != nil || st.Waiting == "" {
+			t.Fatalf("status: pending %d, next %v, waiting %q", len(st.Pending), st.NextTrigger, st.Waiting)
+		}
+		h.ack(1, "", "a")
+		h.wantBarriers(1*s, 2*s, 10*s)
+	})
+}
+
+func TestPendingCheckpointKeepsItsTimeout(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, "a")
+		defer h.stop()
+		h.config(1, func(c *messages.Config) { c.Interval, c.Timeout = 5*s, 10*s })
+		h.at(5 * s)
+		h.config(2, func(c *messages.Config) { c.Interval, c.Timeout = 5*s, time.Hour })
+		h.at(15*s - time.Millisecond)
+		if got := h.f.eventsOf(messages.Aborted); len(got) != 0 {
+			t.Fatalf("aborted before its own timeout: %+v", got)
+		}
+		h.at(15 * s)
+		ab := h.f.eventsOf(messages.Aborted)
+		if len(ab) != 1 || ab[0].Reason != messages.AbortTimeout || ab[0].CheckpointID != 1 || ab[0].ConfigVersion != 1 {
+			t.Fatalf("aborted events %+v, want checkpoint 1 timed out under version 1", ab)
+		}
+		h.wantBarriers(5*s, 15*s)
+		if st := h.status(); !st.Pending[0].Deadline.Equal(h.t0.Add(15*s + time.Hour).UTC()) {
+			t.Fatalf("new checkpoint deadline %v, want t0+1h15s", st.Pending[0].Deadline)
+		}
+	})
+}
+
+func TestStaleAndDuplicateVersionsChangeNothing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, "a")
+		defer h.stop()
+		h.config(2, every(5*s))
+		before := h.status()
+		h.config(2, every(100*time.Millisecond))
+		h.config(1, every(100*time.Millisecond))
+		after := h.status()
+		if after.Config.Version != 2 || after.EffectiveInterval != "5s" || !after.AppliedAt.Equal(*before.AppliedAt) {
+			t.Fatalf("status after stale versions: version %d interval %s applied %v", after.Config.Version, after.EffectiveInterval, after.AppliedAt)
+		}
+		h.at(5 * s)
+		h.ack(1, "", "a")
+		h.at(10 * s)
+		h.wantBarriers(5*s, 10*s)
+	})
+}
+
+func TestNoBarrierWithoutInstances(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t)
+		defer h.stop()
+		h.config(1, every(s))
+		h.at(5 * s)
+		h.wantBarriers()
+		if st := h.status(); st.Waiting != "no registered instance" {
+			t.Fatalf("waiting %q", st.Waiting)
+		}
+		h.j.regs <- regUpdate{instance: "a", incarnation: "inc-a"}
+		synctest.Wait()
+		h.wantBarriers(5 * s)
+	})
+}
+
+func TestCompletionWritesManifestAndEvent(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, "a", "b", "c")
+		defer h.stop()
+		h.config(3, every(s))
+		h.at(s)
+		h.ack(1, "", "a", "b")
+		if len(h.f.manifests) != 0 {
+			t.Fatal("completed before every instance acked")
+		}
+		h.at(1500 * time.Millisecond)
+		h.ack(1, "", "c")
+		if len(h.f.manifests) != 1 || len(h.f.manifests[0].Instances) != 3 || h.f.manifests[0].ConfigVersion != 3 {
+			t.Fatalf("manifests %+v", h.f.manifests)
+		}
+		ev := h.f.eventsOf(messages.Completed)
+		if len(ev) != 1 || ev[0].ConfigVersion != 3 || ev[0].Bytes != 30 || len(ev[0].Participants) != 3 {
+			t.Fatalf("completed events %+v", ev)
+		}
+		st := h.status()
+		if st.Completed != 1 || st.LastCompleted == nil || st.LastCompleted.Duration != "500ms" || h.f.retains != 1 {
+			t.Fatalf("status %+v retains %d", st, h.f.retains)
+		}
+	})
+}
+
+func TestDeclineAbortsAndCounts(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, "a", "b")
+		defer h.stop()
+		h.config(1, every(s))
+		h.at(s)
+		h.ack(1, "", "a")
+		h.ack(1, "disk full", "b")
+		ab := h.f.eventsOf(messages.Aborted)
+		if len(ab) != 1 || ab[0].Reason != messages.AbortDeclined || ab[0].Detail != "b declined: disk full" {
+			t.Fatalf("aborted %+v", ab)
+		}
+		if st := h.status(); st.ConsecutiveFailures != 1 || st.Failed {
+			t.Fatalf("failures %d failed %v", st.ConsecutiveFailures, st.Failed)
+		}
+		h.ack(1, "", "b")
+		if st := h.status(); st.LateAcks != 1 {
+			t.Fatalf("late acks %d, want 1", st.LateAcks)
+		}
+	})
+}
+
+func TestLostOrRestartedInstanceAbortsAtOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, "a", "b")
+		defer h.stop()
+		h.config(1, func(c *messages.Config) { c.Interval, c.Timeout = s, time.Hour })
+		h.at(s)
+		h.j.regs <- regUpdate{instance: "b", incarnation: "inc-b2"}
+		synctest.Wait()
+		h.at(2 * s)
+		h.j.regs <- regUpdate{instance: "a"}
+		synctest.Wait()
+		ab := h.f.eventsOf(messages.Aborted)
+		if len(ab) != 2 || ab[0].Reason != messages.AbortInstanceLost || ab[1].Reason != messages.AbortInstanceLost {
+			t.Fatalf("aborted %+v", ab)
+		}
+		if st := h.status(); st.ConsecutiveFailures != 0 || !slices.Equal(st.Instances, []string{"b"}) {
+			t.Fatalf("instance loss counted as failure or instances wrong: %+v", st)
+		}
+	})
+}
+
+func TestTolerableFailuresMarksFailedAndSuccessClears(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, "a")
+		defer h.stop()
+		h.config(1, func(c *messages.Config) { c.Interval, c.Timeout, c.TolerableFailures = s, s, 2 })
+		h.at(2 * s)
+		h.at(3 * s)
+		if st := h.status(); st.ConsecutiveFailures != 2 || st.Failed {
+			t.Fatalf("after 2 timeouts: %d failed=%v", st.ConsecutiveFailures, st.Failed)
+		}
+		h.at(4 * s)
+		ab := h.f.eventsOf(messages.Aborted)
+		if st := h.status(); st.ConsecutiveFailures != 3 || !st.Failed || !ab[2].Failed || ab[1].Failed {
+			t.Fatalf("after 3 timeouts: %d failed=%v events %+v", st.ConsecutiveFailures, st.Failed, ab)
+		}
+		h.ack(4, "", "a")
+		if st := h.status(); st.ConsecutiveFailures != 0 || st.Failed {
+			t.Fatalf("after a success: %d failed=%v", st.ConsecutiveFailures, st.Failed)
+		}
+	})
+}
+
+func TestNewerCompletionSubsumesOlder(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, "a")
+		defer h.stop()
+		h.config(1, func(c *messages.Config) { c.Interval, c.MaxConcurrent, c.Timeout = s, 2, time.Hour })
+		h.at(2 * s)
+		h.ack(2, "", "a")
+		ab := h.f.eventsOf(messages.Aborted)
+		if len(ab) != 1 || ab[0].CheckpointID != 1 || ab[0].Reason != messages.AbortSubsumed {
+			t.Fatalf("aborted %+v", ab)
+		}
+		if st := h.status(); st.ConsecutiveFailures != 0 {
+			t.Fatalf("subsumption counted as failure")
+		}
+	})
+}
+
+func TestStorageErrorAbortsAndFencingStops(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, "a")
+		defer h.stop()
+		h.config(1, every(s))
+		h.f.mu.Lock()
+		h.f.failWrite = errDisk
+		h.f.mu.Unlock()
+		h.at(s)
+		h.ack(1, "", "a")
+		if ab := h.f.eventsOf(messages.Aborted); len(ab) != 1 || ab[0].Reason != messages.AbortStorage {
+			t.Fatalf("aborted %+v", ab)
+		}
+		h.f.mu.Lock()
+		h.f.failWrite = ErrFenced
+		h.f.mu.Unlock()
+		h.at(2 * s)
+		h.ack(2, "", "a")
+		if ab := h.f.eventsOf(messages.Aborted); len(ab) != 2 || ab[1].Reason != messages.AbortCoordinatorChange {
+			t.Fatalf("aborted %+v", ab)
+		}
+		h.at(10 * s)
+		h.wantBarriers(s, 2*s)
+	})
+}
+
+func TestLeaseExpiryFencesWithoutRenewal(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, "a")
+		defer h.stop()
+		h.config(1, func(c *messages.Config) { c.Interval, c.Timeout = s, time.Hour })
+		h.j.leases <- leaseState{held: true, validUntil: h.t0.Add(2500 * time.Millisecond), holder: "c1"}
+		h.at(2 * s)
+		h.ack(1, "", "a")
+		h.at(10 * s)
+		h.wantBarriers(s, 2*s)
+		ab := h.f.eventsOf(messages.Aborted)
+		if len(ab) != 1 || ab[0].CheckpointID != 2 || ab[0].Reason != messages.AbortCoordinatorChange {
+			t.Fatalf("aborted %+v, want checkpoint 2 aborted by the fence at 2.5s", ab)
+		}
+		if st := h.status(); st.Waiting == "" || st.NextTrigger != nil {
+			t.Fatalf("fenced coordinator still schedules: %+v", st)
+		}
+	})
+}

@@ -1,0 +1,181 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/messages"
+)
+
+// corePublisher sends core NATS messages (barriers).
+type corePublisher interface {
+	PublishMsg(m *nats.Msg) error
+}
+
+// streamPublisher publishes to JetStream and waits for the ack (checkpoint events).
+type streamPublisher interface {
+	PublishMsg(ctx context.Context, m *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error)
+}
+
+// natsBackend is one job's backend on NATS: the id counter and manifests in KV
+// CAIRN_MANIFESTS, barriers on core NATS, checkpoint events on CAIRN_CHECKPOINTS, and a
+// retention worker. Its fields are used by the job's loop goroutine only, except retention,
+// which has its own goroutine fed through retainCh.
+type natsBackend struct {
+	job       string
+	subjects  cjs.Subjects
+	nc        corePublisher
+	js        streamPublisher
+	manifests jetstream.KeyValue
+	log       zerolog.Logger
+
+	counter    uint64 // last id issued, valid while counterRev > 0 or counterRead
+	counterRev uint64
+	counterOK  bool
+	latestRev  uint64
+	latestOK   bool
+
+	retainCh chan retainRequest
+}
+
+var _ backend = (*natsBackend)(nil)
+
+func (b *natsBackend) nextID(ctx context.Context) (uint64, error) {
+	key := cjs.CounterKey(b.job)
+	for range 8 {
+		if !b.counterOK {
+			e, err := b.manifests.Get(ctx, key)
+			switch {
+			case errors.Is(err, jetstream.ErrKeyNotFound):
+				b.counter, b.counterRev = 0, 0
+			case err != nil:
+				return 0, fmt.Errorf("read checkpoint id counter: %w", err)
+			default:
+				var c messages.Counter
+				if err := messages.Unmarshal(e.Value(), &c); err != nil {
+					return 0, fmt.Errorf("checkpoint id counter %s: %w", key, err)
+				}
+				b.counter, b.counterRev = c.Last, e.Revision()
+			}
+			b.counterOK = true
+		}
+		next := b.counter + 1
+		data, err := messages.Marshal(&messages.Counter{Schema: messages.SchemaVersion, Job: b.job, Last: next})
+		if err != nil {
+			return 0, err
+		}
+		var rev uint64
+		if b.counterRev == 0 {
+			rev, err = b.manifests.Create(ctx, key, data)
+		} else {
+			rev, err = b.manifests.Update(ctx, key, data, b.counterRev)
+		}
+		if err == nil {
+			b.counter, b.counterRev = next, rev
+			return next, nil
+		}
+		b.counterOK = false
+		if !errors.Is(err, jetstream.ErrKeyExists) && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			return 0, fmt.Errorf("advance checkpoint id counter: %w", err)
+		}
+	}
+	return 0, fmt.Errorf("advance checkpoint id counter: %w", ErrFenced)
+}
+
+func (b *natsBackend) sendBarrier(br *messages.Barrier) error {
+	data, err := messages.Marshal(br)
+	if err != nil {
+		return err
+	}
+	m := nats.NewMsg(b.subjects.Barrier(b.job))
+	m.Data = data
+	m.Header.Set(messages.HeaderCheckpointID, strconv.FormatUint(br.CheckpointID, 10))
+	m.Header.Set(messages.HeaderConfigVersion, strconv.FormatUint(br.ConfigVersion, 10))
+	return b.nc.PublishMsg(m)
+}
+
+func (b *natsBackend) writeManifest(ctx context.Context, m *messages.Manifest) error {
+	data, err := messages.Marshal(m)
+	if err != nil {
+		return err
+	}
+	if _, err := b.manifests.Put(ctx, cjs.ManifestKey(b.job, m.CheckpointID), data); err != nil {
+		return fmt.Errorf("put manifest: %w", err)
+	}
+	key := cjs.LatestKey(b.job)
+	for range 4 {
+		if !b.latestOK {
+			cur, rev, err := b.readLatest(ctx)
+			if err != nil {
+				return err
+			}
+			if cur != nil && cur.CheckpointID >= m.CheckpointID {
+				return fmt.Errorf("%w: %s already holds checkpoint %d", ErrFenced, key, cur.CheckpointID)
+			}
+			b.latestRev, b.latestOK = rev, true
+		}
+		var rev uint64
+		if b.latestRev == 0 {
+			rev, err = b.manifests.Create(ctx, key, data)
+		} else {
+			rev, err = b.manifests.Update(ctx, key, data, b.latestRev)
+		}
+		if err == nil {
+			b.latestRev = rev
+			return nil
+		}
+		b.latestOK = false
+		if !errors.Is(err, jetstream.ErrKeyExists) && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			return fmt.Errorf("move %s: %w", key, err)
+		}
+	}
+	return fmt.Errorf("move %s: %w", key, ErrFenced)
+}
+
+// readLatest returns the manifest under <job>.latest and its revision (nil, 0 when none).
+func (b *natsBackend) readLatest(ctx context.Context) (*messages.Manifest, uint64, error) {
+	e, err := b.manifests.Get(ctx, cjs.LatestKey(b.job))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, 0, nil
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("read latest manifest: %w", err)
+	}
+	var m messages.Manifest
+	if err := messages.Unmarshal(e.Value(), &m); err != nil {
+		return nil, 0, fmt.Errorf("latest manifest of %s: %w", b.job, err)
+	}
+	return &m, e.Revision(), nil
+}
+
+func (b *natsBackend) latestManifest(ctx context.Context) (*messages.Manifest, error) {
+	m, rev, err := b.readLatest(ctx)
+	if err != nil {
+		return nil, err
+	}
+	b.latestRev, b.latestOK = rev, true
+	return m, nil
+}
+
+func (b *natsBackend) publishEvent(ctx context.Context, e *messages.CheckpointEvent) error {
+	data, err := messages.Marshal(e)
+	if err != nil {
+		return err
+	}
+	m := nats.NewMsg(b.subjects.CheckpointEvent(b.job, e.Outcome.String()))
+	m.Data = data
+	m.Header.Set(messages.HeaderCheckpointID, strconv.FormatUint(e.CheckpointID, 10))
+	m.Header.Set(messages.HeaderConfigVersion, strconv.FormatUint(e.ConfigVersion, 10))
+	_, err = b.js.PublishMsg(ctx, m, jetstream.WithMsgID(fmt.Sprintf("%s.%d.%s", b.job, e.CheckpointID, e.Outcome)))
+	if err != nil {
+		return fmt.Errorf("publish %s event: %w", e.Outcome, err)
+	}
+	return nil
+}

@@ -1,0 +1,272 @@
+package coordinator
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
+	"github.com/nats-io/nuid"
+	"github.com/rs/zerolog"
+
+	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/messages"
+)
+
+// ServiceName is the micro service name of the coordinator.
+const ServiceName = "cairn-coordinator"
+
+// Config configures a coordinator.
+type Config struct {
+	// Subjects gives the subject prefix.
+	Subjects cjs.Subjects
+	// Jobs restricts the coordinator to these jobs; empty means every job that has a
+	// config or a registered instance.
+	Jobs []string
+	// ID identifies this coordinator process in leases, barriers and status; empty means
+	// a new unique id.
+	ID string
+}
+
+// DefaultConfig returns a config coordinating every job.
+func DefaultConfig() Config { return Config{} }
+
+// Validate checks the job names.
+func (c Config) Validate() error {
+	for _, j := range c.Jobs {
+		if err := messages.ValidateName("job", j); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Service coordinates checkpoints of every job it sees.
+type Service struct {
+	cfg Config
+	nc  *nats.Conn
+	js  jetstream.JetStream
+	res *cjs.Resources
+	log zerolog.Logger
+
+	mu   sync.Mutex // guards jobs (the registry only; each job's state is owned by its loop)
+	jobs map[string]*job
+	wg   sync.WaitGroup
+}
+
+// New builds a coordinator; Run starts it.
+func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, res *cjs.Resources, log zerolog.Logger) (*Service, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.ID == "" {
+		cfg.ID = nuid.Next()
+	}
+	return &Service{cfg: cfg, nc: nc, js: js, res: res, log: log.With().Str("coordinator", cfg.ID).Logger(), jobs: map[string]*job{}}, nil
+}
+
+// ID returns the coordinator's id.
+func (s *Service) ID() string { return s.cfg.ID }
+
+// Run coordinates until ctx is done, then stops its endpoints, aborts pending checkpoints,
+// releases its leases and returns nil. It returns an error only when it cannot start.
+func (s *Service) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer func() {
+		cancel()
+		s.wg.Wait()
+	}()
+	status, err := s.res.Leases.Status(ctx)
+	if err != nil {
+		return fmt.Errorf("read %s status: %w", cjs.LeaseBucket, err)
+	}
+	ttl := status.TTL()
+	if ttl <= 0 {
+		return fmt.Errorf("bucket %s has no TTL: leases could never expire", cjs.LeaseBucket)
+	}
+
+	ackSub, err := s.nc.Subscribe(s.cfg.Subjects.Ack("*"), func(m *nats.Msg) { s.onAck(ctx, m) })
+	if err != nil {
+		return fmt.Errorf("subscribe to acks: %w", err)
+	}
+	defer func() { _ = ackSub.Unsubscribe() }()
+
+	regs, err := s.res.Leases.Watch(ctx, cjs.RegistrationKey("*", "*"))
+	if err != nil {
+		return fmt.Errorf("watch registrations: %w", err)
+	}
+	defer func() { _ = regs.Stop() }()
+	s.wg.Go(func() { s.followRegistrations(ctx, regs, ttl) })
+
+	filters := []string{s.cfg.Subjects.ConfigEvents("*")}
+	if len(s.cfg.Jobs) > 0 {
+		filters = filters[:0]
+		for _, j := range s.cfg.Jobs {
+			filters = append(filters, s.cfg.Subjects.ConfigEvents(j))
+		}
+	}
+	cons, err := s.js.OrderedConsumer(ctx, cjs.ConfigStream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: filters,
+		DeliverPolicy:  jetstream.DeliverLastPerSubjectPolicy,
+	})
+	if err != nil {
+		return fmt.Errorf("follow config events: %w", err)
+	}
+	cc, err := cons.Consume(func(m jetstream.Msg) { s.onConfig(ctx, m, ttl) })
+	if err != nil {
+		return fmt.Errorf("follow config events: %w", err)
+	}
+	defer cc.Stop()
+
+	svc, err := micro.AddService(s.nc, micro.Config{
+		Name:        ServiceName,
+		Version:     "0.1.0",
+		Description: "Cairn checkpoint coordinator: barriers, acks, manifests, job status",
+		Metadata:    map[string]string{"id": s.cfg.ID},
+	})
+	if err != nil {
+		return fmt.Errorf("add micro service: %w", err)
+	}
+	defer func() { _ = svc.Stop() }()
+	if err := svc.AddEndpoint("status", micro.HandlerFunc(func(r micro.Request) { s.onStatus(ctx, r) }),
+		micro.WithEndpointSubject(s.cfg.Subjects.Status("*"))); err != nil {
+		return fmt.Errorf("add status endpoint: %w", err)
+	}
+	s.log.Info().Strs("jobs", s.cfg.Jobs).Dur("lease_ttl", ttl).Msg("coordinator running")
+	<-ctx.Done()
+	s.log.Info().Msg("coordinator stopping")
+	return nil
+}
+
+// wanted reports whether this coordinator coordinates the job.
+func (s *Service) wanted(name string) bool {
+	return len(s.cfg.Jobs) == 0 || slices.Contains(s.cfg.Jobs, name)
+}
+
+// lookup returns the job's loop, or nil when it has none.
+func (s *Service) lookup(name string) *job {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.jobs[name]
+}
+
+// ensure returns the job's loop, starting it (and its lease keeper and retention worker)
+// the first time the job is seen.
+func (s *Service) ensure(ctx context.Context, name string, ttl time.Duration) *job {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if j, ok := s.jobs[name]; ok {
+		return j
+	}
+	log := s.log.With().Str("job", name).Logger()
+	b := &natsBackend{
+		job: name, subjects: s.cfg.Subjects, nc: s.nc, js: s.js, manifests: s.res.Manifests, log: log,
+		retainCh: make(chan retainRequest, 1),
+	}
+	j := newJob(name, s.cfg.ID, b, s.log)
+	k := &leaseKeeper{kv: s.res.Leases, key: cjs.LeaseKey(name), job: name, holder: s.cfg.ID, ttl: ttl, out: j.leases, log: log}
+	s.jobs[name] = j
+	s.wg.Go(func() { j.run(ctx) })
+	s.wg.Go(func() { k.run(ctx) })
+	s.wg.Go(func() { b.runRetention(ctx, s.res.Snapshots) })
+	return j
+}
+
+func (s *Service) onConfig(ctx context.Context, m jetstream.Msg, ttl time.Duration) {
+	var ev messages.ConfigEvent
+	if err := messages.Unmarshal(m.Data(), &ev); err != nil {
+		s.log.Error().Err(err).Str("subject", m.Subject()).Msg("config event skipped: cannot decode")
+		return
+	}
+	if !s.wanted(ev.Job) || s.cfg.Subjects.Token(m.Subject(), 2) != ev.Job {
+		return
+	}
+	send(ctx, s.ensure(ctx, ev.Job, ttl).configs, &ev)
+}
+
+func (s *Service) followRegistrations(ctx context.Context, w jetstream.KeyWatcher, ttl time.Duration) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case e, ok := <-w.Updates():
+			if !ok {
+				return
+			}
+			if e == nil {
+				continue
+			}
+			parts := strings.Split(e.Key(), ".")
+			if len(parts) != 3 || !s.wanted(parts[1]) {
+				continue
+			}
+			u := regUpdate{instance: parts[2]}
+			if e.Operation() == jetstream.KeyValuePut {
+				var r messages.Registration
+				if err := messages.Unmarshal(e.Value(), &r); err != nil || r.Job != parts[1] || r.Instance != parts[2] {
+					s.log.Error().Err(err).Str("key", e.Key()).Msg("registration skipped: cannot decode or does not match its key")
+					continue
+				}
+				u.incarnation = r.Incarnation
+			} else if s.lookup(parts[1]) == nil {
+				continue
+			}
+			send(ctx, s.ensure(ctx, parts[1], ttl).regs, u)
+		}
+	}
+}
+
+func (s *Service) onAck(ctx context.Context, m *nats.Msg) {
+	var a messages.Ack
+	if err := messages.Unmarshal(m.Data, &a); err != nil {
+		s.log.Warn().Err(err).Str("subject", m.Subject).Msg("ack dropped: cannot decode")
+		return
+	}
+	if s.cfg.Subjects.Token(m.Subject, 1) != a.Job {
+		s.log.Warn().Str("subject", m.Subject).Str("ack_job", a.Job).Msg("ack dropped: job does not match its subject")
+		return
+	}
+	if j := s.lookup(a.Job); j != nil {
+		send(ctx, j.acks, &a)
+	}
+}
+
+func (s *Service) onStatus(ctx context.Context, r micro.Request) {
+	name := s.cfg.Subjects.Token(r.Subject(), 1)
+	if err := messages.ValidateName("job", name); err != nil {
+		respondError(r, "400", err.Error())
+		return
+	}
+	j := s.lookup(name)
+	if j == nil {
+		respondError(r, "404", fmt.Sprintf("unknown job %q: it has no config and no registered instance", name))
+		return
+	}
+	reply := make(chan messages.Status, 1)
+	qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if !send(qctx, j.status, reply) {
+		respondError(r, "503", "coordinator busy or stopping; try again")
+		return
+	}
+	select {
+	case st := <-reply:
+		if err := r.RespondJSON(st); err != nil {
+			s.log.Warn().Err(err).Msg("status reply not sent")
+		}
+	case <-qctx.Done():
+		respondError(r, "503", "coordinator busy or stopping; try again")
+	}
+}
+
+// respondError replies with micro's error headers and a JSON body {"error": msg}.
+func respondError(r micro.Request, code, msg string) {
+	body, _ := json.Marshal(messages.ErrorBody{Error: msg})
+	_ = r.Error(code, msg, body)
+}
