@@ -85,7 +85,7 @@ type Ack struct {
 	// Snapshot is set for AckDone.
 	Snapshot SnapshotRef `msgpack:"snapshot"`
 	// Positions maps each input stream to the last sequence included in the snapshot.
-	Positions map[string]uint64 `msgpack:"positions,omitempty"`
+	Positions map[string]uint64 `msgpack:"positions"`
 }
 
 // SchemaVersion implements Message.

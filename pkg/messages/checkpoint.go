@@ -122,7 +122,7 @@ func (e *CheckpointEvent) Validate() error {
 type InstanceSnapshot struct {
 	Incarnation string            `msgpack:"incarnation"`
 	Snapshot    SnapshotRef       `msgpack:"snapshot"`
-	Positions   map[string]uint64 `msgpack:"positions,omitempty"`
+	Positions   map[string]uint64 `msgpack:"positions"`
 }
 
 // Manifest records a completed checkpoint; it is stored in KV CAIRN_MANIFESTS under

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"reflect"
 
 	"github.com/vmihailenco/msgpack/v5"
 )
@@ -23,8 +24,12 @@ type Message interface {
 	Validate() error
 }
 
-// Marshal encodes m as msgpack after checking it with Validate.
+// Marshal encodes m as msgpack after checking its schema version (1 to SchemaVersion;
+// writers set SchemaVersion) and its values with Validate.
 func Marshal(m Message) ([]byte, error) {
+	if v := m.SchemaVersion(); v < 1 || v > SchemaVersion {
+		return nil, fmt.Errorf("encode %T: schema version %d; set it to messages.SchemaVersion (%d)", m, v, SchemaVersion)
+	}
 	if err := m.Validate(); err != nil {
 		return nil, err
 	}
@@ -37,21 +42,35 @@ func Marshal(m Message) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// Unmarshal decodes msgpack data into m strictly: unknown fields, wrong types, trailing
-// bytes, a missing or newer schema version and invalid values are all errors wrapping
-// ErrMalformed. On error m may be partly filled and must not be used.
+// Unmarshal decodes msgpack data into m strictly: unknown or repeated fields, wrong types
+// (nil for a value, a negative number for an unsigned field, an integer too large for its
+// field, binary data for a string), trailing bytes, a missing or newer schema version and
+// invalid values are all errors wrapping ErrMalformed. m must be a pointer to a struct. On
+// error m may be partly filled and must not be used. m is reset to its zero value first,
+// so a reused value keeps nothing from an earlier message.
 func Unmarshal(data []byte, m Message) error {
 	if len(data) == 0 {
 		return fmt.Errorf("%w: %T: empty payload", ErrMalformed, m)
 	}
-	r := bytes.NewReader(data)
-	dec := msgpack.NewDecoder(r)
+	t := reflect.TypeOf(m)
+	if t == nil || t.Kind() != reflect.Pointer || t.Elem().Kind() != reflect.Struct || reflect.ValueOf(m).IsNil() {
+		return fmt.Errorf("unmarshal into %T: want a non-nil pointer to a struct", m)
+	}
+	if v, ok := peekSchema(data); ok && !v.neg && v.u > SchemaVersion {
+		return fmt.Errorf("%w: %T: schema version %s; this build reads 1-%d", ErrMalformed, m, v.intText(), SchemaVersion)
+	}
+	reflect.ValueOf(m).Elem().SetZero()
+	r := mpReader{b: data}
+	if err := checkValue(&r, t.Elem(), ""); err != nil {
+		return fmt.Errorf("%w: %T: %w", ErrMalformed, m, err)
+	}
+	if r.rest() != 0 {
+		return fmt.Errorf("%w: %T: %d trailing bytes after the message", ErrMalformed, m, r.rest())
+	}
+	dec := msgpack.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields(true)
 	if err := dec.Decode(m); err != nil {
 		return fmt.Errorf("%w: %T: %w", ErrMalformed, m, err)
-	}
-	if r.Len() != 0 {
-		return fmt.Errorf("%w: %T: %d trailing bytes after the message", ErrMalformed, m, r.Len())
 	}
 	switch v := m.SchemaVersion(); {
 	case v == 0:

@@ -3,6 +3,7 @@ package messages
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -59,11 +60,11 @@ func DefaultConfig() Config {
 func (c Config) Validate() error {
 	switch {
 	case c.Interval < MinInterval || c.Interval > MaxInterval:
-		return fmt.Errorf("%w: interval %s is out of range; allowed: %s to %s", ErrInvalidConfig, c.Interval, MinInterval, MaxInterval)
+		return fmt.Errorf("%w: interval %s is out of range; allowed: %s to %s", ErrInvalidConfig, formatDuration(c.Interval), formatDuration(MinInterval), formatDuration(MaxInterval))
 	case c.Timeout < MinTimeout || c.Timeout > MaxTimeout:
-		return fmt.Errorf("%w: timeout %s is out of range; allowed: %s to %s", ErrInvalidConfig, c.Timeout, MinTimeout, MaxTimeout)
+		return fmt.Errorf("%w: timeout %s is out of range; allowed: %s to %s", ErrInvalidConfig, formatDuration(c.Timeout), formatDuration(MinTimeout), formatDuration(MaxTimeout))
 	case c.MinPause < 0 || c.MinPause > MaxMinPause:
-		return fmt.Errorf("%w: min_pause %s is out of range; allowed: 0s to %s", ErrInvalidConfig, c.MinPause, MaxMinPause)
+		return fmt.Errorf("%w: min_pause %s is out of range; allowed: 0s to %s", ErrInvalidConfig, formatDuration(c.MinPause), formatDuration(MaxMinPause))
 	case c.MaxConcurrent < MinMaxConcurrent || c.MaxConcurrent > MaxMaxConcurrent:
 		return fmt.Errorf("%w: max_concurrent %d is out of range; allowed: %d to %d", ErrInvalidConfig, c.MaxConcurrent, MinMaxConcurrent, MaxMaxConcurrent)
 	case c.TolerableFailures < MinTolerableFailures || c.TolerableFailures > MaxTolerableFailures:
@@ -72,6 +73,20 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: retain %d is out of range; allowed: %d to %d", ErrInvalidConfig, c.Retain, MinRetain, MaxRetain)
 	}
 	return nil
+}
+
+// formatDuration formats d like time.Duration.String without trailing zero units
+// ("24h", "10m", "1h30m" rather than "24h0m0s", "10m0s", "1h30m0s"); the result parses
+// back to d with time.ParseDuration.
+func formatDuration(d time.Duration) string {
+	s := d.String()
+	if t, ok := strings.CutSuffix(s, "m0s"); ok {
+		s = t + "m"
+	}
+	if t, ok := strings.CutSuffix(s, "h0m"); ok {
+		s = t + "h"
+	}
+	return s
 }
 
 // ConfigEvent is published by configsvc on cairn.config.events.<job> for every accepted

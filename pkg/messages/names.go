@@ -3,6 +3,8 @@ package messages
 import (
 	"errors"
 	"fmt"
+	"strconv"
+	"unicode/utf8"
 )
 
 // MaxNameLen is the longest job or instance name.
@@ -27,7 +29,11 @@ func ValidateName(kind, name string) error {
 		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-' {
 			continue
 		}
-		return fmt.Errorf("%w: %s name %q has %q at byte %d; allowed: 1-%d characters from [A-Za-z0-9_-]", ErrInvalidName, kind, name, c, i, MaxNameLen)
+		what := fmt.Sprintf("byte 0x%02x", c)
+		if r, size := utf8.DecodeRuneInString(name[i:]); size > 1 || r != utf8.RuneError {
+			what = strconv.QuoteRune(r)
+		}
+		return fmt.Errorf("%w: %s name %q has %s at byte %d; allowed: 1-%d characters from [A-Za-z0-9_-]", ErrInvalidName, kind, name, what, i, MaxNameLen)
 	}
 	return nil
 }

@@ -10,8 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/vmihailenco/msgpack/v5"
+	"unicode/utf8"
 )
 
 // ErrBadRequest is returned (wrapped) for a config request that cannot be accepted as sent;
@@ -44,81 +43,155 @@ type ConfigPatch struct {
 	ExpectedVersion *uint64
 }
 
-// ParseConfigPatch parses a JSON set request strictly: the body must be a JSON object
-// with at least one config field, no unknown fields, no nulls, durations as strings and
-// counts as whole numbers. Errors wrap ErrBadRequest and say what is allowed.
+// ParseConfigPatch parses a JSON set request strictly: the body must be one JSON object
+// with at least one config field, no unknown or repeated fields, no nulls, durations as
+// strings, counts as whole numbers (1e3 and 1.0 are whole numbers), every value in its
+// allowed range. Errors wrap ErrBadRequest and say what is allowed.
 func ParseConfigPatch(body []byte) (ConfigPatch, error) {
-	var p ConfigPatch
 	trimmed := bytes.TrimSpace(body)
 	if len(trimmed) == 0 {
-		return p, fmt.Errorf("%w: empty body; send a JSON object such as {\"interval\":\"5s\"}", ErrBadRequest)
+		return ConfigPatch{}, fmt.Errorf("%w: empty body; send a JSON object such as {\"interval\":\"5s\"}", ErrBadRequest)
 	}
 	if trimmed[0] != '{' {
-		return p, fmt.Errorf("%w: body is not a JSON object; send one such as {\"interval\":\"5s\"}", ErrBadRequest)
+		return ConfigPatch{}, fmt.Errorf("%w: body is not a JSON object; send one such as {\"interval\":\"5s\"}", ErrBadRequest)
 	}
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(trimmed, &fields); err != nil {
-		return p, fmt.Errorf("%w: body is not valid JSON: %w", ErrBadRequest, err)
+	if err := json.Unmarshal(trimmed, &struct{}{}); err != nil {
+		return ConfigPatch{}, fmt.Errorf("%w: body is not valid JSON: %w", ErrBadRequest, err)
 	}
-	var unknown []string
-	for k := range fields {
-		if !slices.Contains(patchFields, k) {
-			unknown = append(unknown, strconv.Quote(k))
+	dec := json.NewDecoder(bytes.NewReader(trimmed))
+	if _, err := dec.Token(); err != nil {
+		return ConfigPatch{}, fmt.Errorf("%w: body is not valid JSON: %w", ErrBadRequest, err)
+	}
+	fields := make(map[string]patchValue)
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return ConfigPatch{}, fmt.Errorf("%w: body is not valid JSON: %w", ErrBadRequest, err)
+		}
+		key, _ := tok.(string)
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return ConfigPatch{}, fmt.Errorf("%w: body is not valid JSON: %w", ErrBadRequest, err)
+		}
+		if _, dup := fields[key]; dup {
+			return ConfigPatch{}, fmt.Errorf("%w: field %s appears twice; give each field once", ErrBadRequest, quoteShort(key))
+		}
+		if fields[key], err = jsonValue(raw); err != nil {
+			return ConfigPatch{}, fmt.Errorf("%w: %s: %w", ErrBadRequest, quoteShort(key), err)
 		}
 	}
-	if len(unknown) > 0 {
-		slices.Sort(unknown)
-		return p, fmt.Errorf("%w: unknown field %s; allowed fields: %s", ErrBadRequest, strings.Join(unknown, ", "), strings.Join(patchFields, ", "))
-	}
-	var err error
-	if p.Interval, err = durationField(fields, FieldInterval); err != nil {
-		return p, err
-	}
-	if p.Timeout, err = durationField(fields, FieldTimeout); err != nil {
-		return p, err
-	}
-	if p.MinPause, err = durationField(fields, FieldMinPause); err != nil {
-		return p, err
-	}
-	if p.MaxConcurrent, err = intField(fields, FieldMaxConcurrent, MinMaxConcurrent, MaxMaxConcurrent); err != nil {
-		return p, err
-	}
-	if p.TolerableFailures, err = intField(fields, FieldTolerableFailures, MinTolerableFailures, MaxTolerableFailures); err != nil {
-		return p, err
-	}
-	if p.Retain, err = intField(fields, FieldRetain, MinRetain, MaxRetain); err != nil {
-		return p, err
-	}
-	ev, err := intField(fields, FieldExpectedVersion, 0, math.MaxInt)
-	if err != nil {
-		return p, err
-	}
-	if ev != nil {
-		v := uint64(*ev)
-		p.ExpectedVersion = &v
-	}
-	if p.empty() {
-		return p, fmt.Errorf("%w: nothing to change; give at least one of %s", ErrBadRequest, strings.Join(patchFields[:len(patchFields)-1], ", "))
-	}
-	return p, nil
+	return parseFields(fields)
 }
 
-// ParseConfigPatchMsgpack parses a msgpack set request (a map with the same keys and value
-// forms as the JSON one) with the same rules as ParseConfigPatch.
+// ParseConfigPatchMsgpack parses a msgpack set request, a map with the same keys and value
+// forms as the JSON one, with the same rules as ParseConfigPatch. Strings must be msgpack
+// str (not bin); integers and floats count as numbers.
 func ParseConfigPatchMsgpack(body []byte) (ConfigPatch, error) {
 	if len(body) == 0 {
 		return ConfigPatch{}, fmt.Errorf("%w: empty body; send a msgpack map such as {\"interval\":\"5s\"}", ErrBadRequest)
 	}
-	r := bytes.NewReader(body)
-	var m map[string]any
-	if err := msgpack.NewDecoder(r).Decode(&m); err != nil || m == nil || r.Len() != 0 {
-		return ConfigPatch{}, fmt.Errorf("%w: body is not a msgpack map with string keys", ErrBadRequest)
-	}
-	js, err := json.Marshal(m)
+	r := mpReader{b: body}
+	top, err := r.next()
 	if err != nil {
-		return ConfigPatch{}, fmt.Errorf("%w: msgpack body holds a value with no JSON form: %w", ErrBadRequest, err)
+		return ConfigPatch{}, fmt.Errorf("%w: body is not valid msgpack: %w", ErrBadRequest, err)
 	}
-	return ParseConfigPatch(js)
+	if top.kind != mpMap {
+		return ConfigPatch{}, fmt.Errorf("%w: body is %s, not a msgpack map; send one such as {\"interval\":\"5s\"}", ErrBadRequest, top.describe())
+	}
+	fields := make(map[string]patchValue)
+	for range top.u {
+		k, err := r.next()
+		if err != nil {
+			return ConfigPatch{}, fmt.Errorf("%w: body is not valid msgpack: %w", ErrBadRequest, err)
+		}
+		if k.kind != mpStr {
+			return ConfigPatch{}, fmt.Errorf("%w: map key is %s; keys must be strings (field names)", ErrBadRequest, k.describe())
+		}
+		key := string(k.data)
+		v, err := r.next()
+		if err == nil {
+			err = r.skipElements(v)
+		}
+		if err != nil {
+			return ConfigPatch{}, fmt.Errorf("%w: body is not valid msgpack: %w", ErrBadRequest, err)
+		}
+		if _, dup := fields[key]; dup {
+			return ConfigPatch{}, fmt.Errorf("%w: field %s appears twice; give each field once", ErrBadRequest, quoteShort(key))
+		}
+		fields[key] = msgpackValue(v)
+	}
+	if r.rest() != 0 {
+		return ConfigPatch{}, fmt.Errorf("%w: %d trailing bytes after the msgpack map", ErrBadRequest, r.rest())
+	}
+	return parseFields(fields)
+}
+
+// MarshalJSON encodes the patch as the JSON body of a set request, with only the fields
+// that are set; ParseConfigPatch parses it back to an equal patch.
+func (p ConfigPatch) MarshalJSON() ([]byte, error) {
+	var b bytes.Buffer
+	b.WriteByte('{')
+	add := func(name, value string) {
+		if b.Len() > 1 {
+			b.WriteByte(',')
+		}
+		b.WriteString(strconv.Quote(name))
+		b.WriteByte(':')
+		b.WriteString(value)
+	}
+	for _, d := range []struct {
+		name string
+		v    *time.Duration
+	}{{FieldInterval, p.Interval}, {FieldTimeout, p.Timeout}, {FieldMinPause, p.MinPause}} {
+		if d.v != nil {
+			add(d.name, strconv.Quote(d.v.String()))
+		}
+	}
+	for _, n := range []struct {
+		name string
+		v    *int
+	}{{FieldMaxConcurrent, p.MaxConcurrent}, {FieldTolerableFailures, p.TolerableFailures}, {FieldRetain, p.Retain}} {
+		if n.v != nil {
+			add(n.name, strconv.Itoa(*n.v))
+		}
+	}
+	if p.ExpectedVersion != nil {
+		add(FieldExpectedVersion, strconv.FormatUint(*p.ExpectedVersion, 10))
+	}
+	b.WriteByte('}')
+	return b.Bytes(), nil
+}
+
+// Validate reports the first field of the patch that is out of its allowed range, naming
+// the field and the range; errors wrap ErrBadRequest. Fields not set are not checked.
+func (p ConfigPatch) Validate() error {
+	for _, d := range []struct {
+		name   string
+		v      *time.Duration
+		lo, hi time.Duration
+	}{
+		{FieldInterval, p.Interval, MinInterval, MaxInterval},
+		{FieldTimeout, p.Timeout, MinTimeout, MaxTimeout},
+		{FieldMinPause, p.MinPause, 0, MaxMinPause},
+	} {
+		if d.v != nil && (*d.v < d.lo || *d.v > d.hi) {
+			return fmt.Errorf("%w: %s: %s is out of range; give a duration from %s to %s", ErrBadRequest, d.name, formatDuration(*d.v), formatDuration(d.lo), formatDuration(d.hi))
+		}
+	}
+	for _, n := range []struct {
+		name   string
+		v      *int
+		lo, hi int
+	}{
+		{FieldMaxConcurrent, p.MaxConcurrent, MinMaxConcurrent, MaxMaxConcurrent},
+		{FieldTolerableFailures, p.TolerableFailures, MinTolerableFailures, MaxTolerableFailures},
+		{FieldRetain, p.Retain, MinRetain, MaxRetain},
+	} {
+		if n.v != nil && (*n.v < n.lo || *n.v > n.hi) {
+			return fmt.Errorf("%w: %s: %d is out of range; give %s", ErrBadRequest, n.name, *n.v, wholeNumberForm(int64(n.lo), int64(n.hi)))
+		}
+	}
+	return nil
 }
 
 func (p ConfigPatch) empty() bool {
@@ -152,82 +225,210 @@ func (p ConfigPatch) Apply(c Config) (Config, error) {
 	return c, nil
 }
 
+// patchValue is one field value of a set request as sent, in either encoding.
+type patchValue struct {
+	// kind names the value's type as a user would: "a string", "a number", "null",
+	// "true", "false", "an object", "an array", …
+	kind string
+	// text is a string's value or a number's literal.
+	text string
+}
+
+const (
+	kindString = "a string"
+	kindNumber = "a number"
+)
+
+// jsonValue classifies a JSON value that json.Decoder has already checked.
+func jsonValue(raw json.RawMessage) (patchValue, error) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 {
+		return patchValue{kind: "an empty value"}, nil
+	}
+	switch raw[0] {
+	case '"':
+		var s string
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return patchValue{}, err
+		}
+		return patchValue{kind: kindString, text: s}, nil
+	case 'n':
+		return patchValue{kind: "null"}, nil
+	case 't':
+		return patchValue{kind: "true"}, nil
+	case 'f':
+		return patchValue{kind: "false"}, nil
+	case '{':
+		return patchValue{kind: "an object"}, nil
+	case '[':
+		return patchValue{kind: "an array"}, nil
+	}
+	return patchValue{kind: kindNumber, text: string(raw)}, nil
+}
+
+// msgpackValue classifies a msgpack value read by mpReader.
+func msgpackValue(v mpValue) patchValue {
+	switch v.kind {
+	case mpStr:
+		return patchValue{kind: kindString, text: string(v.data)}
+	case mpInt:
+		return patchValue{kind: kindNumber, text: v.intText()}
+	case mpFloat:
+		return patchValue{kind: kindNumber, text: v.floatText()}
+	case mpNil:
+		return patchValue{kind: "null"}
+	case mpExt:
+		return patchValue{kind: fmt.Sprintf("a msgpack extension (type %d)", v.ext)}
+	}
+	return patchValue{kind: v.describe()}
+}
+
+// parseFields turns the fields of a set request into a patch, checking names, forms and
+// ranges in a fixed order so that the same request always gets the same answer.
+func parseFields(fields map[string]patchValue) (ConfigPatch, error) {
+	var p ConfigPatch
+	var unknown []string
+	for k := range fields {
+		if !slices.Contains(patchFields, k) {
+			unknown = append(unknown, quoteShort(k))
+		}
+	}
+	if len(unknown) > 0 {
+		slices.Sort(unknown)
+		noun := "field"
+		if len(unknown) > 1 {
+			noun = "fields"
+		}
+		if len(unknown) > maxListed {
+			unknown = append(unknown[:maxListed], fmt.Sprintf("and %d more", len(unknown)-maxListed))
+		}
+		return p, fmt.Errorf("%w: unknown %s %s; allowed fields: %s", ErrBadRequest, noun, strings.Join(unknown, ", "), strings.Join(patchFields, ", "))
+	}
+	var err error
+	for _, d := range []struct {
+		name string
+		dst  **time.Duration
+	}{{FieldInterval, &p.Interval}, {FieldTimeout, &p.Timeout}, {FieldMinPause, &p.MinPause}} {
+		if v, ok := fields[d.name]; ok {
+			if *d.dst, err = durationValue(d.name, v); err != nil {
+				return p, err
+			}
+		}
+	}
+	for _, n := range []struct {
+		name   string
+		dst    **int
+		lo, hi int64
+	}{
+		{FieldMaxConcurrent, &p.MaxConcurrent, MinMaxConcurrent, MaxMaxConcurrent},
+		{FieldTolerableFailures, &p.TolerableFailures, MinTolerableFailures, MaxTolerableFailures},
+		{FieldRetain, &p.Retain, MinRetain, MaxRetain},
+	} {
+		if v, ok := fields[n.name]; ok {
+			i, err := wholeNumber(n.name, v, n.lo, n.hi)
+			if err != nil {
+				return p, err
+			}
+			c := int(i)
+			*n.dst = &c
+		}
+	}
+	if v, ok := fields[FieldExpectedVersion]; ok {
+		i, err := wholeNumber(FieldExpectedVersion, v, 0, math.MaxInt64)
+		if err != nil {
+			return p, err
+		}
+		ev := uint64(i)
+		p.ExpectedVersion = &ev
+	}
+	if p.empty() {
+		return p, fmt.Errorf("%w: nothing to change; give at least one of %s", ErrBadRequest, strings.Join(patchFields[:len(patchFields)-1], ", "))
+	}
+	return p, p.Validate()
+}
+
 const durationForm = `a duration string such as "750ms", "10s" or "5m"`
 
-func durationField(fields map[string]json.RawMessage, name string) (*time.Duration, error) {
-	raw, ok := fields[name]
-	if !ok {
-		return nil, nil
-	}
-	switch kind := jsonKind(raw); kind {
-	case "string":
-	case "number":
+func durationValue(name string, v patchValue) (*time.Duration, error) {
+	switch v.kind {
+	case kindString:
+	case kindNumber:
 		return nil, fmt.Errorf("%w: %s: a number is not a duration (the unit would be a guess); give %s", ErrBadRequest, name, durationForm)
 	default:
-		return nil, fmt.Errorf("%w: %s: %s is not allowed; give %s", ErrBadRequest, name, kind, durationForm)
+		return nil, fmt.Errorf("%w: %s: %s is not allowed; give %s", ErrBadRequest, name, v.kind, durationForm)
 	}
-	var s string
-	if err := json.Unmarshal(raw, &s); err != nil {
-		return nil, fmt.Errorf("%w: %s: %w", ErrBadRequest, name, err)
-	}
-	d, err := time.ParseDuration(s)
+	d, err := time.ParseDuration(v.text)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %q is not a duration; give %s", ErrBadRequest, name, s, durationForm)
+		return nil, fmt.Errorf("%w: %s: %s is not a duration; give %s", ErrBadRequest, name, quoteShort(v.text), durationForm)
 	}
 	return &d, nil
 }
 
-func intField(fields map[string]json.RawMessage, name string, lo, hi int) (*int, error) {
-	raw, ok := fields[name]
-	if !ok {
-		return nil, nil
+// wholeNumber reads a number field that must be a whole number from lo to hi; 1e3 and
+// 1.0 are whole numbers.
+func wholeNumber(name string, v patchValue, lo, hi int64) (int64, error) {
+	form := wholeNumberForm(lo, hi)
+	if v.kind != kindNumber {
+		return 0, fmt.Errorf("%w: %s: %s is not allowed; give %s", ErrBadRequest, name, v.kind, form)
 	}
-	rangeMsg := fmt.Sprintf("a whole number from %d to %d", lo, hi)
-	if hi == math.MaxInt {
-		rangeMsg = fmt.Sprintf("a whole number from %d up", lo)
-	}
-	if kind := jsonKind(raw); kind != "number" {
-		return nil, fmt.Errorf("%w: %s: %s is not allowed; give %s", ErrBadRequest, name, kind, rangeMsg)
-	}
-	n, err := strconv.ParseInt(string(raw), 10, 64)
+	n, err := strconv.ParseInt(v.text, 10, 64)
 	if err != nil {
-		f, ferr := strconv.ParseFloat(string(raw), 64)
+		f, ferr := strconv.ParseFloat(v.text, 64)
 		switch {
 		case ferr == nil && f != math.Trunc(f):
-			return nil, fmt.Errorf("%w: %s: %s is not a whole number; give %s", ErrBadRequest, name, raw, rangeMsg)
+			return 0, fmt.Errorf("%w: %s: %s is not a whole number; give %s", ErrBadRequest, name, short(v.text), form)
 		case ferr == nil && f >= math.MinInt64 && f < math.MaxInt64:
 			n = int64(f)
 		default:
-			return nil, fmt.Errorf("%w: %s: %s is out of range; give %s", ErrBadRequest, name, raw, rangeMsg)
+			return 0, fmt.Errorf("%w: %s: %s is out of range; give %s", ErrBadRequest, name, short(v.text), form)
 		}
 	}
-	if n < int64(lo) || n > int64(hi) {
-		return nil, fmt.Errorf("%w: %s: %d is out of range; give %s", ErrBadRequest, name, n, rangeMsg)
+	if n < lo || n > hi {
+		return 0, fmt.Errorf("%w: %s: %d is out of range; give %s", ErrBadRequest, name, n, form)
 	}
-	v := int(n)
-	return &v, nil
+	return n, nil
 }
 
-// jsonKind names the JSON type of a raw value as a user would: "string", "number",
-// "null", "true", "false", "an object", "an array".
-func jsonKind(raw json.RawMessage) string {
-	if len(raw) == 0 {
-		return "an empty value"
+func wholeNumberForm(lo, hi int64) string {
+	if hi == math.MaxInt64 {
+		return fmt.Sprintf("a whole number from %d up", lo)
 	}
-	switch raw[0] {
-	case '"':
-		return "string"
-	case 'n':
-		return "null"
-	case 't':
-		return "true"
-	case 'f':
-		return "false"
-	case '{':
-		return "an object"
-	case '[':
-		return "an array"
-	default:
-		return "number"
+	return fmt.Sprintf("a whole number from %d to %d", lo, hi)
+}
+
+// maxListed is how many unknown field names an error lists; maxEcho is how many bytes of
+// a value sent by the client an error repeats, so that a huge request cannot make a
+// huge error reply.
+const (
+	maxListed = 5
+	maxEcho   = 64
+)
+
+// short returns s, cut to maxEcho bytes (on a rune boundary) and marked with "…" when
+// longer.
+func short(s string) string {
+	if cut, more := cutEcho(s); more {
+		return cut + "…"
 	}
+	return s
+}
+
+// quoteShort quotes s as a Go string literal, cut like short.
+func quoteShort(s string) string {
+	cut, more := cutEcho(s)
+	if more {
+		return strconv.Quote(cut) + "…"
+	}
+	return strconv.Quote(s)
+}
+
+func cutEcho(s string) (string, bool) {
+	if len(s) <= maxEcho {
+		return s, false
+	}
+	cut := maxEcho
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut], true
 }

@@ -33,6 +33,9 @@ type Status struct {
 	Aborted   uint64 `json:"aborted"`
 	// LateAcks counts acks dropped because their checkpoint had already ended.
 	LateAcks uint64 `json:"late_acks"`
+	// StaleConfigEvents counts config events ignored because their version was not newer
+	// than the applied one (duplicates, redeliveries).
+	StaleConfigEvents uint64 `json:"stale_config_events"`
 	// ConsecutiveFailures counts timeouts, declines and storage errors since the last success.
 	ConsecutiveFailures int `json:"consecutive_failures"`
 	// Failed is true while ConsecutiveFailures exceeds tolerable_failures.

@@ -67,6 +67,7 @@ type job struct {
 	completed     uint64
 	aborted       uint64
 	lateAcks      uint64
+	staleConfigs  uint64
 	failures      int
 	timer         *time.Timer
 }
@@ -177,6 +178,7 @@ func (j *job) tick(ctx context.Context, now time.Time) {
 
 func (j *job) applyConfig(ev *messages.ConfigEvent) {
 	if ev.Version <= j.version {
+		j.staleConfigs++
 		j.log.Debug().Uint64("version", ev.Version).Uint64("applied", j.version).Msg("config version ignored: not newer than the applied one")
 		return
 	}

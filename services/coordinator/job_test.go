@@ -216,7 +216,7 @@ func TestStaleAndDuplicateVersionsChangeNothing(t *testing.T) {
 		h.config(2, every(100*time.Millisecond))
 		h.config(1, every(100*time.Millisecond))
 		after := h.status()
-		if after.Config.Version != 2 || after.EffectiveInterval != "5s" || !after.AppliedAt.Equal(*before.AppliedAt) {
+		if after.Config.Version != 2 || after.EffectiveInterval != "5s" || !after.AppliedAt.Equal(*before.AppliedAt) || after.StaleConfigEvents != 2 {
 			t.Fatalf("status after stale versions: version %d interval %s applied %v", after.Config.Version, after.EffectiveInterval, after.AppliedAt)
 		}
 		h.at(5 * s)

@@ -22,6 +22,7 @@ func (j *job) view(now time.Time) messages.Status {
 		Completed:           j.completed,
 		Aborted:             j.aborted,
 		LateAcks:            j.lateAcks,
+		StaleConfigEvents:   j.staleConfigs,
 		ConsecutiveFailures: j.failures,
 		Failed:              j.failed(),
 	}

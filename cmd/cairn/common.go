@@ -1,0 +1,180 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/cairn-stream/cairn/internal/health"
+	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+)
+
+// common holds the flags every service command shares.
+type common struct {
+	natsURL    string
+	user       string
+	password   string
+	creds      string
+	logLevel   string
+	healthAddr string
+	prefix     string
+	replicas   int
+}
+
+func envOr(key, def string) string {
+	if v, ok := os.LookupEnv(key); ok && v != "" {
+		return v
+	}
+	return def
+}
+
+func envInt(key string, def int) int {
+	if n, err := strconv.Atoi(os.Getenv(key)); err == nil {
+		return n
+	}
+	return def
+}
+
+// register adds the shared flags, each defaulting to its environment variable.
+func (c *common) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.natsURL, "nats-url", envOr(cjs.EnvURL, nats.DefaultURL), "NATS seed URLs, comma-separated [$NATS_URL]")
+	fs.StringVar(&c.user, "user", os.Getenv(cjs.EnvUser), "NATS user [$NATS_USER]")
+	fs.StringVar(&c.password, "password", os.Getenv(cjs.EnvPassword), "NATS password [$NATS_PASSWORD]")
+	fs.StringVar(&c.creds, "creds", os.Getenv(cjs.EnvCreds), "NATS credentials file [$NATS_CREDS]")
+	fs.StringVar(&c.logLevel, "log-level", os.Getenv("LOG_LEVEL"), "trace, debug, info, warn or error; empty means info [$LOG_LEVEL]")
+	fs.StringVar(&c.healthAddr, "health-addr", os.Getenv("CAIRN_HEALTH_ADDR"), "serve GET /healthz on this host:port; empty: off [$CAIRN_HEALTH_ADDR]")
+	fs.StringVar(&c.prefix, "prefix", envOr("CAIRN_PREFIX", cjs.DefaultPrefix), "subject prefix [$CAIRN_PREFIX]")
+	fs.IntVar(&c.replicas, "replicas", envInt("CAIRN_REPLICAS", 1), "replicas of the streams, buckets and object store created when missing [$CAIRN_REPLICAS]")
+}
+
+// parse parses args into fs, reporting errors on stderr.
+func parse(fs *flag.FlagSet, args []string, stderr io.Writer) error {
+	fs.SetOutput(stderr)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return errUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "unexpected arguments: %s\n", strings.Join(fs.Args(), " "))
+		return errUsage
+	}
+	return nil
+}
+
+// newLogger builds the process logger: JSON on stderr, or a console writer for dev.
+func newLogger(level string, console bool, stderr io.Writer) (zerolog.Logger, error) {
+	lvl := zerolog.InfoLevel
+	if level != "" {
+		l, err := zerolog.ParseLevel(strings.ToLower(level))
+		if err != nil {
+			return zerolog.Nop(), fmt.Errorf("log level %q: allowed: trace, debug, info, warn, error", level)
+		}
+		lvl = l
+	}
+	var w io.Writer = stderr
+	if console {
+		w = zerolog.ConsoleWriter{Out: stderr, TimeFormat: "15:04:05.000"}
+	}
+	return zerolog.New(w).Level(lvl).With().Timestamp().Logger(), nil
+}
+
+// subjects returns the subject builder for the prefix flag.
+func (c *common) subjects() cjs.Subjects { return cjs.Subjects{Prefix: c.prefix} }
+
+// connect connects with reconnect-forever and logs connection events.
+func (c *common) connect(name string, log zerolog.Logger) (*nats.Conn, error) {
+	return cjs.Connect(cjs.ConnectOptions{
+		URLs: c.natsURL, User: c.user, Password: c.password, Creds: c.creds, Name: name,
+		OnDisconnect: func(err error) { log.Warn().Err(err).Msg("disconnected from NATS") },
+		OnReconnect:  func(url string) { log.Info().Str("url", url).Msg("reconnected to NATS") },
+		OnClosed:     func() { log.Debug().Msg("NATS connection closed") },
+	})
+}
+
+// setup connects and gets the resources, retrying until they are there or ctx ends.
+// lookupOnly services never create resources.
+func (c *common) setup(ctx context.Context, name string, lookupOnly bool, log zerolog.Logger) (*nats.Conn, jetstream.JetStream, *cjs.Resources, error) {
+	nc, err := c.connect(name, log)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, nil, err
+	}
+	res, err := ensureResources(ctx, js, cjs.Options{Subjects: c.subjects(), Replicas: c.replicas, LookupOnly: lookupOnly}, log)
+	if err != nil {
+		nc.Close()
+		return nil, nil, nil, err
+	}
+	return nc, js, res, nil
+}
+
+// ensureResources retries cjs.Ensure with backoff until it succeeds or ctx ends.
+func ensureResources(ctx context.Context, js jetstream.JetStream, o cjs.Options, log zerolog.Logger) (*cjs.Resources, error) {
+	wait := 100 * time.Millisecond
+	for {
+		ectx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		res, err := cjs.Ensure(ectx, js, o)
+		cancel()
+		if err == nil {
+			return res, nil
+		}
+		log.Warn().Err(err).Dur("retry_in", wait).Msg("JetStream resources not ready")
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("resources not ready: %w", err)
+		case <-t.C:
+		}
+		wait = min(wait*2, 5*time.Second)
+	}
+}
+
+// serveHealth serves /healthz on the health address, if one is set, reporting ready while
+// the NATS connection is up. It returns at once; the server stops with ctx.
+func (c *common) serveHealth(ctx context.Context, nc *nats.Conn, log zerolog.Logger) {
+	if c.healthAddr == "" {
+		return
+	}
+	ready := func() error {
+		if !nc.IsConnected() {
+			return fmt.Errorf("NATS connection %s", nc.Status())
+		}
+		return nil
+	}
+	go func() {
+		if err := health.Serve(ctx, c.healthAddr, ready); err != nil {
+			log.Error().Err(err).Str("addr", c.healthAddr).Msg("health server stopped")
+		}
+	}()
+}
+
+// drain drains the connection, bounded, after a service stopped.
+func drain(nc *nats.Conn) {
+	done := make(chan struct{})
+	nc.SetClosedHandler(func(*nats.Conn) { close(done) })
+	if err := nc.Drain(); err != nil {
+		nc.Close()
+		return
+	}
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		nc.Close()
+	}
+}

@@ -1,0 +1,78 @@
+// Command cairn runs Cairn's services: `cairn dev` runs everything on an embedded NATS
+// server; `cairn configsvc`, `cairn coordinator` and `cairn operator` run one service
+// against NATS_URL; `cairn loadgen` feeds reference operators; `cairn health` probes a
+// service's health endpoint.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+const usage = `cairn: distributed, consistent checkpoints on NATS JetStream
+
+Usage:
+  cairn dev          run NATS, configsvc, coordinator, 3 operators and a load generator in one process
+  cairn configsvc    serve cairn.config.set.<job> / cairn.config.get.<job>
+  cairn coordinator  trigger and track checkpoints (--jobs a,b to restrict)
+  cairn operator     run a reference operator (--job J --instance I)
+  cairn loadgen      publish input events for reference operators
+  cairn health       probe a service's health endpoint (exit 0 when healthy)
+
+Run 'cairn <command> -h' for the flags; every flag also reads an environment variable.
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// commands maps each subcommand to its entry point.
+var commands = map[string]func(ctx context.Context, args []string, stderr io.Writer) error{
+	"dev":         runDev,
+	"configsvc":   runConfigsvc,
+	"coordinator": runCoordinator,
+	"operator":    runOperator,
+	"loadgen":     runLoadgen,
+	"health":      runHealth,
+}
+
+// run dispatches to a subcommand and turns its error into an exit code.
+func run(ctx context.Context, args []string, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stderr, usage)
+		return 0
+	}
+	cmd, ok := commands[args[0]]
+	if !ok {
+		fmt.Fprintf(stderr, "cairn: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	err := cmd(ctx, args[1:], stderr)
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, errUsage):
+		return 2
+	}
+	fmt.Fprintf(stderr, "cairn %s: %v\n", args[0], err)
+	return 1
+}
+
+// errUsage marks a flag parsing error already reported by the flag set.
+var errUsage = errors.New("usage")

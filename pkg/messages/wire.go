@@ -1,0 +1,472 @@
+package messages
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"reflect"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// This file reads msgpack without the msgpack library: a bounds-checked header reader
+// that allocates nothing from the lengths it reads. Unmarshal walks a payload with it
+// against the Go type before handing it to the library, which makes decoding strict
+// (wrong types, nil for a value, negative numbers for unsigned fields, integers that
+// do not fit, duplicate keys, bin for str, non-map structs, malformed timestamps) and
+// keeps the library's length-based preallocation bounded by the payload's size.
+
+// mpKind is the kind of one msgpack value.
+type mpKind int
+
+const (
+	mpNil mpKind = iota
+	mpBool
+	mpInt
+	mpFloat
+	mpStr
+	mpBin
+	mpArray
+	mpMap
+	mpExt
+)
+
+// mpValue is one msgpack value as read by mpReader. For arrays and maps only the header
+// is read; their elements follow in the stream.
+type mpValue struct {
+	kind mpKind
+	// b is the value of a bool.
+	b bool
+	// neg and u are an integer's sign and magnitude; u is also an array's or map's
+	// element count.
+	neg bool
+	u   uint64
+	// f and f32 are a float's value and whether it was written as a float32.
+	f   float64
+	f32 bool
+	// data is the payload of a str, bin or ext value; ext is the extension type.
+	data []byte
+	ext  int8
+}
+
+// describe names the value as an error message should.
+func (v mpValue) describe() string {
+	switch v.kind {
+	case mpNil:
+		return "nil"
+	case mpBool:
+		return strconv.FormatBool(v.b)
+	case mpInt:
+		return "integer " + v.intText()
+	case mpFloat:
+		return "float " + v.floatText()
+	case mpStr:
+		return "a string"
+	case mpBin:
+		return "binary data"
+	case mpArray:
+		return "an array"
+	case mpMap:
+		return "a map"
+	}
+	return fmt.Sprintf("extension type %d", v.ext)
+}
+
+// intText formats an integer value in decimal.
+func (v mpValue) intText() string {
+	if v.neg {
+		return "-" + strconv.FormatUint(v.u, 10)
+	}
+	return strconv.FormatUint(v.u, 10)
+}
+
+// floatText formats a float value as briefly as its width allows.
+func (v mpValue) floatText() string {
+	if v.f32 {
+		return strconv.FormatFloat(v.f, 'g', -1, 32)
+	}
+	return strconv.FormatFloat(v.f, 'g', -1, 64)
+}
+
+// mpReader reads msgpack values from a byte slice.
+type mpReader struct {
+	b   []byte
+	off int
+}
+
+func (r *mpReader) rest() int { return len(r.b) - r.off }
+
+func (r *mpReader) take(n uint64) ([]byte, error) {
+	if n > uint64(r.rest()) {
+		return nil, fmt.Errorf("msgpack: %w at byte %d", io.ErrUnexpectedEOF, len(r.b))
+	}
+	s := r.b[r.off : r.off+int(n)]
+	r.off += int(n)
+	return s, nil
+}
+
+// uintN reads a big-endian unsigned integer of n bytes (1, 2, 4 or 8).
+func (r *mpReader) uintN(n uint64) (uint64, error) {
+	b, err := r.take(n)
+	if err != nil {
+		return 0, err
+	}
+	var u uint64
+	for _, c := range b {
+		u = u<<8 | uint64(c)
+	}
+	return u, nil
+}
+
+// sizedInt reads a signed integer of n bytes into sign and magnitude.
+func (r *mpReader) sizedInt(n uint64) (mpValue, error) {
+	u, err := r.uintN(n)
+	if err != nil {
+		return mpValue{}, err
+	}
+	shift := 64 - 8*n
+	i := int64(u<<shift) >> shift
+	if i >= 0 {
+		return mpValue{kind: mpInt, u: uint64(i)}, nil
+	}
+	return mpValue{kind: mpInt, neg: true, u: uint64(-(i + 1)) + 1}, nil
+}
+
+// payload reads a length of lenBytes bytes, then that many bytes.
+func (r *mpReader) payload(kind mpKind, lenBytes uint64) (mpValue, error) {
+	n, err := r.uintN(lenBytes)
+	if err != nil {
+		return mpValue{}, err
+	}
+	return r.payloadN(kind, n)
+}
+
+func (r *mpReader) payloadN(kind mpKind, n uint64) (mpValue, error) {
+	d, err := r.take(n)
+	if err != nil {
+		return mpValue{}, err
+	}
+	return mpValue{kind: kind, data: d}, nil
+}
+
+// ext reads an extension's type byte and n bytes of data.
+func (r *mpReader) ext(n uint64) (mpValue, error) {
+	t, err := r.take(1)
+	if err != nil {
+		return mpValue{}, err
+	}
+	v, err := r.payloadN(mpExt, n)
+	v.ext = int8(t[0])
+	return v, err
+}
+
+// container reads an array's or map's element count of lenBytes bytes.
+func (r *mpReader) container(kind mpKind, lenBytes uint64) (mpValue, error) {
+	n, err := r.uintN(lenBytes)
+	return mpValue{kind: kind, u: n}, err
+}
+
+// next reads one value; for an array or a map only its header.
+func (r *mpReader) next() (mpValue, error) {
+	b, err := r.take(1)
+	if err != nil {
+		return mpValue{}, err
+	}
+	c := b[0]
+	switch {
+	case c <= 0x7f:
+		return mpValue{kind: mpInt, u: uint64(c)}, nil
+	case c >= 0xe0:
+		return mpValue{kind: mpInt, neg: true, u: uint64(0x100 - int(c))}, nil
+	case c <= 0x8f:
+		return mpValue{kind: mpMap, u: uint64(c & 0x0f)}, nil
+	case c <= 0x9f:
+		return mpValue{kind: mpArray, u: uint64(c & 0x0f)}, nil
+	case c <= 0xbf:
+		return r.payloadN(mpStr, uint64(c&0x1f))
+	}
+	switch c {
+	case 0xc0:
+		return mpValue{kind: mpNil}, nil
+	case 0xc2, 0xc3:
+		return mpValue{kind: mpBool, b: c == 0xc3}, nil
+	case 0xc4, 0xc5, 0xc6:
+		return r.payload(mpBin, 1<<(c-0xc4))
+	case 0xc7, 0xc8, 0xc9:
+		n, err := r.uintN(1 << (c - 0xc7))
+		if err != nil {
+			return mpValue{}, err
+		}
+		return r.ext(n)
+	case 0xca:
+		u, err := r.uintN(4)
+		return mpValue{kind: mpFloat, f: float64(math.Float32frombits(uint32(u))), f32: true}, err
+	case 0xcb:
+		u, err := r.uintN(8)
+		return mpValue{kind: mpFloat, f: math.Float64frombits(u)}, err
+	case 0xcc, 0xcd, 0xce, 0xcf:
+		u, err := r.uintN(1 << (c - 0xcc))
+		return mpValue{kind: mpInt, u: u}, err
+	case 0xd0, 0xd1, 0xd2, 0xd3:
+		return r.sizedInt(1 << (c - 0xd0))
+	case 0xd4, 0xd5, 0xd6, 0xd7, 0xd8:
+		return r.ext(1 << (c - 0xd4))
+	case 0xd9, 0xda, 0xdb:
+		return r.payload(mpStr, 1<<(c-0xd9))
+	case 0xdc, 0xdd:
+		return r.container(mpArray, 2<<(c-0xdc))
+	case 0xde, 0xdf:
+		return r.container(mpMap, 2<<(c-0xde))
+	}
+	return mpValue{}, fmt.Errorf("msgpack: reserved code 0xc1 at byte %d", r.off-1)
+}
+
+// skipElements skips the elements of an array or map whose header v was just read, and
+// anything nested in them, without recursion.
+func (r *mpReader) skipElements(v mpValue) error {
+	pending := uint64(0)
+	switch v.kind {
+	case mpArray:
+		pending = v.u
+	case mpMap:
+		pending = 2 * v.u
+	}
+	for ; pending > 0; pending-- {
+		e, err := r.next()
+		if err != nil {
+			return err
+		}
+		switch e.kind {
+		case mpArray:
+			pending += e.u
+		case mpMap:
+			pending += 2 * e.u
+		}
+	}
+	return nil
+}
+
+// peekSchema returns the value of the top-level "schema" key when data is a map holding
+// one as an integer, so that a newer writer's message is reported as such rather than as
+// its first unknown field.
+func peekSchema(data []byte) (mpValue, bool) {
+	r := mpReader{b: data}
+	top, err := r.next()
+	if err != nil || top.kind != mpMap {
+		return mpValue{}, false
+	}
+	for range top.u {
+		k, err := r.next()
+		if err != nil || k.kind != mpStr {
+			return mpValue{}, false
+		}
+		v, err := r.next()
+		if err != nil {
+			return mpValue{}, false
+		}
+		if string(k.data) == "schema" {
+			return v, v.kind == mpInt
+		}
+		if err := r.skipElements(v); err != nil {
+			return mpValue{}, false
+		}
+	}
+	return mpValue{}, false
+}
+
+var timeType = reflect.TypeFor[time.Time]()
+
+// wireField is a struct field as the msgpack library names it.
+type wireField struct {
+	index int
+	typ   reflect.Type
+}
+
+var wireFieldsCache sync.Map // reflect.Type → map[string]wireField
+
+// wireFields returns t's fields by msgpack name: the tag's name, else the Go name; "-"
+// and unexported fields are left out, as the library does.
+func wireFields(t reflect.Type) map[string]wireField {
+	if f, ok := wireFieldsCache.Load(t); ok {
+		return f.(map[string]wireField)
+	}
+	fields := make(map[string]wireField, t.NumField())
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("msgpack"), ",")
+		if !f.IsExported() || name == "-" {
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		fields[name] = wireField{index: i, typ: f.Type}
+	}
+	wireFieldsCache.Store(t, fields)
+	return fields
+}
+
+// errWire is wrapped by every error checkValue returns about the payload.
+var errWire = errors.New("msgpack")
+
+// checkValue reads one value from r and checks that it is an exact encoding of a value
+// of type t: the kind t needs, integers in t's range, nil only for maps and slices,
+// string keys, no unknown or repeated keys, timestamps as extension -1. path names the
+// value in errors. Recursion follows t, never the payload, so its depth is bounded by
+// the Go type.
+func checkValue(r *mpReader, t reflect.Type, path string) error {
+	v, err := r.next()
+	if err != nil {
+		return fmt.Errorf("%s: %w", pathName(path), err)
+	}
+	if t == timeType {
+		return checkTime(v, path)
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		return checkStruct(r, v, t, path)
+	case reflect.Map:
+		return checkMap(r, v, t, path)
+	case reflect.Slice:
+		if v.kind == mpNil {
+			return nil
+		}
+		if v.kind != mpArray {
+			return wrongKind(path, v, "an array")
+		}
+		for i := range v.u {
+			if err := checkValue(r, t.Elem(), fmt.Sprintf("%s[%d]", path, i)); err != nil {
+				return err
+			}
+		}
+		return nil
+	case reflect.String:
+		if v.kind != mpStr {
+			return wrongKind(path, v, "a string")
+		}
+		return nil
+	case reflect.Bool:
+		if v.kind != mpBool {
+			return wrongKind(path, v, "true or false")
+		}
+		return nil
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		limit := uint64(1) << (t.Bits() - 1)
+		if v.kind != mpInt || v.neg && v.u > limit || !v.neg && v.u > limit-1 {
+			return wrongKind(path, v, fmt.Sprintf("an integer from -%d to %d", limit, limit-1))
+		}
+		return nil
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		limit := uint64(math.MaxUint64) >> (64 - t.Bits())
+		if v.kind != mpInt || v.neg || v.u > limit {
+			return wrongKind(path, v, fmt.Sprintf("an integer from 0 to %d", limit))
+		}
+		return nil
+	}
+	return fmt.Errorf("%w: %s: no wire check for Go type %s", errWire, pathName(path), t)
+}
+
+func checkStruct(r *mpReader, v mpValue, t reflect.Type, path string) error {
+	if v.kind != mpMap {
+		return wrongKind(path, v, "a map of fields")
+	}
+	fields := wireFields(t)
+	seen := make([]bool, t.NumField())
+	for range v.u {
+		k, err := r.next()
+		if err != nil {
+			return fmt.Errorf("%s: %w", pathName(path), err)
+		}
+		if k.kind != mpStr {
+			return wrongKind(pathName(path)+" key", k, "a field name string")
+		}
+		name := string(k.data)
+		f, ok := fields[name]
+		if !ok {
+			return fmt.Errorf("%w: %s: unknown field %q", errWire, pathName(path), name)
+		}
+		if seen[f.index] {
+			return fmt.Errorf("%w: %s: field %q appears twice", errWire, pathName(path), name)
+		}
+		seen[f.index] = true
+		if err := checkValue(r, f.typ, joinPath(path, name)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func checkMap(r *mpReader, v mpValue, t reflect.Type, path string) error {
+	if t.Key().Kind() != reflect.String {
+		return fmt.Errorf("%w: %s: no wire check for Go type %s", errWire, pathName(path), t)
+	}
+	if v.kind == mpNil {
+		return nil
+	}
+	if v.kind != mpMap {
+		return wrongKind(path, v, "a map")
+	}
+	seen := make(map[string]struct{}, min(v.u, uint64(r.rest())))
+	for range v.u {
+		k, err := r.next()
+		if err != nil {
+			return fmt.Errorf("%s: %w", pathName(path), err)
+		}
+		if k.kind != mpStr {
+			return wrongKind(pathName(path)+" key", k, "a string")
+		}
+		key := string(k.data)
+		if _, dup := seen[key]; dup {
+			return fmt.Errorf("%w: %s: key %q appears twice", errWire, pathName(path), key)
+		}
+		seen[key] = struct{}{}
+		if err := checkValue(r, t.Elem(), fmt.Sprintf("%s[%q]", path, key)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkTime accepts the msgpack timestamp extension (-1) in its 32, 64 and 96 bit forms
+// with nanoseconds below one second, as the spec requires.
+func checkTime(v mpValue, path string) error {
+	if v.kind != mpExt || v.ext != -1 {
+		return wrongKind(path, v, "a timestamp (extension -1)")
+	}
+	var nsec uint64
+	switch len(v.data) {
+	case 4:
+	case 8:
+		nsec = binary.BigEndian.Uint64(v.data) >> 34
+	case 12:
+		nsec = uint64(binary.BigEndian.Uint32(v.data))
+	default:
+		return fmt.Errorf("%w: %s: timestamp of %d bytes; allowed: 4, 8 or 12", errWire, pathName(path), len(v.data))
+	}
+	if nsec >= uint64(time.Second) {
+		return fmt.Errorf("%w: %s: timestamp with %d nanoseconds; allowed: 0-999999999", errWire, pathName(path), nsec)
+	}
+	return nil
+}
+
+func wrongKind(path string, v mpValue, want string) error {
+	return fmt.Errorf("%w: %s: %s where %s is wanted", errWire, pathName(path), v.describe(), want)
+}
+
+func joinPath(path, name string) string {
+	if path == "" {
+		return name
+	}
+	return path + "." + name
+}
+
+func pathName(path string) string {
+	if path == "" {
+		return "message"
+	}
+	return path
+}

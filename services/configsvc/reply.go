@@ -1,0 +1,73 @@
+package configsvc
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+
+	"github.com/nats-io/nats.go/micro"
+	"github.com/rs/zerolog"
+
+	"github.com/cairn-stream/cairn/pkg/messages"
+)
+
+// Error codes of the replies, in micro's Nats-Service-Error-Code header.
+const (
+	CodeBadRequest  = "400"
+	CodeConflict    = "409"
+	CodeInternal    = "500"
+	CodeUnavailable = "503"
+)
+
+// code maps an error of set or get to its reply code.
+func code(err error) string {
+	switch {
+	case errors.Is(err, messages.ErrBadRequest), errors.Is(err, messages.ErrInvalidName):
+		return CodeBadRequest
+	case errors.Is(err, ErrVersionConflict):
+		return CodeConflict
+	case errors.Is(err, ErrUnavailable):
+		return CodeUnavailable
+	}
+	return CodeInternal
+}
+
+// fail answers req with err: its code, the message as the error header and as the JSON
+// body {"error": ...}. Refusals of bad requests are logged at debug, failures to serve at
+// warn.
+func fail(req micro.Request, log zerolog.Logger, op string, err error) {
+	c := code(err)
+	msg := err.Error()
+	body, _ := json.Marshal(messages.ErrorBody{Error: msg}) // a struct of one string always encodes
+	// A header value must stay on one line.
+	desc := strings.NewReplacer("\r", " ", "\n", " ").Replace(msg)
+	lvl := zerolog.DebugLevel
+	if c == CodeUnavailable || c == CodeInternal {
+		lvl = zerolog.WarnLevel
+	}
+	log.WithLevel(lvl).Str("op", op).Str("code", c).Err(err).Msg("request refused")
+	if rerr := req.Error(c, desc, body); rerr != nil {
+		log.Debug().Err(rerr).Msg("send error reply")
+	}
+}
+
+// respond answers req with the config view as JSON.
+func respond(req micro.Request, log zerolog.Logger, view messages.ConfigView) {
+	if err := req.RespondJSON(view); err != nil {
+		log.Debug().Err(err).Msg("send reply")
+	}
+}
+
+// header returns the first value of the header key, matching the name without regard to
+// case as HTTP does; nats.Header.Get is case-sensitive.
+func header(h micro.Headers, key string) string {
+	if v := h.Get(key); v != "" {
+		return v
+	}
+	for k, v := range h {
+		if strings.EqualFold(k, key) && len(v) > 0 {
+			return v[0]
+		}
+	}
+	return ""
+}

@@ -1,0 +1,327 @@
+package operator_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/cairn-stream/cairn/internal/natstest"
+	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/messages"
+	"github.com/cairn-stream/cairn/services/operator"
+)
+
+const (
+	testJob  = "orders"
+	waitLong = 15 * time.Second
+)
+
+// env is one test's server, connection and resources, playing the coordinator.
+type env struct {
+	t    *testing.T
+	nc   *nats.Conn
+	js   jetstream.JetStream
+	res  *cjs.Resources
+	subj cjs.Subjects
+	logs *syncBuffer
+	acks chan *nats.Msg
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	return newEnvOn(t, natstest.Start(t))
+}
+
+// newEnvOn is newEnv on a given server.
+func newEnvOn(t *testing.T, s *natstest.Server) *env {
+	t.Helper()
+	nc, js, res := s.Resources(t, cjs.Options{LeaseTTL: time.Second})
+	e := &env{t: t, nc: nc, js: js, res: res, logs: &syncBuffer{}, acks: make(chan *nats.Msg, 64)}
+	sub, err := nc.ChanSubscribe(e.subj.Ack(testJob), e.acks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("operator logs:\n%s", e.logs.String())
+		}
+	})
+	return e
+}
+
+func (e *env) logger() zerolog.Logger {
+	return zerolog.New(e.logs).Level(zerolog.DebugLevel).With().Timestamp().Logger()
+}
+
+func (e *env) ctx() context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), waitLong)
+	e.t.Cleanup(cancel)
+	return ctx
+}
+
+// running is a Runtime running in the background.
+type running struct {
+	rt     *operator.Runtime
+	cancel context.CancelFunc
+	done   chan error
+	once   sync.Once
+}
+
+// start runs a Runtime for instance with m and waits until it is ready.
+func (e *env) start(instance string, m operator.Machine) *running {
+	e.t.Helper()
+	return e.startWith(operator.DefaultConfig(testJob, instance), m)
+}
+
+// startWith runs a Runtime with cfg and m and waits until it is ready.
+func (e *env) startWith(cfg operator.Config, m operator.Machine) *running {
+	e.t.Helper()
+	rt, err := operator.New(cfg, e.nc, e.js, e.res, m, e.logger())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return e.run(rt, rt.Run)
+}
+
+// run runs fn (the Run of rt or of a Service around it) and waits until rt is ready.
+func (e *env) run(rt *operator.Runtime, fn func(context.Context) error) *running {
+	e.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{rt: rt, cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- fn(ctx) }()
+	e.t.Cleanup(func() { r.stop(e.t) })
+	select {
+	case <-rt.Ready():
+	case err := <-r.done:
+		e.t.Fatalf("Run returned before it was ready: %v", err)
+	case <-time.After(waitLong):
+		e.t.Fatal("runtime not ready")
+	}
+	return r
+}
+
+// stop cancels Run and checks that it returns nil.
+func (r *running) stop(t *testing.T) {
+	t.Helper()
+	r.once.Do(func() {
+		r.cancel()
+		select {
+		case err := <-r.done:
+			if err != nil {
+				t.Errorf("Run = %v, want nil", err)
+			}
+		case <-time.After(waitLong):
+			t.Error("Run did not return after its context was cancelled")
+		}
+	})
+}
+
+// event is one input event as the test published it.
+type event struct {
+	key   string
+	value int64
+}
+
+// publish publishes raw payloads to instance's input subject and returns the last sequence.
+func (e *env) publish(instance string, payloads ...[]byte) uint64 {
+	e.t.Helper()
+	var seq uint64
+	ctx := e.ctx()
+	for _, p := range payloads {
+		ack, err := e.js.Publish(ctx, e.subj.Input(testJob, instance), p)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		seq = ack.Sequence
+	}
+	return seq
+}
+
+// publishEvents publishes events and adds them to totals.
+func (e *env) publishEvents(instance string, totals map[string]messages.KeyTotals, events ...event) uint64 {
+	e.t.Helper()
+	payloads := make([][]byte, len(events))
+	for i, ev := range events {
+		payloads[i] = fmt.Appendf(nil, `{"key":%q,"value":%d}`, ev.key, ev.value)
+		t := totals[ev.key]
+		totals[ev.key] = messages.KeyTotals{Count: t.Count + 1, Sum: t.Sum + ev.value}
+	}
+	return e.publish(instance, payloads...)
+}
+
+// makeEvents returns n events spread over keys, with values from first on.
+func makeEvents(n int, first int64, keys ...string) []event {
+	evs := make([]event, n)
+	for i := range evs {
+		evs[i] = event{key: keys[i%len(keys)], value: first + int64(i)}
+	}
+	return evs
+}
+
+// barrier sends the barrier of checkpoint id.
+func (e *env) barrier(id uint64) {
+	e.t.Helper()
+	data, err := messages.Marshal(&messages.Barrier{
+		Schema:        messages.SchemaVersion,
+		Job:           testJob,
+		CheckpointID:  id,
+		ConfigVersion: 1,
+		TriggeredAt:   time.Now().UTC(),
+		Coordinator:   "test",
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	msg := nats.NewMsg(e.subj.Barrier(testJob))
+	msg.Data = data
+	msg.Header.Set(messages.HeaderCheckpointID, strconv.FormatUint(id, 10))
+	msg.Header.Set(messages.HeaderConfigVersion, "1")
+	if err := e.nc.PublishMsg(msg); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// nextAck returns the next ack or decline.
+func (e *env) nextAck() messages.Ack {
+	e.t.Helper()
+	select {
+	case msg := <-e.acks:
+		var a messages.Ack
+		if err := messages.Unmarshal(msg.Data, &a); err != nil {
+			e.t.Fatalf("ack: %v", err)
+		}
+		return a
+	case <-time.After(waitLong):
+		e.t.Fatal("no ack")
+	}
+	return messages.Ack{}
+}
+
+// checkpoint sends barrier id and returns the instance's ack, failing on a decline.
+func (e *env) checkpoint(id uint64) messages.Ack {
+	e.t.Helper()
+	e.barrier(id)
+	a := e.nextAck()
+	if a.CheckpointID != id || a.Kind != messages.AckDone {
+		e.t.Fatalf("ack = %+v, want an ack of checkpoint %d", a, id)
+	}
+	return a
+}
+
+// writeManifest writes the manifest of checkpoint id from acks under <job>.<id> and
+// <job>.latest, as the coordinator does.
+func (e *env) writeManifest(id uint64, acks ...messages.Ack) {
+	e.t.Helper()
+	mf := messages.Manifest{
+		Schema:        messages.SchemaVersion,
+		Job:           testJob,
+		CheckpointID:  id,
+		ConfigVersion: 1,
+		TriggeredAt:   time.Now().UTC(),
+		CompletedAt:   time.Now().UTC(),
+		Instances:     make(map[string]messages.InstanceSnapshot),
+	}
+	for _, a := range acks {
+		mf.Instances[a.Instance] = messages.InstanceSnapshot{Incarnation: a.Incarnation, Snapshot: a.Snapshot, Positions: a.Positions}
+	}
+	data, err := messages.Marshal(&mf)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for _, k := range []string{cjs.ManifestKey(testJob, id), cjs.LatestKey(testJob)} {
+		if _, err := e.res.Manifests.Put(e.ctx(), k, data); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+}
+
+// objectDigest downloads an object and returns its size and SHA-256 in the object
+// store's form.
+func (e *env) objectDigest(name string) (uint64, string) {
+	e.t.Helper()
+	data, err := e.res.Snapshots.GetBytes(e.ctx(), name)
+	if err != nil {
+		e.t.Fatalf("get object %s: %v", name, err)
+	}
+	sum := sha256.Sum256(data)
+	return uint64(len(data)), "SHA-256=" + base64.URLEncoding.EncodeToString(sum[:])
+}
+
+// objects lists the object names in the snapshot store.
+func (e *env) objects() []string {
+	e.t.Helper()
+	infos, err := e.res.Snapshots.List(e.ctx())
+	if err != nil && !errors.Is(err, jetstream.ErrNoObjectsFound) {
+		e.t.Fatal(err)
+	}
+	names := make([]string, len(infos))
+	for i, in := range infos {
+		names[i] = in.Name
+	}
+	return names
+}
+
+// waitPosition waits until the runtime has applied the record at seq.
+func waitPosition(t *testing.T, rt *operator.Runtime, seq uint64) {
+	t.Helper()
+	natstest.Eventually(t, waitLong, fmt.Sprintf("position never reached %d", seq), func() bool {
+		return rt.Position() >= seq
+	})
+}
+
+// aggState reads an Aggregator's state on the processing goroutine.
+func aggState(t *testing.T, rt *operator.Runtime, agg *operator.Aggregator) (map[string]messages.KeyTotals, uint64, uint64) {
+	t.Helper()
+	var keys map[string]messages.KeyTotals
+	var rejected, pos uint64
+	ctx, cancel := context.WithTimeout(context.Background(), waitLong)
+	defer cancel()
+	if err := rt.Do(ctx, func() { keys, rejected, pos = agg.Keys(), agg.Rejected(), rt.Position() }); err != nil {
+		t.Fatal(err)
+	}
+	return keys, rejected, pos
+}
+
+func checkTotals(t *testing.T, got, want map[string]messages.KeyTotals) {
+	t.Helper()
+	if !maps.Equal(got, want) {
+		g, _ := json.Marshal(got)
+		w, _ := json.Marshal(want)
+		t.Fatalf("totals\n got %s\nwant %s", g, w)
+	}
+}
+
+// syncBuffer is a log sink safe for concurrent writes.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}

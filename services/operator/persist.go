@@ -1,0 +1,218 @@
+package operator
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/messages"
+)
+
+const (
+	// maxChunkSize is the object store chunk size, lowered to the server's max_payload
+	// when that is smaller.
+	maxChunkSize = 1 << 20
+	// firstRetryWait and maxRetryWait bound the backoff between upload attempts.
+	firstRetryWait = 250 * time.Millisecond
+	maxRetryWait   = 4 * time.Second
+	// infoTimeout bounds the look-up of an earlier object before reusing it.
+	infoTimeout = 5 * time.Second
+)
+
+// objectStore is the part of the CAIRN_SNAPSHOTS object store the runtime uses.
+type objectStore interface {
+	Get(ctx context.Context, name string, opts ...jetstream.GetObjectOpt) (jetstream.ObjectResult, error)
+	GetInfo(ctx context.Context, name string, opts ...jetstream.GetObjectInfoOpt) (*jetstream.ObjectInfo, error)
+	Put(ctx context.Context, meta jetstream.ObjectMeta, r io.Reader) (*jetstream.ObjectInfo, error)
+}
+
+// persistJob is a snapshot taken for a barrier, waiting to be stored and acked.
+type persistJob struct {
+	checkpoint uint64
+	snap       Snapshot
+	positions  map[string]uint64
+	log        zerolog.Logger
+}
+
+// persister stores snapshots and acks them, one at a time in barrier order. It runs on its
+// own goroutine and owns last.
+type persister struct {
+	r *Runtime
+	// last is the snapshot this instance acked (or restored) last.
+	last *messages.SnapshotRef
+}
+
+// run persists every job until jobs is closed. Once ctx is done the remaining jobs are
+// declined.
+func (p *persister) run(ctx context.Context, jobs <-chan persistJob) {
+	for j := range jobs {
+		p.persist(ctx, j)
+	}
+}
+
+// persist stores one snapshot and acks it, or declines it, and releases it.
+func (p *persister) persist(ctx context.Context, j persistJob) {
+	defer j.snap.Release()
+	if ctx.Err() != nil {
+		p.r.decline(j.log, j.checkpoint, "instance stopped before the snapshot was stored")
+		return
+	}
+	start := time.Now()
+	ref, uploaded, err := p.store(ctx, j)
+	if err != nil {
+		p.r.decline(j.log, j.checkpoint, err.Error())
+		return
+	}
+	p.r.publishAck(j.log, &messages.Ack{
+		Schema:       messages.SchemaVersion,
+		Job:          p.r.cfg.Job,
+		CheckpointID: j.checkpoint,
+		Instance:     p.r.cfg.Instance,
+		Incarnation:  p.r.incarnation,
+		Kind:         messages.AckDone,
+		Snapshot:     ref,
+		Positions:    j.positions,
+	})
+	p.last = &ref
+	p.r.stats.acked.Add(1)
+	var written uint64
+	if uploaded {
+		written = ref.Size
+		p.r.stats.bytesUploaded.Add(ref.Size)
+	} else {
+		p.r.stats.reused.Add(1)
+	}
+	j.log.Info().Str("object", ref.Object).Uint64("size", ref.Size).Uint64("bytes_written", written).
+		Bool("reused", !uploaded).Dur("took", time.Since(start)).Msg("snapshot stored and acked")
+}
+
+// store persists the snapshot into a spool while hashing it, then references the last
+// acked object when it holds the same bytes, or uploads the spool. uploaded reports
+// whether bytes were written to the object store.
+func (p *persister) store(ctx context.Context, j persistJob) (ref messages.SnapshotRef, uploaded bool, err error) {
+	sp := newSpool(spoolMemLimit)
+	defer func() {
+		if cerr := sp.Close(); cerr != nil {
+			j.log.Warn().Err(cerr).Msg("remove snapshot spool")
+		}
+	}()
+	h := sha256.New()
+	if err := j.snap.Persist(io.MultiWriter(sp, h)); err != nil {
+		return ref, false, fmt.Errorf("persist: %w", err)
+	}
+	ref = messages.SnapshotRef{
+		Object: cjs.ObjectName(p.r.cfg.Job, j.checkpoint, p.r.cfg.Instance),
+		Size:   uint64(sp.Size()),
+		Digest: digest(h),
+	}
+	if p.last != nil && p.last.Digest == ref.Digest && p.last.Size == ref.Size && p.exists(ctx, j.log, *p.last) {
+		return *p.last, false, nil
+	}
+	if err := p.upload(ctx, j, ref, sp); err != nil {
+		return ref, false, err
+	}
+	return ref, true, nil
+}
+
+// exists reports whether the object ref names is still stored with the same content.
+func (p *persister) exists(ctx context.Context, log zerolog.Logger, ref messages.SnapshotRef) bool {
+	ictx, cancel := context.WithTimeout(ctx, infoTimeout)
+	defer cancel()
+	info, err := p.r.snapshots.GetInfo(ictx, ref.Object)
+	if err != nil {
+		if !errors.Is(err, jetstream.ErrObjectNotFound) {
+			log.Warn().Err(err).Str("object", ref.Object).Msg("look up the previous snapshot; uploading again")
+		}
+		return false
+	}
+	return info.Digest == ref.Digest && info.Size == ref.Size
+}
+
+// upload puts the spool under ref.Object, retrying with backoff within transferBudget.
+func (p *persister) upload(ctx context.Context, j persistJob, ref messages.SnapshotRef, sp *spool) error {
+	uctx, cancel := context.WithTimeout(ctx, transferBudget(ref.Size))
+	defer cancel()
+	meta := jetstream.ObjectMeta{
+		Name:        ref.Object,
+		Description: fmt.Sprintf("snapshot of %s/%s for checkpoint %d", p.r.cfg.Job, p.r.cfg.Instance, j.checkpoint),
+		Metadata: map[string]string{
+			"job":         p.r.cfg.Job,
+			"instance":    p.r.cfg.Instance,
+			"incarnation": p.r.incarnation,
+			"checkpoint":  strconv.FormatUint(j.checkpoint, 10),
+		},
+		Opts: &jetstream.ObjectMetaOptions{ChunkSize: chunkSize(p.r.nc)},
+	}
+	wait := firstRetryWait
+	for attempt := 1; ; attempt++ {
+		rd, err := sp.Reader()
+		if err != nil {
+			return err
+		}
+		actx, acancel := context.WithTimeout(uctx, transferBudget(ref.Size)/3)
+		info, err := p.r.snapshots.Put(actx, meta, rd)
+		acancel()
+		if err == nil {
+			if info.Digest != ref.Digest || info.Size != ref.Size {
+				return fmt.Errorf("stored object %s has %d bytes and digest %s; the snapshot has %d and %s", ref.Object, info.Size, info.Digest, ref.Size, ref.Digest)
+			}
+			return nil
+		}
+		if uctx.Err() != nil {
+			return fmt.Errorf("put object %s: gave up after %d attempts: %w", ref.Object, attempt, err)
+		}
+		j.log.Warn().Err(err).Int("attempt", attempt).Dur("retry_in", wait).Msg("snapshot upload failed; retrying")
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-uctx.Done():
+			t.Stop()
+			return fmt.Errorf("put object %s: gave up after %d attempts: %w", ref.Object, attempt, err)
+		}
+		wait = min(2*wait, maxRetryWait)
+	}
+}
+
+// chunkSize is maxChunkSize, or the server's max_payload when that is smaller.
+func chunkSize(nc *nats.Conn) uint32 {
+	if mp := nc.MaxPayload(); mp > 0 && mp < maxChunkSize {
+		return uint32(mp)
+	}
+	return maxChunkSize
+}
+
+// publishAck publishes an ack or decline on the job's ack subject.
+func (r *Runtime) publishAck(log zerolog.Logger, ack *messages.Ack) {
+	data, err := messages.Marshal(ack)
+	if err != nil {
+		log.Error().Err(err).Msg("encode ack")
+		return
+	}
+	if err := r.nc.Publish(r.cfg.Subjects.Ack(r.cfg.Job), data); err != nil {
+		log.Error().Err(err).Str("kind", ack.Kind.String()).Msg("publish ack")
+	}
+}
+
+// decline tells the coordinator this instance cannot snapshot checkpoint id.
+func (r *Runtime) decline(log zerolog.Logger, id uint64, reason string) {
+	r.stats.declined.Add(1)
+	log.Warn().Str("reason", reason).Msg("barrier declined")
+	r.publishAck(log, &messages.Ack{
+		Schema:       messages.SchemaVersion,
+		Job:          r.cfg.Job,
+		CheckpointID: id,
+		Instance:     r.cfg.Instance,
+		Incarnation:  r.incarnation,
+		Kind:         messages.AckDeclined,
+		Reason:       reason,
+	})
+}

@@ -1,0 +1,103 @@
+package operator
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/cairn-stream/cairn/pkg/messages"
+)
+
+// maxQueuedSnapshots is how many snapshots may wait for the persister; a barrier beyond
+// that is declined rather than holding more copies of the state in memory. It matches the
+// most checkpoints a job may have pending.
+const maxQueuedSnapshots = messages.MaxMaxConcurrent
+
+// loopState is owned by the processing goroutine.
+type loopState struct {
+	// position is the input sequence of the last record applied.
+	position uint64
+	// lastBarrier is the highest checkpoint id handled; older barriers are ignored.
+	lastBarrier uint64
+	// queue holds the snapshots taken and not yet handed to the persister, oldest first.
+	queue []persistJob
+}
+
+// process is the processing goroutine: it applies records, takes snapshots on barriers and
+// runs Do requests, one at a time, until ctx is done. It returns the snapshots not yet
+// handed to the persister.
+func (r *Runtime) process(ctx context.Context, st loopState, records <-chan Record, barriers <-chan *nats.Msg, jobs chan<- persistJob) []persistJob {
+	for {
+		var out chan<- persistJob
+		var head persistJob
+		if len(st.queue) > 0 {
+			out, head = jobs, st.queue[0]
+		}
+		select {
+		case <-ctx.Done():
+			return st.queue
+		case rec := <-records:
+			r.apply(&st, rec)
+		case msg := <-barriers:
+			r.barrier(&st, msg)
+		case req := <-r.doCh:
+			req.fn()
+			close(req.done)
+		case out <- head:
+			st.queue[0] = persistJob{}
+			st.queue = st.queue[1:]
+		}
+	}
+}
+
+// apply hands one record to the Machine and advances the position.
+func (r *Runtime) apply(st *loopState, rec Record) {
+	if rec.Sequence <= st.position {
+		r.log.Warn().Uint64("seq", rec.Sequence).Uint64("position", st.position).Msg("input record at or before the position skipped")
+		return
+	}
+	if err := r.m.Apply(rec); err != nil {
+		r.stats.rejected.Add(1)
+		r.log.Debug().Err(err).Uint64("seq", rec.Sequence).Str("subject", rec.Subject).Msg("input record rejected")
+	} else {
+		r.stats.applied.Add(1)
+	}
+	st.position = rec.Sequence
+	r.position.Store(rec.Sequence)
+}
+
+// barrier takes a snapshot for a new barrier and queues it for the persister.
+func (r *Runtime) barrier(st *loopState, msg *nats.Msg) {
+	var b messages.Barrier
+	if err := messages.Unmarshal(msg.Data, &b); err != nil {
+		r.log.Warn().Err(err).Msg("malformed barrier ignored")
+		return
+	}
+	if b.Job != r.cfg.Job {
+		r.log.Warn().Str("barrier_job", b.Job).Uint64("checkpoint", b.CheckpointID).Msg("barrier of another job ignored")
+		return
+	}
+	log := r.log.With().Uint64("checkpoint", b.CheckpointID).Logger()
+	if b.CheckpointID <= st.lastBarrier {
+		log.Debug().Uint64("last_barrier", st.lastBarrier).Msg("old barrier ignored")
+		return
+	}
+	st.lastBarrier = b.CheckpointID
+	if len(st.queue) >= maxQueuedSnapshots {
+		r.decline(log, b.CheckpointID, fmt.Sprintf("%d snapshots are already waiting to be stored", len(st.queue)))
+		return
+	}
+	snap, err := r.m.Snapshot()
+	if err != nil {
+		r.decline(log, b.CheckpointID, "snapshot: "+err.Error())
+		return
+	}
+	log.Debug().Uint64("position", st.position).Msg("snapshot taken")
+	st.queue = append(st.queue, persistJob{
+		checkpoint: b.CheckpointID,
+		snap:       snap,
+		positions:  map[string]uint64{r.cfg.InputStream: st.position},
+		log:        log,
+	})
+}

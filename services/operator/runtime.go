@@ -1,0 +1,323 @@
+package operator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+	"github.com/rs/zerolog"
+
+	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+)
+
+// Errors returned by the Runtime.
+var (
+	// ErrAlreadyStarted is returned by Run when the Runtime has been run before; a Runtime
+	// runs once, a restart is a new Runtime (and a new incarnation).
+	ErrAlreadyStarted = errors.New("operator runtime already started")
+	// ErrStopped is returned by Do once the processing goroutine has ended, or when Run
+	// failed before starting it.
+	ErrStopped = errors.New("operator runtime stopped")
+)
+
+const (
+	// barrierBuffer is how many barriers wait for the processing goroutine.
+	barrierBuffer = 64
+	// recordBuffer is how many input records wait for the processing goroutine.
+	recordBuffer = 256
+	// drainTimeout bounds how long Run keeps persisting and acking the snapshots already
+	// taken after its context is done; the rest are declined.
+	drainTimeout = 10 * time.Second
+	// cleanupTimeout bounds the calls Run makes after its context is done.
+	cleanupTimeout = 5 * time.Second
+)
+
+// orderedConsumers is the part of jetstream.JetStream the runtime uses.
+type orderedConsumers interface {
+	OrderedConsumer(ctx context.Context, stream string, cfg jetstream.OrderedConsumerConfig) (jetstream.Consumer, error)
+}
+
+// Runtime runs one operator instance; see the package documentation.
+type Runtime struct {
+	cfg         Config
+	nc          *nats.Conn
+	consumers   orderedConsumers
+	manifests   manifestReader
+	leases      leaseStore
+	snapshots   objectStore
+	m           Machine
+	log         zerolog.Logger
+	incarnation string
+
+	started  atomic.Bool
+	ready    chan struct{}
+	stopped  chan struct{}
+	stopOnce sync.Once
+	doCh     chan doRequest
+
+	position atomic.Uint64
+	stats    counters
+}
+
+// doRequest asks the processing goroutine to run fn and close done.
+type doRequest struct {
+	fn   func()
+	done chan struct{}
+}
+
+// Stats are counters of a Runtime since it was created.
+type Stats struct {
+	// Applied counts records Machine.Apply accepted.
+	Applied uint64
+	// Rejected counts records Machine.Apply rejected.
+	Rejected uint64
+	// Acked counts barriers answered with a stored snapshot.
+	Acked uint64
+	// Declined counts barriers declined.
+	Declined uint64
+	// Reused counts acks that referenced an earlier, identical object instead of uploading.
+	Reused uint64
+	// BytesUploaded is the total size of the snapshots uploaded.
+	BytesUploaded uint64
+}
+
+// counters are the atomic form of Stats.
+type counters struct {
+	applied, rejected, acked, declined, reused, bytesUploaded atomic.Uint64
+}
+
+// New validates cfg and returns a Runtime for the instance it names, driving m. m must be
+// in its initial, empty state. Nothing touches the server before Run.
+func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, res *cjs.Resources, m Machine, log zerolog.Logger) (*Runtime, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	switch {
+	case nc == nil:
+		return nil, errors.New("operator runtime: nil NATS connection")
+	case js == nil:
+		return nil, errors.New("operator runtime: nil JetStream context")
+	case res == nil || res.Manifests == nil || res.Leases == nil || res.Snapshots == nil:
+		return nil, errors.New("operator runtime: resources need the manifest and lease buckets and the snapshot store")
+	case m == nil:
+		return nil, errors.New("operator runtime: nil Machine")
+	}
+	cfg = cfg.withDefaults()
+	incarnation := nuid.Next()
+	return &Runtime{
+		cfg:         cfg,
+		nc:          nc,
+		consumers:   js,
+		manifests:   res.Manifests,
+		leases:      res.Leases,
+		snapshots:   res.Snapshots,
+		m:           m,
+		log:         log.With().Str("job", cfg.Job).Str("instance", cfg.Instance).Str("incarnation", incarnation).Logger(),
+		incarnation: incarnation,
+		ready:       make(chan struct{}),
+		stopped:     make(chan struct{}),
+		doCh:        make(chan doRequest),
+	}, nil
+}
+
+// Config returns the config the Runtime runs with, defaults filled in (Heartbeat stays 0
+// when it is derived from the lease TTL).
+func (r *Runtime) Config() Config { return r.cfg }
+
+// Incarnation returns the id of this run of the instance, new for every Runtime.
+func (r *Runtime) Incarnation() string { return r.incarnation }
+
+// Position returns the input stream sequence of the last record applied (or of the
+// restored snapshot), 0 before any.
+func (r *Runtime) Position() uint64 { return r.position.Load() }
+
+// Ready is closed once the state is restored, the instance is registered and records flow.
+func (r *Runtime) Ready() <-chan struct{} { return r.ready }
+
+// Stats returns the Runtime's counters.
+func (r *Runtime) Stats() Stats {
+	return Stats{
+		Applied:       r.stats.applied.Load(),
+		Rejected:      r.stats.rejected.Load(),
+		Acked:         r.stats.acked.Load(),
+		Declined:      r.stats.declined.Load(),
+		Reused:        r.stats.reused.Load(),
+		BytesUploaded: r.stats.bytesUploaded.Load(),
+	}
+}
+
+// Do runs fn on the processing goroutine, between two records, and returns once fn has
+// returned: fn may read the Machine consistently with Position. Before Run has restored
+// the state Do waits; it returns ctx's error when ctx ends first and ErrStopped once the
+// processing goroutine has ended.
+func (r *Runtime) Do(ctx context.Context, fn func()) error {
+	req := doRequest{fn: fn, done: make(chan struct{})}
+	select {
+	case r.doCh <- req:
+	case <-r.stopped:
+		return ErrStopped
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	<-req.done
+	return nil
+}
+
+// Run restores the state, subscribes to barriers, starts the input consumer, registers the
+// instance and processes records and barriers until ctx is done. It then stops reading,
+// finishes persisting and acking the snapshots already taken (for at most 10s), deletes
+// the registration and returns nil. It returns an error when it cannot start, unless ctx
+// ended meanwhile.
+func (r *Runtime) Run(ctx context.Context) error {
+	if !r.started.CompareAndSwap(false, true) {
+		return ErrAlreadyStarted
+	}
+	defer r.stop()
+	err := r.run(ctx)
+	if err != nil && ctx.Err() != nil {
+		r.log.Info().Err(err).Msg("stopped while starting")
+		return nil
+	}
+	return err
+}
+
+func (r *Runtime) run(ctx context.Context) error {
+	startedAt := time.Now().UTC()
+
+	every, err := r.heartbeatInterval(ctx)
+	if err != nil {
+		return err
+	}
+	rs, err := r.restore(ctx)
+	if err != nil {
+		return err
+	}
+	r.position.Store(rs.position)
+
+	barriers := make(chan *nats.Msg, barrierBuffer)
+	sub, err := r.nc.ChanSubscribe(r.cfg.Subjects.Barrier(r.cfg.Job), barriers)
+	if err != nil {
+		return fmt.Errorf("subscribe to barriers: %w", err)
+	}
+	defer r.unsubscribe(sub)
+	if err := r.flush(ctx); err != nil {
+		return fmt.Errorf("subscribe to barriers: %w", err)
+	}
+
+	records := make(chan Record, recordBuffer)
+	cc, err := r.consume(ctx, rs.position, records)
+	if err != nil {
+		return err
+	}
+	defer cc.Stop()
+
+	reg, err := r.registration(startedAt)
+	if err != nil {
+		return err
+	}
+	r.checkPredecessor(ctx)
+	if err := r.register(ctx, reg); err != nil {
+		return err
+	}
+
+	hbCtx, stopHeartbeat := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopHeartbeat()
+	heartbeatDone := make(chan struct{})
+	go func() {
+		defer close(heartbeatDone)
+		r.heartbeat(hbCtx, every, reg)
+	}()
+	drainCtx, cancelDrain := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelDrain()
+	jobs := make(chan persistJob)
+	persisterDone := make(chan struct{})
+	p := &persister{r: r, last: rs.ref}
+	go func() {
+		defer close(persisterDone)
+		p.run(drainCtx, jobs)
+	}()
+
+	r.log.Info().Uint64("position", rs.position).Uint64("restored_checkpoint", rs.checkpoint).
+		Str("input_stream", r.cfg.InputStream).Str("input_subject", r.cfg.InputSubject).
+		Dur("heartbeat", every).Msg("operator running")
+	close(r.ready)
+
+	queue := r.process(ctx, loopState{position: rs.position, lastBarrier: rs.checkpoint}, records, barriers, jobs)
+	r.stop()
+	cc.Stop()
+	r.unsubscribe(sub)
+
+	// Keep the registration alive while the snapshots already taken are stored and acked,
+	// so that the coordinator can still complete their checkpoints.
+	r.log.Info().Int("snapshots_queued", len(queue)).Msg("operator stopping: draining snapshots")
+	drain := time.AfterFunc(drainTimeout, cancelDrain)
+	defer drain.Stop()
+	for _, j := range queue {
+		jobs <- j
+	}
+	close(jobs)
+	<-persisterDone
+	stopHeartbeat()
+	<-heartbeatDone
+	r.deregister(ctx)
+	r.log.Info().Msg("operator stopped")
+	return nil
+}
+
+// stop marks the processing goroutine as ended for Do.
+func (r *Runtime) stop() { r.stopOnce.Do(func() { close(r.stopped) }) }
+
+func (r *Runtime) unsubscribe(sub *nats.Subscription) {
+	if err := sub.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrBadSubscription) && !errors.Is(err, nats.ErrConnectionClosed) {
+		r.log.Warn().Err(err).Msg("unsubscribe from barriers")
+	}
+}
+
+// flush waits until the server has processed everything sent so far.
+func (r *Runtime) flush(ctx context.Context) error {
+	fctx, cancel := context.WithTimeout(ctx, cleanupTimeout)
+	defer cancel()
+	return r.nc.FlushWithContext(fctx)
+}
+
+// consume starts the ordered consumer on the input subject after position; its records
+// go to records in stream order until ctx is done.
+func (r *Runtime) consume(ctx context.Context, position uint64, records chan<- Record) (jetstream.ConsumeContext, error) {
+	cfg := jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{r.cfg.InputSubject},
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+	}
+	if position > 0 {
+		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+		cfg.OptStartSeq = position + 1
+	}
+	cons, err := r.consumers.OrderedConsumer(ctx, r.cfg.InputStream, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("create ordered consumer on %s (%s): %w", r.cfg.InputStream, r.cfg.InputSubject, err)
+	}
+	done := ctx.Done()
+	cc, err := cons.Consume(func(msg jetstream.Msg) {
+		md, err := msg.Metadata()
+		if err != nil {
+			r.log.Warn().Err(err).Str("subject", msg.Subject()).Msg("input message without JetStream metadata skipped")
+			return
+		}
+		rec := Record{Subject: msg.Subject(), Data: msg.Data(), Header: msg.Headers(), Sequence: md.Sequence.Stream}
+		select {
+		case records <- rec:
+		case <-done:
+		}
+	}, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+		r.log.Warn().Err(err).Msg("input consumer")
+	}))
+	if err != nil {
+		return nil, fmt.Errorf("consume %s (%s): %w", r.cfg.InputStream, r.cfg.InputSubject, err)
+	}
+	return cc, nil
+}

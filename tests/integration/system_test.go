@@ -1,0 +1,368 @@
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/cairn-stream/cairn/internal/natstest"
+	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/messages"
+	"github.com/cairn-stream/cairn/services/configsvc"
+	"github.com/cairn-stream/cairn/services/coordinator"
+	"github.com/cairn-stream/cairn/services/operator"
+)
+
+// leaseTTL is short so that lost instances and leases are noticed quickly in tests.
+const leaseTTL = time.Second
+
+var subjects = cjs.Subjects{}
+
+// system is Cairn running in this process: configsvc, one coordinator and operators,
+// each on its own connection to one embedded nats-server.
+type system struct {
+	t   *testing.T
+	srv *natstest.Server
+	nc  *nats.Conn
+	js  jetstream.JetStream
+	res *cjs.Resources
+
+	mu       sync.Mutex
+	services map[string]*running
+}
+
+type running struct {
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func startSystem(t *testing.T, job string, instances ...string) *system {
+	t.Helper()
+	srv := natstest.Start(t)
+	nc, js, res := srv.Resources(t, cjs.Options{LeaseTTL: leaseTTL})
+	s := &system{t: t, srv: srv, nc: nc, js: js, res: res, services: map[string]*running{}}
+	t.Cleanup(s.stopAll)
+	s.start("configsvc", func(ctx context.Context, nc *nats.Conn, js jetstream.JetStream) error {
+		svc, err := configsvc.New(configsvc.DefaultConfig(), nc, js, res.Config, zerolog.Nop())
+		if err != nil {
+			return err
+		}
+		return svc.Run(ctx)
+	})
+	s.start("coordinator", func(ctx context.Context, nc *nats.Conn, js jetstream.JetStream) error {
+		svc, err := coordinator.New(coordinator.DefaultConfig(), nc, js, res, zerolog.Nop())
+		if err != nil {
+			return err
+		}
+		return svc.Run(ctx)
+	})
+	for _, i := range instances {
+		s.startOperator(job, i)
+	}
+	return s
+}
+
+// start runs a service on its own connection until stop.
+func (s *system) start(name string, run func(ctx context.Context, nc *nats.Conn, js jetstream.JetStream) error) {
+	s.t.Helper()
+	nc := s.srv.Connect(s.t)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{cancel: cancel, done: make(chan error, 1)}
+	s.mu.Lock()
+	s.services[name] = r
+	s.mu.Unlock()
+	go func() { r.done <- run(ctx, nc, js) }()
+}
+
+func (s *system) startOperator(job, instance string) {
+	s.start(instance, func(ctx context.Context, nc *nats.Conn, js jetstream.JetStream) error {
+		svc, err := operator.NewService(operator.DefaultConfig(job, instance), nc, js, s.res, zerolog.Nop())
+		if err != nil {
+			return err
+		}
+		return svc.Run(ctx)
+	})
+}
+
+// stop stops a service and waits for its Run to return nil.
+func (s *system) stop(name string) {
+	s.t.Helper()
+	s.mu.Lock()
+	r := s.services[name]
+	delete(s.services, name)
+	s.mu.Unlock()
+	if r == nil {
+		return
+	}
+	r.cancel()
+	select {
+	case err := <-r.done:
+		if err != nil {
+			s.t.Errorf("%s: Run returned %v", name, err)
+		}
+	case <-time.After(15 * time.Second):
+		s.t.Errorf("%s did not stop within 15s", name)
+	}
+}
+
+func (s *system) stopAll() {
+	s.mu.Lock()
+	names := make([]string, 0, len(s.services))
+	for n := range s.services {
+		names = append(names, n)
+	}
+	s.mu.Unlock()
+	for _, n := range names {
+		s.stop(n)
+	}
+}
+
+// request sends a request and returns the reply, failing the test on transport errors.
+func (s *system) request(subject string, body string) *nats.Msg {
+	s.t.Helper()
+	var reply *nats.Msg
+	natstest.Eventually(s.t, 10*time.Second, "no responder on "+subject, func() bool {
+		m, err := s.nc.Request(subject, []byte(body), 2*time.Second)
+		if errors.Is(err, nats.ErrNoResponders) {
+			return false
+		}
+		if err != nil {
+			s.t.Fatalf("request %s: %v", subject, err)
+		}
+		reply = m
+		return true
+	})
+	return reply
+}
+
+// set changes job's config and returns the config in force with its new version.
+func (s *system) set(job, body string) messages.ConfigView {
+	s.t.Helper()
+	m := s.request(subjects.ConfigSet(job), body)
+	if code := m.Header.Get("Nats-Service-Error-Code"); code != "" {
+		s.t.Fatalf("set %s %s: %s %s", job, body, code, m.Data)
+	}
+	var v messages.ConfigView
+	if err := json.Unmarshal(m.Data, &v); err != nil {
+		s.t.Fatalf("set reply %q: %v", m.Data, err)
+	}
+	return v
+}
+
+// status returns the coordinator's status of job once it knows the job.
+func (s *system) status(job string) messages.Status {
+	s.t.Helper()
+	var st messages.Status
+	natstest.Eventually(s.t, 10*time.Second, "coordinator does not know job "+job, func() bool {
+		m := s.request(subjects.Status(job), "")
+		if m.Header.Get("Nats-Service-Error-Code") == "404" {
+			return false
+		}
+		if err := json.Unmarshal(m.Data, &st); err != nil {
+			s.t.Fatalf("status reply %q: %v", m.Data, err)
+		}
+		return true
+	})
+	return st
+}
+
+// barrier is a barrier as received, with its arrival time.
+type barrier struct {
+	at time.Time
+	b  messages.Barrier
+}
+
+// barriers subscribes to job's barriers.
+func (s *system) barriers(job string) <-chan barrier {
+	s.t.Helper()
+	ch := make(chan barrier, 1024)
+	sub, err := s.nc.Subscribe(subjects.Barrier(job), func(m *nats.Msg) {
+		at := time.Now()
+		var b messages.Barrier
+		if err := messages.Unmarshal(m.Data, &b); err != nil {
+			s.t.Errorf("barrier: %v", err)
+			return
+		}
+		if got := m.Header.Get(messages.HeaderCheckpointID); got != fmt.Sprint(b.CheckpointID) {
+			s.t.Errorf("barrier header %s = %q, body id %d", messages.HeaderCheckpointID, got, b.CheckpointID)
+		}
+		select {
+		case ch <- barrier{at: at, b: b}:
+		default:
+		}
+	})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.t.Cleanup(func() { _ = sub.Unsubscribe() })
+	return ch
+}
+
+// events subscribes to job's checkpoint events.
+func (s *system) events(job string) <-chan *messages.CheckpointEvent {
+	s.t.Helper()
+	ch := make(chan *messages.CheckpointEvent, 1024)
+	sub, err := s.nc.Subscribe(subjects.CheckpointEvent(job, "*"), func(m *nats.Msg) {
+		var e messages.CheckpointEvent
+		if err := messages.Unmarshal(m.Data, &e); err != nil {
+			s.t.Errorf("checkpoint event: %v", err)
+			return
+		}
+		select {
+		case ch <- &e:
+		default:
+		}
+	})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.t.Cleanup(func() { _ = sub.Unsubscribe() })
+	return ch
+}
+
+// next waits for the next value on ch, failing the test after timeout.
+func next[T any](t *testing.T, ch <-chan T, timeout time.Duration, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(timeout):
+		t.Fatalf("no %s within %s", what, timeout)
+	}
+	var zero T
+	return zero
+}
+
+// nextMatching waits for the next value on ch for which ok holds.
+func nextMatching[T any](t *testing.T, ch <-chan T, timeout time.Duration, what string, ok func(T) bool) T {
+	t.Helper()
+	deadline := time.After(timeout)
+	for {
+		select {
+		case v := <-ch:
+			if ok(v) {
+				return v
+			}
+		case <-deadline:
+			t.Fatalf("no %s within %s", what, timeout)
+		}
+	}
+}
+
+// waitRegistered waits until the coordinator sees n instances of job.
+func (s *system) waitRegistered(job string, n int) {
+	s.t.Helper()
+	natstest.Eventually(s.t, 10*time.Second, fmt.Sprintf("%d instances of %s registered", n, job), func() bool {
+		return len(s.status(job).Instances) == n
+	})
+}
+
+// publish publishes input events for an instance and returns the totals they add.
+func (s *system) publish(job, instance string, from, n int) map[string]messages.KeyTotals {
+	s.t.Helper()
+	totals := map[string]messages.KeyTotals{}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i := from; i < from+n; i++ {
+		ev := messages.InputEvent{Key: fmt.Sprintf("k%d", i%7), Value: int64(i%13 + 1)}
+		data, _ := json.Marshal(ev)
+		if _, err := s.js.Publish(ctx, subjects.Input(job, instance), data, jetstream.WithMsgID(fmt.Sprintf("%s-%d", instance, i))); err != nil {
+			s.t.Fatalf("publish: %v", err)
+		}
+		t := totals[ev.Key]
+		t.Count++
+		t.Sum += ev.Value
+		totals[ev.Key] = t
+	}
+	return totals
+}
+
+// operatorState asks an instance for its state.
+func (s *system) operatorState(job, instance string) messages.OperatorState {
+	s.t.Helper()
+	var st messages.OperatorState
+	natstest.Eventually(s.t, 10*time.Second, "state of "+instance, func() bool {
+		m := s.request(subjects.OperatorState(job, instance), "")
+		if m.Header.Get("Nats-Service-Error-Code") != "" {
+			return false
+		}
+		if err := json.Unmarshal(m.Data, &st); err != nil {
+			s.t.Fatalf("state reply %q: %v", m.Data, err)
+		}
+		return true
+	})
+	return st
+}
+
+// register registers a fake instance of job that never acks.
+func (s *system) register(job, instance string) {
+	s.t.Helper()
+	data, err := messages.Marshal(&messages.Registration{Schema: messages.SchemaVersion, Job: job, Instance: instance, Incarnation: "fake", StartedAt: time.Now()})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.t.Cleanup(cancel)
+	put := func() {
+		if _, err := s.res.Leases.Put(ctx, cjs.RegistrationKey(job, instance), data); err != nil && ctx.Err() == nil {
+			s.t.Errorf("register %s: %v", instance, err)
+		}
+	}
+	put()
+	go func() {
+		tick := time.NewTicker(leaseTTL / 3)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				put()
+			}
+		}
+	}()
+	s.mu.Lock()
+	s.services["fake:"+instance] = &running{cancel: cancel, done: closedNil()}
+	s.mu.Unlock()
+}
+
+// deregister stops a fake instance's heartbeat and deletes its registration.
+func (s *system) deregister(job, instance string) {
+	s.t.Helper()
+	s.stop("fake:" + instance)
+	if err := s.res.Leases.Delete(context.Background(), cjs.RegistrationKey(job, instance)); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+func closedNil() chan error {
+	ch := make(chan error, 1)
+	ch <- nil
+	return ch
+}
+
+// publishConfig publishes a config event directly, bypassing configsvc.
+func (s *system) publishConfig(job string, version uint64, interval time.Duration) {
+	s.t.Helper()
+	c := messages.DefaultConfig()
+	c.Interval = interval
+	data, err := messages.Marshal(&messages.ConfigEvent{Schema: messages.SchemaVersion, Job: job, Version: version, Config: c, Time: time.Now()})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	if _, err := s.js.Publish(context.Background(), subjects.ConfigEvents(job), data); err != nil {
+		s.t.Fatal(err)
+	}
+}
