@@ -74,7 +74,9 @@ func parse(fs *flag.FlagSet, args []string, stderr io.Writer) error {
 }
 
 // newLogger builds the process logger: JSON on stderr, or a console writer for dev.
+// Timestamps carry milliseconds: barriers 100ms apart must be told apart in the logs.
 func newLogger(level string, console bool, stderr io.Writer) (zerolog.Logger, error) {
+	zerolog.TimeFieldFormat = "2006-01-02T15:04:05.000Z07:00"
 	lvl := zerolog.InfoLevel
 	if level != "" {
 		l, err := zerolog.ParseLevel(strings.ToLower(level))
@@ -85,7 +87,7 @@ func newLogger(level string, console bool, stderr io.Writer) (zerolog.Logger, er
 	}
 	var w io.Writer = stderr
 	if console {
-		w = zerolog.ConsoleWriter{Out: stderr, TimeFormat: "15:04:05.000"}
+		w = zerolog.ConsoleWriter{Out: stderr, TimeFormat: "15:04:05.000", NoColor: !isTerminal(stderr) || os.Getenv("NO_COLOR") != ""}
 	}
 	return zerolog.New(w).Level(lvl).With().Timestamp().Logger(), nil
 }
@@ -138,7 +140,7 @@ func ensureResources(ctx context.Context, js jetstream.JetStream, o cjs.Options,
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return nil, fmt.Errorf("resources not ready: %w", err)
+			return nil, fmt.Errorf("stopped while resources were not ready (%w): %w", err, ctx.Err())
 		case <-t.C:
 		}
 		wait = min(wait*2, 5*time.Second)
@@ -177,4 +179,14 @@ func drain(nc *nats.Conn) {
 	case <-time.After(5 * time.Second):
 		nc.Close()
 	}
+}
+
+// isTerminal reports whether w is a character device (a terminal), where colours help.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }

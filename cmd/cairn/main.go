@@ -67,6 +67,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 		return 0
 	case errors.Is(err, flag.ErrHelp):
 		return 0
+	case errors.Is(err, context.Canceled) && ctx.Err() != nil:
+		return 0 // stopped by a signal while still starting
 	case errors.Is(err, errUsage):
 		return 2
 	}

@@ -139,3 +139,18 @@ func TestStaleAndDuplicateConfigEventsAreIgnored(t *testing.T) {
 			after.StaleConfigEvents, after.EffectiveInterval, after.AppliedAt, before.AppliedAt)
 	}
 }
+
+func TestMinPauseSeparatesCompletionFromNextTrigger(t *testing.T) {
+	s := startSystem(t, "j7", "op-0")
+	s.waitRegistered("j7", 1)
+	evs := s.events("j7")
+	bs := s.barriers("j7")
+	v := s.set("j7", `{"interval":"100ms","min_pause":"800ms"}`)
+	done := nextMatching(t, evs, 10*time.Second, "completed checkpoint", func(e *messages.CheckpointEvent) bool {
+		return e.Outcome == messages.Completed && e.ConfigVersion == v.Version
+	})
+	b := nextMatching(t, bs, 10*time.Second, "next barrier", func(b barrier) bool { return b.b.CheckpointID > done.CheckpointID })
+	if gap := b.b.TriggeredAt.Sub(done.FinishedAt); gap < 800*time.Millisecond {
+		t.Fatalf("next barrier %s after the completion; min_pause is 800ms", gap)
+	}
+}
