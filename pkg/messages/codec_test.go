@@ -182,6 +182,8 @@ func TestUnmarshalIsStrict(t *testing.T) {
 		{"map for struct field", &messages.ConfigEvent{}, enc(t, with(configEvent, "config", 5)), "config: integer 5 where a map of fields is wanted"},
 		{"nil for struct field", &messages.ConfigEvent{}, enc(t, with(configEvent, "config", nil)), "config: nil where a map of fields is wanted"},
 		{"non-string field name", &messages.Counter{}, append([]byte{0x81, 0x01}, 0x01), "message key: integer 1 where a field name string is wanted"},
+		{"nil for time (panicked in the msgpack library)", &messages.Barrier{}, []byte("\x86\xactriggered_at\xc0"), "triggered_at: nil where a timestamp (extension -1) is wanted"},
+		{"nil for time in array form", &messages.Lease{}, []byte("\x940\xc0\xa6000000\xc0"), "message: an array where a map of fields is wanted"},
 		{"time as string", &messages.Lease{}, enc(t, with(lease, "acquired_at", "2024-01-01T00:00:00Z")), "acquired_at: a string where a timestamp (extension -1) is wanted"},
 		{"time as legacy array", &messages.Lease{}, enc(t, with(lease, "acquired_at", []int64{1, 2})), "acquired_at: an array where a timestamp"},
 		{"time nanoseconds too large", &messages.Lease{}, lease8(t, ext8(5, 1_000_000_000)), "acquired_at: timestamp with 1000000000 nanoseconds; allowed: 0-999999999"},

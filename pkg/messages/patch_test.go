@@ -166,7 +166,8 @@ func TestParseConfigPatchMsgpack(t *testing.T) {
 			{"unknown field", mp(map[string]any{"x": []any{1}}), `unknown field "x"`},
 			{"empty map", mp(map[string]any{}), "nothing to change"},
 			{"out of range", mp(map[string]any{"interval": "1ms"}), "interval: 1ms is out of range; give a duration from 100ms to 24h"},
-			{"huge array header", []byte{0x81, 0xa1, 'x', 0xdd, 0xff, 0xff, 0xff, 0xff}, "body is not valid msgpack: msgpack: unexpected EOF"},
+			{"huge array header (ran out of memory in the msgpack library)", []byte{0x81, 0xa1, 'x', 0xdd, 0xff, 0xff, 0xff, 0xff}, "body is not valid msgpack: msgpack: unexpected EOF"},
+			{"huge map header (ran out of memory in the msgpack library)", []byte("\xdf,vn\xc2"), "body is not valid msgpack: msgpack: unexpected EOF"},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				_, err := messages.ParseConfigPatchMsgpack(tc.body)

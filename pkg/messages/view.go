@@ -21,9 +21,9 @@ func NewConfigView(job string, version uint64, c Config, updated time.Time) Conf
 	v := ConfigView{
 		Job:               job,
 		Version:           version,
-		Interval:          c.Interval.String(),
-		Timeout:           c.Timeout.String(),
-		MinPause:          c.MinPause.String(),
+		Interval:          formatDuration(c.Interval),
+		Timeout:           formatDuration(c.Timeout),
+		MinPause:          formatDuration(c.MinPause),
 		MaxConcurrent:     c.MaxConcurrent,
 		TolerableFailures: c.TolerableFailures,
 		Retain:            c.Retain,

@@ -387,10 +387,10 @@ func checkStruct(r *mpReader, v mpValue, t reflect.Type, path string) error {
 		name := string(k.data)
 		f, ok := fields[name]
 		if !ok {
-			return fmt.Errorf("%w: %s: unknown field %q", errWire, pathName(path), name)
+			return fmt.Errorf("%w: %s: unknown field %s", errWire, pathName(path), quoteShort(name))
 		}
 		if seen[f.index] {
-			return fmt.Errorf("%w: %s: field %q appears twice", errWire, pathName(path), name)
+			return fmt.Errorf("%w: %s: field %s appears twice", errWire, pathName(path), quoteShort(name))
 		}
 		seen[f.index] = true
 		if err := checkValue(r, f.typ, joinPath(path, name)); err != nil {
@@ -421,10 +421,10 @@ func checkMap(r *mpReader, v mpValue, t reflect.Type, path string) error {
 		}
 		key := string(k.data)
 		if _, dup := seen[key]; dup {
-			return fmt.Errorf("%w: %s: key %q appears twice", errWire, pathName(path), key)
+			return fmt.Errorf("%w: %s: key %s appears twice", errWire, pathName(path), quoteShort(key))
 		}
 		seen[key] = struct{}{}
-		if err := checkValue(r, t.Elem(), fmt.Sprintf("%s[%q]", path, key)); err != nil {
+		if err := checkValue(r, t.Elem(), path+"["+quoteShort(key)+"]"); err != nil {
 			return err
 		}
 	}

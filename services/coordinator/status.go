@@ -14,7 +14,6 @@ func (j *job) view(now time.Time) messages.Status {
 		Coordinator:         j.coordID,
 		Holder:              j.lease.holder,
 		Config:              messages.NewConfigView(j.name, j.version, j.cfg, time.Time{}),
-		EffectiveInterval:   j.cfg.Interval.String(),
 		Instances:           make([]string, 0, len(j.instances)),
 		Pending:             make([]messages.PendingCheckpoint, 0, len(j.pending)),
 		LastCompleted:       j.lastCompleted,
@@ -26,6 +25,7 @@ func (j *job) view(now time.Time) messages.Status {
 		ConsecutiveFailures: j.failures,
 		Failed:              j.failed(),
 	}
+	st.EffectiveInterval = st.Config.Interval
 	if !j.appliedAt.IsZero() {
 		t := j.appliedAt.UTC()
 		st.AppliedAt = &t

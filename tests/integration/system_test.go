@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -20,6 +21,16 @@ import (
 	"github.com/cairn-stream/cairn/services/coordinator"
 	"github.com/cairn-stream/cairn/services/operator"
 )
+
+// testLog is the services' logger: silent unless CAIRN_TEST_LOG is set (to a level).
+func testLog() zerolog.Logger {
+	lvl, err := zerolog.ParseLevel(os.Getenv("CAIRN_TEST_LOG"))
+	if os.Getenv("CAIRN_TEST_LOG") == "" || err != nil {
+		return zerolog.Nop()
+	}
+	zerolog.TimeFieldFormat = time.RFC3339Nano
+	return zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: "15:04:05.000", NoColor: true}).Level(lvl).With().Timestamp().Logger()
+}
 
 // leaseTTL is short so that lost instances and leases are noticed quickly in tests.
 const leaseTTL = time.Second
@@ -51,14 +62,14 @@ func startSystem(t *testing.T, job string, instances ...string) *system {
 	s := &system{t: t, srv: srv, nc: nc, js: js, res: res, services: map[string]*running{}}
 	t.Cleanup(s.stopAll)
 	s.start("configsvc", func(ctx context.Context, nc *nats.Conn, js jetstream.JetStream) error {
-		svc, err := configsvc.New(configsvc.DefaultConfig(), nc, js, res.Config, zerolog.Nop())
+		svc, err := configsvc.New(configsvc.DefaultConfig(), nc, js, res.Config, testLog().With().Str("service", "configsvc").Logger())
 		if err != nil {
 			return err
 		}
 		return svc.Run(ctx)
 	})
 	s.start("coordinator", func(ctx context.Context, nc *nats.Conn, js jetstream.JetStream) error {
-		svc, err := coordinator.New(coordinator.DefaultConfig(), nc, js, res, zerolog.Nop())
+		svc, err := coordinator.New(coordinator.DefaultConfig(), nc, js, res, testLog().With().Str("service", "coordinator").Logger())
 		if err != nil {
 			return err
 		}
@@ -88,7 +99,7 @@ func (s *system) start(name string, run func(ctx context.Context, nc *nats.Conn,
 
 func (s *system) startOperator(job, instance string) {
 	s.start(instance, func(ctx context.Context, nc *nats.Conn, js jetstream.JetStream) error {
-		svc, err := operator.NewService(operator.DefaultConfig(job, instance), nc, js, s.res, zerolog.Nop())
+		svc, err := operator.NewService(operator.DefaultConfig(job, instance), nc, js, s.res, testLog().With().Str("service", instance).Logger())
 		if err != nil {
 			return err
 		}
