@@ -46,6 +46,10 @@ func (s Subjects) CheckpointEvent(job, outcome string) string {
 // Status is the subject of status requests for job ("*" for all).
 func (s Subjects) Status(job string) string { return s.join("status", job) }
 
+// CoordinatorStatus is the subject on which coordinator id answers status requests for
+// job directly; standbys forward cairn.status.<job> to the lease holder's.
+func (s Subjects) CoordinatorStatus(id, job string) string { return s.join("coord", id, "status", job) }
+
 // Input is the default input subject of a reference operator instance.
 func (s Subjects) Input(job, instance string) string { return s.join("input", job, instance) }
 

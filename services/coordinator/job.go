@@ -67,6 +67,7 @@ type job struct {
 	completed     uint64
 	aborted       uint64
 	lateAcks      uint64
+	inherited     uint64 // the last id issued before this coordinator took the job
 	staleConfigs  uint64
 	failures      int
 	timer         *time.Timer
@@ -238,7 +239,23 @@ func (j *job) takeOver(ctx context.Context) {
 	case m != nil:
 		j.lastTrigger, j.lastComplete = m.TriggeredAt, m.CompletedAt
 	}
-	j.log.Info().Str("coordinator", j.coordID).Msg("took the job's lease")
+	ids, last, err := j.b.unfinished(ctx)
+	if err != nil {
+		j.log.Warn().Err(err).Msg("cannot tell which checkpoints the previous coordinator left unfinished")
+	}
+	j.inherited = last
+	for _, id := range ids {
+		j.aborted++
+		ev := &messages.CheckpointEvent{
+			Schema: messages.SchemaVersion, Job: j.name, CheckpointID: id, Outcome: messages.Aborted,
+			FinishedAt: now.UTC(), Reason: messages.AbortCoordinatorChange,
+			Detail: "triggered by a previous coordinator that stopped before it ended",
+		}
+		if err := j.b.publishEvent(ctx, ev); err != nil {
+			j.log.Error().Err(err).Uint64("checkpoint", id).Msg("cannot publish the aborted event")
+		}
+	}
+	j.log.Info().Str("coordinator", j.coordID).Uint64("last_inherited_id", last).Uints64("aborted_unfinished", ids).Msg("took the job's lease")
 }
 
 // fence stops coordinating: every pending checkpoint is aborted.
@@ -286,7 +303,11 @@ func (j *job) handleAck(ctx context.Context, a *messages.Ack) {
 	p := j.find(a.CheckpointID)
 	if p == nil {
 		j.lateAcks++
-		log.Debug().Stringer("kind", a.Kind).Msg("late ack dropped: checkpoint not pending")
+		if a.CheckpointID <= j.inherited {
+			log.Debug().Stringer("kind", a.Kind).Msg("ack for a checkpoint of a previous coordinator dropped")
+		} else {
+			log.Debug().Stringer("kind", a.Kind).Msg("late ack dropped: checkpoint not pending")
+		}
 		return
 	}
 	if inc, ok := p.expected[a.Instance]; !ok || inc != a.Incarnation {

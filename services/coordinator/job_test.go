@@ -395,3 +395,35 @@ func TestLeaseExpiryFencesWithoutRenewal(t *testing.T) {
 		}
 	})
 }
+
+func TestTakeOverAbortsWhatThePreviousHolderLeftAndContinuesIds(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := &fakeBackend{last: 5, latest: &messages.Manifest{CheckpointID: 3, TriggeredAt: time.Now().Add(-2 * s), CompletedAt: time.Now().Add(-2 * s)}}
+		j := newJob("demo", "c2", f, zerolog.Nop())
+		ctx, cancel := context.WithCancel(context.Background())
+		defer func() { cancel(); synctest.Wait() }()
+		go j.run(ctx)
+		t0 := time.Now()
+		j.configs <- &messages.ConfigEvent{Schema: messages.SchemaVersion, Job: "demo", Version: 1, Config: messages.DefaultConfig(), Time: t0}
+		j.regs <- regUpdate{instance: "a", incarnation: "inc-a"}
+		j.leases <- leaseState{held: true, validUntil: t0.Add(time.Hour), holder: "c2"}
+		synctest.Wait()
+		ab := f.eventsOf(messages.Aborted)
+		if len(ab) != 2 || ab[0].CheckpointID != 4 || ab[1].CheckpointID != 5 || ab[0].Reason != messages.AbortCoordinatorChange {
+			t.Fatalf("aborted on take-over: %+v, want 4 and 5", ab)
+		}
+		j.acks <- &messages.Ack{Schema: messages.SchemaVersion, Job: "demo", CheckpointID: 5, Instance: "a", Incarnation: "inc-a", Kind: messages.AckDone,
+			Snapshot: messages.SnapshotRef{Object: "o", Digest: "d"}}
+		synctest.Wait()
+		// The schedule continues from the newest manifest: 10s after its trigger.
+		time.Sleep(8 * s)
+		synctest.Wait()
+		reply := make(chan messages.Status, 1)
+		j.status <- reply
+		st := <-reply
+		sent := f.sent()
+		if st.LateAcks != 1 || len(sent) != 1 || sent[0].b.CheckpointID != 6 || sent[0].at.Sub(t0) != 8*s {
+			t.Fatalf("late acks %d, barriers %+v", st.LateAcks, sent)
+		}
+	})
+}

@@ -81,6 +81,7 @@ func (k *leaseKeeper) run(ctx context.Context) {
 			}
 			if e.Operation() != jetstream.KeyValuePut {
 				if !state.held {
+					report(leaseState{})
 					timer.Reset(0)
 				}
 				continue

@@ -24,6 +24,11 @@ type streamPublisher interface {
 	PublishMsg(ctx context.Context, m *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error)
 }
 
+// lastMsgReader reads a subject's last message in a stream (CAIRN_CHECKPOINTS).
+type lastMsgReader interface {
+	GetLastMsgForSubject(ctx context.Context, subject string) (*jetstream.RawStreamMsg, error)
+}
+
 // natsBackend is one job's backend on NATS: the id counter and manifests in KV
 // CAIRN_MANIFESTS, barriers on core NATS, checkpoint events on CAIRN_CHECKPOINTS, and a
 // retention worker. Its fields are used by the job's loop goroutine only, except retention,
@@ -34,6 +39,7 @@ type natsBackend struct {
 	nc        corePublisher
 	js        streamPublisher
 	manifests jetstream.KeyValue
+	events    lastMsgReader
 	log       zerolog.Logger
 
 	counter    uint64 // last id issued, valid while counterRev > 0 or counterRead
@@ -178,4 +184,43 @@ func (b *natsBackend) publishEvent(ctx context.Context, e *messages.CheckpointEv
 		return fmt.Errorf("publish %s event: %w", e.Outcome, err)
 	}
 	return nil
+}
+
+func (b *natsBackend) unfinished(ctx context.Context) ([]uint64, uint64, error) {
+	e, err := b.manifests.Get(ctx, cjs.CounterKey(b.job))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, 0, nil
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("read checkpoint id counter: %w", err)
+	}
+	var c messages.Counter
+	if err := messages.Unmarshal(e.Value(), &c); err != nil {
+		return nil, 0, fmt.Errorf("checkpoint id counter of %s: %w", b.job, err)
+	}
+	b.counter, b.counterRev, b.counterOK = c.Last, e.Revision(), true
+	var ended uint64
+	if m, _, err := b.readLatest(ctx); err != nil {
+		return nil, c.Last, err
+	} else if m != nil {
+		ended = m.CheckpointID
+	}
+	for _, o := range []messages.Outcome{messages.Completed, messages.Aborted} {
+		raw, err := b.events.GetLastMsgForSubject(ctx, b.subjects.CheckpointEvent(b.job, o.String()))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, c.Last, fmt.Errorf("read the last %s event: %w", o, err)
+		}
+		var ev messages.CheckpointEvent
+		if messages.Unmarshal(raw.Data, &ev) == nil {
+			ended = max(ended, ev.CheckpointID)
+		}
+	}
+	var ids []uint64
+	for id := max(ended, c.Last-min(c.Last, messages.MaxMaxConcurrent)) + 1; id <= c.Last; id++ {
+		ids = append(ids, id)
+	}
+	return ids, c.Last, nil
 }

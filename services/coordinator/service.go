@@ -124,6 +124,12 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	defer cc.Stop()
 
+	direct, err := s.nc.Subscribe(s.cfg.Subjects.CoordinatorStatus(s.cfg.ID, "*"), func(m *nats.Msg) { s.onDirectStatus(ctx, m) })
+	if err != nil {
+		return fmt.Errorf("subscribe to direct status requests: %w", err)
+	}
+	defer func() { _ = direct.Unsubscribe() }()
+
 	svc, err := micro.AddService(s.nc, micro.Config{
 		Name:        ServiceName,
 		Version:     "0.1.0",
@@ -166,7 +172,7 @@ func (s *Service) ensure(ctx context.Context, name string, ttl time.Duration) *j
 	}
 	log := s.log.With().Str("job", name).Logger()
 	b := &natsBackend{
-		job: name, subjects: s.cfg.Subjects, nc: s.nc, js: s.js, manifests: s.res.Manifests, log: log,
+		job: name, subjects: s.cfg.Subjects, nc: s.nc, js: s.js, manifests: s.res.Manifests, events: s.res.Checkpoints, log: log,
 		retainCh: make(chan retainRequest, 1),
 	}
 	j := newJob(name, s.cfg.ID, b, s.log)
@@ -237,31 +243,70 @@ func (s *Service) onAck(ctx context.Context, m *nats.Msg) {
 	}
 }
 
+// onStatus answers cairn.status.<job>. Any replica may receive it (micro's queue group);
+// a standby forwards it to the lease holder, which knows the pending and completed
+// checkpoints, and answers with its own view only when the holder does not answer.
 func (s *Service) onStatus(ctx context.Context, r micro.Request) {
 	name := s.cfg.Subjects.Token(r.Subject(), 1)
 	if err := messages.ValidateName("job", name); err != nil {
 		respondError(r, "400", err.Error())
 		return
 	}
+	st, code, msg := s.localStatus(ctx, name)
+	if code != "" {
+		respondError(r, code, msg)
+		return
+	}
+	if st.Holder != "" && st.Holder != s.cfg.ID {
+		m, err := s.nc.Request(s.cfg.Subjects.CoordinatorStatus(st.Holder, name), nil, time.Second)
+		if err == nil && m.Header.Get(micro.ErrorCodeHeader) == "" {
+			if err := r.Respond(m.Data, micro.WithHeaders(micro.Headers{"Content-Type": []string{"application/json"}})); err != nil {
+				s.log.Warn().Err(err).Msg("status reply not sent")
+			}
+			return
+		}
+		s.log.Debug().Err(err).Str("holder", st.Holder).Msg("holder did not answer a forwarded status request; answering with this standby's view")
+	}
+	if err := r.RespondJSON(st); err != nil {
+		s.log.Warn().Err(err).Msg("status reply not sent")
+	}
+}
+
+// onDirectStatus answers a status request forwarded to this coordinator.
+func (s *Service) onDirectStatus(ctx context.Context, m *nats.Msg) {
+	name := s.cfg.Subjects.Token(m.Subject, 3)
+	reply := nats.NewMsg(m.Reply)
+	st, code, msg := s.localStatus(ctx, name)
+	if code != "" {
+		reply.Header.Set(micro.ErrorCodeHeader, code)
+		reply.Header.Set(micro.ErrorHeader, msg)
+		reply.Data, _ = json.Marshal(messages.ErrorBody{Error: msg})
+	} else {
+		reply.Data, _ = json.Marshal(st)
+	}
+	if err := m.RespondMsg(reply); err != nil {
+		s.log.Debug().Err(err).Msg("direct status reply not sent")
+	}
+}
+
+// localStatus asks the job's loop for its status; on failure it returns an error code and
+// message instead.
+func (s *Service) localStatus(ctx context.Context, name string) (st messages.Status, code, msg string) {
 	j := s.lookup(name)
 	if j == nil {
-		respondError(r, "404", fmt.Sprintf("unknown job %q: it has no config and no registered instance", name))
-		return
+		return st, "404", fmt.Sprintf("unknown job %q: it has no config and no registered instance", name)
 	}
 	reply := make(chan messages.Status, 1)
 	qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	if !send(qctx, j.status, reply) {
-		respondError(r, "503", "coordinator busy or stopping; try again")
-		return
+		return st, "503", "coordinator busy or stopping; try again"
 	}
 	select {
-	case st := <-reply:
-		if err := r.RespondJSON(st); err != nil {
-			s.log.Warn().Err(err).Msg("status reply not sent")
-		}
+	case st = <-reply:
+		return st, "", ""
 	case <-qctx.Done():
-		respondError(r, "503", "coordinator busy or stopping; try again")
+		return st, "503", "coordinator busy or stopping; try again"
 	}
 }
 

@@ -51,6 +51,7 @@ type system struct {
 }
 
 type running struct {
+	nc     *nats.Conn
 	cancel context.CancelFunc
 	done   chan error
 }
@@ -61,45 +62,58 @@ func startSystem(t *testing.T, job string, instances ...string) *system {
 	nc, js, res := srv.Resources(t, cjs.Options{LeaseTTL: leaseTTL})
 	s := &system{t: t, srv: srv, nc: nc, js: js, res: res, services: map[string]*running{}}
 	t.Cleanup(s.stopAll)
-	s.start("configsvc", func(ctx context.Context, nc *nats.Conn, js jetstream.JetStream) error {
+	s.start("configsvc", func(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, res *cjs.Resources) error {
 		svc, err := configsvc.New(configsvc.DefaultConfig(), nc, js, res.Config, testLog().With().Str("service", "configsvc").Logger())
 		if err != nil {
 			return err
 		}
 		return svc.Run(ctx)
 	})
-	s.start("coordinator", func(ctx context.Context, nc *nats.Conn, js jetstream.JetStream) error {
-		svc, err := coordinator.New(coordinator.DefaultConfig(), nc, js, res, testLog().With().Str("service", "coordinator").Logger())
-		if err != nil {
-			return err
-		}
-		return svc.Run(ctx)
-	})
+	s.startCoordinator("coordinator")
 	for _, i := range instances {
 		s.startOperator(job, i)
 	}
 	return s
 }
 
-// start runs a service on its own connection until stop.
-func (s *system) start(name string, run func(ctx context.Context, nc *nats.Conn, js jetstream.JetStream) error) {
+// start runs a service on its own connection, with resources bound to it, until stop.
+func (s *system) start(name string, run func(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, res *cjs.Resources) error) {
 	s.t.Helper()
 	nc := s.srv.Connect(s.t)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		s.t.Fatal(err)
 	}
+	ectx, ecancel := context.WithTimeout(context.Background(), 10*time.Second)
+	res, err := cjs.Ensure(ectx, js, cjs.Options{LookupOnly: true})
+	ecancel()
+	if err != nil {
+		s.t.Fatalf("%s: resources: %v", name, err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{cancel: cancel, done: make(chan error, 1)}
+	r := &running{nc: nc, cancel: cancel, done: make(chan error, 1)}
 	s.mu.Lock()
 	s.services[name] = r
 	s.mu.Unlock()
-	go func() { r.done <- run(ctx, nc, js) }()
+	go func() { r.done <- run(ctx, nc, js, res) }()
+}
+
+// startCoordinator starts a coordinator whose id is its name.
+func (s *system) startCoordinator(name string) {
+	s.start(name, func(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, res *cjs.Resources) error {
+		cfg := coordinator.DefaultConfig()
+		cfg.ID = name
+		svc, err := coordinator.New(cfg, nc, js, res, testLog().With().Str("service", name).Logger())
+		if err != nil {
+			return err
+		}
+		return svc.Run(ctx)
+	})
 }
 
 func (s *system) startOperator(job, instance string) {
-	s.start(instance, func(ctx context.Context, nc *nats.Conn, js jetstream.JetStream) error {
-		svc, err := operator.NewService(operator.DefaultConfig(job, instance), nc, js, s.res, testLog().With().Str("service", instance).Logger())
+	s.start(instance, func(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, res *cjs.Resources) error {
+		svc, err := operator.NewService(operator.DefaultConfig(job, instance), nc, js, res, testLog().With().Str("service", instance).Logger())
 		if err != nil {
 			return err
 		}
@@ -126,6 +140,22 @@ func (s *system) stop(name string) {
 	case <-time.After(15 * time.Second):
 		s.t.Errorf("%s did not stop within 15s", name)
 	}
+}
+
+// crash cuts a service off NATS at once, as a killed process would be: nothing it holds
+// is released, its lease and registrations must expire. Its goroutines are then stopped.
+func (s *system) crash(name string) {
+	s.t.Helper()
+	s.mu.Lock()
+	r := s.services[name]
+	delete(s.services, name)
+	s.mu.Unlock()
+	if r == nil {
+		s.t.Fatalf("crash %s: not running", name)
+	}
+	r.nc.Close()
+	r.cancel()
+	<-r.done
 }
 
 func (s *system) stopAll() {
