@@ -126,7 +126,9 @@ func runDev(ctx context.Context, args []string, stderr io.Writer) error {
 			break
 		}
 		err = spawn(inst, func(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, log zerolog.Logger) error {
-			svc, err := operator.NewService(operator.DefaultConfig(*job, inst), nc, js, res, log)
+			cfg := operator.DefaultConfig(*job, inst)
+			cfg.Output = cjs.Subjects{}.Output(*job, inst)
+			svc, err := operator.NewService(cfg, nc, js, res, log)
 			if err != nil {
 				return err
 			}

@@ -77,6 +77,7 @@ func runOperator(ctx context.Context, args []string, stderr io.Writer) error {
 	job := fs.String("job", os.Getenv("CAIRN_JOB"), "job name [$CAIRN_JOB]")
 	instance := fs.String("instance", os.Getenv("CAIRN_INSTANCE"), "stable instance id, e.g. counter-0 [$CAIRN_INSTANCE]")
 	input := fs.String("input", os.Getenv("CAIRN_INPUT_SUBJECT"), "input subject; empty: <prefix>.input.<job>.<instance> [$CAIRN_INPUT_SUBJECT]")
+	output := fs.String("output", os.Getenv("CAIRN_OUTPUT_SUBJECT"), "emit each key's new totals on this subject (e.g. <prefix>.output.<job>.<instance>); empty: no output [$CAIRN_OUTPUT_SUBJECT]")
 	if err := parse(fs, args, stderr); err != nil {
 		return err
 	}
@@ -89,6 +90,7 @@ func runOperator(ctx context.Context, args []string, stderr io.Writer) error {
 	if *input != "" {
 		cfg.InputSubject = *input
 	}
+	cfg.Output = *output
 	if err := cfg.Validate(); err != nil {
 		return err
 	}

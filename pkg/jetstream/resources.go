@@ -14,6 +14,7 @@ const (
 	ConfigStream     = "CAIRN_CONFIG"
 	CheckpointStream = "CAIRN_CHECKPOINTS"
 	InputStream      = "CAIRN_INPUT"
+	OutputStream     = "CAIRN_OUTPUT"
 	ManifestBucket   = "CAIRN_MANIFESTS"
 	LeaseBucket      = "CAIRN_LEASES"
 	SnapshotBucket   = "CAIRN_SNAPSHOTS"
@@ -50,6 +51,7 @@ type Resources struct {
 	Config      jetstream.Stream
 	Checkpoints jetstream.Stream
 	Input       jetstream.Stream
+	Output      jetstream.Stream
 	Manifests   jetstream.KeyValue
 	Leases      jetstream.KeyValue
 	Snapshots   jetstream.ObjectStore
@@ -64,7 +66,7 @@ func (o Options) storage() jetstream.StorageType {
 
 func (o Options) replicas() int { return max(o.Replicas, 1) }
 
-// StreamConfigs returns the configs of the three streams Ensure creates.
+// StreamConfigs returns the configs of the streams Ensure creates.
 func (o Options) StreamConfigs() []jetstream.StreamConfig {
 	hist := o.ConfigHistory
 	if hist <= 0 {
@@ -100,6 +102,15 @@ func (o Options) StreamConfigs() []jetstream.StreamConfig {
 			Replicas:    o.replicas(),
 			Duplicates:  2 * time.Minute,
 		},
+		{
+			Name:        OutputStream,
+			Description: "Cairn operator outputs; the duplicate window drops outputs replayed after a restore",
+			Subjects:    []string{s.join("output", ">")},
+			MaxAge:      24 * time.Hour,
+			Storage:     o.storage(),
+			Replicas:    o.replicas(),
+			Duplicates:  2 * time.Minute,
+		},
 	}
 }
 
@@ -107,7 +118,7 @@ func (o Options) StreamConfigs() []jetstream.StreamConfig {
 // run from several processes at once.
 func Ensure(ctx context.Context, js jetstream.JetStream, o Options) (*Resources, error) {
 	var r Resources
-	streams := []*jetstream.Stream{&r.Config, &r.Checkpoints, &r.Input}
+	streams := []*jetstream.Stream{&r.Config, &r.Checkpoints, &r.Input, &r.Output}
 	for i, cfg := range o.StreamConfigs() {
 		st, err := ensureStream(ctx, js, cfg, o.LookupOnly)
 		if err != nil {

@@ -53,6 +53,9 @@ func (s Subjects) CoordinatorStatus(id, job string) string { return s.join("coor
 // Input is the default input subject of a reference operator instance.
 func (s Subjects) Input(job, instance string) string { return s.join("input", job, instance) }
 
+// Output is the default output subject of a reference operator instance.
+func (s Subjects) Output(job, instance string) string { return s.join("output", job, instance) }
+
 // OperatorState is the subject an operator instance answers state requests on.
 func (s Subjects) OperatorState(job, instance string) string {
 	return s.join("op", job, instance, "state")

@@ -31,9 +31,32 @@ var ErrMalformedEvent = errors.New("malformed event")
 type Aggregator struct {
 	keys     map[string]messages.KeyTotals
 	rejected uint64
+	output   string
+	pending  []Output
 }
 
-var _ Machine = (*Aggregator)(nil)
+var (
+	_ Machine  = (*Aggregator)(nil)
+	_ Producer = (*Aggregator)(nil)
+)
+
+// EmitTo makes the Aggregator emit, for every event it applies, the key's new totals as
+// JSON {"key":"...","count":N,"sum":N} on subject; "" emits nothing.
+func (a *Aggregator) EmitTo(subject string) { a.output = subject }
+
+// TakeOutputs implements Producer.
+func (a *Aggregator) TakeOutputs() []Output {
+	out := a.pending
+	a.pending = nil
+	return out
+}
+
+// KeyUpdate is the JSON form of an Aggregator output.
+type KeyUpdate struct {
+	Key   string `json:"key"`
+	Count int64  `json:"count"`
+	Sum   int64  `json:"sum"`
+}
 
 // NewAggregator returns an empty Aggregator.
 func NewAggregator() *Aggregator {
@@ -53,6 +76,10 @@ func (a *Aggregator) Apply(rec Record) error {
 			err = fmt.Errorf("%w: sum of key %q would overflow int64", ErrMalformedEvent, key)
 		} else {
 			a.keys[key] = messages.KeyTotals{Count: t.Count + 1, Sum: sum}
+			if a.output != "" {
+				data, _ := json.Marshal(KeyUpdate{Key: key, Count: t.Count + 1, Sum: sum})
+				a.pending = append(a.pending, Output{Subject: a.output, Data: data})
+			}
 		}
 	}
 	if err != nil {

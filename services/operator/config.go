@@ -30,6 +30,9 @@ type Config struct {
 	// Heartbeat is how often the registration is renewed; 0 means a third of the TTL of
 	// the CAIRN_LEASES bucket.
 	Heartbeat time.Duration
+	// Output is the subject the reference aggregator (Service) emits each key's new
+	// totals on; empty means it emits nothing. A Runtime with another Machine ignores it.
+	Output string
 }
 
 // DefaultConfig returns the config of instance of job with every other field at its
@@ -63,6 +66,11 @@ func (c Config) Validate() error {
 	if c.InputSubject != "" {
 		if err := validateSubject(c.InputSubject); err != nil {
 			return fmt.Errorf("%w: input subject %q: %w", ErrInvalidConfig, c.InputSubject, err)
+		}
+	}
+	if c.Output != "" {
+		if err := validateSubject(c.Output); err != nil || strings.ContainsAny(c.Output, "*>") {
+			return fmt.Errorf("%w: output subject %q: a subject of non-empty tokens without wildcards is required", ErrInvalidConfig, c.Output)
 		}
 	}
 	if c.Heartbeat < 0 {

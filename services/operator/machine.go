@@ -42,3 +42,21 @@ type Record struct {
 	// Sequence is the message's sequence in the input stream.
 	Sequence uint64
 }
+
+// Output is a record a Machine emits while applying an input record.
+type Output struct {
+	// Subject to publish on; it must be captured by a stream with a duplicate window.
+	Subject string
+	// Data is the payload.
+	Data []byte
+}
+
+// Producer is implemented by a Machine that emits outputs. After each Apply the runtime
+// takes the outputs and publishes each to JetStream with the Nats-Msg-Id
+// "<job>.<instance>.<input sequence>.<n>", retrying until it is stored. A restored
+// instance replays the records after its snapshot and publishes the same ids again, which
+// the stream's duplicate window drops: exactly-once output within that window.
+type Producer interface {
+	// TakeOutputs returns the outputs of the last Apply and forgets them.
+	TakeOutputs() []Output
+}

@@ -3,8 +3,10 @@ package operator
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
@@ -38,7 +40,7 @@ func (r *Runtime) process(ctx context.Context, st loopState, records <-chan Reco
 		case <-ctx.Done():
 			return st.queue
 		case rec := <-records:
-			r.apply(&st, rec)
+			r.apply(ctx, &st, rec)
 		case msg := <-barriers:
 			r.barrier(&st, msg)
 		case req := <-r.doCh:
@@ -51,8 +53,9 @@ func (r *Runtime) process(ctx context.Context, st loopState, records <-chan Reco
 	}
 }
 
-// apply hands one record to the Machine and advances the position.
-func (r *Runtime) apply(st *loopState, rec Record) {
+// apply hands one record to the Machine, publishes what it emitted, and advances the
+// position.
+func (r *Runtime) apply(ctx context.Context, st *loopState, rec Record) {
 	if rec.Sequence <= st.position {
 		r.log.Warn().Uint64("seq", rec.Sequence).Uint64("position", st.position).Msg("input record at or before the position skipped")
 		return
@@ -62,6 +65,11 @@ func (r *Runtime) apply(st *loopState, rec Record) {
 		r.log.Debug().Err(err).Uint64("seq", rec.Sequence).Str("subject", rec.Subject).Msg("input record rejected")
 	} else {
 		r.stats.applied.Add(1)
+	}
+	if p, ok := r.m.(Producer); ok {
+		for i, out := range p.TakeOutputs() {
+			r.emit(ctx, rec.Sequence, i, out)
+		}
 	}
 	st.position = rec.Sequence
 	r.position.Store(rec.Sequence)
@@ -100,4 +108,38 @@ func (r *Runtime) barrier(st *loopState, msg *nats.Msg) {
 		positions:  map[string]uint64{r.cfg.InputStream: st.position},
 		log:        log,
 	})
+}
+
+// outputPublisher publishes outputs to JetStream.
+type outputPublisher interface {
+	PublishMsg(ctx context.Context, m *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error)
+}
+
+// emit publishes output n of the record at seq with its deterministic message id,
+// retrying with backoff until it is stored or ctx ends. When ctx ends first the output is
+// not lost: the runtime stops before it takes another snapshot, so the record is replayed,
+// and the output published again, after a restore.
+func (r *Runtime) emit(ctx context.Context, seq uint64, n int, out Output) {
+	id := fmt.Sprintf("%s.%s.%d.%d", r.cfg.Job, r.cfg.Instance, seq, n)
+	wait := 50 * time.Millisecond
+	for {
+		m := nats.NewMsg(out.Subject)
+		m.Data = out.Data
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := r.outputs.PublishMsg(pctx, m, jetstream.WithMsgID(id))
+		cancel()
+		if err == nil {
+			r.stats.emitted.Add(1)
+			return
+		}
+		r.log.Warn().Err(err).Str("msg_id", id).Str("subject", out.Subject).Msg("output not stored; retrying")
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		wait = min(wait*2, 2*time.Second)
+	}
 }

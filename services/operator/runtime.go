@@ -48,6 +48,7 @@ type Runtime struct {
 	cfg         Config
 	nc          *nats.Conn
 	consumers   orderedConsumers
+	outputs     outputPublisher
 	manifests   manifestReader
 	leases      leaseStore
 	snapshots   objectStore
@@ -77,6 +78,9 @@ type Stats struct {
 	Applied uint64
 	// Rejected counts records Machine.Apply rejected.
 	Rejected uint64
+	// Emitted counts outputs stored (a replayed output the duplicate window drops counts
+	// again).
+	Emitted uint64
 	// Acked counts barriers answered with a stored snapshot.
 	Acked uint64
 	// Declined counts barriers declined.
@@ -89,7 +93,7 @@ type Stats struct {
 
 // counters are the atomic form of Stats.
 type counters struct {
-	applied, rejected, acked, declined, reused, bytesUploaded atomic.Uint64
+	applied, rejected, emitted, acked, declined, reused, bytesUploaded atomic.Uint64
 }
 
 // New validates cfg and returns a Runtime for the instance it names, driving m. m must be
@@ -114,6 +118,7 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, res *cjs.Resources, 
 		cfg:         cfg,
 		nc:          nc,
 		consumers:   js,
+		outputs:     js,
 		manifests:   res.Manifests,
 		leases:      res.Leases,
 		snapshots:   res.Snapshots,
@@ -145,6 +150,7 @@ func (r *Runtime) Stats() Stats {
 	return Stats{
 		Applied:       r.stats.applied.Load(),
 		Rejected:      r.stats.rejected.Load(),
+		Emitted:       r.stats.emitted.Load(),
 		Acked:         r.stats.acked.Load(),
 		Declined:      r.stats.declined.Load(),
 		Reused:        r.stats.reused.Load(),

@@ -42,6 +42,7 @@ type Service struct {
 // NewService returns the reference operator for the instance cfg names.
 func NewService(cfg Config, nc *nats.Conn, js jetstream.JetStream, res *cjs.Resources, log zerolog.Logger) (*Service, error) {
 	agg := NewAggregator()
+	agg.EmitTo(cfg.Output)
 	rt, err := New(cfg, nc, js, res, agg, log)
 	if err != nil {
 		return nil, err

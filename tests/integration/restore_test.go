@@ -1,9 +1,12 @@
 package integration
 
 import (
+	"context"
 	"maps"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cairn-stream/cairn/internal/natstest"
 	"github.com/cairn-stream/cairn/pkg/messages"
@@ -70,4 +73,34 @@ func sumCount(keys map[string]messages.KeyTotals) int64 {
 		n += v.Count
 	}
 	return n
+}
+
+func TestOutputsAreExactlyOnceAcrossACrash(t *testing.T) {
+	s := startSystem(t, "out1", "o-0")
+	s.waitRegistered("out1", 1)
+	evs := s.events("out1")
+	s.publish("out1", "o-0", 0, 80)
+	v := s.set("out1", `{"interval":"150ms"}`)
+	nextMatching(t, evs, 10*time.Second, "completed checkpoint", func(e *messages.CheckpointEvent) bool {
+		return e.Outcome == messages.Completed && e.ConfigVersion == v.Version
+	})
+	s.set("out1", `{"interval":"1h"}`) // no checkpoint holds what comes next
+	s.publish("out1", "o-0", 80, 70)
+	natstest.Eventually(t, 10*time.Second, "o-0 applied 150 events", func() bool {
+		return sumCount(s.operatorState("out1", "o-0").Keys) == 150
+	})
+	// A crash after the outputs of events 81-150 were published: the restored instance
+	// applies them again and publishes the same message ids, which the stream drops.
+	s.crash("o-0")
+	s.startOperator("out1", "o-0")
+	natstest.Eventually(t, 15*time.Second, "o-0 caught up after the crash", func() bool {
+		return sumCount(s.operatorState("out1", "o-0").Keys) == 150
+	})
+	info, err := s.res.Output.Info(context.Background(), jetstream.WithSubjectFilter(subjects.Output("out1", "o-0")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := info.State.Subjects[subjects.Output("out1", "o-0")]; got != 150 {
+		t.Fatalf("%d outputs stored for 150 input events", got)
+	}
 }

@@ -113,7 +113,9 @@ func (s *system) startCoordinator(name string) {
 
 func (s *system) startOperator(job, instance string) {
 	s.start(instance, func(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, res *cjs.Resources) error {
-		svc, err := operator.NewService(operator.DefaultConfig(job, instance), nc, js, res, testLog().With().Str("service", instance).Logger())
+		cfg := operator.DefaultConfig(job, instance)
+		cfg.Output = subjects.Output(job, instance)
+		svc, err := operator.NewService(cfg, nc, js, res, testLog().With().Str("service", instance).Logger())
 		if err != nil {
 			return err
 		}
