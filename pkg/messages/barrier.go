@@ -84,6 +84,9 @@ type Ack struct {
 	Reason string `msgpack:"reason,omitempty"`
 	// Snapshot is set for AckDone.
 	Snapshot SnapshotRef `msgpack:"snapshot"`
+	// Written is how many bytes this checkpoint uploaded: the snapshot's size, or 0 when
+	// it references an earlier, identical object.
+	Written uint64 `msgpack:"written,omitempty"`
 	// Positions maps each input stream to the last sequence included in the snapshot.
 	Positions map[string]uint64 `msgpack:"positions"`
 }

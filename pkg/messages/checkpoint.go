@@ -87,6 +87,9 @@ type CheckpointEvent struct {
 	Participants []string `msgpack:"participants"`
 	// Bytes is the total size of the snapshots the manifest references (completed only).
 	Bytes uint64 `msgpack:"bytes,omitempty"`
+	// Written is how many of those bytes this checkpoint uploaded; unchanged snapshots
+	// are referenced, not written again (completed only).
+	Written uint64 `msgpack:"written,omitempty"`
 	// Reason and Detail explain an abort.
 	Reason AbortReason `msgpack:"reason,omitempty"`
 	Detail string      `msgpack:"detail,omitempty"`

@@ -60,6 +60,7 @@ type CompletedCheckpoint struct {
 	CompletedAt   time.Time `json:"completed_at"`
 	Duration      string    `json:"duration"`
 	Bytes         uint64    `json:"bytes"`
+	BytesWritten  uint64    `json:"bytes_written"`
 	Participants  []string  `json:"participants"`
 }
 

@@ -335,8 +335,10 @@ func (j *job) complete(ctx context.Context, p *pending) {
 		CompletedAt:   now.UTC(),
 		Instances:     make(map[string]messages.InstanceSnapshot, len(p.acks)),
 	}
+	var written uint64
 	for inst, a := range p.acks {
 		m.Instances[inst] = messages.InstanceSnapshot{Incarnation: a.Incarnation, Snapshot: a.Snapshot, Positions: a.Positions}
+		written += a.Written
 	}
 	if err := j.b.writeManifest(ctx, m); err != nil {
 		if errors.Is(err, ErrFenced) {
@@ -359,19 +361,19 @@ func (j *job) complete(ctx context.Context, p *pending) {
 	j.completed++
 	j.lastCompleted = &messages.CompletedCheckpoint{
 		ID: p.id, ConfigVersion: p.version, TriggeredAt: m.TriggeredAt, CompletedAt: m.CompletedAt,
-		Duration: now.Sub(p.triggeredAt).String(), Bytes: m.Bytes(), Participants: p.participants(),
+		Duration: now.Sub(p.triggeredAt).String(), Bytes: m.Bytes(), BytesWritten: written, Participants: p.participants(),
 	}
 	ev := &messages.CheckpointEvent{
 		Schema: messages.SchemaVersion, Job: j.name, CheckpointID: p.id, ConfigVersion: p.version,
 		Outcome: messages.Completed, TriggeredAt: m.TriggeredAt, FinishedAt: m.CompletedAt,
-		Participants: p.participants(), Bytes: m.Bytes(),
+		Participants: p.participants(), Bytes: m.Bytes(), Written: written,
 	}
 	if err := j.b.publishEvent(ctx, ev); err != nil {
 		j.log.Error().Err(err).Uint64("checkpoint", p.id).Msg("cannot publish the completed event")
 	}
 	j.b.retain(j.cfg.Retain, j.liveRefs())
 	j.log.Info().Uint64("checkpoint", p.id).Uint64("config_version", p.version).Str("duration", j.lastCompleted.Duration).
-		Uint64("bytes", m.Bytes()).Int("participants", len(p.expected)).Msg("checkpoint completed")
+		Uint64("bytes", m.Bytes()).Uint64("bytes_written", written).Int("participants", len(p.expected)).Msg("checkpoint completed")
 }
 
 func (j *job) abort(ctx context.Context, p *pending, reason messages.AbortReason, detail string) {

@@ -72,6 +72,10 @@ func (p *persister) persist(ctx context.Context, j persistJob) {
 		p.r.decline(j.log, j.checkpoint, err.Error())
 		return
 	}
+	var written uint64
+	if uploaded {
+		written = ref.Size
+	}
 	p.r.publishAck(j.log, &messages.Ack{
 		Schema:       messages.SchemaVersion,
 		Job:          p.r.cfg.Job,
@@ -80,18 +84,17 @@ func (p *persister) persist(ctx context.Context, j persistJob) {
 		Incarnation:  p.r.incarnation,
 		Kind:         messages.AckDone,
 		Snapshot:     ref,
+		Written:      written,
 		Positions:    j.positions,
 	})
 	p.last = &ref
 	p.r.stats.acked.Add(1)
-	var written uint64
 	if uploaded {
-		written = ref.Size
 		p.r.stats.bytesUploaded.Add(ref.Size)
 	} else {
 		p.r.stats.reused.Add(1)
 	}
-	j.log.Info().Str("object", ref.Object).Uint64("size", ref.Size).Uint64("bytes_written", written).
+	j.log.Debug().Str("object", ref.Object).Uint64("size", ref.Size).Uint64("bytes_written", written).
 		Bool("reused", !uploaded).Dur("took", time.Since(start)).Msg("snapshot stored and acked")
 }
 

@@ -86,6 +86,10 @@ func TestRetentionKeepsSnapshotsSharedByRetainedManifests(t *testing.T) {
 			done = append(done, e)
 		}
 	}
+	if done[0].Written == 0 || done[len(done)-1].Written != 0 || done[len(done)-1].Bytes != done[0].Bytes {
+		t.Fatalf("bytes written: first %d, last %d (of %d referenced); unchanged snapshots must not be written again",
+			done[0].Written, done[len(done)-1].Written, done[len(done)-1].Bytes)
+	}
 	ctx := context.Background()
 	var objects map[string]bool
 	natstest.Eventually(t, 10*time.Second, "retention settles to the retained manifests' objects", func() bool {
