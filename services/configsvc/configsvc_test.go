@@ -17,6 +17,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/vmihailenco/msgpack/v5"
 
+	"github.com/cairn-stream/cairn/internal/natstest"
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
 	"github.com/cairn-stream/cairn/pkg/messages"
 	"github.com/cairn-stream/cairn/services/configsvc"
@@ -351,7 +352,7 @@ func TestCustomPrefix(t *testing.T) {
 
 func TestLogsChangesAndRefusals(t *testing.T) {
 	h := newHarness(t, "")
-	var logs syncBuffer
+	var logs natstest.LogBuffer
 	h.startReplica(t, zerolog.New(&logs).Level(zerolog.DebugLevel))
 	h.waitReplicas(t, 1)
 	h.mustSet(t, "logged", `{"interval":"2s"}`)
@@ -359,7 +360,7 @@ func TestLogsChangesAndRefusals(t *testing.T) {
 		t.Fatalf("bad set answered %+v", r)
 	}
 	var changed, refused bool
-	for _, l := range logs.lines(t) {
+	for _, l := range logLines(t, &logs) {
 		switch l["message"] {
 		case "config changed":
 			changed = l["level"] == "info" && l["job"] == "logged" && l["version"] == float64(1) && l["interval"] == "2s"
@@ -368,7 +369,7 @@ func TestLogsChangesAndRefusals(t *testing.T) {
 		}
 	}
 	if !changed || !refused {
-		t.Fatalf("logs lack the change at info or the refusal at debug:\n%v", logs.lines(t))
+		t.Fatalf("logs lack the change at info or the refusal at debug:\n%v", logLines(t, &logs))
 	}
 }
 

@@ -1,7 +1,6 @@
 package operator_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
@@ -36,7 +35,7 @@ type env struct {
 	js   jetstream.JetStream
 	res  *cjs.Resources
 	subj cjs.Subjects
-	logs *syncBuffer
+	logs *natstest.LogBuffer
 	acks chan *nats.Msg
 }
 
@@ -49,7 +48,7 @@ func newEnv(t *testing.T) *env {
 func newEnvOn(t *testing.T, s *natstest.Server) *env {
 	t.Helper()
 	nc, js, res := s.Resources(t, cjs.Options{LeaseTTL: time.Second})
-	e := &env{t: t, nc: nc, js: js, res: res, logs: &syncBuffer{}, acks: make(chan *nats.Msg, 64)}
+	e := &env{t: t, nc: nc, js: js, res: res, logs: &natstest.LogBuffer{}, acks: make(chan *nats.Msg, 64)}
 	sub, err := nc.ChanSubscribe(e.subj.Ack(testJob), e.acks)
 	if err != nil {
 		t.Fatal(err)
@@ -308,20 +307,3 @@ func checkTotals(t *testing.T, got, want map[string]messages.KeyTotals) {
 	}
 }
 
-// syncBuffer is a log sink safe for concurrent writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}

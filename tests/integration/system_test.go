@@ -123,13 +123,19 @@ func (s *system) startOperator(job, instance string) {
 	})
 }
 
+// take removes a service from the running set and returns it, or nil.
+func (s *system) take(name string) *running {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.services[name]
+	delete(s.services, name)
+	return r
+}
+
 // stop stops a service and waits for its Run to return nil.
 func (s *system) stop(name string) {
 	s.t.Helper()
-	s.mu.Lock()
-	r := s.services[name]
-	delete(s.services, name)
-	s.mu.Unlock()
+	r := s.take(name)
 	if r == nil {
 		return
 	}
@@ -148,10 +154,7 @@ func (s *system) stop(name string) {
 // is released, its lease and registrations must expire. Its goroutines are then stopped.
 func (s *system) crash(name string) {
 	s.t.Helper()
-	s.mu.Lock()
-	r := s.services[name]
-	delete(s.services, name)
-	s.mu.Unlock()
+	r := s.take(name)
 	if r == nil {
 		s.t.Fatalf("crash %s: not running", name)
 	}
