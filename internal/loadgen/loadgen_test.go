@@ -1,0 +1,62 @@
+package loadgen_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/cairn-stream/cairn/internal/loadgen"
+	"github.com/cairn-stream/cairn/internal/natstest"
+	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+)
+
+func TestRunPublishesCountEventsPerInstance(t *testing.T) {
+	s := natstest.Start(t)
+	_, js, res := s.Resources(t, cjs.Options{})
+	cfg := loadgen.DefaultConfig("lg", "a", "b")
+	cfg.Rate, cfg.Count = 2000, 25
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := loadgen.Run(ctx, cfg, js, zerolog.Nop()); err != nil {
+		t.Fatal(err)
+	}
+	info, err := res.Input.Info(ctx, jetstream.WithSubjectFilter("cairn.input.lg.>"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, subj := range []string{"cairn.input.lg.a", "cairn.input.lg.b"} {
+		if got := info.State.Subjects[subj]; got != 25 {
+			t.Fatalf("%s holds %d events, want 25", subj, got)
+		}
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  loadgen.Config
+		want string
+	}{
+		{"bad job", loadgen.Config{Job: "a.b", Instances: []string{"i"}, Rate: 1, Keys: 1}, "job"},
+		{"no instances", loadgen.Config{Job: "j", Rate: 1, Keys: 1}, "no instances"},
+		{"bad instance", loadgen.Config{Job: "j", Instances: []string{"i*"}, Rate: 1, Keys: 1}, "instance"},
+		{"zero rate", loadgen.Config{Job: "j", Instances: []string{"i"}, Keys: 1}, "rate"},
+		{"zero keys", loadgen.Config{Job: "j", Instances: []string{"i"}, Rate: 1}, "keys"},
+		{"negative count", loadgen.Config{Job: "j", Instances: []string{"i"}, Rate: 1, Keys: 1, Count: -1}, "count"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.cfg.Validate()
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Validate() = %v, want an error about %s", err, tt.want)
+			}
+		})
+	}
+	if err := loadgen.DefaultConfig("j", "i").Validate(); err != nil {
+		t.Fatalf("default config: %v", err)
+	}
+}
