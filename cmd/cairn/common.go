@@ -99,9 +99,15 @@ func (c *common) subjects() cjs.Subjects { return cjs.Subjects{Prefix: c.prefix}
 func (c *common) connect(name string, log zerolog.Logger) (*nats.Conn, error) {
 	return cjs.Connect(cjs.ConnectOptions{
 		URLs: c.natsURL, User: c.user, Password: c.password, Creds: c.creds, Name: name,
-		OnDisconnect: func(err error) { log.Warn().Err(err).Msg("disconnected from NATS") },
-		OnReconnect:  func(url string) { log.Info().Str("url", url).Msg("reconnected to NATS") },
-		OnClosed:     func() { log.Debug().Msg("NATS connection closed") },
+		OnDisconnect: func(err error) {
+			if err == nil {
+				log.Debug().Msg("disconnected from NATS")
+				return
+			}
+			log.Warn().Err(err).Msg("disconnected from NATS")
+		},
+		OnReconnect: func(url string) { log.Info().Str("url", url).Msg("reconnected to NATS") },
+		OnClosed:    func() { log.Debug().Msg("NATS connection closed") },
 	})
 }
 

@@ -14,10 +14,13 @@ import (
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
-// regUpdate reports an instance's registration; an empty incarnation means it is gone.
+// regUpdate reports an instance's registration (an empty incarnation means it is gone),
+// or, with sync, the job's full set of registered instances (instance → incarnation).
 type regUpdate struct {
 	instance    string
 	incarnation string
+	sync        bool
+	all         map[string]string
 }
 
 // leaseState is what the lease keeper tells the loop: whether this coordinator holds the
@@ -191,6 +194,17 @@ func (j *job) applyConfig(ev *messages.ConfigEvent) {
 }
 
 func (j *job) register(ctx context.Context, r regUpdate) {
+	if r.sync {
+		for inst := range j.instances {
+			if _, ok := r.all[inst]; !ok {
+				j.register(ctx, regUpdate{instance: inst})
+			}
+		}
+		for inst, inc := range r.all {
+			j.register(ctx, regUpdate{instance: inst, incarnation: inc})
+		}
+		return
+	}
 	old, had := j.instances[r.instance]
 	if old == r.incarnation {
 		return
@@ -255,7 +269,7 @@ func (j *job) takeOver(ctx context.Context) {
 			j.log.Error().Err(err).Uint64("checkpoint", id).Msg("cannot publish the aborted event")
 		}
 	}
-	j.log.Info().Str("coordinator", j.coordID).Uint64("last_inherited_id", last).Uints64("aborted_unfinished", ids).Msg("took the job's lease")
+	j.log.Info().Uint64("last_inherited_id", last).Uints64("aborted_unfinished", ids).Msg("took the job's lease")
 }
 
 // fence stops coordinating: every pending checkpoint is aborted.

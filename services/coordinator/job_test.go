@@ -427,3 +427,24 @@ func TestTakeOverAbortsWhatThePreviousHolderLeftAndContinuesIds(t *testing.T) {
 		}
 	})
 }
+
+func TestRegistrationSyncDropsVanishedInstances(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, "a", "b")
+		defer h.stop()
+		h.config(1, func(c *messages.Config) { c.Interval, c.Timeout = s, time.Hour })
+		h.at(s)
+		// After a reconnect the watch re-reads every registration: b vanished meanwhile
+		// and a came back as a new incarnation; c is new.
+		h.j.regs <- regUpdate{sync: true, all: map[string]string{"a": "inc-a2", "c": "inc-c"}}
+		synctest.Wait()
+		st := h.status()
+		if !slices.Equal(st.Instances, []string{"a", "c"}) {
+			t.Fatalf("instances after sync %v, want [a c]", st.Instances)
+		}
+		ab := h.f.eventsOf(messages.Aborted)
+		if len(ab) != 1 || ab[0].CheckpointID != 1 || ab[0].Reason != messages.AbortInstanceLost {
+			t.Fatalf("aborted %+v, want checkpoint 1 aborted: its instances left", ab)
+		}
+	})
+}

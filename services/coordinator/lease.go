@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
@@ -13,10 +14,17 @@ import (
 
 // leaseKV is what the lease keeper needs of KV CAIRN_LEASES.
 type leaseKV interface {
+	Get(ctx context.Context, key string) (jetstream.KeyValueEntry, error)
 	Create(ctx context.Context, key string, value []byte, opts ...jetstream.KVCreateOpt) (uint64, error)
 	Update(ctx context.Context, key string, value []byte, revision uint64) (uint64, error)
 	Delete(ctx context.Context, key string, opts ...jetstream.KVDeleteOpt) error
 	Watch(ctx context.Context, keys string, opts ...jetstream.WatchOpt) (jetstream.KeyWatcher, error)
+}
+
+// statusNotifier tells about connection state changes (*nats.Conn).
+type statusNotifier interface {
+	StatusChanged(statuses ...nats.Status) chan nats.Status
+	RemoveStatusListener(ch chan nats.Status)
 }
 
 // leaseKeeper competes for a job's lease and renews it while held. The bucket's TTL
@@ -24,12 +32,17 @@ type leaseKV interface {
 // before that (validUntil), so two coordinators never trigger at once.
 type leaseKeeper struct {
 	kv     leaseKV
+	conn   statusNotifier
 	key    string
 	job    string
 	holder string
 	ttl    time.Duration
 	out    chan<- leaseState
 	log    zerolog.Logger
+
+	rev   uint64
+	state leaseState
+	value []byte
 }
 
 // renewEvery is how often a held lease is renewed, and margin how long before the
@@ -37,94 +50,136 @@ type leaseKeeper struct {
 func (k *leaseKeeper) renewEvery() time.Duration { return k.ttl / 3 }
 func (k *leaseKeeper) margin() time.Duration     { return k.ttl / 5 }
 
+func (k *leaseKeeper) report(ctx context.Context, s leaseState) {
+	k.state = s
+	send(ctx, k.out, s)
+}
+
+// run keeps the lease until ctx is done, then releases it if held. It watches the key to
+// take the lease the moment it is released or expires, and after a reconnect restarts the
+// watch (a KV watch notices a server restart only after missed heartbeats) and acts at once.
 func (k *leaseKeeper) run(ctx context.Context) {
-	value, err := messages.Marshal(&messages.Lease{Schema: messages.SchemaVersion, Job: k.job, Holder: k.holder, AcquiredAt: time.Now().UTC()})
+	var err error
+	k.value, err = messages.Marshal(&messages.Lease{Schema: messages.SchemaVersion, Job: k.job, Holder: k.holder, AcquiredAt: time.Now().UTC()})
 	if err != nil {
 		k.log.Error().Err(err).Msg("cannot encode the lease")
 		return
 	}
-	var updates <-chan jetstream.KeyValueEntry
-	if w, err := k.kv.Watch(ctx, k.key); err == nil {
-		defer func() { _ = w.Stop() }()
-		updates = w.Updates()
-	} else {
-		k.log.Warn().Err(err).Msg("cannot watch the lease; falling back to retries")
-	}
-	var (
-		rev    uint64
-		state  leaseState
-		timer  = time.NewTimer(0)
-		report = func(s leaseState) {
-			state = s
-			send(ctx, k.out, s)
+	reconnected := k.conn.StatusChanged(nats.CONNECTED)
+	defer k.conn.RemoveStatusListener(reconnected)
+	var w jetstream.KeyWatcher
+	watch := func() <-chan jetstream.KeyValueEntry {
+		if w != nil {
+			_ = w.Stop()
 		}
-	)
+		if w, err = k.kv.Watch(ctx, k.key); err != nil {
+			k.log.Warn().Err(err).Msg("cannot watch the lease; relying on retries")
+			w = nil
+			return nil
+		}
+		return w.Updates()
+	}
+	updates := watch()
+	defer func() {
+		if w != nil {
+			_ = w.Stop()
+		}
+	}()
+	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			if state.held {
-				dctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-				if err := k.kv.Delete(dctx, k.key, jetstream.LastRevision(rev)); err != nil {
-					k.log.Debug().Err(err).Msg("lease not released; it expires by TTL")
-				}
-				cancel()
-			}
+			k.release()
 			return
+		case <-reconnected:
+			updates = watch()
+			timer.Reset(0)
 		case e, ok := <-updates:
 			if !ok {
 				updates = nil
 				continue
 			}
-			if e == nil {
-				continue
-			}
-			if e.Operation() != jetstream.KeyValuePut {
-				if !state.held {
-					report(leaseState{})
-					timer.Reset(0)
-				}
-				continue
-			}
-			var l messages.Lease
-			if messages.Unmarshal(e.Value(), &l) == nil && l.Holder != state.holder && !state.held {
-				report(leaseState{holder: l.Holder})
-			}
+			k.observe(ctx, e, timer)
 		case <-timer.C:
-			start := time.Now()
-			if state.held {
-				cctx, cancel := context.WithTimeout(ctx, k.renewEvery())
-				nrev, err := k.kv.Update(cctx, k.key, value, rev)
-				cancel()
-				switch {
-				case err == nil:
-					rev = nrev
-					report(leaseState{held: true, validUntil: start.Add(k.ttl - k.margin()), holder: k.holder})
-					timer.Reset(k.renewEvery())
-				case errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyNotFound):
-					k.log.Warn().Err(err).Msg("lease lost")
-					report(leaseState{})
-					timer.Reset(0)
-				default:
-					k.log.Warn().Err(err).Msg("lease renewal failed; retrying")
-					timer.Reset(max(min(k.renewEvery()/4, time.Until(state.validUntil)), 10*time.Millisecond))
-				}
-				continue
-			}
-			cctx, cancel := context.WithTimeout(ctx, k.renewEvery())
-			nrev, err := k.kv.Create(cctx, k.key, value)
-			cancel()
-			switch {
-			case err == nil:
-				rev = nrev
-				report(leaseState{held: true, validUntil: start.Add(k.ttl - k.margin()), holder: k.holder})
-				timer.Reset(k.renewEvery())
-			case errors.Is(err, jetstream.ErrKeyExists):
-				timer.Reset(k.ttl / 2)
-			default:
-				k.log.Debug().Err(err).Msg("cannot take the lease yet")
-				timer.Reset(k.renewEvery())
-			}
+			timer.Reset(k.step(ctx))
 		}
+	}
+}
+
+// observe reacts to a change of the lease key seen by the watch.
+func (k *leaseKeeper) observe(ctx context.Context, e jetstream.KeyValueEntry, timer *time.Timer) {
+	if e == nil || k.state.held {
+		return
+	}
+	if e.Operation() != jetstream.KeyValuePut {
+		k.report(ctx, leaseState{})
+		timer.Reset(0)
+		return
+	}
+	var l messages.Lease
+	if messages.Unmarshal(e.Value(), &l) == nil && l.Holder != k.state.holder {
+		k.report(ctx, leaseState{holder: l.Holder})
+	}
+}
+
+// step takes or renews the lease once and returns when to try next.
+func (k *leaseKeeper) step(ctx context.Context) time.Duration {
+	start := time.Now()
+	cctx, cancel := context.WithTimeout(ctx, k.renewEvery())
+	defer cancel()
+	var rev uint64
+	var err error
+	if k.state.held {
+		rev, err = k.kv.Update(cctx, k.key, k.value, k.rev)
+	} else {
+		rev, err = k.kv.Create(cctx, k.key, k.value)
+	}
+	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists) {
+		// A write of ours whose reply was lost (a timeout across a reconnect) may have
+		// landed after all. If the key still names this coordinator, adopt its revision.
+		if mine, r := k.mine(cctx); mine {
+			rev, err = k.kv.Update(cctx, k.key, k.value, r)
+		}
+	}
+	switch {
+	case err == nil:
+		k.rev = rev
+		k.report(ctx, leaseState{held: true, validUntil: start.Add(k.ttl - k.margin()), holder: k.holder})
+		return k.renewEvery()
+	case k.state.held && (errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyNotFound)):
+		k.log.Warn().Err(err).Msg("lease lost")
+		k.report(ctx, leaseState{})
+		return 0
+	case k.state.held:
+		k.log.Warn().Err(err).Msg("lease renewal failed; retrying")
+		return max(min(k.renewEvery()/4, time.Until(k.state.validUntil)), 10*time.Millisecond)
+	case errors.Is(err, jetstream.ErrKeyExists):
+		return k.ttl / 2
+	default:
+		k.log.Debug().Err(err).Msg("cannot take the lease yet")
+		return k.renewEvery()
+	}
+}
+
+// mine reports whether the lease key names this coordinator, and its revision.
+func (k *leaseKeeper) mine(ctx context.Context) (bool, uint64) {
+	e, err := k.kv.Get(ctx, k.key)
+	if err != nil {
+		return false, 0
+	}
+	var l messages.Lease
+	return messages.Unmarshal(e.Value(), &l) == nil && l.Holder == k.holder, e.Revision()
+}
+
+// release deletes the lease if held, so a standby takes it at once.
+func (k *leaseKeeper) release() {
+	if !k.state.held {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := k.kv.Delete(ctx, k.key, jetstream.LastRevision(k.rev)); err != nil {
+		k.log.Debug().Err(err).Msg("lease not released; it expires by TTL")
 	}
 }

@@ -5,15 +5,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/cairn-stream/cairn/internal/natstest"
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
 func TestOnlyOneKeeperHoldsTheLease(t *testing.T) {
 	srv := natstest.Start(t)
-	_, _, res := srv.Resources(t, cjs.Options{LeaseTTL: time.Second})
+	nc, _, res := srv.Resources(t, cjs.Options{LeaseTTL: time.Second})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	states := make(chan struct {
@@ -22,7 +24,7 @@ func TestOnlyOneKeeperHoldsTheLease(t *testing.T) {
 	}, 100)
 	for _, who := range []string{"a", "b"} {
 		out := make(chan leaseState, 10)
-		k := &leaseKeeper{kv: res.Leases, key: cjs.LeaseKey("j"), job: "j", holder: who, ttl: time.Second, out: out, log: zerolog.Nop()}
+		k := &leaseKeeper{kv: res.Leases, conn: nc, key: cjs.LeaseKey("j"), job: "j", holder: who, ttl: time.Second, out: out, log: zerolog.Nop()}
 		go k.run(ctx)
 		go func() {
 			for st := range out {
@@ -48,5 +50,63 @@ func TestOnlyOneKeeperHoldsTheLease(t *testing.T) {
 			}
 			return
 		}
+	}
+}
+
+// ghostKV is a lease bucket in which a renewal of ours landed although its reply was lost:
+// the key names us at a revision we never saw.
+type ghostKV struct {
+	leaseKV
+	value   []byte
+	rev     uint64
+	updates []uint64
+}
+
+func (g *ghostKV) Get(context.Context, string) (jetstream.KeyValueEntry, error) {
+	return entry{value: g.value, rev: g.rev}, nil
+}
+
+func (g *ghostKV) Update(_ context.Context, _ string, v []byte, rev uint64) (uint64, error) {
+	g.updates = append(g.updates, rev)
+	if rev != g.rev {
+		return 0, jetstream.ErrKeyRevisionMismatch
+	}
+	g.rev++
+	return g.rev, nil
+}
+
+type entry struct {
+	jetstream.KeyValueEntry
+	value []byte
+	rev   uint64
+}
+
+func (e entry) Value() []byte    { return e.value }
+func (e entry) Revision() uint64 { return e.rev }
+
+func TestLeaseKeeperAdoptsItsOwnLostWrite(t *testing.T) {
+	for _, tc := range []struct {
+		holder   string
+		wantHeld bool
+	}{{"me", true}, {"someone-else", false}} {
+		t.Run(tc.holder, func(t *testing.T) {
+			value, err := messages.Marshal(&messages.Lease{Schema: messages.SchemaVersion, Job: "j", Holder: tc.holder})
+			if err != nil {
+				t.Fatal(err)
+			}
+			kv := &ghostKV{value: value, rev: 9}
+			out := make(chan leaseState, 4)
+			k := &leaseKeeper{kv: kv, key: "leader.j", job: "j", holder: "me", ttl: time.Second, out: out, log: zerolog.Nop(),
+				rev: 7, state: leaseState{held: true, validUntil: time.Now().Add(time.Second), holder: "me"}}
+			k.value, _ = messages.Marshal(&messages.Lease{Schema: messages.SchemaVersion, Job: "j", Holder: "me"})
+			k.step(context.Background())
+			st := <-out
+			if st.held != tc.wantHeld {
+				t.Fatalf("held = %v after a lost write by %s, want %v (updates at revisions %v)", st.held, tc.holder, tc.wantHeld, kv.updates)
+			}
+			if tc.wantHeld && k.rev != 10 {
+				t.Fatalf("revision %d, want 10 (adopted 9, renewed)", k.rev)
+			}
+		})
 	}
 }

@@ -55,7 +55,9 @@ func (b *natsBackend) runRetention(ctx context.Context, store objectStore) {
 			manifests, objects, err := b.retainOnce(pctx, store, req)
 			cancel()
 			if err != nil {
-				b.log.Warn().Err(err).Msg("retention pass incomplete; the next completion retries")
+				if ctx.Err() == nil {
+					b.log.Warn().Err(err).Msg("retention pass incomplete; the next completion retries")
+				}
 				continue
 			}
 			if manifests+objects > 0 {

@@ -101,7 +101,6 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("watch registrations: %w", err)
 	}
-	defer func() { _ = regs.Stop() }()
 	s.wg.Go(func() { s.followRegistrations(ctx, regs, ttl) })
 
 	filters := []string{s.cfg.Subjects.ConfigEvents("*")}
@@ -176,7 +175,7 @@ func (s *Service) ensure(ctx context.Context, name string, ttl time.Duration) *j
 		retainCh: make(chan retainRequest, 1),
 	}
 	j := newJob(name, s.cfg.ID, b, s.log)
-	k := &leaseKeeper{kv: s.res.Leases, key: cjs.LeaseKey(name), job: name, holder: s.cfg.ID, ttl: ttl, out: j.leases, log: log}
+	k := &leaseKeeper{kv: s.res.Leases, conn: s.nc, key: cjs.LeaseKey(name), job: name, holder: s.cfg.ID, ttl: ttl, out: j.leases, log: log}
 	s.jobs[name] = j
 	s.wg.Go(func() { j.run(ctx) })
 	s.wg.Go(func() { k.run(ctx) })
@@ -196,36 +195,112 @@ func (s *Service) onConfig(ctx context.Context, m jetstream.Msg, ttl time.Durati
 	send(ctx, s.ensure(ctx, ev.Job, ttl).configs, &ev)
 }
 
+// followRegistrations routes instance registrations to their jobs. The watch delivers
+// every current registration first; at the end of that snapshot each job gets the full
+// set, so that an instance that vanished while no watch was running is dropped. After a
+// reconnect the watch is restarted at once: a KV watch notices a server restart only after
+// missed heartbeats, seconds later, and a stale participant set would make checkpoints
+// wait for dead incarnations.
 func (s *Service) followRegistrations(ctx context.Context, w jetstream.KeyWatcher, ttl time.Duration) {
+	reconnected := s.nc.StatusChanged(nats.CONNECTED)
+	defer s.nc.RemoveStatusListener(reconnected)
+	for {
+		restart := s.routeRegistrations(ctx, w, reconnected, ttl)
+		_ = w.Stop()
+		if !restart {
+			return
+		}
+		for {
+			var err error
+			if w, err = s.res.Leases.Watch(ctx, cjs.RegistrationKey("*", "*")); err == nil {
+				break
+			}
+			s.log.Warn().Err(err).Msg("cannot watch registrations; retrying")
+			t := time.NewTimer(time.Second)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+		}
+	}
+}
+
+// routeRegistrations consumes one watch until ctx ends (false) or the connection was
+// re-established or the watch closed (true: watch again).
+func (s *Service) routeRegistrations(ctx context.Context, w jetstream.KeyWatcher, reconnected <-chan nats.Status, ttl time.Duration) bool {
+	initial := map[string]map[string]string{} // job → instance → incarnation, until the snapshot ends
 	for {
 		select {
 		case <-ctx.Done():
-			return
+			return false
+		case <-reconnected:
+			s.log.Info().Msg("reconnected: re-reading registrations")
+			return true
 		case e, ok := <-w.Updates():
 			if !ok {
-				return
+				return ctx.Err() == nil
 			}
 			if e == nil {
+				s.syncRegistrations(ctx, initial, ttl)
+				initial = nil
 				continue
 			}
-			parts := strings.Split(e.Key(), ".")
-			if len(parts) != 3 || !s.wanted(parts[1]) {
+			job, u, ok := s.registration(e)
+			if !ok {
 				continue
 			}
-			u := regUpdate{instance: parts[2]}
-			if e.Operation() == jetstream.KeyValuePut {
-				var r messages.Registration
-				if err := messages.Unmarshal(e.Value(), &r); err != nil || r.Job != parts[1] || r.Instance != parts[2] {
-					s.log.Error().Err(err).Str("key", e.Key()).Msg("registration skipped: cannot decode or does not match its key")
-					continue
+			if initial != nil {
+				if u.incarnation != "" {
+					if initial[job] == nil {
+						initial[job] = map[string]string{}
+					}
+					initial[job][u.instance] = u.incarnation
 				}
-				u.incarnation = r.Incarnation
-			} else if s.lookup(parts[1]) == nil {
 				continue
 			}
-			send(ctx, s.ensure(ctx, parts[1], ttl).regs, u)
+			if u.incarnation == "" && s.lookup(job) == nil {
+				continue
+			}
+			send(ctx, s.ensure(ctx, job, ttl).regs, u)
 		}
 	}
+}
+
+// syncRegistrations hands every job its full set of registered instances.
+func (s *Service) syncRegistrations(ctx context.Context, all map[string]map[string]string, ttl time.Duration) {
+	for job := range all {
+		s.ensure(ctx, job, ttl)
+	}
+	s.mu.Lock()
+	jobs := make([]*job, 0, len(s.jobs))
+	for _, j := range s.jobs {
+		jobs = append(jobs, j)
+	}
+	s.mu.Unlock()
+	for _, j := range jobs {
+		send(ctx, j.regs, regUpdate{sync: true, all: all[j.name]})
+	}
+}
+
+// registration decodes a registration entry into its job and update; ok is false for an
+// entry to skip.
+func (s *Service) registration(e jetstream.KeyValueEntry) (string, regUpdate, bool) {
+	parts := strings.Split(e.Key(), ".")
+	if len(parts) != 3 || !s.wanted(parts[1]) {
+		return "", regUpdate{}, false
+	}
+	u := regUpdate{instance: parts[2]}
+	if e.Operation() == jetstream.KeyValuePut {
+		var r messages.Registration
+		if err := messages.Unmarshal(e.Value(), &r); err != nil || r.Job != parts[1] || r.Instance != parts[2] {
+			s.log.Error().Err(err).Str("key", e.Key()).Msg("registration skipped: cannot decode or does not match its key")
+			return "", regUpdate{}, false
+		}
+		u.incarnation = r.Incarnation
+	}
+	return parts[1], u, true
 }
 
 func (s *Service) onAck(ctx context.Context, m *nats.Msg) {

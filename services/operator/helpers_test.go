@@ -306,4 +306,3 @@ func checkTotals(t *testing.T, got, want map[string]messages.KeyTotals) {
 		t.Fatalf("totals\n got %s\nwant %s", g, w)
 	}
 }
-
