@@ -15,7 +15,8 @@ type Barrier struct {
 	CheckpointID uint64 `msgpack:"id"`
 	// ConfigVersion is the config version the checkpoint runs under.
 	ConfigVersion uint64 `msgpack:"config_version"`
-	// TriggeredAt is when the coordinator sent the barrier.
+	// TriggeredAt is when the coordinator triggered the checkpoint: the moment its
+	// schedule fired, just before it advanced the id counter and sent the barrier.
 	TriggeredAt time.Time `msgpack:"triggered_at"`
 	// Coordinator identifies the coordinator (lease holder) that triggered it.
 	Coordinator string `msgpack:"coordinator"`

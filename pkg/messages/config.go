@@ -7,7 +7,7 @@ import (
 	"time"
 )
 
-// Bounds of the config fields, as documented in DESIGN.md and docs/config.md.
+// Bounds of the config fields, as documented in DESIGN.md and README.md (Change the interval).
 const (
 	MinInterval          = 100 * time.Millisecond
 	MaxInterval          = 24 * time.Hour

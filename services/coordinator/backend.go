@@ -31,6 +31,7 @@ type backend interface {
 	// publishEvent publishes a checkpoint event.
 	publishEvent(ctx context.Context, e *messages.CheckpointEvent) error
 	// retain deletes, in the background, the job's manifests beyond the newest keep and
-	// the snapshot objects that neither a retained manifest nor live references.
-	retain(keep int, live []messages.SnapshotRef)
+	// the snapshot objects that neither a retained manifest nor live references; dropped
+	// are the snapshots acked for checkpoints aborted since the last call.
+	retain(keep int, live, dropped []messages.SnapshotRef)
 }

@@ -73,6 +73,7 @@ type job struct {
 	inherited     uint64 // the last id issued before this coordinator took the job
 	staleConfigs  uint64
 	failures      int
+	dropped       []messages.SnapshotRef // acked for checkpoints aborted since the last retention
 	timer         *time.Timer
 }
 
@@ -385,13 +386,17 @@ func (j *job) complete(ctx context.Context, p *pending) {
 	if err := j.b.publishEvent(ctx, ev); err != nil {
 		j.log.Error().Err(err).Uint64("checkpoint", p.id).Msg("cannot publish the completed event")
 	}
-	j.b.retain(j.cfg.Retain, j.liveRefs())
+	j.b.retain(j.cfg.Retain, j.liveRefs(), j.dropped)
+	j.dropped = nil
 	j.log.Info().Uint64("checkpoint", p.id).Uint64("config_version", p.version).Str("duration", j.lastCompleted.Duration).
 		Uint64("bytes", m.Bytes()).Uint64("bytes_written", written).Int("participants", len(p.expected)).Msg("checkpoint completed")
 }
 
 func (j *job) abort(ctx context.Context, p *pending, reason messages.AbortReason, detail string) {
 	j.remove(p)
+	for _, a := range p.acks {
+		j.dropped = append(j.dropped, a.Snapshot)
+	}
 	now := time.Now()
 	j.aborted++
 	if reason.Counted() {

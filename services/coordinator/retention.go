@@ -16,10 +16,20 @@ import (
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
+// fullScanEvery is how often (in passes) retention lists the whole snapshot store to
+// find orphans: objects uploaded for checkpoints whose acks never arrived (an instance
+// that died between upload and ack). Other passes delete only what the manifests they
+// drop and the aborted checkpoints referenced, so their cost does not grow with the
+// number of jobs and objects.
+const fullScanEvery = 20
+
 // retainRequest asks the retention worker for one pass.
 type retainRequest struct {
 	keep int
+	// live are snapshots acked for checkpoints still pending.
 	live []messages.SnapshotRef
+	// dropped are snapshots acked for checkpoints aborted since the last request.
+	dropped []messages.SnapshotRef
 }
 
 // objectStore is what retention needs of the snapshot store.
@@ -28,9 +38,20 @@ type objectStore interface {
 	Delete(ctx context.Context, name string) error
 }
 
-// retain queues a retention pass; a newer request replaces one not yet started.
-func (b *natsBackend) retain(keep int, live []messages.SnapshotRef) {
-	req := retainRequest{keep: keep, live: live}
+// retainer is the retention worker's state, owned by its goroutine.
+type retainer struct {
+	b      *natsBackend
+	store  objectStore
+	passes int
+	// candidates are objects that may be unreferenced, waiting until they are older than
+	// the newest manifest.
+	candidates map[string]bool
+}
+
+// retain queues a retention pass; a newer request replaces one not yet started, keeping
+// its dropped snapshots.
+func (b *natsBackend) retain(keep int, live, dropped []messages.SnapshotRef) {
+	req := retainRequest{keep: keep, live: live, dropped: dropped}
 	for {
 		select {
 		case b.retainCh <- req:
@@ -38,7 +59,8 @@ func (b *natsBackend) retain(keep int, live []messages.SnapshotRef) {
 		default:
 		}
 		select {
-		case <-b.retainCh:
+		case old := <-b.retainCh:
+			req.dropped = append(req.dropped, old.dropped...)
 		default:
 		}
 	}
@@ -46,13 +68,14 @@ func (b *natsBackend) retain(keep int, live []messages.SnapshotRef) {
 
 // runRetention serves retention passes until ctx is done.
 func (b *natsBackend) runRetention(ctx context.Context, store objectStore) {
+	r := &retainer{b: b, store: store, candidates: map[string]bool{}}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case req := <-b.retainCh:
 			pctx, cancel := context.WithTimeout(ctx, time.Minute)
-			manifests, objects, err := b.retainOnce(pctx, store, req)
+			manifests, objects, err := r.pass(pctx, req)
 			cancel()
 			if err != nil {
 				if ctx.Err() == nil {
@@ -67,59 +90,98 @@ func (b *natsBackend) runRetention(ctx context.Context, store objectStore) {
 	}
 }
 
-// retainOnce deletes the manifests beyond the newest req.keep and every snapshot object
-// of the job older than the newest manifest that no retained manifest and no live
-// reference uses. An object shared by several checkpoints (an unchanged snapshot) stays
-// while any retained manifest references it.
-func (b *natsBackend) retainOnce(ctx context.Context, store objectStore, req retainRequest) (manifests, objects int, err error) {
+// pass deletes the manifests beyond the newest req.keep, then every candidate snapshot
+// object — one a deleted manifest or an aborted checkpoint referenced, or on a full scan
+// any object of the job — that is older than the newest manifest and that no retained
+// manifest and no live ack references. An object shared by several checkpoints (an
+// unchanged snapshot) stays while any retained manifest references it.
+func (r *retainer) pass(ctx context.Context, req retainRequest) (manifests, objects int, err error) {
+	b := r.b
+	for _, ref := range req.dropped {
+		r.candidates[ref.Object] = true
+	}
 	ids, err := b.manifestIDs(ctx)
 	if err != nil || len(ids) == 0 {
 		return 0, 0, err
 	}
-	slices.SortFunc(ids, func(a, b uint64) int { return cmp.Compare(b, a) })
+	slices.SortFunc(ids, func(x, y uint64) int { return cmp.Compare(y, x) })
 	keep := min(max(req.keep, 1), len(ids))
 	for _, id := range ids[keep:] {
+		m, err := b.readManifest(ctx, id)
+		if err != nil {
+			return manifests, 0, err
+		}
+		if m != nil {
+			for _, s := range m.Instances {
+				r.candidates[s.Snapshot.Object] = true
+			}
+		}
 		if err := b.manifests.Purge(ctx, cjs.ManifestKey(b.job, id)); err != nil {
 			return manifests, 0, fmt.Errorf("delete manifest %d: %w", id, err)
 		}
 		manifests++
 	}
 	referenced := map[string]bool{}
-	for _, r := range req.live {
-		referenced[r.Object] = true
+	for _, ref := range req.live {
+		referenced[ref.Object] = true
 	}
 	for _, id := range ids[:keep] {
-		e, err := b.manifests.Get(ctx, cjs.ManifestKey(b.job, id))
+		m, err := b.readManifest(ctx, id)
 		if err != nil {
-			return manifests, 0, fmt.Errorf("read retained manifest %d: %w", id, err)
+			return manifests, 0, err
 		}
-		var m messages.Manifest
-		if err := messages.Unmarshal(e.Value(), &m); err != nil {
-			return manifests, 0, fmt.Errorf("retained manifest %d: %w", id, err)
+		if m == nil {
+			continue
 		}
 		for _, s := range m.Instances {
 			referenced[s.Snapshot.Object] = true
 		}
 	}
-	infos, err := store.List(ctx)
-	if errors.Is(err, jetstream.ErrNoObjectsFound) {
-		return manifests, 0, nil
+	if r.passes%fullScanEvery == 0 {
+		infos, err := r.store.List(ctx)
+		if err != nil && !errors.Is(err, jetstream.ErrNoObjectsFound) {
+			return manifests, 0, fmt.Errorf("list snapshots: %w", err)
+		}
+		for _, info := range infos {
+			if _, ok := objectCheckpoint(b.job, info.Name); ok {
+				r.candidates[info.Name] = true
+			}
+		}
 	}
-	if err != nil {
-		return manifests, 0, fmt.Errorf("list snapshots: %w", err)
-	}
+	r.passes++
 	newest := ids[0]
-	for _, info := range infos {
-		id, ok := objectCheckpoint(b.job, info.Name)
-		if !ok || id >= newest || referenced[info.Name] {
+	for name := range r.candidates {
+		id, ok := objectCheckpoint(b.job, name)
+		switch {
+		case !ok || referenced[name]:
+			delete(r.candidates, name)
 			continue
+		case id >= newest:
+			continue // may still be referenced by a checkpoint not yet completed
 		}
-		if err := store.Delete(ctx, info.Name); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
-			return manifests, objects, fmt.Errorf("delete snapshot %s: %w", info.Name, err)
+		if err := r.store.Delete(ctx, name); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+			return manifests, objects, fmt.Errorf("delete snapshot %s: %w", name, err)
 		}
+		delete(r.candidates, name)
 		objects++
 	}
 	return manifests, objects, nil
+}
+
+// readManifest reads manifest id of the job; nil when it is gone.
+func (b *natsBackend) readManifest(ctx context.Context, id uint64) (*messages.Manifest, error) {
+	e, err := b.manifests.Get(ctx, cjs.ManifestKey(b.job, id))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read manifest %d: %w", id, err)
+	}
+	var m messages.Manifest
+	if err := messages.Unmarshal(e.Value(), &m); err != nil {
+		return nil, fmt.Errorf("manifest %d: %w", id, err)
+	}
+	return &m, nil
 }
 
 // manifestIDs lists the checkpoint ids that have a manifest (<job>.<id> keys).
