@@ -1,0 +1,19 @@
+// Package bench measures Cairn end to end on an embedded nats-server and puts every
+// figure next to the raw NATS floor measured in the same run:
+//
+//   - BenchmarkConfigSetApplied: config set→applied (and set→barrier) latency, against a
+//     raw JetStream publish→consume plus a raw request round trip;
+//   - BenchmarkBarrierEmission: |gap between barriers − 100ms| at interval 100ms, against a
+//     Go timer publishing in the same rhythm;
+//   - BenchmarkCheckpoint8x1MiB: trigger→completed for 8 operator runtimes with 1 MiB of
+//     state each, against 8 parallel object-store puts of 1 MiB.
+//
+// Each benchmark reports p50 and p99 in milliseconds, its floor's p50 and p99 and the
+// ratios with b.ReportMetric, and logs a small table. One loop iteration is one sample, so
+// -benchtime=200x gives 200 samples per figure; ns/op is suppressed as meaningless.
+// Nothing is asserted about speed. Run them all (about 1.5 minutes on 2 cores):
+//
+//	go test -run '^$' -bench . -benchtime=200x ./tests/bench/
+//
+// docs/bench.md explains each figure and records measured values.
+package bench
