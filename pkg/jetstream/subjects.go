@@ -28,6 +28,9 @@ func (s Subjects) ConfigSet(job string) string { return s.join("config", "set", 
 // ConfigGet is the subject of get requests for job ("*" for all).
 func (s Subjects) ConfigGet(job string) string { return s.join("config", "get", job) }
 
+// ConfigHistory is the subject of history requests for job ("*" for all).
+func (s Subjects) ConfigHistory(job string) string { return s.join("config", "history", job) }
+
 // ConfigEvents is the subject config events of job are published on ("*" for all).
 func (s Subjects) ConfigEvents(job string) string { return s.join("config", "events", job) }
 

@@ -35,6 +35,18 @@ func NewConfigView(job string, version uint64, c Config, updated time.Time) Conf
 	return v
 }
 
+// ConfigHistory is the JSON reply to cairn.config.history.<job>: the job's config
+// versions, oldest first (at most the newest MaxHistory).
+type ConfigHistory struct {
+	Job      string       `json:"job"`
+	Versions []ConfigView `json:"versions"`
+	// Truncated is true when older versions exist that the reply leaves out.
+	Truncated bool `json:"truncated,omitempty"`
+}
+
+// MaxHistory is the most versions a ConfigHistory reply carries.
+const MaxHistory = 1000
+
 // ErrorBody is the JSON body of every error reply.
 type ErrorBody struct {
 	Error string `json:"error"`

@@ -75,7 +75,7 @@ func (h *harness) startReplica(t *testing.T, log zerolog.Logger) (stop func() er
 	return stop
 }
 
-// waitReplicas waits until n replicas of the service list both endpoints; a replica
+// waitReplicas waits until n replicas of the service list all three endpoints; a replica
 // answers INFO after its endpoints' subscriptions reached the server.
 func (h *harness) waitReplicas(t *testing.T, n int) {
 	t.Helper()
@@ -103,7 +103,7 @@ func (h *harness) waitReplicas(t *testing.T, n int) {
 			if err := json.Unmarshal(m.Data, &info); err != nil {
 				t.Fatalf("INFO reply %s: %v", m.Data, err)
 			}
-			if len(info.Endpoints) == 2 {
+			if len(info.Endpoints) == 3 {
 				ready[info.ID] = true
 			}
 		}

@@ -51,9 +51,9 @@ func fail(req micro.Request, log zerolog.Logger, op string, err error) {
 	}
 }
 
-// respond answers req with the config view as JSON.
-func respond(req micro.Request, log zerolog.Logger, view messages.ConfigView) {
-	if err := req.RespondJSON(view); err != nil {
+// respond answers req with body as JSON.
+func respond(req micro.Request, log zerolog.Logger, body any) {
+	if err := req.RespondJSON(body); err != nil {
 		log.Debug().Err(err).Msg("send reply")
 	}
 }

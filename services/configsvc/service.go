@@ -43,6 +43,7 @@ type publisher interface {
 // lastReader reads the newest message of a subject in the config stream.
 type lastReader interface {
 	GetLastMsgForSubject(ctx context.Context, subject string) (*jetstream.RawStreamMsg, error)
+	GetMsg(ctx context.Context, seq uint64, opts ...jetstream.GetMsgOpt) (*jetstream.RawStreamMsg, error)
 }
 
 // Service is the cairn-config micro service. Create it with New and serve with Run.
@@ -85,7 +86,7 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, stream jetstream.Str
 	}, nil
 }
 
-// Run registers the micro service with its "set" and "get" endpoints and serves until
+// Run registers the micro service with its "set", "get" and "history" endpoints and serves until
 // ctx is done; then it stops the micro service, draining its subscriptions, and returns
 // nil once the server has stopped sending it requests and the handlers that were running
 // have finished. Requests delivered before the stop are still answered while the drain
@@ -109,6 +110,7 @@ func (s *Service) Run(ctx context.Context) error {
 	}{
 		{"set", s.cfg.Subjects.ConfigSet(">"), "merge-patch a job's config; JSON body, msgpack with Content-Type " + messages.ContentTypeMsgpack, s.handleSet},
 		{"get", s.cfg.Subjects.ConfigGet(">"), "the config in force for a job and its version", s.handleGet},
+		{"history", s.cfg.Subjects.ConfigHistory(">"), "every config version of a job, oldest first", s.handleHistory},
 	}
 	for _, e := range endpoints {
 		err := svc.AddEndpoint(e.name, micro.ContextHandler(reqCtx, e.handle),

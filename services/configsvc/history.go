@@ -1,0 +1,59 @@
+package configsvc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/cairn-stream/cairn/pkg/messages"
+)
+
+func (s *Service) handleHistory(ctx context.Context, req micro.Request) {
+	s.handlers.RLock()
+	defer s.handlers.RUnlock()
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	job := strings.TrimPrefix(req.Subject(), s.cfg.Subjects.ConfigHistory(""))
+	log := s.log.With().Str("job", job).Logger()
+	h, err := s.history(ctx, job)
+	if err != nil {
+		fail(req, log, "history", err)
+		return
+	}
+	respond(req, log, h)
+}
+
+// history reads every config event of job from the stream, oldest first, keeping the
+// newest messages.MaxHistory. It walks the subject with direct gets ("the next message on
+// this subject at or after sequence n"), so it needs no consumer.
+func (s *Service) history(ctx context.Context, job string) (messages.ConfigHistory, error) {
+	h := messages.ConfigHistory{Job: job, Versions: []messages.ConfigView{}}
+	if err := messages.ValidateName("job", job); err != nil {
+		return h, err
+	}
+	subject := s.cfg.Subjects.ConfigEvents(job)
+	for seq := uint64(1); ; {
+		gctx, cancel := context.WithTimeout(ctx, opTimeout)
+		msg, err := s.last.GetMsg(gctx, seq, jetstream.WithGetMsgSubject(subject))
+		cancel()
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return h, nil
+		}
+		if err != nil {
+			return h, fmt.Errorf("%w: read the history of %s at sequence %d: %w", ErrUnavailable, subject, seq, err)
+		}
+		var ev messages.ConfigEvent
+		if err := messages.Unmarshal(msg.Data, &ev); err != nil {
+			return h, fmt.Errorf("%w: the config event at stream sequence %d of %s cannot be read: %w", ErrUnavailable, msg.Sequence, subject, err)
+		}
+		h.Versions = append(h.Versions, messages.NewConfigView(job, ev.Version, ev.Config, ev.Time))
+		if len(h.Versions) > messages.MaxHistory {
+			h.Versions, h.Truncated = h.Versions[1:], true
+		}
+		seq = msg.Sequence + 1
+	}
+}
