@@ -43,6 +43,10 @@ type leaseKeeper struct {
 	rev   uint64
 	state leaseState
 	value []byte
+	// seenRev is the revision of another holder's lease last seen, at seenAt: if it has not
+	// changed a TTL later, the holder stopped renewing (and acting, a margin before).
+	seenRev uint64
+	seenAt  time.Time
 }
 
 // renewEvery is how often a held lease is renewed, and margin how long before the
@@ -107,19 +111,33 @@ func (k *leaseKeeper) run(ctx context.Context) {
 	}
 }
 
-// observe reacts to a change of the lease key seen by the watch.
+// observe reacts to a change of the lease key seen by the watch. Every renewal by
+// another holder pushes the take-over attempt a TTL further out.
 func (k *leaseKeeper) observe(ctx context.Context, e jetstream.KeyValueEntry, timer *time.Timer) {
 	if e == nil || k.state.held {
 		return
 	}
 	if e.Operation() != jetstream.KeyValuePut {
+		k.seenRev = 0
 		k.report(ctx, leaseState{})
 		timer.Reset(0)
 		return
 	}
 	var l messages.Lease
-	if messages.Unmarshal(e.Value(), &l) == nil && l.Holder != k.state.holder {
+	if messages.Unmarshal(e.Value(), &l) != nil || l.Holder == k.holder {
+		return
+	}
+	k.seen(e.Revision())
+	if l.Holder != k.state.holder {
 		k.report(ctx, leaseState{holder: l.Holder})
+	}
+	timer.Reset(k.ttl)
+}
+
+// seen records another holder's lease revision, timing it from its first sighting.
+func (k *leaseKeeper) seen(rev uint64) {
+	if rev != k.seenRev {
+		k.seenRev, k.seenAt = rev, time.Now()
 	}
 }
 
@@ -130,16 +148,29 @@ func (k *leaseKeeper) step(ctx context.Context) time.Duration {
 	defer cancel()
 	var rev uint64
 	var err error
-	if k.state.held {
+	switch {
+	case k.state.held:
 		rev, err = k.kv.Update(cctx, k.key, k.value, k.rev)
-	} else {
+	case k.seenRev != 0 && time.Since(k.seenAt) >= k.ttl:
+		// The holder has not renewed for a TTL: it stopped acting a margin ago. Take the
+		// lease from the revision last seen, without waiting for the server to expire it;
+		// the compare-and-set fails if the holder renewed after all.
+		rev, err = k.kv.Update(cctx, k.key, k.value, k.seenRev)
+		k.seenRev = 0
+		if err == nil {
+			k.log.Info().Msg("took over a lease its holder stopped renewing")
+		}
+	default:
 		rev, err = k.kv.Create(cctx, k.key, k.value)
 	}
 	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists) {
 		// A write of ours whose reply was lost (a timeout across a reconnect) may have
-		// landed after all. If the key still names this coordinator, adopt its revision.
-		if mine, r := k.mine(cctx); mine {
+		// landed after all: if the key still names this coordinator, adopt its revision.
+		// Otherwise note the other holder's revision.
+		if holder, r, ok := k.current(cctx); ok && holder == k.holder {
 			rev, err = k.kv.Update(cctx, k.key, k.value, r)
+		} else if ok && !k.state.held {
+			k.seen(r)
 		}
 	}
 	switch {
@@ -154,22 +185,29 @@ func (k *leaseKeeper) step(ctx context.Context) time.Duration {
 	case k.state.held:
 		k.log.Warn().Err(err).Msg("lease renewal failed; retrying")
 		return max(min(k.renewEvery()/4, time.Until(k.state.validUntil)), 10*time.Millisecond)
+	case errors.Is(err, jetstream.ErrKeyExists) && k.seenRev != 0:
+		return max(time.Until(k.seenAt.Add(k.ttl)), 0)
 	case errors.Is(err, jetstream.ErrKeyExists):
 		return k.ttl / 2
+	case errors.Is(err, jetstream.ErrKeyRevisionMismatch):
+		return 0 // the lease moved on or expired: try again at once
 	default:
 		k.log.Debug().Err(err).Msg("cannot take the lease yet")
 		return k.renewEvery()
 	}
 }
 
-// mine reports whether the lease key names this coordinator, and its revision.
-func (k *leaseKeeper) mine(ctx context.Context) (bool, uint64) {
+// current reads who holds the lease and at which revision; ok is false when it cannot tell.
+func (k *leaseKeeper) current(ctx context.Context) (holder string, rev uint64, ok bool) {
 	e, err := k.kv.Get(ctx, k.key)
 	if err != nil {
-		return false, 0
+		return "", 0, false
 	}
 	var l messages.Lease
-	return messages.Unmarshal(e.Value(), &l) == nil && l.Holder == k.holder, e.Revision()
+	if messages.Unmarshal(e.Value(), &l) != nil {
+		return "", 0, false
+	}
+	return l.Holder, e.Revision(), true
 }
 
 // release deletes the lease if held, so a standby takes it at once.
