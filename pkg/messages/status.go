@@ -50,6 +50,8 @@ type PendingCheckpoint struct {
 	Deadline      time.Time `json:"deadline"`
 	Expected      []string  `json:"expected"`
 	Acked         []string  `json:"acked"`
+	// Resent counts how often the barrier was sent again to instances that had not acked.
+	Resent int `json:"resent,omitempty"`
 }
 
 // CompletedCheckpoint summarises a completed checkpoint.

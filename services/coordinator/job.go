@@ -40,6 +40,8 @@ type pending struct {
 	timeout     time.Duration
 	expected    map[string]string // instance → incarnation at trigger time
 	acks        map[string]*messages.Ack
+	barrier     *messages.Barrier
+	resent      int
 }
 
 // job owns one job's coordination state. Only run's goroutine touches the fields below
@@ -208,6 +210,7 @@ func (j *job) register(ctx context.Context, r regUpdate) {
 	}
 	old, had := j.instances[r.instance]
 	if old == r.incarnation {
+		j.resend(r.instance, r.incarnation)
 		return
 	}
 	if r.incarnation == "" {
@@ -308,9 +311,34 @@ func (j *job) trigger(ctx context.Context, now time.Time) {
 		j.log.Error().Err(err).Uint64("checkpoint", id).Msg("cannot send the barrier; retrying with a new id")
 		return
 	}
+	p.barrier = b
 	j.pending = append(j.pending, p)
 	j.lastTrigger, j.retryAt = now, time.Time{}
 	j.log.Info().Uint64("checkpoint", id).Uint64("config_version", j.version).Strs("participants", p.participants()).Msg("barrier sent")
+}
+
+// resendAfter is how long a checkpoint waits for an instance's ack before a heartbeat of
+// that instance makes the coordinator send its barrier again.
+const resendAfter = 250 * time.Millisecond
+
+// resend sends again the barrier of every pending checkpoint that still waits for the
+// instance, when the instance announces itself (a heartbeat, or the re-registration right
+// after a reconnect). Barriers are core NATS messages: one sent while the instance was
+// cut off (a NATS restart) is lost, and the checkpoint would otherwise wait for its
+// timeout. Instances ignore barriers they have already handled.
+func (j *job) resend(instance, incarnation string) {
+	for _, p := range j.pending {
+		_, acked := p.acks[instance]
+		if acked || p.expected[instance] != incarnation || time.Since(p.triggeredAt) < resendAfter {
+			continue
+		}
+		if err := j.b.sendBarrier(p.barrier); err != nil {
+			j.log.Warn().Err(err).Uint64("checkpoint", p.id).Msg("cannot send the barrier again")
+			continue
+		}
+		p.resent++
+		j.log.Debug().Uint64("checkpoint", p.id).Str("instance", instance).Msg("barrier sent again: the instance has not acked")
+	}
 }
 
 func (j *job) handleAck(ctx context.Context, a *messages.Ack) {

@@ -448,3 +448,36 @@ func TestRegistrationSyncDropsVanishedInstances(t *testing.T) {
 		}
 	})
 }
+
+func TestHeartbeatOfAWaitedForInstanceResendsTheBarrier(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, "a", "b")
+		defer h.stop()
+		h.config(1, func(c *messages.Config) { c.Interval, c.Timeout = s, time.Hour })
+		h.at(s)
+		h.ack(1, "", "a")
+		// b's heartbeat right after the trigger: too early to resend.
+		h.j.regs <- regUpdate{instance: "b", incarnation: "inc-b"}
+		synctest.Wait()
+		h.wantBarriers(s)
+		// b re-announces itself later (after a reconnect): it may have missed the barrier.
+		h.at(2 * s)
+		h.j.regs <- regUpdate{instance: "b", incarnation: "inc-b"}
+		synctest.Wait()
+		h.wantBarriers(s, 2*s)
+		if sent := h.f.sent(); sent[1].b != sent[0].b {
+			t.Fatalf("resent %+v, want the same barrier %+v", sent[1].b, sent[0].b)
+		}
+		// a acked already: its heartbeat resends nothing.
+		h.j.regs <- regUpdate{instance: "a", incarnation: "inc-a"}
+		synctest.Wait()
+		h.wantBarriers(s, 2*s)
+		if st := h.status(); st.Pending[0].Resent != 1 {
+			t.Fatalf("resent %d, want 1", st.Pending[0].Resent)
+		}
+		h.ack(1, "", "b")
+		if len(h.f.manifests) != 1 {
+			t.Fatal("checkpoint did not complete after the resent barrier was acked")
+		}
+	})
+}

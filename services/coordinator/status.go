@@ -53,7 +53,7 @@ func (j *job) view(now time.Time) messages.Status {
 		slices.Sort(acked)
 		st.Pending = append(st.Pending, messages.PendingCheckpoint{
 			ID: p.id, ConfigVersion: p.version, TriggeredAt: p.triggeredAt.UTC(), Deadline: p.deadline.UTC(),
-			Expected: p.participants(), Acked: acked,
+			Expected: p.participants(), Acked: acked, Resent: p.resent,
 		})
 	}
 	return st

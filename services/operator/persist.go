@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -203,6 +204,41 @@ func (r *Runtime) publishAck(log zerolog.Logger, ack *messages.Ack) {
 	if err := r.nc.Publish(r.cfg.Subjects.Ack(r.cfg.Job), data); err != nil {
 		log.Error().Err(err).Str("kind", ack.Kind.String()).Msg("publish ack")
 	}
+	r.acks.add(ack.CheckpointID, data)
+}
+
+// recentAcks remembers the last acks and declines sent, so that a barrier the coordinator
+// sends again (its ack was lost, e.g. across a NATS restart) is answered again. A mutex
+// guards it: the persister adds, the processing goroutine reads.
+type recentAcks struct {
+	mu   sync.Mutex
+	ids  []uint64
+	data map[uint64][]byte
+}
+
+// keptAcks is how many acks recentAcks remembers: as many as checkpoints can be pending.
+const keptAcks = messages.MaxMaxConcurrent
+
+func (a *recentAcks) add(id uint64, data []byte) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.data == nil {
+		a.data = map[uint64][]byte{}
+	}
+	if _, ok := a.data[id]; !ok {
+		a.ids = append(a.ids, id)
+	}
+	a.data[id] = data
+	for len(a.ids) > keptAcks {
+		delete(a.data, a.ids[0])
+		a.ids = a.ids[1:]
+	}
+}
+
+func (a *recentAcks) get(id uint64) []byte {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.data[id]
 }
 
 // decline tells the coordinator this instance cannot snapshot checkpoint id.

@@ -88,6 +88,15 @@ func (r *Runtime) barrier(st *loopState, msg *nats.Msg) {
 	}
 	log := r.log.With().Uint64("checkpoint", b.CheckpointID).Logger()
 	if b.CheckpointID <= st.lastBarrier {
+		// The coordinator sends a barrier again when it lacks this instance's ack: answer
+		// with the ack already sent, if it is still remembered (and not still being stored).
+		if data := r.acks.get(b.CheckpointID); data != nil {
+			if err := r.nc.Publish(r.cfg.Subjects.Ack(r.cfg.Job), data); err != nil {
+				log.Warn().Err(err).Msg("publish ack again")
+			}
+			log.Debug().Msg("barrier seen before: ack sent again")
+			return
+		}
 		log.Debug().Uint64("last_barrier", st.lastBarrier).Msg("old barrier ignored")
 		return
 	}

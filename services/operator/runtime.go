@@ -64,6 +64,7 @@ type Runtime struct {
 
 	position atomic.Uint64
 	stats    counters
+	acks     recentAcks
 }
 
 // doRequest asks the processing goroutine to run fn and close done.

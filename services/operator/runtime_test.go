@@ -46,8 +46,12 @@ func TestSnapshotOnBarrier(t *testing.T) {
 		t.Fatalf("positions %v, want {%s: %d}", ack.Positions, cjs.InputStream, last)
 	}
 
-	// A repeated or older barrier is ignored; the next new one is answered.
+	// A repeated barrier (the coordinator lacks the ack) is answered with the same ack;
+	// the next new one with a new snapshot.
 	e.barrier(1)
+	if again := e.nextAck(); again.CheckpointID != 1 || again.Snapshot != ack.Snapshot || again.Incarnation != ack.Incarnation {
+		t.Fatalf("ack to a repeated barrier %+v, want the first ack %+v", again, ack)
+	}
 	last = e.publishEvents("counter-0", totals, event{"d", 4})
 	waitPosition(t, r.rt, last)
 	if ack := e.checkpoint(2); ack.Positions[cjs.InputStream] != last {

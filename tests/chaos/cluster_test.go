@@ -1,0 +1,269 @@
+package chaos
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// binaries are the programs the harness runs.
+type binaries struct {
+	cairn      string
+	natsServer string
+}
+
+// buildBinaries builds ./cmd/cairn and a static nats-server (the version go.mod requires)
+// into dir, both at once.
+func buildBinaries(t *testing.T, dir string) binaries {
+	t.Helper()
+	root, err := filepath.Abs(filepath.Join("..", ".."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := binaries{cairn: filepath.Join(dir, "cairn"), natsServer: filepath.Join(dir, "nats-server")}
+	builds := []struct {
+		out, pkg string
+		env      []string
+	}{
+		{b.cairn, "./cmd/cairn", nil},
+		{b.natsServer, "github.com/nats-io/nats-server/v2", []string{"CGO_ENABLED=0"}},
+	}
+	errs := make([]error, len(builds))
+	var wg sync.WaitGroup
+	for i, bd := range builds {
+		wg.Go(func() {
+			cmd := exec.Command("go", "build", "-o", bd.out, bd.pkg)
+			cmd.Dir = root
+			cmd.Env = append(os.Environ(), bd.env...)
+			if out, err := cmd.CombinedOutput(); err != nil {
+				errs[i] = fmt.Errorf("go build %s: %w\n%s", bd.pkg, err, out)
+			}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// freePort returns a TCP port on 127.0.0.1 that was free a moment ago. The nats-server
+// keeps it across its restart, so clients find it again at the same URL.
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// cluster is the set of processes under test.
+type cluster struct {
+	t   *testing.T
+	url string
+
+	nats      *proc
+	configsvc *proc
+	coords    []*proc
+	ops       []*proc // ops[i] runs instance instanceName(i)
+
+	stopping chan struct{} // closed when the harness stops everything
+
+	mu        sync.Mutex
+	stopped   bool     // stopping is closed; no restart may be scheduled
+	pending   int      // restarts scheduled and not yet done
+	surprises []string // exits the harness did not cause
+}
+
+// instanceName is the id of the i-th operator instance.
+func instanceName(i int) string { return fmt.Sprintf("counter-%d", i) }
+
+// serviceEnv is the environment of the cairn processes: the test's own, without any NATS,
+// Cairn or log settings it may carry, plus the server's URL and LOG_LEVEL=info.
+func serviceEnv(url string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(k, "NATS_") || strings.HasPrefix(k, "CAIRN_") || k == "LOG_LEVEL" {
+			continue
+		}
+		env = append(env, kv)
+	}
+	return append(env, "NATS_URL="+url, "LOG_LEVEL=info")
+}
+
+// startCluster starts the nats-server (JetStream, file store in storeDir) and every Cairn
+// process; each process logs to its own file in logDir.
+func startCluster(t *testing.T, bins binaries, logDir, storeDir string) *cluster {
+	t.Helper()
+	port := freePort(t)
+	c := &cluster{t: t, url: "nats://127.0.0.1:" + strconv.Itoa(port), stopping: make(chan struct{})}
+	mk := func(name, bin string, env []string, args ...string) *proc {
+		p, err := newProc(name, filepath.Join(logDir, strings.ReplaceAll(name, " ", "-")+".log"), bin, env, args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.onExit = c.surprised
+		return p
+	}
+	env := serviceEnv(c.url)
+	conf := filepath.Join(logDir, "nats-server.conf")
+	if err := os.WriteFile(conf, natsConfig(port, storeDir), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c.nats = mk("nats-server", bins.natsServer, os.Environ(), "-c", conf)
+	c.configsvc = mk("configsvc", bins.cairn, env, "configsvc")
+	for i := range 2 {
+		c.coords = append(c.coords, mk(fmt.Sprintf("coordinator-%d", i), bins.cairn, env, "coordinator"))
+	}
+	for i := range instances {
+		c.ops = append(c.ops, mk("operator "+instanceName(i), bins.cairn, env,
+			"operator", "--job", job, "--instance", instanceName(i), "--output", subjects.Output(job, instanceName(i))))
+	}
+	t.Cleanup(c.stop)
+	for _, p := range c.all() {
+		if err := p.start(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return c
+}
+
+// natsConfig is the nats-server's config: one server on 127.0.0.1:port with JetStream
+// storing in storeDir, capped so that a runaway run cannot fill the disk. Restarts use the
+// same file, so the same port and store.
+func natsConfig(port int, storeDir string) []byte {
+	return fmt.Appendf(nil, `server_name: cairn-chaos
+listen: "127.0.0.1:%d"
+jetstream {
+  store_dir: %q
+  max_memory_store: 256MB
+  max_file_store: 2GB
+}
+`, port, storeDir)
+}
+
+// all returns every process, the nats-server first.
+func (c *cluster) all() []*proc {
+	ps := []*proc{c.nats, c.configsvc}
+	ps = append(ps, c.coords...)
+	return append(ps, c.ops...)
+}
+
+// surprised records an exit the harness did not cause and restarts the process, so that
+// the run goes on; the test fails at the end.
+func (c *cluster) surprised(p *proc, err error) {
+	c.mu.Lock()
+	c.surprises = append(c.surprises, fmt.Sprintf("%s exited on its own at %s: %v", p.name, clock(time.Now()), err))
+	c.mu.Unlock()
+	c.restartAfter(p, time.Second)
+}
+
+// restartAfter starts p again after delay, on its own goroutine, unless the harness is
+// stopping by then.
+func (c *cluster) restartAfter(p *proc, delay time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stopped {
+		return
+	}
+	c.pending++
+	go func() {
+		err := c.restart(p, delay)
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		c.pending--
+		if err != nil {
+			c.surprises = append(c.surprises, fmt.Sprintf("restart %s: %v", p.name, err))
+		}
+	}()
+}
+
+func (c *cluster) restart(p *proc, delay time.Duration) error {
+	t := time.NewTimer(delay)
+	defer t.Stop()
+	select {
+	case <-c.stopping:
+		return nil
+	case <-t.C:
+	}
+	return p.start()
+}
+
+// waitRestarts waits until no restart is pending.
+func (c *cluster) waitRestarts(ctx context.Context) error {
+	return poll(ctx, 10*time.Millisecond, "the pending restarts", func() (bool, error) {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.pending == 0, nil
+	})
+}
+
+// unexpected returns the exits the harness did not cause, so far.
+func (c *cluster) unexpected() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.surprises)
+}
+
+// stop stops every process: the Cairn services with SIGTERM (they must drain and exit 0),
+// then the nats-server. On failure it prints the tail of every log and keeps the logs.
+func (c *cluster) stop() {
+	c.mu.Lock()
+	if c.stopped {
+		c.mu.Unlock()
+		return
+	}
+	c.stopped = true
+	close(c.stopping)
+	c.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.waitRestarts(ctx); err != nil {
+		c.t.Errorf("stopping: %v", err)
+	}
+	services := c.all()[1:]
+	errs := make([]error, len(services))
+	var wg sync.WaitGroup
+	for i, p := range services {
+		wg.Go(func() { errs[i] = p.terminate(20 * time.Second) })
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			c.t.Errorf("stopping the services: %v", err)
+		}
+	}
+	if err := c.nats.terminate(10 * time.Second); err != nil {
+		c.t.Logf("stopping the nats-server: %v", err)
+	}
+	if c.t.Failed() {
+		for _, p := range c.all() {
+			c.t.Logf("--- last lines of %s (%s):\n%s", p.name, p.logPath, p.tail(25))
+		}
+	}
+	for _, p := range c.all() {
+		p.close()
+	}
+}
+
+// waitNATS waits until the nats-server accepts JetStream requests on conn.
+func waitNATS(ctx context.Context, ready func(context.Context) error) error {
+	return poll(ctx, 20*time.Millisecond, "nats-server ready", func() (bool, error) {
+		rctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		return ready(rctx) == nil, nil
+	})
+}

@@ -1,0 +1,317 @@
+package chaos
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/messages"
+)
+
+// barrierSeen is a barrier as the observer received it.
+type barrierSeen struct {
+	at          time.Time
+	id          uint64
+	version     uint64 // from the Cairn-Config-Version header
+	coordinator string
+}
+
+// eventSeen is a checkpoint event as the observer received it live.
+type eventSeen struct {
+	at time.Time
+	ev messages.CheckpointEvent
+}
+
+// observer watches the job from the harness's own connection, which reconnects forever:
+// every barrier on cairn.barrier.<job>, every ack on cairn.ack.<job> and every checkpoint
+// event published on cairn.checkpoints.<job>.>. All are core subscriptions, so what is published while the
+// nats-server is down is not seen here; the stored checkpoint events are read back from
+// their stream at the end.
+type observer struct {
+	nc *nats.Conn
+	js jetstream.JetStream
+
+	mu       sync.Mutex
+	barriers []barrierSeen
+	events   []eventSeen
+	answers  map[string]map[uint64]bool // instance → checkpoint ids it acked or declined
+	problems []string                   // malformed barriers, acks or events
+	changed  chan struct{}              // closed and replaced whenever a barrier or event arrives
+}
+
+// newObserver subscribes on nc; the subscriptions reach the server once nc is connected.
+func newObserver(nc *nats.Conn) (*observer, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	o := &observer{nc: nc, js: js, changed: make(chan struct{}), answers: map[string]map[uint64]bool{}}
+	if _, err := nc.Subscribe(subjects.Barrier(job), o.onBarrier); err != nil {
+		return nil, err
+	}
+	if _, err := nc.Subscribe(subjects.Ack(job), o.onAck); err != nil {
+		return nil, err
+	}
+	if _, err := nc.Subscribe(subjects.CheckpointEvent(job, "*"), o.onEvent); err != nil {
+		return nil, err
+	}
+	return o, nil
+}
+
+func (o *observer) onBarrier(m *nats.Msg) {
+	at := time.Now()
+	var b messages.Barrier
+	err := messages.Unmarshal(m.Data, &b)
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if err != nil {
+		o.problems = append(o.problems, fmt.Sprintf("barrier not decodable: %v", err))
+		return
+	}
+	hid, herr := strconv.ParseUint(m.Header.Get(messages.HeaderCheckpointID), 10, 64)
+	hver, verr := strconv.ParseUint(m.Header.Get(messages.HeaderConfigVersion), 10, 64)
+	if herr != nil || verr != nil || hid != b.CheckpointID || hver != b.ConfigVersion {
+		o.problems = append(o.problems, fmt.Sprintf("barrier %d (config version %d) has headers %s=%q %s=%q",
+			b.CheckpointID, b.ConfigVersion, messages.HeaderCheckpointID, m.Header.Get(messages.HeaderCheckpointID),
+			messages.HeaderConfigVersion, m.Header.Get(messages.HeaderConfigVersion)))
+	}
+	o.barriers = append(o.barriers, barrierSeen{at: at, id: b.CheckpointID, version: hver, coordinator: b.Coordinator})
+	o.notify()
+}
+
+func (o *observer) onAck(m *nats.Msg) {
+	var a messages.Ack
+	err := messages.Unmarshal(m.Data, &a)
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if err != nil {
+		o.problems = append(o.problems, fmt.Sprintf("ack not decodable: %v", err))
+		return
+	}
+	if o.answers[a.Instance] == nil {
+		o.answers[a.Instance] = map[uint64]bool{}
+	}
+	o.answers[a.Instance][a.CheckpointID] = true
+}
+
+// answered reports whether instance acked or declined checkpoint id.
+func (o *observer) answered(instance string, id uint64) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.answers[instance][id]
+}
+
+func (o *observer) onEvent(m *nats.Msg) {
+	at := time.Now()
+	var e messages.CheckpointEvent
+	err := messages.Unmarshal(m.Data, &e)
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if err != nil {
+		o.problems = append(o.problems, fmt.Sprintf("checkpoint event on %s not decodable: %v", m.Subject, err))
+		return
+	}
+	o.events = append(o.events, eventSeen{at: at, ev: e})
+	o.notify()
+}
+
+// notify wakes the waiters; o.mu is held.
+func (o *observer) notify() {
+	close(o.changed)
+	o.changed = make(chan struct{})
+}
+
+// wait waits until found (called with o.mu held) reports true.
+func (o *observer) wait(ctx context.Context, what string, found func() bool) error {
+	for {
+		o.mu.Lock()
+		ok, ch := found(), o.changed
+		o.mu.Unlock()
+		if ok {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %s: %w", what, ctx.Err())
+		}
+	}
+}
+
+// barrierAfter waits for the first barrier received after t from a coordinator other
+// than not (a barrier the killed holder sent just before dying may still be in flight).
+func (o *observer) barrierAfter(ctx context.Context, t time.Time, not string) (barrierSeen, error) {
+	var got barrierSeen
+	err := o.wait(ctx, "a barrier after "+clock(t), func() bool {
+		for i := len(o.barriers) - 1; i >= 0 && o.barriers[i].at.After(t); i-- {
+			if b := o.barriers[i]; b.coordinator != not {
+				got = b
+			}
+		}
+		return got.id != 0
+	})
+	return got, err
+}
+
+// waitBarriers waits until more than n barriers have been seen.
+func (o *observer) waitBarriers(ctx context.Context, n int) error {
+	return o.wait(ctx, "the next barrier", func() bool { return len(o.barriers) > n })
+}
+
+// lastBarrier returns the newest barrier received before t.
+func (o *observer) lastBarrier(t time.Time) (barrierSeen, bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for i := len(o.barriers) - 1; i >= 0; i-- {
+		if !o.barriers[i].at.After(t) {
+			return o.barriers[i], true
+		}
+	}
+	return barrierSeen{}, false
+}
+
+// barrierCount returns how many barriers have been seen.
+func (o *observer) barrierCount() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return len(o.barriers)
+}
+
+// completedAfter waits for a completed checkpoint triggered after t.
+func (o *observer) completedAfter(ctx context.Context, t time.Time) (eventSeen, error) {
+	var got eventSeen
+	err := o.wait(ctx, "a checkpoint triggered after "+clock(t)+" to complete", func() bool {
+		for _, e := range o.events {
+			if e.ev.Outcome == messages.Completed && e.ev.TriggeredAt.After(t) {
+				got = e
+				return true
+			}
+		}
+		return false
+	})
+	return got, err
+}
+
+// seen returns copies of the barriers received and of the problems found.
+func (o *observer) seen() ([]barrierSeen, []string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return slices.Clone(o.barriers), slices.Clone(o.problems)
+}
+
+// errRetry marks a reply worth asking again for: no responder yet, a timeout, or 503.
+var errRetry = errors.New("retry")
+
+// request sends a request once; a reply with an error code other than 503 is an error.
+func (o *observer) request(subject string, body []byte, timeout time.Duration) (*nats.Msg, error) {
+	m, err := o.nc.Request(subject, body, timeout)
+	switch {
+	case errors.Is(err, nats.ErrNoResponders), errors.Is(err, nats.ErrTimeout):
+		return nil, fmt.Errorf("%w: %w", errRetry, err)
+	case err != nil:
+		return nil, fmt.Errorf("%w: %s: %w", errRetry, subject, err)
+	}
+	switch code := m.Header.Get("Nats-Service-Error-Code"); code {
+	case "":
+		return m, nil
+	case "503":
+		return nil, fmt.Errorf("%w: %s answered 503: %s", errRetry, subject, m.Data)
+	default:
+		return nil, fmt.Errorf("%s answered %s: %s", subject, code, m.Data)
+	}
+}
+
+// requestJSON asks until a reply decodes into v, retrying what is worth retrying, until
+// ctx ends; it returns how many attempts it took.
+func (o *observer) requestJSON(ctx context.Context, subject string, body []byte, v any) (int, error) {
+	attempts := 0
+	var last error
+	err := poll(ctx, 100*time.Millisecond, "a reply on "+subject, func() (bool, error) {
+		attempts++
+		m, err := o.request(subject, body, 2*time.Second)
+		if errors.Is(err, errRetry) {
+			last = err
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		if err := json.Unmarshal(m.Data, v); err != nil {
+			return false, fmt.Errorf("reply %q: %w", m.Data, err)
+		}
+		return true, nil
+	})
+	if err != nil && last != nil {
+		err = fmt.Errorf("%w (last attempt: %w)", err, last)
+	}
+	return attempts, err
+}
+
+// status asks a coordinator for the job's status.
+func (o *observer) status(ctx context.Context) (messages.Status, error) {
+	var st messages.Status
+	_, err := o.requestJSON(ctx, subjects.Status(job), nil, &st)
+	return st, err
+}
+
+// operatorState asks an operator instance for its state.
+func (o *observer) operatorState(ctx context.Context, instance string) (messages.OperatorState, error) {
+	var st messages.OperatorState
+	_, err := o.requestJSON(ctx, subjects.OperatorState(job, instance), nil, &st)
+	return st, err
+}
+
+// ready reports whether the nats-server answers JetStream requests.
+func (o *observer) ready(ctx context.Context) error {
+	_, err := o.js.AccountInfo(ctx)
+	return err
+}
+
+// readStream returns the messages stored in stream on filter, in stream order.
+func (o *observer) readStream(ctx context.Context, stream, filter string) ([]jetstream.Msg, error) {
+	st, err := o.js.Stream(ctx, stream)
+	if err != nil {
+		return nil, err
+	}
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(filter))
+	if err != nil {
+		return nil, err
+	}
+	var total uint64
+	for _, n := range info.State.Subjects {
+		total += n
+	}
+	if total == 0 {
+		return nil, nil
+	}
+	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}})
+	if err != nil {
+		return nil, err
+	}
+	it, err := cons.Messages()
+	if err != nil {
+		return nil, err
+	}
+	defer it.Stop()
+	out := make([]jetstream.Msg, 0, total)
+	for uint64(len(out)) < total {
+		m, err := it.Next(jetstream.NextContext(ctx))
+		if err != nil {
+			return nil, fmt.Errorf("read %s (%s) after %d of %d messages: %w", stream, filter, len(out), total, err)
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}
+
+// subjects are the default-prefix subjects the processes use.
+var subjects = cjs.Subjects{}

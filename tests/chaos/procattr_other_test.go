@@ -1,0 +1,8 @@
+//go:build !linux
+
+package chaos
+
+import "syscall"
+
+// sysProcAttr has nothing to add outside Linux; the test's cleanup stops the children.
+func sysProcAttr() *syscall.SysProcAttr { return nil }
