@@ -61,7 +61,11 @@ func TestCheckBarriers(t *testing.T) {
 	at := time.Now()
 	b := func(id, version uint64) barrierSeen {
 		at = at.Add(100 * time.Millisecond)
-		return barrierSeen{at: at, id: id, version: version, coordinator: "c"}
+		return barrierSeen{at: at, id: id, version: version, coordinator: "c", triggered: time.Unix(int64(id), 0)}
+	}
+	reissued := func(x barrierSeen) barrierSeen {
+		x.coordinator = "another"
+		return x
 	}
 	tests := []struct {
 		name     string
@@ -69,7 +73,8 @@ func TestCheckBarriers(t *testing.T) {
 		want     []string // a substring of each problem, in order
 	}{
 		{name: "increasing with a gap", barriers: []barrierSeen{b(1, 0), b(2, 1), b(5, 1), b(6, 2)}},
-		{name: "repeated id", barriers: []barrierSeen{b(1, 1), b(2, 1), b(2, 1)}, want: []string{"received twice", "received after"}},
+		{name: "retransmission", barriers: []barrierSeen{b(1, 1), b(2, 1), b(2, 1), b(3, 1)}},
+		{name: "id issued twice", barriers: []barrierSeen{b(1, 1), b(2, 1), reissued(b(2, 1))}, want: []string{"issued twice", "received after"}},
 		{name: "reordered", barriers: []barrierSeen{b(1, 1), b(3, 1), b(2, 1)}, want: []string{"received after"}},
 		{name: "version goes back", barriers: []barrierSeen{b(1, 2), b(2, 1)}, want: []string{"after barrier 1 carried 2"}},
 		{name: "unknown version", barriers: []barrierSeen{b(1, 3)}, want: []string{"stream ends at 2"}},

@@ -23,6 +23,7 @@ type barrierSeen struct {
 	id          uint64
 	version     uint64 // from the Cairn-Config-Version header
 	coordinator string
+	triggered   time.Time
 }
 
 // eventSeen is a checkpoint event as the observer received it live.
@@ -84,7 +85,7 @@ func (o *observer) onBarrier(m *nats.Msg) {
 			b.CheckpointID, b.ConfigVersion, messages.HeaderCheckpointID, m.Header.Get(messages.HeaderCheckpointID),
 			messages.HeaderConfigVersion, m.Header.Get(messages.HeaderConfigVersion)))
 	}
-	o.barriers = append(o.barriers, barrierSeen{at: at, id: b.CheckpointID, version: hver, coordinator: b.Coordinator})
+	o.barriers = append(o.barriers, barrierSeen{at: at, id: b.CheckpointID, version: hver, coordinator: b.Coordinator, triggered: b.TriggeredAt})
 	o.notify()
 }
 

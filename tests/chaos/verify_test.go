@@ -63,33 +63,37 @@ func checkOutputs(instance string, values []int64, outputs []operator.KeyUpdate)
 }
 
 // checkBarriers checks the barriers in the order they were received: ids strictly
-// increasing (so never repeated; ids missing while NATS was down are fine), config
+// increasing (so never issued twice; ids missing while NATS was down are fine), config
 // versions never decreasing and each one a version the config stream holds (or 0, the
-// defaults).
+// defaults). A barrier sent again — the same id, coordinator and trigger time, re-sent to
+// an instance the checkpoint still waits for — is a retransmission, not a new issue of the
+// id; it is skipped.
 func checkBarriers(bs []barrierSeen, lastVersion uint64) []string {
 	var problems []string
 	seen := map[uint64]int{}
-	for i, b := range bs {
+	var prev *barrierSeen
+	for i := range bs {
+		b := &bs[i]
 		if j, ok := seen[b.id]; ok {
-			problems = append(problems, fmt.Sprintf("barrier id %d received twice: #%d from %s at %s and #%d from %s at %s",
-				b.id, j, bs[j].coordinator, clock(bs[j].at), i, b.coordinator, clock(b.at)))
+			if first := bs[j]; first.coordinator == b.coordinator && first.triggered.Equal(b.triggered) {
+				continue
+			}
+			problems = append(problems, fmt.Sprintf("barrier id %d issued twice: #%d from %s triggered at %s and #%d from %s triggered at %s",
+				b.id, j, bs[j].coordinator, clock(bs[j].triggered), i, b.coordinator, clock(b.triggered)))
 		}
 		seen[b.id] = i
 		if b.version > lastVersion {
 			problems = append(problems, fmt.Sprintf("barrier %d carries config version %d; the config stream ends at %d", b.id, b.version, lastVersion))
 		}
-		if i == 0 {
-			continue
-		}
-		prev := bs[i-1]
-		if b.id <= prev.id {
+		if prev != nil && b.id <= prev.id {
 			problems = append(problems, fmt.Sprintf("barrier id %d (from %s at %s) received after barrier %d (from %s at %s)",
 				b.id, b.coordinator, clock(b.at), prev.id, prev.coordinator, clock(prev.at)))
 		}
-		if b.version < prev.version {
+		if prev != nil && b.version < prev.version {
 			problems = append(problems, fmt.Sprintf("barrier %d carries config version %d after barrier %d carried %d",
 				b.id, b.version, prev.id, prev.version))
 		}
+		prev = b
 	}
 	return problems
 }
