@@ -3,7 +3,6 @@ package bench
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"testing"
 	"time"
 
@@ -122,18 +121,7 @@ func (c *cluster) startOperator(instance string, m operator.Machine) *operator.R
 // returns the error code of an error reply ("" for success) and decodes a success into out.
 func (c *cluster) request(subject, body string, out any) string {
 	c.b.Helper()
-	var reply *nats.Msg
-	natstest.Eventually(c.b, waitTimeout, "no responder on "+subject, func() bool {
-		m, err := c.nc.Request(subject, []byte(body), 5*time.Second)
-		if errors.Is(err, nats.ErrNoResponders) {
-			return false
-		}
-		if err != nil {
-			c.b.Fatalf("request %s: %v", subject, err)
-		}
-		reply = m
-		return true
-	})
+	reply := natstest.Request(c.b, c.nc, subject, []byte(body), waitTimeout)
 	if code := reply.Header.Get(micro.ErrorCodeHeader); code != "" {
 		return code
 	}

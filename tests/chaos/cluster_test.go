@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/cairn-stream/cairn/internal/natstest"
 )
 
 // binaries are the programs the harness runs.
@@ -57,18 +58,6 @@ func buildBinaries(t *testing.T, dir string) binaries {
 	return b
 }
 
-// freePort returns a TCP port on 127.0.0.1 that was free a moment ago. The nats-server
-// keeps it across its restart, so clients find it again at the same URL.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // cluster is the set of processes under test.
 type cluster struct {
 	t   *testing.T
@@ -108,7 +97,7 @@ func serviceEnv(url string) []string {
 // process; each process logs to its own file in logDir.
 func startCluster(t *testing.T, bins binaries, logDir, storeDir string) *cluster {
 	t.Helper()
-	port := freePort(t)
+	port := natstest.FreePort(t)
 	c := &cluster{t: t, url: "nats://127.0.0.1:" + strconv.Itoa(port), stopping: make(chan struct{})}
 	mk := func(name, bin string, env []string, args ...string) *proc {
 		p, err := newProc(name, filepath.Join(logDir, strings.ReplaceAll(name, " ", "-")+".log"), bin, env, args...)

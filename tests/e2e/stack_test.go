@@ -7,7 +7,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cairn-stream/cairn/internal/natstest"
 )
 
 // envFile holds the sample passwords the stacks run with; the tests never create a .env.
@@ -50,7 +51,7 @@ func startStack(t *testing.T, cluster bool) *stack {
 	}
 	portVars := []string{"CAIRN_NATS_PORT", "CAIRN_NATS_PORT_2", "CAIRN_NATS_PORT_3"}
 	for i := range portVars {
-		p := freePort(t)
+		p := natstest.FreePort(t)
 		if i < nodes {
 			s.ports = append(s.ports, p)
 		}
@@ -260,17 +261,6 @@ func readEnvFile(t *testing.T) map[string]string {
 		t.Fatalf("%s: found passwords for %v, want all of %v", envFile, pw, users)
 	}
 	return pw
-}
-
-// freePort returns a 127.0.0.1 port that was free a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // atoi parses a decimal number the CLI printed, perhaps with thousands separators

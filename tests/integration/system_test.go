@@ -3,7 +3,6 @@ package integration
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"sync"
@@ -178,19 +177,7 @@ func (s *system) stopAll() {
 // request sends a request and returns the reply, failing the test on transport errors.
 func (s *system) request(subject string, body string) *nats.Msg {
 	s.t.Helper()
-	var reply *nats.Msg
-	natstest.Eventually(s.t, 10*time.Second, "no responder on "+subject, func() bool {
-		m, err := s.nc.Request(subject, []byte(body), 2*time.Second)
-		if errors.Is(err, nats.ErrNoResponders) {
-			return false
-		}
-		if err != nil {
-			s.t.Fatalf("request %s: %v", subject, err)
-		}
-		reply = m
-		return true
-	})
-	return reply
+	return natstest.Request(s.t, s.nc, subject, []byte(body), 10*time.Second)
 }
 
 // set changes job's config and returns the config in force with its new version.
