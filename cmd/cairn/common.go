@@ -112,8 +112,9 @@ func (c *common) connect(name string, log zerolog.Logger) (*nats.Conn, error) {
 }
 
 // setup connects and gets the resources, retrying until they are there or ctx ends.
-// lookupOnly services never create resources.
-func (c *common) setup(ctx context.Context, name string, lookupOnly bool, log zerolog.Logger) (*nats.Conn, jetstream.JetStream, *cjs.Resources, error) {
+// lookupOnly services never create resources; only, when not empty, names the resources
+// the service uses (it needs no rights on the others).
+func (c *common) setup(ctx context.Context, name string, lookupOnly bool, only []string, log zerolog.Logger) (*nats.Conn, jetstream.JetStream, *cjs.Resources, error) {
 	nc, err := c.connect(name, log)
 	if err != nil {
 		return nil, nil, nil, err
@@ -123,7 +124,7 @@ func (c *common) setup(ctx context.Context, name string, lookupOnly bool, log ze
 		nc.Close()
 		return nil, nil, nil, err
 	}
-	res, err := ensureResources(ctx, js, cjs.Options{Subjects: c.subjects(), Replicas: c.replicas, LookupOnly: lookupOnly}, log)
+	res, err := ensureResources(ctx, js, cjs.Options{Subjects: c.subjects(), Replicas: c.replicas, LookupOnly: lookupOnly, Only: only}, log)
 	if err != nil {
 		nc.Close()
 		return nil, nil, nil, err

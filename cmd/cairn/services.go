@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/cairn-stream/cairn/internal/loadgen"
+	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
 	"github.com/cairn-stream/cairn/services/configsvc"
 	"github.com/cairn-stream/cairn/services/coordinator"
 	"github.com/cairn-stream/cairn/services/operator"
@@ -25,7 +26,7 @@ func runConfigsvc(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	log = log.With().Str("service", "configsvc").Logger()
-	nc, js, res, err := c.setup(ctx, "cairn-configsvc", false, log)
+	nc, js, res, err := c.setup(ctx, "cairn-configsvc", false, nil, log)
 	if err != nil {
 		return err
 	}
@@ -57,7 +58,7 @@ func runCoordinator(ctx context.Context, args []string, stderr io.Writer) error 
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	nc, js, res, err := c.setup(ctx, "cairn-coordinator", false, log)
+	nc, js, res, err := c.setup(ctx, "cairn-coordinator", false, nil, log)
 	if err != nil {
 		return err
 	}
@@ -95,7 +96,7 @@ func runOperator(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	log = log.With().Str("service", "operator").Logger()
-	nc, js, res, err := c.setup(ctx, "cairn-operator-"+*instance, true, log)
+	nc, js, res, err := c.setup(ctx, "cairn-operator-"+*instance, true, operator.Resources(), log)
 	if err != nil {
 		return err
 	}
@@ -129,7 +130,7 @@ func runLoadgen(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	nc, js, _, err := c.setup(ctx, "cairn-loadgen", true, log)
+	nc, js, _, err := c.setup(ctx, "cairn-loadgen", true, []string{cjs.InputStream}, log)
 	if err != nil {
 		return err
 	}

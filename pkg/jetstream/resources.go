@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -37,7 +38,14 @@ type Options struct {
 	// LookupOnly makes Ensure fail with ErrMissing instead of creating a missing
 	// resource, for services without the right to create streams (operators, loadgen).
 	LookupOnly bool
+	// Only restricts Ensure to these resources (stream, bucket or object store names, e.g.
+	// InputStream, ManifestBucket); the others stay nil in Resources. Empty means all. A
+	// service that looks up only what it uses needs no rights on the rest.
+	Only []string
 }
+
+// wants reports whether Ensure handles the named resource.
+func (o Options) wants(name string) bool { return len(o.Only) == 0 || slices.Contains(o.Only, name) }
 
 // ErrMissing is returned (wrapped) by Ensure with LookupOnly when a resource does not
 // exist yet.
@@ -120,6 +128,9 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) (*Resources,
 	var r Resources
 	streams := []*jetstream.Stream{&r.Config, &r.Checkpoints, &r.Input, &r.Output}
 	for i, cfg := range o.StreamConfigs() {
+		if !o.wants(cfg.Name) {
+			continue
+		}
 		st, err := ensureStream(ctx, js, cfg, o.LookupOnly)
 		if err != nil {
 			return nil, err
@@ -131,33 +142,42 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) (*Resources,
 		ttl = DefaultLeaseTTL
 	}
 	var err error
-	if r.Manifests, err = ensureKV(ctx, js, o.LookupOnly, jetstream.KeyValueConfig{
-		Bucket:      ManifestBucket,
-		Description: "Cairn manifests (<job>.<id>, <job>.latest) and checkpoint id counters (<job>.counter)",
-		History:     1,
-		Storage:     o.storage(),
-		Replicas:    o.replicas(),
-	}); err != nil {
-		return nil, err
+	if o.wants(ManifestBucket) {
+		r.Manifests, err = ensureKV(ctx, js, o.LookupOnly, jetstream.KeyValueConfig{
+			Bucket:      ManifestBucket,
+			Description: "Cairn manifests (<job>.<id>, <job>.latest) and checkpoint id counters (<job>.counter)",
+			History:     1,
+			Storage:     o.storage(),
+			Replicas:    o.replicas(),
+		})
+		if err != nil {
+			return nil, err
+		}
 	}
-	if r.Leases, err = ensureKV(ctx, js, o.LookupOnly, jetstream.KeyValueConfig{
-		Bucket:         LeaseBucket,
-		Description:    "Cairn instance registrations (instance.<job>.<instance>) and coordinator leases (leader.<job>)",
-		History:        1,
-		TTL:            ttl,
-		LimitMarkerTTL: max(ttl, time.Second),
-		Storage:        o.storage(),
-		Replicas:       o.replicas(),
-	}); err != nil {
-		return nil, err
+	if o.wants(LeaseBucket) {
+		r.Leases, err = ensureKV(ctx, js, o.LookupOnly, jetstream.KeyValueConfig{
+			Bucket:         LeaseBucket,
+			Description:    "Cairn instance registrations (instance.<job>.<instance>) and coordinator leases (leader.<job>)",
+			History:        1,
+			TTL:            ttl,
+			LimitMarkerTTL: max(ttl, time.Second),
+			Storage:        o.storage(),
+			Replicas:       o.replicas(),
+		})
+		if err != nil {
+			return nil, err
+		}
 	}
-	if r.Snapshots, err = ensureObjectStore(ctx, js, o.LookupOnly, jetstream.ObjectStoreConfig{
-		Bucket:      SnapshotBucket,
-		Description: "Cairn operator snapshots, <job>/<checkpoint>/<instance>",
-		Storage:     o.storage(),
-		Replicas:    o.replicas(),
-	}); err != nil {
-		return nil, err
+	if o.wants(SnapshotBucket) {
+		r.Snapshots, err = ensureObjectStore(ctx, js, o.LookupOnly, jetstream.ObjectStoreConfig{
+			Bucket:      SnapshotBucket,
+			Description: "Cairn operator snapshots, <job>/<checkpoint>/<instance>",
+			Storage:     o.storage(),
+			Replicas:    o.replicas(),
+		})
+		if err != nil {
+			return nil, err
+		}
 	}
 	return &r, nil
 }

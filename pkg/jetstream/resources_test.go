@@ -69,3 +69,31 @@ func TestLeaseKeysExpireAndWatchersSeeIt(t *testing.T) {
 		}
 	}
 }
+
+func TestEnsureOnlyLooksUpWhatItIsAskedFor(t *testing.T) {
+	s := natstest.Start(t)
+	_, js, _ := s.Resources(t, cjs.Options{})
+	ctx := context.Background()
+	r, err := cjs.Ensure(ctx, js, cjs.Options{LookupOnly: true, Only: []string{cjs.InputStream, cjs.LeaseBucket}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Input == nil || r.Leases == nil {
+		t.Fatalf("asked-for resources missing: %+v", r)
+	}
+	if r.Config != nil || r.Checkpoints != nil || r.Output != nil || r.Manifests != nil || r.Snapshots != nil {
+		t.Fatalf("resources not asked for were looked up: %+v", r)
+	}
+}
+
+func TestEnsureLookupOnlyReportsMissing(t *testing.T) {
+	s := natstest.Start(t)
+	js, err := jetstream.New(s.Connect(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = cjs.Ensure(context.Background(), js, cjs.Options{LookupOnly: true})
+	if !errors.Is(err, cjs.ErrMissing) {
+		t.Fatalf("lookup of absent resources: %v, want ErrMissing", err)
+	}
+}

@@ -97,6 +97,12 @@ type counters struct {
 	applied, rejected, emitted, acked, declined, reused, bytesUploaded atomic.Uint64
 }
 
+// Resources returns the names of the resources a Runtime uses: look up only these
+// (cjs.Options.Only) to run with the least rights.
+func Resources() []string {
+	return []string{cjs.InputStream, cjs.OutputStream, cjs.ManifestBucket, cjs.LeaseBucket, cjs.SnapshotBucket}
+}
+
 // New validates cfg and returns a Runtime for the instance it names, driving m. m must be
 // in its initial, empty state. Nothing touches the server before Run.
 func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, res *cjs.Resources, m Machine, log zerolog.Logger) (*Runtime, error) {
