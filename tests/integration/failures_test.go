@@ -3,7 +3,6 @@ package integration
 import (
 	"context"
 	"errors"
-	"maps"
 	"testing"
 	"time"
 
@@ -150,9 +149,7 @@ func TestCorruptNewestSnapshotFallsBackToThePreviousCheckpoint(t *testing.T) {
 		t.Fatal("first checkpoint covers no input")
 	}
 	want = add(want, s.publish("cor", "c-0", 60, 40))
-	natstest.Eventually(t, 10*time.Second, "c-0 applied the new input", func() bool {
-		return sumCount(s.operatorState("cor", "c-0").Keys) == 100
-	})
+	s.waitApplied("cor", "c-0", 100)
 	applied := time.Now()
 	newest := nextMatching(t, evs, 10*time.Second, "checkpoint holding the new input", func(e *messages.CheckpointEvent) bool {
 		return e.Outcome == messages.Completed && e.CheckpointID > first.CheckpointID && e.TriggeredAt.After(applied)
@@ -180,12 +177,5 @@ func TestCorruptNewestSnapshotFallsBackToThePreviousCheckpoint(t *testing.T) {
 	}
 	want = add(want, s.publish("cor", "c-0", 100, 25))
 	s.startOperator("cor", "c-0")
-	var st messages.OperatorState
-	natstest.Eventually(t, 15*time.Second, "c-0 caught up from the previous checkpoint", func() bool {
-		st = s.operatorState("cor", "c-0")
-		return sumCount(st.Keys) >= 125
-	})
-	if !maps.Equal(st.Keys, want) {
-		t.Fatalf("after falling back c-0 holds %v, want %v", st.Keys, want)
-	}
+	s.wantExact("cor", "c-0", want)
 }

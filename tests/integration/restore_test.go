@@ -8,7 +8,6 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/cairn-stream/cairn/internal/natstest"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
@@ -37,20 +36,11 @@ func TestOperatorRestartRestoresExactlyOnce(t *testing.T) {
 	// More input after the checkpoint, then a stop: the restarted instance must replay
 	// exactly what its snapshot does not hold.
 	want = add(want, s.publish("ex", "w-0", 150, 100))
-	natstest.Eventually(t, 10*time.Second, "w-0 applied 250 events", func() bool {
-		return sumCount(s.operatorState("ex", "w-0").Keys) == 250
-	})
+	s.waitApplied("ex", "w-0", 250)
 	s.stop("w-0")
 	want = add(want, s.publish("ex", "w-0", 250, 120))
 	s.startOperator("ex", "w-0")
-	var st messages.OperatorState
-	natstest.Eventually(t, 15*time.Second, "w-0 caught up after restart", func() bool {
-		st = s.operatorState("ex", "w-0")
-		return sumCount(st.Keys) >= 370
-	})
-	if !maps.Equal(st.Keys, want) {
-		t.Fatalf("after restart w-0 holds %v, want %v", st.Keys, want)
-	}
+	s.wantExact("ex", "w-0", want)
 	// And again while checkpoints keep running under the restarted incarnation.
 	nextMatching(t, evs, 10*time.Second, "completed checkpoint after the restart", func(e *messages.CheckpointEvent) bool {
 		return e.Outcome == messages.Completed
@@ -58,13 +48,7 @@ func TestOperatorRestartRestoresExactlyOnce(t *testing.T) {
 	want = add(want, s.publish("ex", "w-0", 370, 30))
 	s.stop("w-0")
 	s.startOperator("ex", "w-0")
-	natstest.Eventually(t, 15*time.Second, "w-0 caught up after the second restart", func() bool {
-		st = s.operatorState("ex", "w-0")
-		return sumCount(st.Keys) >= 400
-	})
-	if !maps.Equal(st.Keys, want) {
-		t.Fatalf("after the second restart w-0 holds %v, want %v", st.Keys, want)
-	}
+	s.wantExact("ex", "w-0", want)
 }
 
 func sumCount(keys map[string]messages.KeyTotals) int64 {
@@ -86,16 +70,12 @@ func TestOutputsAreExactlyOnceAcrossACrash(t *testing.T) {
 	})
 	s.set("out1", `{"interval":"1h"}`) // no checkpoint holds what comes next
 	s.publish("out1", "o-0", 80, 70)
-	natstest.Eventually(t, 10*time.Second, "o-0 applied 150 events", func() bool {
-		return sumCount(s.operatorState("out1", "o-0").Keys) == 150
-	})
+	s.waitApplied("out1", "o-0", 150)
 	// A crash after the outputs of events 81-150 were published: the restored instance
 	// applies them again and publishes the same message ids, which the stream drops.
 	s.crash("o-0")
 	s.startOperator("out1", "o-0")
-	natstest.Eventually(t, 15*time.Second, "o-0 caught up after the crash", func() bool {
-		return sumCount(s.operatorState("out1", "o-0").Keys) == 150
-	})
+	s.waitApplied("out1", "o-0", 150)
 	info, err := s.res.Output.Info(context.Background(), jetstream.WithSubjectFilter(subjects.Output("out1", "o-0")))
 	if err != nil {
 		t.Fatal(err)

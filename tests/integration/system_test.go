@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"sync"
 	"testing"
@@ -397,5 +398,23 @@ func (s *system) publishConfig(job string, version uint64, interval time.Duratio
 	}
 	if _, err := s.js.Publish(context.Background(), subjects.ConfigEvents(job), data); err != nil {
 		s.t.Fatal(err)
+	}
+}
+
+// waitApplied waits until instance has applied n input events.
+func (s *system) waitApplied(job, instance string, n int64) {
+	s.t.Helper()
+	natstest.Eventually(s.t, 15*time.Second, fmt.Sprintf("%s applied %d events", instance, n), func() bool {
+		return sumCount(s.operatorState(job, instance).Keys) >= n
+	})
+}
+
+// wantExact waits until instance has applied as many events as want holds, then checks
+// that its per-key counts and sums are exactly want: none missing, none counted twice.
+func (s *system) wantExact(job, instance string, want map[string]messages.KeyTotals) {
+	s.t.Helper()
+	s.waitApplied(job, instance, sumCount(want))
+	if got := s.operatorState(job, instance).Keys; !maps.Equal(got, want) {
+		s.t.Fatalf("%s holds %v, want %v", instance, got, want)
 	}
 }
