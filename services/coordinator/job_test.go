@@ -99,59 +99,46 @@ func every(interval time.Duration) func(*messages.Config) {
 	return func(c *messages.Config) { c.Interval = interval }
 }
 
-func TestShorterIntervalOverdueFiresAtOnce(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		h := newHarness(t, "a", "b")
-		defer h.stop()
-		h.config(1, every(10*s))
-		h.at(10 * s)
-		h.wantBarriers(10 * s)
-		h.ack(1, "", "a", "b")
-		h.at(16 * s)
-		h.config(2, every(5*s))
-		h.wantBarriers(10*s, 16*s)
-		h.ack(2, "", "a", "b")
-		h.at(21 * s)
-		h.wantBarriers(10*s, 16*s, 21*s)
-		if v := h.f.sent()[1].b.ConfigVersion; v != 2 {
-			t.Fatalf("second barrier ran under config version %d, want 2", v)
-		}
-	})
-}
-
-func TestShorterIntervalNotYetDueFiresAtLastTriggerPlusInterval(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		h := newHarness(t, "a")
-		defer h.stop()
-		h.config(1, every(10*s))
-		h.at(10 * s)
-		h.ack(1, "", "a")
-		h.at(12 * s)
-		h.config(2, every(5*s))
-		h.wantBarriers(10 * s)
-		h.at(15 * s)
-		h.wantBarriers(10*s, 15*s)
-	})
-}
-
-func TestLongerIntervalPostpones(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		h := newHarness(t, "a")
-		defer h.stop()
-		h.config(1, every(10*s))
-		h.at(10 * s)
-		h.ack(1, "", "a")
-		h.at(12 * s)
-		h.config(2, every(30*s))
-		h.at(39 * s)
-		h.wantBarriers(10 * s)
-		h.at(40 * s)
-		h.wantBarriers(10*s, 40*s)
-		h.ack(2, "", "a")
-		if next := h.status().NextTrigger; next == nil || !next.Equal(h.t0.Add(70*s).UTC()) {
-			t.Fatalf("next trigger %v, want t0+70s", next)
-		}
-	})
+// TestIntervalChangeRetimesTheNextBarrier runs the scheduling rule's three cases for a
+// new interval: the first barrier goes at 10s under a 10s interval, then the interval
+// changes at changeAt.
+func TestIntervalChangeRetimesTheNextBarrier(t *testing.T) {
+	tests := []struct {
+		name     string
+		changeAt time.Duration
+		interval time.Duration
+		fireAt   time.Duration
+	}{
+		{"shorter and overdue fires at once", 16 * s, 5 * s, 16 * s},
+		{"shorter not yet due fires at last trigger plus interval", 12 * s, 5 * s, 15 * s},
+		{"longer postpones", 12 * s, 30 * s, 40 * s},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				h := newHarness(t, "a")
+				defer h.stop()
+				h.config(1, every(10*s))
+				h.at(10 * s)
+				h.ack(1, "", "a")
+				h.at(tt.changeAt)
+				h.config(2, every(tt.interval))
+				if tt.fireAt > tt.changeAt {
+					h.at(tt.fireAt - time.Millisecond)
+					h.wantBarriers(10 * s)
+				}
+				h.at(tt.fireAt)
+				h.wantBarriers(10*s, tt.fireAt)
+				if v := h.f.sent()[1].b.ConfigVersion; v != 2 {
+					t.Fatalf("second barrier ran under config version %d, want 2", v)
+				}
+				h.ack(2, "", "a")
+				if next := h.status().NextTrigger; next == nil || !next.Equal(h.t0.Add(tt.fireAt+tt.interval).UTC()) {
+					t.Fatalf("next trigger %v, want t0+%s", next, tt.fireAt+tt.interval)
+				}
+			})
+		})
+	}
 }
 
 func TestMinPauseCountsFromCompletion(t *testing.T) {
