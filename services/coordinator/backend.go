@@ -24,10 +24,10 @@ type backend interface {
 	writeManifest(ctx context.Context, m *messages.Manifest) error
 	// latestManifest returns the job's newest manifest, or nil when there is none.
 	latestManifest(ctx context.Context) (*messages.Manifest, error)
-	// unfinished returns the ids a previous coordinator issued that ended neither
-	// completed nor aborted (at most MaxMaxConcurrent of the newest), and the last id it
-	// issued.
-	unfinished(ctx context.Context) (ids []uint64, last uint64, err error)
+	// unfinished returns the ids a previous coordinator issued after completed (the
+	// newest manifest's id) that ended neither completed nor aborted (at most
+	// MaxMaxConcurrent of the newest), and the last id it issued.
+	unfinished(ctx context.Context, completed uint64) (ids []uint64, last uint64, err error)
 	// publishEvent publishes a checkpoint event.
 	publishEvent(ctx context.Context, e *messages.CheckpointEvent) error
 	// retain deletes, in the background, the job's manifests beyond the newest keep and

@@ -62,18 +62,12 @@ func (f *fakeBackend) latestManifest(context.Context) (*messages.Manifest, error
 	return f.latest, nil
 }
 
-func (f *fakeBackend) unfinished(context.Context) ([]uint64, uint64, error) {
+func (f *fakeBackend) unfinished(_ context.Context, completed uint64) ([]uint64, uint64, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var ids []uint64
-	if f.latest == nil || f.latest.CheckpointID < f.last {
-		ended := uint64(0)
-		if f.latest != nil {
-			ended = f.latest.CheckpointID
-		}
-		for id := ended + 1; id <= f.last; id++ {
-			ids = append(ids, id)
-		}
+	for id := completed + 1; id <= f.last; id++ {
+		ids = append(ids, id)
 	}
 	return ids, f.last, nil
 }

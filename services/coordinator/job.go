@@ -251,13 +251,17 @@ func (j *job) takeOver(ctx context.Context) {
 	now := time.Now()
 	j.lastTrigger, j.lastComplete = now, time.Time{}
 	m, err := j.b.latestManifest(ctx)
-	switch {
-	case err != nil:
+	if err != nil {
+		// Without the newest manifest there is no telling which inherited ids completed:
+		// abort none of them.
 		j.log.Warn().Err(err).Msg("cannot read the latest manifest; scheduling from now")
-	case m != nil:
-		j.lastTrigger, j.lastComplete = m.TriggeredAt, m.CompletedAt
+		return
 	}
-	ids, last, err := j.b.unfinished(ctx)
+	var completed uint64
+	if m != nil {
+		j.lastTrigger, j.lastComplete, completed = m.TriggeredAt, m.CompletedAt, m.CheckpointID
+	}
+	ids, last, err := j.b.unfinished(ctx, completed)
 	if err != nil {
 		j.log.Warn().Err(err).Msg("cannot tell which checkpoints the previous coordinator left unfinished")
 	}

@@ -186,7 +186,7 @@ func (b *natsBackend) publishEvent(ctx context.Context, e *messages.CheckpointEv
 	return nil
 }
 
-func (b *natsBackend) unfinished(ctx context.Context) ([]uint64, uint64, error) {
+func (b *natsBackend) unfinished(ctx context.Context, completed uint64) ([]uint64, uint64, error) {
 	e, err := b.manifests.Get(ctx, cjs.CounterKey(b.job))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, 0, nil
@@ -199,12 +199,7 @@ func (b *natsBackend) unfinished(ctx context.Context) ([]uint64, uint64, error) 
 		return nil, 0, fmt.Errorf("checkpoint id counter of %s: %w", b.job, err)
 	}
 	b.counter, b.counterRev, b.counterOK = c.Last, e.Revision(), true
-	var ended uint64
-	if m, _, err := b.readLatest(ctx); err != nil {
-		return nil, c.Last, err
-	} else if m != nil {
-		ended = m.CheckpointID
-	}
+	ended := completed
 	for _, o := range []messages.Outcome{messages.Completed, messages.Aborted} {
 		raw, err := b.events.GetLastMsgForSubject(ctx, b.subjects.CheckpointEvent(b.job, o.String()))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
