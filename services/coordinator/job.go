@@ -406,14 +406,15 @@ func (j *job) complete(ctx context.Context, p *pending) {
 	}
 	j.lastComplete, j.failures = now, 0
 	j.completed++
+	participants, bytes := p.participants(), m.Bytes()
 	j.lastCompleted = &messages.CompletedCheckpoint{
 		ID: p.id, ConfigVersion: p.version, TriggeredAt: m.TriggeredAt, CompletedAt: m.CompletedAt,
-		Duration: now.Sub(p.triggeredAt).String(), Bytes: m.Bytes(), BytesWritten: written, Participants: p.participants(),
+		Duration: now.Sub(p.triggeredAt).String(), Bytes: bytes, BytesWritten: written, Participants: participants,
 	}
 	ev := &messages.CheckpointEvent{
 		Schema: messages.SchemaVersion, Job: j.name, CheckpointID: p.id, ConfigVersion: p.version,
 		Outcome: messages.Completed, TriggeredAt: m.TriggeredAt, FinishedAt: m.CompletedAt,
-		Participants: p.participants(), Bytes: m.Bytes(), Written: written,
+		Participants: participants, Bytes: bytes, Written: written,
 	}
 	if err := j.b.publishEvent(ctx, ev); err != nil {
 		j.log.Error().Err(err).Uint64("checkpoint", p.id).Msg("cannot publish the completed event")
@@ -421,7 +422,7 @@ func (j *job) complete(ctx context.Context, p *pending) {
 	j.b.retain(j.cfg.Retain, j.liveRefs(), j.dropped)
 	j.dropped = nil
 	j.log.Info().Uint64("checkpoint", p.id).Uint64("config_version", p.version).Str("duration", j.lastCompleted.Duration).
-		Uint64("bytes", m.Bytes()).Uint64("bytes_written", written).Int("participants", len(p.expected)).Msg("checkpoint completed")
+		Uint64("bytes", bytes).Uint64("bytes_written", written).Int("participants", len(participants)).Msg("checkpoint completed")
 }
 
 func (j *job) abort(ctx context.Context, p *pending, reason messages.AbortReason, detail string) {
