@@ -46,6 +46,13 @@ func (s Subjects) CheckpointEvent(job, outcome string) string {
 	return s.join("checkpoints", job, outcome)
 }
 
+// MemberEvents is the subject of job's member audit events in CAIRN_CHECKPOINTS ("*"
+// for all).
+func (s Subjects) MemberEvents(job string) string { return s.join("checkpoints", job, "members") }
+
+// MembersRemove is the subject of member removal requests for job ("*" for all).
+func (s Subjects) MembersRemove(job string) string { return s.join("job", "members", "remove", job) }
+
 // Status is the subject of status requests for job ("*" for all).
 func (s Subjects) Status(job string) string { return s.join("status", job) }
 

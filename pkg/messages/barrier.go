@@ -90,6 +90,10 @@ type Ack struct {
 	Written uint64 `msgpack:"written,omitempty"`
 	// Positions maps each input stream to the last sequence included in the snapshot.
 	Positions map[string]uint64 `msgpack:"positions"`
+	// Filters maps each input stream to the subject filters the instance reads from it;
+	// the coordinator trims those subjects below the positions of the oldest retained
+	// checkpoint (CAIRN_INPUT always, other streams when configured to).
+	Filters map[string][]string `msgpack:"filters,omitempty"`
 }
 
 // SchemaVersion implements Message.

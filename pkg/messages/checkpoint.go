@@ -121,11 +121,34 @@ func (e *CheckpointEvent) Validate() error {
 	return nil
 }
 
-// InstanceSnapshot is one instance's part of a manifest.
+// InstanceSnapshot is one member's part of a manifest. Every manifest holds every member
+// of the job: a member that was absent when the checkpoint was triggered keeps the
+// snapshot and positions of the last checkpoint it acked (carried forward).
 type InstanceSnapshot struct {
-	Incarnation string            `msgpack:"incarnation"`
-	Snapshot    SnapshotRef       `msgpack:"snapshot"`
-	Positions   map[string]uint64 `msgpack:"positions"`
+	// Incarnation is the process that took the snapshot.
+	Incarnation string `msgpack:"incarnation"`
+	// Snapshot is the member's state.
+	Snapshot SnapshotRef `msgpack:"snapshot"`
+	// Positions maps each input stream to the last sequence the snapshot includes.
+	Positions map[string]uint64 `msgpack:"positions"`
+	// Filters maps each input stream to the subject filters the member reads from it.
+	Filters map[string][]string `msgpack:"filters,omitempty"`
+	// Checkpoint is the id of the checkpoint whose barrier the snapshot answered: the
+	// manifest's own id, or an older one when the member was absent and its state was
+	// carried forward. 0 in manifests written before carry-forward existed (same as the
+	// manifest's id).
+	Checkpoint uint64 `msgpack:"checkpoint,omitempty"`
+	// AbsentSince is set while the state is carried forward: since when the member has
+	// not taken part in checkpoints.
+	AbsentSince time.Time `msgpack:"absent_since,omitempty"`
+}
+
+// From is the id of the checkpoint the member's state comes from in manifest id.
+func (s InstanceSnapshot) From(id uint64) uint64 {
+	if s.Checkpoint == 0 {
+		return id
+	}
+	return s.Checkpoint
 }
 
 // Manifest records a completed checkpoint; it is stored in KV CAIRN_MANIFESTS under
@@ -158,6 +181,9 @@ func (m *Manifest) Validate() error {
 		if s.Snapshot.Object == "" || s.Snapshot.Digest == "" {
 			return fmt.Errorf("manifest: instance %s has no snapshot object or digest", name)
 		}
+		if s.Checkpoint > m.CheckpointID {
+			return fmt.Errorf("manifest: instance %s has state of checkpoint %d, newer than the manifest's %d", name, s.Checkpoint, m.CheckpointID)
+		}
 	}
 	return nil
 }
@@ -169,4 +195,70 @@ func (m *Manifest) Bytes() uint64 {
 		n += s.Snapshot.Size
 	}
 	return n
+}
+
+// MemberEventKind says what happened to a job's member. Append-only.
+type MemberEventKind int
+
+// MemberEventKind values.
+const (
+	// MemberRemoved: the member was removed on request; manifests no longer hold it.
+	MemberRemoved MemberEventKind = 1
+	// MemberResetState: the member started empty on purpose (--reset-state), dropping
+	// the state its checkpoints held.
+	MemberResetState MemberEventKind = 2
+	// MemberInputGapAccepted: the member restored a checkpoint whose input had been
+	// partly removed, and was told to go on (--accept-input-gap).
+	MemberInputGapAccepted MemberEventKind = 3
+)
+
+// String returns the kind's name.
+func (k MemberEventKind) String() string {
+	switch k {
+	case MemberRemoved:
+		return "removed"
+	case MemberResetState:
+		return "reset_state"
+	case MemberInputGapAccepted:
+		return "input_gap_accepted"
+	}
+	return fmt.Sprintf("MemberEventKind(%d)", int(k))
+}
+
+// MemberEvent is the audit record of a deliberate change to a member's state, published
+// on cairn.checkpoints.<job>.members (stream CAIRN_CHECKPOINTS).
+type MemberEvent struct {
+	Schema   int             `msgpack:"schema"`
+	Job      string          `msgpack:"job"`
+	Instance string          `msgpack:"instance"`
+	Kind     MemberEventKind `msgpack:"kind"`
+	At       time.Time       `msgpack:"at"`
+	// Incarnation is the operator process that reset or accepted a gap; for a removal, the
+	// incarnation the member's last state came from.
+	Incarnation string `msgpack:"incarnation,omitempty"`
+	// Checkpoint is, for a removal, the first checkpoint whose manifest no longer holds
+	// the member; for a reset or an accepted gap, the checkpoint whose state was dropped
+	// or restored (0: none).
+	Checkpoint uint64 `msgpack:"checkpoint,omitempty"`
+	// By names who asked (a coordinator id for a removal).
+	By string `msgpack:"by,omitempty"`
+	// Detail says what was dropped or skipped.
+	Detail string `msgpack:"detail,omitempty"`
+}
+
+// SchemaVersion implements Message.
+func (e *MemberEvent) SchemaVersion() int { return e.Schema }
+
+// Validate implements Message.
+func (e *MemberEvent) Validate() error {
+	if err := ValidateName("job", e.Job); err != nil {
+		return err
+	}
+	if err := ValidateName("instance", e.Instance); err != nil {
+		return err
+	}
+	if e.Kind < MemberRemoved || e.Kind > MemberInputGapAccepted {
+		return fmt.Errorf("member event: kind %d; allowed: %d-%d", int(e.Kind), int(MemberRemoved), int(MemberInputGapAccepted))
+	}
+	return nil
 }

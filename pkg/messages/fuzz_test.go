@@ -79,6 +79,8 @@ func FuzzUnmarshalCounter(f *testing.F) { fuzzUnmarshal[messages.Counter](f) }
 
 func FuzzUnmarshalLease(f *testing.F) { fuzzUnmarshal[messages.Lease](f) }
 
+func FuzzUnmarshalMemberEvent(f *testing.F) { fuzzUnmarshal[messages.MemberEvent](f) }
+
 // patchMsgpack encodes p as a msgpack set request.
 func patchMsgpack(t *testing.T, p messages.ConfigPatch) []byte {
 	t.Helper()

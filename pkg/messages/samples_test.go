@@ -35,6 +35,7 @@ func samples() map[string]messages.Message {
 		"ack done": &messages.Ack{
 			Schema: 1, Job: "demo", CheckpointID: 7, Instance: "counter-0", Incarnation: "inc-1",
 			Kind: messages.AckDone, Snapshot: ref, Positions: map[string]uint64{"CAIRN_INPUT": 42, "other": 0},
+			Filters: map[string][]string{"CAIRN_INPUT": {"cairn.input.demo.counter-0"}, "other": {}},
 		},
 		"ack done empty positions": &messages.Ack{
 			Schema: 1, Job: "demo", CheckpointID: 7, Instance: "counter-0", Incarnation: "inc-1",
@@ -62,6 +63,20 @@ func samples() map[string]messages.Message {
 				"counter-1": {Incarnation: "inc-2", Snapshot: ref},
 			},
 		},
+		"manifest carried forward": &messages.Manifest{
+			Schema: 1, Job: "demo", CheckpointID: 9,
+			Instances: map[string]messages.InstanceSnapshot{
+				"counter-0": {
+					Incarnation: "inc-1", Snapshot: ref, Positions: map[string]uint64{"CAIRN_INPUT": 42},
+					Filters: map[string][]string{"CAIRN_INPUT": {"cairn.input.demo.counter-0", "x.>"}}, Checkpoint: 7, AbsentSince: at(1_700_000_003, 0),
+				},
+			},
+		},
+		"member removed": &messages.MemberEvent{
+			Schema: 1, Job: "demo", Instance: "counter-2", Kind: messages.MemberRemoved, At: at(1_700_000_000, 0),
+			Incarnation: "inc-1", Checkpoint: 12, By: "coord-1", Detail: "state of checkpoint 7 dropped",
+		},
+		"member reset":          &messages.MemberEvent{Schema: 1, Job: "demo", Instance: "counter-2", Kind: messages.MemberResetState},
 		"manifest no instances": &messages.Manifest{Schema: 1, Job: "demo", CheckpointID: 1},
 		"registration":          &messages.Registration{Schema: 1, Job: "demo", Instance: "counter-0", Incarnation: "inc-1", StartedAt: at(1_700_000_000, 0)},
 		"counter":               &messages.Counter{Schema: 1, Job: "demo", Last: 12},

@@ -22,6 +22,9 @@ type Status struct {
 	Waiting string `json:"waiting,omitempty"`
 	// Instances are the registered instances of the job.
 	Instances []string `json:"instances"`
+	// Members are the job's members: every instance the newest manifest holds plus the
+	// registered ones, sorted by instance.
+	Members []Member `json:"members"`
 	// Pending are the checkpoints triggered and not yet ended, oldest first.
 	Pending []PendingCheckpoint `json:"pending"`
 	// LastCompleted is the newest completed checkpoint, if any.
@@ -40,6 +43,39 @@ type Status struct {
 	ConsecutiveFailures int `json:"consecutive_failures"`
 	// Failed is true while ConsecutiveFailures exceeds tolerable_failures.
 	Failed bool `json:"failed"`
+}
+
+// Member is one member of a job in Status.
+type Member struct {
+	Instance string `json:"instance"`
+	// Active is true while the instance is registered.
+	Active bool `json:"active"`
+	// Incarnation is the registered process, or the one the member's state comes from
+	// while it is absent.
+	Incarnation string `json:"incarnation,omitempty"`
+	// AbsentSince is since when an absent member has not taken part in checkpoints.
+	AbsentSince *time.Time `json:"absent_since,omitempty"`
+	// Checkpoint is the id of the checkpoint the member's state in the newest manifest
+	// comes from (0: no completed checkpoint holds it yet).
+	Checkpoint uint64 `json:"checkpoint"`
+	// Positions are the input positions of that state.
+	Positions map[string]uint64 `json:"positions,omitempty"`
+}
+
+// MemberRemoveRequest is the JSON body of cairn.job.members.remove.<job>.
+type MemberRemoveRequest struct {
+	Instance string `json:"instance"`
+}
+
+// MemberRemoval is the JSON reply to a member removal: the first checkpoint whose
+// manifest no longer holds the member.
+type MemberRemoval struct {
+	Job        string    `json:"job"`
+	Instance   string    `json:"instance"`
+	Checkpoint uint64    `json:"checkpoint"`
+	RemovedAt  time.Time `json:"removed_at"`
+	// Dropped describes the state that was dropped (its checkpoint and positions).
+	Dropped Member `json:"dropped"`
 }
 
 // PendingCheckpoint describes a checkpoint in flight.
