@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/cairn-stream/cairn/internal/proctest"
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
 	"github.com/cairn-stream/cairn/pkg/messages"
 	"github.com/cairn-stream/cairn/services/operator"
@@ -254,8 +255,8 @@ func (r *run) killOperator(ctx context.Context, k operatorKill) {
 	p := r.c.ops[k.instance]
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if !p.running() {
-		if err := p.waitRunning(wctx); err != nil {
+	if !p.Running() {
+		if err := p.WaitRunning(wctx); err != nil {
 			r.t.Errorf("operator kill: %v", err)
 			return
 		}
@@ -268,13 +269,13 @@ func (r *run) killOperator(ctx context.Context, k operatorKill) {
 		bcancel()
 		res.afterBarrier = err == nil && pause(ctx, k.offset)
 	}
-	at, err := p.kill()
+	at, err := p.Kill()
 	if err != nil {
 		r.t.Errorf("operator kill: %v", err)
 		return
 	}
 	if b, ok := r.obs.lastBarrier(at); ok {
-		if ready := p.readySince(); !ready.IsZero() && b.at.After(ready) {
+		if ready := p.ReadySince(); !ready.IsZero() && b.at.After(ready) {
 			res.barrier = b.id
 		}
 	}
@@ -299,18 +300,18 @@ func (r *run) killHolder(ctx context.Context, a controlAction) {
 // and waits for the first barrier from another coordinator.
 func (r *run) failover(ctx context.Context, a controlAction) (failover, error) {
 	var f failover
-	byID := map[string]*proc{}
+	byID := map[string]*proctest.Proc{}
 	for _, p := range r.c.coords {
-		if err := p.waitRunning(ctx); err != nil {
+		if err := p.WaitRunning(ctx); err != nil {
 			return f, err
 		}
-		id, err := p.coordinatorID(ctx)
+		id, err := p.CoordinatorID(ctx)
 		if err != nil {
 			return f, err
 		}
 		byID[id] = p
 	}
-	var victim *proc
+	var victim *proctest.Proc
 	var st messages.Status
 	if err := poll(ctx, 50*time.Millisecond, "a lease holder that is one of the running coordinators", func() (bool, error) {
 		var err error
@@ -318,13 +319,13 @@ func (r *run) failover(ctx context.Context, a controlAction) (failover, error) {
 			return false, err
 		}
 		victim = byID[st.Holder]
-		return victim != nil && victim.currentID() == st.Holder, nil
+		return victim != nil && victim.CurrentID() == st.Holder, nil
 	}); err != nil {
 		return f, err
 	}
-	f.holder, f.proc = st.Holder, victim.name
+	f.holder, f.proc = st.Holder, victim.Name
 	f.interval, _ = time.ParseDuration(st.EffectiveInterval)
-	at, err := victim.kill()
+	at, err := victim.Kill()
 	if err != nil {
 		return f, err
 	}
@@ -347,7 +348,7 @@ func (r *run) failover(ctx context.Context, a controlAction) (failover, error) {
 func (r *run) restartNATS(ctx context.Context, a controlAction) {
 	res := natsRestart{down: a.down}
 	defer r.rep.add(func(rep *report) { rep.natsRestarts = append(rep.natsRestarts, res) })
-	at, err := r.c.nats.kill()
+	at, err := r.c.nats.Kill()
 	if err != nil {
 		res.err = err
 		r.t.Errorf("NATS restart: %v", err)
@@ -355,7 +356,7 @@ func (r *run) restartNATS(ctx context.Context, a controlAction) {
 	}
 	res.at = at
 	pause(ctx, a.down)
-	if err := r.c.nats.start(); err != nil {
+	if err := r.c.nats.Start(); err != nil {
 		res.err = err
 		r.t.Errorf("NATS restart: %v", err)
 		return
@@ -471,13 +472,13 @@ func (r *run) compare(ctx context.Context, when string) bool {
 // checkpoint must complete with the restarted instances.
 func (r *run) restoreAll(ctx context.Context) {
 	for _, p := range r.c.ops {
-		if _, err := p.kill(); err != nil {
+		if _, err := p.Kill(); err != nil {
 			r.t.Errorf("final restore: %v", err)
 		}
 	}
 	restarted := time.Now()
 	for _, p := range r.c.ops {
-		if err := p.start(); err != nil {
+		if err := p.Start(); err != nil {
 			r.t.Fatalf("final restore: %v", err)
 		}
 	}

@@ -2,10 +2,8 @@ package chaos
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -15,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cairn-stream/cairn/internal/natstest"
+	"github.com/cairn-stream/cairn/internal/proctest"
 )
 
 // binaries are the programs the harness runs.
@@ -27,35 +26,9 @@ type binaries struct {
 // into dir, both at once.
 func buildBinaries(t *testing.T, dir string) binaries {
 	t.Helper()
-	root, err := filepath.Abs(filepath.Join("..", ".."))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := binaries{cairn: filepath.Join(dir, "cairn"), natsServer: filepath.Join(dir, "nats-server")}
-	builds := []struct {
-		out, pkg string
-		env      []string
-	}{
-		{b.cairn, "./cmd/cairn", nil},
-		{b.natsServer, "github.com/nats-io/nats-server/v2", []string{"CGO_ENABLED=0"}},
-	}
-	errs := make([]error, len(builds))
-	var wg sync.WaitGroup
-	for i, bd := range builds {
-		wg.Go(func() {
-			cmd := exec.Command("go", "build", "-o", bd.out, bd.pkg)
-			cmd.Dir = root
-			cmd.Env = append(os.Environ(), bd.env...)
-			if out, err := cmd.CombinedOutput(); err != nil {
-				errs[i] = fmt.Errorf("go build %s: %w\n%s", bd.pkg, err, out)
-			}
-		})
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		t.Fatal(err)
-	}
-	return b
+	cairn, natsServer := proctest.Cairn(dir), proctest.NATSServer(dir)
+	proctest.Build(t, cairn, natsServer)
+	return binaries{cairn: cairn.Out, natsServer: natsServer.Out}
 }
 
 // cluster is the set of processes under test.
@@ -63,10 +36,10 @@ type cluster struct {
 	t   *testing.T
 	url string
 
-	nats      *proc
-	configsvc *proc
-	coords    []*proc
-	ops       []*proc // ops[i] runs instance instanceName(i)
+	nats      *proctest.Proc
+	configsvc *proctest.Proc
+	coords    []*proctest.Proc
+	ops       []*proctest.Proc // ops[i] runs instance instanceName(i)
 
 	stopping chan struct{} // closed when the harness stops everything
 
@@ -79,35 +52,21 @@ type cluster struct {
 // instanceName is the id of the i-th operator instance.
 func instanceName(i int) string { return fmt.Sprintf("counter-%d", i) }
 
-// serviceEnv is the environment of the cairn processes: the test's own, without any NATS,
-// Cairn or log settings it may carry, plus the server's URL and LOG_LEVEL=info.
-func serviceEnv(url string) []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		k, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(k, "NATS_") || strings.HasPrefix(k, "CAIRN_") || k == "LOG_LEVEL" {
-			continue
-		}
-		env = append(env, kv)
-	}
-	return append(env, "NATS_URL="+url, "LOG_LEVEL=info")
-}
-
 // startCluster starts the nats-server (JetStream, file store in storeDir) and every Cairn
 // process; each process logs to its own file in logDir.
 func startCluster(t *testing.T, bins binaries, logDir, storeDir string) *cluster {
 	t.Helper()
 	port := natstest.FreePort(t)
 	c := &cluster{t: t, url: "nats://127.0.0.1:" + strconv.Itoa(port), stopping: make(chan struct{})}
-	mk := func(name, bin string, env []string, args ...string) *proc {
-		p, err := newProc(name, filepath.Join(logDir, strings.ReplaceAll(name, " ", "-")+".log"), bin, env, args...)
+	mk := func(name, bin string, env []string, args ...string) *proctest.Proc {
+		p, err := proctest.New(name, filepath.Join(logDir, strings.ReplaceAll(name, " ", "-")+".log"), bin, env, args...)
 		if err != nil {
 			t.Fatal(err)
 		}
-		p.onExit = c.surprised
+		p.OnExit = c.surprised
 		return p
 	}
-	env := serviceEnv(c.url)
+	env := proctest.ServiceEnv(c.url)
 	conf := filepath.Join(logDir, "nats-server.conf")
 	if err := os.WriteFile(conf, natsConfig(port, storeDir), 0o644); err != nil {
 		t.Fatal(err)
@@ -123,7 +82,7 @@ func startCluster(t *testing.T, bins binaries, logDir, storeDir string) *cluster
 	}
 	t.Cleanup(c.stop)
 	for _, p := range c.all() {
-		if err := p.start(); err != nil {
+		if err := p.Start(); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -145,24 +104,24 @@ jetstream {
 }
 
 // all returns every process, the nats-server first.
-func (c *cluster) all() []*proc {
-	ps := []*proc{c.nats, c.configsvc}
+func (c *cluster) all() []*proctest.Proc {
+	ps := []*proctest.Proc{c.nats, c.configsvc}
 	ps = append(ps, c.coords...)
 	return append(ps, c.ops...)
 }
 
 // surprised records an exit the harness did not cause and restarts the process, so that
 // the run goes on; the test fails at the end.
-func (c *cluster) surprised(p *proc, err error) {
+func (c *cluster) surprised(p *proctest.Proc, err error) {
 	c.mu.Lock()
-	c.surprises = append(c.surprises, fmt.Sprintf("%s exited on its own at %s: %v", p.name, clock(time.Now()), err))
+	c.surprises = append(c.surprises, fmt.Sprintf("%s exited on its own at %s: %v", p.Name, clock(time.Now()), err))
 	c.mu.Unlock()
 	c.restartAfter(p, time.Second)
 }
 
 // restartAfter starts p again after delay, on its own goroutine, unless the harness is
 // stopping by then.
-func (c *cluster) restartAfter(p *proc, delay time.Duration) {
+func (c *cluster) restartAfter(p *proctest.Proc, delay time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.stopped {
@@ -175,12 +134,12 @@ func (c *cluster) restartAfter(p *proc, delay time.Duration) {
 		defer c.mu.Unlock()
 		c.pending--
 		if err != nil {
-			c.surprises = append(c.surprises, fmt.Sprintf("restart %s: %v", p.name, err))
+			c.surprises = append(c.surprises, fmt.Sprintf("restart %s: %v", p.Name, err))
 		}
 	}()
 }
 
-func (c *cluster) restart(p *proc, delay time.Duration) error {
+func (c *cluster) restart(p *proctest.Proc, delay time.Duration) error {
 	t := time.NewTimer(delay)
 	defer t.Stop()
 	select {
@@ -188,7 +147,7 @@ func (c *cluster) restart(p *proc, delay time.Duration) error {
 		return nil
 	case <-t.C:
 	}
-	return p.start()
+	return p.Start()
 }
 
 // waitRestarts waits until no restart is pending.
@@ -227,7 +186,7 @@ func (c *cluster) stop() {
 	errs := make([]error, len(services))
 	var wg sync.WaitGroup
 	for i, p := range services {
-		wg.Go(func() { errs[i] = p.terminate(20 * time.Second) })
+		wg.Go(func() { errs[i] = p.Terminate(20 * time.Second) })
 	}
 	wg.Wait()
 	for _, err := range errs {
@@ -235,16 +194,16 @@ func (c *cluster) stop() {
 			c.t.Errorf("stopping the services: %v", err)
 		}
 	}
-	if err := c.nats.terminate(10 * time.Second); err != nil {
+	if err := c.nats.Terminate(10 * time.Second); err != nil {
 		c.t.Logf("stopping the nats-server: %v", err)
 	}
 	if c.t.Failed() {
 		for _, p := range c.all() {
-			c.t.Logf("--- last lines of %s (%s):\n%s", p.name, p.logPath, p.tail(25))
+			c.t.Logf("--- last lines of %s (%s):\n%s", p.Name, p.LogPath, p.Tail(25))
 		}
 	}
 	for _, p := range c.all() {
-		p.close()
+		p.Close()
 	}
 }
 
