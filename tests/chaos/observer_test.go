@@ -34,9 +34,10 @@ type eventSeen struct {
 
 // observer watches the job from the harness's own connection, which reconnects forever:
 // every barrier on cairn.barrier.<job>, every ack on cairn.ack.<job> and every checkpoint
-// event published on cairn.checkpoints.<job>.>. All are core subscriptions, so what is published while the
-// nats-server is down is not seen here; the stored checkpoint events are read back from
-// their stream at the end.
+// event published on cairn.checkpoints.<job>.* (the member audit events on
+// cairn.checkpoints.<job>.members are not checkpoint events and are skipped). All are core
+// subscriptions, so what is published while the nats-server is down is not seen here; the
+// stored checkpoint events are read back from their stream at the end.
 type observer struct {
 	nc *nats.Conn
 	js jetstream.JetStream
@@ -112,6 +113,9 @@ func (o *observer) answered(instance string, id uint64) bool {
 }
 
 func (o *observer) onEvent(m *nats.Msg) {
+	if m.Subject == subjects.MemberEvents(job) {
+		return // member audit events share the checkpoint events' subject space
+	}
 	at := time.Now()
 	var e messages.CheckpointEvent
 	err := messages.Unmarshal(m.Data, &e)
