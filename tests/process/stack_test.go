@@ -549,3 +549,82 @@ func ctxFor(t *testing.T, d time.Duration) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
+
+// feed publishes events for inst every period until the returned stop is called; stop
+// waits for the publisher and returns the sequence of the last event stored.
+func (s *stack) feed(ctx context.Context, inst string, period time.Duration) (stop func() (uint64, error)) {
+	fctx, cancel := context.WithCancel(ctx)
+	type result struct {
+		last uint64
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		tick := time.NewTicker(period)
+		defer tick.Stop()
+		var r result
+		for {
+			select {
+			case <-fctx.Done():
+				done <- r
+				return
+			case <-tick.C:
+			}
+			seq, err := s.publish(ctx, inst, 1)
+			if err != nil {
+				r.err = err
+				done <- r
+				return
+			}
+			r.last = seq
+		}
+	}()
+	return func() (uint64, error) {
+		cancel()
+		r := <-done
+		return r.last, r.err
+	}
+}
+
+// waitTrimmed waits until the coordinator has trimmed inst's input subject: its first
+// sequence is past from. It returns that sequence.
+func (s *stack) waitTrimmed(ctx context.Context, inst string, from uint64) (uint64, error) {
+	subject := subjects.Input(s.job, inst)
+	var first uint64
+	err := proctest.Poll(ctx, 20*time.Millisecond, fmt.Sprintf("the coordinator to trim %s past sequence %d", subject, from), func() (bool, error) {
+		var err error
+		first, err = s.firstSeq(ctx, subject)
+		return first > from, err
+	})
+	return first, err
+}
+
+// readSubject returns the messages stored in stream on subject, in stream order.
+func (s *stack) readSubject(ctx context.Context, stream jetstream.Stream, subject string) ([]jetstream.Msg, error) {
+	info, err := stream.Info(ctx, jetstream.WithSubjectFilter(subject))
+	if err != nil {
+		return nil, err
+	}
+	n := info.State.Subjects[subject]
+	if n == 0 {
+		return nil, nil
+	}
+	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
+	if err != nil {
+		return nil, err
+	}
+	it, err := cons.Messages()
+	if err != nil {
+		return nil, err
+	}
+	defer it.Stop()
+	out := make([]jetstream.Msg, 0, n)
+	for uint64(len(out)) < n {
+		m, err := it.Next(jetstream.NextContext(ctx))
+		if err != nil {
+			return nil, fmt.Errorf("read %s after %d of %d messages: %w", subject, len(out), n, err)
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}
