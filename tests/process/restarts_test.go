@@ -24,7 +24,7 @@ func TestSigtermRestartsExactlyOnceOutput(t *testing.T) {
 	const inst = "counter-0"
 	s := newStack(t, stackOptions{instances: []string{inst}, output: true})
 	ctx := ctxFor(t, 120*time.Second)
-	stop := s.feed(ctx, inst, 10*time.Millisecond)
+	stop := s.feed(ctx, inst, 2*time.Millisecond)
 	defer stop()
 	p := s.ops[inst]
 	start := time.Now()

@@ -551,7 +551,8 @@ func ctxFor(t *testing.T, d time.Duration) context.Context {
 }
 
 // feed publishes events for inst every period until the returned stop is called; stop
-// waits for the publisher and returns the sequence of the last event stored.
+// waits for the publisher and returns the sequence of the last event stored (the same on
+// every call).
 func (s *stack) feed(ctx context.Context, inst string, period time.Duration) (stop func() (uint64, error)) {
 	fctx, cancel := context.WithCancel(ctx)
 	type result struct {
@@ -579,17 +580,19 @@ func (s *stack) feed(ctx context.Context, inst string, period time.Duration) (st
 			r.last = seq
 		}
 	}()
-	return func() (uint64, error) {
+	return sync.OnceValues(func() (uint64, error) {
 		cancel()
 		r := <-done
 		return r.last, r.err
-	}
+	})
 }
 
 // waitTrimmed waits until the coordinator has trimmed inst's input subject: its first
-// sequence is past from. It returns that sequence.
+// sequence is past from, within 20 s. It returns that sequence.
 func (s *stack) waitTrimmed(ctx context.Context, inst string, from uint64) (uint64, error) {
 	subject := subjects.Input(s.job, inst)
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
 	var first uint64
 	err := proctest.Poll(ctx, 20*time.Millisecond, fmt.Sprintf("the coordinator to trim %s past sequence %d", subject, from), func() (bool, error) {
 		var err error
