@@ -1,0 +1,85 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/messages"
+)
+
+// deleteCounter deletes job's checkpoint id counter, as `nats kv del CAIRN_MANIFESTS
+// <job>.counter` does.
+func (s *system) deleteCounter(job string) {
+	s.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.res.Manifests.Delete(ctx, cjs.CounterKey(job)); err != nil {
+		s.t.Fatalf("delete the counter of %s: %v", job, err)
+	}
+}
+
+// highestBarrier drains bs and returns the highest checkpoint id seen, at least floor; it
+// fails the test when the ids do not strictly increase.
+func highestBarrier(t *testing.T, bs <-chan barrier, floor uint64) uint64 {
+	t.Helper()
+	for {
+		select {
+		case b := <-bs:
+			if b.b.CheckpointID <= floor {
+				t.Fatalf("barrier with id %d after id %d was issued", b.b.CheckpointID, floor)
+			}
+			floor = b.b.CheckpointID
+		default:
+			return floor
+		}
+	}
+}
+
+// completedAbove waits for a completed checkpoint with an id above floor and returns it,
+// checking that every barrier sent meanwhile has a new, higher id.
+func completedAbove(t *testing.T, evs <-chan *messages.CheckpointEvent, bs <-chan barrier, floor uint64) uint64 {
+	t.Helper()
+	e := nextMatching(t, evs, 10*time.Second, fmt.Sprintf("completed checkpoint above id %d", floor), func(e *messages.CheckpointEvent) bool {
+		return e.Outcome == messages.Completed && e.CheckpointID > floor
+	})
+	highestBarrier(t, bs, floor)
+	return e.CheckpointID
+}
+
+func TestLostCounterContinuesAboveEveryUsedID(t *testing.T) {
+	s := startSystem(t, "lc", "lc-0")
+	s.waitRegistered("lc", 1)
+	evs := s.events("lc")
+	bs := s.barriers("lc")
+	v := s.set("lc", `{"interval":"100ms"}`)
+	nextMatching(t, evs, 10*time.Second, "completed checkpoint", func(e *messages.CheckpointEvent) bool {
+		return e.Outcome == messages.Completed && e.ConfigVersion == v.Version
+	})
+
+	// Lost while the coordinator runs: its next compare-and-set fails, and it continues
+	// above the newest manifest and every id it issued itself.
+	s.deleteCounter("lc")
+	floor := highestBarrier(t, bs, 0)
+	floor = completedAbove(t, evs, bs, floor)
+
+	// Lost while no coordinator runs: the take-over starts above the newest manifest.
+	s.stop("coordinator")
+	floor = highestBarrier(t, bs, floor)
+	s.deleteCounter("lc")
+	s.startCoordinator("coordinator")
+	completedAbove(t, evs, bs, floor)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	e, err := s.res.Manifests.Get(ctx, cjs.CounterKey("lc"))
+	if err != nil {
+		t.Fatalf("the counter was not recreated: %v", err)
+	}
+	var c messages.Counter
+	if err := messages.Unmarshal(e.Value(), &c); err != nil || c.Last <= floor {
+		t.Fatalf("recreated counter %+v (%v), want last above %d", c, err, floor)
+	}
+}
