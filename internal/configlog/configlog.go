@@ -9,9 +9,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
@@ -102,4 +104,35 @@ func Read(ctx context.Context, r Reader, subject, job string, timeout time.Durat
 	}
 	l.Skipped = append(l.Skipped, Skipped{Seq: last.Sequence, Err: err})
 	return l, nil
+}
+
+// maxRemembered bounds the stream sequences a SkipLog remembers; past it, it forgets
+// them all and may log a skipped message again.
+const maxRemembered = 4096
+
+// SkipLog logs skipped config events at ERROR, once per stream sequence. The zero value
+// is ready to use; it is safe for concurrent use.
+type SkipLog struct {
+	mu   sync.Mutex
+	seen map[uint64]struct{}
+}
+
+// Log logs each of job's skipped messages that it has not logged before.
+func (s *SkipLog) Log(log zerolog.Logger, job string, skipped []Skipped) {
+	if len(skipped) == 0 {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, sk := range skipped {
+		if _, done := s.seen[sk.Seq]; done {
+			continue
+		}
+		if s.seen == nil || len(s.seen) >= maxRemembered {
+			s.seen = map[uint64]struct{}{}
+		}
+		s.seen[sk.Seq] = struct{}{}
+		log.Error().Err(sk.Err).Str("job", job).Uint64("stream_sequence", sk.Seq).
+			Msg("config event skipped: not a valid config event; the newest valid one stays in force")
+	}
 }

@@ -51,7 +51,7 @@ func (s *Service) history(ctx context.Context, job string) (messages.ConfigHisto
 		seq = msg.Sequence + 1
 		ev, err := configlog.Decode(msg.Data, job)
 		if err != nil {
-			s.logSkipped(job, []configlog.Skipped{{Seq: msg.Sequence, Err: err}})
+			s.skipped.Log(s.log, job, []configlog.Skipped{{Seq: msg.Sequence, Err: err}})
 			continue
 		}
 		h.Versions = append(h.Versions, messages.NewConfigView(job, ev.Version, ev.Config, ev.Time))

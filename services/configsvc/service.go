@@ -55,10 +55,8 @@ type Service struct {
 	// handlers is held for reading by every running handler; Run takes it for writing
 	// after stopping the micro service, to wait for them.
 	handlers sync.RWMutex
-	// skipped holds the stream sequences of invalid config events already logged;
-	// skippedMu guards it and is taken (by handlers holding handlers) last, alone.
-	skippedMu sync.Mutex
-	skipped   map[uint64]struct{}
+	// skipped logs each invalid config event once.
+	skipped configlog.SkipLog
 }
 
 // New returns a service that stores config events in stream (the CAIRN_CONFIG stream of
@@ -75,14 +73,13 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, stream jetstream.Str
 		name = info.Config.Name
 	}
 	return &Service{
-		cfg:     cfg,
-		nc:      nc,
-		pub:     js,
-		last:    stream,
-		stream:  name,
-		log:     log.With().Str("service", ServiceName).Logger(),
-		now:     time.Now,
-		skipped: map[uint64]struct{}{},
+		cfg:    cfg,
+		nc:     nc,
+		pub:    js,
+		last:   stream,
+		stream: name,
+		log:    log.With().Str("service", ServiceName).Logger(),
+		now:    time.Now,
 	}, nil
 }
 

@@ -38,7 +38,7 @@ func (s *Service) current(ctx context.Context, job string) (current, error) {
 	if err != nil {
 		return current{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
-	s.logSkipped(job, l.Skipped)
+	s.skipped.Log(s.log, job, l.Skipped)
 	cur := current{config: messages.DefaultConfig()}
 	if l.Last != nil {
 		cur.seq, cur.msgID = l.Last.Sequence, l.Last.Header.Get(jetstream.MsgIDHeader)
@@ -47,28 +47,4 @@ func (s *Service) current(ctx context.Context, job string) (current, error) {
 		cur.version, cur.config, cur.updated = l.Event.Version, l.Event.Config, l.Event.Time
 	}
 	return cur, nil
-}
-
-// maxSkippedLogged bounds the stream sequences logSkipped remembers.
-const maxSkippedLogged = 4096
-
-// logSkipped logs, at ERROR and once per stream sequence, the messages on job's config
-// subject that are not valid config events.
-func (s *Service) logSkipped(job string, skipped []configlog.Skipped) {
-	if len(skipped) == 0 {
-		return
-	}
-	s.skippedMu.Lock()
-	defer s.skippedMu.Unlock()
-	for _, sk := range skipped {
-		if _, done := s.skipped[sk.Seq]; done {
-			continue
-		}
-		if len(s.skipped) >= maxSkippedLogged {
-			clear(s.skipped)
-		}
-		s.skipped[sk.Seq] = struct{}{}
-		s.log.Error().Err(sk.Err).Str("job", job).Uint64("stream_sequence", sk.Seq).
-			Msg("config event skipped: not a valid config event; the newest valid one stays in force")
-	}
 }

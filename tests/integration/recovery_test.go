@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cairn-stream/cairn/internal/natstest"
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
@@ -81,5 +82,37 @@ func TestLostCounterContinuesAboveEveryUsedID(t *testing.T) {
 	var c messages.Counter
 	if err := messages.Unmarshal(e.Value(), &c); err != nil || c.Last <= floor {
 		t.Fatalf("recreated counter %+v (%v), want last above %d", c, err, floor)
+	}
+}
+
+func TestInvalidLastConfigEventKeepsTheLastValidVersion(t *testing.T) {
+	s := startSystem(t, "mc", "mc-0")
+	s.startCoordinator("standby")
+	s.waitRegistered("mc", 1)
+	s.set("mc", `{"interval":"300ms"}`)
+	valid := s.set("mc", `{"interval":"200ms","retain":4}`)
+	if _, err := s.js.Publish(context.Background(), subjects.ConfigEvents("mc"), []byte("\xc1 not a config event")); err != nil {
+		t.Fatal(err)
+	}
+	// Both coordinators restart: their consumers deliver only the invalid last event.
+	s.stop("coordinator")
+	s.stop("standby")
+	s.startCoordinator("coordinator")
+	s.startCoordinator("standby")
+	natstest.Eventually(t, 10*time.Second, fmt.Sprintf("version %d applied after the restart", valid.Version), func() bool {
+		st := s.status("mc")
+		return st.Config.Version == valid.Version && st.EffectiveInterval == "200ms" && st.Config.Retain == 4
+	})
+
+	bs := s.barriers("mc")
+	next := s.set("mc", `{"interval":"150ms"}`)
+	if next.Version != valid.Version+1 || next.Retain != 4 {
+		t.Fatalf("set after the invalid event: %+v, want version %d on top of the last valid one", next, valid.Version+1)
+	}
+	nextMatching(t, bs, 10*time.Second, fmt.Sprintf("barrier under version %d", next.Version), func(b barrier) bool {
+		return b.b.ConfigVersion == next.Version
+	})
+	if st := s.status("mc"); st.Config.Version != next.Version || st.EffectiveInterval != "150ms" {
+		t.Fatalf("status after the set: version %d interval %s, want %d and 150ms", st.Config.Version, st.EffectiveInterval, next.Version)
 	}
 }
