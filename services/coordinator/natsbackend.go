@@ -102,7 +102,10 @@ func (b *natsBackend) readCounter(ctx context.Context, latest bool) error {
 	default:
 		var c messages.Counter
 		if err := messages.Unmarshal(e.Value(), &c); err != nil {
-			return fmt.Errorf("checkpoint id counter %s: %w", key, err)
+			// As good as lost: overwrite it (compare-and-set on its revision) with an id
+			// above every one used, rather than never issue an id again.
+			b.log.Error().Err(err).Str("key", key).Msg("checkpoint id counter cannot be read; replacing it")
+			c.Last = 0
 		}
 		b.counter, b.counterRev = c.Last, e.Revision()
 	}

@@ -66,6 +66,15 @@ func TestLostCounterContinuesAboveEveryUsedID(t *testing.T) {
 	floor := highestBarrier(t, bs, 0)
 	floor = completedAbove(t, evs, bs, floor)
 
+	// Overwritten with garbage: as good as lost, it is replaced.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := s.res.Manifests.Put(ctx, cjs.CounterKey("lc"), []byte("garbage")); err != nil {
+		t.Fatal(err)
+	}
+	floor = highestBarrier(t, bs, floor)
+	floor = completedAbove(t, evs, bs, floor)
+
 	// Lost while no coordinator runs: the take-over starts above the newest manifest.
 	s.stop("coordinator")
 	floor = highestBarrier(t, bs, floor)
@@ -73,8 +82,6 @@ func TestLostCounterContinuesAboveEveryUsedID(t *testing.T) {
 	s.startCoordinator("coordinator")
 	completedAbove(t, evs, bs, floor)
 
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
 	e, err := s.res.Manifests.Get(ctx, cjs.CounterKey("lc"))
 	if err != nil {
 		t.Fatalf("the counter was not recreated: %v", err)
