@@ -14,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/cairn-stream/cairn/internal/loadgen"
+	"github.com/cairn-stream/cairn/pkg/embedded"
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
 	"github.com/cairn-stream/cairn/services/configsvc"
 	"github.com/cairn-stream/cairn/services/coordinator"
@@ -48,7 +49,7 @@ func runDev(ctx context.Context, args []string, stderr io.Writer) error {
 		defer os.RemoveAll(dir)
 	}
 	start := time.Now()
-	srv, err := cjs.StartEmbedded(cjs.EmbeddedOptions{Host: *host, Port: *port, StoreDir: dir})
+	srv, err := embedded.Start(embedded.Options{Host: *host, Port: *port, StoreDir: dir})
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/cairn-stream/cairn/pkg/embedded"
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
 )
 
@@ -33,7 +34,7 @@ func Start(t testing.TB) *Server {
 // down when the test ends; restarting on the same dir and port simulates a server restart.
 func StartIn(t testing.TB, dir string, port int) *Server {
 	t.Helper()
-	s, err := cjs.StartEmbedded(cjs.EmbeddedOptions{Port: port, StoreDir: dir, MaxMemory: 512 << 20, MaxStore: 2 << 30})
+	s, err := embedded.Start(embedded.Options{Port: port, StoreDir: dir, MaxMemory: 512 << 20, MaxStore: 2 << 30})
 	if err != nil {
 		t.Fatalf("start nats-server: %v", err)
 	}

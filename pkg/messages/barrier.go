@@ -123,6 +123,8 @@ func (a *Ack) Validate() error {
 			return errors.New("ack: a decline needs a reason")
 		}
 	default:
+		// Not safe to accept: the coordinator cannot tell whether an unknown kind means
+		// the snapshot is stored, so the ack is dropped and the checkpoint times out.
 		return fmt.Errorf("ack: kind %d; allowed: %d (ack) or %d (decline)", int(a.Kind), int(AckDone), int(AckDeclined))
 	}
 	return nil

@@ -68,7 +68,7 @@ func (r AbortReason) String() string {
 }
 
 // Counted reports whether the reason counts toward tolerable_failures (as in Flink: only
-// timeouts, declines and storage errors).
+// timeouts, declines and storage errors). A reason newer than this build does not count.
 func (r AbortReason) Counted() bool {
 	return r == AbortTimeout || r == AbortDeclined || r == AbortStorage
 }
@@ -109,14 +109,13 @@ func (e *CheckpointEvent) Validate() error {
 	if e.CheckpointID == 0 {
 		return errors.New("checkpoint event: checkpoint id 0; allowed: 1 and up")
 	}
-	switch e.Outcome {
-	case Completed:
-	case Aborted:
-		if e.Reason < AbortTimeout || e.Reason > AbortCoordinatorChange {
-			return fmt.Errorf("checkpoint event: abort reason %d; allowed: %d-%d", int(e.Reason), int(AbortTimeout), int(AbortCoordinatorChange))
-		}
-	default:
-		return fmt.Errorf("checkpoint event: outcome %d; allowed: %d (completed) or %d (aborted)", int(e.Outcome), int(Completed), int(Aborted))
+	// Outcomes and abort reasons newer than this build are accepted: a reader only shows
+	// them (as their number) and never acts on them.
+	if e.Outcome < Completed {
+		return fmt.Errorf("checkpoint event: outcome %d; allowed: %d (completed), %d (aborted) or a newer one", int(e.Outcome), int(Completed), int(Aborted))
+	}
+	if e.Outcome == Aborted && e.Reason < AbortTimeout {
+		return fmt.Errorf("checkpoint event: abort reason %d; allowed: %d-%d or a newer one", int(e.Reason), int(AbortTimeout), int(AbortCoordinatorChange))
 	}
 	return nil
 }
@@ -257,8 +256,10 @@ func (e *MemberEvent) Validate() error {
 	if err := ValidateName("instance", e.Instance); err != nil {
 		return err
 	}
-	if e.Kind < MemberRemoved || e.Kind > MemberInputGapAccepted {
-		return fmt.Errorf("member event: kind %d; allowed: %d-%d", int(e.Kind), int(MemberRemoved), int(MemberInputGapAccepted))
+	// Kinds newer than this build are accepted: member events are an audit record that
+	// readers show, never act on.
+	if e.Kind < MemberRemoved {
+		return fmt.Errorf("member event: kind %d; allowed: %d-%d or a newer one", int(e.Kind), int(MemberRemoved), int(MemberInputGapAccepted))
 	}
 	return nil
 }

@@ -9,9 +9,22 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 )
 
-// SchemaVersion is the schema version this build writes into every msgpack message and the
-// newest one it reads.
+// SchemaVersion is the major schema version this build writes into every msgpack message
+// (its "schema" field) and the only one it reads: a message of another major version is
+// refused. Changes that an older reader can safely ignore (a new field, a new enum value
+// where docs/compatibility.md says that is safe) keep the major version and raise the
+// minor one instead.
 const SchemaVersion = 1
+
+// SchemaMinor is the minor schema version of this build. A writer at minor 1 or more puts
+// it under MinorKey; this build, at minor 0, writes no MinorKey, so that readers from
+// before minor versions existed still read what it writes. Readers accept every minor
+// version of their major one and skip the fields they do not know.
+const SchemaMinor = 0
+
+// MinorKey is the optional top-level msgpack key holding the writer's minor schema
+// version, an integer of 0 or more; absent means 0.
+const MinorKey = "minor"
 
 // ErrMalformed is returned (wrapped) when a message cannot be decoded or fails validation.
 var ErrMalformed = errors.New("malformed message")
@@ -42,12 +55,16 @@ func Marshal(m Message) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// Unmarshal decodes msgpack data into m strictly: unknown or repeated fields, wrong types
-// (nil for a value, a negative number for an unsigned field, an integer too large for its
-// field, binary data for a string), trailing bytes, a missing or newer schema version and
-// invalid values are all errors wrapping ErrMalformed. m must be a pointer to a struct. On
-// error m may be partly filled and must not be used. m is reset to its zero value first,
-// so a reused value keeps nothing from an earlier message.
+// Unmarshal decodes msgpack data into m. It tolerates what a newer minor version may
+// write: fields this build does not know are skipped (checked only for being well-formed
+// and bounded, see docs/compatibility.md), any MinorKey is accepted, and Validate accepts
+// enum values from newer builds where acting on them is safe. Everything else is strict:
+// repeated fields, wrong types (nil for a value, a negative number for an unsigned field,
+// an integer too large for its field, binary data for a string), trailing bytes, a
+// missing schema version or another major one and invalid values are all errors wrapping
+// ErrMalformed. m must be a pointer to a struct. On error m may be partly filled and must
+// not be used. m is reset to its zero value first, so a reused value keeps nothing from
+// an earlier message.
 func Unmarshal(data []byte, m Message) error {
 	if len(data) == 0 {
 		return fmt.Errorf("%w: %T: empty payload", ErrMalformed, m)
@@ -57,7 +74,7 @@ func Unmarshal(data []byte, m Message) error {
 		return fmt.Errorf("unmarshal into %T: want a non-nil pointer to a struct", m)
 	}
 	if v, ok := peekSchema(data); ok && !v.neg && v.u > SchemaVersion {
-		return fmt.Errorf("%w: %T: schema version %s; this build reads 1-%d", ErrMalformed, m, v.intText(), SchemaVersion)
+		return fmt.Errorf("%w: %T: schema version %s; this build reads 1-%d (a newer major version: upgrade this reader)", ErrMalformed, m, v.intText(), SchemaVersion)
 	}
 	reflect.ValueOf(m).Elem().SetZero()
 	r := mpReader{b: data}
@@ -68,7 +85,6 @@ func Unmarshal(data []byte, m Message) error {
 		return fmt.Errorf("%w: %T: %d trailing bytes after the message", ErrMalformed, m, r.rest())
 	}
 	dec := msgpack.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields(true)
 	if err := dec.Decode(m); err != nil {
 		return fmt.Errorf("%w: %T: %w", ErrMalformed, m, err)
 	}

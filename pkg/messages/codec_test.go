@@ -155,8 +155,12 @@ func TestUnmarshalIsStrict(t *testing.T) {
 		msg  string
 	}{
 		{"empty payload", &messages.Counter{}, nil, "empty payload"},
-		{"unknown field", &messages.Counter{}, enc(t, with(counter, "extra", 1)), `unknown field "extra"`},
-		{"unknown nested field", &messages.ConfigEvent{}, enc(t, with(configEvent, "config", with(cfg, "jitter", 1))), `config: unknown field "jitter"`},
+		{"repeated unknown field", &messages.Counter{}, fixMap(t, "schema", 1, "job", "j", "extra", 1, "extra", 2), `field "extra" appears twice`},
+		{"unknown field nested too deep", &messages.Counter{}, withRaw(t, fixMap(t, "schema", 1, "job", "j"), "extra", bytes.Repeat([]byte{0x91}, 40)), "extra (a field this build does not know): msgpack: arrays and maps nested more than 32 deep"},
+		{"unknown field cut short", &messages.Counter{}, withRaw(t, fixMap(t, "schema", 1, "job", "j"), "extra", []byte{0xdd, 0xff, 0xff, 0xff, 0xff}), "extra (a field this build does not know): msgpack: unexpected EOF"},
+		{"unknown field with reserved code", &messages.Counter{}, withRaw(t, fixMap(t, "schema", 1, "job", "j"), "extra", []byte{0xc1}), "reserved code 0xc1"},
+		{"negative minor", &messages.Counter{}, enc(t, with(counter, "minor", -1)), "minor: integer -1 where an integer of 0 or more is wanted"},
+		{"minor as string", &messages.Counter{}, enc(t, with(counter, "minor", "2")), "minor: a string where an integer of 0 or more is wanted"},
 		{"trailing bytes", &messages.Counter{}, append(bytes.Clone(valid), 0x00), "1 trailing bytes after the message"},
 		{"truncated", &messages.Counter{}, valid[:len(valid)-1], "unexpected EOF"},
 		{"reserved code", &messages.Counter{}, []byte{0xc1}, "reserved code 0xc1"},

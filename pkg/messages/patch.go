@@ -110,7 +110,7 @@ func ParseConfigPatchMsgpack(body []byte) (ConfigPatch, error) {
 		key := string(k.data)
 		v, err := r.next()
 		if err == nil {
-			err = r.skipElements(v)
+			err = r.skipElements(v, math.MaxInt)
 		}
 		if err != nil {
 			return ConfigPatch{}, fmt.Errorf("%w: body is not valid msgpack: %w", ErrBadRequest, err)

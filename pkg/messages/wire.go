@@ -19,6 +19,11 @@ import (
 // (wrong types, nil for a value, negative numbers for unsigned fields, integers that
 // do not fit, duplicate keys, bin for str, non-map structs, malformed timestamps) and
 // keeps the library's length-based preallocation bounded by the payload's size.
+//
+// Fields this build does not know (written by a newer minor version, see
+// docs/compatibility.md) are skipped: their names must still be strings that appear
+// once, and their values well-formed msgpack nested at most maxUnknownDepth deep, so that
+// the library, which skips them recursively, does so within a bounded depth.
 
 // mpKind is the kind of one msgpack value.
 type mpKind int
@@ -225,26 +230,46 @@ func (r *mpReader) next() (mpValue, error) {
 	return mpValue{}, fmt.Errorf("msgpack: reserved code 0xc1 at byte %d", r.off-1)
 }
 
+// maxUnknownDepth is how deeply arrays and maps may nest inside the value of a field
+// this build does not know.
+const maxUnknownDepth = 32
+
 // skipElements skips the elements of an array or map whose header v was just read, and
-// anything nested in them, without recursion.
-func (r *mpReader) skipElements(v mpValue) error {
-	pending := uint64(0)
-	switch v.kind {
-	case mpArray:
-		pending = v.u
-	case mpMap:
-		pending = 2 * v.u
+// anything nested in them, without recursion. It fails when containers nest more than
+// maxDepth levels below v.
+func (r *mpReader) skipElements(v mpValue, maxDepth int) error {
+	// open holds the elements still to read of each container entered, innermost last.
+	var open []uint64
+	enter := func(v mpValue) error {
+		n := v.u
+		switch v.kind {
+		case mpArray:
+		case mpMap:
+			n *= 2
+		default:
+			return nil
+		}
+		if len(open) == maxDepth {
+			return fmt.Errorf("msgpack: arrays and maps nested more than %d deep at byte %d", maxDepth, r.off)
+		}
+		open = append(open, n)
+		return nil
 	}
-	for ; pending > 0; pending-- {
+	if err := enter(v); err != nil {
+		return err
+	}
+	for len(open) > 0 {
+		if open[len(open)-1] == 0 {
+			open = open[:len(open)-1]
+			continue
+		}
+		open[len(open)-1]--
 		e, err := r.next()
 		if err != nil {
 			return err
 		}
-		switch e.kind {
-		case mpArray:
-			pending += e.u
-		case mpMap:
-			pending += 2 * e.u
+		if err := enter(e); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -271,7 +296,7 @@ func peekSchema(data []byte) (mpValue, bool) {
 		if string(k.data) == "schema" {
 			return v, v.kind == mpInt
 		}
-		if err := r.skipElements(v); err != nil {
+		if err := r.skipElements(v, maxUnknownDepth); err != nil {
 			return mpValue{}, false
 		}
 	}
@@ -376,6 +401,7 @@ func checkStruct(r *mpReader, v mpValue, t reflect.Type, path string) error {
 	}
 	fields := wireFields(t)
 	seen := make([]bool, t.NumField())
+	var unknown map[string]struct{}
 	for range v.u {
 		k, err := r.next()
 		if err != nil {
@@ -387,7 +413,17 @@ func checkStruct(r *mpReader, v mpValue, t reflect.Type, path string) error {
 		name := string(k.data)
 		f, ok := fields[name]
 		if !ok {
-			return fmt.Errorf("%w: %s: unknown field %s", errWire, pathName(path), quoteShort(name))
+			if _, dup := unknown[name]; dup {
+				return fmt.Errorf("%w: %s: field %s appears twice", errWire, pathName(path), quoteShort(name))
+			}
+			if unknown == nil {
+				unknown = map[string]struct{}{}
+			}
+			unknown[name] = struct{}{}
+			if err := checkUnknown(r, path, name); err != nil {
+				return err
+			}
+			continue
 		}
 		if seen[f.index] {
 			return fmt.Errorf("%w: %s: field %s appears twice", errWire, pathName(path), quoteShort(name))
@@ -396,6 +432,23 @@ func checkStruct(r *mpReader, v mpValue, t reflect.Type, path string) error {
 		if err := checkValue(r, f.typ, joinPath(path, name)); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// checkUnknown skips the value of a field the Go type does not have. The message's
+// top-level "minor" (the writer's minor schema version) must be an integer of 0 or more;
+// any other value only has to be well-formed and nested at most maxUnknownDepth deep.
+func checkUnknown(r *mpReader, path, name string) error {
+	v, err := r.next()
+	if err != nil {
+		return fmt.Errorf("%s: %w", joinPath(path, name), err)
+	}
+	if path == "" && name == MinorKey && (v.kind != mpInt || v.neg) {
+		return wrongKind(name, v, "an integer of 0 or more")
+	}
+	if err := r.skipElements(v, maxUnknownDepth); err != nil {
+		return fmt.Errorf("%w: %s (a field this build does not know): %w", errWire, joinPath(path, name), err)
 	}
 	return nil
 }

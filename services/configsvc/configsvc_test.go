@@ -2,6 +2,7 @@ package configsvc_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"reflect"
@@ -376,17 +377,6 @@ func TestLogsChangesAndRefusals(t *testing.T) {
 func TestStorageFailuresAnswer503(t *testing.T) {
 	h := newHarness(t, "")
 	h.start(t)
-
-	// An event nobody can read makes the job's config unknown.
-	if _, err := h.nc.Request(h.subj.ConfigEvents("corrupt"), []byte("not msgpack"), 5*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	for _, r := range []reply{h.get(t, "corrupt"), h.set(t, "corrupt", `{"retain":2}`)} {
-		if r.code != "503" || !strings.Contains(r.err, "config storage unavailable: the config event at stream sequence 1 of cairn.config.events.corrupt cannot be read") {
-			t.Fatalf("corrupt event answered %s %q", r.code, r.err)
-		}
-	}
-
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := h.js.DeleteStream(ctx, cjs.ConfigStream); err != nil {
@@ -395,6 +385,69 @@ func TestStorageFailuresAnswer503(t *testing.T) {
 	for _, r := range []reply{h.get(t, "gone"), h.set(t, "gone", `{"retain":2}`)} {
 		if r.code != "503" || !strings.Contains(r.err, "config storage unavailable: read the last event of cairn.config.events.gone") {
 			t.Fatalf("missing stream answered %s %q", r.code, r.err)
+		}
+	}
+}
+
+func TestInvalidEventsAreSkippedAndLoggedOnce(t *testing.T) {
+	h := newHarness(t, "")
+	var logs natstest.LogBuffer
+	h.startReplica(t, zerolog.New(&logs))
+	h.waitReplicas(t, 1)
+	h.mustSet(t, "bad", `{"interval":"2s"}`)
+	h.mustSet(t, "bad", `{"retain":4}`)
+
+	// After version 2: garbage, another job's event and an out-of-range one, as a
+	// rogue or broken publisher might store them on the job's subject.
+	foreign, err := messages.Marshal(&messages.ConfigEvent{Schema: 1, Job: "other", Version: 9, Config: messages.DefaultConfig()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	outOfRange, err := msgpack.Marshal(map[string]any{"schema": 1, "job": "bad", "version": 9, "time": time.Now(), "config": map[string]any{
+		"interval": int64(time.Millisecond), "timeout": int64(time.Minute), "min_pause": 0, "max_concurrent": 1, "tolerable_failures": -1, "retain": 3,
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seqs []uint64
+	for _, data := range [][]byte{[]byte("not msgpack"), foreign, outOfRange} {
+		ack, err := h.js.Publish(context.Background(), h.subj.ConfigEvents("bad"), data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seqs = append(seqs, ack.Sequence)
+	}
+	if r := h.get(t, "bad"); r.code != "" || r.view.Version != 2 || r.view.Interval != "2s" || r.view.Retain != 4 {
+		t.Fatalf("get after invalid events: %+v, want version 2 (interval 2s, retain 4)", r)
+	}
+	v := h.mustSet(t, "bad", `{"timeout":"1m"}`)
+	if v.Version != 3 || v.Interval != "2s" || v.Retain != 4 || v.Timeout != "1m" {
+		t.Fatalf("set after invalid events: %+v, want version 3 on top of version 2", v)
+	}
+	if r := h.get(t, "bad"); r.code != "" || r.view.Version != 3 {
+		t.Fatalf("get after the set: %+v, want version 3", r)
+	}
+	m, err := h.nc.Request(h.subj.ConfigHistory("bad"), nil, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hist messages.ConfigHistory
+	if err := json.Unmarshal(m.Data, &hist); err != nil || len(hist.Versions) != 3 {
+		t.Fatalf("history %s (%v), want versions 1-3", m.Data, err)
+	}
+
+	logged := map[float64]int{}
+	for _, l := range logLines(t, &logs) {
+		if l["message"] == "config event skipped: not a valid config event; the newest valid one stays in force" {
+			if l["level"] != "error" || l["job"] != "bad" {
+				t.Errorf("skip logged as %v", l)
+			}
+			logged[l["stream_sequence"].(float64)]++
+		}
+	}
+	for _, seq := range seqs {
+		if logged[float64(seq)] != 1 {
+			t.Errorf("stream sequence %d logged %d times, want once; logs:\n%s", seq, logged[float64(seq)], logs.String())
 		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/cairn-stream/cairn/internal/configlog"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
@@ -28,8 +29,9 @@ func (s *Service) handleHistory(ctx context.Context, req micro.Request) {
 }
 
 // history reads every config event of job from the stream, oldest first, keeping the
-// newest messages.MaxHistory. It walks the subject with direct gets ("the next message on
-// this subject at or after sequence n"), so it needs no consumer.
+// newest messages.MaxHistory and skipping messages that are not valid config events. It
+// walks the subject with direct gets ("the next message on this subject at or after
+// sequence n"), so it needs no consumer.
 func (s *Service) history(ctx context.Context, job string) (messages.ConfigHistory, error) {
 	h := messages.ConfigHistory{Job: job, Versions: []messages.ConfigView{}}
 	if err := messages.ValidateName("job", job); err != nil {
@@ -46,14 +48,15 @@ func (s *Service) history(ctx context.Context, job string) (messages.ConfigHisto
 		if err != nil {
 			return h, fmt.Errorf("%w: read the history of %s at sequence %d: %w", ErrUnavailable, subject, seq, err)
 		}
-		var ev messages.ConfigEvent
-		if err := messages.Unmarshal(msg.Data, &ev); err != nil {
-			return h, fmt.Errorf("%w: the config event at stream sequence %d of %s cannot be read: %w", ErrUnavailable, msg.Sequence, subject, err)
+		seq = msg.Sequence + 1
+		ev, err := configlog.Decode(msg.Data, job)
+		if err != nil {
+			s.skipped.Log(s.log, job, []configlog.Skipped{{Seq: msg.Sequence, Err: err}})
+			continue
 		}
 		h.Versions = append(h.Versions, messages.NewConfigView(job, ev.Version, ev.Config, ev.Time))
 		if len(h.Versions) > messages.MaxHistory {
 			h.Versions, h.Truncated = h.Versions[1:], true
 		}
-		seq = msg.Sequence + 1
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 	"github.com/rs/zerolog"
 
+	"github.com/cairn-stream/cairn/internal/configlog"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
@@ -40,18 +41,12 @@ type publisher interface {
 	PublishMsg(ctx context.Context, msg *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error)
 }
 
-// lastReader reads the newest message of a subject in the config stream.
-type lastReader interface {
-	GetLastMsgForSubject(ctx context.Context, subject string) (*jetstream.RawStreamMsg, error)
-	GetMsg(ctx context.Context, seq uint64, opts ...jetstream.GetMsgOpt) (*jetstream.RawStreamMsg, error)
-}
-
 // Service is the cairn-config micro service. Create it with New and serve with Run.
 type Service struct {
 	cfg  Config
 	nc   *nats.Conn
 	pub  publisher
-	last lastReader
+	last configlog.Reader
 	// stream is the config stream's name; publishes expect it, so that a subject bound to
 	// another stream is an error rather than a silent write elsewhere.
 	stream string
@@ -60,6 +55,8 @@ type Service struct {
 	// handlers is held for reading by every running handler; Run takes it for writing
 	// after stopping the micro service, to wait for them.
 	handlers sync.RWMutex
+	// skipped logs each invalid config event once.
+	skipped configlog.SkipLog
 }
 
 // New returns a service that stores config events in stream (the CAIRN_CONFIG stream of

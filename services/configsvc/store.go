@@ -8,11 +8,12 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/cairn-stream/cairn/internal/configlog"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
-// ErrUnavailable is returned (wrapped) when the config stream cannot be read or written,
-// or holds an event that cannot be read; it maps to code 503.
+// ErrUnavailable is returned (wrapped) when the config stream cannot be read or written;
+// it maps to code 503.
 var ErrUnavailable = errors.New("config storage unavailable")
 
 // current is a job's config in force and where it is in the stream.
@@ -27,31 +28,23 @@ type current struct {
 	msgID string
 }
 
-// current reads the config in force for job: its last event, or the defaults at version
-// 0 when it has none.
+// current reads the config in force for job: its newest valid event, or the defaults at
+// version 0 when it has none. Messages on the job's subject that are not valid events are
+// skipped (and logged once each); seq and msgID stay those of the subject's last
+// message, whatever it holds, since the next publish expects that sequence.
 func (s *Service) current(ctx context.Context, job string) (current, error) {
 	subject := s.cfg.Subjects.ConfigEvents(job)
-	ctx, cancel := context.WithTimeout(ctx, opTimeout)
-	defer cancel()
-	msg, err := s.last.GetLastMsgForSubject(ctx, subject)
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return current{config: messages.DefaultConfig()}, nil
-	}
+	l, err := configlog.Read(ctx, s.last, subject, job, opTimeout)
 	if err != nil {
-		return current{}, fmt.Errorf("%w: read the last event of %s: %w", ErrUnavailable, subject, err)
+		return current{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
-	var ev messages.ConfigEvent
-	if err := messages.Unmarshal(msg.Data, &ev); err != nil {
-		return current{}, fmt.Errorf("%w: the config event at stream sequence %d of %s cannot be read: %w", ErrUnavailable, msg.Sequence, subject, err)
+	s.skipped.Log(s.log, job, l.Skipped)
+	cur := current{config: messages.DefaultConfig()}
+	if l.Last != nil {
+		cur.seq, cur.msgID = l.Last.Sequence, l.Last.Header.Get(jetstream.MsgIDHeader)
 	}
-	if ev.Job != job {
-		return current{}, fmt.Errorf("%w: the config event at stream sequence %d of %s belongs to job %q", ErrUnavailable, msg.Sequence, subject, ev.Job)
+	if l.Event != nil {
+		cur.version, cur.config, cur.updated = l.Event.Version, l.Event.Config, l.Event.Time
 	}
-	return current{
-		version: ev.Version,
-		config:  ev.Config,
-		updated: ev.Time,
-		seq:     msg.Sequence,
-		msgID:   msg.Header.Get(jetstream.MsgIDHeader),
-	}, nil
+	return cur, nil
 }

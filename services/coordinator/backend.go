@@ -15,7 +15,8 @@ var ErrFenced = errors.New("coordinator fenced: another coordinator has moved th
 // loop's goroutine. The NATS implementation is natsBackend; unit tests use a fake.
 type backend interface {
 	// nextID advances the job's checkpoint id counter with compare-and-set and returns
-	// the new id; an id is never returned twice, across restarts and fail-overs.
+	// the new id; an id is never returned twice, across restarts and fail-overs, and is
+	// always above the newest manifest's, even when the counter key was lost.
 	nextID(ctx context.Context) (uint64, error)
 	// sendBarrier publishes the barrier.
 	sendBarrier(b *messages.Barrier) error
@@ -26,7 +27,8 @@ type backend interface {
 	latestManifest(ctx context.Context) (*messages.Manifest, error)
 	// unfinished returns the ids a previous coordinator issued after completed (the
 	// newest manifest's id) that ended neither completed nor aborted (at most
-	// MaxMaxConcurrent of the newest), and the last id it issued.
+	// MaxMaxConcurrent of the newest), and the last id it issued (at least the newest
+	// ended one, when the counter key was lost).
 	unfinished(ctx context.Context, completed uint64) (ids []uint64, last uint64, err error)
 	// publishEvent publishes a checkpoint event.
 	publishEvent(ctx context.Context, e *messages.CheckpointEvent) error

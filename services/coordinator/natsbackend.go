@@ -42,11 +42,15 @@ type natsBackend struct {
 	events    lastMsgReader
 	log       zerolog.Logger
 
-	counter    uint64 // last id issued, valid while counterRev > 0 or counterRead
+	counter    uint64 // last id issued, valid while counterOK
 	counterRev uint64
 	counterOK  bool
 	latestRev  uint64
 	latestOK   bool
+	// used is the highest checkpoint id known to be taken: the newest manifest's, the
+	// newest ended checkpoint's and every id this backend issued. nextID never returns an
+	// id at or below it, even when the counter key was lost.
+	used uint64
 
 	retainCh chan retainRequest
 }
@@ -57,22 +61,11 @@ func (b *natsBackend) nextID(ctx context.Context) (uint64, error) {
 	key := cjs.CounterKey(b.job)
 	for range 8 {
 		if !b.counterOK {
-			e, err := b.manifests.Get(ctx, key)
-			switch {
-			case errors.Is(err, jetstream.ErrKeyNotFound):
-				b.counter, b.counterRev = 0, 0
-			case err != nil:
-				return 0, fmt.Errorf("read checkpoint id counter: %w", err)
-			default:
-				var c messages.Counter
-				if err := messages.Unmarshal(e.Value(), &c); err != nil {
-					return 0, fmt.Errorf("checkpoint id counter %s: %w", key, err)
-				}
-				b.counter, b.counterRev = c.Last, e.Revision()
+			if err := b.readCounter(ctx, true); err != nil {
+				return 0, err
 			}
-			b.counterOK = true
 		}
-		next := b.counter + 1
+		next := max(b.counter, b.used) + 1
 		data, err := messages.Marshal(&messages.Counter{Schema: messages.SchemaVersion, Job: b.job, Last: next})
 		if err != nil {
 			return 0, err
@@ -84,7 +77,7 @@ func (b *natsBackend) nextID(ctx context.Context) (uint64, error) {
 			rev, err = b.manifests.Update(ctx, key, data, b.counterRev)
 		}
 		if err == nil {
-			b.counter, b.counterRev = next, rev
+			b.counter, b.counterRev, b.used = next, rev, next
 			return next, nil
 		}
 		b.counterOK = false
@@ -93,6 +86,44 @@ func (b *natsBackend) nextID(ctx context.Context) (uint64, error) {
 		}
 	}
 	return 0, fmt.Errorf("advance checkpoint id counter: %w", ErrFenced)
+}
+
+// readCounter re-reads the id counter and, with latest, the newest manifest's id: a
+// counter that was lost or fell behind is then advanced past every id already used
+// instead of starting again at 1.
+func (b *natsBackend) readCounter(ctx context.Context, latest bool) error {
+	key := cjs.CounterKey(b.job)
+	e, err := b.manifests.Get(ctx, key)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		b.counter, b.counterRev = 0, 0
+	case err != nil:
+		return fmt.Errorf("read checkpoint id counter: %w", err)
+	default:
+		var c messages.Counter
+		if err := messages.Unmarshal(e.Value(), &c); err != nil {
+			// As good as lost: overwrite it (compare-and-set on its revision) with an id
+			// above every one used, rather than never issue an id again.
+			b.log.Error().Err(err).Str("key", key).Msg("checkpoint id counter cannot be read; replacing it")
+			c.Last = 0
+		}
+		b.counter, b.counterRev = c.Last, e.Revision()
+	}
+	if latest {
+		m, _, err := b.readLatest(ctx)
+		if err != nil {
+			return err
+		}
+		if m != nil {
+			b.used = max(b.used, m.CheckpointID)
+		}
+	}
+	if b.counter < b.used {
+		b.log.Error().Str("key", key).Uint64("counter", b.counter).Bool("missing", b.counterRev == 0).Uint64("highest_used", b.used).
+			Msg("checkpoint id counter lost or behind the ids already used; continuing above them")
+	}
+	b.counterOK = true
+	return nil
 }
 
 func (b *natsBackend) sendBarrier(br *messages.Barrier) error {
@@ -134,7 +165,7 @@ func (b *natsBackend) writeManifest(ctx context.Context, m *messages.Manifest) e
 			rev, err = b.manifests.Update(ctx, key, data, b.latestRev)
 		}
 		if err == nil {
-			b.latestRev = rev
+			b.latestRev, b.used = rev, max(b.used, m.CheckpointID)
 			return nil
 		}
 		b.latestOK = false
@@ -167,6 +198,9 @@ func (b *natsBackend) latestManifest(ctx context.Context) (*messages.Manifest, e
 		return nil, err
 	}
 	b.latestRev, b.latestOK = rev, true
+	if m != nil {
+		b.used = max(b.used, m.CheckpointID)
+	}
 	return m, nil
 }
 
@@ -187,18 +221,11 @@ func (b *natsBackend) publishEvent(ctx context.Context, e *messages.CheckpointEv
 }
 
 func (b *natsBackend) unfinished(ctx context.Context, completed uint64) ([]uint64, uint64, error) {
-	e, err := b.manifests.Get(ctx, cjs.CounterKey(b.job))
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil, 0, nil
+	b.used = max(b.used, completed)
+	if err := b.readCounter(ctx, false); err != nil {
+		return nil, 0, err
 	}
-	if err != nil {
-		return nil, 0, fmt.Errorf("read checkpoint id counter: %w", err)
-	}
-	var c messages.Counter
-	if err := messages.Unmarshal(e.Value(), &c); err != nil {
-		return nil, 0, fmt.Errorf("checkpoint id counter of %s: %w", b.job, err)
-	}
-	b.counter, b.counterRev, b.counterOK = c.Last, e.Revision(), true
+	last := b.counter
 	ended := completed
 	for _, o := range []messages.Outcome{messages.Completed, messages.Aborted} {
 		raw, err := b.events.GetLastMsgForSubject(ctx, b.subjects.CheckpointEvent(b.job, o.String()))
@@ -206,16 +233,17 @@ func (b *natsBackend) unfinished(ctx context.Context, completed uint64) ([]uint6
 			continue
 		}
 		if err != nil {
-			return nil, c.Last, fmt.Errorf("read the last %s event: %w", o, err)
+			return nil, last, fmt.Errorf("read the last %s event: %w", o, err)
 		}
 		var ev messages.CheckpointEvent
 		if messages.Unmarshal(raw.Data, &ev) == nil {
 			ended = max(ended, ev.CheckpointID)
 		}
 	}
+	b.used = max(b.used, ended)
 	var ids []uint64
-	for id := max(ended, c.Last-min(c.Last, messages.MaxMaxConcurrent)) + 1; id <= c.Last; id++ {
+	for id := max(ended, last-min(last, messages.MaxMaxConcurrent)) + 1; id <= last; id++ {
 		ids = append(ids, id)
 	}
-	return ids, c.Last, nil
+	return ids, max(last, b.used), nil
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nuid"
 	"github.com/rs/zerolog"
 
+	"github.com/cairn-stream/cairn/internal/configlog"
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
@@ -58,6 +59,8 @@ type Service struct {
 	mu   sync.Mutex // guards jobs (the registry only; each job's state is owned by its loop)
 	jobs map[string]*job
 	wg   sync.WaitGroup
+	// skipped logs each invalid config event once.
+	skipped configlog.SkipLog
 }
 
 // New builds a coordinator; Run starts it.
@@ -184,15 +187,33 @@ func (s *Service) ensure(ctx context.Context, name string, ttl time.Duration) *j
 }
 
 func (s *Service) onConfig(ctx context.Context, m jetstream.Msg, ttl time.Duration) {
-	var ev messages.ConfigEvent
-	if err := messages.Unmarshal(m.Data(), &ev); err != nil {
-		s.log.Error().Err(err).Str("subject", m.Subject()).Msg("config event skipped: cannot decode")
+	job := s.cfg.Subjects.Token(m.Subject(), 2)
+	if !s.wanted(job) || messages.ValidateName("job", job) != nil {
 		return
 	}
-	if !s.wanted(ev.Job) || s.cfg.Subjects.Token(m.Subject(), 2) != ev.Job {
+	ev, err := configlog.Decode(m.Data(), job)
+	if err != nil {
+		// The consumer delivers only the last event of each subject at start: look back
+		// for the newest valid one instead of leaving the job on the defaults. A valid
+		// event this was already newer than is ignored by the job as stale.
+		s.wg.Go(func() { s.newestValidConfig(ctx, job, ttl) })
 		return
 	}
-	send(ctx, s.ensure(ctx, ev.Job, ttl).configs, &ev)
+	send(ctx, s.ensure(ctx, job, ttl).configs, ev)
+}
+
+// newestValidConfig hands job the newest valid config event on its subject, logging the
+// invalid ones after it once each.
+func (s *Service) newestValidConfig(ctx context.Context, job string, ttl time.Duration) {
+	l, err := configlog.Read(ctx, s.res.Config, s.cfg.Subjects.ConfigEvents(job), job, 2*time.Second)
+	if err != nil {
+		s.log.Error().Err(err).Str("job", job).Msg("invalid config event: cannot look back for the newest valid one")
+		return
+	}
+	s.skipped.Log(s.log, job, l.Skipped)
+	if l.Event != nil {
+		send(ctx, s.ensure(ctx, job, ttl).configs, l.Event)
+	}
 }
 
 // followRegistrations routes instance registrations to their jobs. The watch delivers

@@ -6,12 +6,17 @@
 //   - BenchmarkBarrierEmission: |gap between barriers − 100ms| at interval 100ms, against a
 //     Go timer publishing in the same rhythm;
 //   - BenchmarkCheckpoint8x1MiB: trigger→completed for 8 operator runtimes with 1 MiB of
-//     state each, against 8 parallel object-store puts of 1 MiB.
+//     state each, against 8 parallel object-store puts of 1 MiB;
+//   - BenchmarkCoordinatorFleet: one `cairn coordinator` process driving 1000 jobs × 4
+//     simulated operators at 1 s: its CPU share and CPU per checkpoint, barrier lateness
+//     against a fan-out of Go timers, completions and aborts. It takes minutes and runs
+//     only with CAIRN_FLEET=1 (-bench CoordinatorFleet -benchtime=1x; CAIRN_FLEET_JOBS,
+//     CAIRN_FLEET_INSTANCES, CAIRN_FLEET_WINDOW change its shape).
 //
 // Each benchmark reports p50 and p99 in milliseconds, its floor's p50 and p99 and the
 // ratios with b.ReportMetric, and logs a small table. One loop iteration is one sample, so
 // -benchtime=200x gives 200 samples per figure; ns/op is suppressed as meaningless.
-// Nothing is asserted about speed. Run them all (about 1.5 minutes on 2 cores):
+// Nothing is asserted about speed. Run them (about 1.5 minutes on 2 cores without the fleet):
 //
 //	go test -run '^$' -bench . -benchtime=200x ./tests/bench/
 //

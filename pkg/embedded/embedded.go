@@ -1,4 +1,4 @@
-package jetstream
+package embedded
 
 import (
 	"errors"
@@ -8,8 +8,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 )
 
-// EmbeddedOptions configures an in-process nats-server with JetStream.
-type EmbeddedOptions struct {
+// Options configures an in-process nats-server with JetStream.
+type Options struct {
 	// Host to listen on; empty means 127.0.0.1 (never all interfaces by default).
 	Host string
 	// Port to listen on; -1 picks a free one, 0 means 4222.
@@ -24,12 +24,12 @@ type EmbeddedOptions struct {
 	Logger server.Logger
 }
 
-// ErrNoStoreDir is returned by StartEmbedded without a store directory.
+// ErrNoStoreDir is returned by Start without a store directory.
 var ErrNoStoreDir = errors.New("embedded nats-server: StoreDir is required")
 
-// StartEmbedded starts a nats-server with JetStream in this process and waits until it
+// Start starts a nats-server with JetStream in this process and waits until it
 // accepts connections. Stop it with Shutdown and WaitForShutdown.
-func StartEmbedded(o EmbeddedOptions) (*server.Server, error) {
+func Start(o Options) (*server.Server, error) {
 	if o.StoreDir == "" {
 		return nil, ErrNoStoreDir
 	}

@@ -1,0 +1,371 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/cairn-stream/cairn/internal/natstest"
+	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/messages"
+)
+
+// fleetShape is the size of BenchmarkCoordinatorFleet; CAIRN_FLEET_JOBS,
+// CAIRN_FLEET_INSTANCES and CAIRN_FLEET_WINDOW (a duration) override the defaults.
+type fleetShape struct {
+	jobs, instances int
+	interval        time.Duration
+	window          time.Duration
+}
+
+func fleetFromEnv(b *testing.B) fleetShape {
+	s := fleetShape{jobs: 1000, instances: 4, interval: time.Second, window: 20 * time.Second}
+	for key, dst := range map[string]*int{"CAIRN_FLEET_JOBS": &s.jobs, "CAIRN_FLEET_INSTANCES": &s.instances} {
+		if v := os.Getenv(key); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 {
+				b.Fatalf("%s=%q: want a positive integer", key, v)
+			}
+			*dst = n
+		}
+	}
+	if v := os.Getenv("CAIRN_FLEET_WINDOW"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 2*s.interval {
+			b.Fatalf("CAIRN_FLEET_WINDOW=%q: want a duration of at least %s", v, 2*s.interval)
+		}
+		s.window = d
+	}
+	return s
+}
+
+// BenchmarkCoordinatorFleet measures one coordinator process (`cairn coordinator`, built
+// from this tree) driving many jobs whose operators are simulated on the real wire
+// contract: every instance has a registration in CAIRN_LEASES renewed every TTL/3, and
+// answers each barrier of its job with an ack (a snapshot reference that is never
+// uploaded). Every job runs at a 1 s interval. After all jobs have completed a checkpoint,
+// a window (20 s by default) is measured:
+//
+//   - the coordinator's CPU (user + system, from /proc) as a share of one core, and per
+//     completed checkpoint;
+//   - how late each barrier is: the gap to the job's previous barrier minus the interval,
+//     as received by the simulator;
+//   - completed and aborted checkpoints in the window.
+//
+// The floor is the same fan-out without Cairn, measured in the same run: one Go timer
+// per job publishing a core message every interval on one connection, received by the
+// same kind of subscriber; its lateness is what NATS and the machine add by themselves.
+//
+// It runs only with CAIRN_FLEET=1, one window per iteration:
+//
+//	CAIRN_FLEET=1 go test -run '^$' -bench CoordinatorFleet -benchtime=1x -timeout 20m ./tests/bench/
+func BenchmarkCoordinatorFleet(b *testing.B) {
+	if os.Getenv("CAIRN_FLEET") != "1" {
+		b.Skip("set CAIRN_FLEET=1 to run the fleet benchmark (minutes)")
+	}
+	if _, err := os.Stat("/proc/self/stat"); err != nil {
+		b.Skip("needs /proc to read the coordinator's CPU time")
+	}
+	shape := fleetFromEnv(b)
+	srv := natstest.Start(b)
+	nc := srv.Connect(b)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := b.Context()
+	res, err := cjs.Ensure(ctx, js, cjs.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	bin := buildCairn(b)
+
+	for range b.N {
+		floor := timerFloor(b, srv, shape)
+		got := runFleet(b, srv, js, res, bin, shape)
+		late := figure{name: "barrier lateness", floorName: "timer fan-out lateness", got: got.late, floor: floor}
+		late.report(b, "late_", true)
+		b.ReportMetric(got.cpuShare*100, "cpu_%core")
+		b.ReportMetric(float64(got.cpu.Microseconds())/float64(max(got.completed, 1)), "cpu_us/checkpoint")
+		b.ReportMetric(float64(got.completed), "completed")
+		b.ReportMetric(float64(got.aborted), "aborted")
+		b.ReportMetric(ms(got.late.percentile(100)), "late_max_ms")
+		b.Logf("%d jobs × %d instances at %s, window %s: coordinator CPU %.1f %% of a core (%.0f µs per checkpoint), %d completed, %d aborted; barrier lateness p50 %.2f ms, p99 %.2f ms, max %.2f ms (timer floor p50 %.2f ms, p99 %.2f ms)",
+			shape.jobs, shape.instances, shape.interval, shape.window, got.cpuShare*100,
+			float64(got.cpu.Microseconds())/float64(max(got.completed, 1)), got.completed, got.aborted,
+			ms(got.late.percentile(50)), ms(got.late.percentile(99)), ms(got.late.percentile(100)),
+			ms(floor.percentile(50)), ms(floor.percentile(99)))
+	}
+	b.ReportMetric(0, "ns/op")
+}
+
+// buildCairn builds the cairn binary of this tree into a temporary directory.
+func buildCairn(b *testing.B) string {
+	b.Helper()
+	bin := filepath.Join(b.TempDir(), "cairn")
+	out, err := exec.Command("go", "build", "-o", bin, "github.com/cairn-stream/cairn/cmd/cairn").CombinedOutput()
+	if err != nil {
+		b.Fatalf("build cairn: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// gapRecorder turns arrival times per key into lateness samples (gap − interval).
+type gapRecorder struct {
+	interval time.Duration
+	mu       sync.Mutex
+	last     map[string]time.Time
+	record   bool
+	late     sample
+}
+
+func newGapRecorder(interval time.Duration) *gapRecorder {
+	return &gapRecorder{interval: interval, last: map[string]time.Time{}}
+}
+
+func (g *gapRecorder) arrived(key string, at time.Time) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if prev, ok := g.last[key]; ok && g.record {
+		g.late = append(g.late, at.Sub(prev)-g.interval)
+	}
+	g.last[key] = at
+}
+
+// measure records between start and stop and returns what it recorded.
+func (g *gapRecorder) start() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.record = true
+}
+
+func (g *gapRecorder) stop() sample {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.record = false
+	return g.late
+}
+
+// timerFloor runs one Go timer per job publishing a core message every interval and
+// returns the lateness its subscriber sees over the window.
+func timerFloor(b *testing.B, srv *natstest.Server, shape fleetShape) sample {
+	b.Helper()
+	pub, sub := srv.Connect(b), srv.Connect(b)
+	rec := newGapRecorder(shape.interval)
+	s, err := sub.Subscribe("floor.>", func(m *nats.Msg) { rec.arrived(m.Subject, time.Now()) })
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = s.Unsubscribe() }()
+	if err := sub.Flush(); err != nil {
+		b.Fatal(err)
+	}
+	timers := make([]*time.Timer, shape.jobs)
+	for i := range shape.jobs {
+		subject := fmt.Sprintf("floor.job-%d", i)
+		var fire func()
+		fire = func() {
+			_ = pub.Publish(subject, nil)
+			timers[i].Reset(shape.interval)
+		}
+		timers[i] = time.AfterFunc(time.Duration(i)*shape.interval/time.Duration(shape.jobs), fire)
+	}
+	waitFor(b, 2*shape.interval+time.Second)
+	rec.start()
+	waitFor(b, shape.window)
+	late := rec.stop()
+	for _, t := range timers {
+		t.Stop()
+	}
+	return late
+}
+
+// waitFor blocks for d or until the benchmark's context ends; a measurement window, not a
+// synchronisation.
+func waitFor(b *testing.B, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-b.Context().Done():
+		b.Fatal("benchmark cancelled")
+	}
+}
+
+// fleetResult is what runFleet measured.
+type fleetResult struct {
+	cpu                time.Duration
+	cpuShare           float64
+	completed, aborted int64
+	late               sample
+}
+
+// runFleet starts the simulated operators and a coordinator process, waits until every
+// job has completed a checkpoint, and measures one window.
+func runFleet(b *testing.B, srv *natstest.Server, js jetstream.JetStream, res *cjs.Resources, bin string, shape fleetShape) fleetResult {
+	b.Helper()
+	ctx, cancel := context.WithCancel(b.Context())
+	defer cancel()
+	subjects := cjs.Subjects{}
+	job := func(i int) string { return fmt.Sprintf("fleet-%d", i) }
+
+	// Config: every job at the interval, published as configsvc would.
+	cfg := messages.DefaultConfig()
+	cfg.Interval = shape.interval
+	for i := range shape.jobs {
+		data, err := messages.Marshal(&messages.ConfigEvent{Schema: messages.SchemaVersion, Job: job(i), Version: 1, Config: cfg, Time: time.Now().UTC()})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := js.Publish(ctx, subjects.ConfigEvents(job(i)), data); err != nil {
+			b.Fatal(err)
+		}
+	}
+
+	// Simulated instances: registrations renewed every TTL/3, acks for every barrier.
+	sim := srv.Connect(b)
+	rec := newGapRecorder(shape.interval)
+	var acks, ackErrs atomic.Int64
+	barriers, err := sim.Subscribe(subjects.Barrier("*"), func(m *nats.Msg) {
+		at := time.Now()
+		var br messages.Barrier
+		if messages.Unmarshal(m.Data, &br) != nil {
+			ackErrs.Add(1)
+			return
+		}
+		rec.arrived(br.Job, at)
+		for k := range shape.instances {
+			inst := fmt.Sprintf("op-%d", k)
+			data, err := messages.Marshal(&messages.Ack{
+				Schema: messages.SchemaVersion, Job: br.Job, CheckpointID: br.CheckpointID, Instance: inst,
+				Incarnation: "sim-" + inst, Kind: messages.AckDone,
+				Snapshot:  messages.SnapshotRef{Object: cjs.ObjectName(br.Job, br.CheckpointID, inst), Size: 64, Digest: "SHA-256=sim"},
+				Positions: map[string]uint64{cjs.InputStream: br.CheckpointID},
+			})
+			if err != nil || sim.Publish(subjects.Ack(br.Job), data) != nil {
+				ackErrs.Add(1)
+				continue
+			}
+			acks.Add(1)
+		}
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = barriers.Unsubscribe() }()
+	var completed, aborted atomic.Int64
+	seen := sync.Map{}
+	var jobsDone atomic.Int64
+	events, err := sim.Subscribe(subjects.CheckpointEvent("*", "*"), func(m *nats.Msg) {
+		switch {
+		case strings.HasSuffix(m.Subject, ".completed"):
+			completed.Add(1)
+			if _, loaded := seen.LoadOrStore(subjects.Token(m.Subject, 1), true); !loaded {
+				jobsDone.Add(1)
+			}
+		case strings.HasSuffix(m.Subject, ".aborted"):
+			aborted.Add(1)
+		}
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = events.Unsubscribe() }()
+	if err := sim.Flush(); err != nil {
+		b.Fatal(err)
+	}
+	st, err := res.Leases.Status(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	go heartbeatFleet(ctx, res.Leases, shape, job, st.TTL()/3)
+
+	coord := exec.CommandContext(ctx, bin, "coordinator")
+	coord.Env = append(os.Environ(), "NATS_URL="+srv.URL, "LOG_LEVEL=warn")
+	coord.Stderr = os.Stderr
+	if err := coord.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() {
+		_ = coord.Process.Signal(os.Interrupt)
+		_ = coord.Wait()
+	}()
+
+	deadline := time.Now().Add(time.Minute + time.Duration(shape.jobs)*20*time.Millisecond)
+	for jobsDone.Load() < int64(shape.jobs) {
+		if time.Now().After(deadline) {
+			b.Fatalf("after %s only %d of %d jobs completed a checkpoint", time.Until(deadline), jobsDone.Load(), shape.jobs)
+		}
+		waitFor(b, 100*time.Millisecond)
+	}
+	waitFor(b, shape.interval)
+
+	c0, a0 := completed.Load(), aborted.Load()
+	cpu0 := procCPU(b, coord.Process.Pid)
+	start := time.Now()
+	rec.start()
+	waitFor(b, shape.window)
+	late := rec.stop()
+	cpu := procCPU(b, coord.Process.Pid) - cpu0
+	elapsed := time.Since(start)
+	if n := ackErrs.Load(); n > 0 {
+		b.Fatalf("simulator failed %d times to decode a barrier or send an ack", n)
+	}
+	return fleetResult{
+		cpu: cpu, cpuShare: float64(cpu) / float64(elapsed),
+		completed: completed.Load() - c0, aborted: aborted.Load() - a0, late: late,
+	}
+}
+
+// heartbeatFleet keeps every simulated instance registered until ctx ends, spreading the
+// renewals over the period.
+func heartbeatFleet(ctx context.Context, kv jetstream.KeyValue, shape fleetShape, job func(int) string, every time.Duration) {
+	total := shape.jobs * shape.instances
+	regs := make([][]byte, total)
+	for i := range total {
+		inst := fmt.Sprintf("op-%d", i%shape.instances)
+		regs[i], _ = messages.Marshal(&messages.Registration{
+			Schema: messages.SchemaVersion, Job: job(i / shape.instances), Instance: inst,
+			Incarnation: "sim-" + inst, StartedAt: time.Now().UTC(),
+		})
+	}
+	tick := time.NewTicker(every / time.Duration(total))
+	defer tick.Stop()
+	for i := 0; ; i = (i + 1) % total {
+		_, _ = kv.Put(ctx, cjs.RegistrationKey(job(i/shape.instances), fmt.Sprintf("op-%d", i%shape.instances)), regs[i])
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// procCPU returns the user + system CPU time of process pid.
+func procCPU(b *testing.B, pid int) time.Duration {
+	b.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	// Fields after the command name (in parentheses, which may contain spaces).
+	fields := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+1:]))
+	utime, err1 := strconv.ParseInt(fields[11], 10, 64)
+	stime, err2 := strconv.ParseInt(fields[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		b.Fatalf("parse /proc/%d/stat: %q", pid, data)
+	}
+	const clockTicks = 100 // USER_HZ on Linux
+	return time.Duration(utime+stime) * time.Second / clockTicks
+}
