@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -496,8 +497,8 @@ func (s *stack) retained(ctx context.Context) ([]messages.Manifest, error) {
 	}
 	var out []messages.Manifest
 	for k := range lister.Keys() {
-		if k == s.job+".latest" {
-			continue
+		if _, err := strconv.ParseUint(strings.TrimPrefix(k, s.job+"."), 10, 64); err != nil {
+			continue // <job>.latest, the id counter
 		}
 		m, err := s.manifest(ctx, k)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
