@@ -117,6 +117,10 @@ func (p *persister) store(ctx context.Context, j persistJob) (ref messages.Snaps
 	if err := j.snap.Persist(io.MultiWriter(sp, h)); err != nil {
 		return ref, false, fmt.Errorf("persist: %w", err)
 	}
+	if p.r.isFenced() {
+		// The successor answers barriers under the same object names: upload nothing.
+		return ref, false, p.r.replacedError()
+	}
 	ref = messages.SnapshotRef{
 		Object: cjs.ObjectName(p.r.cfg.Job, j.checkpoint, p.r.cfg.Instance),
 		Size:   uint64(sp.Size()),
