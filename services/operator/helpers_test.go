@@ -121,16 +121,24 @@ func (e *env) startErr(cfg operator.Config, m operator.Machine) error {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	err = rt.Run(e.ctx())
-	if err == nil {
-		e.t.Fatal("Run = nil, want it to refuse to start")
-	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- rt.Run(ctx) }()
 	select {
+	case err := <-done:
+		if err == nil {
+			e.t.Fatal("Run = nil, want it to refuse to start")
+		}
+		return err
 	case <-rt.Ready():
-		e.t.Fatalf("Run = %v after it was ready, want it to refuse to start", err)
-	default:
+		cancel()
+		<-done
+		e.t.Fatal("the runtime started, want it to refuse to start")
+	case <-time.After(waitLong):
+		e.t.Fatal("Run neither started nor refused to")
 	}
-	return err
+	return nil
 }
 
 // run runs fn (the Run of rt or of a Service around it) and waits until rt is ready.
