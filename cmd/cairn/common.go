@@ -45,6 +45,19 @@ func envInt(key string, def int) int {
 	return def
 }
 
+// envBool reads a boolean environment variable; unset or empty means false.
+func envBool(key string) (bool, error) {
+	v := os.Getenv(key)
+	if v == "" {
+		return false, nil
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, fmt.Errorf("%s=%q: allowed: true, false, 1, 0", key, v)
+	}
+	return b, nil
+}
+
 // register adds the shared flags, each defaulting to its environment variable.
 func (c *common) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.natsURL, "nats-url", envOr(cjs.EnvURL, nats.DefaultURL), "NATS seed URLs, comma-separated [$NATS_URL]")

@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"io"
 	"os"
 	"strings"
+
+	"github.com/rs/zerolog"
 
 	"github.com/cairn-stream/cairn/internal/loadgen"
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
@@ -79,6 +82,16 @@ func runOperator(ctx context.Context, args []string, stderr io.Writer) error {
 	instance := fs.String("instance", os.Getenv("CAIRN_INSTANCE"), "stable instance id, e.g. counter-0 [$CAIRN_INSTANCE]")
 	input := fs.String("input", os.Getenv("CAIRN_INPUT_SUBJECT"), "input subject; empty: <prefix>.input.<job>.<instance> [$CAIRN_INPUT_SUBJECT]")
 	output := fs.String("output", os.Getenv("CAIRN_OUTPUT_SUBJECT"), "emit each key's new totals on this subject (e.g. <prefix>.output.<job>.<instance>); empty: no output [$CAIRN_OUTPUT_SUBJECT]")
+	resetDefault, err := envBool("CAIRN_RESET_STATE")
+	if err != nil {
+		return err
+	}
+	gapDefault, err := envBool("CAIRN_ACCEPT_INPUT_GAP")
+	if err != nil {
+		return err
+	}
+	resetState := fs.Bool("reset-state", resetDefault, "start this member empty on purpose, dropping the state its checkpoints hold, and read the input from the start of what remains; logged and recorded as a member event. Use for one start only [$CAIRN_RESET_STATE]")
+	acceptGap := fs.Bool("accept-input-gap", gapDefault, "go on after a restore although input after the restored position may have been removed by the input stream's limits; logged and recorded as a member event [$CAIRN_ACCEPT_INPUT_GAP]")
 	if err := parse(fs, args, stderr); err != nil {
 		return err
 	}
@@ -92,6 +105,8 @@ func runOperator(ctx context.Context, args []string, stderr io.Writer) error {
 		cfg.InputSubject = *input
 	}
 	cfg.Output = *output
+	cfg.ResetState = *resetState
+	cfg.AcceptInputGap = *acceptGap
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
@@ -106,7 +121,26 @@ func runOperator(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	c.serveHealth(ctx, nc, log)
-	return svc.Run(ctx)
+	if err := svc.Run(ctx); err != nil {
+		logOperatorFailure(log, cfg, err)
+		return err
+	}
+	return nil
+}
+
+// logOperatorFailure logs why an operator stopped with an error, at error level, naming
+// the job, the instance and the cause.
+func logOperatorFailure(log zerolog.Logger, cfg operator.Config, err error) {
+	msg := "operator failed"
+	switch {
+	case errors.Is(err, operator.ErrNoUsableSnapshot):
+		msg = "refusing to start: this member has no usable snapshot (--reset-state starts it empty on purpose)"
+	case errors.Is(err, operator.ErrInputGap):
+		msg = "refusing to start: input after the restored position may have been removed (--accept-input-gap goes on without it)"
+	case errors.Is(err, operator.ErrReplaced):
+		msg = "stopped: replaced by a newer incarnation of this instance"
+	}
+	log.Error().Str("job", cfg.Job).Str("instance", cfg.Instance).Err(err).Msg(msg)
 }
 
 func runLoadgen(ctx context.Context, args []string, stderr io.Writer) error {

@@ -33,6 +33,16 @@ type Config struct {
 	// Output is the subject the reference aggregator (Service) emits each key's new
 	// totals on; empty means it emits nothing. A Runtime with another Machine ignores it.
 	Output string
+	// ResetState starts a member of the job empty on purpose, dropping the state its
+	// checkpoints hold, and reads its input from the start of what the stream still holds.
+	// It is logged at warn level and recorded as a reset_state member event. Without it a
+	// member none of whose snapshots can be restored refuses to start (ErrNoUsableSnapshot).
+	// It resets at every start it is given to: set it for one start only.
+	ResetState bool
+	// AcceptInputGap lets a restored instance go on when input after its restored position
+	// may have been removed from the input stream, logged at warn level and recorded as an
+	// input_gap_accepted member event. Without it the start is refused (ErrInputGap).
+	AcceptInputGap bool
 }
 
 // DefaultConfig returns the config of instance of job with every other field at its

@@ -1,7 +1,7 @@
 // Package operator is Cairn's operator runtime and its reference operator.
 //
 // A Runtime drives one operator instance: it restores the instance's state from the newest
-// completed checkpoint, registers the instance in KV CAIRN_LEASES with a fresh incarnation
+// completed checkpoint that holds a usable snapshot of it, registers the instance in KV CAIRN_LEASES with a fresh incarnation
 // id and keeps the registration alive, follows the instance's input subject with an ordered
 // consumer, and answers the coordinator's barriers with snapshots stored in the object
 // store.
@@ -14,12 +14,22 @@
 //
 // # Restore
 //
-// On start the runtime reads <job>.latest from CAIRN_MANIFESTS. When the manifest holds a
-// snapshot of this instance, the object is downloaded, its SHA-256 is checked against the
-// manifest, the Machine restores from it and the input consumer resumes after the stream
-// sequence the snapshot includes. A missing or corrupt object is logged at error level and
-// the retained manifests <job>.<id> are tried, newest first. When no manifest holds a usable
-// snapshot of this instance, it starts empty and reads its input from the beginning.
+// On start the runtime reads <job>.latest from CAIRN_MANIFESTS. An instance that manifest
+// does not hold is new: it starts empty and reads its input from the beginning. A member
+// restores the newest usable snapshot: the object is downloaded, its SHA-256 is checked
+// against the manifest, the Machine restores from it, and the input consumer resumes
+// after the stream sequence the snapshot includes. A missing or corrupt object is logged at
+// error level and the retained manifests <job>.<id> are tried, newest first. A member with
+// no usable snapshot refuses to start (ErrNoUsableSnapshot) unless Config.ResetState
+// starts it empty on purpose. Before consuming, the input stream is checked for records
+// after the restored position that its limits may have removed (ErrInputGap, unless
+// Config.AcceptInputGap). Resets and accepted gaps are recorded as member events.
+//
+// # Fencing
+//
+// The registration is compare-and-set: the newest incarnation of an instance id takes the
+// key over, and an older one that finds another incarnation there at its next heartbeat
+// stops at once, publishes nothing more and returns ErrReplaced.
 //
 // # Storage efficiency
 //

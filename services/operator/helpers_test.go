@@ -8,7 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -69,6 +71,16 @@ func (e *env) logger() zerolog.Logger {
 	return zerolog.New(e.logs).Level(zerolog.DebugLevel).With().Timestamp().Logger()
 }
 
+// logged reports whether one log line contains every part.
+func (e *env) logged(parts ...string) bool {
+	for line := range strings.Lines(e.logs.String()) {
+		if !slices.ContainsFunc(parts, func(p string) bool { return !strings.Contains(line, p) }) {
+			return true
+		}
+	}
+	return false
+}
+
 func (e *env) ctx() context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), waitLong)
 	e.t.Cleanup(cancel)
@@ -79,8 +91,11 @@ func (e *env) ctx() context.Context {
 type running struct {
 	rt     *operator.Runtime
 	cancel context.CancelFunc
-	done   chan error
-	once   sync.Once
+	done   chan struct{}
+	err    error
+	// errTaken is set by result: the test checks the error itself.
+	errTaken bool
+	once     sync.Once
 }
 
 // start runs a Runtime for instance with m and waits until it is ready.
@@ -99,32 +114,74 @@ func (e *env) startWith(cfg operator.Config, m operator.Machine) *running {
 	return e.run(rt, rt.Run)
 }
 
+// startErr runs a Runtime with cfg and m, which must fail to start, and returns its error.
+func (e *env) startErr(cfg operator.Config, m operator.Machine) error {
+	e.t.Helper()
+	rt, err := operator.New(cfg, e.nc, e.js, e.res, m, e.logger())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- rt.Run(ctx) }()
+	select {
+	case err := <-done:
+		if err == nil {
+			e.t.Fatal("Run = nil, want it to refuse to start")
+		}
+		return err
+	case <-rt.Ready():
+		cancel()
+		<-done
+		e.t.Fatal("the runtime started, want it to refuse to start")
+	case <-time.After(waitLong):
+		e.t.Fatal("Run neither started nor refused to")
+	}
+	return nil
+}
+
 // run runs fn (the Run of rt or of a Service around it) and waits until rt is ready.
 func (e *env) run(rt *operator.Runtime, fn func(context.Context) error) *running {
 	e.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{rt: rt, cancel: cancel, done: make(chan error, 1)}
-	go func() { r.done <- fn(ctx) }()
+	r := &running{rt: rt, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		r.err = fn(ctx)
+		close(r.done)
+	}()
 	e.t.Cleanup(func() { r.stop(e.t) })
 	select {
 	case <-rt.Ready():
-	case err := <-r.done:
-		e.t.Fatalf("Run returned before it was ready: %v", err)
+	case <-r.done:
+		e.t.Fatalf("Run returned before it was ready: %v", r.err)
 	case <-time.After(waitLong):
 		e.t.Fatal("runtime not ready")
 	}
 	return r
 }
 
-// stop cancels Run and checks that it returns nil.
+// result waits until Run returns on its own and returns its error.
+func (r *running) result(t *testing.T, timeout time.Duration) error {
+	t.Helper()
+	select {
+	case <-r.done:
+	case <-time.After(timeout):
+		t.Fatalf("Run did not return within %s", timeout)
+	}
+	r.errTaken = true
+	return r.err
+}
+
+// stop cancels Run and checks that it returns nil (unless result took its error).
 func (r *running) stop(t *testing.T) {
 	t.Helper()
 	r.once.Do(func() {
 		r.cancel()
 		select {
-		case err := <-r.done:
-			if err != nil {
-				t.Errorf("Run = %v, want nil", err)
+		case <-r.done:
+			if r.err != nil && !r.errTaken {
+				t.Errorf("Run = %v, want nil", r.err)
 			}
 		case <-time.After(waitLong):
 			t.Error("Run did not return after its context was cancelled")

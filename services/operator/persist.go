@@ -53,7 +53,7 @@ type persister struct {
 }
 
 // run persists every job until jobs is closed. Once ctx is done the remaining jobs are
-// declined.
+// declined; once the runtime is replaced they are only released.
 func (p *persister) run(ctx context.Context, jobs <-chan persistJob) {
 	for j := range jobs {
 		p.persist(ctx, j)
@@ -63,6 +63,9 @@ func (p *persister) run(ctx context.Context, jobs <-chan persistJob) {
 // persist stores one snapshot and acks it, or declines it, and releases it.
 func (p *persister) persist(ctx context.Context, j persistJob) {
 	defer j.snap.Release()
+	if p.r.isFenced() {
+		return
+	}
 	if ctx.Err() != nil {
 		p.r.decline(j.log, j.checkpoint, "instance stopped before the snapshot was stored")
 		return
@@ -87,6 +90,7 @@ func (p *persister) persist(ctx context.Context, j persistJob) {
 		Snapshot:     ref,
 		Written:      written,
 		Positions:    j.positions,
+		Filters:      map[string][]string{p.r.cfg.InputStream: {p.r.cfg.InputSubject}},
 	})
 	p.last = &ref
 	p.r.stats.acked.Add(1)
@@ -112,6 +116,10 @@ func (p *persister) store(ctx context.Context, j persistJob) (ref messages.Snaps
 	h := sha256.New()
 	if err := j.snap.Persist(io.MultiWriter(sp, h)); err != nil {
 		return ref, false, fmt.Errorf("persist: %w", err)
+	}
+	if p.r.isFenced() {
+		// The successor answers barriers under the same object names: upload nothing.
+		return ref, false, p.r.replacedError()
 	}
 	ref = messages.SnapshotRef{
 		Object: cjs.ObjectName(p.r.cfg.Job, j.checkpoint, p.r.cfg.Instance),
@@ -194,8 +202,13 @@ func chunkSize(nc *nats.Conn) uint32 {
 	return maxChunkSize
 }
 
-// publishAck publishes an ack or decline on the job's ack subject.
+// publishAck publishes an ack or decline on the job's ack subject, unless the runtime
+// has been replaced.
 func (r *Runtime) publishAck(log zerolog.Logger, ack *messages.Ack) {
+	if r.isFenced() {
+		log.Debug().Str("kind", ack.Kind.String()).Msg("replaced: ack not published")
+		return
+	}
 	data, err := messages.Marshal(ack)
 	if err != nil {
 		log.Error().Err(err).Msg("encode ack")

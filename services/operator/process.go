@@ -27,10 +27,16 @@ type loopState struct {
 }
 
 // process is the processing goroutine: it applies records, takes snapshots on barriers and
-// runs Do requests, one at a time, until ctx is done. It returns the snapshots not yet
-// handed to the persister.
-func (r *Runtime) process(ctx context.Context, st loopState, records <-chan Record, barriers <-chan *nats.Msg, jobs chan<- persistJob) []persistJob {
+// runs Do requests, one at a time, until ctx is done, the runtime is replaced, or an
+// output cannot be stored (then it returns that error). Cancellation and replacement have
+// priority: once either happened, no further record or barrier is taken. It returns the
+// snapshots not yet handed to the persister; they were taken before the stop, so they
+// cover only records whose outputs are all stored.
+func (r *Runtime) process(ctx context.Context, st loopState, records <-chan Record, barriers <-chan *nats.Msg, jobs chan<- persistJob) ([]persistJob, error) {
 	for {
+		if r.stopping(ctx) {
+			return st.queue, nil
+		}
 		var out chan<- persistJob
 		var head persistJob
 		if len(st.queue) > 0 {
@@ -38,10 +44,22 @@ func (r *Runtime) process(ctx context.Context, st loopState, records <-chan Reco
 		}
 		select {
 		case <-ctx.Done():
-			return st.queue
+			return st.queue, nil
+		case <-r.fencedCh:
+			return st.queue, nil
 		case rec := <-records:
-			r.apply(ctx, &st, rec)
+			// A record that was ready together with the cancellation is left for the
+			// next run, which reads it again.
+			if r.stopping(ctx) {
+				return st.queue, nil
+			}
+			if err := r.apply(ctx, &st, rec); err != nil {
+				return st.queue, err
+			}
 		case msg := <-barriers:
+			if r.stopping(ctx) {
+				return st.queue, nil
+			}
 			r.barrier(&st, msg)
 		case req := <-r.doCh:
 			req.fn()
@@ -53,12 +71,17 @@ func (r *Runtime) process(ctx context.Context, st loopState, records <-chan Reco
 	}
 }
 
+// stopping reports whether ctx is done or the runtime has been replaced.
+func (r *Runtime) stopping(ctx context.Context) bool { return ctx.Err() != nil || r.isFenced() }
+
 // apply hands one record to the Machine, publishes what it emitted, and advances the
-// position.
-func (r *Runtime) apply(ctx context.Context, st *loopState, rec Record) {
+// position once every output is stored. When an output cannot be stored it returns the
+// error and the position stays before the record: the Machine then holds a record the
+// position does not cover, so the caller must take no further snapshot.
+func (r *Runtime) apply(ctx context.Context, st *loopState, rec Record) error {
 	if rec.Sequence <= st.position {
 		r.log.Warn().Uint64("seq", rec.Sequence).Uint64("position", st.position).Msg("input record at or before the position skipped")
-		return
+		return nil
 	}
 	if err := r.m.Apply(rec); err != nil {
 		r.stats.rejected.Add(1)
@@ -68,11 +91,14 @@ func (r *Runtime) apply(ctx context.Context, st *loopState, rec Record) {
 	}
 	if p, ok := r.m.(Producer); ok {
 		for i, out := range p.TakeOutputs() {
-			r.emit(ctx, rec.Sequence, i, out)
+			if err := r.emit(ctx, rec.Sequence, i, out); err != nil {
+				return err
+			}
 		}
 	}
 	st.position = rec.Sequence
 	r.position.Store(rec.Sequence)
+	return nil
 }
 
 // barrier takes a snapshot for a new barrier and queues it for the persister.
@@ -91,6 +117,9 @@ func (r *Runtime) barrier(st *loopState, msg *nats.Msg) {
 		// The coordinator sends a barrier again when it lacks this instance's ack: answer
 		// with the ack already sent, if it is still remembered (and not still being stored).
 		if data := r.acks.get(b.CheckpointID); data != nil {
+			if r.isFenced() {
+				return
+			}
 			if err := r.nc.Publish(r.cfg.Subjects.Ack(r.cfg.Job), data); err != nil {
 				log.Warn().Err(err).Msg("publish ack again")
 			}
@@ -125,13 +154,17 @@ type outputPublisher interface {
 }
 
 // emit publishes output n of the record at seq with its deterministic message id,
-// retrying with backoff until it is stored or ctx ends. When ctx ends first the output is
-// not lost: the runtime stops before it takes another snapshot, so the record is replayed,
-// and the output published again, after a restore.
-func (r *Runtime) emit(ctx context.Context, seq uint64, n int, out Output) {
+// retrying with backoff until it is stored. It gives up with an error when ctx ends or the
+// runtime is replaced first; the caller then leaves the position before the record and
+// takes no further snapshot, so that no ack covers the record and a restore replays it,
+// publishing the output again under the same id.
+func (r *Runtime) emit(ctx context.Context, seq uint64, n int, out Output) error {
 	id := fmt.Sprintf("%s.%s.%d.%d", r.cfg.Job, r.cfg.Instance, seq, n)
 	wait := 50 * time.Millisecond
 	for {
+		if r.isFenced() {
+			return fmt.Errorf("output %s (msg id %s) not published: %w", out.Subject, id, r.replacedError())
+		}
 		m := nats.NewMsg(out.Subject)
 		m.Data = out.Data
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -139,14 +172,16 @@ func (r *Runtime) emit(ctx context.Context, seq uint64, n int, out Output) {
 		cancel()
 		if err == nil {
 			r.stats.emitted.Add(1)
-			return
+			return nil
 		}
 		r.log.Warn().Err(err).Str("msg_id", id).Str("subject", out.Subject).Msg("output not stored; retrying")
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return
+			return fmt.Errorf("output %s (msg id %s) not stored when the runtime stopped: %w", out.Subject, id, err)
+		case <-r.fencedCh:
+			t.Stop()
 		case <-t.C:
 		}
 		wait = min(wait*2, 2*time.Second)

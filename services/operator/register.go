@@ -13,13 +13,23 @@ import (
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
+// ErrReplaced is returned (wrapped) by Run when a newer incarnation of the instance took
+// over its registration: the runtime stopped consuming at once and published nothing
+// more (no ack, decline or output), and left the registration to its successor.
+var ErrReplaced = errors.New("instance replaced by a newer incarnation")
+
 // leaseStore is the part of the CAIRN_LEASES bucket the runtime uses.
 type leaseStore interface {
 	Get(ctx context.Context, key string) (jetstream.KeyValueEntry, error)
-	Put(ctx context.Context, key string, value []byte) (uint64, error)
+	Create(ctx context.Context, key string, value []byte, opts ...jetstream.KVCreateOpt) (uint64, error)
+	Update(ctx context.Context, key string, value []byte, revision uint64) (uint64, error)
 	Delete(ctx context.Context, key string, opts ...jetstream.KVDeleteOpt) error
 	Status(ctx context.Context) (jetstream.KeyValueStatus, error)
 }
+
+// registerAttempts bounds the compare-and-set rounds of one registration when other
+// writers keep changing the key.
+const registerAttempts = 5
 
 // heartbeatInterval is Config.Heartbeat or, when 0, a third of the lease bucket's TTL.
 func (r *Runtime) heartbeatInterval(ctx context.Context) (time.Duration, error) {
@@ -59,33 +69,91 @@ func (r *Runtime) registration(startedAt time.Time) ([]byte, error) {
 	return data, nil
 }
 
-// checkPredecessor warns when another incarnation of this instance is still registered:
-// a process that did not shut down cleanly, or a second process with the same instance id.
-func (r *Runtime) checkPredecessor(ctx context.Context) {
-	e, err := r.leases.Get(ctx, cjs.RegistrationKey(r.cfg.Job, r.cfg.Instance))
-	if err != nil {
-		return
+// incarnationOf returns the incarnation a registration entry names; an unreadable one
+// names none this runtime could be.
+func incarnationOf(e jetstream.KeyValueEntry) string {
+	var reg messages.Registration
+	if err := messages.Unmarshal(e.Value(), &reg); err != nil {
+		return "(unreadable registration)"
 	}
-	var cur messages.Registration
-	if messages.Unmarshal(e.Value(), &cur) == nil && cur.Incarnation != r.incarnation {
-		r.log.Warn().Str("other_incarnation", cur.Incarnation).Time("other_started_at", cur.StartedAt).
-			Msg("replacing the registration of another incarnation of this instance; if it still runs, two processes share this instance id")
-	}
+	return reg.Incarnation
 }
 
-// register puts the registration; every put renews its TTL.
-func (r *Runtime) register(ctx context.Context, reg []byte) error {
+// register claims the instance's key with compare-and-set: it creates it when absent and
+// otherwise replaces whatever incarnation holds it (the newer incarnation wins; the older
+// one notices at its next heartbeat and stops). It returns the revision written.
+func (r *Runtime) register(ctx context.Context, reg []byte) (uint64, error) {
 	key := cjs.RegistrationKey(r.cfg.Job, r.cfg.Instance)
-	if _, err := r.leases.Put(ctx, key, reg); err != nil {
-		return fmt.Errorf("register %s in %s: %w", key, cjs.LeaseBucket, err)
+	for range registerAttempts {
+		e, err := r.leases.Get(ctx, key)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			rev, err := r.leases.Create(ctx, key, reg)
+			if err == nil {
+				return rev, nil
+			}
+			if !errors.Is(err, jetstream.ErrKeyExists) {
+				return 0, fmt.Errorf("register %s in %s: %w", key, cjs.LeaseBucket, err)
+			}
+			continue
+		}
+		if err != nil {
+			return 0, fmt.Errorf("read registration %s in %s: %w", key, cjs.LeaseBucket, err)
+		}
+		if other := incarnationOf(e); other != r.incarnation {
+			r.log.Warn().Str("replaced_incarnation", other).
+				Msg("replacing the registration of another incarnation of this instance: the newer incarnation wins, and the other one stops if it still runs")
+		}
+		rev, err := r.leases.Update(ctx, key, reg, e.Revision())
+		if err == nil {
+			return rev, nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			return 0, fmt.Errorf("register %s in %s: %w", key, cjs.LeaseBucket, err)
+		}
 	}
-	return nil
+	return 0, fmt.Errorf("register %s in %s: the key changed under %d compare-and-set attempts", key, cjs.LeaseBucket, registerAttempts)
 }
 
-// heartbeat renews the registration every interval, and at once after a reconnect, until
-// ctx is done. A failed renewal is retried after a quarter of the interval, or a second
-// if that is shorter.
-func (r *Runtime) heartbeat(ctx context.Context, every time.Duration, reg []byte) {
+// renew renews the registration written at revision rev and returns the new revision.
+// When the key changed meanwhile it reads it: another incarnation there fences this
+// runtime (ErrReplaced); its own incarnation there (a renewal that landed after its call
+// gave up) is renewed on that revision; an expired key is created again.
+func (r *Runtime) renew(ctx context.Context, reg []byte, rev uint64) (uint64, error) {
+	key := cjs.RegistrationKey(r.cfg.Job, r.cfg.Instance)
+	next, err := r.leases.Update(ctx, key, reg, rev)
+	if err == nil {
+		return next, nil
+	}
+	if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return rev, fmt.Errorf("renew registration %s: %w", key, err)
+	}
+	e, err := r.leases.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		r.log.Warn().Msg("registration gone (it expired while this process was paused or cut off) and no other incarnation took it: registering again")
+		next, err := r.leases.Create(ctx, key, reg)
+		if err != nil {
+			return rev, fmt.Errorf("register %s again: %w", key, err)
+		}
+		return next, nil
+	}
+	if err != nil {
+		return rev, fmt.Errorf("read registration %s: %w", key, err)
+	}
+	if other := incarnationOf(e); other != r.incarnation {
+		r.fence(other)
+		return rev, r.replacedError()
+	}
+	next, err = r.leases.Update(ctx, key, reg, e.Revision())
+	if err != nil {
+		return e.Revision(), fmt.Errorf("renew registration %s: %w", key, err)
+	}
+	return next, nil
+}
+
+// heartbeat renews the registration written at revision rev every interval, and at once
+// after a reconnect, until ctx is done or the runtime is replaced. A failed renewal is
+// retried after a quarter of the interval, or a second if that is shorter.
+func (r *Runtime) heartbeat(ctx context.Context, every time.Duration, reg []byte, rev uint64) {
 	retry := max(min(every/4, time.Second), 10*time.Millisecond)
 	reconnected := r.nc.StatusChanged(nats.CONNECTED)
 	defer r.nc.RemoveStatusListener(reconnected)
@@ -101,9 +169,13 @@ func (r *Runtime) heartbeat(ctx context.Context, every time.Duration, reg []byte
 			r.log.Info().Msg("reconnected: renewing the registration")
 		}
 		pctx, cancel := context.WithTimeout(ctx, min(every, cleanupTimeout))
-		err := r.register(pctx, reg)
+		var err error
+		rev, err = r.renew(pctx, reg, rev)
 		cancel()
 		switch {
+		case errors.Is(err, ErrReplaced):
+			r.log.Error().Str("replaced_by", r.replacedBy).Msg("replaced by a newer incarnation of this instance: stopping at once, publishing nothing more")
+			return
 		case err != nil && ctx.Err() == nil:
 			r.log.Warn().Err(err).Msg("registration not renewed; retrying")
 			failing = true
@@ -115,6 +187,25 @@ func (r *Runtime) heartbeat(ctx context.Context, every time.Duration, reg []byte
 		}
 		t.Reset(every)
 	}
+}
+
+// fence marks the runtime as replaced by incarnation by: every publish is refused from
+// now on and the processing goroutine stops.
+func (r *Runtime) fence(by string) {
+	r.fenceOnce.Do(func() {
+		r.replacedBy = by
+		r.fenced.Store(true)
+		close(r.fencedCh)
+	})
+}
+
+// isFenced reports whether the runtime has been replaced.
+func (r *Runtime) isFenced() bool { return r.fenced.Load() }
+
+// replacedError is the error Run returns once the runtime is fenced.
+func (r *Runtime) replacedError() error {
+	return fmt.Errorf("%w: job %s, instance %s: incarnation %s was replaced by incarnation %s, which registered the same instance id",
+		ErrReplaced, r.cfg.Job, r.cfg.Instance, r.incarnation, r.replacedBy)
 }
 
 // deregister deletes the registration, unless another incarnation of this instance has

@@ -25,13 +25,18 @@ type manifestReader interface {
 	ListKeysFiltered(ctx context.Context, filters ...string) (jetstream.KeyLister, error)
 }
 
+// ErrNoUsableSnapshot is returned (wrapped) by Run when the instance is a member of its
+// job but none of the retained checkpoints holds a snapshot of it that can be restored.
+// Config.ResetState starts such a member empty on purpose.
+var ErrNoUsableSnapshot = errors.New("member has no usable snapshot")
+
 // errDigestMismatch is wrapped when a downloaded snapshot is not the one the manifest
 // describes.
 var errDigestMismatch = errors.New("snapshot does not match the manifest")
 
 // restored is where a Runtime starts from.
 type restored struct {
-	// checkpoint is the id of the checkpoint restored, 0 for an empty start.
+	// checkpoint is the id of the manifest restored, 0 for an empty start.
 	checkpoint uint64
 	// position is the last input sequence the restored state includes.
 	position uint64
@@ -39,71 +44,130 @@ type restored struct {
 	ref *messages.SnapshotRef
 }
 
-// restore restores the Machine from the newest manifest that holds a usable snapshot of
-// this instance: <job>.latest first, then the retained <job>.<id>, newest first. Snapshots
-// that are missing, corrupt or cannot be restored are logged at error level and skipped.
-// With none, the Machine stays empty and the input is read from the start. Errors are
-// returned only when the manifests cannot be read.
+// membership is what the retained manifests say about this instance.
+type membership struct {
+	// member reports whether the instance is a member of the job: <job>.latest holds it
+	// or, when latest is missing or unreadable, a retained manifest does.
+	member bool
+	// manifests are the manifests that hold the instance, newest first.
+	manifests []*messages.Manifest
+	// unreadable describes the manifests that could not be decoded.
+	unreadable []string
+}
+
+// restore decides where the instance starts. A non-member is a new instance: it starts
+// empty and reads its input from the start. A member restores the newest manifest that
+// holds a usable snapshot of it (latest first, then the retained ones, newest first;
+// every unusable snapshot is logged at error level). A member with none fails with
+// ErrNoUsableSnapshot, unless Config.ResetState starts it empty on purpose.
 func (r *Runtime) restore(ctx context.Context) (restored, error) {
-	tried := make(map[uint64]bool)
-	unusable := 0
-	e, err := r.manifests.Get(ctx, cjs.LatestKey(r.cfg.Job))
-	switch {
-	case errors.Is(err, jetstream.ErrKeyNotFound):
-	case err != nil:
-		return restored{}, fmt.Errorf("read manifest %s: %w", cjs.LatestKey(r.cfg.Job), err)
-	default:
-		var mf messages.Manifest
-		if err := messages.Unmarshal(e.Value(), &mf); err != nil {
-			r.log.Error().Err(err).Str("key", e.Key()).Msg("latest manifest unreadable; trying the retained ones")
-			unusable++
-			break
-		}
-		tried[mf.CheckpointID] = true
-		rs, found, ok := r.restoreFrom(ctx, &mf)
-		if ok {
-			return rs, nil
-		}
-		if found {
-			unusable++
-		}
-	}
-	ids, err := r.retainedIDs(ctx)
+	ms, err := r.membership(ctx)
 	if err != nil {
 		return restored{}, err
 	}
-	for _, id := range ids {
-		if tried[id] {
-			continue
-		}
-		key := cjs.ManifestKey(r.cfg.Job, id)
-		e, err := r.manifests.Get(ctx, key)
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			continue
-		}
-		if err != nil {
-			return restored{}, fmt.Errorf("read manifest %s: %w", key, err)
-		}
-		var mf messages.Manifest
-		if err := messages.Unmarshal(e.Value(), &mf); err != nil {
-			r.log.Error().Err(err).Str("key", key).Msg("retained manifest unreadable; skipped")
-			unusable++
-			continue
-		}
-		rs, found, ok := r.restoreFrom(ctx, &mf)
-		if ok {
+	if !ms.member {
+		r.log.Info().Msg("not a member of the job (no retained checkpoint holds this instance): new instance, starting empty and reading the input from the start")
+		return restored{}, nil
+	}
+	if r.cfg.ResetState {
+		return restored{}, r.resetState(ctx, ms)
+	}
+	var tried []string
+	for _, mf := range ms.manifests {
+		rs, err := r.restoreFrom(ctx, mf)
+		if err == nil {
 			return rs, nil
 		}
-		if found {
-			unusable++
+		r.log.Error().Uint64("checkpoint", mf.CheckpointID).Err(err).Msg("snapshot unusable; falling back to an older checkpoint")
+		tried = append(tried, err.Error())
+	}
+	tried = append(tried, ms.unreadable...)
+	if len(tried) == 0 {
+		tried = append(tried, "no retained manifest holds a snapshot of it")
+	}
+	return restored{}, fmt.Errorf("%w: job %s, instance %s is a member of the job but no retained checkpoint can restore it (tried: %s); start it with --reset-state (Config.ResetState) to start empty on purpose",
+		ErrNoUsableSnapshot, r.cfg.Job, r.cfg.Instance, strings.Join(tried, "; "))
+}
+
+// membership reads <job>.latest and the retained manifests <job>.<id>.
+func (r *Runtime) membership(ctx context.Context) (membership, error) {
+	var ms membership
+	latestKey := cjs.LatestKey(r.cfg.Job)
+	latest, err := r.readManifest(ctx, latestKey)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+	case errors.Is(err, errUnreadableManifest):
+		r.log.Error().Err(err).Msg("latest manifest unreadable: membership is decided by the retained ones")
+		ms.unreadable = append(ms.unreadable, err.Error())
+	case err != nil:
+		return ms, err
+	}
+	ids, err := r.retainedIDs(ctx)
+	if err != nil {
+		return ms, err
+	}
+	if latest != nil {
+		if _, ok := latest.Instances[r.cfg.Instance]; !ok {
+			return ms, nil
+		}
+		ms.member = true
+		ms.manifests = append(ms.manifests, latest)
+	}
+	for _, id := range ids {
+		if latest != nil && id >= latest.CheckpointID {
+			continue
+		}
+		mf, err := r.readManifest(ctx, cjs.ManifestKey(r.cfg.Job, id))
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+			continue
+		case errors.Is(err, errUnreadableManifest):
+			r.log.Error().Err(err).Msg("retained manifest unreadable; skipped")
+			ms.unreadable = append(ms.unreadable, err.Error())
+			continue
+		case err != nil:
+			return ms, err
+		}
+		if _, ok := mf.Instances[r.cfg.Instance]; ok {
+			ms.member = true
+			ms.manifests = append(ms.manifests, mf)
 		}
 	}
-	if unusable > 0 {
-		r.log.Error().Int("unusable", unusable).Msg("no retained checkpoint holds a usable snapshot of this instance: starting empty, reading the input from the start")
-	} else {
-		r.log.Info().Msg("no checkpoint holds a snapshot of this instance yet: starting empty, reading the input from the start")
+	return ms, nil
+}
+
+// errUnreadableManifest is wrapped when a manifest cannot be decoded.
+var errUnreadableManifest = errors.New("manifest unreadable")
+
+// readManifest reads and decodes the manifest under key.
+func (r *Runtime) readManifest(ctx context.Context, key string) (*messages.Manifest, error) {
+	e, err := r.manifests.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, err
 	}
-	return restored{}, nil
+	if err != nil {
+		return nil, fmt.Errorf("read manifest %s: %w", key, err)
+	}
+	var mf messages.Manifest
+	if err := messages.Unmarshal(e.Value(), &mf); err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", errUnreadableManifest, key, err)
+	}
+	return &mf, nil
+}
+
+// resetState starts a member empty on purpose: it logs at warn level and records a
+// reset_state member event, which must be stored for the start to go on.
+func (r *Runtime) resetState(ctx context.Context, ms membership) error {
+	var dropped uint64
+	detail := "started empty on purpose (reset state); input is read from the start of what remains"
+	if len(ms.manifests) > 0 {
+		mf := ms.manifests[0]
+		dropped = mf.CheckpointID
+		detail = fmt.Sprintf("started empty on purpose (reset state), dropping the state of checkpoint %d (snapshot %s, from checkpoint %d); input is read from the start of what remains",
+			mf.CheckpointID, mf.Instances[r.cfg.Instance].Snapshot.Object, mf.Instances[r.cfg.Instance].From(mf.CheckpointID))
+	}
+	r.log.Warn().Uint64("dropped_checkpoint", dropped).Msg("reset state: member starting empty on purpose, reading the input from the start of what remains")
+	return r.memberEvent(ctx, messages.MemberResetState, dropped, detail)
 }
 
 // retainedIDs lists the checkpoint ids of the job's retained manifests, newest first.
@@ -129,29 +193,23 @@ func (r *Runtime) retainedIDs(ctx context.Context) ([]uint64, error) {
 	return slices.Compact(ids), nil
 }
 
-// restoreFrom restores this instance's snapshot of manifest mf. found reports whether mf
-// holds one, ok whether it was restored; an unusable snapshot is logged at error level.
-func (r *Runtime) restoreFrom(ctx context.Context, mf *messages.Manifest) (rs restored, found, ok bool) {
-	log := r.log.With().Uint64("checkpoint", mf.CheckpointID).Logger()
-	inst, found := mf.Instances[r.cfg.Instance]
-	if !found {
-		log.Debug().Msg("checkpoint holds no snapshot of this instance; trying older ones")
-		return restored{}, false, false
-	}
-	log = log.With().Str("object", inst.Snapshot.Object).Logger()
+// restoreFrom restores this instance's snapshot of manifest mf, which holds it. The error
+// names the checkpoint, the object and what is wrong with it.
+func (r *Runtime) restoreFrom(ctx context.Context, mf *messages.Manifest) (restored, error) {
+	inst := mf.Instances[r.cfg.Instance]
 	pos, ok := inst.Positions[r.cfg.InputStream]
 	if !ok {
-		log.Error().Str("input_stream", r.cfg.InputStream).Msg("snapshot has no position in the input stream; falling back to an older checkpoint")
-		return restored{}, true, false
+		return restored{}, fmt.Errorf("checkpoint %d: snapshot %s has no position in input stream %s", mf.CheckpointID, inst.Snapshot.Object, r.cfg.InputStream)
 	}
 	start := time.Now()
 	if err := r.fetchAndRestore(ctx, inst.Snapshot); err != nil {
-		log.Error().Err(err).Msg("snapshot unusable; falling back to an older checkpoint")
-		return restored{}, true, false
+		return restored{}, fmt.Errorf("checkpoint %d: %w", mf.CheckpointID, err)
 	}
-	log.Info().Uint64("position", pos).Uint64("size", inst.Snapshot.Size).Dur("took", time.Since(start)).Msg("state restored")
+	r.log.Info().Uint64("checkpoint", mf.CheckpointID).Uint64("state_from", inst.From(mf.CheckpointID)).
+		Str("object", inst.Snapshot.Object).Uint64("position", pos).Uint64("size", inst.Snapshot.Size).
+		Dur("took", time.Since(start)).Msg("state restored")
 	ref := inst.Snapshot
-	return restored{checkpoint: mf.CheckpointID, position: pos, ref: &ref}, true, true
+	return restored{checkpoint: mf.CheckpointID, position: pos, ref: &ref}, nil
 }
 
 // fetchAndRestore downloads the object ref names into a spool, checks its size and
@@ -166,6 +224,9 @@ func (r *Runtime) fetchAndRestore(ctx context.Context, ref messages.SnapshotRef)
 	dctx, cancel := context.WithTimeout(ctx, transferBudget(ref.Size))
 	defer cancel()
 	obj, err := r.snapshots.Get(dctx, ref.Object)
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		return fmt.Errorf("object %s missing: %w", ref.Object, err)
+	}
 	if err != nil {
 		return fmt.Errorf("get object %s: %w", ref.Object, err)
 	}

@@ -48,6 +48,7 @@ type Runtime struct {
 	cfg         Config
 	nc          *nats.Conn
 	consumers   orderedConsumers
+	streams     inputStreams
 	outputs     outputPublisher
 	manifests   manifestReader
 	leases      leaseStore
@@ -61,6 +62,13 @@ type Runtime struct {
 	stopped  chan struct{}
 	stopOnce sync.Once
 	doCh     chan doRequest
+
+	// fenced is set, replacedBy written and fencedCh closed, once, when a newer
+	// incarnation took over the registration.
+	fenced     atomic.Bool
+	fenceOnce  sync.Once
+	fencedCh   chan struct{}
+	replacedBy string
 
 	position atomic.Uint64
 	stats    counters
@@ -125,6 +133,7 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, res *cjs.Resources, 
 		cfg:         cfg,
 		nc:          nc,
 		consumers:   js,
+		streams:     js,
 		outputs:     js,
 		manifests:   res.Manifests,
 		leases:      res.Leases,
@@ -135,6 +144,7 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, res *cjs.Resources, 
 		ready:       make(chan struct{}),
 		stopped:     make(chan struct{}),
 		doCh:        make(chan doRequest),
+		fencedCh:    make(chan struct{}),
 	}, nil
 }
 
@@ -182,18 +192,23 @@ func (r *Runtime) Do(ctx context.Context, fn func()) error {
 	return nil
 }
 
-// Run restores the state, subscribes to barriers, starts the input consumer, registers the
-// instance and processes records and barriers until ctx is done. It then stops reading,
-// finishes persisting and acking the snapshots already taken (for at most 10s), deletes
-// the registration and returns nil. It returns an error when it cannot start, unless ctx
-// ended meanwhile.
+// Run restores the state, checks the input for a gap, subscribes to barriers, starts the
+// input consumer, registers the instance and processes records and barriers until ctx is
+// done. It then stops reading, finishes persisting and acking the snapshots already taken
+// (for at most 10s), deletes the registration and returns nil.
+//
+// It returns an error when it cannot start, unless ctx ended meanwhile: one wrapping
+// ErrNoUsableSnapshot for a member none of whose snapshots can be restored, ErrInputGap
+// when input the restored state needs may have been removed. It returns an error wrapping
+// ErrReplaced when a newer incarnation of the instance registered: it then stops at once,
+// publishes nothing more and leaves the registration in place.
 func (r *Runtime) Run(ctx context.Context) error {
 	if !r.started.CompareAndSwap(false, true) {
 		return ErrAlreadyStarted
 	}
 	defer r.stop()
 	err := r.run(ctx)
-	if err != nil && ctx.Err() != nil {
+	if err != nil && ctx.Err() != nil && !errors.Is(err, ErrReplaced) {
 		r.log.Info().Err(err).Msg("stopped while starting")
 		return nil
 	}
@@ -209,6 +224,9 @@ func (r *Runtime) run(ctx context.Context) error {
 	}
 	rs, err := r.restore(ctx)
 	if err != nil {
+		return err
+	}
+	if err := r.checkInputGap(ctx, rs); err != nil {
 		return err
 	}
 	r.position.Store(rs.position)
@@ -234,8 +252,8 @@ func (r *Runtime) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	r.checkPredecessor(ctx)
-	if err := r.register(ctx, reg); err != nil {
+	rev, err := r.register(ctx, reg)
+	if err != nil {
 		return err
 	}
 
@@ -244,7 +262,7 @@ func (r *Runtime) run(ctx context.Context) error {
 	heartbeatDone := make(chan struct{})
 	go func() {
 		defer close(heartbeatDone)
-		r.heartbeat(hbCtx, every, reg)
+		r.heartbeat(hbCtx, every, reg, rev)
 	}()
 	drainCtx, cancelDrain := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelDrain()
@@ -261,10 +279,18 @@ func (r *Runtime) run(ctx context.Context) error {
 		Dur("heartbeat", every).Msg("operator running")
 	close(r.ready)
 
-	queue := r.process(ctx, loopState{position: rs.position, lastBarrier: rs.checkpoint}, records, barriers, jobs)
+	queue, err := r.process(ctx, loopState{position: rs.position, lastBarrier: rs.checkpoint}, records, barriers, jobs)
 	r.stop()
 	cc.Stop()
 	r.unsubscribe(sub)
+	if err != nil && !r.isFenced() {
+		r.log.Warn().Err(err).Uint64("position", r.Position()).
+			Msg("processing stopped at a record whose outputs are not all stored: the position stays before it and no snapshot is taken after it")
+	}
+	if r.isFenced() {
+		// Replaced: publish nothing more; the persister releases what it is handed.
+		cancelDrain()
+	}
 
 	// Keep the registration alive while the snapshots already taken are stored and acked,
 	// so that the coordinator can still complete their checkpoints.
@@ -278,6 +304,11 @@ func (r *Runtime) run(ctx context.Context) error {
 	<-persisterDone
 	stopHeartbeat()
 	<-heartbeatDone
+	if r.isFenced() {
+		err := r.replacedError()
+		r.log.Error().Err(err).Msg("operator stopped: replaced by a newer incarnation")
+		return err
+	}
 	r.deregister(ctx)
 	r.log.Info().Msg("operator stopped")
 	return nil
@@ -314,7 +345,7 @@ func (r *Runtime) consume(ctx context.Context, position uint64, records chan<- R
 	if err != nil {
 		return nil, fmt.Errorf("create ordered consumer on %s (%s): %w", r.cfg.InputStream, r.cfg.InputSubject, err)
 	}
-	done := ctx.Done()
+	done, stopped := ctx.Done(), r.stopped
 	cc, err := cons.Consume(func(msg jetstream.Msg) {
 		md, err := msg.Metadata()
 		if err != nil {
@@ -325,6 +356,7 @@ func (r *Runtime) consume(ctx context.Context, position uint64, records chan<- R
 		select {
 		case records <- rec:
 		case <-done:
+		case <-stopped:
 		}
 	}, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 		r.log.Warn().Err(err).Msg("input consumer")

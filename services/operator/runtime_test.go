@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -44,6 +45,9 @@ func TestSnapshotOnBarrier(t *testing.T) {
 	}
 	if got := ack.Positions[cjs.InputStream]; got != last || len(ack.Positions) != 1 {
 		t.Fatalf("positions %v, want {%s: %d}", ack.Positions, cjs.InputStream, last)
+	}
+	if f := ack.Filters[cjs.InputStream]; len(ack.Filters) != 1 || !slices.Equal(f, []string{e.subj.Input(testJob, "counter-0")}) {
+		t.Fatalf("filters %v, want {%s: [%s]}", ack.Filters, cjs.InputStream, e.subj.Input(testJob, "counter-0"))
 	}
 
 	// A repeated barrier (the coordinator lacks the ack) is answered with the same ack;
