@@ -14,16 +14,19 @@ import (
 // instance id already running while events flow. Within 15 s exactly one of the two has
 // exited non-zero, with an ERROR naming the incarnation that replaced it; checkpoints keep
 // completing (at 200 ms, at least 5 in the next 3 s); the survivor's totals are exact. The
-// input is trimmed by the coordinator before the second process starts, so a survivor
-// that replayed from sequence 1 could not be exact.
+// input is purged below the oldest retained checkpoint before the second process starts,
+// so a survivor that replayed from sequence 1 could not be exact.
 func TestDuplicateInstance(t *testing.T) {
 	s := newStack(t, stackOptions{instances: three})
 	ctx := ctxFor(t, 90*time.Second)
 	const inst = "counter-0"
 	stop := s.feed(ctx, inst, 5*time.Millisecond)
 	defer stop()
-	if _, err := s.waitTrimmed(ctx, inst, 1); err != nil {
+	if _, err := s.waitCovered(ctx, inst, 200); err != nil {
 		t.Fatal(err)
+	}
+	if first, err := s.trimBelowRetained(ctx, inst); err != nil || first <= 1 {
+		t.Fatalf("trim the input of %s: first sequence %d, %v", inst, first, err)
 	}
 
 	orig := s.ops[inst]

@@ -632,3 +632,26 @@ func (s *stack) readSubject(ctx context.Context, stream jetstream.Stream, subjec
 	}
 	return out, nil
 }
+
+// trimBelowRetained purges inst's input subject below the position of the oldest retained
+// checkpoint that holds inst, as an administrator (or Cairn) may, and returns the first
+// sequence left. Every retained checkpoint still finds its input.
+func (s *stack) trimBelowRetained(ctx context.Context, inst string) (uint64, error) {
+	ms, err := s.retained(ctx)
+	if err != nil {
+		return 0, err
+	}
+	for _, m := range ms {
+		is, ok := m.Instances[inst]
+		if !ok {
+			continue
+		}
+		pos := is.Positions[cjs.InputStream]
+		subject := subjects.Input(s.job, inst)
+		if err := s.res.Input.Purge(ctx, jetstream.WithPurgeSubject(subject), jetstream.WithPurgeSequence(pos)); err != nil {
+			return 0, fmt.Errorf("purge %s below %d: %w", subject, pos, err)
+		}
+		return s.firstSeq(ctx, subject)
+	}
+	return 0, fmt.Errorf("no retained checkpoint holds %s", inst)
+}
