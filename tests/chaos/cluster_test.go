@@ -40,6 +40,10 @@ type cluster struct {
 	configsvc *proctest.Proc
 	coords    []*proctest.Proc
 	ops       []*proctest.Proc // ops[i] runs instance instanceName(i)
+	dups      []*proctest.Proc // dups[i] is a second process of instance instanceName(i)
+	// opMu[i] serialises the harness's actions on instance i: a stop and the scheduling of
+	// its restart, or a duplicate start from begin to end.
+	opMu [instances]sync.Mutex
 
 	stopping chan struct{} // closed when the harness stops everything
 
@@ -47,6 +51,10 @@ type cluster struct {
 	stopped   bool     // stopping is closed; no restart may be scheduled
 	pending   int      // restarts scheduled and not yet done
 	surprises []string // exits the harness did not cause
+	// mayFence are the processes of which one may exit non-zero on its own, replaced by
+	// the other (a duplicate start); fenced records those exits.
+	mayFence []*proctest.Proc
+	fenced   []string
 }
 
 // instanceName is the id of the i-th operator instance.
@@ -77,11 +85,15 @@ func startCluster(t *testing.T, bins binaries, logDir, storeDir string) *cluster
 		c.coords = append(c.coords, mk(fmt.Sprintf("coordinator-%d", i), bins.cairn, env, "coordinator"))
 	}
 	for i := range instances {
-		c.ops = append(c.ops, mk("operator "+instanceName(i), bins.cairn, env,
-			"operator", "--job", job, "--instance", instanceName(i), "--output", subjects.Output(job, instanceName(i))))
+		args := []string{"operator", "--job", job, "--instance", instanceName(i), "--output", subjects.Output(job, instanceName(i))}
+		c.ops = append(c.ops, mk("operator "+instanceName(i), bins.cairn, env, args...))
+		c.dups = append(c.dups, mk("operator "+instanceName(i)+" duplicate", bins.cairn, env, args...))
 	}
 	t.Cleanup(c.stop)
 	for _, p := range c.all() {
+		if slices.Contains(c.dups, p) {
+			continue // started only by the duplicate action
+		}
 		if err := p.Start(); err != nil {
 			t.Fatal(err)
 		}
@@ -107,16 +119,30 @@ jetstream {
 func (c *cluster) all() []*proctest.Proc {
 	ps := []*proctest.Proc{c.nats, c.configsvc}
 	ps = append(ps, c.coords...)
-	return append(ps, c.ops...)
+	ps = append(ps, c.ops...)
+	return append(ps, c.dups...)
 }
 
 // surprised records an exit the harness did not cause and restarts the process, so that
 // the run goes on; the test fails at the end.
 func (c *cluster) surprised(p *proctest.Proc, err error) {
 	c.mu.Lock()
+	if slices.Contains(c.mayFence, p) {
+		c.fenced = append(c.fenced, fmt.Sprintf("%s exited at %s: %v", p.Name, clock(time.Now()), err))
+		c.mu.Unlock()
+		return
+	}
 	c.surprises = append(c.surprises, fmt.Sprintf("%s exited on its own at %s: %v", p.Name, clock(time.Now()), err))
 	c.mu.Unlock()
 	c.restartAfter(p, time.Second)
+}
+
+// expectFence names the processes of which one may exit on its own, replaced by the
+// other; without arguments it ends that.
+func (c *cluster) expectFence(ps ...*proctest.Proc) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.mayFence = ps
 }
 
 // restartAfter starts p again after delay, on its own goroutine, unless the harness is
@@ -164,6 +190,14 @@ func (c *cluster) unexpected() []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return slices.Clone(c.surprises)
+}
+
+// fencedExits returns the exits of processes replaced by another process of their
+// instance, so far.
+func (c *cluster) fencedExits() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.fenced)
 }
 
 // stop stops every process: the Cairn services with SIGTERM (they must drain and exit 0),

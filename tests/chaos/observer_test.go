@@ -318,5 +318,21 @@ func (o *observer) readStream(ctx context.Context, stream, filter string) ([]jet
 	return out, nil
 }
 
+// firstSeq returns the first sequence left on subject in CAIRN_INPUT, 0 when it holds none.
+func (o *observer) firstSeq(ctx context.Context, subject string) (uint64, error) {
+	st, err := o.js.Stream(ctx, cjs.InputStream)
+	if err != nil {
+		return 0, err
+	}
+	m, err := st.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(subject))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("first message of %s: %w", subject, err)
+	}
+	return m.Sequence, nil
+}
+
 // subjects are the default-prefix subjects the processes use.
 var subjects = cjs.Subjects{}
