@@ -32,19 +32,40 @@ type Config struct {
 	// ID identifies this coordinator process in leases, barriers and status; empty means
 	// a new unique id.
 	ID string
+	// TrimStreams names streams besides CAIRN_INPUT (which is always trimmed) in which the
+	// coordinator trims each member's input subjects below the oldest retained checkpoint
+	// that holds it. The coordinator's NATS user needs $JS.API.STREAM.INFO.<stream> and
+	// $JS.API.STREAM.PURGE.<stream> on each.
+	TrimStreams []string
 }
 
 // DefaultConfig returns a config coordinating every job.
 func DefaultConfig() Config { return Config{} }
 
-// Validate checks the job names.
+// Validate checks the job and stream names.
 func (c Config) Validate() error {
 	for _, j := range c.Jobs {
 		if err := messages.ValidateName("job", j); err != nil {
 			return err
 		}
 	}
+	for _, st := range c.TrimStreams {
+		if st == "" || strings.ContainsAny(st, ".*> \t/\\") {
+			return fmt.Errorf("trim stream %q: not a stream name (no dots, wildcards, spaces or slashes)", st)
+		}
+	}
 	return nil
+}
+
+// trimStreams are the streams trimmed: CAIRN_INPUT and Config.TrimStreams.
+func (c Config) trimStreams() []string {
+	out := []string{cjs.InputStream}
+	for _, st := range c.TrimStreams {
+		if !slices.Contains(out, st) {
+			out = append(out, st)
+		}
+	}
+	return out
 }
 
 // Service coordinates checkpoints of every job it sees.
@@ -189,8 +210,17 @@ func (s *Service) ensure(ctx context.Context, name string, ttl time.Duration) *j
 	s.jobs[name] = j
 	s.wg.Go(func() { j.run(ctx) })
 	s.wg.Go(func() { k.run(ctx) })
-	s.wg.Go(func() { b.runRetention(ctx, s.res.Snapshots) })
+	trim := newTrimmer(s.cfg.trimStreams(), s.stream, log)
+	s.wg.Go(func() { b.runRetention(ctx, s.res.Snapshots, trim) })
 	return j
+}
+
+// stream looks up a stream to trim.
+func (s *Service) stream(ctx context.Context, name string) (streamPurger, error) {
+	if name == cjs.InputStream && s.res.Input != nil {
+		return s.res.Input, nil
+	}
+	return s.js.Stream(ctx, name)
 }
 
 func (s *Service) onConfig(ctx context.Context, m jetstream.Msg, ttl time.Duration) {
