@@ -44,25 +44,6 @@ type pending struct {
 	resent      int
 }
 
-// removeRequest asks the job's loop to remove a member; done is called once, from the
-// loop, with the outcome.
-type removeRequest struct {
-	instance string
-	done     func(*messages.MemberRemoval, *replyError)
-}
-
-// removal is a member removal recorded by the loop, waiting for a manifest without the
-// member.
-type removal struct {
-	instance string
-	at       time.Time
-	// checkpoint is the checkpoint triggered for the removal; 0 until it is triggered.
-	checkpoint uint64
-	// dropped is the member's state in the predecessor manifest.
-	dropped messages.Member
-	waiters []func(*messages.MemberRemoval, *replyError)
-}
-
 // job owns one job's coordination state. Only run's goroutine touches the fields below
 // the channels; everything else talks to it through the channels.
 type job struct {
@@ -158,7 +139,7 @@ func (j *job) run(ctx context.Context) {
 		case l := <-j.leases:
 			j.setLease(ctx, l)
 		case r := <-j.removes:
-			j.requestRemoval(ctx, r, time.Now())
+			j.requestRemoval(ctx, r)
 		case <-j.timer.C:
 			j.tick(ctx, time.Now())
 		}

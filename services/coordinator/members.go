@@ -11,6 +11,23 @@ import (
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
+// removeRequest asks the job's loop to remove a member; done is called once, from the
+// loop, with the outcome.
+type removeRequest struct {
+	instance string
+	done     func(*messages.MemberRemoval, *replyError)
+}
+
+// removal is a member removal recorded by the loop, waiting for a manifest without the
+// member.
+type removal struct {
+	// checkpoint is the checkpoint triggered for the removal; 0 until it is triggered.
+	checkpoint uint64
+	// dropped is the member's state in the predecessor manifest.
+	dropped messages.Member
+	waiters []func(*messages.MemberRemoval, *replyError)
+}
+
 // members returns the job's members, sorted: every instance of the newest manifest plus
 // the registered ones.
 func (j *job) members() []messages.Member {
@@ -69,7 +86,7 @@ func (j *job) memberNames() string {
 
 // requestRemoval records a member removal and lets the next checkpoint, triggered at once,
 // write the manifest without it; the request is answered when that manifest is written.
-func (j *job) requestRemoval(ctx context.Context, req removeRequest, now time.Time) {
+func (j *job) requestRemoval(ctx context.Context, req removeRequest) {
 	if !j.lease.held {
 		req.done(nil, &replyError{codeUnavailable, fmt.Sprintf("coordinator %s does not hold the lease of job %s; try again", j.coordID, j.name)})
 		return
@@ -95,7 +112,7 @@ func (j *job) requestRemoval(ctx context.Context, req removeRequest, now time.Ti
 		req.done(nil, &replyError{codeNotFound, fmt.Sprintf("instance %s is not a member of job %s; members: %s", inst, j.name, j.memberNames())})
 		return
 	}
-	j.removals[inst] = &removal{instance: inst, at: now, dropped: j.member(inst), waiters: []func(*messages.MemberRemoval, *replyError){req.done}}
+	j.removals[inst] = &removal{dropped: j.member(inst), waiters: []func(*messages.MemberRemoval, *replyError){req.done}}
 	j.log.Warn().Str("instance", inst).Uint64("state_checkpoint", j.removals[inst].dropped.Checkpoint).
 		Msg("member removal requested: the next checkpoint drops its state")
 }
@@ -126,6 +143,7 @@ func (j *job) finishRemovals(ctx context.Context, m *messages.Manifest) {
 			continue
 		}
 		delete(j.removals, inst)
+		delete(j.left, inst)
 		d := r.dropped
 		detail := fmt.Sprintf("state of checkpoint %d dropped (positions %v)", d.Checkpoint, d.Positions)
 		ev := &messages.MemberEvent{
