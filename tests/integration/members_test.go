@@ -407,3 +407,39 @@ func TestInputIsTrimmedBelowTheOldestRetainedManifest(t *testing.T) {
 		t.Fatalf("absent b's input left from %d, want its carried position %d", left, seqs["b"][9])
 	}
 }
+
+func TestMemberRemovalWhenTheHolderDoesNotAnswer(t *testing.T) {
+	s := startSystem(t, "ghost")
+	// Another coordinator, "ghost", holds the job's lease and keeps renewing it, but does
+	// not answer anything: the coordinator here forwards the removal and gets no answer.
+	data, err := messages.Marshal(&messages.Lease{Schema: messages.SchemaVersion, Job: "ghost", Holder: "ghost", AcquiredAt: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	renew := func() {
+		if _, err := s.res.Leases.Put(ctx, cjs.LeaseKey("ghost"), data); err != nil && ctx.Err() == nil {
+			t.Errorf("renew the ghost's lease: %v", err)
+		}
+	}
+	renew()
+	go func() {
+		tick := time.NewTicker(leaseTTL / 4)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				renew()
+			}
+		}
+	}()
+	s.set("ghost", `{"interval":"1s"}`)
+	natstest.Eventually(t, 10*time.Second, "the coordinator sees the ghost's lease", func() bool { return s.status("ghost").Holder == "ghost" })
+	code, msg := s.removeReply("ghost", `{"instance":"x"}`)
+	if code != "503" || !strings.Contains(msg, "lease holder ghost of job ghost did not answer") {
+		t.Fatalf("removal with a silent holder: %s %q", code, msg)
+	}
+}
