@@ -68,7 +68,8 @@ func (b *natsBackend) retain(keep int, live, dropped []messages.SnapshotRef) {
 	}
 }
 
-// runRetention serves retention passes until ctx is done.
+// runRetention serves retention passes until ctx is done; after each successful pass,
+// trim trims the members' input below the retained manifests.
 func (b *natsBackend) runRetention(ctx context.Context, store objectStore, trim *trimmer) {
 	r := &retainer{b: b, store: store, candidates: map[string]bool{}, trim: trim}
 	for {

@@ -47,6 +47,11 @@ func newTrimmer(streams []string, lookup func(ctx context.Context, name string) 
 // the last purge.
 func (t *trimmer) trim(ctx context.Context, held []*messages.Manifest) error {
 	points := trimPoints(held, t.streams)
+	for target := range t.done {
+		if _, ok := points[target]; !ok {
+			delete(t.done, target) // no held manifest reads it any more
+		}
+	}
 	for _, target := range slices.SortedFunc(maps.Keys(points), func(a, b trimTarget) int {
 		return strings.Compare(a.stream+" "+a.filter, b.stream+" "+b.filter)
 	}) {
