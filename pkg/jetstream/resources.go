@@ -59,7 +59,9 @@ var ErrMissing = errors.New("resource does not exist yet")
 // each member's input below the oldest retained checkpoint that holds it, and a limit would
 // remove input a restore still needs.
 const (
-	OutputMaxAge   = 24 * time.Hour
+	// OutputMaxAge is how long CAIRN_OUTPUT keeps an output.
+	OutputMaxAge = 24 * time.Hour
+	// OutputMaxBytes is CAIRN_OUTPUT's size limit.
 	OutputMaxBytes = 1 << 30
 	// MemoryOutputMaxBytes is CAIRN_OUTPUT's size limit with Options.Memory.
 	MemoryOutputMaxBytes = 64 << 20
