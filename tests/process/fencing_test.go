@@ -20,7 +20,7 @@ func TestDuplicateInstance(t *testing.T) {
 	s := newStack(t, stackOptions{instances: three})
 	ctx := ctxFor(t, 90*time.Second)
 	const inst = "counter-0"
-	stop := s.feed(ctx, inst, 5*time.Millisecond)
+	stop := s.feed(ctx, inst, 5*time.Millisecond, 1)
 	defer stop()
 	if _, err := s.waitCovered(ctx, inst, 200); err != nil {
 		t.Fatal(err)

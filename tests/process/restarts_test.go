@@ -1,11 +1,14 @@
 package process
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/cairn-stream/cairn/services/operator"
 )
@@ -14,8 +17,12 @@ import (
 const restarts = 50
 
 // TestSigtermRestartsExactlyOnceOutput is acceptance 4 of issue 7: an operator with outputs
-// is restarted with SIGTERM 50 times while events flow (each time as soon as it is ready;
-// every other time only after a checkpoint it took part in completed). Every stop must
+// is restarted with SIGTERM 50 times while events flow in bursts, so that records wait and
+// outputs are in flight when the signal lands. Every other stop comes right after a
+// checkpoint the instance took part in completed; the others strike 0–1 ms after a
+// barrier, so that the barrier and the signal reach an instance busy with a burst (a
+// snapshot taken then must not cover a record whose output was not stored). Every stop
+// must
 // exit 0, every input record must give exactly one output (each key's running count goes
 // 1, 2, … N with no gap and no repeat, with the right running sum), and the totals must be
 // exact. The coordinator trims the input meanwhile, which the test checks, so a restart
@@ -24,7 +31,13 @@ func TestSigtermRestartsExactlyOnceOutput(t *testing.T) {
 	const inst = "counter-0"
 	s := newStack(t, stackOptions{instances: []string{inst}, output: true})
 	ctx := ctxFor(t, 120*time.Second)
-	stop := s.feed(ctx, inst, 2*time.Millisecond)
+	barriers := make(chan *nats.Msg, 64)
+	sub, err := s.nc.ChanSubscribe(subjects.Barrier(s.job), barriers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	stop := s.feed(ctx, inst, 50*time.Millisecond, 25)
 	defer stop()
 	p := s.ops[inst]
 	start := time.Now()
@@ -33,6 +46,8 @@ func TestSigtermRestartsExactlyOnceOutput(t *testing.T) {
 			if _, err := s.completedAfter(ctx, p.ReadySince()); err != nil {
 				t.Fatalf("restart %d: %v", i, err)
 			}
+		} else if err := aimAtBarrier(ctx, barriers, time.Duration(i%4)*250*time.Microsecond); err != nil {
+			t.Fatalf("restart %d: %v", i, err)
 		}
 		_, code, err := p.Signal(syscall.SIGTERM, 20*time.Second)
 		if err != nil {
@@ -80,6 +95,27 @@ func TestSigtermRestartsExactlyOnceOutput(t *testing.T) {
 }
 
 func subjectOf(s *stack, inst string) string { return subjects.Input(s.job, inst) }
+
+// aimAtBarrier waits for the next barrier and then offset more: the moment to strike so
+// that the barrier and the signal both reach a process busy with a burst of records.
+func aimAtBarrier(ctx context.Context, barriers <-chan *nats.Msg, offset time.Duration) error {
+	for len(barriers) > 0 {
+		<-barriers
+	}
+	select {
+	case <-barriers:
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for a barrier: %w", ctx.Err())
+	}
+	t := time.NewTimer(offset)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
 
 // checkOutputs checks one instance's outputs, in stream order, against the values
 // published to it: per key, the running count goes 1, 2, … N with no gap and no repeat,

@@ -551,10 +551,10 @@ func ctxFor(t *testing.T, d time.Duration) context.Context {
 	return ctx
 }
 
-// feed publishes events for inst every period until the returned stop is called; stop
-// waits for the publisher and returns the sequence of the last event stored (the same on
-// every call).
-func (s *stack) feed(ctx context.Context, inst string, period time.Duration) (stop func() (uint64, error)) {
+// feed publishes burst events for inst every period until the returned stop is called;
+// stop waits for the publisher and returns the sequence of the last event stored (the
+// same on every call).
+func (s *stack) feed(ctx context.Context, inst string, period time.Duration, burst int) (stop func() (uint64, error)) {
 	fctx, cancel := context.WithCancel(ctx)
 	type result struct {
 		last uint64
@@ -572,7 +572,7 @@ func (s *stack) feed(ctx context.Context, inst string, period time.Duration) (st
 				return
 			case <-tick.C:
 			}
-			seq, err := s.publish(ctx, inst, 1)
+			seq, err := s.publish(ctx, inst, burst)
 			if err != nil {
 				r.err = err
 				done <- r
