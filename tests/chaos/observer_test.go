@@ -2,8 +2,6 @@ package chaos
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -13,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/cairn-stream/cairn/internal/natstest"
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
@@ -213,52 +212,10 @@ func (o *observer) seen() ([]barrierSeen, []string) {
 	return slices.Clone(o.barriers), slices.Clone(o.problems)
 }
 
-// errRetry marks a reply worth asking again for: no responder yet, a timeout, or 503.
-var errRetry = errors.New("retry")
-
-// request sends a request once; a reply with an error code other than 503 is an error.
-func (o *observer) request(subject string, body []byte, timeout time.Duration) (*nats.Msg, error) {
-	m, err := o.nc.Request(subject, body, timeout)
-	switch {
-	case errors.Is(err, nats.ErrNoResponders), errors.Is(err, nats.ErrTimeout):
-		return nil, fmt.Errorf("%w: %w", errRetry, err)
-	case err != nil:
-		return nil, fmt.Errorf("%w: %s: %w", errRetry, subject, err)
-	}
-	switch code := m.Header.Get("Nats-Service-Error-Code"); code {
-	case "":
-		return m, nil
-	case "503":
-		return nil, fmt.Errorf("%w: %s answered 503: %s", errRetry, subject, m.Data)
-	default:
-		return nil, fmt.Errorf("%s answered %s: %s", subject, code, m.Data)
-	}
-}
-
 // requestJSON asks until a reply decodes into v, retrying what is worth retrying, until
 // ctx ends; it returns how many attempts it took.
 func (o *observer) requestJSON(ctx context.Context, subject string, body []byte, v any) (int, error) {
-	attempts := 0
-	var last error
-	err := poll(ctx, 100*time.Millisecond, "a reply on "+subject, func() (bool, error) {
-		attempts++
-		m, err := o.request(subject, body, 2*time.Second)
-		if errors.Is(err, errRetry) {
-			last = err
-			return false, nil
-		}
-		if err != nil {
-			return false, err
-		}
-		if err := json.Unmarshal(m.Data, v); err != nil {
-			return false, fmt.Errorf("reply %q: %w", m.Data, err)
-		}
-		return true, nil
-	})
-	if err != nil && last != nil {
-		err = fmt.Errorf("%w (last attempt: %w)", err, last)
-	}
-	return attempts, err
+	return natstest.RequestJSON(ctx, o.nc, subject, body, v)
 }
 
 // status asks a coordinator for the job's status.
@@ -287,35 +244,7 @@ func (o *observer) readStream(ctx context.Context, stream, filter string) ([]jet
 	if err != nil {
 		return nil, err
 	}
-	info, err := st.Info(ctx, jetstream.WithSubjectFilter(filter))
-	if err != nil {
-		return nil, err
-	}
-	var total uint64
-	for _, n := range info.State.Subjects {
-		total += n
-	}
-	if total == 0 {
-		return nil, nil
-	}
-	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}})
-	if err != nil {
-		return nil, err
-	}
-	it, err := cons.Messages()
-	if err != nil {
-		return nil, err
-	}
-	defer it.Stop()
-	out := make([]jetstream.Msg, 0, total)
-	for uint64(len(out)) < total {
-		m, err := it.Next(jetstream.NextContext(ctx))
-		if err != nil {
-			return nil, fmt.Errorf("read %s (%s) after %d of %d messages: %w", stream, filter, len(out), total, err)
-		}
-		out = append(out, m)
-	}
-	return out, nil
+	return natstest.ReadSubject(ctx, st, filter)
 }
 
 // firstSeq returns the first sequence left on subject in CAIRN_INPUT, 0 when it holds none.
@@ -324,14 +253,7 @@ func (o *observer) firstSeq(ctx context.Context, subject string) (uint64, error)
 	if err != nil {
 		return 0, err
 	}
-	m, err := st.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(subject))
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, fmt.Errorf("first message of %s: %w", subject, err)
-	}
-	return m.Sequence, nil
+	return natstest.FirstSeq(ctx, st, subject)
 }
 
 // subjects are the default-prefix subjects the processes use.

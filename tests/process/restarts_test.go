@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/cairn-stream/cairn/internal/natstest"
 	"github.com/cairn-stream/cairn/services/operator"
 )
 
@@ -77,7 +78,7 @@ func TestSigtermRestartsExactlyOnceOutput(t *testing.T) {
 		t.Errorf("the input of %s still starts at sequence %d: the coordinator never trimmed it, so the test cannot tell a restore from a replay", inst, first)
 	}
 
-	msgs, err := s.readSubject(ctx, s.res.Output, subjects.Output(s.job, inst))
+	msgs, err := natstest.ReadSubject(ctx, s.res.Output, subjects.Output(s.job, inst))
 	if err != nil {
 		t.Fatal(err)
 	}

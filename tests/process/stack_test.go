@@ -295,38 +295,10 @@ func (s *stack) waitCompletions(ctx context.Context, seen, n int) error {
 	})
 }
 
-// errRetry marks a request worth sending again: no responder yet, a timeout, or 503.
-var errRetry = errors.New("retry")
-
 // request asks until a reply decodes into v, retrying no responders, timeouts and 503s,
 // until ctx ends. A reply with another error code is an error.
 func (s *stack) request(ctx context.Context, subject string, body []byte, v any) error {
-	var last error
-	err := proctest.Poll(ctx, 50*time.Millisecond, "a reply on "+subject, func() (bool, error) {
-		m, err := s.nc.Request(subject, body, 2*time.Second)
-		switch {
-		case errors.Is(err, nats.ErrNoResponders), errors.Is(err, nats.ErrTimeout):
-			last = err
-			return false, nil
-		case err != nil:
-			return false, err
-		}
-		switch code := m.Header.Get("Nats-Service-Error-Code"); code {
-		case "":
-		case "503":
-			last = fmt.Errorf("%w: 503 %s", errRetry, m.Data)
-			return false, nil
-		default:
-			return false, fmt.Errorf("%s answered %s: %s", subject, code, m.Data)
-		}
-		if err := json.Unmarshal(m.Data, v); err != nil {
-			return false, fmt.Errorf("reply %q: %w", m.Data, err)
-		}
-		return true, nil
-	})
-	if err != nil && last != nil {
-		err = fmt.Errorf("%w (last attempt: %w)", err, last)
-	}
+	_, err := natstest.RequestJSON(ctx, s.nc, subject, body, v)
 	return err
 }
 
@@ -524,14 +496,7 @@ func (s *stack) purge(ctx context.Context, inst string) {
 // firstSeq returns the first stream sequence left on subject in CAIRN_INPUT, 0 when the
 // subject holds none.
 func (s *stack) firstSeq(ctx context.Context, subject string) (uint64, error) {
-	m, err := s.res.Input.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(subject))
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, fmt.Errorf("first message of %s: %w", subject, err)
-	}
-	return m.Sequence, nil
+	return natstest.FirstSeq(ctx, s.res.Input, subject)
 }
 
 // member returns inst's entry in the job's status.
@@ -601,36 +566,6 @@ func (s *stack) waitTrimmed(ctx context.Context, inst string, from uint64) (uint
 		return first > from, err
 	})
 	return first, err
-}
-
-// readSubject returns the messages stored in stream on subject, in stream order.
-func (s *stack) readSubject(ctx context.Context, stream jetstream.Stream, subject string) ([]jetstream.Msg, error) {
-	info, err := stream.Info(ctx, jetstream.WithSubjectFilter(subject))
-	if err != nil {
-		return nil, err
-	}
-	n := info.State.Subjects[subject]
-	if n == 0 {
-		return nil, nil
-	}
-	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
-	if err != nil {
-		return nil, err
-	}
-	it, err := cons.Messages()
-	if err != nil {
-		return nil, err
-	}
-	defer it.Stop()
-	out := make([]jetstream.Msg, 0, n)
-	for uint64(len(out)) < n {
-		m, err := it.Next(jetstream.NextContext(ctx))
-		if err != nil {
-			return nil, fmt.Errorf("read %s after %d of %d messages: %w", subject, len(out), n, err)
-		}
-		out = append(out, m)
-	}
-	return out, nil
 }
 
 // trimBelowRetained purges inst's input subject below the position of the oldest retained
