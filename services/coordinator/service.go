@@ -115,7 +115,7 @@ func (s *Service) Run(ctx context.Context) error {
 		return fmt.Errorf("bucket %s has no TTL: leases could never expire", cjs.LeaseBucket)
 	}
 
-	ackSub, err := s.nc.Subscribe(s.cfg.Subjects.Ack("*"), func(m *nats.Msg) { s.onAck(ctx, m) })
+	ackSub, err := s.nc.Subscribe(s.cfg.Subjects.Ack("*"), s.onAck)
 	if err != nil {
 		return fmt.Errorf("subscribe to acks: %w", err)
 	}
@@ -209,7 +209,7 @@ func (s *Service) ensure(ctx context.Context, name string, ttl time.Duration) *j
 		retainCh: make(chan retainRequest, 1),
 	}
 	j := newJob(name, s.cfg.ID, b, s.log)
-	k := &leaseKeeper{kv: s.res.Leases, conn: s.nc, key: cjs.LeaseKey(name), job: name, holder: s.cfg.ID, ttl: ttl, out: j.leases, log: log}
+	k := &leaseKeeper{kv: s.res.Leases, conn: s.nc, key: cjs.LeaseKey(name), job: name, holder: s.cfg.ID, ttl: ttl, out: j.mail.offerLease, log: log}
 	s.jobs[name] = j
 	s.wg.Go(func() { j.run(ctx) })
 	s.wg.Go(func() { k.run(ctx) })
@@ -239,7 +239,7 @@ func (s *Service) onConfig(ctx context.Context, m jetstream.Msg, ttl time.Durati
 		s.wg.Go(func() { s.newestValidConfig(ctx, job, ttl) })
 		return
 	}
-	send(ctx, s.ensure(ctx, job, ttl).configs, ev)
+	s.ensure(ctx, job, ttl).mail.offerConfig(ev)
 }
 
 // newestValidConfig hands job the newest valid config event on its subject, logging the
@@ -252,7 +252,7 @@ func (s *Service) newestValidConfig(ctx context.Context, job string, ttl time.Du
 	}
 	s.skipped.Log(s.log, job, l.Skipped)
 	if l.Event != nil {
-		send(ctx, s.ensure(ctx, job, ttl).configs, l.Event)
+		s.ensure(ctx, job, ttl).mail.offerConfig(l.Event)
 	}
 }
 
@@ -324,7 +324,7 @@ func (s *Service) routeRegistrations(ctx context.Context, w jetstream.KeyWatcher
 			if u.incarnation == "" && s.lookup(job) == nil {
 				continue
 			}
-			send(ctx, s.ensure(ctx, job, ttl).regs, u)
+			s.ensure(ctx, job, ttl).mail.offerReg(u)
 		}
 	}
 }
@@ -341,7 +341,7 @@ func (s *Service) syncRegistrations(ctx context.Context, all map[string]map[stri
 	}
 	s.mu.Unlock()
 	for _, j := range jobs {
-		send(ctx, j.regs, regUpdate{sync: true, all: all[j.name]})
+		j.mail.offerReg(regUpdate{sync: true, all: all[j.name]})
 	}
 }
 
@@ -364,7 +364,7 @@ func (s *Service) registration(e jetstream.KeyValueEntry) (string, regUpdate, bo
 	return parts[1], u, true
 }
 
-func (s *Service) onAck(ctx context.Context, m *nats.Msg) {
+func (s *Service) onAck(m *nats.Msg) {
 	var a messages.Ack
 	if err := messages.Unmarshal(m.Data, &a); err != nil {
 		s.log.Warn().Err(err).Str("subject", m.Subject).Msg("ack dropped: cannot decode")
@@ -374,8 +374,10 @@ func (s *Service) onAck(ctx context.Context, m *nats.Msg) {
 		s.log.Warn().Str("subject", m.Subject).Str("ack_job", a.Job).Msg("ack dropped: job does not match its subject")
 		return
 	}
-	if j := s.lookup(a.Job); j != nil {
-		send(ctx, j.acks, &a)
+	if j := s.lookup(a.Job); j != nil && !j.mail.offerAck(&a) {
+		if n := j.mail.droppedAcks.Load(); n&(n-1) == 0 {
+			s.log.Warn().Str("job", a.Job).Uint64("dropped_acks", n).Msg("ack dropped: the job's mailbox is full (its loop is slow); a resent barrier or the timeout recovers")
+		}
 	}
 }
 
