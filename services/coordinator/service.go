@@ -82,6 +82,9 @@ type Service struct {
 	wg   sync.WaitGroup
 	// skipped logs each invalid config event once.
 	skipped configlog.SkipLog
+	// faults, when set (tests only), wraps a job's backend and snapshot store as the job
+	// is first seen: fault injection for one job among real ones.
+	faults func(job string, b backend, store objectStore) (backend, objectStore)
 }
 
 // New builds a coordinator; Run starts it.
@@ -208,13 +211,18 @@ func (s *Service) ensure(ctx context.Context, name string, ttl time.Duration) *j
 		job: name, subjects: s.cfg.Subjects, nc: s.nc, js: s.js, manifests: s.res.Manifests, events: s.res.Checkpoints, log: log,
 		retainCh: make(chan retainRequest, 1),
 	}
-	j := newJob(name, s.cfg.ID, b, s.log)
+	var jb backend = b
+	var store objectStore = s.res.Snapshots
+	if s.faults != nil {
+		jb, store = s.faults(name, b, store)
+	}
+	j := newJob(name, s.cfg.ID, jb, s.log)
 	k := &leaseKeeper{kv: s.res.Leases, conn: s.nc, key: cjs.LeaseKey(name), job: name, holder: s.cfg.ID, ttl: ttl, out: j.mail.offerLease, log: log}
 	s.jobs[name] = j
 	s.wg.Go(func() { j.run(ctx) })
 	s.wg.Go(func() { k.run(ctx) })
 	trim := newTrimmer(s.cfg.trimStreams(), s.stream, log)
-	s.wg.Go(func() { b.runRetention(ctx, s.res.Snapshots, trim) })
+	s.wg.Go(func() { b.runRetention(ctx, store, trim) })
 	return j
 }
 
