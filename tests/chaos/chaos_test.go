@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/cairn-stream/cairn/internal/proctest"
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
 	"github.com/cairn-stream/cairn/pkg/messages"
 	"github.com/cairn-stream/cairn/services/operator"
@@ -157,13 +158,13 @@ func (r *run) setUp(ctx context.Context) {
 	if set.err != nil {
 		t.Fatalf("first config: %v", set.err)
 	}
-	if err := poll(wctx, 50*time.Millisecond, "stream "+cjs.InputStream, func() (bool, error) {
+	if err := proctest.Poll(wctx, 50*time.Millisecond, "stream "+cjs.InputStream, func() (bool, error) {
 		_, err := r.obs.js.Stream(wctx, cjs.InputStream)
 		return err == nil, nil
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if err := poll(wctx, 100*time.Millisecond, "every instance registered", func() (bool, error) {
+	if err := proctest.Poll(wctx, 100*time.Millisecond, "every instance registered", func() (bool, error) {
 		st, err := r.obs.status(wctx)
 		return len(st.Instances) == instances, err
 	}); err != nil {
@@ -254,8 +255,8 @@ func (r *run) killOperator(ctx context.Context, k operatorKill) {
 	p := r.c.ops[k.instance]
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if !p.running() {
-		if err := p.waitRunning(wctx); err != nil {
+	if !p.Running() {
+		if err := p.WaitRunning(wctx); err != nil {
 			r.t.Errorf("operator kill: %v", err)
 			return
 		}
@@ -268,13 +269,13 @@ func (r *run) killOperator(ctx context.Context, k operatorKill) {
 		bcancel()
 		res.afterBarrier = err == nil && pause(ctx, k.offset)
 	}
-	at, err := p.kill()
+	at, err := p.Kill()
 	if err != nil {
 		r.t.Errorf("operator kill: %v", err)
 		return
 	}
 	if b, ok := r.obs.lastBarrier(at); ok {
-		if ready := p.readySince(); !ready.IsZero() && b.at.After(ready) {
+		if ready := p.ReadySince(); !ready.IsZero() && b.at.After(ready) {
 			res.barrier = b.id
 		}
 	}
@@ -299,32 +300,32 @@ func (r *run) killHolder(ctx context.Context, a controlAction) {
 // and waits for the first barrier from another coordinator.
 func (r *run) failover(ctx context.Context, a controlAction) (failover, error) {
 	var f failover
-	byID := map[string]*proc{}
+	byID := map[string]*proctest.Proc{}
 	for _, p := range r.c.coords {
-		if err := p.waitRunning(ctx); err != nil {
+		if err := p.WaitRunning(ctx); err != nil {
 			return f, err
 		}
-		id, err := p.coordinatorID(ctx)
+		id, err := p.CoordinatorID(ctx)
 		if err != nil {
 			return f, err
 		}
 		byID[id] = p
 	}
-	var victim *proc
+	var victim *proctest.Proc
 	var st messages.Status
-	if err := poll(ctx, 50*time.Millisecond, "a lease holder that is one of the running coordinators", func() (bool, error) {
+	if err := proctest.Poll(ctx, 50*time.Millisecond, "a lease holder that is one of the running coordinators", func() (bool, error) {
 		var err error
 		if st, err = r.obs.status(ctx); err != nil {
 			return false, err
 		}
 		victim = byID[st.Holder]
-		return victim != nil && victim.currentID() == st.Holder, nil
+		return victim != nil && victim.CurrentID() == st.Holder, nil
 	}); err != nil {
 		return f, err
 	}
-	f.holder, f.proc = st.Holder, victim.name
+	f.holder, f.proc = st.Holder, victim.Name
 	f.interval, _ = time.ParseDuration(st.EffectiveInterval)
-	at, err := victim.kill()
+	at, err := victim.Kill()
 	if err != nil {
 		return f, err
 	}
@@ -347,7 +348,7 @@ func (r *run) failover(ctx context.Context, a controlAction) (failover, error) {
 func (r *run) restartNATS(ctx context.Context, a controlAction) {
 	res := natsRestart{down: a.down}
 	defer r.rep.add(func(rep *report) { rep.natsRestarts = append(rep.natsRestarts, res) })
-	at, err := r.c.nats.kill()
+	at, err := r.c.nats.Kill()
 	if err != nil {
 		res.err = err
 		r.t.Errorf("NATS restart: %v", err)
@@ -355,7 +356,7 @@ func (r *run) restartNATS(ctx context.Context, a controlAction) {
 	}
 	res.at = at
 	pause(ctx, a.down)
-	if err := r.c.nats.start(); err != nil {
+	if err := r.c.nats.Start(); err != nil {
 		res.err = err
 		r.t.Errorf("NATS restart: %v", err)
 		return
@@ -436,7 +437,7 @@ func (r *run) compare(ctx context.Context, when string) bool {
 	for i := range instances {
 		inst := instanceName(i)
 		var st messages.OperatorState
-		err := poll(wctx, 100*time.Millisecond, inst+" to apply its whole input", func() (bool, error) {
+		err := proctest.Poll(wctx, 100*time.Millisecond, inst+" to apply its whole input", func() (bool, error) {
 			var err error
 			st, err = r.obs.operatorState(wctx, inst)
 			return st.Position >= r.lastSeq[i], err
@@ -471,13 +472,13 @@ func (r *run) compare(ctx context.Context, when string) bool {
 // checkpoint must complete with the restarted instances.
 func (r *run) restoreAll(ctx context.Context) {
 	for _, p := range r.c.ops {
-		if _, err := p.kill(); err != nil {
+		if _, err := p.Kill(); err != nil {
 			r.t.Errorf("final restore: %v", err)
 		}
 	}
 	restarted := time.Now()
 	for _, p := range r.c.ops {
-		if err := p.start(); err != nil {
+		if err := p.Start(); err != nil {
 			r.t.Fatalf("final restore: %v", err)
 		}
 	}
@@ -549,7 +550,7 @@ func (r *run) checkHistory(ctx context.Context) {
 		t.Errorf("config history: %s", p)
 	}
 	var st messages.Status
-	if err := poll(wctx, 100*time.Millisecond, fmt.Sprintf("the coordinator to apply config version %d", lastVersion), func() (bool, error) {
+	if err := proctest.Poll(wctx, 100*time.Millisecond, fmt.Sprintf("the coordinator to apply config version %d", lastVersion), func() (bool, error) {
 		var err error
 		st, err = r.obs.status(wctx)
 		return st.Config.Version == lastVersion, err

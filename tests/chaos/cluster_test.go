@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cairn-stream/cairn/internal/natstest"
+	"github.com/cairn-stream/cairn/internal/proctest"
 )
 
 // binaries are the programs the harness runs.
@@ -27,29 +27,18 @@ type binaries struct {
 // into dir, both at once.
 func buildBinaries(t *testing.T, dir string) binaries {
 	t.Helper()
-	root, err := filepath.Abs(filepath.Join("..", ".."))
-	if err != nil {
-		t.Fatal(err)
-	}
 	b := binaries{cairn: filepath.Join(dir, "cairn"), natsServer: filepath.Join(dir, "nats-server")}
 	builds := []struct {
 		out, pkg string
 		env      []string
 	}{
-		{b.cairn, "./cmd/cairn", nil},
+		{b.cairn, proctest.CairnPackage, nil},
 		{b.natsServer, "github.com/nats-io/nats-server/v2", []string{"CGO_ENABLED=0"}},
 	}
 	errs := make([]error, len(builds))
 	var wg sync.WaitGroup
 	for i, bd := range builds {
-		wg.Go(func() {
-			cmd := exec.Command("go", "build", "-o", bd.out, bd.pkg)
-			cmd.Dir = root
-			cmd.Env = append(os.Environ(), bd.env...)
-			if out, err := cmd.CombinedOutput(); err != nil {
-				errs[i] = fmt.Errorf("go build %s: %w\n%s", bd.pkg, err, out)
-			}
-		})
+		wg.Go(func() { errs[i] = proctest.Build(bd.out, bd.pkg, bd.env...) })
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
@@ -63,10 +52,10 @@ type cluster struct {
 	t   *testing.T
 	url string
 
-	nats      *proc
-	configsvc *proc
-	coords    []*proc
-	ops       []*proc // ops[i] runs instance instanceName(i)
+	nats      *proctest.Proc
+	configsvc *proctest.Proc
+	coords    []*proctest.Proc
+	ops       []*proctest.Proc // ops[i] runs instance instanceName(i)
 
 	stopping chan struct{} // closed when the harness stops everything
 
@@ -99,12 +88,12 @@ func startCluster(t *testing.T, bins binaries, logDir, storeDir string) *cluster
 	t.Helper()
 	port := natstest.FreePort(t)
 	c := &cluster{t: t, url: "nats://127.0.0.1:" + strconv.Itoa(port), stopping: make(chan struct{})}
-	mk := func(name, bin string, env []string, args ...string) *proc {
-		p, err := newProc(name, filepath.Join(logDir, strings.ReplaceAll(name, " ", "-")+".log"), bin, env, args...)
+	mk := func(name, bin string, env []string, args ...string) *proctest.Proc {
+		p, err := proctest.New(name, filepath.Join(logDir, strings.ReplaceAll(name, " ", "-")+".log"), bin, env, args...)
 		if err != nil {
 			t.Fatal(err)
 		}
-		p.onExit = c.surprised
+		p.OnExit = c.surprised
 		return p
 	}
 	env := serviceEnv(c.url)
@@ -123,7 +112,7 @@ func startCluster(t *testing.T, bins binaries, logDir, storeDir string) *cluster
 	}
 	t.Cleanup(c.stop)
 	for _, p := range c.all() {
-		if err := p.start(); err != nil {
+		if err := p.Start(); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -145,24 +134,24 @@ jetstream {
 }
 
 // all returns every process, the nats-server first.
-func (c *cluster) all() []*proc {
-	ps := []*proc{c.nats, c.configsvc}
+func (c *cluster) all() []*proctest.Proc {
+	ps := []*proctest.Proc{c.nats, c.configsvc}
 	ps = append(ps, c.coords...)
 	return append(ps, c.ops...)
 }
 
 // surprised records an exit the harness did not cause and restarts the process, so that
 // the run goes on; the test fails at the end.
-func (c *cluster) surprised(p *proc, err error) {
+func (c *cluster) surprised(p *proctest.Proc, err error) {
 	c.mu.Lock()
-	c.surprises = append(c.surprises, fmt.Sprintf("%s exited on its own at %s: %v", p.name, clock(time.Now()), err))
+	c.surprises = append(c.surprises, fmt.Sprintf("%s exited on its own at %s: %v", p.Name, clock(time.Now()), err))
 	c.mu.Unlock()
 	c.restartAfter(p, time.Second)
 }
 
 // restartAfter starts p again after delay, on its own goroutine, unless the harness is
 // stopping by then.
-func (c *cluster) restartAfter(p *proc, delay time.Duration) {
+func (c *cluster) restartAfter(p *proctest.Proc, delay time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.stopped {
@@ -175,12 +164,12 @@ func (c *cluster) restartAfter(p *proc, delay time.Duration) {
 		defer c.mu.Unlock()
 		c.pending--
 		if err != nil {
-			c.surprises = append(c.surprises, fmt.Sprintf("restart %s: %v", p.name, err))
+			c.surprises = append(c.surprises, fmt.Sprintf("restart %s: %v", p.Name, err))
 		}
 	}()
 }
 
-func (c *cluster) restart(p *proc, delay time.Duration) error {
+func (c *cluster) restart(p *proctest.Proc, delay time.Duration) error {
 	t := time.NewTimer(delay)
 	defer t.Stop()
 	select {
@@ -188,12 +177,12 @@ func (c *cluster) restart(p *proc, delay time.Duration) error {
 		return nil
 	case <-t.C:
 	}
-	return p.start()
+	return p.Start()
 }
 
 // waitRestarts waits until no restart is pending.
 func (c *cluster) waitRestarts(ctx context.Context) error {
-	return poll(ctx, 10*time.Millisecond, "the pending restarts", func() (bool, error) {
+	return proctest.Poll(ctx, 10*time.Millisecond, "the pending restarts", func() (bool, error) {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		return c.pending == 0, nil
@@ -227,7 +216,7 @@ func (c *cluster) stop() {
 	errs := make([]error, len(services))
 	var wg sync.WaitGroup
 	for i, p := range services {
-		wg.Go(func() { errs[i] = p.terminate(20 * time.Second) })
+		wg.Go(func() { errs[i] = p.Terminate(20 * time.Second) })
 	}
 	wg.Wait()
 	for _, err := range errs {
@@ -235,22 +224,22 @@ func (c *cluster) stop() {
 			c.t.Errorf("stopping the services: %v", err)
 		}
 	}
-	if err := c.nats.terminate(10 * time.Second); err != nil {
+	if err := c.nats.Terminate(10 * time.Second); err != nil {
 		c.t.Logf("stopping the nats-server: %v", err)
 	}
 	if c.t.Failed() {
 		for _, p := range c.all() {
-			c.t.Logf("--- last lines of %s (%s):\n%s", p.name, p.logPath, p.tail(25))
+			c.t.Logf("--- last lines of %s (%s):\n%s", p.Name, p.LogPath, p.Tail(25))
 		}
 	}
 	for _, p := range c.all() {
-		p.close()
+		p.Close()
 	}
 }
 
 // waitNATS waits until the nats-server accepts JetStream requests on conn.
 func waitNATS(ctx context.Context, ready func(context.Context) error) error {
-	return poll(ctx, 20*time.Millisecond, "nats-server ready", func() (bool, error) {
+	return proctest.Poll(ctx, 20*time.Millisecond, "nats-server ready", func() (bool, error) {
 		rctx, cancel := context.WithTimeout(ctx, time.Second)
 		defer cancel()
 		return ready(rctx) == nil, nil

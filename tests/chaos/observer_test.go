@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/cairn-stream/cairn/internal/proctest"
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
@@ -236,7 +237,7 @@ func (o *observer) request(subject string, body []byte, timeout time.Duration) (
 func (o *observer) requestJSON(ctx context.Context, subject string, body []byte, v any) (int, error) {
 	attempts := 0
 	var last error
-	err := poll(ctx, 100*time.Millisecond, "a reply on "+subject, func() (bool, error) {
+	err := proctest.Poll(ctx, 100*time.Millisecond, "a reply on "+subject, func() (bool, error) {
 		attempts++
 		m, err := o.request(subject, body, 2*time.Second)
 		if errors.Is(err, errRetry) {

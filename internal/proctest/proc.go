@@ -1,0 +1,292 @@
+// Package proctest runs Cairn's binaries as separate OS processes in tests: it starts,
+// signals, pauses, kills and restarts them, keeps each one's output in a log file, and reads
+// the few facts a test needs from their JSON log lines (the coordinator id, when an operator
+// became ready).
+package proctest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Proc is one OS process a test runs, kills and restarts. Every run of it appends
+// its stdout and stderr to the same log file, after a header line naming the run.
+type Proc struct {
+	// Name names the process in messages.
+	Name string
+	bin  string
+	args []string
+	env  []string
+	// LogPath is the file the process's output goes to.
+	LogPath string
+	// OnExit, when set, is called (on its own goroutine) after an exit the test did not
+	// cause.
+	OnExit func(p *Proc, err error)
+
+	out *tapWriter
+
+	mu     sync.Mutex
+	cmd    *exec.Cmd     // nil while not running
+	done   chan struct{} // closed when the current run has exited
+	runs   int
+	killed bool // the current run is being stopped by the test
+	// ident is the coordinator id the current run logged; identSet is closed once it is
+	// known.
+	ident    string
+	identSet chan struct{}
+	// readyAt is when the current operator run logged "operator running".
+	readyAt time.Time
+}
+
+// New prepares a process whose output goes to logPath; it does not start it.
+func New(name, logPath, bin string, env []string, args ...string) (*Proc, error) {
+	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	p := &Proc{Name: name, bin: bin, args: args, env: env, LogPath: logPath}
+	p.out = &tapWriter{f: f, onLine: p.scan}
+	return p, nil
+}
+
+// Start starts a new run of the process.
+func (p *Proc) Start() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd != nil {
+		return fmt.Errorf("%s is already running", p.Name)
+	}
+	p.runs++
+	p.out.reset()
+	fmt.Fprintf(p.out.f, "=== proctest: %s run %d started %s\n", p.Name, p.runs, time.Now().Format(time.RFC3339Nano))
+	cmd := exec.Command(p.bin, p.args...)
+	cmd.Env = p.env
+	cmd.Stdout, cmd.Stderr = p.out, p.out
+	cmd.SysProcAttr = sysProcAttr()
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", p.Name, err)
+	}
+	p.cmd, p.done, p.killed = cmd, make(chan struct{}), false
+	p.ident, p.identSet = "", make(chan struct{})
+	p.readyAt = time.Time{}
+	go p.wait(cmd, p.done)
+	return nil
+}
+
+// wait reaps a run and reports an exit the test did not cause.
+func (p *Proc) wait(cmd *exec.Cmd, done chan struct{}) {
+	err := cmd.Wait()
+	fmt.Fprintf(p.out.f, "=== proctest: %s run exited %s: %v\n", p.Name, time.Now().Format(time.RFC3339Nano), err)
+	p.mu.Lock()
+	expected := p.killed
+	p.cmd = nil
+	p.mu.Unlock()
+	close(done)
+	if !expected && p.OnExit != nil {
+		p.OnExit(p, err)
+	}
+}
+
+// Running reports whether a run is alive.
+func (p *Proc) Running() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.cmd != nil
+}
+
+// Signal sends sig to the current run and waits up to timeout for it to exit. It returns
+// when the signal was sent and the run's exit code (-1 when a signal ended it).
+func (p *Proc) Signal(sig os.Signal, timeout time.Duration) (sent time.Time, code int, err error) {
+	p.mu.Lock()
+	cmd, done := p.cmd, p.done
+	if cmd == nil {
+		p.mu.Unlock()
+		return time.Time{}, 0, fmt.Errorf("%s is not running", p.Name)
+	}
+	p.killed = true
+	sent = time.Now()
+	if err := cmd.Process.Signal(sig); err != nil {
+		p.mu.Unlock()
+		return sent, 0, fmt.Errorf("signal %s: %w", p.Name, err)
+	}
+	p.mu.Unlock()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-done:
+		return sent, cmd.ProcessState.ExitCode(), nil
+	case <-t.C:
+		return sent, 0, fmt.Errorf("%s did not exit within %s of %s", p.Name, timeout, sig)
+	}
+}
+
+// Pause stops the current run with SIGSTOP: it keeps its connections and state and does
+// nothing until Resume. It returns when the signal was sent.
+func (p *Proc) Pause() (time.Time, error) { return p.send(syscall.SIGSTOP) }
+
+// Resume continues a paused run with SIGCONT and returns when the signal was sent.
+func (p *Proc) Resume() (time.Time, error) { return p.send(syscall.SIGCONT) }
+
+// send sends sig to the current run without waiting for anything.
+func (p *Proc) send(sig os.Signal) (time.Time, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil {
+		return time.Time{}, fmt.Errorf("%s is not running", p.Name)
+	}
+	at := time.Now()
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		return at, fmt.Errorf("signal %s: %w", p.Name, err)
+	}
+	return at, nil
+}
+
+// Kill SIGKILLs the current run, waits for it to be reaped and returns when it was killed.
+func (p *Proc) Kill() (time.Time, error) {
+	at, _, err := p.Signal(syscall.SIGKILL, 10*time.Second)
+	return at, err
+}
+
+// Terminate sends SIGTERM and waits up to timeout for a clean exit; a run that does not
+// exit in time is killed. It reports anything but a prompt exit 0.
+func (p *Proc) Terminate(timeout time.Duration) error {
+	if !p.Running() {
+		return nil
+	}
+	_, code, err := p.Signal(syscall.SIGTERM, timeout)
+	if err != nil {
+		if _, kerr := p.Kill(); kerr != nil {
+			return errors.Join(err, kerr)
+		}
+		return err
+	}
+	if code != 0 {
+		return fmt.Errorf("%s exited with code %d after SIGTERM", p.Name, code)
+	}
+	return nil
+}
+
+// WaitRunning waits until a run is alive (a pending restart has happened).
+func (p *Proc) WaitRunning(ctx context.Context) error {
+	return Poll(ctx, 10*time.Millisecond, p.Name+" running", func() (bool, error) { return p.Running(), nil })
+}
+
+// CoordinatorID waits until the current run has logged its coordinator id.
+func (p *Proc) CoordinatorID(ctx context.Context) (string, error) {
+	p.mu.Lock()
+	set := p.identSet
+	p.mu.Unlock()
+	if set == nil {
+		return "", fmt.Errorf("%s never started", p.Name)
+	}
+	select {
+	case <-set:
+	case <-ctx.Done():
+		return "", fmt.Errorf("%s logged no coordinator id: %w", p.Name, ctx.Err())
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.ident, nil
+}
+
+// CurrentID returns the coordinator id of the current run, or "" when it is not known
+// or the process is not running.
+func (p *Proc) CurrentID() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil {
+		return ""
+	}
+	return p.ident
+}
+
+// logLine holds the fields of a service's JSON log line a test reads.
+type logLine struct {
+	Message     string `json:"message"`
+	Coordinator string `json:"coordinator"`
+}
+
+// scan looks at one line of output. The first JSON line carrying a "coordinator" field
+// gives the run's coordinator id (the coordinator attaches it to every line, "coordinator
+// running" among them); an operator's "operator running" tells when it was ready.
+func (p *Proc) scan(line []byte) {
+	if len(line) == 0 || line[0] != '{' {
+		return
+	}
+	var l logLine
+	if json.Unmarshal(line, &l) != nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if l.Coordinator != "" && p.ident == "" && p.identSet != nil {
+		p.ident = l.Coordinator
+		close(p.identSet)
+	}
+	if l.Message == "operator running" {
+		p.readyAt = time.Now()
+	}
+}
+
+// ReadySince returns when the current operator run became ready, zero if not yet.
+func (p *Proc) ReadySince() time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.readyAt
+}
+
+// Tail returns the last n lines of the process's log.
+func (p *Proc) Tail(n int) string {
+	data, err := os.ReadFile(p.LogPath)
+	if err != nil {
+		return fmt.Sprintf("(cannot read %s: %v)", p.LogPath, err)
+	}
+	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Close closes the log file; call it once the process is stopped for good.
+func (p *Proc) Close() {
+	if err := p.out.f.Close(); err != nil {
+		fmt.Fprintf(os.Stderr, "proctest: close %s: %v\n", p.LogPath, err)
+	}
+}
+
+// tapWriter writes a process's output to its log file and hands every complete line to
+// onLine. exec.Cmd calls Write from one goroutine at a time when Stdout and Stderr are the
+// same writer, and a new run starts only after the previous one's output is copied.
+type tapWriter struct {
+	f       *os.File
+	onLine  func([]byte)
+	partial []byte
+}
+
+// Write implements io.Writer.
+func (w *tapWriter) Write(b []byte) (int, error) {
+	n, err := w.f.Write(b)
+	w.partial = append(w.partial, b...)
+	for {
+		i := bytes.IndexByte(w.partial, '\n')
+		if i < 0 {
+			break
+		}
+		w.onLine(w.partial[:i])
+		w.partial = w.partial[i+1:]
+	}
+	return n, err
+}
+
+// reset forgets a partial line left by a killed run.
+func (w *tapWriter) reset() { w.partial = nil }
