@@ -208,6 +208,7 @@ func (j *job) applyConfig(ev *messages.ConfigEvent) {
 	}
 	old := j.cfg
 	j.cfg, j.version, j.appliedAt = ev.Config, ev.Version, time.Now()
+	j.mail.applied.Store(ev.Version)
 	j.log.Info().Uint64("version", ev.Version).Stringer("interval", ev.Config.Interval).Stringer("previous_interval", old.Interval).
 		Stringer("timeout", ev.Config.Timeout).Stringer("min_pause", ev.Config.MinPause).Int("max_concurrent", ev.Config.MaxConcurrent).
 		Msg("config applied")

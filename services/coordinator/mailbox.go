@@ -19,7 +19,8 @@ const ackMailbox = 256
 //     another revision) is recognised by its tenure field, so a lost-and-retaken lease in
 //     between is never missed (the loop fences, then takes over).
 //   - config: a latest-value slot keeping the highest version offered; only the newest
-//     version is ever applied, so older pending ones are dropped.
+//     version is ever applied, so a pending one is replaced by a newer one, and an event not
+//     newer than the applied or pending version is dropped and counted as stale.
 //   - registrations: coalesced per instance (the newest update of each instance wins); a
 //     full set (sync) supersedes every per-instance update offered before it.
 //   - acks: a bounded queue (ackMailbox); when full the ack is dropped and counted. The
@@ -32,6 +33,10 @@ type mailbox struct {
 	acks chan *messages.Ack
 	// droppedAcks counts acks dropped because acks was full.
 	droppedAcks atomic.Uint64
+	// applied is the config version the loop applied last (set by the loop); staleConfigs
+	// counts config events dropped here as not newer than it or than the pending one.
+	applied      atomic.Uint64
+	staleConfigs atomic.Uint64
 
 	mu     sync.Mutex // guards the slots below; never held across a blocking call
 	lease  *leaseState
@@ -61,13 +66,20 @@ func (m *mailbox) offerLease(l leaseState) {
 	m.nudge()
 }
 
-// offerConfig keeps ev unless a newer version is already pending.
+// offerConfig keeps ev unless it is not newer than the applied version or the pending
+// one: such an event (a duplicate, a redelivery) is dropped and counted as stale. A pending
+// version that a newer one replaces is superseded: it is never applied.
 func (m *mailbox) offerConfig(ev *messages.ConfigEvent) {
 	m.mu.Lock()
-	if m.config == nil || ev.Version > m.config.Version {
+	stale := ev.Version <= m.applied.Load() || (m.config != nil && ev.Version <= m.config.Version)
+	if !stale {
 		m.config = ev
 	}
 	m.mu.Unlock()
+	if stale {
+		m.staleConfigs.Add(1)
+		return
+	}
 	m.nudge()
 }
 
