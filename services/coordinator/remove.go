@@ -76,9 +76,7 @@ func (s *Service) onRemove(ctx context.Context, r micro.Request) {
 				msg.Header.Set("Content-Type", "application/json")
 				msg.Data, _ = json.Marshal(out)
 			}
-			if err := s.nc.PublishMsg(msg); err != nil {
-				s.log.Warn().Err(err).Msg("member removal reply not sent")
-			}
+			s.publishReply(msg)
 		})
 	case st.Holder == "":
 		respondError(r, codeUnavailable, fmt.Sprintf("no coordinator holds the lease of job %s right now; nothing was removed, try again", name))

@@ -392,45 +392,57 @@ func (s *Service) onAck(m *nats.Msg) {
 // onStatus answers cairn.status.<job>. Any replica may receive it (micro's queue group);
 // a standby forwards it to the lease holder, which knows the pending and completed
 // checkpoints, and answers with its own view only when the holder does not answer.
+// Waiting for the job's loop (up to 2 s) or for the holder (up to 1 s) happens on a
+// goroutine of its own, so that one stuck job or an unresponsive holder delays no other
+// status request; the answer goes to the reply subject, not through r, whose state micro
+// reads once the handler has returned.
 func (s *Service) onStatus(ctx context.Context, r micro.Request) {
 	name := s.cfg.Subjects.Token(r.Subject(), 1)
 	if err := messages.ValidateName("job", name); err != nil {
 		respondError(r, codeBadRequest, err.Error())
 		return
 	}
+	reply := r.Reply()
+	s.wg.Go(func() { s.answerStatus(ctx, name, reply) })
+}
+
+// answerStatus answers a status request of job name on the reply subject.
+func (s *Service) answerStatus(ctx context.Context, name, reply string) {
 	st, code, msg := s.localStatus(ctx, name)
 	if code != "" {
-		respondError(r, code, msg)
+		s.publishReply(errorReply(reply, code, msg))
 		return
 	}
 	if st.Holder != "" && st.Holder != s.cfg.ID {
 		m, err := s.nc.Request(s.cfg.Subjects.CoordinatorStatus(st.Holder, name), nil, time.Second)
 		if err == nil && m.Header.Get(micro.ErrorCodeHeader) == "" {
-			if err := r.Respond(m.Data, micro.WithHeaders(micro.Headers{"Content-Type": []string{"application/json"}})); err != nil {
-				s.log.Warn().Err(err).Msg("status reply not sent")
-			}
+			out := nats.NewMsg(reply)
+			out.Header.Set("Content-Type", "application/json")
+			out.Data = m.Data
+			s.publishReply(out)
 			return
 		}
 		s.log.Debug().Err(err).Str("holder", st.Holder).Msg("holder did not answer a forwarded status request; answering with this standby's view")
 	}
-	if err := r.RespondJSON(st); err != nil {
-		s.log.Warn().Err(err).Msg("status reply not sent")
-	}
+	out := nats.NewMsg(reply)
+	out.Data, _ = json.Marshal(st)
+	s.publishReply(out)
 }
 
-// onDirectStatus answers a status request forwarded to this coordinator.
+// onDirectStatus answers a status request forwarded to this coordinator, on a goroutine of
+// its own (see onStatus).
 func (s *Service) onDirectStatus(ctx context.Context, m *nats.Msg) {
 	name := s.cfg.Subjects.Token(m.Subject, 3)
-	reply := nats.NewMsg(m.Reply)
-	st, code, msg := s.localStatus(ctx, name)
-	if code != "" {
-		reply = errorReply(m.Reply, code, msg)
-	} else {
-		reply.Data, _ = json.Marshal(st)
-	}
-	if err := m.RespondMsg(reply); err != nil {
-		s.log.Debug().Err(err).Msg("direct status reply not sent")
-	}
+	s.wg.Go(func() {
+		reply := nats.NewMsg(m.Reply)
+		st, code, msg := s.localStatus(ctx, name)
+		if code != "" {
+			reply = errorReply(m.Reply, code, msg)
+		} else {
+			reply.Data, _ = json.Marshal(st)
+		}
+		s.publishReply(reply)
+	})
 }
 
 // localStatus asks the job's loop for its status; on failure it returns an error code and
@@ -471,6 +483,13 @@ type replyError struct {
 func respondError(r micro.Request, code, msg string) {
 	body, _ := json.Marshal(messages.ErrorBody{Error: msg})
 	_ = r.Error(code, msg, body)
+}
+
+// publishReply sends a reply composed off the handler's goroutine.
+func (s *Service) publishReply(m *nats.Msg) {
+	if err := s.nc.PublishMsg(m); err != nil {
+		s.log.Warn().Err(err).Str("subject", m.Subject).Msg("reply not sent")
+	}
 }
 
 // errorReply is a core NATS reply carrying micro's error headers and a JSON body, for
