@@ -231,8 +231,14 @@ func makeEvents(n int, first int64, keys ...string) []event {
 	return evs
 }
 
-// barrier sends the barrier of checkpoint id.
+// barrier sends the barrier of checkpoint id, without a fencing token.
 func (e *env) barrier(id uint64) {
+	e.t.Helper()
+	e.barrierWithToken(id, 0)
+}
+
+// barrierWithToken sends the barrier of checkpoint id carrying a coordinator's fencing token.
+func (e *env) barrierWithToken(id, token uint64) {
 	e.t.Helper()
 	data, err := messages.Marshal(&messages.Barrier{
 		Schema:        messages.SchemaVersion,
@@ -241,6 +247,7 @@ func (e *env) barrier(id uint64) {
 		ConfigVersion: 1,
 		TriggeredAt:   time.Now().UTC(),
 		Coordinator:   "test",
+		Token:         token,
 	})
 	if err != nil {
 		e.t.Fatal(err)

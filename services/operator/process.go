@@ -22,6 +22,9 @@ type loopState struct {
 	position uint64
 	// lastBarrier is the highest checkpoint id handled; older barriers are ignored.
 	lastBarrier uint64
+	// token is the highest coordinator fencing token seen on a barrier; a barrier with a
+	// lower token comes from a coordinator that lost its lease and is ignored.
+	token uint64
 	// queue holds the snapshots taken and not yet handed to the persister, oldest first.
 	queue []persistJob
 }
@@ -113,6 +116,13 @@ func (r *Runtime) barrier(st *loopState, msg *nats.Msg) {
 		return
 	}
 	log := r.log.With().Uint64("checkpoint", b.CheckpointID).Logger()
+	if b.Token != 0 && b.Token < st.token {
+		// A token of 0 comes from a coordinator before fencing tokens: accepted.
+		log.Debug().Uint64("token", b.Token).Uint64("highest_token", st.token).Str("coordinator", b.Coordinator).
+			Msg("barrier of a fenced coordinator ignored: its token is below one already seen")
+		return
+	}
+	st.token = max(st.token, b.Token)
 	if b.CheckpointID <= st.lastBarrier {
 		// The coordinator sends a barrier again when it lacks this instance's ack: answer
 		// with the ack already sent, if it is still remembered (and not still being stored).
