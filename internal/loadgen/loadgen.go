@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -81,8 +83,7 @@ func Run(ctx context.Context, cfg Config, js publisher, log zerolog.Logger) erro
 		case <-tick.C:
 		}
 		for _, inst := range cfg.Instances {
-			ev := messages.InputEvent{Key: fmt.Sprintf("k%d", n%cfg.Keys), Value: int64(n%10 + 1)}
-			data, err := json.Marshal(ev)
+			data, err := json.Marshal(Event(n, cfg.Keys))
 			if err != nil {
 				return err
 			}
@@ -93,6 +94,38 @@ func Run(ctx context.Context, cfg Config, js publisher, log zerolog.Logger) erro
 		}
 	}
 	return nil
+}
+
+// Event is the n-th event (from 0) the generator publishes to each instance: key
+// k<n mod keys>, value n mod 10 + 1. Its Nats-Msg-Id is <run>-<instance>-<n>, run being new
+// at every start.
+func Event(n, keys int) messages.InputEvent {
+	return messages.InputEvent{Key: fmt.Sprintf("k%d", n%keys), Value: int64(n%10 + 1)}
+}
+
+// Totals are the per-key count and sum of events 0 to count-1 of one run: what an
+// aggregator that applied each of them once holds.
+func Totals(count, keys int) map[string]messages.KeyTotals {
+	totals := map[string]messages.KeyTotals{}
+	for n := range count {
+		ev := Event(n, keys)
+		k := totals[ev.Key]
+		k.Count++
+		k.Sum += ev.Value
+		totals[ev.Key] = k
+	}
+	return totals
+}
+
+// SequenceOf returns n of a Nats-Msg-Id <run>-<instance>-<n> the generator set; ok is false
+// for any other id.
+func SequenceOf(msgID string) (n int, ok bool) {
+	i := strings.LastIndexByte(msgID, '-')
+	if i < 0 {
+		return 0, false
+	}
+	n, err := strconv.Atoi(msgID[i+1:])
+	return n, err == nil && n >= 0
 }
 
 // publish retries until stored or ctx is done (then it returns ctx's error).

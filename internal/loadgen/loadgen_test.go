@@ -2,6 +2,7 @@ package loadgen_test
 
 import (
 	"context"
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/cairn-stream/cairn/internal/loadgen"
 	"github.com/cairn-stream/cairn/internal/natstest"
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
 func TestRunPublishesCountEventsPerInstance(t *testing.T) {
@@ -58,5 +60,22 @@ func TestConfigValidate(t *testing.T) {
 	}
 	if err := loadgen.DefaultConfig("j", "i").Validate(); err != nil {
 		t.Fatalf("default config: %v", err)
+	}
+}
+
+func TestTotalsAndSequenceOf(t *testing.T) {
+	got := loadgen.Totals(12, 8)
+	want := map[string]messages.KeyTotals{
+		"k0": {Count: 2, Sum: 1 + 9}, "k1": {Count: 2, Sum: 2 + 10}, "k2": {Count: 2, Sum: 3 + 1}, "k3": {Count: 2, Sum: 4 + 2},
+		"k4": {Count: 1, Sum: 5}, "k5": {Count: 1, Sum: 6}, "k6": {Count: 1, Sum: 7}, "k7": {Count: 1, Sum: 8},
+	}
+	if !maps.Equal(got, want) {
+		t.Fatalf("Totals(12, 8) = %v, want %v", got, want)
+	}
+	for id, want := range map[string]int{"abc-counter-0-41": 41, "run-x-0": 0, "nodash": -1, "a-b-c-": -1, "a-b-x": -1} {
+		n, ok := loadgen.SequenceOf(id)
+		if ok != (want >= 0) || ok && n != want {
+			t.Errorf("SequenceOf(%q) = %d, %v; want %d", id, n, ok, want)
+		}
 	}
 }
