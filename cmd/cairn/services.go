@@ -12,6 +12,7 @@ import (
 
 	"github.com/cairn-stream/cairn/internal/loadgen"
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	op "github.com/cairn-stream/cairn/pkg/operator"
 	"github.com/cairn-stream/cairn/services/configsvc"
 	"github.com/cairn-stream/cairn/services/coordinator"
 	"github.com/cairn-stream/cairn/services/operator"
@@ -111,7 +112,7 @@ func runOperator(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	log = log.With().Str("service", "operator").Logger()
-	nc, js, res, err := c.setup(ctx, "cairn-operator-"+*instance, true, operator.Resources(), log)
+	nc, js, res, err := c.setup(ctx, "cairn-operator-"+*instance, true, op.Resources(), log)
 	if err != nil {
 		return err
 	}
@@ -133,11 +134,11 @@ func runOperator(ctx context.Context, args []string, stderr io.Writer) error {
 func logOperatorFailure(log zerolog.Logger, cfg operator.Config, err error) {
 	msg := "operator failed"
 	switch {
-	case errors.Is(err, operator.ErrNoUsableSnapshot):
+	case errors.Is(err, op.ErrNoUsableSnapshot):
 		msg = "refusing to start: this member has no usable snapshot (--reset-state starts it empty on purpose)"
-	case errors.Is(err, operator.ErrInputGap):
+	case errors.Is(err, op.ErrInputGap):
 		msg = "refusing to start: input after the restored position may have been removed (--accept-input-gap goes on without it)"
-	case errors.Is(err, operator.ErrReplaced):
+	case errors.Is(err, op.ErrReplaced):
 		msg = "stopped: replaced by a newer incarnation of this instance"
 	}
 	log.Error().Str("job", cfg.Job).Str("instance", cfg.Instance).Err(err).Msg(msg)

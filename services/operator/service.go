@@ -13,6 +13,7 @@ import (
 
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
 	"github.com/cairn-stream/cairn/pkg/messages"
+	op "github.com/cairn-stream/cairn/pkg/operator"
 )
 
 // Names of the reference operator's micro service.
@@ -32,26 +33,26 @@ const stateTimeout = 5 * time.Second
 // served as JSON messages.OperatorState on Subjects.OperatorState(job, instance) by the
 // micro service "cairn-operator".
 type Service struct {
-	cfg Config
+	cfg op.Config
 	nc  *nats.Conn
 	agg *Aggregator
-	rt  *Runtime
+	rt  *op.Runtime
 	log zerolog.Logger
 }
 
 // NewService returns the reference operator for the instance cfg names.
-func NewService(cfg Config, nc *nats.Conn, js jetstream.JetStream, res *cjs.Resources, log zerolog.Logger) (*Service, error) {
+func NewService(cfg op.Config, nc *nats.Conn, js jetstream.JetStream, res *cjs.Resources, log zerolog.Logger) (*Service, error) {
 	agg := NewAggregator()
 	agg.EmitTo(cfg.Output)
-	rt, err := New(cfg, nc, js, res, agg, log)
+	rt, err := op.New(cfg, nc, js, res, agg, log)
 	if err != nil {
 		return nil, err
 	}
-	return &Service{cfg: rt.Config(), nc: nc, agg: agg, rt: rt, log: rt.log}, nil
+	return &Service{cfg: rt.Config(), nc: nc, agg: agg, rt: rt, log: log.With().Str("job", cfg.Job).Str("instance", cfg.Instance).Logger()}, nil
 }
 
 // Runtime returns the Runtime driving the Aggregator.
-func (s *Service) Runtime() *Runtime { return s.rt }
+func (s *Service) Runtime() *op.Runtime { return s.rt }
 
 // Run adds the micro service and runs the Runtime until ctx is done (see Runtime.Run),
 // then stops the micro service. State requests are answered with 503 until the state is

@@ -14,6 +14,7 @@ import (
 	"github.com/cairn-stream/cairn/internal/natstest"
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
 	"github.com/cairn-stream/cairn/pkg/messages"
+	op "github.com/cairn-stream/cairn/pkg/operator"
 	"github.com/cairn-stream/cairn/services/configsvc"
 	"github.com/cairn-stream/cairn/services/coordinator"
 	"github.com/cairn-stream/cairn/services/operator"
@@ -106,10 +107,10 @@ func (c *cluster) startAggregator(instance string) {
 }
 
 // startOperator runs an operator runtime driving m.
-func (c *cluster) startOperator(instance string, m operator.Machine) *operator.Runtime {
+func (c *cluster) startOperator(instance string, m op.Machine) *op.Runtime {
 	c.b.Helper()
 	nc, js := c.connect()
-	rt, err := operator.New(operator.DefaultConfig(job, instance), nc, js, c.res, m, zerolog.Nop())
+	rt, err := op.New(op.DefaultConfig(job, instance), nc, js, c.res, m, zerolog.Nop())
 	if err != nil {
 		c.b.Fatalf("operator %s: %v", instance, err)
 	}

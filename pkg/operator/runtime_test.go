@@ -14,12 +14,13 @@ import (
 	"github.com/cairn-stream/cairn/internal/natstest"
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
 	"github.com/cairn-stream/cairn/pkg/messages"
-	"github.com/cairn-stream/cairn/services/operator"
+	"github.com/cairn-stream/cairn/pkg/operator"
+	refop "github.com/cairn-stream/cairn/services/operator"
 )
 
 func TestSnapshotOnBarrier(t *testing.T) {
 	e := newEnv(t)
-	agg := operator.NewAggregator()
+	agg := refop.NewAggregator()
 	r := e.start("counter-0", agg)
 	totals := map[string]messages.KeyTotals{}
 	last := e.publishEvents("counter-0", totals, makeEvents(20, 1, "a", "b", "c")...)
@@ -84,7 +85,7 @@ func TestExactlyOnceAcrossRestart(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			e := newEnv(t)
 			totals := map[string]messages.KeyTotals{}
-			r := e.start("counter-0", operator.NewAggregator())
+			r := e.start("counter-0", refop.NewAggregator())
 			last := e.publishEvents("counter-0", totals, makeEvents(tt.before, 1, "a", "b", "c", "d")...)
 			waitPosition(t, r.rt, last)
 			ack := e.checkpoint(1)
@@ -96,7 +97,7 @@ func TestExactlyOnceAcrossRestart(t *testing.T) {
 			r.stop(t)
 			last = e.publishEvents("counter-0", totals, makeEvents(tt.stopped, -50, "a", "f")...)
 
-			agg := operator.NewAggregator()
+			agg := refop.NewAggregator()
 			r2 := e.start("counter-0", agg)
 			if r2.rt.Incarnation() == r.rt.Incarnation() {
 				t.Fatal("restart kept the incarnation")
@@ -120,7 +121,7 @@ func TestExactlyOnceAcrossRestart(t *testing.T) {
 
 func TestUnchangedStateIsNotUploadedAgain(t *testing.T) {
 	e := newEnv(t)
-	r := e.start("counter-0", operator.NewAggregator())
+	r := e.start("counter-0", refop.NewAggregator())
 	last := e.publishEvents("counter-0", map[string]messages.KeyTotals{}, makeEvents(10, 1, "a", "b")...)
 	waitPosition(t, r.rt, last)
 	first := e.checkpoint(1)
@@ -141,7 +142,7 @@ func TestUnchangedStateIsNotUploadedAgain(t *testing.T) {
 	// After a restart with no new input, the restored object is referenced again.
 	e.writeManifest(2, second)
 	r.stop(t)
-	r2 := e.start("counter-0", operator.NewAggregator())
+	r2 := e.start("counter-0", refop.NewAggregator())
 	third := e.checkpoint(3)
 	if third.Snapshot != first.Snapshot || third.Incarnation != r2.rt.Incarnation() {
 		t.Fatalf("ack after restart %+v, want the object %+v of incarnation %s", third, first.Snapshot, r2.rt.Incarnation())
@@ -188,7 +189,7 @@ func TestFallsBackToRetainedManifest(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			e := newEnv(t)
 			totals := map[string]messages.KeyTotals{}
-			r := e.start("counter-0", operator.NewAggregator())
+			r := e.start("counter-0", refop.NewAggregator())
 			last := e.publishEvents("counter-0", totals, makeEvents(15, 1, "a", "b", "c")...)
 			waitPosition(t, r.rt, last)
 			e.writeManifest(1, e.checkpoint(1))
@@ -201,7 +202,7 @@ func TestFallsBackToRetainedManifest(t *testing.T) {
 			r.stop(t)
 
 			tt.damage(e, ack2.Snapshot.Object)
-			agg := operator.NewAggregator()
+			agg := refop.NewAggregator()
 			r2 := e.start("counter-0", agg)
 			waitPosition(t, r2.rt, last)
 			keys, _, _ := aggState(t, r2.rt, agg)
@@ -218,7 +219,7 @@ func TestFallsBackToRetainedManifest(t *testing.T) {
 
 func TestMalformedEventsAreRejected(t *testing.T) {
 	e := newEnv(t)
-	agg := operator.NewAggregator()
+	agg := refop.NewAggregator()
 	r := e.start("counter-0", agg)
 	last := e.publish("counter-0",
 		[]byte(`{"key":"a","value":1}`),
@@ -251,7 +252,7 @@ func TestRegistration(t *testing.T) {
 	}
 	defer func() { _ = w.Stop() }()
 
-	r := e.start("counter-0", operator.NewAggregator())
+	r := e.start("counter-0", refop.NewAggregator())
 	reg := e.registration(key)
 	if reg.Incarnation != r.rt.Incarnation() || reg.Job != testJob || reg.Instance != "counter-0" || reg.StartedAt.IsZero() {
 		t.Fatalf("registration %+v, want incarnation %s", reg, r.rt.Incarnation())
@@ -284,7 +285,7 @@ func TestRegistration(t *testing.T) {
 		t.Fatalf("registration after a clean shutdown: %v, want it deleted", err)
 	}
 
-	r2 := e.start("counter-0", operator.NewAggregator())
+	r2 := e.start("counter-0", refop.NewAggregator())
 	reg2 := e.registration(key)
 	if reg2.Incarnation != r2.rt.Incarnation() || reg2.Incarnation == reg.Incarnation {
 		t.Fatalf("incarnation after restart %s (runtime %s), first was %s", reg2.Incarnation, r2.rt.Incarnation(), reg.Incarnation)
@@ -306,7 +307,7 @@ func (e *env) registration(key string) messages.Registration {
 
 func TestRuntimeRunsOnce(t *testing.T) {
 	e := newEnv(t)
-	r := e.start("counter-0", operator.NewAggregator())
+	r := e.start("counter-0", refop.NewAggregator())
 	if err := r.rt.Run(context.Background()); !errors.Is(err, operator.ErrAlreadyStarted) {
 		t.Fatalf("second Run = %v, want ErrAlreadyStarted", err)
 	}
@@ -360,7 +361,7 @@ func TestSurvivesServerRestart(t *testing.T) {
 	// an expired registration back.
 	cfg := operator.DefaultConfig(testJob, "counter-0")
 	cfg.Heartbeat = time.Hour
-	agg := operator.NewAggregator()
+	agg := refop.NewAggregator()
 	r := e.startWith(cfg, agg)
 	totals := map[string]messages.KeyTotals{}
 	last := e.publishEvents("counter-0", totals, makeEvents(10, 1, "a", "b")...)
@@ -401,7 +402,7 @@ func TestRunCannotStart(t *testing.T) {
 	e := newEnv(t)
 	cfg := operator.DefaultConfig(testJob, "counter-0")
 	cfg.InputStream = "NO_SUCH_STREAM"
-	rt, err := operator.New(cfg, e.nc, e.js, e.res, operator.NewAggregator(), e.logger())
+	rt, err := operator.New(cfg, e.nc, e.js, e.res, refop.NewAggregator(), e.logger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -416,7 +417,7 @@ func TestRunCannotStart(t *testing.T) {
 	}
 
 	// A context that ends while starting is a clean stop, not an error.
-	rt2, err := operator.New(cfg, e.nc, e.js, e.res, operator.NewAggregator(), e.logger())
+	rt2, err := operator.New(cfg, e.nc, e.js, e.res, refop.NewAggregator(), e.logger())
 	if err != nil {
 		t.Fatal(err)
 	}

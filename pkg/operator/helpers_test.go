@@ -22,7 +22,8 @@ import (
 	"github.com/cairn-stream/cairn/internal/natstest"
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
 	"github.com/cairn-stream/cairn/pkg/messages"
-	"github.com/cairn-stream/cairn/services/operator"
+	"github.com/cairn-stream/cairn/pkg/operator"
+	refop "github.com/cairn-stream/cairn/services/operator"
 )
 
 const (
@@ -343,7 +344,7 @@ func waitPosition(t *testing.T, rt *operator.Runtime, seq uint64) {
 }
 
 // aggState reads an Aggregator's state on the processing goroutine.
-func aggState(t *testing.T, rt *operator.Runtime, agg *operator.Aggregator) (map[string]messages.KeyTotals, uint64, uint64) {
+func aggState(t *testing.T, rt *operator.Runtime, agg *refop.Aggregator) (map[string]messages.KeyTotals, uint64, uint64) {
 	t.Helper()
 	var keys map[string]messages.KeyTotals
 	var rejected, pos uint64

@@ -11,7 +11,7 @@ import (
 	"github.com/rs/zerolog"
 
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
-	"github.com/cairn-stream/cairn/services/operator"
+	"github.com/cairn-stream/cairn/pkg/operator"
 )
 
 // counter is a minimal Machine: it counts the records it applied.

@@ -9,7 +9,7 @@ import (
 	"github.com/cairn-stream/cairn/internal/natstest"
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
 	"github.com/cairn-stream/cairn/pkg/messages"
-	"github.com/cairn-stream/cairn/services/operator"
+	"github.com/cairn-stream/cairn/pkg/operator"
 )
 
 func TestDuplicateInstanceIsFenced(t *testing.T) {
