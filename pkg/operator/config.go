@@ -3,6 +3,8 @@ package operator
 import (
 	"errors"
 	"fmt"
+	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -14,7 +16,8 @@ import (
 // cannot run.
 var ErrInvalidConfig = errors.New("invalid operator config")
 
-// Config configures a Runtime. Zero values of the optional fields mean their defaults.
+// Config configures a Runtime. The zero value of every optional field means its default
+// (see DefaultConfig); only Job and Instance are required.
 type Config struct {
 	// Job the instance belongs to; a token [A-Za-z0-9_-]{1,64}.
 	Job string
@@ -22,17 +25,18 @@ type Config struct {
 	Instance string
 	// Subjects gives the subject prefix of the wire contract.
 	Subjects cjs.Subjects
-	// InputStream is the stream the input is read from; empty means cjs.InputStream.
+	// InputStream is the stream the input is read from; empty means CAIRN_INPUT.
 	InputStream string
-	// InputSubject is the subject (filter) the input is read from; empty means
-	// Subjects.Input(Job, Instance).
-	InputSubject string
+	// InputFilters are the subject filters of InputStream the instance reads, through one
+	// ordered consumer: the records of every filter arrive in stream order, and positions
+	// stay stream sequences. Empty means Subjects.Input(Job, Instance).
+	InputFilters []string
+	// OutputStream is the stream that stores the outputs of a Machine that is a Producer;
+	// Run waits for it to exist, and only for such a Machine. Empty means CAIRN_OUTPUT.
+	OutputStream string
 	// Heartbeat is how often the registration is renewed; 0 means a third of the TTL of
 	// the CAIRN_LEASES bucket.
 	Heartbeat time.Duration
-	// Output is the subject the reference aggregator (Service) emits each key's new
-	// totals on; empty means it emits nothing. A Runtime with another Machine ignores it.
-	Output string
 	// ResetState starts a member of the job empty on purpose, dropping the state its
 	// checkpoints hold, and reads its input from the start of what the stream still holds.
 	// It is logged at warn level and recorded as a reset_state member event. Without it a
@@ -43,12 +47,22 @@ type Config struct {
 	// may have been removed from the input stream, logged at warn level and recorded as an
 	// input_gap_accepted member event. Without it the start is refused (ErrInputGap).
 	AcceptInputGap bool
+	// RestoreFrom restores a chosen checkpoint instead of the newest: a number is a
+	// checkpoint id (the manifest <job>.<id> in CAIRN_MANIFESTS), anything else the name of
+	// a savepoint (<job>.savepoint.<name>). The input resumes after that checkpoint's
+	// positions. There is no fallback: when the checkpoint, this instance's snapshot in it,
+	// or the input after it is gone, Run refuses to start with an error wrapping
+	// ErrRestoreFrom. Empty restores the newest usable checkpoint.
+	RestoreFrom string
+	// Logger receives the runtime's log records, with the attributes job, instance and
+	// incarnation; nil means no logging.
+	Logger *slog.Logger
 }
 
 // DefaultConfig returns the config of instance of job with every other field at its
-// default.
+// default, spelled out.
 func DefaultConfig(job, instance string) Config {
-	return Config{Job: job, Instance: instance, InputStream: cjs.InputStream}
+	return Config{Job: job, Instance: instance}.withDefaults()
 }
 
 // withDefaults fills the optional fields whose defaults need no server.
@@ -56,8 +70,11 @@ func (c Config) withDefaults() Config {
 	if c.InputStream == "" {
 		c.InputStream = cjs.InputStream
 	}
-	if c.InputSubject == "" {
-		c.InputSubject = c.Subjects.Input(c.Job, c.Instance)
+	if len(c.InputFilters) == 0 {
+		c.InputFilters = []string{c.Subjects.Input(c.Job, c.Instance)}
+	}
+	if c.OutputStream == "" {
+		c.OutputStream = cjs.OutputStream
 	}
 	return c
 }
@@ -70,21 +87,29 @@ func (c Config) Validate() error {
 	if err := messages.ValidateName("instance", c.Instance); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
-	if c.InputStream != "" && strings.ContainsAny(c.InputStream, ". *>\t\r\n") {
-		return fmt.Errorf("%w: input stream %q: a stream name may not contain '.', '*', '>' or white space", ErrInvalidConfig, c.InputStream)
-	}
-	if c.InputSubject != "" {
-		if err := validateSubject(c.InputSubject); err != nil {
-			return fmt.Errorf("%w: input subject %q: %w", ErrInvalidConfig, c.InputSubject, err)
+	for _, s := range []struct{ what, name string }{{"input stream", c.InputStream}, {"output stream", c.OutputStream}} {
+		if s.name != "" && strings.ContainsAny(s.name, ". *>\t\r\n") {
+			return fmt.Errorf("%w: %s %q: a stream name may not contain '.', '*', '>' or white space", ErrInvalidConfig, s.what, s.name)
 		}
 	}
-	if c.Output != "" {
-		if err := validateSubject(c.Output); err != nil || strings.ContainsAny(c.Output, "*>") {
-			return fmt.Errorf("%w: output subject %q: a subject of non-empty tokens without wildcards is required", ErrInvalidConfig, c.Output)
+	for i, f := range c.InputFilters {
+		if err := validateSubject(f); err != nil {
+			return fmt.Errorf("%w: input filter %d %q: %w", ErrInvalidConfig, i+1, f, err)
+		}
+		if slices.Contains(c.InputFilters[:i], f) {
+			return fmt.Errorf("%w: input filter %q is given twice", ErrInvalidConfig, f)
 		}
 	}
 	if c.Heartbeat < 0 {
 		return fmt.Errorf("%w: heartbeat %s is negative; allowed: 0 (a third of the lease TTL) or a positive duration", ErrInvalidConfig, c.Heartbeat)
+	}
+	if c.RestoreFrom != "" && c.ResetState {
+		return fmt.Errorf("%w: restore from %q and reset state exclude each other; give one", ErrInvalidConfig, c.RestoreFrom)
+	}
+	if c.RestoreFrom != "" {
+		if _, err := parseRestoreFrom(c.RestoreFrom); err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+		}
 	}
 	return nil
 }

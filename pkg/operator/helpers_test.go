@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"slices"
 	"strconv"
@@ -20,6 +21,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/cairn-stream/cairn/internal/natstest"
+	"github.com/cairn-stream/cairn/internal/zlog"
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
 	"github.com/cairn-stream/cairn/pkg/messages"
 	"github.com/cairn-stream/cairn/pkg/operator"
@@ -68,8 +70,21 @@ func newEnvOn(t *testing.T, s *natstest.Server) *env {
 	return e
 }
 
-func (e *env) logger() zerolog.Logger {
-	return zerolog.New(e.logs).Level(zerolog.DebugLevel).With().Timestamp().Logger()
+// logger logs in the services' JSON shape (through internal/zlog), so that tests can
+// look for fields.
+func (e *env) logger() *slog.Logger {
+	return zlog.New(zerolog.New(e.logs).Level(zerolog.DebugLevel).With().Timestamp().Logger())
+}
+
+// newRuntime returns a Runtime for cfg and m that logs into e.logs.
+func (e *env) newRuntime(cfg operator.Config, m operator.Machine) *operator.Runtime {
+	e.t.Helper()
+	cfg.Logger = e.logger()
+	rt, err := operator.New(e.nc, cfg, m)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return rt
 }
 
 // logged reports whether one log line contains every part.
@@ -108,20 +123,14 @@ func (e *env) start(instance string, m operator.Machine) *running {
 // startWith runs a Runtime with cfg and m and waits until it is ready.
 func (e *env) startWith(cfg operator.Config, m operator.Machine) *running {
 	e.t.Helper()
-	rt, err := operator.New(cfg, e.nc, e.js, e.res, m, e.logger())
-	if err != nil {
-		e.t.Fatal(err)
-	}
+	rt := e.newRuntime(cfg, m)
 	return e.run(rt, rt.Run)
 }
 
 // startErr runs a Runtime with cfg and m, which must fail to start, and returns its error.
 func (e *env) startErr(cfg operator.Config, m operator.Machine) error {
 	e.t.Helper()
-	rt, err := operator.New(cfg, e.nc, e.js, e.res, m, e.logger())
-	if err != nil {
-		e.t.Fatal(err)
-	}
+	rt := e.newRuntime(cfg, m)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)

@@ -172,7 +172,7 @@ func newGapEnv(t *testing.T, limits jetstream.StreamConfig) *gapEnv {
 
 func (g *gapEnv) config() operator.Config {
 	cfg := operator.DefaultConfig(testJob, "counter-0")
-	cfg.InputStream, cfg.InputSubject = g.stream, g.own
+	cfg.InputStream, cfg.InputFilters = g.stream, []string{g.own}
 	return cfg
 }
 
@@ -218,7 +218,7 @@ func TestInputGap(t *testing.T) {
 			stopped: func(g *gapEnv, _ uint64) {
 				g.publishTo(g.other, 20)
 			},
-			gap: []string{"job orders", "instance counter-0", "input stream GAP_", "filter gap.GAP_", "includes sequence 5", "first sequence is 16", "limit max_msgs 10", "--accept-input-gap"},
+			gap: []string{"job orders", "instance counter-0", "input stream GAP_", "filters gap.GAP_", "includes sequence 5", "first sequence is 16", "limit max_msgs 10", "--accept-input-gap"},
 		},
 		{
 			name:    "max_msgs overflowed, accepted",

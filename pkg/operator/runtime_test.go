@@ -324,15 +324,23 @@ func TestConfigValidate(t *testing.T) {
 		ok   bool
 	}{
 		{name: "default", edit: func(*operator.Config) {}, ok: true},
-		{name: "custom input", edit: func(c *operator.Config) { c.InputStream, c.InputSubject = "EVENTS", "events.*.orders" }, ok: true},
-		{name: "trailing wildcard", edit: func(c *operator.Config) { c.InputSubject = "events.>" }, ok: true},
+		{name: "custom input", edit: func(c *operator.Config) { c.InputStream, c.InputFilters = "EVENTS", []string{"events.*.orders"} }, ok: true},
+		{name: "two filters", edit: func(c *operator.Config) { c.InputFilters = []string{"events.a", "events.b.>"} }, ok: true},
+		{name: "trailing wildcard", edit: func(c *operator.Config) { c.InputFilters = []string{"events.>"} }, ok: true},
+		{name: "restore from an id", edit: func(c *operator.Config) { c.RestoreFrom = "17" }, ok: true},
+		{name: "restore from a savepoint", edit: func(c *operator.Config) { c.RestoreFrom = "before-upgrade" }, ok: true},
 		{name: "empty job", edit: func(c *operator.Config) { c.Job = "" }},
 		{name: "job with a dot", edit: func(c *operator.Config) { c.Job = "a.b" }},
 		{name: "instance with a wildcard", edit: func(c *operator.Config) { c.Instance = "i*" }},
 		{name: "stream with a dot", edit: func(c *operator.Config) { c.InputStream = "A.B" }},
-		{name: "subject with an empty token", edit: func(c *operator.Config) { c.InputSubject = "a..b" }},
-		{name: "subject with inner >", edit: func(c *operator.Config) { c.InputSubject = "a.>.b" }},
-		{name: "subject with a space", edit: func(c *operator.Config) { c.InputSubject = "a b" }},
+		{name: "output stream with a dot", edit: func(c *operator.Config) { c.OutputStream = "A.B" }},
+		{name: "subject with an empty token", edit: func(c *operator.Config) { c.InputFilters = []string{"a..b"} }},
+		{name: "subject with inner >", edit: func(c *operator.Config) { c.InputFilters = []string{"a.>.b"} }},
+		{name: "subject with a space", edit: func(c *operator.Config) { c.InputFilters = []string{"a b"} }},
+		{name: "filter given twice", edit: func(c *operator.Config) { c.InputFilters = []string{"a.b", "a.b"} }},
+		{name: "restore from checkpoint 0", edit: func(c *operator.Config) { c.RestoreFrom = "0" }},
+		{name: "restore from a bad name", edit: func(c *operator.Config) { c.RestoreFrom = "a.b" }},
+		{name: "restore from and reset state", edit: func(c *operator.Config) { c.RestoreFrom, c.ResetState = "3", true }},
 		{name: "negative heartbeat", edit: func(c *operator.Config) { c.Heartbeat = -time.Second }},
 	}
 	for _, tt := range tests {
@@ -398,32 +406,48 @@ func TestSurvivesServerRestart(t *testing.T) {
 	r.stop(t)
 }
 
-func TestRunCannotStart(t *testing.T) {
+func TestRunWaitsForItsResources(t *testing.T) {
 	e := newEnv(t)
 	cfg := operator.DefaultConfig(testJob, "counter-0")
-	cfg.InputStream = "NO_SUCH_STREAM"
-	rt, err := operator.New(cfg, e.nc, e.js, e.res, refop.NewAggregator(), e.logger())
-	if err != nil {
+	cfg.InputStream, cfg.InputFilters = "LATE_INPUT", []string{"late.orders.>"}
+	rt := e.newRuntime(cfg, refop.NewAggregator())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- rt.Run(ctx) }()
+	natstest.Eventually(t, waitLong, "no line saying what the runtime waits for", func() bool {
+		return e.logged(`"level":"info"`, `"message":"waiting for stream LATE_INPUT to exist"`)
+	})
+	if _, err := e.res.Leases.Get(e.ctx(), cjs.RegistrationKey(testJob, "counter-0")); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Fatalf("registration while waiting: %v, want none", err)
+	}
+	if _, err := e.js.CreateStream(e.ctx(), jetstream.StreamConfig{Name: "LATE_INPUT", Subjects: []string{"late.orders.>"}, Storage: jetstream.MemoryStorage}); err != nil {
 		t.Fatal(err)
 	}
-	if err := rt.Run(e.ctx()); !errors.Is(err, jetstream.ErrStreamNotFound) {
-		t.Fatalf("Run on a missing input stream = %v, want ErrStreamNotFound", err)
+	select {
+	case <-rt.Ready():
+	case err := <-done:
+		t.Fatalf("Run = %v before it was ready", err)
+	case <-time.After(waitLong):
+		t.Fatal("not ready after the stream was created")
 	}
-	if _, err := e.res.Leases.Get(e.ctx(), cjs.RegistrationKey(testJob, "counter-0")); !errors.Is(err, jetstream.ErrKeyNotFound) {
-		t.Fatalf("registration after a failed start: %v, want none", err)
+	if strings.Count(e.logs.String(), "waiting for stream LATE_INPUT") != 1 {
+		t.Fatalf("the wait was logged more than once:\n%s", e.logs.String())
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run = %v, want nil", err)
 	}
 	if err := rt.Do(e.ctx(), func() {}); !errors.Is(err, operator.ErrStopped) {
-		t.Fatalf("Do after a failed start = %v, want ErrStopped", err)
+		t.Fatalf("Do after Run = %v, want ErrStopped", err)
 	}
 
-	// A context that ends while starting is a clean stop, not an error.
-	rt2, err := operator.New(cfg, e.nc, e.js, e.res, refop.NewAggregator(), e.logger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	if err := rt2.Run(ctx); err != nil {
+	// A context that ends while waiting is a clean stop, not an error.
+	cfg.InputStream = "NO_SUCH_STREAM"
+	rt2 := e.newRuntime(cfg, refop.NewAggregator())
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	cancel2()
+	if err := rt2.Run(ctx2); err != nil {
 		t.Fatalf("Run with an ended context = %v, want nil", err)
 	}
 }

@@ -13,9 +13,8 @@ import (
 func TestShutdownWithOutputsThatCannotBeStored(t *testing.T) {
 	e := newEnv(t)
 	cfg := operator.DefaultConfig(testJob, "counter-0")
-	cfg.Output = e.subj.Output(testJob, "counter-0")
 	agg := refop.NewAggregator()
-	agg.EmitTo(cfg.Output)
+	agg.EmitTo(e.subj.Output(testJob, "counter-0"))
 	r := e.startWith(cfg, agg)
 	last := e.publishEvents("counter-0", map[string]messages.KeyTotals{}, makeEvents(5, 1, "a", "b")...)
 	waitPosition(t, r.rt, last)

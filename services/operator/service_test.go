@@ -16,6 +16,7 @@ import (
 	"github.com/cairn-stream/cairn/internal/natstest"
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
 	"github.com/cairn-stream/cairn/pkg/messages"
+	op "github.com/cairn-stream/cairn/pkg/operator"
 	"github.com/cairn-stream/cairn/services/operator"
 )
 
@@ -41,8 +42,8 @@ type running struct {
 // startService runs the reference operator for instance and waits until it is ready.
 func (e *env) startService(instance string) *running {
 	e.t.Helper()
-	nc, js, res := e.s.Resources(e.t, cjs.Options{LeaseTTL: time.Second})
-	svc, err := operator.NewService(operator.DefaultConfig(testJob, instance), nc, js, res, zerolog.Nop())
+	nc, _, _ := e.s.Resources(e.t, cjs.Options{LeaseTTL: time.Second})
+	svc, err := operator.NewService(operator.DefaultConfig(testJob, instance), nc, zerolog.Nop())
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -119,7 +120,7 @@ func TestStateEndpoint(t *testing.T) {
 	}
 
 	// The service is discoverable like every Cairn service.
-	info, err := nc.Request("$SRV.INFO."+operator.ServiceName, nil, waitLong)
+	info, err := nc.Request("$SRV.INFO."+op.ServiceName, nil, waitLong)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,8 +128,9 @@ func TestStateEndpoint(t *testing.T) {
 	if err := json.Unmarshal(info.Data, &si); err != nil {
 		t.Fatal(err)
 	}
-	if si.Version != operator.ServiceVersion || len(si.Endpoints) != 1 || si.Endpoints[0].Subject != e.subj.OperatorState(testJob, "counter-1") {
-		t.Fatalf("service info %+v", si)
+	subjects := []string{e.subj.OperatorInfo(testJob, "counter-1"), e.subj.OperatorState(testJob, "counter-1")}
+	if si.Version != op.ServiceVersion || len(si.Endpoints) != 2 || si.Endpoints[0].Subject != subjects[0] || si.Endpoints[1].Subject != subjects[1] {
+		t.Fatalf("service info %+v, want the endpoints %v", si, subjects)
 	}
 
 	// An empty instance answers an empty object, not null.

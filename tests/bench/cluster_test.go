@@ -98,8 +98,8 @@ func (c *cluster) startCoordinator() {
 // startAggregator runs a reference operator instance.
 func (c *cluster) startAggregator(instance string) {
 	c.b.Helper()
-	nc, js := c.connect()
-	svc, err := operator.NewService(operator.DefaultConfig(job, instance), nc, js, c.res, zerolog.Nop())
+	nc, _ := c.connect()
+	svc, err := operator.NewService(operator.DefaultConfig(job, instance), nc, zerolog.Nop())
 	if err != nil {
 		c.b.Fatalf("operator %s: %v", instance, err)
 	}
@@ -109,8 +109,8 @@ func (c *cluster) startAggregator(instance string) {
 // startOperator runs an operator runtime driving m.
 func (c *cluster) startOperator(instance string, m op.Machine) *op.Runtime {
 	c.b.Helper()
-	nc, js := c.connect()
-	rt, err := op.New(op.DefaultConfig(job, instance), nc, js, c.res, m, zerolog.Nop())
+	nc, _ := c.connect()
+	rt, err := op.New(nc, op.DefaultConfig(job, instance), m)
 	if err != nil {
 		c.b.Fatalf("operator %s: %v", instance, err)
 	}
