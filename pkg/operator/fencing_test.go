@@ -57,7 +57,7 @@ func TestDuplicateInstanceIsFenced(t *testing.T) {
 		t.Fatal(err)
 	}
 	select {
-	case msg := <-e.acks:
+	case msg := <-e.coord.Acks():
 		var a messages.Ack
 		_ = messages.Unmarshal(msg.Data, &a)
 		t.Fatalf("the replaced incarnation published %+v", a)

@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -20,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/cairn-stream/cairn/internal/cairntest"
 	"github.com/cairn-stream/cairn/internal/natstest"
 	"github.com/cairn-stream/cairn/internal/zlog"
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
@@ -35,13 +35,13 @@ const (
 
 // env is one test's server, connection and resources, playing the coordinator.
 type env struct {
-	t    *testing.T
-	nc   *nats.Conn
-	js   jetstream.JetStream
-	res  *cjs.Resources
-	subj cjs.Subjects
-	logs *natstest.LogBuffer
-	acks chan *nats.Msg
+	t     *testing.T
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	res   *cjs.Resources
+	subj  cjs.Subjects
+	logs  *natstest.LogBuffer
+	coord *cairntest.Coordinator
 }
 
 func newEnv(t *testing.T) *env {
@@ -53,15 +53,7 @@ func newEnv(t *testing.T) *env {
 func newEnvOn(t *testing.T, s *natstest.Server) *env {
 	t.Helper()
 	nc, js, res := s.Resources(t, cjs.Options{LeaseTTL: time.Second})
-	e := &env{t: t, nc: nc, js: js, res: res, logs: &natstest.LogBuffer{}, acks: make(chan *nats.Msg, 64)}
-	sub, err := nc.ChanSubscribe(e.subj.Ack(testJob), e.acks)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sub.Unsubscribe() })
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	e := &env{t: t, nc: nc, js: js, res: res, logs: &natstest.LogBuffer{}, coord: cairntest.NewCoordinator(t, nc, res.Manifests, testJob)}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("operator logs:\n%s", e.logs.String())
@@ -242,80 +234,19 @@ func makeEvents(n int, first int64, keys ...string) []event {
 }
 
 // barrier sends the barrier of checkpoint id.
-func (e *env) barrier(id uint64) {
-	e.t.Helper()
-	data, err := messages.Marshal(&messages.Barrier{
-		Schema:        messages.SchemaVersion,
-		Job:           testJob,
-		CheckpointID:  id,
-		ConfigVersion: 1,
-		TriggeredAt:   time.Now().UTC(),
-		Coordinator:   "test",
-	})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	msg := nats.NewMsg(e.subj.Barrier(testJob))
-	msg.Data = data
-	msg.Header.Set(messages.HeaderCheckpointID, strconv.FormatUint(id, 10))
-	msg.Header.Set(messages.HeaderConfigVersion, "1")
-	if err := e.nc.PublishMsg(msg); err != nil {
-		e.t.Fatal(err)
-	}
-}
+func (e *env) barrier(id uint64) { e.t.Helper(); e.coord.Barrier(id) }
 
 // nextAck returns the next ack or decline.
-func (e *env) nextAck() messages.Ack {
-	e.t.Helper()
-	select {
-	case msg := <-e.acks:
-		var a messages.Ack
-		if err := messages.Unmarshal(msg.Data, &a); err != nil {
-			e.t.Fatalf("ack: %v", err)
-		}
-		return a
-	case <-time.After(waitLong):
-		e.t.Fatal("no ack")
-	}
-	return messages.Ack{}
-}
+func (e *env) nextAck() messages.Ack { e.t.Helper(); return e.coord.NextAck() }
 
 // checkpoint sends barrier id and returns the instance's ack, failing on a decline.
-func (e *env) checkpoint(id uint64) messages.Ack {
-	e.t.Helper()
-	e.barrier(id)
-	a := e.nextAck()
-	if a.CheckpointID != id || a.Kind != messages.AckDone {
-		e.t.Fatalf("ack = %+v, want an ack of checkpoint %d", a, id)
-	}
-	return a
-}
+func (e *env) checkpoint(id uint64) messages.Ack { e.t.Helper(); return e.coord.Checkpoint(id) }
 
 // writeManifest writes the manifest of checkpoint id from acks under <job>.<id> and
 // <job>.latest, as the coordinator does.
 func (e *env) writeManifest(id uint64, acks ...messages.Ack) {
 	e.t.Helper()
-	mf := messages.Manifest{
-		Schema:        messages.SchemaVersion,
-		Job:           testJob,
-		CheckpointID:  id,
-		ConfigVersion: 1,
-		TriggeredAt:   time.Now().UTC(),
-		CompletedAt:   time.Now().UTC(),
-		Instances:     make(map[string]messages.InstanceSnapshot),
-	}
-	for _, a := range acks {
-		mf.Instances[a.Instance] = messages.InstanceSnapshot{Incarnation: a.Incarnation, Snapshot: a.Snapshot, Positions: a.Positions}
-	}
-	data, err := messages.Marshal(&mf)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	for _, k := range []string{cjs.ManifestKey(testJob, id), cjs.LatestKey(testJob)} {
-		if _, err := e.res.Manifests.Put(e.ctx(), k, data); err != nil {
-			e.t.Fatal(err)
-		}
-	}
+	e.coord.WriteManifest(id, acks...)
 }
 
 // objectDigest downloads an object and returns its size and SHA-256 in the object

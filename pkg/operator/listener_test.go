@@ -6,7 +6,6 @@ import (
 	"slices"
 	"strconv"
 	"testing"
-	"time"
 
 	"github.com/cairn-stream/cairn/internal/natstest"
 	"github.com/cairn-stream/cairn/pkg/messages"
@@ -62,24 +61,6 @@ func (m *listenerMachine) CheckpointAborted(id uint64, reason string) {
 	m.calls = append(m.calls, fmt.Sprintf("aborted %d: %s", id, reason))
 }
 
-// checkpointEvent publishes the coordinator's event for checkpoint id.
-func (e *env) checkpointEvent(id uint64, outcome messages.Outcome, reason messages.AbortReason) {
-	e.t.Helper()
-	ev := messages.CheckpointEvent{Schema: messages.SchemaVersion, Job: testJob, CheckpointID: id, ConfigVersion: 1,
-		Outcome: outcome, TriggeredAt: time.Now().UTC(), FinishedAt: time.Now().UTC(), Reason: reason}
-	data, err := messages.Marshal(&ev)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	name := "completed"
-	if outcome == messages.Aborted {
-		name = "aborted"
-	}
-	if err := e.nc.Publish(e.subj.CheckpointEvent(testJob, name), data); err != nil {
-		e.t.Fatal(err)
-	}
-}
-
 // waitCalls waits until the machine's listener calls (records left out) are want.
 func waitCalls(t *testing.T, rt *operator.Runtime, m *listenerMachine, want ...string) {
 	t.Helper()
@@ -106,17 +87,17 @@ func TestCheckpointListener(t *testing.T) {
 	}
 
 	// 2 is aborted before 1 is decided: nothing is said until 1 is, then both, in order.
-	e.checkpointEvent(2, messages.Aborted, messages.AbortDeclined)
-	e.checkpointEvent(9, messages.Completed, 0) // no snapshot of this instance: ignored
-	e.checkpointEvent(1, messages.Completed, 0)
+	e.coord.Event(2, messages.Aborted, messages.AbortDeclined)
+	e.coord.Event(9, messages.Completed, 0) // no snapshot of this instance: ignored
+	e.coord.Event(1, messages.Completed, 0)
 	waitCalls(t, r.rt, m, "completed 1", "aborted 2: "+messages.AbortDeclined.String())
 
 	// 5 completes while 3 is undecided and 4 aborted: 3 is subsumed, 4 keeps its reason.
 	e.checkpoint(4)
 	acks = append(acks, e.checkpoint(5))
-	e.checkpointEvent(4, messages.Aborted, messages.AbortTimeout)
-	e.checkpointEvent(5, messages.Completed, 0)
-	e.checkpointEvent(3, messages.Completed, 0) // late: already reported
+	e.coord.Event(4, messages.Aborted, messages.AbortTimeout)
+	e.coord.Event(5, messages.Completed, 0)
+	e.coord.Event(3, messages.Completed, 0) // late: already reported
 	want := []string{"completed 1", "aborted 2: " + messages.AbortDeclined.String(),
 		"aborted 3: subsumed by checkpoint 5", "aborted 4: " + messages.AbortTimeout.String(), "completed 5"}
 	waitCalls(t, r.rt, m, want...)

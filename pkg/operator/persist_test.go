@@ -44,7 +44,7 @@ func TestSlowPersistDoesNotBlockProcessing(t *testing.T) {
 		t.Fatalf("applied %d records while Persist was blocked, want 53", applied)
 	}
 	select {
-	case <-e.acks:
+	case <-e.coord.Acks():
 		t.Fatal("acked before Persist returned")
 	default:
 	}

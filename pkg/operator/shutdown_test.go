@@ -42,7 +42,7 @@ func TestShutdownWithOutputsThatCannotBeStored(t *testing.T) {
 	}
 	for done := false; !done; {
 		select {
-		case msg := <-e.acks:
+		case msg := <-e.coord.Acks():
 			var a messages.Ack
 			if err := messages.Unmarshal(msg.Data, &a); err != nil {
 				t.Fatal(err)
