@@ -1,0 +1,206 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/cairn-stream/cairn/internal/cairntest"
+	"github.com/cairn-stream/cairn/internal/natstest"
+	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/messages"
+)
+
+const instance = "sink-0"
+
+// TestHelperProcess is the sink as a separate process, started by TestSinkExactlyOnce
+// with TXSINK_HELPER=1 so that it can be killed with SIGKILL.
+func TestHelperProcess(t *testing.T) {
+	if os.Getenv("TXSINK_HELPER") != "1" {
+		t.Skip("run by TestSinkExactlyOnce")
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	if err := run(context.Background(), os.Getenv("NATS_URL"), instance, log); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}
+
+// proc is a sink process.
+type proc struct {
+	t   *testing.T
+	cmd *exec.Cmd
+}
+
+// startSink starts a sink process and waits until its info answers.
+func startSink(t *testing.T, url string, nc *nats.Conn) *proc {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "TXSINK_HELPER=1", "NATS_URL="+url)
+	cmd.Stderr = &testWriter{t: t}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &proc{t: t, cmd: cmd}
+	t.Cleanup(func() { p.kill() })
+	info(t, nc, 0)
+	return p
+}
+
+// kill sends SIGKILL and reaps the process.
+func (p *proc) kill() {
+	if p.cmd.ProcessState != nil {
+		return
+	}
+	if err := p.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		p.t.Errorf("kill: %v", err)
+	}
+	_ = p.cmd.Wait()
+}
+
+// testWriter logs a child's output in the test's log.
+type testWriter struct{ t *testing.T }
+
+func (w *testWriter) Write(p []byte) (int, error) {
+	w.t.Logf("sink: %s", p)
+	return len(p), nil
+}
+
+// info waits until the sink's info shows position seq or beyond, and returns it.
+func info(t *testing.T, nc *nats.Conn, seq uint64) messages.OperatorInfo {
+	t.Helper()
+	var in messages.OperatorInfo
+	natstest.Eventually(t, cairntest.Wait, fmt.Sprintf("sink never reached position %d", seq), func() bool {
+		msg, err := nc.Request(cjs.Subjects{}.OperatorInfo("txsink", instance), nil, time.Second)
+		return err == nil && json.Unmarshal(msg.Data, &in) == nil && in.Position >= seq
+	})
+	return in
+}
+
+// visible returns the writes stored in SINK_OUT, in order.
+func visible(t *testing.T, js jetstream.JetStream) []map[string]any {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), cairntest.Wait)
+	defer cancel()
+	st, err := js.Stream(ctx, "SINK_OUT")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []map[string]any
+	for seq := uint64(1); ; seq++ {
+		m, err := st.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return out
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		var w map[string]any
+		if err := json.Unmarshal(m.Data, &w); err != nil {
+			t.Fatal(err)
+		}
+		w["id"] = m.Header.Get(jetstream.MsgIDHeader)
+		out = append(out, w)
+	}
+}
+
+// TestSinkExactlyOnce kills the sink between a snapshot and its checkpoint's completion,
+// and between a completion and the writes it makes visible, and finds every write in
+// SINK_OUT exactly once, in input order, with the right running sums.
+func TestSinkExactlyOnce(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	s := natstest.Start(t)
+	nc, js, res := s.Resources(t, cjs.Options{Memory: true})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, sc := range []jetstream.StreamConfig{
+		{Name: "SINK_IN", Subjects: []string{"sink.in.>"}, Storage: jetstream.MemoryStorage},
+		{Name: "SINK_OUT", Subjects: []string{"sink.out.>"}, Storage: jetstream.MemoryStorage, Duplicates: 2 * time.Minute},
+	} {
+		if _, err := js.CreateStream(ctx, sc); err != nil {
+			t.Fatal(err)
+		}
+	}
+	coord := cairntest.NewCoordinator(t, nc, res.Manifests, "txsink")
+	var inputs []int64
+	var last uint64
+	publish := func(n int) {
+		for range n {
+			v := int64(len(inputs) + 1)
+			ack, err := js.Publish(ctx, "sink.in."+instance, fmt.Appendf(nil, `{"key":"k%d","value":%d}`, v%3, v))
+			if err != nil {
+				t.Fatal(err)
+			}
+			inputs, last = append(inputs, v), ack.Sequence
+		}
+	}
+	wantVisible := func(n int, when string) {
+		t.Helper()
+		var got []map[string]any
+		natstest.Eventually(t, cairntest.Wait, when, func() bool { got = visible(t, js); return len(got) >= n })
+		if len(got) != n {
+			t.Fatalf("%s: %d writes visible, want %d", when, len(got), n)
+		}
+	}
+
+	p := startSink(t, s.URL, nc)
+	publish(10)
+	info(t, nc, last)
+	coord.Complete(1, coord.Checkpoint(1))
+	wantVisible(10, "checkpoint 1 completed")
+
+	// Killed between the snapshot of checkpoint 2 and its completion: none of its writes
+	// become visible, and the restarted sink writes them once.
+	publish(10)
+	info(t, nc, last)
+	coord.Checkpoint(2)
+	p.kill()
+	coord.Event(2, messages.Aborted, messages.AbortInstanceLost)
+	wantVisible(10, "checkpoint 2 never completed")
+	p = startSink(t, s.URL, nc)
+	publish(5)
+	if in := info(t, nc, last); in.RestoredCheckpoint != 1 {
+		t.Fatalf("restarted sink restored checkpoint %d, want 1", in.RestoredCheckpoint)
+	}
+	coord.Complete(3, coord.Checkpoint(3))
+	wantVisible(25, "checkpoint 3 completed")
+
+	// Killed after checkpoint 4 completed but before it made the writes visible (frozen
+	// with SIGSTOP while the completion is published): the restored sink writes them.
+	publish(5)
+	info(t, nc, last)
+	ack4 := coord.Checkpoint(4)
+	if err := p.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	coord.Complete(4, ack4)
+	p.kill()
+	wantVisible(25, "the sink died before acting on checkpoint 4")
+	p = startSink(t, s.URL, nc)
+	wantVisible(30, "restored from checkpoint 4")
+
+	// Nothing doubled, nothing lost: every input once, in order, with its running sum.
+	sums := map[string]float64{}
+	for i, w := range visible(t, js) {
+		v := inputs[i]
+		key := fmt.Sprintf("k%d", v%3)
+		sums[key] += float64(v)
+		if w["key"] != key || w["value"] != float64(v) || w["sum"] != sums[key] || w["id"] != fmt.Sprintf("%s.%d", instance, i+1) {
+			t.Fatalf("write %d = %v, want key %s, value %d, sum %v, id %s.%d", i+1, w, key, v, sums[key], instance, i+1)
+		}
+	}
+	p.kill()
+}
+
