@@ -7,6 +7,9 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -49,6 +52,48 @@ func waitPosition(t *testing.T, nc *nats.Conn, seq uint64) messages.OperatorInfo
 func TestOrders(t *testing.T) {
 	s := natstest.Start(t)
 	nc, js, res := s.Resources(t, cjs.Options{Memory: true})
+	exercise(t, nc, js, res, s.URL)
+}
+
+// TestOrdersWithTemplatePermissions runs the operator as a user with exactly the
+// permissions of deploy/nats/operator-template.conf, and finds no permission violation.
+func TestOrdersWithTemplatePermissions(t *testing.T) {
+	template, err := os.ReadFile(filepath.Join("..", "..", "deploy", "nats", "operator-template.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var log natstest.LogBuffer
+	s := natstest.StartConfig(t, fmt.Sprintf(`%s
+accounts { CAIRN { jetstream: enabled, users: [
+  { user: admin, password: admin }
+  { user: orders, password: orders, permissions: $MY_OPERATOR_PERMISSIONS }
+] } }`, template), &log)
+	admin, err := nats.Connect(s.URL, nats.UserInfo("admin", "admin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	js, err := jetstream.New(admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cairntest.Wait)
+	defer cancel()
+	res, err := cjs.Ensure(ctx, js, cjs.Options{Memory: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	exercise(t, admin, js, res, strings.Replace(s.URL, "nats://", "nats://orders:orders@", 1))
+	if strings.Contains(log.String(), "Permissions Violation") {
+		t.Fatalf("permission violations:\n%s", log.String())
+	}
+}
+
+// exercise starts the operator at url before its stream exists, feeds it orders, takes a
+// checkpoint, restarts it after more orders and checks its totals; nc, js and res are an
+// admin's, playing the coordinator.
+func exercise(t *testing.T, nc *nats.Conn, js jetstream.JetStream, res *cjs.Resources, url string) {
+	t.Helper()
 	coord := cairntest.NewCoordinator(t, nc, res.Manifests, "orders")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -57,7 +102,7 @@ func TestOrders(t *testing.T) {
 	start := func() (stop func()) {
 		rctx, rcancel := context.WithCancel(ctx)
 		done := make(chan error, 1)
-		go func() { done <- run(rctx, s.URL, instance, log) }()
+		go func() { done <- run(rctx, url, instance, log) }()
 		return func() {
 			rcancel()
 			if err := <-done; err != nil {
