@@ -203,4 +203,3 @@ func TestSinkExactlyOnce(t *testing.T) {
 	}
 	p.kill()
 }
-
