@@ -60,9 +60,10 @@ type Config struct {
 }
 
 // DefaultConfig returns the config of instance of job with every other field at its
-// default, spelled out.
+// default. InputFilters stays empty, meaning the instance's default subject under
+// whatever Subjects prefix is set afterwards.
 func DefaultConfig(job, instance string) Config {
-	return Config{Job: job, Instance: instance}.withDefaults()
+	return Config{Job: job, Instance: instance, InputStream: cjs.InputStream, OutputStream: cjs.OutputStream}
 }
 
 // withDefaults fills the optional fields whose defaults need no server.

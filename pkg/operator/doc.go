@@ -1,17 +1,33 @@
 // Package operator is Cairn's operator runtime: the SDK a stateful stream service embeds
 // to have its state checkpointed by Cairn.
 //
-// A Runtime drives one operator instance: it restores the instance's state from the newest
-// completed checkpoint that holds a usable snapshot of it, registers the instance in KV CAIRN_LEASES with a fresh incarnation
-// id and keeps the registration alive, follows the instance's input subject with an ordered
-// consumer, and answers the coordinator's barriers with snapshots stored in the object
-// store.
+// The common case is one call: Run(ctx, nc, cfg, machine). New returns the Runtime for
+// the rest (AddEndpoint, Do, Position, Stats, Info). A Runtime drives one operator
+// instance: it waits for the streams and buckets it uses to exist (CAIRN_MANIFESTS,
+// CAIRN_LEASES, CAIRN_SNAPSHOTS, CAIRN_CHECKPOINTS, the input stream and, for a Producer,
+// the output stream; nothing else), restores the instance's state from the newest
+// completed checkpoint that holds a usable snapshot of it (or the one Config.RestoreFrom
+// names), registers the instance in KV CAIRN_LEASES with a fresh incarnation id and keeps
+// the registration alive, follows the input stream's subject filters with one ordered
+// consumer, answers the coordinator's barriers with snapshots stored in the object store,
+// and serves cairn.op.<job>.<instance>.info through the micro service "cairn-operator".
+//
+// The package's import graph is its promise to embedders: no nats-server and no logging
+// library. It logs through the *slog.Logger in Config (nil: silent) and returns errors
+// wrapping its sentinels.
 //
 // The stateful logic is a Machine, modelled on hashicorp/raft's FSM. Records, barriers and
 // Do requests are handled by one goroutine, so a snapshot always sits between two input
 // records and records the input stream sequence it includes. Persisting a snapshot runs on
 // a second goroutine, in barrier order, so records keep flowing while a snapshot is
 // written and uploaded.
+//
+// A Machine may implement optional interfaces, discovered as net/http discovers
+// http.Flusher: Producer (outputs published with deterministic message ids),
+// CheckpointSnapshotter (the checkpoint id at snapshot time) and CheckpointListener (the
+// outcome of every checkpoint it took a snapshot for, in id order, on the processing
+// goroutine: what a transactional sink needs). BytesSnapshot serves states that are one
+// byte slice.
 //
 // # Restore
 //
@@ -25,6 +41,11 @@
 // starts it empty on purpose. Before consuming, the input stream is checked for records
 // after the restored position that its limits may have removed (ErrInputGap, unless
 // Config.AcceptInputGap). Resets and accepted gaps are recorded as member events.
+//
+// Config.RestoreFrom restores a chosen checkpoint instead: a checkpoint id (manifest
+// <job>.<id>) or a savepoint name (manifest <job>.savepoint.<name>), with no fallback;
+// Run refuses with ErrRestoreFrom when the checkpoint, the instance's snapshot in it or
+// the input after its position is gone, and resumes the input at its positions otherwise.
 //
 // # Fencing
 //
