@@ -42,6 +42,7 @@ func TestUsageAndUnknownCommands(t *testing.T) {
 		{"unknown command", []string{"bogus"}, 2},
 		{"unknown flag", []string{"coordinator", "--bogus"}, 2},
 		{"bad job list", []string{"coordinator", "--jobs", "a.b"}, 1},
+		{"bad trim stream", []string{"coordinator", "--trim-streams", "IN.PUT"}, 1},
 		{"operator without a job", []string{"operator", "--instance", "i"}, 1},
 		{"bad log level", []string{"configsvc", "--log-level", "loud"}, 1},
 		{"dev with too many operators", []string{"dev", "--operators", "100"}, 1},

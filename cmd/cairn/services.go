@@ -48,6 +48,7 @@ func runCoordinator(ctx context.Context, args []string, stderr io.Writer) error 
 	var c common
 	c.register(fs)
 	jobs := fs.String("jobs", os.Getenv("CAIRN_JOBS"), "coordinate only these jobs, comma-separated; empty: every job [$CAIRN_JOBS]")
+	trim := fs.String("trim-streams", os.Getenv("CAIRN_TRIM_STREAMS"), "streams besides CAIRN_INPUT in which to trim each member's input below the oldest retained checkpoint, comma-separated [$CAIRN_TRIM_STREAMS]")
 	if err := parse(fs, args, stderr); err != nil {
 		return err
 	}
@@ -59,6 +60,7 @@ func runCoordinator(ctx context.Context, args []string, stderr io.Writer) error 
 	cfg := coordinator.DefaultConfig()
 	cfg.Subjects = c.subjects()
 	cfg.Jobs = splitList(*jobs)
+	cfg.TrimStreams = splitList(*trim)
 	if err := cfg.Validate(); err != nil {
 		return err
 	}

@@ -33,7 +33,8 @@ type Options struct {
 	LeaseTTL time.Duration
 	// ConfigHistory is how many config versions per job CAIRN_CONFIG keeps; 0 means 10000.
 	ConfigHistory int64
-	// Memory stores everything in memory instead of files (tests and benchmarks).
+	// Memory stores everything in memory instead of files (tests and benchmarks); it caps
+	// CAIRN_OUTPUT at MemoryOutputMaxBytes, since JetStream reserves a stream's MaxBytes.
 	Memory bool
 	// LookupOnly makes Ensure fail with ErrMissing instead of creating a missing
 	// resource, for services without the right to create streams (operators, loadgen).
@@ -50,6 +51,23 @@ func (o Options) wants(name string) bool { return len(o.Only) == 0 || slices.Con
 // ErrMissing is returned (wrapped) by Ensure with LookupOnly when a resource does not
 // exist yet.
 var ErrMissing = errors.New("resource does not exist yet")
+
+// Limits of CAIRN_OUTPUT. Both are far longer than its 2-minute duplicate window, which
+// bounds exactly-once output: an output replayed after a restore is dropped only while the
+// first copy's id is still in the window. When the stream reaches MaxBytes the oldest
+// outputs are discarded (never new ones refused). CAIRN_INPUT has no limits: Cairn trims
+// each member's input below the oldest retained checkpoint that holds it, and a limit would
+// remove input a restore still needs.
+const (
+	// OutputMaxAge is how long CAIRN_OUTPUT keeps an output.
+	OutputMaxAge = 24 * time.Hour
+	// OutputMaxBytes is CAIRN_OUTPUT's size limit.
+	OutputMaxBytes = 1 << 30
+	// MemoryOutputMaxBytes is CAIRN_OUTPUT's size limit with Options.Memory.
+	MemoryOutputMaxBytes = 64 << 20
+	// DuplicateWindow is the duplicate window of every Cairn stream.
+	DuplicateWindow = 2 * time.Minute
+)
 
 // DefaultLeaseTTL is the TTL of registrations and leases when Options.LeaseTTL is 0.
 const DefaultLeaseTTL = 5 * time.Second
@@ -72,6 +90,13 @@ func (o Options) storage() jetstream.StorageType {
 	return jetstream.FileStorage
 }
 
+func (o Options) outputMaxBytes() int64 {
+	if o.Memory {
+		return MemoryOutputMaxBytes
+	}
+	return OutputMaxBytes
+}
+
 func (o Options) replicas() int { return max(o.Replicas, 1) }
 
 // StreamConfigs returns the configs of the streams Ensure creates.
@@ -89,7 +114,7 @@ func (o Options) StreamConfigs() []jetstream.StreamConfig {
 			MaxMsgsPerSubject: hist,
 			Storage:           o.storage(),
 			Replicas:          o.replicas(),
-			Duplicates:        2 * time.Minute,
+			Duplicates:        DuplicateWindow,
 			DenyDelete:        true,
 		},
 		{
@@ -100,24 +125,26 @@ func (o Options) StreamConfigs() []jetstream.StreamConfig {
 			MaxAge:            7 * 24 * time.Hour,
 			Storage:           o.storage(),
 			Replicas:          o.replicas(),
-			Duplicates:        2 * time.Minute,
+			Duplicates:        DuplicateWindow,
 		},
 		{
 			Name:        InputStream,
-			Description: "Cairn reference operator input events",
+			Description: "Cairn operator input events; trimmed by the coordinator below the oldest retained checkpoint of each member",
 			Subjects:    []string{s.join("input", ">")},
 			Storage:     o.storage(),
 			Replicas:    o.replicas(),
-			Duplicates:  2 * time.Minute,
+			Duplicates:  DuplicateWindow,
 		},
 		{
 			Name:        OutputStream,
 			Description: "Cairn operator outputs; the duplicate window drops outputs replayed after a restore",
 			Subjects:    []string{s.join("output", ">")},
-			MaxAge:      24 * time.Hour,
+			MaxAge:      OutputMaxAge,
+			MaxBytes:    o.outputMaxBytes(),
+			Discard:     jetstream.DiscardOld,
 			Storage:     o.storage(),
 			Replicas:    o.replicas(),
-			Duplicates:  2 * time.Minute,
+			Duplicates:  DuplicateWindow,
 		},
 	}
 }

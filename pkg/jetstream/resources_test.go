@@ -97,3 +97,20 @@ func TestEnsureLookupOnlyReportsMissing(t *testing.T) {
 		t.Fatalf("lookup of absent resources: %v, want ErrMissing", err)
 	}
 }
+
+func TestOutputIsBoundedAndInputIsNot(t *testing.T) {
+	for _, o := range []cjs.Options{{}, {Memory: true}} {
+		for _, cfg := range o.StreamConfigs() {
+			switch cfg.Name {
+			case cjs.OutputStream:
+				if cfg.MaxAge < cfg.Duplicates || cfg.MaxBytes <= 0 || cfg.Discard != jetstream.DiscardOld {
+					t.Fatalf("memory=%v: %s max age %s (duplicate window %s), max bytes %d, discard %v", o.Memory, cfg.Name, cfg.MaxAge, cfg.Duplicates, cfg.MaxBytes, cfg.Discard)
+				}
+			case cjs.InputStream:
+				if cfg.MaxAge != 0 || cfg.MaxBytes > 0 || cfg.MaxMsgs > 0 || cfg.MaxMsgsPerSubject > 0 {
+					t.Fatalf("%s has limits %+v: they would remove input a restore needs; Cairn trims it", cfg.Name, cfg)
+				}
+			}
+		}
+	}
+}

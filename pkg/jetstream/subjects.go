@@ -60,6 +60,13 @@ func (s Subjects) Status(job string) string { return s.join("status", job) }
 // job directly; standbys forward cairn.status.<job> to the lease holder's.
 func (s Subjects) CoordinatorStatus(id, job string) string { return s.join("coord", id, "status", job) }
 
+// CoordinatorMembersRemove is the subject on which coordinator id answers member removal
+// requests for job directly; standbys forward cairn.job.members.remove.<job> to the lease
+// holder's.
+func (s Subjects) CoordinatorMembersRemove(id, job string) string {
+	return s.join("coord", id, "members", "remove", job)
+}
+
 // Input is the default input subject of a reference operator instance.
 func (s Subjects) Input(job, instance string) string { return s.join("input", job, instance) }
 

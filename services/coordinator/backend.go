@@ -20,9 +20,10 @@ type backend interface {
 	nextID(ctx context.Context) (uint64, error)
 	// sendBarrier publishes the barrier.
 	sendBarrier(b *messages.Barrier) error
-	// writeManifest stores the manifest under <job>.<id> and moves <job>.latest to it;
-	// ErrFenced when <job>.latest already holds this id or a newer one.
-	writeManifest(ctx context.Context, m *messages.Manifest) error
+	// writeManifest stores the manifest under <job>.<id> and moves <job>.latest to it from
+	// the predecessor prev (0: none); ErrFenced when <job>.latest holds another manifest
+	// than prev (another coordinator wrote one: m would drop its members).
+	writeManifest(ctx context.Context, m *messages.Manifest, prev uint64) error
 	// latestManifest returns the job's newest manifest, or nil when there is none.
 	latestManifest(ctx context.Context) (*messages.Manifest, error)
 	// unfinished returns the ids a previous coordinator issued after completed (the
@@ -32,6 +33,8 @@ type backend interface {
 	unfinished(ctx context.Context, completed uint64) (ids []uint64, last uint64, err error)
 	// publishEvent publishes a checkpoint event.
 	publishEvent(ctx context.Context, e *messages.CheckpointEvent) error
+	// publishMemberEvent publishes a member audit event.
+	publishMemberEvent(ctx context.Context, e *messages.MemberEvent) error
 	// retain deletes, in the background, the job's manifests beyond the newest keep and
 	// the snapshot objects that neither a retained manifest nor live references; dropped
 	// are the snapshots acked for checkpoints aborted since the last call.

@@ -18,7 +18,10 @@ type fakeBackend struct {
 	events    []*messages.CheckpointEvent
 	latest    *messages.Manifest
 	failWrite error
+	failRead  error
 	retains   int
+	// memberEvents are the member audit events published.
+	memberEvents []*messages.MemberEvent
 }
 
 type sentBarrier struct {
@@ -42,13 +45,13 @@ func (f *fakeBackend) sendBarrier(b *messages.Barrier) error {
 	return nil
 }
 
-func (f *fakeBackend) writeManifest(_ context.Context, m *messages.Manifest) error {
+func (f *fakeBackend) writeManifest(_ context.Context, m *messages.Manifest, prev uint64) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.failWrite != nil {
 		return f.failWrite
 	}
-	if f.latest != nil && f.latest.CheckpointID >= m.CheckpointID {
+	if (f.latest == nil && prev != 0) || (f.latest != nil && f.latest.CheckpointID != prev) {
 		return ErrFenced
 	}
 	f.manifests = append(f.manifests, m)
@@ -59,7 +62,17 @@ func (f *fakeBackend) writeManifest(_ context.Context, m *messages.Manifest) err
 func (f *fakeBackend) latestManifest(context.Context) (*messages.Manifest, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.failRead != nil {
+		return nil, f.failRead
+	}
 	return f.latest, nil
+}
+
+func (f *fakeBackend) publishMemberEvent(_ context.Context, e *messages.MemberEvent) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.memberEvents = append(f.memberEvents, e)
+	return nil
 }
 
 func (f *fakeBackend) unfinished(_ context.Context, completed uint64) ([]uint64, uint64, error) {

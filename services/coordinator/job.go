@@ -57,6 +57,7 @@ type job struct {
 	acks    chan *messages.Ack
 	status  chan chan messages.Status
 	leases  chan leaseState
+	removes chan removeRequest
 
 	cfg           messages.Config
 	version       uint64
@@ -77,6 +78,15 @@ type job struct {
 	failures      int
 	dropped       []messages.SnapshotRef // acked for checkpoints aborted since the last retention
 	timer         *time.Timer
+	// prev is the newest manifest (the predecessor of the next one), valid while prevOK:
+	// read at take-over, replaced by every manifest this loop writes. It holds every member.
+	prev   *messages.Manifest
+	prevOK bool
+	// left is when this coordinator saw a registration go, per instance, until the
+	// instance takes part in a completed checkpoint again.
+	left map[string]time.Time
+	// removals are member removals waiting for a manifest without the member.
+	removals map[string]*removal
 }
 
 func newJob(name, coordID string, b backend, log zerolog.Logger) *job {
@@ -90,8 +100,11 @@ func newJob(name, coordID string, b backend, log zerolog.Logger) *job {
 		acks:      make(chan *messages.Ack, 256),
 		status:    make(chan chan messages.Status),
 		leases:    make(chan leaseState, 4),
+		removes:   make(chan removeRequest, 16),
 		cfg:       messages.DefaultConfig(),
 		instances: map[string]string{},
+		left:      map[string]time.Time{},
+		removals:  map[string]*removal{},
 	}
 }
 
@@ -125,20 +138,27 @@ func (j *job) run(ctx context.Context) {
 			reply <- j.view(time.Now())
 		case l := <-j.leases:
 			j.setLease(ctx, l)
+		case r := <-j.removes:
+			j.requestRemoval(ctx, r)
 		case <-j.timer.C:
 			j.tick(ctx, time.Now())
 		}
 	}
 }
 
-// canTrigger reports whether a barrier may be sent at all (ignoring time).
+// canTrigger reports whether a barrier may be sent at all (ignoring time): a removal
+// waiting for its checkpoint needs one even with no registered instance.
 func (j *job) canTrigger(now time.Time) bool {
 	return j.lease.held && now.Before(j.lease.validUntil) &&
-		len(j.pending) < j.cfg.MaxConcurrent && len(j.instances) > 0
+		len(j.pending) < j.cfg.MaxConcurrent && (len(j.instances) > 0 || j.removalDue())
 }
 
-// next is when the next barrier is due under the scheduling rule.
+// next is when the next barrier is due under the scheduling rule, or at once (after a
+// failed trigger's retry time) when a removal waits for its checkpoint.
 func (j *job) next(now time.Time) time.Time {
+	if j.removalDue() {
+		return later(now, j.retryAt)
+	}
 	return later(nextTrigger(j.cfg, j.lastTrigger, j.lastComplete, now), j.retryAt)
 }
 
@@ -215,6 +235,9 @@ func (j *job) register(ctx context.Context, r regUpdate) {
 	}
 	if r.incarnation == "" {
 		delete(j.instances, r.instance)
+		if had {
+			j.left[r.instance] = time.Now()
+		}
 		j.log.Info().Str("instance", r.instance).Msg("instance left")
 	} else {
 		j.instances[r.instance] = r.incarnation
@@ -223,8 +246,11 @@ func (j *job) register(ctx context.Context, r regUpdate) {
 	if !had {
 		return
 	}
+	// A pending checkpoint that already holds the instance's ack keeps it: the snapshot
+	// was taken before the instance left or restarted and is still exact.
 	for _, p := range slices.Clone(j.pending) {
-		if inc, ok := p.expected[r.instance]; ok && inc == old {
+		_, acked := p.acks[r.instance]
+		if inc, ok := p.expected[r.instance]; ok && inc == old && !acked {
 			detail := fmt.Sprintf("instance %s left", r.instance)
 			if r.incarnation != "" {
 				detail = fmt.Sprintf("instance %s restarted (incarnation %s → %s)", r.instance, old, r.incarnation)
@@ -251,6 +277,7 @@ func (j *job) takeOver(ctx context.Context) {
 	now := time.Now()
 	j.lastTrigger, j.lastComplete = now, time.Time{}
 	m, err := j.b.latestManifest(ctx)
+	j.prev, j.prevOK = m, err == nil
 	if err != nil {
 		// Without the newest manifest there is no telling which inherited ids completed:
 		// abort none of them.
@@ -286,6 +313,8 @@ func (j *job) fence(ctx context.Context, why string) {
 	for _, p := range slices.Clone(j.pending) {
 		j.abort(ctx, p, messages.AbortCoordinatorChange, why)
 	}
+	j.prev, j.prevOK = nil, false
+	j.failRemovals(func(*removal) bool { return true }, codeUnavailable, "this coordinator stopped coordinating the job ("+why+"); nothing was removed")
 	j.log.Warn().Str("why", why).Msg("stopped coordinating the job")
 }
 
@@ -318,7 +347,15 @@ func (j *job) trigger(ctx context.Context, now time.Time) {
 	p.barrier = b
 	j.pending = append(j.pending, p)
 	j.lastTrigger, j.retryAt = now, time.Time{}
+	for _, r := range j.removals {
+		if r.checkpoint == 0 {
+			r.checkpoint = id
+		}
+	}
 	j.log.Info().Uint64("checkpoint", id).Uint64("config_version", j.version).Strs("participants", p.participants()).Msg("barrier sent")
+	if len(p.expected) == 0 {
+		j.complete(ctx, p)
+	}
 }
 
 // resendAfter is how long a checkpoint waits for an instance's ack before a heartbeat of
@@ -373,6 +410,15 @@ func (j *job) handleAck(ctx context.Context, a *messages.Ack) {
 
 func (j *job) complete(ctx context.Context, p *pending) {
 	now := time.Now()
+	if !j.prevOK {
+		// Never write a manifest without its predecessor: it would drop the absent members.
+		prev, err := j.b.latestManifest(ctx)
+		if err != nil {
+			j.abort(ctx, p, messages.AbortStorage, fmt.Sprintf("cannot read the latest manifest, whose absent members the new one must carry forward: %v", err))
+			return
+		}
+		j.prev, j.prevOK = prev, true
+	}
 	m := &messages.Manifest{
 		Schema:        messages.SchemaVersion,
 		Job:           j.name,
@@ -384,16 +430,26 @@ func (j *job) complete(ctx context.Context, p *pending) {
 	}
 	var written uint64
 	for inst, a := range p.acks {
-		m.Instances[inst] = messages.InstanceSnapshot{Incarnation: a.Incarnation, Snapshot: a.Snapshot, Positions: a.Positions}
+		m.Instances[inst] = messages.InstanceSnapshot{Incarnation: a.Incarnation, Snapshot: a.Snapshot, Positions: a.Positions, Filters: a.Filters, Checkpoint: p.id}
 		written += a.Written
 	}
-	if err := j.b.writeManifest(ctx, m); err != nil {
+	j.carryForward(m)
+	var prevID uint64
+	if j.prev != nil {
+		prevID = j.prev.CheckpointID
+	}
+	if err := j.b.writeManifest(ctx, m, prevID); err != nil {
 		if errors.Is(err, ErrFenced) {
 			j.fence(ctx, err.Error())
 			return
 		}
+		j.prevOK = false
 		j.abort(ctx, p, messages.AbortStorage, fmt.Sprintf("write manifest: %v", err))
 		return
+	}
+	j.prev = m
+	for inst := range p.acks {
+		delete(j.left, inst)
 	}
 	j.remove(p)
 	for _, older := range slices.Clone(j.pending) {
@@ -422,7 +478,34 @@ func (j *job) complete(ctx context.Context, p *pending) {
 	j.b.retain(j.cfg.Retain, j.liveRefs(), j.dropped)
 	j.dropped = nil
 	j.log.Info().Uint64("checkpoint", p.id).Uint64("config_version", p.version).Str("duration", j.lastCompleted.Duration).
-		Uint64("bytes", bytes).Uint64("bytes_written", written).Int("participants", len(participants)).Msg("checkpoint completed")
+		Uint64("bytes", bytes).Uint64("bytes_written", written).Int("participants", len(participants)).
+		Int("members", len(m.Instances)).Msg("checkpoint completed")
+	j.finishRemovals(ctx, m)
+}
+
+// carryForward adds to m every member of the predecessor manifest that did not take part,
+// unchanged: it consumed nothing it could ack, so its last state is still exact. Members
+// being removed are left out.
+func (j *job) carryForward(m *messages.Manifest) {
+	if j.prev == nil {
+		return
+	}
+	for inst, s := range j.prev.Instances {
+		if _, ok := m.Instances[inst]; ok {
+			continue
+		}
+		if _, ok := j.removals[inst]; ok {
+			continue
+		}
+		s.Checkpoint = s.From(j.prev.CheckpointID)
+		if s.AbsentSince.IsZero() {
+			s.AbsentSince = j.prev.CompletedAt
+			if t, ok := j.left[inst]; ok {
+				s.AbsentSince = t.UTC()
+			}
+		}
+		m.Instances[inst] = s
+	}
 }
 
 func (j *job) abort(ctx context.Context, p *pending, reason messages.AbortReason, detail string) {
@@ -451,6 +534,8 @@ func (j *job) abort(ctx context.Context, p *pending, reason messages.AbortReason
 	}
 	e.Uint64("checkpoint", p.id).Stringer("reason", reason).Str("detail", detail).Int("consecutive_failures", j.failures).
 		Bool("failed", failed).Msg("checkpoint aborted")
+	j.failRemovals(func(r *removal) bool { return r.checkpoint == p.id }, codeUnavailable,
+		fmt.Sprintf("checkpoint %d, which was to remove the member, aborted (%s: %s); nothing was removed, the member stays", p.id, reason, detail))
 }
 
 // stop aborts what is pending when the coordinator shuts down; ctx is already done, so
@@ -461,6 +546,7 @@ func (j *job) stop() {
 	for _, p := range slices.Clone(j.pending) {
 		j.abort(ctx, p, messages.AbortCoordinatorChange, "coordinator stopped")
 	}
+	j.failRemovals(func(*removal) bool { return true }, codeUnavailable, "coordinator stopped; nothing was removed")
 }
 
 // failed reports whether consecutive counted failures exceed tolerable_failures.

@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"testing"
 	"testing/synctest"
@@ -23,7 +24,11 @@ type harness struct {
 }
 
 func newHarness(t *testing.T, instances ...string) *harness {
-	f := &fakeBackend{}
+	return newHarnessWith(t, &fakeBackend{}, instances...)
+}
+
+// newHarnessWith is newHarness on a given fake backend (a previous coordinator's state).
+func newHarnessWith(t *testing.T, f *fakeBackend, instances ...string) *harness {
 	j := newJob("demo", "c1", f, zerolog.Nop())
 	ctx, cancel := context.WithCancel(context.Background())
 	go j.run(ctx)
@@ -62,7 +67,8 @@ func (h *harness) at(d time.Duration) {
 func (h *harness) ack(id uint64, reason string, instances ...string) {
 	for _, i := range instances {
 		a := &messages.Ack{Schema: messages.SchemaVersion, Job: "demo", CheckpointID: id, Instance: i, Incarnation: "inc-" + i,
-			Kind: messages.AckDone, Snapshot: messages.SnapshotRef{Object: "demo/1/" + i, Size: 10, Digest: "SHA-256=x"}}
+			Kind: messages.AckDone, Snapshot: messages.SnapshotRef{Object: fmt.Sprintf("demo/%d/%s", id, i), Size: 10, Digest: "SHA-256=x"},
+			Positions: map[string]uint64{"CAIRN_INPUT": 10 * id}, Filters: map[string][]string{"CAIRN_INPUT": {"cairn.input.demo." + i}}}
 		if reason != "" {
 			a.Kind, a.Reason = messages.AckDeclined, reason
 		}

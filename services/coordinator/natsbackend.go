@@ -138,7 +138,7 @@ func (b *natsBackend) sendBarrier(br *messages.Barrier) error {
 	return b.nc.PublishMsg(m)
 }
 
-func (b *natsBackend) writeManifest(ctx context.Context, m *messages.Manifest) error {
+func (b *natsBackend) writeManifest(ctx context.Context, m *messages.Manifest, prev uint64) error {
 	data, err := messages.Marshal(m)
 	if err != nil {
 		return err
@@ -153,8 +153,12 @@ func (b *natsBackend) writeManifest(ctx context.Context, m *messages.Manifest) e
 			if err != nil {
 				return err
 			}
-			if cur != nil && cur.CheckpointID >= m.CheckpointID {
-				return fmt.Errorf("%w: %s already holds checkpoint %d", ErrFenced, key, cur.CheckpointID)
+			var curID uint64
+			if cur != nil {
+				curID = cur.CheckpointID
+			}
+			if curID != prev {
+				return fmt.Errorf("%w: %s holds checkpoint %d, not the predecessor %d of checkpoint %d", ErrFenced, key, curID, prev, m.CheckpointID)
 			}
 			b.latestRev, b.latestOK = rev, true
 		}
@@ -216,6 +220,18 @@ func (b *natsBackend) publishEvent(ctx context.Context, e *messages.CheckpointEv
 	_, err = b.js.PublishMsg(ctx, m, jetstream.WithMsgID(fmt.Sprintf("%s.%d.%s", b.job, e.CheckpointID, e.Outcome)))
 	if err != nil {
 		return fmt.Errorf("publish %s event: %w", e.Outcome, err)
+	}
+	return nil
+}
+
+func (b *natsBackend) publishMemberEvent(ctx context.Context, e *messages.MemberEvent) error {
+	data, err := messages.Marshal(e)
+	if err != nil {
+		return err
+	}
+	id := fmt.Sprintf("%s.%s.%s.%d", b.job, e.Instance, e.Kind, e.Checkpoint)
+	if _, err := b.js.PublishMsg(ctx, &nats.Msg{Subject: b.subjects.MemberEvents(b.job), Data: data}, jetstream.WithMsgID(id)); err != nil {
+		return fmt.Errorf("publish member %s event: %w", e.Kind, err)
 	}
 	return nil
 }

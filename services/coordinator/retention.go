@@ -46,6 +46,8 @@ type retainer struct {
 	// candidates are objects that may be unreferenced, waiting until they are older than
 	// the newest manifest.
 	candidates map[string]bool
+	// trim trims the members' input after each pass.
+	trim *trimmer
 }
 
 // retain queues a retention pass; a newer request replaces one not yet started, keeping
@@ -66,16 +68,20 @@ func (b *natsBackend) retain(keep int, live, dropped []messages.SnapshotRef) {
 	}
 }
 
-// runRetention serves retention passes until ctx is done.
-func (b *natsBackend) runRetention(ctx context.Context, store objectStore) {
-	r := &retainer{b: b, store: store, candidates: map[string]bool{}}
+// runRetention serves retention passes until ctx is done; after each successful pass,
+// trim trims the members' input below the retained manifests.
+func (b *natsBackend) runRetention(ctx context.Context, store objectStore, trim *trimmer) {
+	r := &retainer{b: b, store: store, candidates: map[string]bool{}, trim: trim}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case req := <-b.retainCh:
 			pctx, cancel := context.WithTimeout(ctx, time.Minute)
-			manifests, objects, err := r.pass(pctx, req)
+			manifests, objects, retained, err := r.pass(pctx, req)
+			if err == nil && r.trim != nil {
+				err = r.trim.trim(pctx, retained)
+			}
 			cancel()
 			if err != nil {
 				if ctx.Err() == nil {
@@ -94,22 +100,23 @@ func (b *natsBackend) runRetention(ctx context.Context, store objectStore) {
 // object — one a deleted manifest or an aborted checkpoint referenced, or on a full scan
 // any object of the job — that is older than the newest manifest and that no retained
 // manifest and no live ack references. An object shared by several checkpoints (an
-// unchanged snapshot) stays while any retained manifest references it.
-func (r *retainer) pass(ctx context.Context, req retainRequest) (manifests, objects int, err error) {
+// unchanged snapshot) stays while any retained manifest references it. It returns the
+// retained manifests, newest first.
+func (r *retainer) pass(ctx context.Context, req retainRequest) (manifests, objects int, retained []*messages.Manifest, err error) {
 	b := r.b
 	for _, ref := range req.dropped {
 		r.candidates[ref.Object] = true
 	}
 	ids, err := b.manifestIDs(ctx)
 	if err != nil || len(ids) == 0 {
-		return 0, 0, err
+		return 0, 0, nil, err
 	}
 	slices.SortFunc(ids, func(x, y uint64) int { return cmp.Compare(y, x) })
 	keep := min(max(req.keep, 1), len(ids))
 	for _, id := range ids[keep:] {
 		m, err := b.readManifest(ctx, id)
 		if err != nil {
-			return manifests, 0, err
+			return manifests, 0, nil, err
 		}
 		if m != nil {
 			for _, s := range m.Instances {
@@ -117,7 +124,7 @@ func (r *retainer) pass(ctx context.Context, req retainRequest) (manifests, obje
 			}
 		}
 		if err := b.manifests.Purge(ctx, cjs.ManifestKey(b.job, id)); err != nil {
-			return manifests, 0, fmt.Errorf("delete manifest %d: %w", id, err)
+			return manifests, 0, nil, fmt.Errorf("delete manifest %d: %w", id, err)
 		}
 		manifests++
 	}
@@ -128,11 +135,12 @@ func (r *retainer) pass(ctx context.Context, req retainRequest) (manifests, obje
 	for _, id := range ids[:keep] {
 		m, err := b.readManifest(ctx, id)
 		if err != nil {
-			return manifests, 0, err
+			return manifests, 0, nil, err
 		}
 		if m == nil {
 			continue
 		}
+		retained = append(retained, m)
 		for _, s := range m.Instances {
 			referenced[s.Snapshot.Object] = true
 		}
@@ -140,7 +148,7 @@ func (r *retainer) pass(ctx context.Context, req retainRequest) (manifests, obje
 	if r.passes%fullScanEvery == 0 {
 		infos, err := r.store.List(ctx)
 		if err != nil && !errors.Is(err, jetstream.ErrNoObjectsFound) {
-			return manifests, 0, fmt.Errorf("list snapshots: %w", err)
+			return manifests, 0, nil, fmt.Errorf("list snapshots: %w", err)
 		}
 		for _, info := range infos {
 			if _, ok := objectCheckpoint(b.job, info.Name); ok {
@@ -160,12 +168,12 @@ func (r *retainer) pass(ctx context.Context, req retainRequest) (manifests, obje
 			continue // may still be referenced by a checkpoint not yet completed
 		}
 		if err := r.store.Delete(ctx, name); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
-			return manifests, objects, fmt.Errorf("delete snapshot %s: %w", name, err)
+			return manifests, objects, nil, fmt.Errorf("delete snapshot %s: %w", name, err)
 		}
 		delete(r.candidates, name)
 		objects++
 	}
-	return manifests, objects, nil
+	return manifests, objects, retained, nil
 }
 
 // readManifest reads manifest id of the job; nil when it is gone.

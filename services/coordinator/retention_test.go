@@ -52,7 +52,7 @@ func TestRetentionPass(t *testing.T) {
 	manifest(7, shared, put("r/7/b"))
 
 	r := &retainer{b: b, store: res.Snapshots, candidates: map[string]bool{}, passes: 1} // not a full scan
-	if _, _, err := r.pass(ctx, retainRequest{keep: 2, live: []messages.SnapshotRef{live}, dropped: []messages.SnapshotRef{aborted, live}}); err != nil {
+	if _, _, _, err := r.pass(ctx, retainRequest{keep: 2, live: []messages.SnapshotRef{live}, dropped: []messages.SnapshotRef{aborted, live}}); err != nil {
 		t.Fatal(err)
 	}
 	if got := names(t, res.Snapshots); !slices.Equal(got, []string{"other/1/a", "r/1/a", "r/4/b", "r/5/b", "r/6/b", "r/7/b", "r/9/b"}) {
@@ -62,7 +62,7 @@ func TestRetentionPass(t *testing.T) {
 		t.Fatalf("manifest 2 beyond retain 2 kept: %v", err)
 	}
 	r.passes = 0 // a full scan
-	if _, _, err := r.pass(ctx, retainRequest{keep: 2}); err != nil {
+	if _, _, _, err := r.pass(ctx, retainRequest{keep: 2}); err != nil {
 		t.Fatal(err)
 	}
 	if got := names(t, res.Snapshots); !slices.Equal(got, []string{"other/1/a", "r/1/a", "r/6/b", "r/7/b", "r/9/b"}) {

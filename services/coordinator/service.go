@@ -33,19 +33,40 @@ type Config struct {
 	// ID identifies this coordinator process in leases, barriers and status; empty means
 	// a new unique id.
 	ID string
+	// TrimStreams names streams besides CAIRN_INPUT (which is always trimmed) in which the
+	// coordinator trims each member's input subjects below the oldest retained checkpoint
+	// that holds it. The coordinator's NATS user needs $JS.API.STREAM.INFO.<stream> and
+	// $JS.API.STREAM.PURGE.<stream> on each.
+	TrimStreams []string
 }
 
 // DefaultConfig returns a config coordinating every job.
 func DefaultConfig() Config { return Config{} }
 
-// Validate checks the job names.
+// Validate checks the job and stream names.
 func (c Config) Validate() error {
 	for _, j := range c.Jobs {
 		if err := messages.ValidateName("job", j); err != nil {
 			return err
 		}
 	}
+	for _, st := range c.TrimStreams {
+		if st == "" || strings.ContainsAny(st, ".*> \t/\\") {
+			return fmt.Errorf("trim stream %q: not a stream name (no dots, wildcards, spaces or slashes)", st)
+		}
+	}
 	return nil
+}
+
+// trimStreams are the streams trimmed: CAIRN_INPUT and Config.TrimStreams.
+func (c Config) trimStreams() []string {
+	out := []string{cjs.InputStream}
+	for _, st := range c.TrimStreams {
+		if !slices.Contains(out, st) {
+			out = append(out, st)
+		}
+	}
+	return out
 }
 
 // Service coordinates checkpoints of every job it sees.
@@ -132,10 +153,16 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	defer func() { _ = direct.Unsubscribe() }()
 
+	directRemove, err := s.nc.Subscribe(s.cfg.Subjects.CoordinatorMembersRemove(s.cfg.ID, "*"), func(m *nats.Msg) { s.onDirectRemove(ctx, m) })
+	if err != nil {
+		return fmt.Errorf("subscribe to direct member removal requests: %w", err)
+	}
+	defer func() { _ = directRemove.Unsubscribe() }()
+
 	svc, err := micro.AddService(s.nc, micro.Config{
 		Name:        ServiceName,
 		Version:     "0.1.0",
-		Description: "Cairn checkpoint coordinator: barriers, acks, manifests, job status",
+		Description: "Cairn checkpoint coordinator: barriers, acks, manifests, job status, member removal",
 		Metadata:    map[string]string{"id": s.cfg.ID},
 	})
 	if err != nil {
@@ -145,6 +172,10 @@ func (s *Service) Run(ctx context.Context) error {
 	if err := svc.AddEndpoint("status", micro.HandlerFunc(func(r micro.Request) { s.onStatus(ctx, r) }),
 		micro.WithEndpointSubject(s.cfg.Subjects.Status("*"))); err != nil {
 		return fmt.Errorf("add status endpoint: %w", err)
+	}
+	if err := svc.AddEndpoint("members-remove", micro.HandlerFunc(func(r micro.Request) { s.onRemove(ctx, r) }),
+		micro.WithEndpointSubject(s.cfg.Subjects.MembersRemove("*"))); err != nil {
+		return fmt.Errorf("add member removal endpoint: %w", err)
 	}
 	s.log.Info().Strs("jobs", s.cfg.Jobs).Dur("lease_ttl", ttl).Msg("coordinator running")
 	<-ctx.Done()
@@ -182,8 +213,17 @@ func (s *Service) ensure(ctx context.Context, name string, ttl time.Duration) *j
 	s.jobs[name] = j
 	s.wg.Go(func() { j.run(ctx) })
 	s.wg.Go(func() { k.run(ctx) })
-	s.wg.Go(func() { b.runRetention(ctx, s.res.Snapshots) })
+	trim := newTrimmer(s.cfg.trimStreams(), s.stream, log)
+	s.wg.Go(func() { b.runRetention(ctx, s.res.Snapshots, trim) })
 	return j
+}
+
+// stream looks up a stream to trim.
+func (s *Service) stream(ctx context.Context, name string) (streamPurger, error) {
+	if name == cjs.InputStream && s.res.Input != nil {
+		return s.res.Input, nil
+	}
+	return s.js.Stream(ctx, name)
 }
 
 func (s *Service) onConfig(ctx context.Context, m jetstream.Msg, ttl time.Duration) {
@@ -345,7 +385,7 @@ func (s *Service) onAck(ctx context.Context, m *nats.Msg) {
 func (s *Service) onStatus(ctx context.Context, r micro.Request) {
 	name := s.cfg.Subjects.Token(r.Subject(), 1)
 	if err := messages.ValidateName("job", name); err != nil {
-		respondError(r, "400", err.Error())
+		respondError(r, codeBadRequest, err.Error())
 		return
 	}
 	st, code, msg := s.localStatus(ctx, name)
@@ -374,9 +414,7 @@ func (s *Service) onDirectStatus(ctx context.Context, m *nats.Msg) {
 	reply := nats.NewMsg(m.Reply)
 	st, code, msg := s.localStatus(ctx, name)
 	if code != "" {
-		reply.Header.Set(micro.ErrorCodeHeader, code)
-		reply.Header.Set(micro.ErrorHeader, msg)
-		reply.Data, _ = json.Marshal(messages.ErrorBody{Error: msg})
+		reply = errorReply(m.Reply, code, msg)
 	} else {
 		reply.Data, _ = json.Marshal(st)
 	}
@@ -390,24 +428,47 @@ func (s *Service) onDirectStatus(ctx context.Context, m *nats.Msg) {
 func (s *Service) localStatus(ctx context.Context, name string) (st messages.Status, code, msg string) {
 	j := s.lookup(name)
 	if j == nil {
-		return st, "404", fmt.Sprintf("unknown job %q: it has no config and no registered instance", name)
+		return st, codeNotFound, fmt.Sprintf("unknown job %q: it has no config and no registered instance", name)
 	}
 	reply := make(chan messages.Status, 1)
 	qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	if !send(qctx, j.status, reply) {
-		return st, "503", "coordinator busy or stopping; try again"
+		return st, codeUnavailable, "coordinator busy or stopping; try again"
 	}
 	select {
 	case st = <-reply:
 		return st, "", ""
 	case <-qctx.Done():
-		return st, "503", "coordinator busy or stopping; try again"
+		return st, codeUnavailable, "coordinator busy or stopping; try again"
 	}
+}
+
+// Error codes of the coordinator's replies (micro's Nats-Service-Error-Code).
+const (
+	codeBadRequest  = "400"
+	codeNotFound    = "404"
+	codeConflict    = "409"
+	codeUnavailable = "503"
+)
+
+// replyError is an error reply: a code and a message saying what was wrong.
+type replyError struct {
+	code, msg string
 }
 
 // respondError replies with micro's error headers and a JSON body {"error": msg}.
 func respondError(r micro.Request, code, msg string) {
 	body, _ := json.Marshal(messages.ErrorBody{Error: msg})
 	_ = r.Error(code, msg, body)
+}
+
+// errorReply is a core NATS reply carrying micro's error headers and a JSON body, for
+// the direct subjects a standby forwards to.
+func errorReply(subject, code, msg string) *nats.Msg {
+	reply := nats.NewMsg(subject)
+	reply.Header.Set(micro.ErrorCodeHeader, code)
+	reply.Header.Set(micro.ErrorHeader, msg)
+	reply.Data, _ = json.Marshal(messages.ErrorBody{Error: msg})
+	return reply
 }

@@ -15,6 +15,7 @@ func (j *job) view(now time.Time) messages.Status {
 		Holder:              j.lease.holder,
 		Config:              messages.NewConfigView(j.name, j.version, j.cfg, time.Time{}),
 		Instances:           make([]string, 0, len(j.instances)),
+		Members:             j.members(),
 		Pending:             make([]messages.PendingCheckpoint, 0, len(j.pending)),
 		LastCompleted:       j.lastCompleted,
 		LastAborted:         j.lastAborted,
@@ -37,7 +38,7 @@ func (j *job) view(now time.Time) messages.Status {
 	switch {
 	case !j.lease.held:
 		st.Waiting = "this coordinator does not hold the job's lease"
-	case len(j.instances) == 0:
+	case len(j.instances) == 0 && !j.removalDue():
 		st.Waiting = "no registered instance"
 	case len(j.pending) >= j.cfg.MaxConcurrent:
 		st.Waiting = "max_concurrent checkpoints pending"

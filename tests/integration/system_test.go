@@ -249,6 +249,9 @@ func (s *system) events(job string) <-chan *messages.CheckpointEvent {
 	s.t.Helper()
 	ch := make(chan *messages.CheckpointEvent, 1024)
 	sub, err := s.nc.Subscribe(subjects.CheckpointEvent(job, "*"), func(m *nats.Msg) {
+		if m.Subject == subjects.MemberEvents(job) {
+			return // member audit events share the prefix
+		}
 		var e messages.CheckpointEvent
 		if err := messages.Unmarshal(m.Data, &e); err != nil {
 			s.t.Errorf("checkpoint event: %v", err)

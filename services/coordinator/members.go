@@ -1,0 +1,178 @@
+package coordinator
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/cairn-stream/cairn/pkg/messages"
+)
+
+// removeRequest asks the job's loop to remove a member; done is called once, from the
+// loop, with the outcome.
+type removeRequest struct {
+	instance string
+	done     func(*messages.MemberRemoval, *replyError)
+}
+
+// removal is a member removal recorded by the loop, waiting for a manifest without the
+// member.
+type removal struct {
+	// checkpoint is the checkpoint triggered for the removal; 0 until it is triggered.
+	checkpoint uint64
+	// dropped is the member's state in the predecessor manifest.
+	dropped messages.Member
+	waiters []func(*messages.MemberRemoval, *replyError)
+}
+
+// members returns the job's members, sorted: every instance of the newest manifest plus
+// the registered ones.
+func (j *job) members() []messages.Member {
+	names := map[string]bool{}
+	for inst := range j.instances {
+		names[inst] = true
+	}
+	if j.prev != nil {
+		for inst := range j.prev.Instances {
+			names[inst] = true
+		}
+	}
+	out := make([]messages.Member, 0, len(names))
+	for _, inst := range slices.Sorted(maps.Keys(names)) {
+		out = append(out, j.member(inst))
+	}
+	return out
+}
+
+// member describes one member: registered or not, and the state the newest manifest holds.
+func (j *job) member(inst string) messages.Member {
+	m := messages.Member{Instance: inst}
+	inc, active := j.instances[inst]
+	m.Active, m.Incarnation = active, inc
+	var absent time.Time
+	if j.prev != nil {
+		if s, ok := j.prev.Instances[inst]; ok {
+			m.Checkpoint, m.Positions = s.From(j.prev.CheckpointID), s.Positions
+			if !active {
+				m.Incarnation = s.Incarnation
+			}
+			absent = s.AbsentSince
+		}
+	}
+	if t, ok := j.left[inst]; ok && !active && absent.IsZero() {
+		absent = t
+	}
+	if !active && !absent.IsZero() {
+		t := absent.UTC()
+		m.AbsentSince = &t
+	}
+	return m
+}
+
+// memberNames lists the job's members for error messages.
+func (j *job) memberNames() string {
+	var names []string
+	for _, m := range j.members() {
+		names = append(names, m.Instance)
+	}
+	if len(names) == 0 {
+		return "none"
+	}
+	return strings.Join(names, ", ")
+}
+
+// requestRemoval records a member removal and lets the next checkpoint, triggered at once,
+// write the manifest without it; the request is answered when that manifest is written.
+func (j *job) requestRemoval(ctx context.Context, req removeRequest) {
+	if !j.lease.held {
+		req.done(nil, &replyError{codeUnavailable, fmt.Sprintf("coordinator %s does not hold the lease of job %s; try again", j.coordID, j.name)})
+		return
+	}
+	if !j.prevOK {
+		prev, err := j.b.latestManifest(ctx)
+		if err != nil {
+			req.done(nil, &replyError{codeUnavailable, fmt.Sprintf("cannot read the latest manifest of job %s: %v; nothing was removed", j.name, err)})
+			return
+		}
+		j.prev, j.prevOK = prev, true
+	}
+	inst := req.instance
+	if _, active := j.instances[inst]; active {
+		req.done(nil, &replyError{codeConflict, fmt.Sprintf("instance %s of job %s is registered (active): stop it first, then remove it", inst, j.name)})
+		return
+	}
+	if r, ok := j.removals[inst]; ok {
+		r.waiters = append(r.waiters, req.done)
+		return
+	}
+	if j.prev == nil || !hasInstance(j.prev, inst) {
+		req.done(nil, &replyError{codeNotFound, fmt.Sprintf("instance %s is not a member of job %s; members: %s", inst, j.name, j.memberNames())})
+		return
+	}
+	j.removals[inst] = &removal{dropped: j.member(inst), waiters: []func(*messages.MemberRemoval, *replyError){req.done}}
+	j.log.Warn().Str("instance", inst).Uint64("state_checkpoint", j.removals[inst].dropped.Checkpoint).
+		Msg("member removal requested: the next checkpoint drops its state")
+}
+
+func hasInstance(m *messages.Manifest, inst string) bool {
+	_, ok := m.Instances[inst]
+	return ok
+}
+
+// removalDue reports whether a removal waits for a checkpoint to be triggered.
+func (j *job) removalDue() bool {
+	for _, r := range j.removals {
+		if r.checkpoint == 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// finishRemovals answers the removals that manifest m, just written, completes: m no
+// longer holds the member. It publishes each removal's audit event.
+func (j *job) finishRemovals(ctx context.Context, m *messages.Manifest) {
+	for inst, r := range j.removals {
+		if hasInstance(m, inst) {
+			// The instance registered again and took part before the removal completed.
+			j.failRemovals(func(x *removal) bool { return x == r }, codeConflict,
+				fmt.Sprintf("instance %s of job %s registered again and took part in checkpoint %d before its removal completed; it stays a member", inst, j.name, m.CheckpointID))
+			continue
+		}
+		delete(j.removals, inst)
+		delete(j.left, inst)
+		d := r.dropped
+		detail := fmt.Sprintf("state of checkpoint %d dropped (positions %v)", d.Checkpoint, d.Positions)
+		ev := &messages.MemberEvent{
+			Schema: messages.SchemaVersion, Job: j.name, Instance: inst, Kind: messages.MemberRemoved, At: m.CompletedAt,
+			Incarnation: d.Incarnation, Checkpoint: m.CheckpointID, By: j.coordID, Detail: detail,
+		}
+		if err := j.b.publishMemberEvent(ctx, ev); err != nil {
+			j.log.Error().Err(err).Str("instance", inst).Msg("cannot publish the member removal event")
+		}
+		j.log.Warn().Str("instance", inst).Uint64("checkpoint", m.CheckpointID).Uint64("state_checkpoint", d.Checkpoint).
+			Interface("positions", d.Positions).Msg("member removed: manifests no longer hold it")
+		reply := &messages.MemberRemoval{Job: j.name, Instance: inst, Checkpoint: m.CheckpointID, RemovedAt: m.CompletedAt, Dropped: d}
+		for _, w := range r.waiters {
+			w(reply, nil)
+		}
+	}
+}
+
+// failRemovals answers the removals that match with an error; they are forgotten and
+// their members stay.
+func (j *job) failRemovals(match func(*removal) bool, code, msg string) {
+	for inst, r := range j.removals {
+		if !match(r) {
+			continue
+		}
+		delete(j.removals, inst)
+		j.log.Warn().Str("instance", inst).Str("why", msg).Msg("member removal failed")
+		for _, w := range r.waiters {
+			w(nil, &replyError{code, msg})
+		}
+	}
+}
