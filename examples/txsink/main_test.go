@@ -7,8 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
-	"syscall"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -17,6 +16,7 @@ import (
 
 	"github.com/cairn-stream/cairn/internal/cairntest"
 	"github.com/cairn-stream/cairn/internal/natstest"
+	"github.com/cairn-stream/cairn/internal/proctest"
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
@@ -36,44 +36,43 @@ func TestHelperProcess(t *testing.T) {
 	}
 }
 
-// proc is a sink process.
-type proc struct {
-	t   *testing.T
-	cmd *exec.Cmd
-}
-
-// startSink starts a sink process and waits until its info answers.
-func startSink(t *testing.T, url string, nc *nats.Conn) *proc {
+// startSink prepares the sink as a separate process (this test binary running
+// TestHelperProcess), starts it and waits until its info answers.
+func startSink(t *testing.T, url string, nc *nats.Conn) *proctest.Proc {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$", "-test.count=1")
-	cmd.Env = append(os.Environ(), "TXSINK_HELPER=1", "NATS_URL="+url)
-	cmd.Stderr = &testWriter{t: t}
-	if err := cmd.Start(); err != nil {
+	env := append(os.Environ(), "TXSINK_HELPER=1", "NATS_URL="+url)
+	p, err := proctest.New("txsink", filepath.Join(t.TempDir(), "txsink.log"), os.Args[0], env, "-test.run=^TestHelperProcess$", "-test.count=1")
+	if err != nil {
 		t.Fatal(err)
 	}
-	p := &proc{t: t, cmd: cmd}
-	t.Cleanup(func() { p.kill() })
-	info(t, nc, 0)
+	t.Cleanup(func() {
+		if _, err := p.Kill(); err != nil && p.Running() {
+			t.Errorf("kill the sink: %v", err)
+		}
+		if t.Failed() {
+			t.Logf("sink log:\n%s", p.Tail(60))
+		}
+		p.Close()
+	})
+	restart(t, p, nc)
 	return p
 }
 
-// kill sends SIGKILL and reaps the process.
-func (p *proc) kill() {
-	if p.cmd.ProcessState != nil {
-		return
+// restart starts a new run of the sink and waits until its info answers.
+func restart(t *testing.T, p *proctest.Proc, nc *nats.Conn) {
+	t.Helper()
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
 	}
-	if err := p.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		p.t.Errorf("kill: %v", err)
-	}
-	_ = p.cmd.Wait()
+	info(t, nc, 0)
 }
 
-// testWriter logs a child's output in the test's log.
-type testWriter struct{ t *testing.T }
-
-func (w *testWriter) Write(p []byte) (int, error) {
-	w.t.Logf("sink: %s", p)
-	return len(p), nil
+// kill SIGKILLs the sink.
+func kill(t *testing.T, p *proctest.Proc) {
+	t.Helper()
+	if _, err := p.Kill(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // info waits until the sink's info shows position seq or beyond, and returns it.
@@ -114,9 +113,10 @@ func visible(t *testing.T, js jetstream.JetStream) []map[string]any {
 	}
 }
 
-// TestSinkExactlyOnce kills the sink between a snapshot and its checkpoint's completion,
-// and between a completion and the writes it makes visible, and finds every write in
-// SINK_OUT exactly once, in input order, with the right running sums.
+// TestSinkExactlyOnce kills the sink between a snapshot and its checkpoint's completion —
+// once the checkpoint then aborts, once it completes while the sink is dead, so that the
+// sink never made its writes visible — and aborts a checkpoint while it runs; it finds
+// every write in SINK_OUT exactly once, in input order, with the right running sums.
 func TestSinkExactlyOnce(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts processes")
@@ -166,10 +166,10 @@ func TestSinkExactlyOnce(t *testing.T) {
 	publish(10)
 	info(t, nc, last)
 	coord.Checkpoint(2)
-	p.kill()
+	kill(t, p)
 	coord.Event(2, messages.Aborted, messages.AbortInstanceLost)
 	wantVisible(10, "checkpoint 2 never completed")
-	p = startSink(t, s.URL, nc)
+	restart(t, p, nc)
 	publish(5)
 	if in := info(t, nc, last); in.RestoredCheckpoint != 1 {
 		t.Fatalf("restarted sink restored checkpoint %d, want 1", in.RestoredCheckpoint)
@@ -177,19 +177,26 @@ func TestSinkExactlyOnce(t *testing.T) {
 	coord.Complete(3, coord.Checkpoint(3))
 	wantVisible(25, "checkpoint 3 completed")
 
-	// Killed after checkpoint 4 completed but before it made the writes visible (frozen
-	// with SIGSTOP while the completion is published): the restored sink writes them.
+	// Dead when checkpoint 4 completes, so it never made those writes visible (as if it
+	// died between the completion and its publishes): the restored sink writes them.
 	publish(5)
 	info(t, nc, last)
 	ack4 := coord.Checkpoint(4)
-	if err := p.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
+	kill(t, p)
 	coord.Complete(4, ack4)
-	p.kill()
 	wantVisible(25, "the sink died before acting on checkpoint 4")
-	p = startSink(t, s.URL, nc)
+	restart(t, p, nc)
 	wantVisible(30, "restored from checkpoint 4")
+
+	// An aborted checkpoint's writes wait for the next completion.
+	publish(5)
+	info(t, nc, last)
+	coord.Checkpoint(5)
+	coord.Event(5, messages.Aborted, messages.AbortTimeout)
+	publish(5)
+	info(t, nc, last)
+	coord.Complete(6, coord.Checkpoint(6))
+	wantVisible(40, "checkpoint 5 aborted, checkpoint 6 completed")
 
 	// Nothing doubled, nothing lost: every input once, in order, with its running sum.
 	sums := map[string]float64{}
@@ -201,5 +208,4 @@ func TestSinkExactlyOnce(t *testing.T) {
 			t.Fatalf("write %d = %v, want key %s, value %d, sum %v, id %s.%d", i+1, w, key, v, sums[key], instance, i+1)
 		}
 	}
-	p.kill()
 }
