@@ -38,13 +38,16 @@ func totals(t *testing.T, nc *nats.Conn) map[string]Totals {
 	return got
 }
 
-// waitPosition waits until the operator's info shows position seq, and returns the info.
+// waitPosition waits until the operator is running and its info shows position seq, and
+// returns the info.
 func waitPosition(t *testing.T, nc *nats.Conn, seq uint64) messages.OperatorInfo {
 	t.Helper()
 	var info messages.OperatorInfo
 	natstest.Eventually(t, cairntest.Wait, fmt.Sprintf("position never reached %d", seq), func() bool {
-		msg, err := nc.Request(cjs.Subjects{}.OperatorInfo("orders", instance), nil, time.Second)
-		return err == nil && json.Unmarshal(msg.Data, &info) == nil && info.Position >= seq
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, err := natstest.RequestJSON(ctx, nc, cjs.Subjects{}.OperatorInfo("orders", instance), nil, &info)
+		return err == nil && info.Position >= seq
 	})
 	return info
 }

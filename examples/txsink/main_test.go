@@ -75,13 +75,16 @@ func kill(t *testing.T, p *proctest.Proc) {
 	}
 }
 
-// info waits until the sink's info shows position seq or beyond, and returns it.
+// info waits until the sink is running and its info shows position seq or beyond, and
+// returns the info.
 func info(t *testing.T, nc *nats.Conn, seq uint64) messages.OperatorInfo {
 	t.Helper()
 	var in messages.OperatorInfo
 	natstest.Eventually(t, cairntest.Wait, fmt.Sprintf("sink never reached position %d", seq), func() bool {
-		msg, err := nc.Request(cjs.Subjects{}.OperatorInfo("txsink", instance), nil, time.Second)
-		return err == nil && json.Unmarshal(msg.Data, &in) == nil && in.Position >= seq
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, err := natstest.RequestJSON(ctx, nc, cjs.Subjects{}.OperatorInfo("txsink", instance), nil, &in)
+		return err == nil && in.Position >= seq
 	})
 	return in
 }
