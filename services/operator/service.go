@@ -35,8 +35,8 @@ type Service struct {
 // runtime does not wait for an output stream it will never use.
 type emitless struct{ op.Machine }
 
-// NewService returns the reference operator for the instance cfg names; the runtime logs
-// through log.
+// NewService returns the reference operator for the instance cfg names. The runtime logs
+// through log (bridged to slog by internal/zlog), in place of cfg.Logger.
 func NewService(cfg Config, nc *nats.Conn, log zerolog.Logger) (*Service, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
