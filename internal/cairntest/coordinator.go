@@ -42,8 +42,15 @@ func NewCoordinator(t testing.TB, nc *nats.Conn, manifests jetstream.KeyValue, j
 	return c
 }
 
-// Barrier sends the barrier of checkpoint id.
+// Barrier sends the barrier of checkpoint id, without a fencing token.
 func (c *Coordinator) Barrier(id uint64) {
+	c.t.Helper()
+	c.BarrierWithToken(id, 0)
+}
+
+// BarrierWithToken sends the barrier of checkpoint id carrying a coordinator's fencing
+// token.
+func (c *Coordinator) BarrierWithToken(id, token uint64) {
 	c.t.Helper()
 	data, err := messages.Marshal(&messages.Barrier{
 		Schema:        messages.SchemaVersion,
@@ -52,6 +59,7 @@ func (c *Coordinator) Barrier(id uint64) {
 		ConfigVersion: 1,
 		TriggeredAt:   time.Now().UTC(),
 		Coordinator:   "test",
+		Token:         token,
 	})
 	if err != nil {
 		c.t.Fatal(err)

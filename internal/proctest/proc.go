@@ -365,3 +365,24 @@ func (w *tapWriter) Write(b []byte) (int, error) {
 
 // reset forgets a partial line left by a killed run.
 func (w *tapWriter) reset() { w.partial = nil }
+
+// Pause stops the current run with SIGSTOP: it keeps its connections and state and does
+// nothing until Resume. It returns when the signal was sent.
+func (p *Proc) Pause() (time.Time, error) { return p.send(syscall.SIGSTOP) }
+
+// Resume continues a paused run with SIGCONT and returns when the signal was sent.
+func (p *Proc) Resume() (time.Time, error) { return p.send(syscall.SIGCONT) }
+
+// send sends sig to the current run without waiting for anything.
+func (p *Proc) send(sig os.Signal) (time.Time, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil {
+		return time.Time{}, fmt.Errorf("%s is not running", p.Name)
+	}
+	at := time.Now()
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		return at, fmt.Errorf("signal %s: %w", p.Name, err)
+	}
+	return at, nil
+}

@@ -20,6 +20,12 @@ type Barrier struct {
 	TriggeredAt time.Time `msgpack:"triggered_at"`
 	// Coordinator identifies the coordinator (lease holder) that triggered it.
 	Coordinator string `msgpack:"coordinator"`
+	// Token is the fencing token: the revision of the coordinator's job lease when it
+	// triggered the checkpoint. Lease revisions only grow, so a later lease holder's
+	// barriers carry higher tokens; operators ignore a barrier whose token is below the
+	// highest they have seen. 0 (absent) comes from a coordinator before tokens and is
+	// accepted.
+	Token uint64 `msgpack:"token,omitempty"`
 }
 
 // SchemaVersion implements Message.

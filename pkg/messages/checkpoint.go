@@ -160,6 +160,10 @@ type Manifest struct {
 	TriggeredAt   time.Time                   `msgpack:"triggered_at"`
 	CompletedAt   time.Time                   `msgpack:"completed_at"`
 	Instances     map[string]InstanceSnapshot `msgpack:"instances"`
+	// Token is the fencing token (lease revision) under which the coordinator wrote the
+	// manifest; 0 (absent) from a coordinator before tokens. A coordinator does not move
+	// <job>.latest from a manifest with a higher token than its own.
+	Token uint64 `msgpack:"token,omitempty"`
 }
 
 // SchemaVersion implements Message.

@@ -10,6 +10,7 @@ import (
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
 	"github.com/cairn-stream/cairn/pkg/messages"
 	"github.com/cairn-stream/cairn/pkg/operator"
+	refop "github.com/cairn-stream/cairn/services/operator"
 )
 
 func TestDuplicateInstanceIsFenced(t *testing.T) {
@@ -73,5 +74,30 @@ func TestDuplicateInstanceIsFenced(t *testing.T) {
 	// The survivor goes on and acks.
 	if a := e.checkpoint(2); a.Incarnation != r2.rt.Incarnation() {
 		t.Fatalf("ack %+v, want one of incarnation %s", a, r2.rt.Incarnation())
+	}
+}
+
+// TestBarrierWithALowerTokenIsIgnored: a barrier from a coordinator that lost its lease
+// (a lower fencing token than one already seen) is not acted on, even with a higher
+// checkpoint id; a barrier without a token (a coordinator before tokens) is.
+func TestBarrierWithALowerTokenIsIgnored(t *testing.T) {
+	e := newEnv(t)
+	r := e.start("counter-0", refop.NewAggregator())
+	waitPosition(t, r.rt, e.publish("counter-0", []byte(`{"key":"k","value":1}`)))
+	e.barrierWithToken(1, 10)
+	if a := e.nextAck(); a.CheckpointID != 1 {
+		t.Fatalf("ack %+v, want checkpoint 1", a)
+	}
+	// The paused former holder, resumed, sends one barrier under its old token.
+	e.barrierWithToken(7, 9)
+	e.barrierWithToken(2, 11)
+	e.barrier(3)
+	for _, want := range []uint64{2, 3} {
+		if a := e.nextAck(); a.CheckpointID != want || a.Kind != messages.AckDone {
+			t.Fatalf("ack %+v, want an ack of checkpoint %d (the barrier of token 9 ignored)", a, want)
+		}
+	}
+	if !e.logged(`"level":"debug"`, `"checkpoint":7`, "barrier of a fenced coordinator ignored") {
+		t.Fatal("the ignored barrier was not logged")
 	}
 }

@@ -233,8 +233,11 @@ func makeEvents(n int, first int64, keys ...string) []event {
 	return evs
 }
 
-// barrier sends the barrier of checkpoint id.
+// barrier sends the barrier of checkpoint id, without a fencing token.
 func (e *env) barrier(id uint64) { e.t.Helper(); e.coord.Barrier(id) }
+
+// barrierWithToken sends the barrier of checkpoint id carrying a coordinator's fencing token.
+func (e *env) barrierWithToken(id, token uint64) { e.t.Helper(); e.coord.BarrierWithToken(id, token) }
 
 // nextAck returns the next ack or decline.
 func (e *env) nextAck() messages.Ack { e.t.Helper(); return e.coord.NextAck() }

@@ -22,6 +22,9 @@ type loopState struct {
 	position uint64
 	// lastBarrier is the highest checkpoint id handled; older barriers are ignored.
 	lastBarrier uint64
+	// token is the highest coordinator fencing token seen on a barrier; a barrier with a
+	// lower token comes from a coordinator that lost its lease and is ignored.
+	token uint64
 	// queue holds the snapshots taken and not yet handed to the persister, oldest first.
 	queue []persistJob
 	// outcomes tracks the checkpoints a CheckpointListener waits to hear about.
@@ -117,6 +120,13 @@ func (r *Runtime) barrier(st *loopState, msg *nats.Msg) {
 		return
 	}
 	log := r.log.With("checkpoint", b.CheckpointID)
+	if b.Token != 0 && b.Token < st.token {
+		// A token of 0 comes from a coordinator before fencing tokens: accepted.
+		log.Debug("barrier of a fenced coordinator ignored: its token is below one already seen",
+			"token", b.Token, "highest_token", st.token, "coordinator", b.Coordinator)
+		return
+	}
+	st.token = max(st.token, b.Token)
 	if b.CheckpointID <= st.lastBarrier {
 		// The coordinator sends a barrier again when it lacks this instance's ack: answer
 		// with the ack already sent, if it is still remembered (and not still being stored).

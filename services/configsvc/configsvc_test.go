@@ -262,17 +262,21 @@ func TestConcurrentSettersOnTwoReplicas(t *testing.T) {
 
 	const n = 20
 	replies := make([]reply, n)
+	errs := make([]error, n)
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Go(func() {
 			// Each request sets a distinct retain, so the history shows which was applied.
-			replies[i] = h.set(t, "race", fmt.Sprintf(`{"retain":%d}`, i+1))
+			replies[i], errs[i] = h.send(h.subj.ConfigSet("race"), fmt.Appendf(nil, `{"retain":%d}`, i+1), nil)
 		})
 	}
 	wg.Wait()
 
 	var versions []uint64
 	for i, r := range replies {
+		if errs[i] != nil {
+			t.Fatalf("request %d: %v", i, errs[i])
+		}
 		if r.code != "" {
 			t.Fatalf("request %d: %s %s", i, r.code, r.err)
 		}
@@ -315,14 +319,18 @@ func TestConcurrentSettersOnTwoReplicas(t *testing.T) {
 	// Compare-and-set across replicas: of many setters expecting the same version,
 	// exactly one wins and the others get 409.
 	cas := make([]reply, 10)
+	casErrs := make([]error, len(cas))
 	for i := range cas {
 		wg.Go(func() {
-			cas[i] = h.set(t, "race", fmt.Sprintf(`{"interval":"%ds","expected_version":%d}`, i+1, n))
+			cas[i], casErrs[i] = h.send(h.subj.ConfigSet("race"), fmt.Appendf(nil, `{"interval":"%ds","expected_version":%d}`, i+1, n), nil)
 		})
 	}
 	wg.Wait()
 	wins := 0
 	for i, r := range cas {
+		if casErrs[i] != nil {
+			t.Fatalf("compare-and-set %d: %v", i, casErrs[i])
+		}
 		switch r.code {
 		case "":
 			wins++

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -128,9 +129,18 @@ type reply struct {
 
 func (h *harness) request(t *testing.T, subject string, body []byte, hdr nats.Header) reply {
 	t.Helper()
+	r, err := h.send(subject, body, hdr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// send is request for any goroutine: it returns what request would fail the test with.
+func (h *harness) send(subject string, body []byte, hdr nats.Header) (reply, error) {
 	resp, err := h.nc.RequestMsg(&nats.Msg{Subject: subject, Data: body, Header: hdr}, 10*time.Second)
 	if err != nil {
-		t.Fatalf("request %s: %v", subject, err)
+		return reply{}, fmt.Errorf("request %s: %w", subject, err)
 	}
 	r := reply{code: resp.Header.Get(micro.ErrorCodeHeader)}
 	dec := json.NewDecoder(bytes.NewReader(resp.Data))
@@ -138,18 +148,18 @@ func (h *harness) request(t *testing.T, subject string, body []byte, hdr nats.He
 	if r.code != "" {
 		var eb messages.ErrorBody
 		if err := dec.Decode(&eb); err != nil {
-			t.Fatalf("error body %q: %v", resp.Data, err)
+			return r, fmt.Errorf("error body %q: %w", resp.Data, err)
 		}
 		r.err = eb.Error
 		if desc := resp.Header.Get(micro.ErrorHeader); desc != eb.Error {
-			t.Errorf("error header %q differs from body %q", desc, eb.Error)
+			return r, fmt.Errorf("error header %q differs from body %q", desc, eb.Error)
 		}
-		return r
+		return r, nil
 	}
 	if err := dec.Decode(&r.view); err != nil {
-		t.Fatalf("reply %q: %v", resp.Data, err)
+		return r, fmt.Errorf("reply %q: %w", resp.Data, err)
 	}
-	return r
+	return r, nil
 }
 
 func (h *harness) set(t *testing.T, job, body string) reply {

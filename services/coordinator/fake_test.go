@@ -22,6 +22,19 @@ type fakeBackend struct {
 	retains   int
 	// memberEvents are the member audit events published.
 	memberEvents []*messages.MemberEvent
+	// slow, when set, is called (without the lock) at the start of nextID, latestManifest
+	// and writeManifest with the call's context and name: a slow or hanging store.
+	slow func(ctx context.Context, op string)
+}
+
+// delay runs the slow hook, if any.
+func (f *fakeBackend) delay(ctx context.Context, op string) {
+	f.mu.Lock()
+	slow := f.slow
+	f.mu.Unlock()
+	if slow != nil {
+		slow(ctx, op)
+	}
 }
 
 type sentBarrier struct {
@@ -31,7 +44,8 @@ type sentBarrier struct {
 
 var _ backend = (*fakeBackend)(nil)
 
-func (f *fakeBackend) nextID(context.Context) (uint64, error) {
+func (f *fakeBackend) nextID(ctx context.Context) (uint64, error) {
+	f.delay(ctx, "nextID")
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.last++
@@ -45,7 +59,8 @@ func (f *fakeBackend) sendBarrier(b *messages.Barrier) error {
 	return nil
 }
 
-func (f *fakeBackend) writeManifest(_ context.Context, m *messages.Manifest, prev uint64) error {
+func (f *fakeBackend) writeManifest(ctx context.Context, m *messages.Manifest, prev uint64) error {
+	f.delay(ctx, "writeManifest")
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.failWrite != nil {
@@ -59,7 +74,8 @@ func (f *fakeBackend) writeManifest(_ context.Context, m *messages.Manifest, pre
 	return nil
 }
 
-func (f *fakeBackend) latestManifest(context.Context) (*messages.Manifest, error) {
+func (f *fakeBackend) latestManifest(ctx context.Context) (*messages.Manifest, error) {
+	f.delay(ctx, "latestManifest")
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.failRead != nil {

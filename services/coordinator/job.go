@@ -24,11 +24,16 @@ type regUpdate struct {
 }
 
 // leaseState is what the lease keeper tells the loop: whether this coordinator holds the
-// job's lease, until when it may act on it, and who holds it.
+// job's lease, until when it may act on it, and who holds it. rev is the lease key's
+// revision at the last take or renewal: the fencing token of barriers and manifests (KV
+// revisions only grow, so a later holder's token is always higher). tenure is the revision
+// at which this holder acquired the lease; a different tenure is a new take-over.
 type leaseState struct {
 	held       bool
 	validUntil time.Time
 	holder     string
+	rev        uint64
+	tenure     uint64
 }
 
 // pending is a triggered checkpoint that has not ended.
@@ -52,11 +57,10 @@ type job struct {
 	log     zerolog.Logger
 	b       backend
 
-	configs chan *messages.ConfigEvent
-	regs    chan regUpdate
-	acks    chan *messages.Ack
+	// mail receives config events, registrations, acks and lease states without ever
+	// blocking the sender.
+	mail    *mailbox
 	status  chan chan messages.Status
-	leases  chan leaseState
 	removes chan removeRequest
 
 	cfg           messages.Config
@@ -95,11 +99,8 @@ func newJob(name, coordID string, b backend, log zerolog.Logger) *job {
 		coordID:   coordID,
 		log:       log.With().Str("job", name).Logger(),
 		b:         b,
-		configs:   make(chan *messages.ConfigEvent, 16),
-		regs:      make(chan regUpdate, 64),
-		acks:      make(chan *messages.Ack, 256),
+		mail:      newMailbox(),
 		status:    make(chan chan messages.Status),
-		leases:    make(chan leaseState, 4),
 		removes:   make(chan removeRequest, 16),
 		cfg:       messages.DefaultConfig(),
 		instances: map[string]string{},
@@ -128,16 +129,12 @@ func (j *job) run(ctx context.Context) {
 		case <-ctx.Done():
 			j.stop()
 			return
-		case ev := <-j.configs:
-			j.applyConfig(ev)
-		case r := <-j.regs:
-			j.register(ctx, r)
-		case a := <-j.acks:
+		case <-j.mail.wake:
+			j.drain(ctx)
+		case a := <-j.mail.acks:
 			j.handleAck(ctx, a)
 		case reply := <-j.status:
 			reply <- j.view(time.Now())
-		case l := <-j.leases:
-			j.setLease(ctx, l)
 		case r := <-j.removes:
 			j.requestRemoval(ctx, r)
 		case <-j.timer.C:
@@ -211,6 +208,7 @@ func (j *job) applyConfig(ev *messages.ConfigEvent) {
 	}
 	old := j.cfg
 	j.cfg, j.version, j.appliedAt = ev.Config, ev.Version, time.Now()
+	j.mail.applied.Store(ev.Version)
 	j.log.Info().Uint64("version", ev.Version).Stringer("interval", ev.Config.Interval).Stringer("previous_interval", old.Interval).
 		Stringer("timeout", ev.Config.Timeout).Stringer("min_pause", ev.Config.MinPause).Int("max_concurrent", ev.Config.MaxConcurrent).
 		Msg("config applied")
@@ -262,6 +260,12 @@ func (j *job) register(ctx context.Context, r regUpdate) {
 
 func (j *job) setLease(ctx context.Context, l leaseState) {
 	was := j.lease.held
+	if was && l.held && l.tenure != j.lease.tenure {
+		// Lost and taken again between two looks at the mailbox: another coordinator may
+		// have acted in between, so what is pending belongs to the old tenure.
+		j.fence(ctx, "lease lost and taken again")
+		was = false
+	}
 	j.lease = l
 	switch {
 	case l.held && !was:
@@ -276,7 +280,9 @@ func (j *job) setLease(ctx context.Context, l leaseState) {
 func (j *job) takeOver(ctx context.Context) {
 	now := time.Now()
 	j.lastTrigger, j.lastComplete = now, time.Time{}
-	m, err := j.b.latestManifest(ctx)
+	cctx, cancel := j.callCtx(ctx)
+	defer cancel()
+	m, err := j.b.latestManifest(cctx)
 	j.prev, j.prevOK = m, err == nil
 	if err != nil {
 		// Without the newest manifest there is no telling which inherited ids completed:
@@ -288,7 +294,7 @@ func (j *job) takeOver(ctx context.Context) {
 	if m != nil {
 		j.lastTrigger, j.lastComplete, completed = m.TriggeredAt, m.CompletedAt, m.CheckpointID
 	}
-	ids, last, err := j.b.unfinished(ctx, completed)
+	ids, last, err := j.b.unfinished(cctx, completed)
 	if err != nil {
 		j.log.Warn().Err(err).Msg("cannot tell which checkpoints the previous coordinator left unfinished")
 	}
@@ -300,7 +306,7 @@ func (j *job) takeOver(ctx context.Context) {
 			FinishedAt: now.UTC(), Reason: messages.AbortCoordinatorChange,
 			Detail: "triggered by a previous coordinator that stopped before it ended",
 		}
-		if err := j.b.publishEvent(ctx, ev); err != nil {
+		if err := j.b.publishEvent(cctx, ev); err != nil {
 			j.log.Error().Err(err).Uint64("checkpoint", id).Msg("cannot publish the aborted event")
 		}
 	}
@@ -318,8 +324,17 @@ func (j *job) fence(ctx context.Context, why string) {
 	j.log.Warn().Str("why", why).Msg("stopped coordinating the job")
 }
 
+// trigger allocates the next id and sends its barrier, carrying the lease revision as the
+// fencing token. The lease's validity is checked again after the id allocation (a
+// blocking call bounded by the validity) and right before the barrier goes out.
 func (j *job) trigger(ctx context.Context, now time.Time) {
-	id, err := j.b.nextID(ctx)
+	cctx, cancel := j.callCtx(ctx)
+	id, err := j.b.nextID(cctx)
+	cancel()
+	if !j.valid(time.Now()) {
+		j.fence(ctx, "lease validity ended while allocating a checkpoint id; no barrier sent")
+		return
+	}
 	if err != nil {
 		j.retryAt = now.Add(min(j.cfg.Interval, time.Second))
 		if errors.Is(err, ErrFenced) {
@@ -338,7 +353,11 @@ func (j *job) trigger(ctx context.Context, now time.Time) {
 		expected:    maps.Clone(j.instances),
 		acks:        map[string]*messages.Ack{},
 	}
-	b := &messages.Barrier{Schema: messages.SchemaVersion, Job: j.name, CheckpointID: id, ConfigVersion: j.version, TriggeredAt: now.UTC(), Coordinator: j.coordID}
+	b := &messages.Barrier{Schema: messages.SchemaVersion, Job: j.name, CheckpointID: id, ConfigVersion: j.version, TriggeredAt: now.UTC(), Coordinator: j.coordID, Token: j.lease.rev}
+	if !j.valid(time.Now()) {
+		j.fence(ctx, "lease validity ended before the barrier was sent; no barrier sent")
+		return
+	}
 	if err := j.b.sendBarrier(b); err != nil {
 		j.retryAt = now.Add(min(j.cfg.Interval, time.Second))
 		j.log.Error().Err(err).Uint64("checkpoint", id).Msg("cannot send the barrier; retrying with a new id")
@@ -368,6 +387,9 @@ const resendAfter = 250 * time.Millisecond
 // cut off (a NATS restart) is lost, and the checkpoint would otherwise wait for its
 // timeout. Instances ignore barriers they have already handled.
 func (j *job) resend(instance, incarnation string) {
+	if !j.valid(time.Now()) {
+		return
+	}
 	for _, p := range j.pending {
 		_, acked := p.acks[instance]
 		if acked || p.expected[instance] != incarnation || time.Since(p.triggeredAt) < resendAfter {
@@ -408,20 +430,35 @@ func (j *job) handleAck(ctx context.Context, a *messages.Ack) {
 	}
 }
 
+// complete writes the manifest of p, whose every expected instance acked, and moves
+// <job>.latest to it. It never writes under a lease this coordinator no longer holds: the
+// validity is checked before, after the predecessor is read, right before the write, and
+// by the backend again before <job>.latest moves (every call's deadline is the validity).
 func (j *job) complete(ctx context.Context, p *pending) {
-	now := time.Now()
+	if !j.valid(time.Now()) {
+		j.fence(ctx, "lease validity ended before the checkpoint could complete")
+		return
+	}
+	cctx, cancel := j.callCtx(ctx)
+	defer cancel()
 	if !j.prevOK {
 		// Never write a manifest without its predecessor: it would drop the absent members.
-		prev, err := j.b.latestManifest(ctx)
+		prev, err := j.b.latestManifest(cctx)
+		if !j.valid(time.Now()) {
+			j.fence(ctx, "lease validity ended while reading the latest manifest; no manifest written")
+			return
+		}
 		if err != nil {
 			j.abort(ctx, p, messages.AbortStorage, fmt.Sprintf("cannot read the latest manifest, whose absent members the new one must carry forward: %v", err))
 			return
 		}
 		j.prev, j.prevOK = prev, true
 	}
+	now := time.Now()
 	m := &messages.Manifest{
 		Schema:        messages.SchemaVersion,
 		Job:           j.name,
+		Token:         j.lease.rev,
 		CheckpointID:  p.id,
 		ConfigVersion: p.version,
 		TriggeredAt:   p.triggeredAt.UTC(),
@@ -438,9 +475,17 @@ func (j *job) complete(ctx context.Context, p *pending) {
 	if j.prev != nil {
 		prevID = j.prev.CheckpointID
 	}
-	if err := j.b.writeManifest(ctx, m, prevID); err != nil {
+	if !j.valid(time.Now()) {
+		j.fence(ctx, "lease validity ended before the manifest was written; no manifest written")
+		return
+	}
+	if err := j.b.writeManifest(cctx, m, prevID); err != nil {
 		if errors.Is(err, ErrFenced) {
 			j.fence(ctx, err.Error())
+			return
+		}
+		if !j.valid(time.Now()) {
+			j.fence(ctx, fmt.Sprintf("lease validity ended while writing the manifest (%v); checkpoint not completed", err))
 			return
 		}
 		j.prevOK = false
@@ -472,7 +517,7 @@ func (j *job) complete(ctx context.Context, p *pending) {
 		Outcome: messages.Completed, TriggeredAt: m.TriggeredAt, FinishedAt: m.CompletedAt,
 		Participants: participants, Bytes: bytes, Written: written,
 	}
-	if err := j.b.publishEvent(ctx, ev); err != nil {
+	if err := j.b.publishEvent(cctx, ev); err != nil {
 		j.log.Error().Err(err).Uint64("checkpoint", p.id).Msg("cannot publish the completed event")
 	}
 	j.b.retain(j.cfg.Retain, j.liveRefs(), j.dropped)
@@ -525,7 +570,9 @@ func (j *job) abort(ctx context.Context, p *pending, reason messages.AbortReason
 		Outcome: messages.Aborted, TriggeredAt: p.triggeredAt.UTC(), FinishedAt: now.UTC(),
 		Participants: p.participants(), Reason: reason, Detail: detail, Failed: failed,
 	}
-	if err := j.b.publishEvent(ctx, ev); err != nil {
+	cctx, cancel := j.callCtx(ctx)
+	defer cancel()
+	if err := j.b.publishEvent(cctx, ev); err != nil {
 		j.log.Error().Err(err).Uint64("checkpoint", p.id).Msg("cannot publish the aborted event")
 	}
 	e := j.log.Warn()

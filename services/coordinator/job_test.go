@@ -33,9 +33,9 @@ func newHarnessWith(t *testing.T, f *fakeBackend, instances ...string) *harness 
 	ctx, cancel := context.WithCancel(context.Background())
 	go j.run(ctx)
 	h := &harness{t: t, f: f, j: j, t0: time.Now(), cancel: cancel}
-	j.leases <- leaseState{held: true, validUntil: h.t0.Add(1000 * time.Hour), holder: "c1"}
+	j.mail.offerLease(leaseState{held: true, validUntil: h.t0.Add(1000 * time.Hour), holder: "c1"})
 	for _, i := range instances {
-		j.regs <- regUpdate{instance: i, incarnation: "inc-" + i}
+		j.mail.offerReg(regUpdate{instance: i, incarnation: "inc-" + i})
 	}
 	synctest.Wait()
 	return h
@@ -50,7 +50,7 @@ func (h *harness) stop() {
 func (h *harness) config(v uint64, mutate func(*messages.Config)) {
 	c := messages.DefaultConfig()
 	mutate(&c)
-	h.j.configs <- &messages.ConfigEvent{Schema: messages.SchemaVersion, Job: "demo", Version: v, Config: c, Time: time.Now()}
+	h.j.mail.offerConfig(&messages.ConfigEvent{Schema: messages.SchemaVersion, Job: "demo", Version: v, Config: c, Time: time.Now()})
 	synctest.Wait()
 }
 
@@ -72,7 +72,7 @@ func (h *harness) ack(id uint64, reason string, instances ...string) {
 		if reason != "" {
 			a.Kind, a.Reason = messages.AckDeclined, reason
 		}
-		h.j.acks <- a
+		h.j.mail.acks <- a
 	}
 	synctest.Wait()
 }
@@ -229,7 +229,7 @@ func TestNoBarrierWithoutInstances(t *testing.T) {
 		if st := h.status(); st.Waiting != "no registered instance" {
 			t.Fatalf("waiting %q", st.Waiting)
 		}
-		h.j.regs <- regUpdate{instance: "a", incarnation: "inc-a"}
+		h.j.mail.offerReg(regUpdate{instance: "a", incarnation: "inc-a"})
 		synctest.Wait()
 		h.wantBarriers(5 * s)
 	})
@@ -289,10 +289,10 @@ func TestLostOrRestartedInstanceAbortsAtOnce(t *testing.T) {
 		defer h.stop()
 		h.config(1, func(c *messages.Config) { c.Interval, c.Timeout = s, time.Hour })
 		h.at(s)
-		h.j.regs <- regUpdate{instance: "b", incarnation: "inc-b2"}
+		h.j.mail.offerReg(regUpdate{instance: "b", incarnation: "inc-b2"})
 		synctest.Wait()
 		h.at(2 * s)
-		h.j.regs <- regUpdate{instance: "a"}
+		h.j.mail.offerReg(regUpdate{instance: "a"})
 		synctest.Wait()
 		ab := h.f.eventsOf(messages.Aborted)
 		if len(ab) != 2 || ab[0].Reason != messages.AbortInstanceLost || ab[1].Reason != messages.AbortInstanceLost {
@@ -374,7 +374,7 @@ func TestLeaseExpiryFencesWithoutRenewal(t *testing.T) {
 		h := newHarness(t, "a")
 		defer h.stop()
 		h.config(1, func(c *messages.Config) { c.Interval, c.Timeout = s, time.Hour })
-		h.j.leases <- leaseState{held: true, validUntil: h.t0.Add(2500 * time.Millisecond), holder: "c1"}
+		h.j.mail.offerLease(leaseState{held: true, validUntil: h.t0.Add(2500 * time.Millisecond), holder: "c1"})
 		h.at(2 * s)
 		h.ack(1, "", "a")
 		h.at(10 * s)
@@ -397,15 +397,15 @@ func TestTakeOverAbortsWhatThePreviousHolderLeftAndContinuesIds(t *testing.T) {
 		defer func() { cancel(); synctest.Wait() }()
 		go j.run(ctx)
 		t0 := time.Now()
-		j.configs <- &messages.ConfigEvent{Schema: messages.SchemaVersion, Job: "demo", Version: 1, Config: messages.DefaultConfig(), Time: t0}
-		j.regs <- regUpdate{instance: "a", incarnation: "inc-a"}
-		j.leases <- leaseState{held: true, validUntil: t0.Add(time.Hour), holder: "c2"}
+		j.mail.offerConfig(&messages.ConfigEvent{Schema: messages.SchemaVersion, Job: "demo", Version: 1, Config: messages.DefaultConfig(), Time: t0})
+		j.mail.offerReg(regUpdate{instance: "a", incarnation: "inc-a"})
+		j.mail.offerLease(leaseState{held: true, validUntil: t0.Add(time.Hour), holder: "c2"})
 		synctest.Wait()
 		ab := f.eventsOf(messages.Aborted)
 		if len(ab) != 2 || ab[0].CheckpointID != 4 || ab[1].CheckpointID != 5 || ab[0].Reason != messages.AbortCoordinatorChange {
 			t.Fatalf("aborted on take-over: %+v, want 4 and 5", ab)
 		}
-		j.acks <- &messages.Ack{Schema: messages.SchemaVersion, Job: "demo", CheckpointID: 5, Instance: "a", Incarnation: "inc-a", Kind: messages.AckDone,
+		j.mail.acks <- &messages.Ack{Schema: messages.SchemaVersion, Job: "demo", CheckpointID: 5, Instance: "a", Incarnation: "inc-a", Kind: messages.AckDone,
 			Snapshot: messages.SnapshotRef{Object: "o", Digest: "d"}}
 		synctest.Wait()
 		// The schedule continues from the newest manifest: 10s after its trigger.
@@ -429,7 +429,7 @@ func TestRegistrationSyncDropsVanishedInstances(t *testing.T) {
 		h.at(s)
 		// After a reconnect the watch re-reads every registration: b vanished meanwhile
 		// and a came back as a new incarnation; c is new.
-		h.j.regs <- regUpdate{sync: true, all: map[string]string{"a": "inc-a2", "c": "inc-c"}}
+		h.j.mail.offerReg(regUpdate{sync: true, all: map[string]string{"a": "inc-a2", "c": "inc-c"}})
 		synctest.Wait()
 		st := h.status()
 		if !slices.Equal(st.Instances, []string{"a", "c"}) {
@@ -450,19 +450,19 @@ func TestHeartbeatOfAWaitedForInstanceResendsTheBarrier(t *testing.T) {
 		h.at(s)
 		h.ack(1, "", "a")
 		// b's heartbeat right after the trigger: too early to resend.
-		h.j.regs <- regUpdate{instance: "b", incarnation: "inc-b"}
+		h.j.mail.offerReg(regUpdate{instance: "b", incarnation: "inc-b"})
 		synctest.Wait()
 		h.wantBarriers(s)
 		// b re-announces itself later (after a reconnect): it may have missed the barrier.
 		h.at(2 * s)
-		h.j.regs <- regUpdate{instance: "b", incarnation: "inc-b"}
+		h.j.mail.offerReg(regUpdate{instance: "b", incarnation: "inc-b"})
 		synctest.Wait()
 		h.wantBarriers(s, 2*s)
 		if sent := h.f.sent(); sent[1].b != sent[0].b {
 			t.Fatalf("resent %+v, want the same barrier %+v", sent[1].b, sent[0].b)
 		}
 		// a acked already: its heartbeat resends nothing.
-		h.j.regs <- regUpdate{instance: "a", incarnation: "inc-a"}
+		h.j.mail.offerReg(regUpdate{instance: "a", incarnation: "inc-a"})
 		synctest.Wait()
 		h.wantBarriers(s, 2*s)
 		if st := h.status(); st.Pending[0].Resent != 1 {

@@ -37,8 +37,10 @@ type leaseKeeper struct {
 	job    string
 	holder string
 	ttl    time.Duration
-	out    chan<- leaseState
-	log    zerolog.Logger
+	// out hands a new lease state to the job's loop; it must not block (the loop's
+	// mailbox), so that a stuck loop never delays a renewal.
+	out func(leaseState)
+	log zerolog.Logger
 
 	rev   uint64
 	state leaseState
@@ -54,9 +56,9 @@ type leaseKeeper struct {
 func (k *leaseKeeper) renewEvery() time.Duration { return k.ttl / 3 }
 func (k *leaseKeeper) margin() time.Duration     { return k.ttl / 5 }
 
-func (k *leaseKeeper) report(ctx context.Context, s leaseState) {
+func (k *leaseKeeper) report(s leaseState) {
 	k.state = s
-	send(ctx, k.out, s)
+	k.out(s)
 }
 
 // run keeps the lease until ctx is done, then releases it if held. It watches the key to
@@ -119,7 +121,7 @@ func (k *leaseKeeper) observe(ctx context.Context, e jetstream.KeyValueEntry, ti
 	}
 	if e.Operation() != jetstream.KeyValuePut {
 		k.seenRev = 0
-		k.report(ctx, leaseState{})
+		k.report(leaseState{})
 		timer.Reset(0)
 		return
 	}
@@ -129,7 +131,7 @@ func (k *leaseKeeper) observe(ctx context.Context, e jetstream.KeyValueEntry, ti
 	}
 	k.seen(e.Revision())
 	if l.Holder != k.state.holder {
-		k.report(ctx, leaseState{holder: l.Holder})
+		k.report(leaseState{holder: l.Holder})
 	}
 	timer.Reset(k.ttl)
 }
@@ -176,11 +178,15 @@ func (k *leaseKeeper) step(ctx context.Context) time.Duration {
 	switch {
 	case err == nil:
 		k.rev = rev
-		k.report(ctx, leaseState{held: true, validUntil: start.Add(k.ttl - k.margin()), holder: k.holder})
+		tenure := k.state.tenure
+		if !k.state.held {
+			tenure = rev
+		}
+		k.report(leaseState{held: true, validUntil: start.Add(k.ttl - k.margin()), holder: k.holder, rev: rev, tenure: tenure})
 		return k.renewEvery()
 	case k.state.held && (errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyNotFound)):
 		k.log.Warn().Err(err).Msg("lease lost")
-		k.report(ctx, leaseState{})
+		k.report(leaseState{})
 		return 0
 	case k.state.held:
 		k.log.Warn().Err(err).Msg("lease renewal failed; retrying")

@@ -2,10 +2,11 @@ package coordinator
 
 import (
 	"context"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/cairn-stream/cairn/internal/natstest"
@@ -18,94 +19,81 @@ func TestOnlyOneKeeperHoldsTheLease(t *testing.T) {
 	nc, _, res := srv.Resources(t, cjs.Options{LeaseTTL: time.Second})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	states := make(chan struct {
-		who string
-		st  leaseState
-	}, 100)
+	var mu sync.Mutex
+	held := map[string]bool{}
+	both := false
 	for _, who := range []string{"a", "b"} {
-		out := make(chan leaseState, 10)
+		out := func(st leaseState) {
+			mu.Lock()
+			defer mu.Unlock()
+			held[who] = st.held
+			both = both || (held["a"] && held["b"])
+		}
 		k := &leaseKeeper{kv: res.Leases, conn: nc, key: cjs.LeaseKey("j"), job: "j", holder: who, ttl: time.Second, out: out, log: zerolog.Nop()}
 		go k.run(ctx)
-		go func() {
-			for st := range out {
-				states <- struct {
-					who string
-					st  leaseState
-				}{who, st}
-			}
-		}()
 	}
-	held := map[string]bool{}
-	deadline := time.After(3 * time.Second)
-	for {
-		select {
-		case s := <-states:
-			held[s.who] = s.st.held
-			if held["a"] && held["b"] {
-				t.Fatalf("both keepers hold the lease")
-			}
-		case <-deadline:
-			if !held["a"] && !held["b"] {
-				t.Fatal("no keeper holds the lease")
-			}
-			return
-		}
+	// The observation window: three TTLs in which the two keepers never hold the lease at once.
+	<-time.After(3 * time.Second)
+	mu.Lock()
+	defer mu.Unlock()
+	if both {
+		t.Fatal("both keepers held the lease at once")
+	}
+	if !held["a"] && !held["b"] {
+		t.Fatal("no keeper holds the lease")
 	}
 }
 
-// ghostKV is a lease bucket in which a renewal of ours landed although its reply was lost:
-// the key names us at a revision we never saw.
-type ghostKV struct {
-	leaseKV
-	value   []byte
-	rev     uint64
-	updates []uint64
-}
-
-func (g *ghostKV) Get(context.Context, string) (jetstream.KeyValueEntry, error) {
-	return entry{value: g.value, rev: g.rev}, nil
-}
-
-func (g *ghostKV) Update(_ context.Context, _ string, v []byte, rev uint64) (uint64, error) {
-	g.updates = append(g.updates, rev)
-	if rev != g.rev {
-		return 0, jetstream.ErrKeyRevisionMismatch
-	}
-	g.rev++
-	return g.rev, nil
-}
-
-type entry struct {
-	jetstream.KeyValueEntry
-	value []byte
-	rev   uint64
-}
-
-func (e entry) Value() []byte    { return e.value }
-func (e entry) Revision() uint64 { return e.rev }
-
+// TestLeaseKeeperAdoptsItsOwnLostWrite reproduces on a real server a renewal of ours that
+// landed although its reply was lost: the key was written with the holder's value at a
+// revision the keeper never saw. The keeper adopts that revision when the value names it,
+// and reports the lease lost when it names another coordinator.
 func TestLeaseKeeperAdoptsItsOwnLostWrite(t *testing.T) {
+	srv := natstest.Start(t)
+	_, _, res := srv.Resources(t, cjs.Options{LeaseTTL: time.Minute})
+	ctx := context.Background()
 	for _, tc := range []struct {
 		holder   string
 		wantHeld bool
 	}{{"me", true}, {"someone-else", false}} {
 		t.Run(tc.holder, func(t *testing.T) {
-			value, err := messages.Marshal(&messages.Lease{Schema: messages.SchemaVersion, Job: "j", Holder: tc.holder})
+			key := cjs.LeaseKey("j-" + strings.ReplaceAll(tc.holder, "-", ""))
+			mine, err := messages.Marshal(&messages.Lease{Schema: messages.SchemaVersion, Job: "j", Holder: "me"})
 			if err != nil {
 				t.Fatal(err)
 			}
-			kv := &ghostKV{value: value, rev: 9}
-			out := make(chan leaseState, 4)
-			k := &leaseKeeper{kv: kv, key: "leader.j", job: "j", holder: "me", ttl: time.Second, out: out, log: zerolog.Nop(),
-				rev: 7, state: leaseState{held: true, validUntil: time.Now().Add(time.Second), holder: "me"}}
-			k.value, _ = messages.Marshal(&messages.Lease{Schema: messages.SchemaVersion, Job: "j", Holder: "me"})
-			k.step(context.Background())
-			st := <-out
-			if st.held != tc.wantHeld {
-				t.Fatalf("held = %v after a lost write by %s, want %v (updates at revisions %v)", st.held, tc.holder, tc.wantHeld, kv.updates)
+			ghost, err := messages.Marshal(&messages.Lease{Schema: messages.SchemaVersion, Job: "j", Holder: tc.holder})
+			if err != nil {
+				t.Fatal(err)
 			}
-			if tc.wantHeld && k.rev != 10 {
-				t.Fatalf("revision %d, want 10 (adopted 9, renewed)", k.rev)
+			seen, err := res.Leases.Create(ctx, key, mine)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The write whose reply was lost: it moved the key past the revision the
+			// keeper knows.
+			landed, err := res.Leases.Update(ctx, key, ghost, seen)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []leaseState
+			k := &leaseKeeper{kv: res.Leases, key: key, job: "j", holder: "me", ttl: time.Minute, log: zerolog.Nop(),
+				out: func(st leaseState) { got = append(got, st) },
+				rev: seen, value: mine, state: leaseState{held: true, validUntil: time.Now().Add(time.Minute), holder: "me", rev: seen, tenure: seen}}
+			k.step(ctx)
+			if len(got) != 1 || got[0].held != tc.wantHeld {
+				t.Fatalf("reported %+v after a lost write by %s, want held=%v", got, tc.holder, tc.wantHeld)
+			}
+			if !tc.wantHeld {
+				return
+			}
+			e, err := res.Leases.Get(ctx, key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if k.rev != e.Revision() || k.rev <= landed || got[0].rev != k.rev || got[0].tenure != seen {
+				t.Fatalf("keeper at revision %d (reported %+v), key at %d, lost write at %d: want the lost write adopted and renewed in the same tenure %d",
+					k.rev, got[0], e.Revision(), landed, seen)
 			}
 		})
 	}

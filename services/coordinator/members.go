@@ -92,7 +92,9 @@ func (j *job) requestRemoval(ctx context.Context, req removeRequest) {
 		return
 	}
 	if !j.prevOK {
-		prev, err := j.b.latestManifest(ctx)
+		cctx, cancel := j.callCtx(ctx)
+		prev, err := j.b.latestManifest(cctx)
+		cancel()
 		if err != nil {
 			req.done(nil, &replyError{codeUnavailable, fmt.Sprintf("cannot read the latest manifest of job %s: %v; nothing was removed", j.name, err)})
 			return
@@ -150,7 +152,10 @@ func (j *job) finishRemovals(ctx context.Context, m *messages.Manifest) {
 			Schema: messages.SchemaVersion, Job: j.name, Instance: inst, Kind: messages.MemberRemoved, At: m.CompletedAt,
 			Incarnation: d.Incarnation, Checkpoint: m.CheckpointID, By: j.coordID, Detail: detail,
 		}
-		if err := j.b.publishMemberEvent(ctx, ev); err != nil {
+		cctx, cancel := j.callCtx(ctx)
+		err := j.b.publishMemberEvent(cctx, ev)
+		cancel()
+		if err != nil {
 			j.log.Error().Err(err).Str("instance", inst).Msg("cannot publish the member removal event")
 		}
 		j.log.Warn().Str("instance", inst).Uint64("checkpoint", m.CheckpointID).Uint64("state_checkpoint", d.Checkpoint).

@@ -28,7 +28,7 @@ func (h *harness) remove(instance string) <-chan removeResult {
 
 // leave deregisters an instance.
 func (h *harness) leave(instance string) {
-	h.j.regs <- regUpdate{instance: instance}
+	h.j.mail.offerReg(regUpdate{instance: instance})
 	synctest.Wait()
 }
 
@@ -192,7 +192,7 @@ func TestRemovingAMember(t *testing.T) {
 			t.Fatalf("members after removal %+v", st.Members)
 		}
 		// Back again, it is a new member: not in the latest manifest, so not carried.
-		h.j.regs <- regUpdate{instance: "b", incarnation: "inc-b"}
+		h.j.mail.offerReg(regUpdate{instance: "b", incarnation: "inc-b"})
 		synctest.Wait()
 		if st := h.status(); len(st.Members) != 2 || st.Members[1].Checkpoint != 0 || !st.Members[1].Active {
 			t.Fatalf("members after b came back %+v", st.Members)

@@ -70,6 +70,9 @@ func (b *natsBackend) nextID(ctx context.Context) (uint64, error) {
 		if err != nil {
 			return 0, err
 		}
+		if err := expired(ctx); err != nil {
+			return 0, fmt.Errorf("advance checkpoint id counter: %w", err)
+		}
 		var rev uint64
 		if b.counterRev == 0 {
 			rev, err = b.manifests.Create(ctx, key, data)
@@ -143,6 +146,9 @@ func (b *natsBackend) writeManifest(ctx context.Context, m *messages.Manifest, p
 	if err != nil {
 		return err
 	}
+	if err := expired(ctx); err != nil {
+		return fmt.Errorf("put manifest: %w", err)
+	}
 	if _, err := b.manifests.Put(ctx, cjs.ManifestKey(b.job, m.CheckpointID), data); err != nil {
 		return fmt.Errorf("put manifest: %w", err)
 	}
@@ -160,7 +166,14 @@ func (b *natsBackend) writeManifest(ctx context.Context, m *messages.Manifest, p
 			if curID != prev {
 				return fmt.Errorf("%w: %s holds checkpoint %d, not the predecessor %d of checkpoint %d", ErrFenced, key, curID, prev, m.CheckpointID)
 			}
+			if cur != nil && m.Token != 0 && cur.Token > m.Token {
+				return fmt.Errorf("%w: %s was written under fencing token %d, above this coordinator's %d", ErrFenced, key, cur.Token, m.Token)
+			}
 			b.latestRev, b.latestOK = rev, true
+		}
+		// The last look at the lease before <job>.latest moves.
+		if err := expired(ctx); err != nil {
+			return fmt.Errorf("move %s: %w", key, err)
 		}
 		var rev uint64
 		if b.latestRev == 0 {

@@ -64,14 +64,19 @@ func (s *Service) onRemove(ctx context.Context, r micro.Request) {
 	case code != "":
 		respondError(r, code, msg)
 	case st.Holder == s.cfg.ID:
+		// The job's loop answers later, from its own goroutine, after this handler has
+		// returned: reply on the reply subject, never through r, whose state micro reads
+		// when the handler returns.
+		reply := r.Reply()
 		s.removeLocally(ctx, name, req.Instance, func(out *messages.MemberRemoval, e *replyError) {
+			msg := nats.NewMsg(reply)
 			if e != nil {
-				respondError(r, e.code, e.msg)
-				return
+				msg = errorReply(reply, e.code, e.msg)
+			} else {
+				msg.Header.Set("Content-Type", "application/json")
+				msg.Data, _ = json.Marshal(out)
 			}
-			if err := r.RespondJSON(out); err != nil {
-				s.log.Warn().Err(err).Msg("member removal reply not sent")
-			}
+			s.publishReply(msg)
 		})
 	case st.Holder == "":
 		respondError(r, codeUnavailable, fmt.Sprintf("no coordinator holds the lease of job %s right now; nothing was removed, try again", name))

@@ -82,6 +82,9 @@ type Service struct {
 	wg   sync.WaitGroup
 	// skipped logs each invalid config event once.
 	skipped configlog.SkipLog
+	// faults, when set (tests only), wraps a job's backend and snapshot store as the job
+	// is first seen: fault injection for one job among real ones.
+	faults func(job string, b backend, store objectStore) (backend, objectStore)
 }
 
 // New builds a coordinator; Run starts it.
@@ -115,7 +118,7 @@ func (s *Service) Run(ctx context.Context) error {
 		return fmt.Errorf("bucket %s has no TTL: leases could never expire", cjs.LeaseBucket)
 	}
 
-	ackSub, err := s.nc.Subscribe(s.cfg.Subjects.Ack("*"), func(m *nats.Msg) { s.onAck(ctx, m) })
+	ackSub, err := s.nc.Subscribe(s.cfg.Subjects.Ack("*"), s.onAck)
 	if err != nil {
 		return fmt.Errorf("subscribe to acks: %w", err)
 	}
@@ -208,13 +211,18 @@ func (s *Service) ensure(ctx context.Context, name string, ttl time.Duration) *j
 		job: name, subjects: s.cfg.Subjects, nc: s.nc, js: s.js, manifests: s.res.Manifests, events: s.res.Checkpoints, log: log,
 		retainCh: make(chan retainRequest, 1),
 	}
-	j := newJob(name, s.cfg.ID, b, s.log)
-	k := &leaseKeeper{kv: s.res.Leases, conn: s.nc, key: cjs.LeaseKey(name), job: name, holder: s.cfg.ID, ttl: ttl, out: j.leases, log: log}
+	var jb backend = b
+	var store objectStore = s.res.Snapshots
+	if s.faults != nil {
+		jb, store = s.faults(name, b, store)
+	}
+	j := newJob(name, s.cfg.ID, jb, s.log)
+	k := &leaseKeeper{kv: s.res.Leases, conn: s.nc, key: cjs.LeaseKey(name), job: name, holder: s.cfg.ID, ttl: ttl, out: j.mail.offerLease, log: log}
 	s.jobs[name] = j
 	s.wg.Go(func() { j.run(ctx) })
 	s.wg.Go(func() { k.run(ctx) })
 	trim := newTrimmer(s.cfg.trimStreams(), s.stream, log)
-	s.wg.Go(func() { b.runRetention(ctx, s.res.Snapshots, trim) })
+	s.wg.Go(func() { b.runRetention(ctx, store, trim) })
 	return j
 }
 
@@ -239,7 +247,7 @@ func (s *Service) onConfig(ctx context.Context, m jetstream.Msg, ttl time.Durati
 		s.wg.Go(func() { s.newestValidConfig(ctx, job, ttl) })
 		return
 	}
-	send(ctx, s.ensure(ctx, job, ttl).configs, ev)
+	s.ensure(ctx, job, ttl).mail.offerConfig(ev)
 }
 
 // newestValidConfig hands job the newest valid config event on its subject, logging the
@@ -252,7 +260,7 @@ func (s *Service) newestValidConfig(ctx context.Context, job string, ttl time.Du
 	}
 	s.skipped.Log(s.log, job, l.Skipped)
 	if l.Event != nil {
-		send(ctx, s.ensure(ctx, job, ttl).configs, l.Event)
+		s.ensure(ctx, job, ttl).mail.offerConfig(l.Event)
 	}
 }
 
@@ -324,7 +332,7 @@ func (s *Service) routeRegistrations(ctx context.Context, w jetstream.KeyWatcher
 			if u.incarnation == "" && s.lookup(job) == nil {
 				continue
 			}
-			send(ctx, s.ensure(ctx, job, ttl).regs, u)
+			s.ensure(ctx, job, ttl).mail.offerReg(u)
 		}
 	}
 }
@@ -341,7 +349,7 @@ func (s *Service) syncRegistrations(ctx context.Context, all map[string]map[stri
 	}
 	s.mu.Unlock()
 	for _, j := range jobs {
-		send(ctx, j.regs, regUpdate{sync: true, all: all[j.name]})
+		j.mail.offerReg(regUpdate{sync: true, all: all[j.name]})
 	}
 }
 
@@ -364,7 +372,7 @@ func (s *Service) registration(e jetstream.KeyValueEntry) (string, regUpdate, bo
 	return parts[1], u, true
 }
 
-func (s *Service) onAck(ctx context.Context, m *nats.Msg) {
+func (s *Service) onAck(m *nats.Msg) {
 	var a messages.Ack
 	if err := messages.Unmarshal(m.Data, &a); err != nil {
 		s.log.Warn().Err(err).Str("subject", m.Subject).Msg("ack dropped: cannot decode")
@@ -374,53 +382,67 @@ func (s *Service) onAck(ctx context.Context, m *nats.Msg) {
 		s.log.Warn().Str("subject", m.Subject).Str("ack_job", a.Job).Msg("ack dropped: job does not match its subject")
 		return
 	}
-	if j := s.lookup(a.Job); j != nil {
-		send(ctx, j.acks, &a)
+	if j := s.lookup(a.Job); j != nil && !j.mail.offerAck(&a) {
+		if n := j.mail.droppedAcks.Load(); n&(n-1) == 0 {
+			s.log.Warn().Str("job", a.Job).Uint64("dropped_acks", n).Msg("ack dropped: the job's mailbox is full (its loop is slow); a resent barrier or the timeout recovers")
+		}
 	}
 }
 
 // onStatus answers cairn.status.<job>. Any replica may receive it (micro's queue group);
 // a standby forwards it to the lease holder, which knows the pending and completed
 // checkpoints, and answers with its own view only when the holder does not answer.
+// Waiting for the job's loop (up to 2 s) or for the holder (up to 1 s) happens on a
+// goroutine of its own, so that one stuck job or an unresponsive holder delays no other
+// status request; the answer goes to the reply subject, not through r, whose state micro
+// reads once the handler has returned.
 func (s *Service) onStatus(ctx context.Context, r micro.Request) {
 	name := s.cfg.Subjects.Token(r.Subject(), 1)
 	if err := messages.ValidateName("job", name); err != nil {
 		respondError(r, codeBadRequest, err.Error())
 		return
 	}
+	reply := r.Reply()
+	s.wg.Go(func() { s.answerStatus(ctx, name, reply) })
+}
+
+// answerStatus answers a status request of job name on the reply subject.
+func (s *Service) answerStatus(ctx context.Context, name, reply string) {
 	st, code, msg := s.localStatus(ctx, name)
 	if code != "" {
-		respondError(r, code, msg)
+		s.publishReply(errorReply(reply, code, msg))
 		return
 	}
 	if st.Holder != "" && st.Holder != s.cfg.ID {
 		m, err := s.nc.Request(s.cfg.Subjects.CoordinatorStatus(st.Holder, name), nil, time.Second)
 		if err == nil && m.Header.Get(micro.ErrorCodeHeader) == "" {
-			if err := r.Respond(m.Data, micro.WithHeaders(micro.Headers{"Content-Type": []string{"application/json"}})); err != nil {
-				s.log.Warn().Err(err).Msg("status reply not sent")
-			}
+			out := nats.NewMsg(reply)
+			out.Header.Set("Content-Type", "application/json")
+			out.Data = m.Data
+			s.publishReply(out)
 			return
 		}
 		s.log.Debug().Err(err).Str("holder", st.Holder).Msg("holder did not answer a forwarded status request; answering with this standby's view")
 	}
-	if err := r.RespondJSON(st); err != nil {
-		s.log.Warn().Err(err).Msg("status reply not sent")
-	}
+	out := nats.NewMsg(reply)
+	out.Data, _ = json.Marshal(st)
+	s.publishReply(out)
 }
 
-// onDirectStatus answers a status request forwarded to this coordinator.
+// onDirectStatus answers a status request forwarded to this coordinator, on a goroutine of
+// its own (see onStatus).
 func (s *Service) onDirectStatus(ctx context.Context, m *nats.Msg) {
 	name := s.cfg.Subjects.Token(m.Subject, 3)
-	reply := nats.NewMsg(m.Reply)
-	st, code, msg := s.localStatus(ctx, name)
-	if code != "" {
-		reply = errorReply(m.Reply, code, msg)
-	} else {
-		reply.Data, _ = json.Marshal(st)
-	}
-	if err := m.RespondMsg(reply); err != nil {
-		s.log.Debug().Err(err).Msg("direct status reply not sent")
-	}
+	s.wg.Go(func() {
+		reply := nats.NewMsg(m.Reply)
+		st, code, msg := s.localStatus(ctx, name)
+		if code != "" {
+			reply = errorReply(m.Reply, code, msg)
+		} else {
+			reply.Data, _ = json.Marshal(st)
+		}
+		s.publishReply(reply)
+	})
 }
 
 // localStatus asks the job's loop for its status; on failure it returns an error code and
@@ -461,6 +483,13 @@ type replyError struct {
 func respondError(r micro.Request, code, msg string) {
 	body, _ := json.Marshal(messages.ErrorBody{Error: msg})
 	_ = r.Error(code, msg, body)
+}
+
+// publishReply sends a reply composed off the handler's goroutine.
+func (s *Service) publishReply(m *nats.Msg) {
+	if err := s.nc.PublishMsg(m); err != nil {
+		s.log.Warn().Err(err).Str("subject", m.Subject).Msg("reply not sent")
+	}
 }
 
 // errorReply is a core NATS reply carrying micro's error headers and a JSON body, for

@@ -22,7 +22,7 @@ func (j *job) view(now time.Time) messages.Status {
 		Completed:           j.completed,
 		Aborted:             j.aborted,
 		LateAcks:            j.lateAcks,
-		StaleConfigEvents:   j.staleConfigs,
+		StaleConfigEvents:   j.staleConfigs + j.mail.staleConfigs.Load(),
 		ConsecutiveFailures: j.failures,
 		Failed:              j.failed(),
 	}
