@@ -17,6 +17,7 @@ import (
 
 	"github.com/cairn-stream/cairn/internal/health"
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	op "github.com/cairn-stream/cairn/pkg/operator"
 )
 
 // common holds the flags every service command shares.
@@ -145,26 +146,22 @@ func (c *common) setup(ctx context.Context, name string, lookupOnly bool, only [
 	return nc, js, res, nil
 }
 
-// ensureResources retries cjs.Ensure with backoff until it succeeds or ctx ends.
+// ensureResources retries cjs.Ensure with op.Retry's backoff until it succeeds or ctx ends.
 func ensureResources(ctx context.Context, js jetstream.JetStream, o cjs.Options, log zerolog.Logger) (*cjs.Resources, error) {
-	wait := 100 * time.Millisecond
-	for {
+	var res *cjs.Resources
+	err := op.Retry(ctx, func(ctx context.Context) error {
 		ectx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		res, err := cjs.Ensure(ectx, js, o)
-		cancel()
-		if err == nil {
-			return res, nil
-		}
+		defer cancel()
+		var err error
+		res, err = cjs.Ensure(ectx, js, o)
+		return err
+	}, func(err error, wait time.Duration) {
 		log.Warn().Err(err).Dur("retry_in", wait).Msg("JetStream resources not ready")
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil, fmt.Errorf("stopped while resources were not ready (%w): %w", err, ctx.Err())
-		case <-t.C:
-		}
-		wait = min(wait*2, 5*time.Second)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("stopped while resources were not ready: %w", err)
 	}
+	return res, nil
 }
 
 // serveHealth serves /healthz on the health address, if one is set, reporting ready while

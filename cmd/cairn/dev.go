@@ -129,7 +129,7 @@ func runDev(ctx context.Context, args []string, stderr io.Writer) error {
 		err = spawn(inst, func(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, log zerolog.Logger) error {
 			cfg := operator.DefaultConfig(*job, inst)
 			cfg.Output = cjs.Subjects{}.Output(*job, inst)
-			svc, err := operator.NewService(cfg, nc, js, res, log)
+			svc, err := operator.NewService(cfg, nc, log)
 			if err != nil {
 				return err
 			}

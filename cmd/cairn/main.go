@@ -26,8 +26,8 @@ Run 'cairn <command> -h' for the flags; every flag also reads an environment var
 Exit status: 0 after a clean stop (SIGTERM, Ctrl-C), 2 for a usage error, 1 for any other
 error. An operator exits 1 with an ERROR log line naming the job, the instance and the cause
 when it refuses to start (a member with no usable snapshot: --reset-state; input after its
-restored position possibly removed: --accept-input-gap) or was replaced by a newer process
-with the same instance id.
+restored position possibly removed: --accept-input-gap; the checkpoint --restore-from names
+is gone) or was replaced by a newer process with the same instance id.
 `
 
 func main() {

@@ -83,6 +83,18 @@ func TestOperatorWithoutUsableSnapshotExitsNonZero(t *testing.T) {
 		t.Fatalf("no ERROR line naming the job, the instance and the missing object:\n%s", stderr.String())
 	}
 
+	// --restore-from a savepoint that does not exist is refused the same way.
+	cmd = exec.CommandContext(ctx, bin, "operator", "--nats-url", s.URL, "--job", "orders", "--instance", "counter-0", "--restore-from", "nope")
+	stderr.Reset()
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); !errors.As(err, &exit) || exit.ExitCode() != 1 {
+		t.Fatalf("cairn operator --restore-from nope: %v, want exit status 1\n%s", err, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "refusing to start: the checkpoint --restore-from names cannot be restored") ||
+		!strings.Contains(stderr.String(), "savepoint nope does not exist") {
+		t.Fatalf("no ERROR line saying the savepoint does not exist:\n%s", stderr.String())
+	}
+
 	// CAIRN_RESET_STATE starts it empty on purpose; SIGTERM then stops it cleanly.
 	cmd = exec.CommandContext(ctx, bin, "operator", "--nats-url", s.URL, "--job", "orders", "--instance", "counter-0")
 	cmd.Env = append(os.Environ(), "CAIRN_RESET_STATE=true")

@@ -12,6 +12,7 @@ import (
 
 	"github.com/cairn-stream/cairn/internal/loadgen"
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	op "github.com/cairn-stream/cairn/pkg/operator"
 	"github.com/cairn-stream/cairn/services/configsvc"
 	"github.com/cairn-stream/cairn/services/coordinator"
 	"github.com/cairn-stream/cairn/services/operator"
@@ -82,7 +83,9 @@ func runOperator(ctx context.Context, args []string, stderr io.Writer) error {
 	c.register(fs)
 	job := fs.String("job", os.Getenv("CAIRN_JOB"), "job name [$CAIRN_JOB]")
 	instance := fs.String("instance", os.Getenv("CAIRN_INSTANCE"), "stable instance id, e.g. counter-0 [$CAIRN_INSTANCE]")
-	input := fs.String("input", os.Getenv("CAIRN_INPUT_SUBJECT"), "input subject; empty: <prefix>.input.<job>.<instance> [$CAIRN_INPUT_SUBJECT]")
+	inputStream := fs.String("input-stream", envOr("CAIRN_INPUT_STREAM", cjs.InputStream), "stream the input is read from [$CAIRN_INPUT_STREAM]")
+	input := fs.String("input", os.Getenv("CAIRN_INPUT_SUBJECT"), "input subject filters of the input stream, comma-separated; empty: <prefix>.input.<job>.<instance> [$CAIRN_INPUT_SUBJECT]")
+	restoreFrom := fs.String("restore-from", os.Getenv("CAIRN_RESTORE_FROM"), "restore this checkpoint id or savepoint name instead of the newest checkpoint, and resume the input at its positions; refused when it, this instance's snapshot in it or its input is gone. Use for one start only [$CAIRN_RESTORE_FROM]")
 	output := fs.String("output", os.Getenv("CAIRN_OUTPUT_SUBJECT"), "emit each key's new totals on this subject (e.g. <prefix>.output.<job>.<instance>); empty: no output [$CAIRN_OUTPUT_SUBJECT]")
 	resetDefault, err := envBool("CAIRN_RESET_STATE")
 	if err != nil {
@@ -103,22 +106,24 @@ func runOperator(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	cfg := operator.DefaultConfig(*job, *instance)
 	cfg.Subjects = c.subjects()
-	if *input != "" {
-		cfg.InputSubject = *input
-	}
+	cfg.InputStream = *inputStream
+	cfg.InputFilters = splitList(*input)
 	cfg.Output = *output
 	cfg.ResetState = *resetState
 	cfg.AcceptInputGap = *acceptGap
+	cfg.RestoreFrom = *restoreFrom
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
 	log = log.With().Str("service", "operator").Logger()
-	nc, js, res, err := c.setup(ctx, "cairn-operator-"+*instance, true, operator.Resources(), log)
+	// The runtime looks up the streams and buckets it uses itself, waiting while they do
+	// not exist yet.
+	nc, err := c.connect("cairn-operator-"+*instance, log)
 	if err != nil {
 		return err
 	}
 	defer drain(nc)
-	svc, err := operator.NewService(cfg, nc, js, res, log)
+	svc, err := operator.NewService(cfg, nc, log)
 	if err != nil {
 		return err
 	}
@@ -135,11 +140,13 @@ func runOperator(ctx context.Context, args []string, stderr io.Writer) error {
 func logOperatorFailure(log zerolog.Logger, cfg operator.Config, err error) {
 	msg := "operator failed"
 	switch {
-	case errors.Is(err, operator.ErrNoUsableSnapshot):
+	case errors.Is(err, op.ErrNoUsableSnapshot):
 		msg = "refusing to start: this member has no usable snapshot (--reset-state starts it empty on purpose)"
-	case errors.Is(err, operator.ErrInputGap):
+	case errors.Is(err, op.ErrInputGap):
 		msg = "refusing to start: input after the restored position may have been removed (--accept-input-gap goes on without it)"
-	case errors.Is(err, operator.ErrReplaced):
+	case errors.Is(err, op.ErrRestoreFrom):
+		msg = "refusing to start: the checkpoint --restore-from names cannot be restored"
+	case errors.Is(err, op.ErrReplaced):
 		msg = "stopped: replaced by a newer incarnation of this instance"
 	}
 	log.Error().Str("job", cfg.Job).Str("instance", cfg.Instance).Err(err).Msg(msg)

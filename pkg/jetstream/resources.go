@@ -278,6 +278,10 @@ func ManifestKey(job string, id uint64) string { return fmt.Sprintf("%s.%d", job
 // LatestKey is the key of job's newest manifest in CAIRN_MANIFESTS.
 func LatestKey(job string) string { return job + ".latest" }
 
+// SavepointKey is the key of job's savepoint name in CAIRN_MANIFESTS: it holds the
+// savepoint's manifest.
+func SavepointKey(job, name string) string { return job + ".savepoint." + name }
+
 // CounterKey is the key of job's checkpoint id counter in CAIRN_MANIFESTS.
 func CounterKey(job string) string { return job + ".counter" }
 

@@ -78,6 +78,11 @@ func (s Subjects) OperatorState(job, instance string) string {
 	return s.join("op", job, instance, "state")
 }
 
+// OperatorInfo is the subject an operator instance answers info requests on.
+func (s Subjects) OperatorInfo(job, instance string) string {
+	return s.join("op", job, instance, "info")
+}
+
 // Token returns the token at index i (0-based, after the prefix) of subject, or "" when
 // the subject is shorter or does not start with the prefix.
 func (s Subjects) Token(subject string, i int) string {

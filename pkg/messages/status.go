@@ -122,6 +122,38 @@ type OperatorState struct {
 	Rejected uint64 `json:"rejected"`
 }
 
+// OperatorInfo is the JSON reply of every operator instance to
+// cairn.op.<job>.<instance>.info, whatever its Machine.
+type OperatorInfo struct {
+	Schema      int    `json:"schema"`
+	Job         string `json:"job"`
+	Instance    string `json:"instance"`
+	Incarnation string `json:"incarnation"`
+	// InputStream and InputFilters are what the instance reads.
+	InputStream  string   `json:"input_stream"`
+	InputFilters []string `json:"input_filters"`
+	// Position is the input stream sequence of the last record applied (or restored).
+	Position uint64 `json:"position"`
+	// RestoredCheckpoint is the id of the checkpoint the state was restored from, 0 for an
+	// empty start; RestoredFrom names it ("checkpoint 7", "savepoint before-upgrade",
+	// "latest") and is empty for an empty start.
+	RestoredCheckpoint uint64 `json:"restored_checkpoint"`
+	RestoredFrom       string `json:"restored_from,omitempty"`
+	// Stats are the runtime's counters since the process started.
+	Stats OperatorStats `json:"stats"`
+}
+
+// OperatorStats are an operator instance's counters in OperatorInfo.
+type OperatorStats struct {
+	Applied       uint64 `json:"applied"`
+	Rejected      uint64 `json:"rejected"`
+	Emitted       uint64 `json:"emitted"`
+	Acked         uint64 `json:"acked"`
+	Declined      uint64 `json:"declined"`
+	Reused        uint64 `json:"reused"`
+	BytesUploaded uint64 `json:"bytes_uploaded"`
+}
+
 // KeyTotals is one key's aggregate in OperatorState.
 type KeyTotals struct {
 	Count int64 `json:"count"`

@@ -15,6 +15,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/cairn-stream/cairn/pkg/messages"
+	op "github.com/cairn-stream/cairn/pkg/operator"
 )
 
 // aggregatorFormat is the version of the Aggregator's snapshot format.
@@ -32,12 +33,12 @@ type Aggregator struct {
 	keys     map[string]messages.KeyTotals
 	rejected uint64
 	output   string
-	pending  []Output
+	pending  []op.Output
 }
 
 var (
-	_ Machine  = (*Aggregator)(nil)
-	_ Producer = (*Aggregator)(nil)
+	_ op.Machine  = (*Aggregator)(nil)
+	_ op.Producer = (*Aggregator)(nil)
 )
 
 // EmitTo makes the Aggregator emit, for every event it applies, the key's new totals as
@@ -45,7 +46,7 @@ var (
 func (a *Aggregator) EmitTo(subject string) { a.output = subject }
 
 // TakeOutputs implements Producer.
-func (a *Aggregator) TakeOutputs() []Output {
+func (a *Aggregator) TakeOutputs() []op.Output {
 	out := a.pending
 	a.pending = nil
 	return out
@@ -67,7 +68,7 @@ func NewAggregator() *Aggregator {
 // "key" and an integer "value" (in int64 range, no fraction or exponent), or that would
 // overflow its key's sum, is counted as rejected and returns an error wrapping
 // ErrMalformedEvent.
-func (a *Aggregator) Apply(rec Record) error {
+func (a *Aggregator) Apply(rec op.Record) error {
 	key, value, err := parseEvent(rec.Data)
 	if err == nil {
 		t := a.keys[key]
@@ -78,7 +79,7 @@ func (a *Aggregator) Apply(rec Record) error {
 			a.keys[key] = messages.KeyTotals{Count: t.Count + 1, Sum: sum}
 			if a.output != "" {
 				data, _ := json.Marshal(KeyUpdate{Key: key, Count: t.Count + 1, Sum: sum})
-				a.pending = append(a.pending, Output{Subject: a.output, Data: data})
+				a.pending = append(a.pending, op.Output{Subject: a.output, Data: data})
 			}
 		}
 	}
@@ -145,7 +146,7 @@ func (a *Aggregator) Keys() map[string]messages.KeyTotals { return maps.Clone(a.
 func (a *Aggregator) Rejected() uint64 { return a.rejected }
 
 // Snapshot copies the state.
-func (a *Aggregator) Snapshot() (Snapshot, error) {
+func (a *Aggregator) Snapshot() (op.Snapshot, error) {
 	return &aggregatorSnapshot{keys: maps.Clone(a.keys), rejected: a.rejected}, nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/cairn-stream/cairn/pkg/messages"
+	op "github.com/cairn-stream/cairn/pkg/operator"
 	"github.com/cairn-stream/cairn/services/operator"
 )
 
@@ -41,7 +42,7 @@ func TestAggregatorApply(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			a := operator.NewAggregator()
-			err := a.Apply(operator.Record{Data: []byte(tt.data), Sequence: 1})
+			err := a.Apply(op.Record{Data: []byte(tt.data), Sequence: 1})
 			if tt.ok {
 				if err != nil {
 					t.Fatalf("Apply(%s) = %v, want nil", tt.data, err)
@@ -64,7 +65,7 @@ func TestAggregatorApply(t *testing.T) {
 func TestAggregatorRejectsSumOverflow(t *testing.T) {
 	a := operator.NewAggregator()
 	for _, d := range []string{`{"key":"a","value":9223372036854775807}`, `{"key":"a","value":1}`, `{"key":"a","value":-1}`} {
-		_ = a.Apply(operator.Record{Data: []byte(d)})
+		_ = a.Apply(op.Record{Data: []byte(d)})
 	}
 	want := map[string]messages.KeyTotals{"a": {Count: 2, Sum: 9223372036854775806}}
 	if !maps.Equal(a.Keys(), want) || a.Rejected() != 1 {
@@ -75,14 +76,14 @@ func TestAggregatorRejectsSumOverflow(t *testing.T) {
 func TestAggregatorSnapshotRestore(t *testing.T) {
 	a := operator.NewAggregator()
 	for _, d := range []string{`{"key":"b","value":2}`, `{"key":"a","value":1}`, `{"key":"b","value":5}`, `bad`, `{"key":"c","value":-4}`} {
-		_ = a.Apply(operator.Record{Data: []byte(d)})
+		_ = a.Apply(op.Record{Data: []byte(d)})
 	}
 	snap, err := a.Snapshot()
 	if err != nil {
 		t.Fatal(err)
 	}
 	// The snapshot is a copy: later records do not change it.
-	_ = a.Apply(operator.Record{Data: []byte(`{"key":"a","value":100}`)})
+	_ = a.Apply(op.Record{Data: []byte(`{"key":"a","value":100}`)})
 	var first bytes.Buffer
 	if err := snap.Persist(&first); err != nil {
 		t.Fatal(err)

@@ -2,81 +2,72 @@ package operator
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 	"github.com/rs/zerolog"
 
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/internal/zlog"
 	"github.com/cairn-stream/cairn/pkg/messages"
+	op "github.com/cairn-stream/cairn/pkg/operator"
 )
 
-// Names of the reference operator's micro service.
-const (
-	// ServiceName is the micro service's name, as listed by `nats micro ls`.
-	ServiceName = "cairn-operator"
-	// ServiceVersion is the micro service's version.
-	ServiceVersion = "0.1.0"
-	// StateEndpoint is the name of the endpoint answering on Subjects.OperatorState.
-	StateEndpoint = "state"
-)
+// StateEndpoint is the name of the endpoint answering on Subjects.OperatorState, added to
+// the runtime's micro service (op.ServiceName).
+const StateEndpoint = "state"
 
 // stateTimeout bounds how long a state request waits for the processing goroutine.
 const stateTimeout = 5 * time.Second
 
-// Service is the reference operator: an Aggregator driven by a Runtime, with its state
-// served as JSON messages.OperatorState on Subjects.OperatorState(job, instance) by the
-// micro service "cairn-operator".
+// Service is the reference operator: an Aggregator driven by a pkg/operator Runtime, with
+// its state served as JSON messages.OperatorState on Subjects.OperatorState(job,
+// instance) next to the runtime's info endpoint.
 type Service struct {
 	cfg Config
-	nc  *nats.Conn
 	agg *Aggregator
-	rt  *Runtime
+	rt  *op.Runtime
 	log zerolog.Logger
 }
 
-// NewService returns the reference operator for the instance cfg names.
-func NewService(cfg Config, nc *nats.Conn, js jetstream.JetStream, res *cjs.Resources, log zerolog.Logger) (*Service, error) {
+// emitless hides the Aggregator's Producer method when it emits nothing, so that the
+// runtime does not wait for an output stream it will never use.
+type emitless struct{ op.Machine }
+
+// NewService returns the reference operator for the instance cfg names. The runtime logs
+// through log (bridged to slog by internal/zlog), in place of cfg.Logger.
+func NewService(cfg Config, nc *nats.Conn, log zerolog.Logger) (*Service, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
 	agg := NewAggregator()
 	agg.EmitTo(cfg.Output)
-	rt, err := New(cfg, nc, js, res, agg, log)
+	var m op.Machine = agg
+	if cfg.Output == "" {
+		m = emitless{agg}
+	}
+	rcfg := cfg.Config
+	rcfg.Logger = zlog.New(log)
+	rt, err := op.New(nc, rcfg, m)
 	if err != nil {
 		return nil, err
 	}
-	return &Service{cfg: rt.Config(), nc: nc, agg: agg, rt: rt, log: rt.log}, nil
+	s := &Service{cfg: cfg, agg: agg, rt: rt, log: log.With().Str("job", cfg.Job).Str("instance", cfg.Instance).Logger()}
+	s.cfg.Config = rt.Config()
+	subject := cfg.Subjects.OperatorState(cfg.Job, cfg.Instance)
+	if err := rt.AddEndpoint(StateEndpoint, subject, micro.HandlerFunc(s.handleState)); err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 // Runtime returns the Runtime driving the Aggregator.
-func (s *Service) Runtime() *Runtime { return s.rt }
+func (s *Service) Runtime() *op.Runtime { return s.rt }
 
-// Run adds the micro service and runs the Runtime until ctx is done (see Runtime.Run),
-// then stops the micro service. State requests are answered with 503 until the state is
-// restored.
-func (s *Service) Run(ctx context.Context) error {
-	svc, err := micro.AddService(s.nc, micro.Config{
-		Name:        ServiceName,
-		Version:     ServiceVersion,
-		Description: "Cairn reference operator: keyed count and sum of JSON events",
-		Metadata:    map[string]string{"job": s.cfg.Job, "instance": s.cfg.Instance, "incarnation": s.rt.Incarnation()},
-	})
-	if err != nil {
-		return fmt.Errorf("add micro service %s: %w", ServiceName, err)
-	}
-	defer func() {
-		if err := svc.Stop(); err != nil {
-			s.log.Warn().Err(err).Msg("stop micro service")
-		}
-	}()
-	subject := s.cfg.Subjects.OperatorState(s.cfg.Job, s.cfg.Instance)
-	if err := svc.AddEndpoint(StateEndpoint, micro.HandlerFunc(s.handleState), micro.WithEndpointSubject(subject)); err != nil {
-		return fmt.Errorf("add endpoint %s on %s: %w", StateEndpoint, subject, err)
-	}
-	return s.rt.Run(ctx)
-}
+// Run runs the Runtime, which serves the state endpoint, until ctx is done (see
+// op.Runtime.Run). State requests are answered with 503 until the state is restored.
+func (s *Service) Run(ctx context.Context) error { return s.rt.Run(ctx) }
 
 // State returns the Aggregator's state, read consistently on the processing goroutine.
 func (s *Service) State(ctx context.Context) (messages.OperatorState, error) {
@@ -109,8 +100,7 @@ func (s *Service) handleState(req micro.Request) {
 }
 
 func (s *Service) respondError(req micro.Request, code, description string) {
-	body, _ := json.Marshal(messages.ErrorBody{Error: description})
-	if err := req.Error(code, description, body); err != nil {
+	if err := op.RespondError(req, code, description); err != nil {
 		s.log.Warn().Err(err).Msg("respond to state request")
 	}
 }

@@ -17,7 +17,7 @@ import (
 
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
 	"github.com/cairn-stream/cairn/pkg/messages"
-	"github.com/cairn-stream/cairn/services/operator"
+	"github.com/cairn-stream/cairn/pkg/operator"
 )
 
 const (
@@ -30,7 +30,7 @@ const (
 )
 
 // BenchmarkCheckpoint8x1MiB measures trigger→completed of a checkpoint of 8 operator
-// runtimes (services/operator.New) whose state is 1 MiB of random bytes that differ from
+// runtimes (pkg/operator.New) whose state is 1 MiB of random bytes that differ from
 // one checkpoint to the next, so every checkpoint uploads 8 MiB; a real configsvc and
 // coordinator, file storage. Checkpoints are fired on demand (see trigger) so that nothing
 // else runs meanwhile. Each sample is the arrival of the completed event at a subscriber

@@ -14,6 +14,7 @@ import (
 	"github.com/cairn-stream/cairn/internal/natstest"
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
 	"github.com/cairn-stream/cairn/pkg/messages"
+	op "github.com/cairn-stream/cairn/pkg/operator"
 	"github.com/cairn-stream/cairn/services/configsvc"
 	"github.com/cairn-stream/cairn/services/coordinator"
 	"github.com/cairn-stream/cairn/services/operator"
@@ -97,8 +98,8 @@ func (c *cluster) startCoordinator() {
 // startAggregator runs a reference operator instance.
 func (c *cluster) startAggregator(instance string) {
 	c.b.Helper()
-	nc, js := c.connect()
-	svc, err := operator.NewService(operator.DefaultConfig(job, instance), nc, js, c.res, zerolog.Nop())
+	nc, _ := c.connect()
+	svc, err := operator.NewService(operator.DefaultConfig(job, instance), nc, zerolog.Nop())
 	if err != nil {
 		c.b.Fatalf("operator %s: %v", instance, err)
 	}
@@ -106,10 +107,10 @@ func (c *cluster) startAggregator(instance string) {
 }
 
 // startOperator runs an operator runtime driving m.
-func (c *cluster) startOperator(instance string, m operator.Machine) *operator.Runtime {
+func (c *cluster) startOperator(instance string, m op.Machine) *op.Runtime {
 	c.b.Helper()
-	nc, js := c.connect()
-	rt, err := operator.New(operator.DefaultConfig(job, instance), nc, js, c.res, m, zerolog.Nop())
+	nc, _ := c.connect()
+	rt, err := op.New(nc, op.DefaultConfig(job, instance), m)
 	if err != nil {
 		c.b.Fatalf("operator %s: %v", instance, err)
 	}

@@ -115,7 +115,7 @@ func (s *system) startOperator(job, instance string) {
 	s.start(instance, func(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, res *cjs.Resources) error {
 		cfg := operator.DefaultConfig(job, instance)
 		cfg.Output = subjects.Output(job, instance)
-		svc, err := operator.NewService(cfg, nc, js, res, testLog().With().Str("service", instance).Logger())
+		svc, err := operator.NewService(cfg, nc, testLog().With().Str("service", instance).Logger())
 		if err != nil {
 			return err
 		}

@@ -11,7 +11,8 @@ import (
 
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
 	"github.com/cairn-stream/cairn/pkg/messages"
-	"github.com/cairn-stream/cairn/services/operator"
+	"github.com/cairn-stream/cairn/pkg/operator"
+	refop "github.com/cairn-stream/cairn/services/operator"
 )
 
 // memberWithTwoCheckpoints runs counter-0 through checkpoints 1 and 2 (both manifests
@@ -20,7 +21,7 @@ import (
 func memberWithTwoCheckpoints(e *env) (ack1, ack2 messages.Ack, totals map[string]messages.KeyTotals) {
 	e.t.Helper()
 	totals = map[string]messages.KeyTotals{}
-	r := e.start("counter-0", operator.NewAggregator())
+	r := e.start("counter-0", refop.NewAggregator())
 	last := e.publishEvents("counter-0", totals, makeEvents(10, 1, "a", "b")...)
 	waitPosition(e.t, r.rt, last)
 	ack1 = e.checkpoint(1)
@@ -68,7 +69,7 @@ func TestMemberWithoutUsableSnapshotRefusesToStart(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	err := e.startErr(operator.DefaultConfig(testJob, "counter-0"), operator.NewAggregator())
+	err := e.startErr(operator.DefaultConfig(testJob, "counter-0"), refop.NewAggregator())
 	if !errors.Is(err, operator.ErrNoUsableSnapshot) {
 		t.Fatalf("Run = %v, want ErrNoUsableSnapshot", err)
 	}
@@ -90,7 +91,7 @@ func TestMemberWithoutUsableSnapshotRefusesToStart(t *testing.T) {
 	}
 
 	// An instance the manifests do not hold is new: it starts empty, without complaint.
-	r1 := e.start("counter-1", operator.NewAggregator())
+	r1 := e.start("counter-1", refop.NewAggregator())
 	if r1.rt.Position() != 0 || !e.logged(`"level":"info"`, `"incarnation":"`+r1.rt.Incarnation()+`"`, `"message":"not a member of the job`) {
 		t.Fatalf("new instance: position %d; want an empty start logged as a new instance", r1.rt.Position())
 	}
@@ -98,7 +99,7 @@ func TestMemberWithoutUsableSnapshotRefusesToStart(t *testing.T) {
 	// Reset on purpose: starts empty, reads all the input again, and says so.
 	cfg := operator.DefaultConfig(testJob, "counter-0")
 	cfg.ResetState = true
-	agg := operator.NewAggregator()
+	agg := refop.NewAggregator()
 	r := e.startWith(cfg, agg)
 	waitPosition(t, r.rt, ack2.Positions[cjs.InputStream])
 	keys, _, _ := aggState(t, r.rt, agg)
@@ -127,7 +128,7 @@ func TestMembershipFromRetainedManifestsWhenLatestIsUnreadable(t *testing.T) {
 	if err := e.res.Manifests.Delete(e.ctx(), cjs.ManifestKey(testJob, 2)); err != nil {
 		t.Fatal(err)
 	}
-	agg := operator.NewAggregator()
+	agg := refop.NewAggregator()
 	r := e.start("counter-0", agg)
 	waitPosition(t, r.rt, ack1.Positions[cjs.InputStream]+10)
 	keys, _, _ := aggState(t, r.rt, agg)
@@ -142,7 +143,7 @@ func TestMembershipFromRetainedManifestsWhenLatestIsUnreadable(t *testing.T) {
 	if err := e.res.Snapshots.Delete(e.ctx(), ack1.Snapshot.Object); err != nil {
 		t.Fatal(err)
 	}
-	err := e.startErr(operator.DefaultConfig(testJob, "counter-0"), operator.NewAggregator())
+	err := e.startErr(operator.DefaultConfig(testJob, "counter-0"), refop.NewAggregator())
 	if !errors.Is(err, operator.ErrNoUsableSnapshot) || !strings.Contains(err.Error(), "manifest unreadable: orders.latest") {
 		t.Fatalf("Run = %v, want ErrNoUsableSnapshot naming the unreadable latest manifest", err)
 	}
@@ -171,7 +172,7 @@ func newGapEnv(t *testing.T, limits jetstream.StreamConfig) *gapEnv {
 
 func (g *gapEnv) config() operator.Config {
 	cfg := operator.DefaultConfig(testJob, "counter-0")
-	cfg.InputStream, cfg.InputSubject = g.stream, g.own
+	cfg.InputStream, cfg.InputFilters = g.stream, []string{g.own}
 	return cfg
 }
 
@@ -217,7 +218,7 @@ func TestInputGap(t *testing.T) {
 			stopped: func(g *gapEnv, _ uint64) {
 				g.publishTo(g.other, 20)
 			},
-			gap: []string{"job orders", "instance counter-0", "input stream GAP_", "filter gap.GAP_", "includes sequence 5", "first sequence is 16", "limit max_msgs 10", "--accept-input-gap"},
+			gap: []string{"job orders", "instance counter-0", "input stream GAP_", "filters gap.GAP_", "includes sequence 5", "first sequence is 16", "limit max_msgs 10", "--accept-input-gap"},
 		},
 		{
 			name:    "max_msgs overflowed, accepted",
@@ -275,7 +276,7 @@ func TestInputGap(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			g := newGapEnv(t, tt.limits)
-			r := g.startWith(g.config(), operator.NewAggregator())
+			r := g.startWith(g.config(), refop.NewAggregator())
 			pos := g.publishTo(g.own, 5)
 			waitPosition(t, r.rt, pos)
 			ack := g.checkpoint(1)
@@ -288,7 +289,7 @@ func TestInputGap(t *testing.T) {
 			cfg := g.config()
 			cfg.AcceptInputGap = tt.accept
 			if tt.gap != nil {
-				err := g.startErr(cfg, operator.NewAggregator())
+				err := g.startErr(cfg, refop.NewAggregator())
 				if !errors.Is(err, operator.ErrInputGap) {
 					t.Fatalf("Run = %v, want ErrInputGap", err)
 				}
@@ -299,7 +300,7 @@ func TestInputGap(t *testing.T) {
 				}
 				return
 			}
-			r2 := g.startWith(cfg, operator.NewAggregator())
+			r2 := g.startWith(cfg, refop.NewAggregator())
 			if r2.rt.Position() < pos || r2.rt.Stats().Applied > 3 {
 				t.Fatalf("position %d after applying %d records, want the state restored at %d", r2.rt.Position(), r2.rt.Stats().Applied, pos)
 			}

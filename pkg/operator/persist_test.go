@@ -11,7 +11,7 @@ import (
 	"github.com/cairn-stream/cairn/internal/natstest"
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
 	"github.com/cairn-stream/cairn/pkg/messages"
-	"github.com/cairn-stream/cairn/services/operator"
+	"github.com/cairn-stream/cairn/pkg/operator"
 )
 
 func TestSlowPersistDoesNotBlockProcessing(t *testing.T) {
@@ -44,7 +44,7 @@ func TestSlowPersistDoesNotBlockProcessing(t *testing.T) {
 		t.Fatalf("applied %d records while Persist was blocked, want 53", applied)
 	}
 	select {
-	case <-e.acks:
+	case <-e.coord.Acks():
 		t.Fatal("acked before Persist returned")
 	default:
 	}

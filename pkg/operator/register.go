@@ -36,7 +36,7 @@ func (r *Runtime) heartbeatInterval(ctx context.Context) (time.Duration, error) 
 	st, err := r.leases.Status(ctx)
 	if err != nil {
 		if r.cfg.Heartbeat > 0 {
-			r.log.Warn().Err(err).Msg("cannot read the lease TTL to check the heartbeat against it")
+			r.log.Warn("cannot read the lease TTL to check the heartbeat against it", "error", err)
 			return r.cfg.Heartbeat, nil
 		}
 		return 0, fmt.Errorf("read the TTL of bucket %s: %w", cjs.LeaseBucket, err)
@@ -44,7 +44,7 @@ func (r *Runtime) heartbeatInterval(ctx context.Context) (time.Duration, error) 
 	ttl := st.TTL()
 	if r.cfg.Heartbeat > 0 {
 		if ttl > 0 && r.cfg.Heartbeat >= ttl {
-			r.log.Warn().Dur("heartbeat", r.cfg.Heartbeat).Dur("ttl", ttl).Msg("heartbeat not shorter than the lease TTL: the registration will lapse between beats")
+			r.log.Warn("heartbeat not shorter than the lease TTL: the registration will lapse between beats", "heartbeat", r.cfg.Heartbeat, "ttl", ttl)
 		}
 		return r.cfg.Heartbeat, nil
 	}
@@ -100,8 +100,8 @@ func (r *Runtime) register(ctx context.Context, reg []byte) (uint64, error) {
 			return 0, fmt.Errorf("read registration %s in %s: %w", key, cjs.LeaseBucket, err)
 		}
 		if other := incarnationOf(e); other != r.incarnation {
-			r.log.Warn().Str("replaced_incarnation", other).
-				Msg("replacing the registration of another incarnation of this instance: the newer incarnation wins, and the other one stops if it still runs")
+			r.log.Warn("replacing the registration of another incarnation of this instance: the newer incarnation wins, and the other one stops if it still runs",
+				"replaced_incarnation", other)
 		}
 		rev, err := r.leases.Update(ctx, key, reg, e.Revision())
 		if err == nil {
@@ -129,7 +129,7 @@ func (r *Runtime) renew(ctx context.Context, reg []byte, rev uint64) (uint64, er
 	}
 	e, err := r.leases.Get(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		r.log.Warn().Msg("registration gone (it expired while this process was paused or cut off) and no other incarnation took it: registering again")
+		r.log.Warn("registration gone (it expired while this process was paused or cut off) and no other incarnation took it: registering again")
 		next, err := r.leases.Create(ctx, key, reg)
 		if err != nil {
 			return rev, fmt.Errorf("register %s again: %w", key, err)
@@ -166,7 +166,7 @@ func (r *Runtime) heartbeat(ctx context.Context, every time.Duration, reg []byte
 			return
 		case <-t.C:
 		case <-reconnected:
-			r.log.Info().Msg("reconnected: renewing the registration")
+			r.log.Info("reconnected: renewing the registration")
 		}
 		pctx, cancel := context.WithTimeout(ctx, min(every, cleanupTimeout))
 		var err error
@@ -174,15 +174,15 @@ func (r *Runtime) heartbeat(ctx context.Context, every time.Duration, reg []byte
 		cancel()
 		switch {
 		case errors.Is(err, ErrReplaced):
-			r.log.Error().Str("replaced_by", r.replacedBy).Msg("replaced by a newer incarnation of this instance: stopping at once, publishing nothing more")
+			r.log.Error("replaced by a newer incarnation of this instance: stopping at once, publishing nothing more", "replaced_by", r.replacedBy)
 			return
 		case err != nil && ctx.Err() == nil:
-			r.log.Warn().Err(err).Msg("registration not renewed; retrying")
+			r.log.Warn("registration not renewed; retrying", "error", err)
 			failing = true
 			t.Reset(retry)
 			continue
 		case failing:
-			r.log.Info().Msg("registration renewed again")
+			r.log.Info("registration renewed again")
 			failing = false
 		}
 		t.Reset(every)
@@ -221,12 +221,12 @@ func (r *Runtime) deregister(ctx context.Context) {
 			return
 		}
 		if err != nil {
-			r.log.Warn().Err(err).Msg("read the registration to delete it; it expires with its TTL")
+			r.log.Warn("read the registration to delete it; it expires with its TTL", "error", err)
 			return
 		}
 		var cur messages.Registration
 		if err := messages.Unmarshal(e.Value(), &cur); err == nil && cur.Incarnation != r.incarnation {
-			r.log.Warn().Str("other_incarnation", cur.Incarnation).Msg("registration belongs to another incarnation; left in place")
+			r.log.Warn("registration belongs to another incarnation; left in place", "other_incarnation", cur.Incarnation)
 			return
 		}
 		err = r.leases.Delete(dctx, key, jetstream.LastRevision(e.Revision()))
@@ -234,9 +234,9 @@ func (r *Runtime) deregister(ctx context.Context) {
 			return
 		}
 		if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-			r.log.Warn().Err(err).Msg("delete the registration; it expires with its TTL")
+			r.log.Warn("delete the registration; it expires with its TTL", "error", err)
 			return
 		}
 	}
-	r.log.Warn().Msg("registration kept changing; it expires with its TTL")
+	r.log.Warn("registration kept changing; it expires with its TTL")
 }

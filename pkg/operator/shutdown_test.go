@@ -6,15 +6,15 @@ import (
 	"github.com/cairn-stream/cairn/internal/natstest"
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
 	"github.com/cairn-stream/cairn/pkg/messages"
-	"github.com/cairn-stream/cairn/services/operator"
+	"github.com/cairn-stream/cairn/pkg/operator"
+	refop "github.com/cairn-stream/cairn/services/operator"
 )
 
 func TestShutdownWithOutputsThatCannotBeStored(t *testing.T) {
 	e := newEnv(t)
 	cfg := operator.DefaultConfig(testJob, "counter-0")
-	cfg.Output = e.subj.Output(testJob, "counter-0")
-	agg := operator.NewAggregator()
-	agg.EmitTo(cfg.Output)
+	agg := refop.NewAggregator()
+	agg.EmitTo(e.subj.Output(testJob, "counter-0"))
 	r := e.startWith(cfg, agg)
 	last := e.publishEvents("counter-0", map[string]messages.KeyTotals{}, makeEvents(5, 1, "a", "b")...)
 	waitPosition(t, r.rt, last)
@@ -42,7 +42,7 @@ func TestShutdownWithOutputsThatCannotBeStored(t *testing.T) {
 	}
 	for done := false; !done; {
 		select {
-		case msg := <-e.acks:
+		case msg := <-e.coord.Acks():
 			var a messages.Ack
 			if err := messages.Unmarshal(msg.Data, &a); err != nil {
 				t.Fatal(err)

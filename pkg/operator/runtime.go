@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -11,9 +13,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
-	"github.com/rs/zerolog"
-
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
 )
 
 // Errors returned by the Runtime.
@@ -45,17 +44,24 @@ type orderedConsumers interface {
 
 // Runtime runs one operator instance; see the package documentation.
 type Runtime struct {
-	cfg         Config
-	nc          *nats.Conn
-	consumers   orderedConsumers
-	streams     inputStreams
-	outputs     outputPublisher
+	cfg       Config
+	nc        *nats.Conn
+	js        jetstream.JetStream
+	consumers orderedConsumers
+	streams   inputStreams
+	outputs   outputPublisher
+	// manifests, leases and snapshots are looked up by Run before anything else uses them.
 	manifests   manifestReader
 	leases      leaseStore
 	snapshots   objectStore
 	m           Machine
-	log         zerolog.Logger
+	log         *slog.Logger
 	incarnation string
+	endpoints   []endpoint
+
+	// restoredCheckpoint and restoredFrom are set by Run before ready is closed.
+	restoredCheckpoint uint64
+	restoredFrom       string
 
 	started  atomic.Bool
 	ready    chan struct{}
@@ -105,41 +111,47 @@ type counters struct {
 	applied, rejected, emitted, acked, declined, reused, bytesUploaded atomic.Uint64
 }
 
-// Resources returns the names of the resources a Runtime uses: look up only these
-// (cjs.Options.Only) to run with the least rights.
-func Resources() []string {
-	return []string{cjs.InputStream, cjs.OutputStream, cjs.ManifestBucket, cjs.LeaseBucket, cjs.SnapshotBucket}
+// Run runs machine as the instance cfg names until ctx is done: New, then Runtime.Run.
+// machine must be in its initial, empty state.
+func Run(ctx context.Context, nc *nats.Conn, cfg Config, machine Machine) error {
+	rt, err := New(nc, cfg, machine)
+	if err != nil {
+		return err
+	}
+	return rt.Run(ctx)
 }
 
-// New validates cfg and returns a Runtime for the instance it names, driving m. m must be
-// in its initial, empty state. Nothing touches the server before Run.
-func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, res *cjs.Resources, m Machine, log zerolog.Logger) (*Runtime, error) {
+// New validates cfg and returns a Runtime for the instance it names, driving m over nc.
+// m must be in its initial, empty state. Nothing touches the server before Run.
+func New(nc *nats.Conn, cfg Config, m Machine) (*Runtime, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	switch {
 	case nc == nil:
 		return nil, errors.New("operator runtime: nil NATS connection")
-	case js == nil:
-		return nil, errors.New("operator runtime: nil JetStream context")
-	case res == nil || res.Manifests == nil || res.Leases == nil || res.Snapshots == nil:
-		return nil, errors.New("operator runtime: resources need the manifest and lease buckets and the snapshot store")
 	case m == nil:
 		return nil, errors.New("operator runtime: nil Machine")
 	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("operator runtime: JetStream context: %w", err)
+	}
 	cfg = cfg.withDefaults()
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	incarnation := nuid.Next()
 	return &Runtime{
 		cfg:         cfg,
 		nc:          nc,
+		js:          js,
 		consumers:   js,
 		streams:     js,
 		outputs:     js,
-		manifests:   res.Manifests,
-		leases:      res.Leases,
-		snapshots:   res.Snapshots,
 		m:           m,
-		log:         log.With().Str("job", cfg.Job).Str("instance", cfg.Instance).Str("incarnation", incarnation).Logger(),
+		log:         log.With("job", cfg.Job, "instance", cfg.Instance, "incarnation", incarnation),
 		incarnation: incarnation,
 		ready:       make(chan struct{}),
 		stopped:     make(chan struct{}),
@@ -192,16 +204,19 @@ func (r *Runtime) Do(ctx context.Context, fn func()) error {
 	return nil
 }
 
-// Run restores the state, checks the input for a gap, subscribes to barriers, starts the
-// input consumer, registers the instance and processes records and barriers until ctx is
-// done. It then stops reading, finishes persisting and acking the snapshots already taken
+// Run waits for the resources it uses to exist (logging one line for each it waits for),
+// serves the instance's info, restores the state, checks the input for a gap, subscribes
+// to barriers and checkpoint outcomes, starts the input consumer, registers the instance
+// and processes records and barriers until ctx is done. It then stops reading, finishes persisting and acking the snapshots already taken
 // (for at most 10s), deletes the registration and returns nil.
 //
 // It returns an error when it cannot start, unless ctx ended meanwhile: one wrapping
 // ErrNoUsableSnapshot for a member none of whose snapshots can be restored, ErrInputGap
 // when input the restored state needs may have been removed. It returns an error wrapping
 // ErrReplaced when a newer incarnation of the instance registered: it then stops at once,
-// publishes nothing more and leaves the registration in place.
+// publishes nothing more and leaves the registration in place. With Config.RestoreFrom it
+// refuses to start with an error wrapping ErrRestoreFrom when that checkpoint cannot be
+// restored.
 func (r *Runtime) Run(ctx context.Context) error {
 	if !r.started.CompareAndSwap(false, true) {
 		return ErrAlreadyStarted
@@ -209,7 +224,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 	defer r.stop()
 	err := r.run(ctx)
 	if err != nil && ctx.Err() != nil && !errors.Is(err, ErrReplaced) {
-		r.log.Info().Err(err).Msg("stopped while starting")
+		r.log.Info("stopped while starting", "error", err)
 		return nil
 	}
 	return err
@@ -218,6 +233,18 @@ func (r *Runtime) Run(ctx context.Context) error {
 func (r *Runtime) run(ctx context.Context) error {
 	startedAt := time.Now().UTC()
 
+	if err := r.lookup(ctx); err != nil {
+		return err
+	}
+	svc, err := r.serve()
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := svc.Stop(); err != nil {
+			r.log.Warn("stop micro service", "error", err)
+		}
+	}()
 	every, err := r.heartbeatInterval(ctx)
 	if err != nil {
 		return err
@@ -227,9 +254,13 @@ func (r *Runtime) run(ctx context.Context) error {
 		return err
 	}
 	if err := r.checkInputGap(ctx, rs); err != nil {
+		if r.cfg.RestoreFrom != "" {
+			return fmt.Errorf("%w: %s: %w", ErrRestoreFrom, rs.from, err)
+		}
 		return err
 	}
 	r.position.Store(rs.position)
+	r.restoredCheckpoint, r.restoredFrom = rs.checkpoint, rs.from
 
 	barriers := make(chan *nats.Msg, barrierBuffer)
 	sub, err := r.nc.ChanSubscribe(r.cfg.Subjects.Barrier(r.cfg.Job), barriers)
@@ -239,6 +270,19 @@ func (r *Runtime) run(ctx context.Context) error {
 	defer r.unsubscribe(sub)
 	if err := r.flush(ctx); err != nil {
 		return fmt.Errorf("subscribe to barriers: %w", err)
+	}
+
+	outcomes := make(chan *nats.Msg, barrierBuffer)
+	if _, ok := r.m.(CheckpointListener); ok {
+		subs, err := r.subscribeOutcomes(ctx, outcomes)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			for _, s := range subs {
+				r.unsubscribe(s)
+			}
+		}()
 	}
 
 	records := make(chan Record, recordBuffer)
@@ -274,18 +318,19 @@ func (r *Runtime) run(ctx context.Context) error {
 		p.run(drainCtx, jobs)
 	}()
 
-	r.log.Info().Uint64("position", rs.position).Uint64("restored_checkpoint", rs.checkpoint).
-		Str("input_stream", r.cfg.InputStream).Str("input_subject", r.cfg.InputSubject).
-		Dur("heartbeat", every).Msg("operator running")
+	r.log.Info("operator running", "position", rs.position, "restored_checkpoint", rs.checkpoint,
+		"input_stream", r.cfg.InputStream, "input_filters", r.cfg.InputFilters, "heartbeat", every)
 	close(r.ready)
 
-	queue, err := r.process(ctx, loopState{position: rs.position, lastBarrier: rs.checkpoint}, records, barriers, jobs)
+	st := loopState{position: rs.position, lastBarrier: rs.checkpoint}
+	r.restoredOutcome(rs)
+	queue, err := r.process(ctx, st, records, barriers, outcomes, jobs)
 	r.stop()
 	cc.Stop()
 	r.unsubscribe(sub)
 	if err != nil && !r.isFenced() {
-		r.log.Warn().Err(err).Uint64("position", r.Position()).
-			Msg("processing stopped at a record whose outputs are not all stored: the position stays before it and no snapshot is taken after it")
+		r.log.Warn("processing stopped at a record whose outputs are not all stored: the position stays before it and no snapshot is taken after it",
+			"error", err, "position", r.Position())
 	}
 	if r.isFenced() {
 		// Replaced: publish nothing more; the persister releases what it is handed.
@@ -294,7 +339,7 @@ func (r *Runtime) run(ctx context.Context) error {
 
 	// Keep the registration alive while the snapshots already taken are stored and acked,
 	// so that the coordinator can still complete their checkpoints.
-	r.log.Info().Int("snapshots_queued", len(queue)).Msg("operator stopping: draining snapshots")
+	r.log.Info("operator stopping: draining snapshots", "snapshots_queued", len(queue))
 	drain := time.AfterFunc(drainTimeout, cancelDrain)
 	defer drain.Stop()
 	for _, j := range queue {
@@ -306,11 +351,11 @@ func (r *Runtime) run(ctx context.Context) error {
 	<-heartbeatDone
 	if r.isFenced() {
 		err := r.replacedError()
-		r.log.Error().Err(err).Msg("operator stopped: replaced by a newer incarnation")
+		r.log.Error("operator stopped: replaced by a newer incarnation", "error", err)
 		return err
 	}
 	r.deregister(ctx)
-	r.log.Info().Msg("operator stopped")
+	r.log.Info("operator stopped")
 	return nil
 }
 
@@ -319,7 +364,7 @@ func (r *Runtime) stop() { r.stopOnce.Do(func() { close(r.stopped) }) }
 
 func (r *Runtime) unsubscribe(sub *nats.Subscription) {
 	if err := sub.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrBadSubscription) && !errors.Is(err, nats.ErrConnectionClosed) {
-		r.log.Warn().Err(err).Msg("unsubscribe from barriers")
+		r.log.Warn("unsubscribe", "subject", sub.Subject, "error", err)
 	}
 }
 
@@ -330,11 +375,11 @@ func (r *Runtime) flush(ctx context.Context) error {
 	return r.nc.FlushWithContext(fctx)
 }
 
-// consume starts the ordered consumer on the input subject after position; its records
+// consume starts the ordered consumer on the input filters after position; its records
 // go to records in stream order until ctx is done.
 func (r *Runtime) consume(ctx context.Context, position uint64, records chan<- Record) (jetstream.ConsumeContext, error) {
 	cfg := jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{r.cfg.InputSubject},
+		FilterSubjects: r.cfg.InputFilters,
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
 	}
 	if position > 0 {
@@ -343,13 +388,13 @@ func (r *Runtime) consume(ctx context.Context, position uint64, records chan<- R
 	}
 	cons, err := r.consumers.OrderedConsumer(ctx, r.cfg.InputStream, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("create ordered consumer on %s (%s): %w", r.cfg.InputStream, r.cfg.InputSubject, err)
+		return nil, fmt.Errorf("create ordered consumer on %s (%s): %w", r.cfg.InputStream, strings.Join(r.cfg.InputFilters, ", "), err)
 	}
 	done, stopped := ctx.Done(), r.stopped
 	cc, err := cons.Consume(func(msg jetstream.Msg) {
 		md, err := msg.Metadata()
 		if err != nil {
-			r.log.Warn().Err(err).Str("subject", msg.Subject()).Msg("input message without JetStream metadata skipped")
+			r.log.Warn("input message without JetStream metadata skipped", "error", err, "subject", msg.Subject())
 			return
 		}
 		rec := Record{Subject: msg.Subject(), Data: msg.Data(), Header: msg.Headers(), Sequence: md.Sequence.Stream}
@@ -359,10 +404,10 @@ func (r *Runtime) consume(ctx context.Context, position uint64, records chan<- R
 		case <-stopped:
 		}
 	}, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-		r.log.Warn().Err(err).Msg("input consumer")
+		r.log.Warn("input consumer", "error", err)
 	}))
 	if err != nil {
-		return nil, fmt.Errorf("consume %s (%s): %w", r.cfg.InputStream, r.cfg.InputSubject, err)
+		return nil, fmt.Errorf("consume %s (%s): %w", r.cfg.InputStream, strings.Join(r.cfg.InputFilters, ", "), err)
 	}
 	return cc, nil
 }

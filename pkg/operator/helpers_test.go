@@ -7,9 +7,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -19,10 +19,13 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/cairn-stream/cairn/internal/cairntest"
 	"github.com/cairn-stream/cairn/internal/natstest"
+	"github.com/cairn-stream/cairn/internal/zlog"
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
 	"github.com/cairn-stream/cairn/pkg/messages"
-	"github.com/cairn-stream/cairn/services/operator"
+	"github.com/cairn-stream/cairn/pkg/operator"
+	refop "github.com/cairn-stream/cairn/services/operator"
 )
 
 const (
@@ -32,13 +35,13 @@ const (
 
 // env is one test's server, connection and resources, playing the coordinator.
 type env struct {
-	t    *testing.T
-	nc   *nats.Conn
-	js   jetstream.JetStream
-	res  *cjs.Resources
-	subj cjs.Subjects
-	logs *natstest.LogBuffer
-	acks chan *nats.Msg
+	t     *testing.T
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	res   *cjs.Resources
+	subj  cjs.Subjects
+	logs  *natstest.LogBuffer
+	coord *cairntest.Coordinator
 }
 
 func newEnv(t *testing.T) *env {
@@ -50,15 +53,7 @@ func newEnv(t *testing.T) *env {
 func newEnvOn(t *testing.T, s *natstest.Server) *env {
 	t.Helper()
 	nc, js, res := s.Resources(t, cjs.Options{LeaseTTL: time.Second})
-	e := &env{t: t, nc: nc, js: js, res: res, logs: &natstest.LogBuffer{}, acks: make(chan *nats.Msg, 64)}
-	sub, err := nc.ChanSubscribe(e.subj.Ack(testJob), e.acks)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sub.Unsubscribe() })
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	e := &env{t: t, nc: nc, js: js, res: res, logs: &natstest.LogBuffer{}, coord: cairntest.NewCoordinator(t, nc, res.Manifests, testJob)}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("operator logs:\n%s", e.logs.String())
@@ -67,8 +62,21 @@ func newEnvOn(t *testing.T, s *natstest.Server) *env {
 	return e
 }
 
-func (e *env) logger() zerolog.Logger {
-	return zerolog.New(e.logs).Level(zerolog.DebugLevel).With().Timestamp().Logger()
+// logger logs in the services' JSON shape (through internal/zlog), so that tests can
+// look for fields.
+func (e *env) logger() *slog.Logger {
+	return zlog.New(zerolog.New(e.logs).Level(zerolog.DebugLevel).With().Timestamp().Logger())
+}
+
+// newRuntime returns a Runtime for cfg and m that logs into e.logs.
+func (e *env) newRuntime(cfg operator.Config, m operator.Machine) *operator.Runtime {
+	e.t.Helper()
+	cfg.Logger = e.logger()
+	rt, err := operator.New(e.nc, cfg, m)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return rt
 }
 
 // logged reports whether one log line contains every part.
@@ -107,20 +115,14 @@ func (e *env) start(instance string, m operator.Machine) *running {
 // startWith runs a Runtime with cfg and m and waits until it is ready.
 func (e *env) startWith(cfg operator.Config, m operator.Machine) *running {
 	e.t.Helper()
-	rt, err := operator.New(cfg, e.nc, e.js, e.res, m, e.logger())
-	if err != nil {
-		e.t.Fatal(err)
-	}
+	rt := e.newRuntime(cfg, m)
 	return e.run(rt, rt.Run)
 }
 
 // startErr runs a Runtime with cfg and m, which must fail to start, and returns its error.
 func (e *env) startErr(cfg operator.Config, m operator.Machine) error {
 	e.t.Helper()
-	rt, err := operator.New(cfg, e.nc, e.js, e.res, m, e.logger())
-	if err != nil {
-		e.t.Fatal(err)
-	}
+	rt := e.newRuntime(cfg, m)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
@@ -232,87 +234,22 @@ func makeEvents(n int, first int64, keys ...string) []event {
 }
 
 // barrier sends the barrier of checkpoint id, without a fencing token.
-func (e *env) barrier(id uint64) {
-	e.t.Helper()
-	e.barrierWithToken(id, 0)
-}
+func (e *env) barrier(id uint64) { e.t.Helper(); e.coord.Barrier(id) }
 
 // barrierWithToken sends the barrier of checkpoint id carrying a coordinator's fencing token.
-func (e *env) barrierWithToken(id, token uint64) {
-	e.t.Helper()
-	data, err := messages.Marshal(&messages.Barrier{
-		Schema:        messages.SchemaVersion,
-		Job:           testJob,
-		CheckpointID:  id,
-		ConfigVersion: 1,
-		TriggeredAt:   time.Now().UTC(),
-		Coordinator:   "test",
-		Token:         token,
-	})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	msg := nats.NewMsg(e.subj.Barrier(testJob))
-	msg.Data = data
-	msg.Header.Set(messages.HeaderCheckpointID, strconv.FormatUint(id, 10))
-	msg.Header.Set(messages.HeaderConfigVersion, "1")
-	if err := e.nc.PublishMsg(msg); err != nil {
-		e.t.Fatal(err)
-	}
-}
+func (e *env) barrierWithToken(id, token uint64) { e.t.Helper(); e.coord.BarrierWithToken(id, token) }
 
 // nextAck returns the next ack or decline.
-func (e *env) nextAck() messages.Ack {
-	e.t.Helper()
-	select {
-	case msg := <-e.acks:
-		var a messages.Ack
-		if err := messages.Unmarshal(msg.Data, &a); err != nil {
-			e.t.Fatalf("ack: %v", err)
-		}
-		return a
-	case <-time.After(waitLong):
-		e.t.Fatal("no ack")
-	}
-	return messages.Ack{}
-}
+func (e *env) nextAck() messages.Ack { e.t.Helper(); return e.coord.NextAck() }
 
 // checkpoint sends barrier id and returns the instance's ack, failing on a decline.
-func (e *env) checkpoint(id uint64) messages.Ack {
-	e.t.Helper()
-	e.barrier(id)
-	a := e.nextAck()
-	if a.CheckpointID != id || a.Kind != messages.AckDone {
-		e.t.Fatalf("ack = %+v, want an ack of checkpoint %d", a, id)
-	}
-	return a
-}
+func (e *env) checkpoint(id uint64) messages.Ack { e.t.Helper(); return e.coord.Checkpoint(id) }
 
 // writeManifest writes the manifest of checkpoint id from acks under <job>.<id> and
 // <job>.latest, as the coordinator does.
 func (e *env) writeManifest(id uint64, acks ...messages.Ack) {
 	e.t.Helper()
-	mf := messages.Manifest{
-		Schema:        messages.SchemaVersion,
-		Job:           testJob,
-		CheckpointID:  id,
-		ConfigVersion: 1,
-		TriggeredAt:   time.Now().UTC(),
-		CompletedAt:   time.Now().UTC(),
-		Instances:     make(map[string]messages.InstanceSnapshot),
-	}
-	for _, a := range acks {
-		mf.Instances[a.Instance] = messages.InstanceSnapshot{Incarnation: a.Incarnation, Snapshot: a.Snapshot, Positions: a.Positions}
-	}
-	data, err := messages.Marshal(&mf)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	for _, k := range []string{cjs.ManifestKey(testJob, id), cjs.LatestKey(testJob)} {
-		if _, err := e.res.Manifests.Put(e.ctx(), k, data); err != nil {
-			e.t.Fatal(err)
-		}
-	}
+	e.coord.WriteManifest(id, acks...)
 }
 
 // objectDigest downloads an object and returns its size and SHA-256 in the object
@@ -350,7 +287,7 @@ func waitPosition(t *testing.T, rt *operator.Runtime, seq uint64) {
 }
 
 // aggState reads an Aggregator's state on the processing goroutine.
-func aggState(t *testing.T, rt *operator.Runtime, agg *operator.Aggregator) (map[string]messages.KeyTotals, uint64, uint64) {
+func aggState(t *testing.T, rt *operator.Runtime, agg *refop.Aggregator) (map[string]messages.KeyTotals, uint64, uint64) {
 	t.Helper()
 	var keys map[string]messages.KeyTotals
 	var rejected, pos uint64

@@ -9,7 +9,8 @@ import (
 	"github.com/cairn-stream/cairn/internal/natstest"
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
 	"github.com/cairn-stream/cairn/pkg/messages"
-	"github.com/cairn-stream/cairn/services/operator"
+	"github.com/cairn-stream/cairn/pkg/operator"
+	refop "github.com/cairn-stream/cairn/services/operator"
 )
 
 func TestDuplicateInstanceIsFenced(t *testing.T) {
@@ -57,7 +58,7 @@ func TestDuplicateInstanceIsFenced(t *testing.T) {
 		t.Fatal(err)
 	}
 	select {
-	case msg := <-e.acks:
+	case msg := <-e.coord.Acks():
 		var a messages.Ack
 		_ = messages.Unmarshal(msg.Data, &a)
 		t.Fatalf("the replaced incarnation published %+v", a)
@@ -81,7 +82,7 @@ func TestDuplicateInstanceIsFenced(t *testing.T) {
 // checkpoint id; a barrier without a token (a coordinator before tokens) is.
 func TestBarrierWithALowerTokenIsIgnored(t *testing.T) {
 	e := newEnv(t)
-	r := e.start("counter-0", operator.NewAggregator())
+	r := e.start("counter-0", refop.NewAggregator())
 	waitPosition(t, r.rt, e.publish("counter-0", []byte(`{"key":"k","value":1}`)))
 	e.barrierWithToken(1, 10)
 	if a := e.nextAck(); a.CheckpointID != 1 {

@@ -36,6 +36,6 @@ func (r *Runtime) memberEvent(ctx context.Context, kind messages.MemberEventKind
 	if _, err := r.outputs.PublishMsg(pctx, m, jetstream.WithMsgID(fmt.Sprintf("%s.%s.%s", r.incarnation, r.cfg.Instance, kind))); err != nil {
 		return fmt.Errorf("record the %s member event of job %s, instance %s on %s: %w", kind, r.cfg.Job, r.cfg.Instance, subject, err)
 	}
-	r.log.Info().Str("kind", kind.String()).Str("subject", subject).Msg("member event recorded")
+	r.log.Info("member event recorded", "kind", kind.String(), "subject", subject)
 	return nil
 }

@@ -6,13 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/rs/zerolog"
 
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
 	"github.com/cairn-stream/cairn/pkg/messages"
@@ -41,7 +42,7 @@ type persistJob struct {
 	checkpoint uint64
 	snap       Snapshot
 	positions  map[string]uint64
-	log        zerolog.Logger
+	log        *slog.Logger
 }
 
 // persister stores snapshots and acks them, one at a time in barrier order. It runs on its
@@ -90,7 +91,7 @@ func (p *persister) persist(ctx context.Context, j persistJob) {
 		Snapshot:     ref,
 		Written:      written,
 		Positions:    j.positions,
-		Filters:      map[string][]string{p.r.cfg.InputStream: {p.r.cfg.InputSubject}},
+		Filters:      map[string][]string{p.r.cfg.InputStream: slices.Clone(p.r.cfg.InputFilters)},
 	})
 	p.last = &ref
 	p.r.stats.acked.Add(1)
@@ -99,8 +100,8 @@ func (p *persister) persist(ctx context.Context, j persistJob) {
 	} else {
 		p.r.stats.reused.Add(1)
 	}
-	j.log.Debug().Str("object", ref.Object).Uint64("size", ref.Size).Uint64("bytes_written", written).
-		Bool("reused", !uploaded).Dur("took", time.Since(start)).Msg("snapshot stored and acked")
+	j.log.Debug("snapshot stored and acked", "object", ref.Object, "size", ref.Size, "bytes_written", written,
+		"reused", !uploaded, "took", time.Since(start))
 }
 
 // store persists the snapshot into a spool while hashing it, then references the last
@@ -110,7 +111,7 @@ func (p *persister) store(ctx context.Context, j persistJob) (ref messages.Snaps
 	sp := newSpool(spoolMemLimit)
 	defer func() {
 		if cerr := sp.Close(); cerr != nil {
-			j.log.Warn().Err(cerr).Msg("remove snapshot spool")
+			j.log.Warn("remove snapshot spool", "error", cerr)
 		}
 	}()
 	h := sha256.New()
@@ -136,13 +137,13 @@ func (p *persister) store(ctx context.Context, j persistJob) (ref messages.Snaps
 }
 
 // exists reports whether the object ref names is still stored with the same content.
-func (p *persister) exists(ctx context.Context, log zerolog.Logger, ref messages.SnapshotRef) bool {
+func (p *persister) exists(ctx context.Context, log *slog.Logger, ref messages.SnapshotRef) bool {
 	ictx, cancel := context.WithTimeout(ctx, infoTimeout)
 	defer cancel()
 	info, err := p.r.snapshots.GetInfo(ictx, ref.Object)
 	if err != nil {
 		if !errors.Is(err, jetstream.ErrObjectNotFound) {
-			log.Warn().Err(err).Str("object", ref.Object).Msg("look up the previous snapshot; uploading again")
+			log.Warn("look up the previous snapshot; uploading again", "error", err, "object", ref.Object)
 		}
 		return false
 	}
@@ -182,7 +183,7 @@ func (p *persister) upload(ctx context.Context, j persistJob, ref messages.Snaps
 		if uctx.Err() != nil {
 			return fmt.Errorf("put object %s: gave up after %d attempts: %w", ref.Object, attempt, err)
 		}
-		j.log.Warn().Err(err).Int("attempt", attempt).Dur("retry_in", wait).Msg("snapshot upload failed; retrying")
+		j.log.Warn("snapshot upload failed; retrying", "error", err, "attempt", attempt, "retry_in", wait)
 		t := time.NewTimer(wait)
 		select {
 		case <-t.C:
@@ -204,18 +205,18 @@ func chunkSize(nc *nats.Conn) uint32 {
 
 // publishAck publishes an ack or decline on the job's ack subject, unless the runtime
 // has been replaced.
-func (r *Runtime) publishAck(log zerolog.Logger, ack *messages.Ack) {
+func (r *Runtime) publishAck(log *slog.Logger, ack *messages.Ack) {
 	if r.isFenced() {
-		log.Debug().Str("kind", ack.Kind.String()).Msg("replaced: ack not published")
+		log.Debug("replaced: ack not published", "kind", ack.Kind.String())
 		return
 	}
 	data, err := messages.Marshal(ack)
 	if err != nil {
-		log.Error().Err(err).Msg("encode ack")
+		log.Error("encode ack", "error", err)
 		return
 	}
 	if err := r.nc.Publish(r.cfg.Subjects.Ack(r.cfg.Job), data); err != nil {
-		log.Error().Err(err).Str("kind", ack.Kind.String()).Msg("publish ack")
+		log.Error("publish ack", "error", err, "kind", ack.Kind.String())
 	}
 	r.acks.add(ack.CheckpointID, data)
 }
@@ -255,9 +256,9 @@ func (a *recentAcks) get(id uint64) []byte {
 }
 
 // decline tells the coordinator this instance cannot snapshot checkpoint id.
-func (r *Runtime) decline(log zerolog.Logger, id uint64, reason string) {
+func (r *Runtime) decline(log *slog.Logger, id uint64, reason string) {
 	r.stats.declined.Add(1)
-	log.Warn().Str("reason", reason).Msg("barrier declined")
+	log.Warn("barrier declined", "reason", reason)
 	r.publishAck(log, &messages.Ack{
 		Schema:       messages.SchemaVersion,
 		Job:          r.cfg.Job,

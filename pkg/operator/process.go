@@ -27,6 +27,8 @@ type loopState struct {
 	token uint64
 	// queue holds the snapshots taken and not yet handed to the persister, oldest first.
 	queue []persistJob
+	// outcomes tracks the checkpoints a CheckpointListener waits to hear about.
+	outcomes outcomes
 }
 
 // process is the processing goroutine: it applies records, takes snapshots on barriers and
@@ -35,7 +37,7 @@ type loopState struct {
 // priority: once either happened, no further record or barrier is taken. It returns the
 // snapshots not yet handed to the persister; they were taken before the stop, so they
 // cover only records whose outputs are all stored.
-func (r *Runtime) process(ctx context.Context, st loopState, records <-chan Record, barriers <-chan *nats.Msg, jobs chan<- persistJob) ([]persistJob, error) {
+func (r *Runtime) process(ctx context.Context, st loopState, records <-chan Record, barriers, outcomes <-chan *nats.Msg, jobs chan<- persistJob) ([]persistJob, error) {
 	for {
 		if r.stopping(ctx) {
 			return st.queue, nil
@@ -64,6 +66,8 @@ func (r *Runtime) process(ctx context.Context, st loopState, records <-chan Reco
 				return st.queue, nil
 			}
 			r.barrier(&st, msg)
+		case msg := <-outcomes:
+			r.outcome(&st, msg)
 		case req := <-r.doCh:
 			req.fn()
 			close(req.done)
@@ -83,12 +87,12 @@ func (r *Runtime) stopping(ctx context.Context) bool { return ctx.Err() != nil |
 // position does not cover, so the caller must take no further snapshot.
 func (r *Runtime) apply(ctx context.Context, st *loopState, rec Record) error {
 	if rec.Sequence <= st.position {
-		r.log.Warn().Uint64("seq", rec.Sequence).Uint64("position", st.position).Msg("input record at or before the position skipped")
+		r.log.Warn("input record at or before the position skipped", "seq", rec.Sequence, "position", st.position)
 		return nil
 	}
 	if err := r.m.Apply(rec); err != nil {
 		r.stats.rejected.Add(1)
-		r.log.Debug().Err(err).Uint64("seq", rec.Sequence).Str("subject", rec.Subject).Msg("input record rejected")
+		r.log.Debug("input record rejected", "error", err, "seq", rec.Sequence, "subject", rec.Subject)
 	} else {
 		r.stats.applied.Add(1)
 	}
@@ -108,18 +112,18 @@ func (r *Runtime) apply(ctx context.Context, st *loopState, rec Record) error {
 func (r *Runtime) barrier(st *loopState, msg *nats.Msg) {
 	var b messages.Barrier
 	if err := messages.Unmarshal(msg.Data, &b); err != nil {
-		r.log.Warn().Err(err).Msg("malformed barrier ignored")
+		r.log.Warn("malformed barrier ignored", "error", err)
 		return
 	}
 	if b.Job != r.cfg.Job {
-		r.log.Warn().Str("barrier_job", b.Job).Uint64("checkpoint", b.CheckpointID).Msg("barrier of another job ignored")
+		r.log.Warn("barrier of another job ignored", "barrier_job", b.Job, "checkpoint", b.CheckpointID)
 		return
 	}
-	log := r.log.With().Uint64("checkpoint", b.CheckpointID).Logger()
+	log := r.log.With("checkpoint", b.CheckpointID)
 	if b.Token != 0 && b.Token < st.token {
 		// A token of 0 comes from a coordinator before fencing tokens: accepted.
-		log.Debug().Uint64("token", b.Token).Uint64("highest_token", st.token).Str("coordinator", b.Coordinator).
-			Msg("barrier of a fenced coordinator ignored: its token is below one already seen")
+		log.Debug("barrier of a fenced coordinator ignored: its token is below one already seen",
+			"token", b.Token, "highest_token", st.token, "coordinator", b.Coordinator)
 		return
 	}
 	st.token = max(st.token, b.Token)
@@ -131,12 +135,12 @@ func (r *Runtime) barrier(st *loopState, msg *nats.Msg) {
 				return
 			}
 			if err := r.nc.Publish(r.cfg.Subjects.Ack(r.cfg.Job), data); err != nil {
-				log.Warn().Err(err).Msg("publish ack again")
+				log.Warn("publish ack again", "error", err)
 			}
-			log.Debug().Msg("barrier seen before: ack sent again")
+			log.Debug("barrier seen before: ack sent again")
 			return
 		}
-		log.Debug().Uint64("last_barrier", st.lastBarrier).Msg("old barrier ignored")
+		log.Debug("old barrier ignored", "last_barrier", st.lastBarrier)
 		return
 	}
 	st.lastBarrier = b.CheckpointID
@@ -144,12 +148,21 @@ func (r *Runtime) barrier(st *loopState, msg *nats.Msg) {
 		r.decline(log, b.CheckpointID, fmt.Sprintf("%d snapshots are already waiting to be stored", len(st.queue)))
 		return
 	}
-	snap, err := r.m.Snapshot()
+	var snap Snapshot
+	var err error
+	if cs, ok := r.m.(CheckpointSnapshotter); ok {
+		snap, err = cs.SnapshotFor(b.CheckpointID)
+	} else {
+		snap, err = r.m.Snapshot()
+	}
 	if err != nil {
 		r.decline(log, b.CheckpointID, "snapshot: "+err.Error())
 		return
 	}
-	log.Debug().Uint64("position", st.position).Msg("snapshot taken")
+	if l, ok := r.m.(CheckpointListener); ok {
+		st.outcomes.snapshotted(l, b.CheckpointID)
+	}
+	log.Debug("snapshot taken", "position", st.position)
 	st.queue = append(st.queue, persistJob{
 		checkpoint: b.CheckpointID,
 		snap:       snap,
@@ -184,7 +197,7 @@ func (r *Runtime) emit(ctx context.Context, seq uint64, n int, out Output) error
 			r.stats.emitted.Add(1)
 			return nil
 		}
-		r.log.Warn().Err(err).Str("msg_id", id).Str("subject", out.Subject).Msg("output not stored; retrying")
+		r.log.Warn("output not stored; retrying", "error", err, "msg_id", id, "subject", out.Subject)
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():

@@ -24,7 +24,7 @@ type inputStreams interface {
 }
 
 // checkInputGap checks that the input stream still holds every record after the restored
-// position that the instance's filter selects, as far as JetStream lets it tell (see
+// position that the instance's filters select, as far as JetStream lets it tell (see
 // docs/failure-model.md). On a possible gap it fails with ErrInputGap, or, with
 // Config.AcceptInputGap, logs at warn level and records an input_gap_accepted member
 // event. An empty start needs no check.
@@ -44,13 +44,13 @@ func (r *Runtime) checkInputGap(ctx context.Context, rs restored) error {
 	if cause == "" {
 		return nil
 	}
-	gap := fmt.Sprintf("input stream %s, filter %s: the state restored from checkpoint %d includes sequence %d; the stream's first sequence is %d, its last %d; %s",
-		r.cfg.InputStream, r.cfg.InputSubject, rs.checkpoint, rs.position, info.State.FirstSeq, info.State.LastSeq, cause)
+	gap := fmt.Sprintf("input stream %s, filters %s: the state restored from checkpoint %d includes sequence %d; the stream's first sequence is %d, its last %d; %s",
+		r.cfg.InputStream, strings.Join(r.cfg.InputFilters, ", "), rs.checkpoint, rs.position, info.State.FirstSeq, info.State.LastSeq, cause)
 	if !r.cfg.AcceptInputGap {
 		return fmt.Errorf("%w: job %s, instance %s: %s; start it with --accept-input-gap (Config.AcceptInputGap) to go on without that input",
 			ErrInputGap, r.cfg.Job, r.cfg.Instance, gap)
 	}
-	r.log.Warn().Str("gap", gap).Msg("input gap accepted: going on without the input that may have been removed")
+	r.log.Warn("input gap accepted: going on without the input that may have been removed", "gap", gap)
 	return r.memberEvent(ctx, messages.MemberInputGapAccepted, rs.checkpoint, gap)
 }
 
@@ -115,17 +115,20 @@ func (r *Runtime) ageCause(ctx context.Context, st jetstream.Stream, maxAge time
 }
 
 // perSubjectCause says whether MaxMsgsPerSubject may have removed records after pos: when
-// a subject the filter selects holds that many messages, unless the message at pos is
-// still stored on that subject (the limit removes a subject's oldest messages first).
+// a subject one of the filters selects holds that many messages, unless the message at
+// pos is still stored on that subject (the limit removes a subject's oldest messages
+// first).
 func (r *Runtime) perSubjectCause(ctx context.Context, st jetstream.Stream, limit int64, pos uint64) (string, error) {
-	info, err := st.Info(ctx, jetstream.WithSubjectFilter(r.cfg.InputSubject))
-	if err != nil {
-		return "", fmt.Errorf("read the subjects of input stream %s to check for an input gap: %w", r.cfg.InputStream, err)
-	}
 	var full []string
-	for subj, n := range info.State.Subjects {
-		if int64(n) >= limit {
-			full = append(full, subj)
+	for _, filter := range r.cfg.InputFilters {
+		info, err := st.Info(ctx, jetstream.WithSubjectFilter(filter))
+		if err != nil {
+			return "", fmt.Errorf("read the subjects %s of input stream %s to check for an input gap: %w", filter, r.cfg.InputStream, err)
+		}
+		for subj, n := range info.State.Subjects {
+			if int64(n) >= limit && !slices.Contains(full, subj) {
+				full = append(full, subj)
+			}
 		}
 	}
 	if len(full) > 0 && pos > 0 {

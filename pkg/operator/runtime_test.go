@@ -14,12 +14,13 @@ import (
 	"github.com/cairn-stream/cairn/internal/natstest"
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
 	"github.com/cairn-stream/cairn/pkg/messages"
-	"github.com/cairn-stream/cairn/services/operator"
+	"github.com/cairn-stream/cairn/pkg/operator"
+	refop "github.com/cairn-stream/cairn/services/operator"
 )
 
 func TestSnapshotOnBarrier(t *testing.T) {
 	e := newEnv(t)
-	agg := operator.NewAggregator()
+	agg := refop.NewAggregator()
 	r := e.start("counter-0", agg)
 	totals := map[string]messages.KeyTotals{}
 	last := e.publishEvents("counter-0", totals, makeEvents(20, 1, "a", "b", "c")...)
@@ -84,7 +85,7 @@ func TestExactlyOnceAcrossRestart(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			e := newEnv(t)
 			totals := map[string]messages.KeyTotals{}
-			r := e.start("counter-0", operator.NewAggregator())
+			r := e.start("counter-0", refop.NewAggregator())
 			last := e.publishEvents("counter-0", totals, makeEvents(tt.before, 1, "a", "b", "c", "d")...)
 			waitPosition(t, r.rt, last)
 			ack := e.checkpoint(1)
@@ -96,7 +97,7 @@ func TestExactlyOnceAcrossRestart(t *testing.T) {
 			r.stop(t)
 			last = e.publishEvents("counter-0", totals, makeEvents(tt.stopped, -50, "a", "f")...)
 
-			agg := operator.NewAggregator()
+			agg := refop.NewAggregator()
 			r2 := e.start("counter-0", agg)
 			if r2.rt.Incarnation() == r.rt.Incarnation() {
 				t.Fatal("restart kept the incarnation")
@@ -120,7 +121,7 @@ func TestExactlyOnceAcrossRestart(t *testing.T) {
 
 func TestUnchangedStateIsNotUploadedAgain(t *testing.T) {
 	e := newEnv(t)
-	r := e.start("counter-0", operator.NewAggregator())
+	r := e.start("counter-0", refop.NewAggregator())
 	last := e.publishEvents("counter-0", map[string]messages.KeyTotals{}, makeEvents(10, 1, "a", "b")...)
 	waitPosition(t, r.rt, last)
 	first := e.checkpoint(1)
@@ -141,7 +142,7 @@ func TestUnchangedStateIsNotUploadedAgain(t *testing.T) {
 	// After a restart with no new input, the restored object is referenced again.
 	e.writeManifest(2, second)
 	r.stop(t)
-	r2 := e.start("counter-0", operator.NewAggregator())
+	r2 := e.start("counter-0", refop.NewAggregator())
 	third := e.checkpoint(3)
 	if third.Snapshot != first.Snapshot || third.Incarnation != r2.rt.Incarnation() {
 		t.Fatalf("ack after restart %+v, want the object %+v of incarnation %s", third, first.Snapshot, r2.rt.Incarnation())
@@ -188,7 +189,7 @@ func TestFallsBackToRetainedManifest(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			e := newEnv(t)
 			totals := map[string]messages.KeyTotals{}
-			r := e.start("counter-0", operator.NewAggregator())
+			r := e.start("counter-0", refop.NewAggregator())
 			last := e.publishEvents("counter-0", totals, makeEvents(15, 1, "a", "b", "c")...)
 			waitPosition(t, r.rt, last)
 			e.writeManifest(1, e.checkpoint(1))
@@ -201,7 +202,7 @@ func TestFallsBackToRetainedManifest(t *testing.T) {
 			r.stop(t)
 
 			tt.damage(e, ack2.Snapshot.Object)
-			agg := operator.NewAggregator()
+			agg := refop.NewAggregator()
 			r2 := e.start("counter-0", agg)
 			waitPosition(t, r2.rt, last)
 			keys, _, _ := aggState(t, r2.rt, agg)
@@ -218,7 +219,7 @@ func TestFallsBackToRetainedManifest(t *testing.T) {
 
 func TestMalformedEventsAreRejected(t *testing.T) {
 	e := newEnv(t)
-	agg := operator.NewAggregator()
+	agg := refop.NewAggregator()
 	r := e.start("counter-0", agg)
 	last := e.publish("counter-0",
 		[]byte(`{"key":"a","value":1}`),
@@ -251,7 +252,7 @@ func TestRegistration(t *testing.T) {
 	}
 	defer func() { _ = w.Stop() }()
 
-	r := e.start("counter-0", operator.NewAggregator())
+	r := e.start("counter-0", refop.NewAggregator())
 	reg := e.registration(key)
 	if reg.Incarnation != r.rt.Incarnation() || reg.Job != testJob || reg.Instance != "counter-0" || reg.StartedAt.IsZero() {
 		t.Fatalf("registration %+v, want incarnation %s", reg, r.rt.Incarnation())
@@ -284,7 +285,7 @@ func TestRegistration(t *testing.T) {
 		t.Fatalf("registration after a clean shutdown: %v, want it deleted", err)
 	}
 
-	r2 := e.start("counter-0", operator.NewAggregator())
+	r2 := e.start("counter-0", refop.NewAggregator())
 	reg2 := e.registration(key)
 	if reg2.Incarnation != r2.rt.Incarnation() || reg2.Incarnation == reg.Incarnation {
 		t.Fatalf("incarnation after restart %s (runtime %s), first was %s", reg2.Incarnation, r2.rt.Incarnation(), reg.Incarnation)
@@ -306,7 +307,7 @@ func (e *env) registration(key string) messages.Registration {
 
 func TestRuntimeRunsOnce(t *testing.T) {
 	e := newEnv(t)
-	r := e.start("counter-0", operator.NewAggregator())
+	r := e.start("counter-0", refop.NewAggregator())
 	if err := r.rt.Run(context.Background()); !errors.Is(err, operator.ErrAlreadyStarted) {
 		t.Fatalf("second Run = %v, want ErrAlreadyStarted", err)
 	}
@@ -323,15 +324,23 @@ func TestConfigValidate(t *testing.T) {
 		ok   bool
 	}{
 		{name: "default", edit: func(*operator.Config) {}, ok: true},
-		{name: "custom input", edit: func(c *operator.Config) { c.InputStream, c.InputSubject = "EVENTS", "events.*.orders" }, ok: true},
-		{name: "trailing wildcard", edit: func(c *operator.Config) { c.InputSubject = "events.>" }, ok: true},
+		{name: "custom input", edit: func(c *operator.Config) { c.InputStream, c.InputFilters = "EVENTS", []string{"events.*.orders"} }, ok: true},
+		{name: "two filters", edit: func(c *operator.Config) { c.InputFilters = []string{"events.a", "events.b.>"} }, ok: true},
+		{name: "trailing wildcard", edit: func(c *operator.Config) { c.InputFilters = []string{"events.>"} }, ok: true},
+		{name: "restore from an id", edit: func(c *operator.Config) { c.RestoreFrom = "17" }, ok: true},
+		{name: "restore from a savepoint", edit: func(c *operator.Config) { c.RestoreFrom = "before-upgrade" }, ok: true},
 		{name: "empty job", edit: func(c *operator.Config) { c.Job = "" }},
 		{name: "job with a dot", edit: func(c *operator.Config) { c.Job = "a.b" }},
 		{name: "instance with a wildcard", edit: func(c *operator.Config) { c.Instance = "i*" }},
 		{name: "stream with a dot", edit: func(c *operator.Config) { c.InputStream = "A.B" }},
-		{name: "subject with an empty token", edit: func(c *operator.Config) { c.InputSubject = "a..b" }},
-		{name: "subject with inner >", edit: func(c *operator.Config) { c.InputSubject = "a.>.b" }},
-		{name: "subject with a space", edit: func(c *operator.Config) { c.InputSubject = "a b" }},
+		{name: "output stream with a dot", edit: func(c *operator.Config) { c.OutputStream = "A.B" }},
+		{name: "subject with an empty token", edit: func(c *operator.Config) { c.InputFilters = []string{"a..b"} }},
+		{name: "subject with inner >", edit: func(c *operator.Config) { c.InputFilters = []string{"a.>.b"} }},
+		{name: "subject with a space", edit: func(c *operator.Config) { c.InputFilters = []string{"a b"} }},
+		{name: "filter given twice", edit: func(c *operator.Config) { c.InputFilters = []string{"a.b", "a.b"} }},
+		{name: "restore from checkpoint 0", edit: func(c *operator.Config) { c.RestoreFrom = "0" }},
+		{name: "restore from a bad name", edit: func(c *operator.Config) { c.RestoreFrom = "a.b" }},
+		{name: "restore from and reset state", edit: func(c *operator.Config) { c.RestoreFrom, c.ResetState = "3", true }},
 		{name: "negative heartbeat", edit: func(c *operator.Config) { c.Heartbeat = -time.Second }},
 	}
 	for _, tt := range tests {
@@ -360,7 +369,7 @@ func TestSurvivesServerRestart(t *testing.T) {
 	// an expired registration back.
 	cfg := operator.DefaultConfig(testJob, "counter-0")
 	cfg.Heartbeat = time.Hour
-	agg := operator.NewAggregator()
+	agg := refop.NewAggregator()
 	r := e.startWith(cfg, agg)
 	totals := map[string]messages.KeyTotals{}
 	last := e.publishEvents("counter-0", totals, makeEvents(10, 1, "a", "b")...)
@@ -397,32 +406,48 @@ func TestSurvivesServerRestart(t *testing.T) {
 	r.stop(t)
 }
 
-func TestRunCannotStart(t *testing.T) {
+func TestRunWaitsForItsResources(t *testing.T) {
 	e := newEnv(t)
 	cfg := operator.DefaultConfig(testJob, "counter-0")
-	cfg.InputStream = "NO_SUCH_STREAM"
-	rt, err := operator.New(cfg, e.nc, e.js, e.res, operator.NewAggregator(), e.logger())
-	if err != nil {
+	cfg.InputStream, cfg.InputFilters = "LATE_INPUT", []string{"late.orders.>"}
+	rt := e.newRuntime(cfg, refop.NewAggregator())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- rt.Run(ctx) }()
+	natstest.Eventually(t, waitLong, "no line saying what the runtime waits for", func() bool {
+		return e.logged(`"level":"info"`, `"message":"waiting for stream LATE_INPUT to exist"`)
+	})
+	if _, err := e.res.Leases.Get(e.ctx(), cjs.RegistrationKey(testJob, "counter-0")); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Fatalf("registration while waiting: %v, want none", err)
+	}
+	if _, err := e.js.CreateStream(e.ctx(), jetstream.StreamConfig{Name: "LATE_INPUT", Subjects: []string{"late.orders.>"}, Storage: jetstream.MemoryStorage}); err != nil {
 		t.Fatal(err)
 	}
-	if err := rt.Run(e.ctx()); !errors.Is(err, jetstream.ErrStreamNotFound) {
-		t.Fatalf("Run on a missing input stream = %v, want ErrStreamNotFound", err)
+	select {
+	case <-rt.Ready():
+	case err := <-done:
+		t.Fatalf("Run = %v before it was ready", err)
+	case <-time.After(waitLong):
+		t.Fatal("not ready after the stream was created")
 	}
-	if _, err := e.res.Leases.Get(e.ctx(), cjs.RegistrationKey(testJob, "counter-0")); !errors.Is(err, jetstream.ErrKeyNotFound) {
-		t.Fatalf("registration after a failed start: %v, want none", err)
+	if strings.Count(e.logs.String(), "waiting for stream LATE_INPUT") != 1 {
+		t.Fatalf("the wait was logged more than once:\n%s", e.logs.String())
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run = %v, want nil", err)
 	}
 	if err := rt.Do(e.ctx(), func() {}); !errors.Is(err, operator.ErrStopped) {
-		t.Fatalf("Do after a failed start = %v, want ErrStopped", err)
+		t.Fatalf("Do after Run = %v, want ErrStopped", err)
 	}
 
-	// A context that ends while starting is a clean stop, not an error.
-	rt2, err := operator.New(cfg, e.nc, e.js, e.res, operator.NewAggregator(), e.logger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	if err := rt2.Run(ctx); err != nil {
+	// A context that ends while waiting is a clean stop, not an error.
+	cfg.InputStream = "NO_SUCH_STREAM"
+	rt2 := e.newRuntime(cfg, refop.NewAggregator())
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	cancel2()
+	if err := rt2.Run(ctx2); err != nil {
 		t.Fatalf("Run with an ended context = %v, want nil", err)
 	}
 }

@@ -42,6 +42,9 @@ type restored struct {
 	position uint64
 	// ref is the restored snapshot, nil for an empty start.
 	ref *messages.SnapshotRef
+	// from names what was restored ("latest", "checkpoint 7", "savepoint x"); empty for
+	// an empty start.
+	from string
 }
 
 // membership is what the retained manifests say about this instance.
@@ -61,12 +64,15 @@ type membership struct {
 // every unusable snapshot is logged at error level). A member with none fails with
 // ErrNoUsableSnapshot, unless Config.ResetState starts it empty on purpose.
 func (r *Runtime) restore(ctx context.Context) (restored, error) {
+	if r.cfg.RestoreFrom != "" {
+		return r.restoreChosen(ctx)
+	}
 	ms, err := r.membership(ctx)
 	if err != nil {
 		return restored{}, err
 	}
 	if !ms.member {
-		r.log.Info().Msg("not a member of the job (no retained checkpoint holds this instance): new instance, starting empty and reading the input from the start")
+		r.log.Info("not a member of the job (no retained checkpoint holds this instance): new instance, starting empty and reading the input from the start")
 		return restored{}, nil
 	}
 	if r.cfg.ResetState {
@@ -76,9 +82,13 @@ func (r *Runtime) restore(ctx context.Context) (restored, error) {
 	for _, mf := range ms.manifests {
 		rs, err := r.restoreFrom(ctx, mf)
 		if err == nil {
+			rs.from = "latest"
+			if mf != ms.manifests[0] {
+				rs.from = fmt.Sprintf("checkpoint %d (fallback)", mf.CheckpointID)
+			}
 			return rs, nil
 		}
-		r.log.Error().Uint64("checkpoint", mf.CheckpointID).Err(err).Msg("snapshot unusable; falling back to an older checkpoint")
+		r.log.Error("snapshot unusable; falling back to an older checkpoint", "checkpoint", mf.CheckpointID, "error", err)
 		tried = append(tried, err.Error())
 	}
 	tried = append(tried, ms.unreadable...)
@@ -89,6 +99,80 @@ func (r *Runtime) restore(ctx context.Context) (restored, error) {
 		ErrNoUsableSnapshot, r.cfg.Job, r.cfg.Instance, strings.Join(tried, "; "))
 }
 
+// ErrRestoreFrom is returned (wrapped) by Run when the checkpoint or savepoint that
+// Config.RestoreFrom names cannot be restored: it does not exist, it holds no snapshot of
+// this instance, the snapshot is gone or corrupt, or input after its position is gone.
+var ErrRestoreFrom = errors.New("cannot restore the chosen checkpoint")
+
+// restoreTarget is a parsed Config.RestoreFrom: a checkpoint id or a savepoint name.
+type restoreTarget struct {
+	id        uint64
+	savepoint string
+}
+
+// parseRestoreFrom reads a checkpoint id (a positive number) or a savepoint name (a token
+// [A-Za-z0-9_-]{1,64}).
+func parseRestoreFrom(s string) (restoreTarget, error) {
+	if id, err := strconv.ParseUint(s, 10, 64); err == nil {
+		if id == 0 {
+			return restoreTarget{}, errors.New("restore from checkpoint 0: checkpoint ids start at 1")
+		}
+		return restoreTarget{id: id}, nil
+	}
+	if err := messages.ValidateName("savepoint", s); err != nil {
+		return restoreTarget{}, fmt.Errorf("restore from %q: neither a checkpoint id (a positive number) nor a savepoint name: %w", s, err)
+	}
+	return restoreTarget{savepoint: s}, nil
+}
+
+// key is the target's key in CAIRN_MANIFESTS.
+func (t restoreTarget) key(job string) string {
+	if t.savepoint != "" {
+		return cjs.SavepointKey(job, t.savepoint)
+	}
+	return cjs.ManifestKey(job, t.id)
+}
+
+func (t restoreTarget) String() string {
+	if t.savepoint != "" {
+		return "savepoint " + t.savepoint
+	}
+	return fmt.Sprintf("checkpoint %d", t.id)
+}
+
+// restoreChosen restores the checkpoint or savepoint Config.RestoreFrom names, with no
+// fallback: every failure wraps ErrRestoreFrom and says what is gone.
+func (r *Runtime) restoreChosen(ctx context.Context) (restored, error) {
+	t, err := parseRestoreFrom(r.cfg.RestoreFrom)
+	if err != nil {
+		return restored{}, fmt.Errorf("%w: %w", ErrRestoreFrom, err)
+	}
+	key := t.key(r.cfg.Job)
+	mf, err := r.readManifest(ctx, key)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		retained := "none"
+		if ids, lerr := r.retainedIDs(ctx); lerr == nil && len(ids) > 0 {
+			retained = strings.Trim(strings.Join(strings.Fields(fmt.Sprint(ids)), ", "), "[]")
+		}
+		return restored{}, fmt.Errorf("%w: job %s: %s does not exist (no key %s in %s; retained checkpoints: %s)",
+			ErrRestoreFrom, r.cfg.Job, t, key, cjs.ManifestBucket, retained)
+	case err != nil:
+		return restored{}, fmt.Errorf("%w: job %s: %s: %w", ErrRestoreFrom, r.cfg.Job, t, err)
+	}
+	if _, ok := mf.Instances[r.cfg.Instance]; !ok {
+		return restored{}, fmt.Errorf("%w: job %s: %s (checkpoint %d) holds no snapshot of instance %s",
+			ErrRestoreFrom, r.cfg.Job, t, mf.CheckpointID, r.cfg.Instance)
+	}
+	rs, err := r.restoreFrom(ctx, mf)
+	if err != nil {
+		return restored{}, fmt.Errorf("%w: job %s, instance %s: %s: %w", ErrRestoreFrom, r.cfg.Job, r.cfg.Instance, t, err)
+	}
+	rs.from = t.String()
+	r.log.Warn("restored a chosen checkpoint instead of the newest", "restore_from", t.String(), "checkpoint", rs.checkpoint, "position", rs.position)
+	return rs, nil
+}
+
 // membership reads <job>.latest and the retained manifests <job>.<id>.
 func (r *Runtime) membership(ctx context.Context) (membership, error) {
 	var ms membership
@@ -97,7 +181,7 @@ func (r *Runtime) membership(ctx context.Context) (membership, error) {
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound):
 	case errors.Is(err, errUnreadableManifest):
-		r.log.Error().Err(err).Msg("latest manifest unreadable: membership is decided by the retained ones")
+		r.log.Error("latest manifest unreadable: membership is decided by the retained ones", "error", err)
 		ms.unreadable = append(ms.unreadable, err.Error())
 	case err != nil:
 		return ms, err
@@ -122,7 +206,7 @@ func (r *Runtime) membership(ctx context.Context) (membership, error) {
 		case errors.Is(err, jetstream.ErrKeyNotFound):
 			continue
 		case errors.Is(err, errUnreadableManifest):
-			r.log.Error().Err(err).Msg("retained manifest unreadable; skipped")
+			r.log.Error("retained manifest unreadable; skipped", "error", err)
 			ms.unreadable = append(ms.unreadable, err.Error())
 			continue
 		case err != nil:
@@ -166,7 +250,7 @@ func (r *Runtime) resetState(ctx context.Context, ms membership) error {
 		detail = fmt.Sprintf("started empty on purpose (reset state), dropping the state of checkpoint %d (snapshot %s, from checkpoint %d); input is read from the start of what remains",
 			mf.CheckpointID, mf.Instances[r.cfg.Instance].Snapshot.Object, mf.Instances[r.cfg.Instance].From(mf.CheckpointID))
 	}
-	r.log.Warn().Uint64("dropped_checkpoint", dropped).Msg("reset state: member starting empty on purpose, reading the input from the start of what remains")
+	r.log.Warn("reset state: member starting empty on purpose, reading the input from the start of what remains", "dropped_checkpoint", dropped)
 	return r.memberEvent(ctx, messages.MemberResetState, dropped, detail)
 }
 
@@ -205,9 +289,8 @@ func (r *Runtime) restoreFrom(ctx context.Context, mf *messages.Manifest) (resto
 	if err := r.fetchAndRestore(ctx, inst.Snapshot); err != nil {
 		return restored{}, fmt.Errorf("checkpoint %d: %w", mf.CheckpointID, err)
 	}
-	r.log.Info().Uint64("checkpoint", mf.CheckpointID).Uint64("state_from", inst.From(mf.CheckpointID)).
-		Str("object", inst.Snapshot.Object).Uint64("position", pos).Uint64("size", inst.Snapshot.Size).
-		Dur("took", time.Since(start)).Msg("state restored")
+	r.log.Info("state restored", "checkpoint", mf.CheckpointID, "state_from", inst.From(mf.CheckpointID),
+		"object", inst.Snapshot.Object, "position", pos, "size", inst.Snapshot.Size, "took", time.Since(start))
 	ref := inst.Snapshot
 	return restored{checkpoint: mf.CheckpointID, position: pos, ref: &ref}, nil
 }
@@ -218,7 +301,7 @@ func (r *Runtime) fetchAndRestore(ctx context.Context, ref messages.SnapshotRef)
 	sp := newSpool(spoolMemLimit)
 	defer func() {
 		if err := sp.Close(); err != nil {
-			r.log.Warn().Err(err).Msg("remove restore spool")
+			r.log.Warn("remove restore spool", "error", err)
 		}
 	}()
 	dctx, cancel := context.WithTimeout(ctx, transferBudget(ref.Size))

@@ -1,0 +1,7 @@
+// Command orders is an operator of your own under Cairn: the count and amount of the
+// orders per region, read from stream ORDERS, subjects orders.eu.> and orders.us.>, and
+// served on cairn.op.orders.<instance>.totals. docs/operator-guide.md builds it step by
+// step; run it with
+//
+//	NATS_URL=nats://localhost:4222 INSTANCE=orders-0 go run ./examples/orders
+package main

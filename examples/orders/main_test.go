@@ -1,0 +1,154 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/cairn-stream/cairn/internal/cairntest"
+	"github.com/cairn-stream/cairn/internal/natstest"
+	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/messages"
+)
+
+const instance = "orders-0"
+
+// totals asks the operator for its totals.
+func totals(t *testing.T, nc *nats.Conn) map[string]Totals {
+	t.Helper()
+	msg, err := nc.Request("cairn.op.orders."+instance+".totals", nil, cairntest.Wait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got map[string]Totals
+	if err := json.Unmarshal(msg.Data, &got); err != nil {
+		t.Fatalf("totals %s: %v", msg.Data, err)
+	}
+	return got
+}
+
+// waitPosition waits until the operator is running and its info shows position seq, and
+// returns the info.
+func waitPosition(t *testing.T, nc *nats.Conn, seq uint64) messages.OperatorInfo {
+	t.Helper()
+	var info messages.OperatorInfo
+	natstest.Eventually(t, cairntest.Wait, fmt.Sprintf("position never reached %d", seq), func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, err := natstest.RequestJSON(ctx, nc, cjs.Subjects{}.OperatorInfo("orders", instance), nil, &info)
+		return err == nil && info.Position >= seq
+	})
+	return info
+}
+
+func TestOrders(t *testing.T) {
+	s := natstest.Start(t)
+	nc, js, res := s.Resources(t, cjs.Options{Memory: true})
+	exercise(t, nc, js, res, s.URL)
+}
+
+// TestOrdersWithTemplatePermissions runs the operator as a user with exactly the
+// permissions of deploy/nats/operator-template.conf, and finds no permission violation.
+func TestOrdersWithTemplatePermissions(t *testing.T) {
+	template, err := os.ReadFile(filepath.Join("..", "..", "deploy", "nats", "operator-template.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var log natstest.LogBuffer
+	s := natstest.StartConfig(t, fmt.Sprintf(`%s
+accounts { CAIRN { jetstream: enabled, users: [
+  { user: admin, password: admin }
+  { user: orders, password: orders, permissions: $MY_OPERATOR_PERMISSIONS }
+] } }`, template), &log)
+	admin, err := nats.Connect(s.URL, nats.UserInfo("admin", "admin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	js, err := jetstream.New(admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cairntest.Wait)
+	defer cancel()
+	res, err := cjs.Ensure(ctx, js, cjs.Options{Memory: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	exercise(t, admin, js, res, strings.Replace(s.URL, "nats://", "nats://orders:orders@", 1))
+	if strings.Contains(log.String(), "Permissions Violation") {
+		t.Fatalf("permission violations:\n%s", log.String())
+	}
+}
+
+// exercise starts the operator at url before its stream exists, feeds it orders, takes a
+// checkpoint, restarts it after more orders and checks its totals; nc, js and res are an
+// admin's, playing the coordinator.
+func exercise(t *testing.T, nc *nats.Conn, js jetstream.JetStream, res *cjs.Resources, url string) {
+	t.Helper()
+	coord := cairntest.NewCoordinator(t, nc, res.Manifests, "orders")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+
+	start := func() (stop func()) {
+		rctx, rcancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- run(rctx, url, instance, log) }()
+		return func() {
+			rcancel()
+			if err := <-done; err != nil {
+				t.Errorf("run = %v", err)
+			}
+		}
+	}
+	// The operator starts before its stream exists and waits for it.
+	stop := start()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "ORDERS", Subjects: []string{"orders.>"}, Storage: jetstream.MemoryStorage}); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]Totals{}
+	var last uint64
+	publish := func(n int) {
+		for i := range n {
+			region := []string{"eu", "us", "asia"}[i%3]
+			ack, err := js.Publish(ctx, "orders."+region+".web", fmt.Appendf(nil, `{"amount":%d}`, i+1))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if region != "asia" { // not among the operator's filters
+				tt := want[region]
+				want[region] = Totals{Count: tt.Count + 1, Amount: tt.Amount + int64(i+1)}
+				last = ack.Sequence
+			}
+		}
+	}
+	publish(30)
+	waitPosition(t, nc, last)
+	ack := coord.Checkpoint(1)
+	coord.Complete(1, ack)
+	publish(30) // after the checkpoint: replayed after the restart
+	waitPosition(t, nc, last)
+	stop()
+
+	publish(9)
+	stop = start()
+	defer stop()
+	if info := waitPosition(t, nc, last); info.RestoredCheckpoint != 1 {
+		t.Fatalf("info after the restart %+v, want checkpoint 1 restored", info)
+	}
+	if got := totals(t, nc); !maps.Equal(got, want) {
+		t.Fatalf("totals after the restart %v, want %v", got, want)
+	}
+}

@@ -1,0 +1,161 @@
+package cairntest
+
+import (
+	"context"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/messages"
+)
+
+// Wait bounds every wait of a Coordinator.
+const Wait = 15 * time.Second
+
+// Coordinator is a scripted coordinator of one job.
+type Coordinator struct {
+	t         testing.TB
+	nc        *nats.Conn
+	manifests jetstream.KeyValue
+	job       string
+	subj      cjs.Subjects
+	acks      chan *nats.Msg
+}
+
+// NewCoordinator returns a coordinator of job that has subscribed to its acks; manifests
+// is the CAIRN_MANIFESTS bucket.
+func NewCoordinator(t testing.TB, nc *nats.Conn, manifests jetstream.KeyValue, job string) *Coordinator {
+	t.Helper()
+	c := &Coordinator{t: t, nc: nc, manifests: manifests, job: job, acks: make(chan *nats.Msg, 64)}
+	sub, err := nc.ChanSubscribe(c.subj.Ack(job), c.acks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// Barrier sends the barrier of checkpoint id, without a fencing token.
+func (c *Coordinator) Barrier(id uint64) {
+	c.t.Helper()
+	c.BarrierWithToken(id, 0)
+}
+
+// BarrierWithToken sends the barrier of checkpoint id carrying a coordinator's fencing
+// token.
+func (c *Coordinator) BarrierWithToken(id, token uint64) {
+	c.t.Helper()
+	data, err := messages.Marshal(&messages.Barrier{
+		Schema:        messages.SchemaVersion,
+		Job:           c.job,
+		CheckpointID:  id,
+		ConfigVersion: 1,
+		TriggeredAt:   time.Now().UTC(),
+		Coordinator:   "test",
+		Token:         token,
+	})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	msg := nats.NewMsg(c.subj.Barrier(c.job))
+	msg.Data = data
+	msg.Header.Set(messages.HeaderCheckpointID, strconv.FormatUint(id, 10))
+	msg.Header.Set(messages.HeaderConfigVersion, "1")
+	if err := c.nc.PublishMsg(msg); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// NextAck returns the next ack or decline.
+func (c *Coordinator) NextAck() messages.Ack {
+	c.t.Helper()
+	select {
+	case msg := <-c.acks:
+		var a messages.Ack
+		if err := messages.Unmarshal(msg.Data, &a); err != nil {
+			c.t.Fatalf("ack: %v", err)
+		}
+		return a
+	case <-time.After(Wait):
+		c.t.Fatal("no ack")
+	}
+	return messages.Ack{}
+}
+
+// Checkpoint sends barrier id and returns the next ack, failing on a decline or an ack
+// of another checkpoint.
+func (c *Coordinator) Checkpoint(id uint64) messages.Ack {
+	c.t.Helper()
+	c.Barrier(id)
+	a := c.NextAck()
+	if a.CheckpointID != id || a.Kind != messages.AckDone {
+		c.t.Fatalf("ack = %+v, want an ack of checkpoint %d", a, id)
+	}
+	return a
+}
+
+// WriteManifest writes the manifest of checkpoint id from acks under <job>.<id> and
+// <job>.latest, as the coordinator does when a checkpoint completes.
+func (c *Coordinator) WriteManifest(id uint64, acks ...messages.Ack) {
+	c.t.Helper()
+	mf := messages.Manifest{
+		Schema:        messages.SchemaVersion,
+		Job:           c.job,
+		CheckpointID:  id,
+		ConfigVersion: 1,
+		TriggeredAt:   time.Now().UTC(),
+		CompletedAt:   time.Now().UTC(),
+		Instances:     make(map[string]messages.InstanceSnapshot),
+	}
+	for _, a := range acks {
+		mf.Instances[a.Instance] = messages.InstanceSnapshot{Incarnation: a.Incarnation, Snapshot: a.Snapshot, Positions: a.Positions}
+	}
+	data, err := messages.Marshal(&mf)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), Wait)
+	defer cancel()
+	for _, k := range []string{cjs.ManifestKey(c.job, id), cjs.LatestKey(c.job)} {
+		if _, err := c.manifests.Put(ctx, k, data); err != nil {
+			c.t.Fatal(err)
+		}
+	}
+}
+
+// Event publishes the checkpoint event of id with outcome (and reason, for an abort).
+func (c *Coordinator) Event(id uint64, outcome messages.Outcome, reason messages.AbortReason) {
+	c.t.Helper()
+	ev := messages.CheckpointEvent{Schema: messages.SchemaVersion, Job: c.job, CheckpointID: id, ConfigVersion: 1,
+		Outcome: outcome, TriggeredAt: time.Now().UTC(), FinishedAt: time.Now().UTC(), Reason: reason}
+	data, err := messages.Marshal(&ev)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	name := "completed"
+	if outcome == messages.Aborted {
+		name = "aborted"
+	}
+	if err := c.nc.Publish(c.subj.CheckpointEvent(c.job, name), data); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// Complete completes checkpoint id: it writes the manifest from acks and publishes the
+// completed event.
+func (c *Coordinator) Complete(id uint64, acks ...messages.Ack) {
+	c.t.Helper()
+	c.WriteManifest(id, acks...)
+	c.Event(id, messages.Completed, 0)
+}
+
+// Acks is the channel the acks and declines arrive on, for a test that checks that none
+// came.
+func (c *Coordinator) Acks() <-chan *nats.Msg { return c.acks }

@@ -1,0 +1,136 @@
+package operator
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/messages"
+)
+
+// ErrInvalidConfig is returned (wrapped) by Config.Validate and New for a config that
+// cannot run.
+var ErrInvalidConfig = errors.New("invalid operator config")
+
+// Config configures a Runtime. The zero value of every optional field means its default
+// (see DefaultConfig); only Job and Instance are required.
+type Config struct {
+	// Job the instance belongs to; a token [A-Za-z0-9_-]{1,64}.
+	Job string
+	// Instance is the instance's stable id; a token [A-Za-z0-9_-]{1,64}.
+	Instance string
+	// Subjects gives the subject prefix of the wire contract.
+	Subjects cjs.Subjects
+	// InputStream is the stream the input is read from; empty means CAIRN_INPUT.
+	InputStream string
+	// InputFilters are the subject filters of InputStream the instance reads, through one
+	// ordered consumer: the records of every filter arrive in stream order, and positions
+	// stay stream sequences. Empty means Subjects.Input(Job, Instance).
+	InputFilters []string
+	// OutputStream is the stream that stores the outputs of a Machine that is a Producer;
+	// Run waits for it to exist, and only for such a Machine. Empty means CAIRN_OUTPUT.
+	OutputStream string
+	// Heartbeat is how often the registration is renewed; 0 means a third of the TTL of
+	// the CAIRN_LEASES bucket.
+	Heartbeat time.Duration
+	// ResetState starts a member of the job empty on purpose, dropping the state its
+	// checkpoints hold, and reads its input from the start of what the stream still holds.
+	// It is logged at warn level and recorded as a reset_state member event. Without it a
+	// member none of whose snapshots can be restored refuses to start (ErrNoUsableSnapshot).
+	// It resets at every start it is given to: set it for one start only.
+	ResetState bool
+	// AcceptInputGap lets a restored instance go on when input after its restored position
+	// may have been removed from the input stream, logged at warn level and recorded as an
+	// input_gap_accepted member event. Without it the start is refused (ErrInputGap).
+	AcceptInputGap bool
+	// RestoreFrom restores a chosen checkpoint instead of the newest: a number is a
+	// checkpoint id (the manifest <job>.<id> in CAIRN_MANIFESTS), anything else the name of
+	// a savepoint (<job>.savepoint.<name>). The input resumes after that checkpoint's
+	// positions. There is no fallback: when the checkpoint, this instance's snapshot in it,
+	// or the input after it is gone, Run refuses to start with an error wrapping
+	// ErrRestoreFrom. Empty restores the newest usable checkpoint.
+	RestoreFrom string
+	// Logger receives the runtime's log records, with the attributes job, instance and
+	// incarnation; nil means no logging.
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the config of instance of job with every other field at its
+// default. InputFilters stays empty, meaning the instance's default subject under
+// whatever Subjects prefix is set afterwards.
+func DefaultConfig(job, instance string) Config {
+	return Config{Job: job, Instance: instance, InputStream: cjs.InputStream, OutputStream: cjs.OutputStream}
+}
+
+// withDefaults fills the optional fields whose defaults need no server.
+func (c Config) withDefaults() Config {
+	if c.InputStream == "" {
+		c.InputStream = cjs.InputStream
+	}
+	if len(c.InputFilters) == 0 {
+		c.InputFilters = []string{c.Subjects.Input(c.Job, c.Instance)}
+	}
+	if c.OutputStream == "" {
+		c.OutputStream = cjs.OutputStream
+	}
+	return c
+}
+
+// Validate reports the first field that cannot run, naming it and what is allowed.
+func (c Config) Validate() error {
+	if err := messages.ValidateName("job", c.Job); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	}
+	if err := messages.ValidateName("instance", c.Instance); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	}
+	for _, s := range []struct{ what, name string }{{"input stream", c.InputStream}, {"output stream", c.OutputStream}} {
+		if s.name != "" && strings.ContainsAny(s.name, ". *>\t\r\n") {
+			return fmt.Errorf("%w: %s %q: a stream name may not contain '.', '*', '>' or white space", ErrInvalidConfig, s.what, s.name)
+		}
+	}
+	for i, f := range c.InputFilters {
+		if err := validateSubject(f); err != nil {
+			return fmt.Errorf("%w: input filter %d %q: %w", ErrInvalidConfig, i+1, f, err)
+		}
+		if slices.Contains(c.InputFilters[:i], f) {
+			return fmt.Errorf("%w: input filter %q is given twice", ErrInvalidConfig, f)
+		}
+	}
+	if c.Heartbeat < 0 {
+		return fmt.Errorf("%w: heartbeat %s is negative; allowed: 0 (a third of the lease TTL) or a positive duration", ErrInvalidConfig, c.Heartbeat)
+	}
+	if c.RestoreFrom != "" && c.ResetState {
+		return fmt.Errorf("%w: restore from %q and reset state exclude each other; give one", ErrInvalidConfig, c.RestoreFrom)
+	}
+	if c.RestoreFrom != "" {
+		if _, err := parseRestoreFrom(c.RestoreFrom); err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+		}
+	}
+	return nil
+}
+
+// validateSubject checks that s is a subject or subject filter: non-empty tokens separated
+// by dots, no white space, '>' only as the last token.
+func validateSubject(s string) error {
+	if strings.ContainsAny(s, " \t\r\n") {
+		return errors.New("white space is not allowed")
+	}
+	tokens := strings.Split(s, ".")
+	for i, t := range tokens {
+		switch {
+		case t == "":
+			return fmt.Errorf("token %d is empty", i+1)
+		case t == ">" && i != len(tokens)-1:
+			return errors.New("'>' is only allowed as the last token")
+		case len(t) > 1 && strings.ContainsAny(t, "*>"):
+			return fmt.Errorf("token %q mixes a wildcard with other characters", t)
+		}
+	}
+	return nil
+}

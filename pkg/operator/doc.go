@@ -1,0 +1,63 @@
+// Package operator is Cairn's operator runtime: the SDK a stateful stream service embeds
+// to have its state checkpointed by Cairn.
+//
+// The common case is one call: Run(ctx, nc, cfg, machine). New returns the Runtime for
+// the rest (AddEndpoint, Do, Position, Stats, Info). A Runtime drives one operator
+// instance: it waits for the streams and buckets it uses to exist (CAIRN_MANIFESTS,
+// CAIRN_LEASES, CAIRN_SNAPSHOTS, CAIRN_CHECKPOINTS, the input stream and, for a Producer,
+// the output stream; nothing else), restores the instance's state from the newest
+// completed checkpoint that holds a usable snapshot of it (or the one Config.RestoreFrom
+// names), registers the instance in KV CAIRN_LEASES with a fresh incarnation id and keeps
+// the registration alive, follows the input stream's subject filters with one ordered
+// consumer, answers the coordinator's barriers with snapshots stored in the object store,
+// and serves cairn.op.<job>.<instance>.info through the micro service "cairn-operator".
+//
+// The package's import graph is its promise to embedders: no nats-server and no logging
+// library. It logs through the *slog.Logger in Config (nil: silent) and returns errors
+// wrapping its sentinels.
+//
+// The stateful logic is a Machine, modelled on hashicorp/raft's FSM. Records, barriers and
+// Do requests are handled by one goroutine, so a snapshot always sits between two input
+// records and records the input stream sequence it includes. Persisting a snapshot runs on
+// a second goroutine, in barrier order, so records keep flowing while a snapshot is
+// written and uploaded.
+//
+// A Machine may implement optional interfaces, discovered as net/http discovers
+// http.Flusher: Producer (outputs published with deterministic message ids),
+// CheckpointSnapshotter (the checkpoint id at snapshot time) and CheckpointListener (the
+// outcome of every checkpoint it took a snapshot for, in id order, on the processing
+// goroutine: what a transactional sink needs). BytesSnapshot serves states that are one
+// byte slice.
+//
+// # Restore
+//
+// On start the runtime reads <job>.latest from CAIRN_MANIFESTS. An instance that manifest
+// does not hold is new: it starts empty and reads its input from the beginning. A member
+// restores the newest usable snapshot: the object is downloaded, its SHA-256 is checked
+// against the manifest, the Machine restores from it, and the input consumer resumes
+// after the stream sequence the snapshot includes. A missing or corrupt object is logged at
+// error level and the retained manifests <job>.<id> are tried, newest first. A member with
+// no usable snapshot refuses to start (ErrNoUsableSnapshot) unless Config.ResetState
+// starts it empty on purpose. Before consuming, the input stream is checked for records
+// after the restored position that its limits may have removed (ErrInputGap, unless
+// Config.AcceptInputGap). Resets and accepted gaps are recorded as member events.
+//
+// Config.RestoreFrom restores a chosen checkpoint instead: a checkpoint id (manifest
+// <job>.<id>) or a savepoint name (manifest <job>.savepoint.<name>), with no fallback;
+// Run refuses with ErrRestoreFrom when the checkpoint, the instance's snapshot in it or
+// the input after its position is gone, and resumes the input at its positions otherwise.
+//
+// # Fencing
+//
+// The registration is compare-and-set: the newest incarnation of an instance id takes the
+// key over, and an older one that finds another incarnation there at its next heartbeat
+// stops at once, publishes nothing more and returns ErrReplaced.
+//
+// # Storage efficiency
+//
+// Snapshots are written into a spool (memory up to 8 MiB, a temporary file above) while
+// their SHA-256 is computed, then streamed to the object store in 1 MiB chunks. When a
+// snapshot's digest equals that of the last snapshot this instance acked (or restored) and
+// that object still exists, the ack references the existing object and nothing is
+// uploaded. A Machine whose Persist output is deterministic benefits from this.
+package operator

@@ -1,0 +1,110 @@
+package operator
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/cairn-stream/cairn/pkg/messages"
+)
+
+// Names of the micro service every Runtime adds.
+const (
+	// ServiceName is the micro service's name, as listed by `nats micro ls`.
+	ServiceName = "cairn-operator"
+	// ServiceVersion is the micro service's version.
+	ServiceVersion = "0.2.0"
+	// InfoEndpoint is the name of the endpoint answering on Subjects.OperatorInfo with a
+	// JSON messages.OperatorInfo.
+	InfoEndpoint = "info"
+)
+
+// endpoint is an endpoint added with AddEndpoint.
+type endpoint struct {
+	name, subject string
+	h             micro.Handler
+}
+
+// AddEndpoint adds an endpoint to the instance's micro service ("cairn-operator", which
+// also serves InfoEndpoint) on subject, for a Machine's own requests such as a state
+// query. Call it before Run; the handler runs on micro's goroutine, so it reads the
+// Machine through Do.
+func (r *Runtime) AddEndpoint(name, subject string, h micro.Handler) error {
+	if r.started.Load() {
+		return ErrAlreadyStarted
+	}
+	if err := validateSubject(subject); err != nil {
+		return fmt.Errorf("endpoint %s: subject %q: %w", name, subject, err)
+	}
+	r.endpoints = append(r.endpoints, endpoint{name: name, subject: subject, h: h})
+	return nil
+}
+
+// serve adds the micro service with the info endpoint and those added with AddEndpoint.
+func (r *Runtime) serve() (micro.Service, error) {
+	svc, err := micro.AddService(r.nc, micro.Config{
+		Name:        ServiceName,
+		Version:     ServiceVersion,
+		Description: "Cairn operator instance",
+		Metadata:    map[string]string{"job": r.cfg.Job, "instance": r.cfg.Instance, "incarnation": r.incarnation},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("add micro service %s: %w", ServiceName, err)
+	}
+	eps := append([]endpoint{{name: InfoEndpoint, subject: r.cfg.Subjects.OperatorInfo(r.cfg.Job, r.cfg.Instance), h: micro.HandlerFunc(r.handleInfo)}}, r.endpoints...)
+	for _, ep := range eps {
+		if err := svc.AddEndpoint(ep.name, ep.h, micro.WithEndpointSubject(ep.subject)); err != nil {
+			_ = svc.Stop()
+			return nil, fmt.Errorf("add endpoint %s on %s: %w", ep.name, ep.subject, err)
+		}
+	}
+	return svc, nil
+}
+
+// Info returns what the info endpoint answers.
+func (r *Runtime) Info() messages.OperatorInfo {
+	st := r.Stats()
+	info := messages.OperatorInfo{
+		Schema:       messages.SchemaVersion,
+		Job:          r.cfg.Job,
+		Instance:     r.cfg.Instance,
+		Incarnation:  r.incarnation,
+		InputStream:  r.cfg.InputStream,
+		InputFilters: slices.Clone(r.cfg.InputFilters),
+		Position:     r.Position(),
+		Stats: messages.OperatorStats{
+			Applied: st.Applied, Rejected: st.Rejected, Emitted: st.Emitted, Acked: st.Acked,
+			Declined: st.Declined, Reused: st.Reused, BytesUploaded: st.BytesUploaded,
+		},
+	}
+	select {
+	case <-r.ready:
+		info.RestoredCheckpoint, info.RestoredFrom = r.restoredCheckpoint, r.restoredFrom
+	default:
+	}
+	return info
+}
+
+func (r *Runtime) handleInfo(req micro.Request) {
+	select {
+	case <-r.ready:
+	default:
+		RespondError(req, "503", "instance "+r.cfg.Instance+" is restoring its state; retry shortly")
+		return
+	}
+	if err := req.RespondJSON(r.Info()); err != nil {
+		r.log.Warn("respond to info request", "error", err)
+	}
+}
+
+// RespondError answers req with a micro error: code (e.g. "503") and description in the
+// headers and a JSON body {"error":description}, the form every Cairn endpoint uses.
+func RespondError(req micro.Request, code, description string) error {
+	body, err := json.Marshal(messages.ErrorBody{Error: description})
+	if err != nil {
+		return err
+	}
+	return req.Error(code, description, body)
+}
