@@ -25,7 +25,7 @@ type Totals struct {
 // Orders is the Machine: the totals per region. The runtime calls it on one goroutine.
 type Orders struct{ totals map[string]Totals }
 
-// Apply adds one order {"amount":N} published on orders.<region>.<...>.
+// Apply adds one order {"amount":N} published on orders.<region>.<channel>.
 func (o *Orders) Apply(rec operator.Record) error {
 	var order struct {
 		Amount int64 `json:"amount"`
@@ -67,13 +67,13 @@ func main() {
 
 // run runs instance until ctx ends, answering cairn.op.orders.<instance>.totals.
 func run(ctx context.Context, url, instance string, log *slog.Logger) error {
-	nc, err := nats.Connect(url, nats.MaxReconnects(-1))
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1)) // "" is nats://127.0.0.1:4222
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
 
-	cfg := operator.DefaultConfig("orders", instance)
+	cfg := operator.DefaultConfig("orders", instance) // job, stable instance id
 	cfg.InputStream = "ORDERS"
 	cfg.InputFilters = []string{"orders.eu.>", "orders.us.>"}
 	cfg.Logger = log
