@@ -1,6 +1,9 @@
 // Package operator is Cairn's operator runtime: the SDK a stateful stream service embeds
 // to have its state checkpointed by Cairn.
 //
+// docs/operator-guide.md in Cairn's repository goes from an empty module to an operator
+// of your own; examples/orders is its program.
+//
 // The common case is one call: Run(ctx, nc, cfg, machine). New returns the Runtime for
 // the rest (AddEndpoint, Do, Position, Stats, Info). A Runtime drives one operator
 // instance: it waits for the streams and buckets it uses to exist (CAIRN_MANIFESTS,

@@ -17,8 +17,9 @@ import (
 
 // Errors returned by the Runtime.
 var (
-	// ErrAlreadyStarted is returned by Run when the Runtime has been run before; a Runtime
-	// runs once, a restart is a new Runtime (and a new incarnation).
+	// ErrAlreadyStarted is returned by Run when the Runtime has been run before, and by
+	// AddEndpoint once Run was called; a Runtime runs once, a restart is a new Runtime
+	// (and a new incarnation).
 	ErrAlreadyStarted = errors.New("operator runtime already started")
 	// ErrStopped is returned by Do once the processing goroutine has ended, or when Run
 	// failed before starting it.
@@ -123,6 +124,10 @@ func Run(ctx context.Context, nc *nats.Conn, cfg Config, machine Machine) error 
 
 // New validates cfg and returns a Runtime for the instance it names, driving m over nc.
 // m must be in its initial, empty state. Nothing touches the server before Run.
+//
+// nc stays the caller's: the Runtime neither drains nor closes it, and renews the
+// instance's registration at once after a reconnect. Connect with nats.MaxReconnects(-1), so that the
+// connection outlives a server outage longer than nats.go's default 60 attempts.
 func New(nc *nats.Conn, cfg Config, m Machine) (*Runtime, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
