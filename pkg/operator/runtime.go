@@ -126,8 +126,9 @@ func Run(ctx context.Context, nc *nats.Conn, cfg Config, machine Machine) error 
 // m must be in its initial, empty state. Nothing touches the server before Run.
 //
 // nc stays the caller's: the Runtime neither drains nor closes it, and renews the
-// instance's registration at once after a reconnect. Connect with nats.MaxReconnects(-1), so that the
-// connection outlives a server outage longer than nats.go's default 60 attempts.
+// instance's registration at once after a reconnect. Connect with
+// nats.MaxReconnects(-1), so that the connection outlives a server outage longer than
+// nats.go's default 60 attempts.
 func New(nc *nats.Conn, cfg Config, m Machine) (*Runtime, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
