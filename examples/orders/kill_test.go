@@ -112,10 +112,32 @@ func waitCompleted(t *testing.T, events <-chan *nats.Msg, after uint64, n int) u
 	return after
 }
 
+// waitBarrier waits for the barrier of a checkpoint newer than after.
+func waitBarrier(t *testing.T, barriers <-chan *nats.Msg, after uint64) {
+	t.Helper()
+	timeout := time.NewTimer(cairntest.Wait)
+	defer timeout.Stop()
+	for {
+		select {
+		case msg := <-barriers:
+			var b messages.Barrier
+			if err := messages.Unmarshal(msg.Data, &b); err != nil {
+				t.Fatalf("barrier: %v", err)
+			}
+			if b.CheckpointID > after {
+				return
+			}
+		case <-timeout.C:
+			t.Fatalf("no barrier after checkpoint %d within %s", after, cairntest.Wait)
+		}
+	}
+}
+
 // TestGuideOperatorSurvivesSIGKILLUnderLoad is acceptance 2 of the operator guide: the
 // guide's program, built in a module of its own, runs under Cairn's coordinator, is
-// SIGKILLed and restarted while orders keep arriving on its two subjects and others, and
-// ends with its totals exact, restored from the newest completed checkpoint.
+// SIGKILLed (after a completed checkpoint, or during one) and restarted while orders keep
+// arriving on its two subjects and others, and ends with its totals exact, restored from
+// the newest completed checkpoint.
 func TestGuideOperatorSurvivesSIGKILLUnderLoad(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the guide's program and starts processes")
@@ -134,6 +156,12 @@ func TestGuideOperatorSurvivesSIGKILLUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = sub.Unsubscribe() }()
+	barriers := make(chan *nats.Msg, 1024)
+	bsub, err := nc.ChanSubscribe(cjs.Subjects{}.Barrier("orders"), barriers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = bsub.Unsubscribe() }()
 	startCairn(t, nc, js, res)
 
 	env := append(proctest.ServiceEnv(s.URL), "INSTANCE="+instance)
@@ -168,6 +196,10 @@ func TestGuideOperatorSurvivesSIGKILLUnderLoad(t *testing.T) {
 		// Two completed checkpoints: the second was triggered after this incarnation
 		// registered, so it holds a snapshot of this run.
 		last = waitCompleted(t, completed, max(restored, last), 2)
+		if kill%2 == 1 {
+			// Every other kill lands in the middle of the next checkpoint.
+			waitBarrier(t, barriers, last)
+		}
 		if _, err := p.Kill(); err != nil {
 			t.Fatalf("kill %d: %v", kill+1, err)
 		}
