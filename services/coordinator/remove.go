@@ -60,11 +60,21 @@ func (s *Service) onRemove(ctx context.Context, r micro.Request) {
 		return
 	}
 	st, code, msg := s.localStatus(ctx, name)
+	release := func() {}
+	if code == "" && st.Idle {
+		// A parked job: wake it here until the removal is decided.
+		if rel, ok := s.pin(ctx, name); ok {
+			release = rel
+			st, code, msg = s.awaitHolder(ctx, name)
+		}
+	}
 	switch {
 	case code != "":
+		release()
 		respondError(r, code, msg)
 	case st.Holder == s.cfg.ID:
 		s.removeLocally(ctx, name, req.Instance, func(out *messages.MemberRemoval, e *replyError) {
+			release()
 			if e != nil {
 				respondError(r, e.code, e.msg)
 				return
@@ -74,9 +84,11 @@ func (s *Service) onRemove(ctx context.Context, r micro.Request) {
 			}
 		})
 	case st.Holder == "":
+		release()
 		respondError(r, codeUnavailable, fmt.Sprintf("no coordinator holds the lease of job %s right now; nothing was removed, try again", name))
 	default:
 		m, err := s.nc.Request(s.cfg.Subjects.CoordinatorMembersRemove(st.Holder, name), r.Data(), forwardRemovalWait)
+		release()
 		if err != nil {
 			respondError(r, codeUnavailable, fmt.Sprintf("the lease holder %s of job %s did not answer the removal: %v; check cairn.status.%s to see whether it happened", st.Holder, name, err, name))
 			return
@@ -120,7 +132,13 @@ func (s *Service) onDirectRemove(ctx context.Context, m *nats.Msg) {
 // removeLocally hands a removal to the job's loop, which calls done when it has been
 // decided; done is called here when the loop cannot take it.
 func (s *Service) removeLocally(ctx context.Context, name, instance string, done func(*messages.MemberRemoval, *replyError)) {
-	j := s.lookup(name)
+	s.mu.Lock()
+	j, known := s.jobs[name], s.known[name] != nil
+	s.mu.Unlock()
+	if j == nil && known {
+		done(nil, &replyError{codeUnavailable, fmt.Sprintf("coordinator %s is not coordinating job %s (idle); nothing was removed, try again", s.cfg.ID, name)})
+		return
+	}
 	if j == nil {
 		done(nil, &replyError{codeNotFound, fmt.Sprintf("unknown job %q: it has no config and no registered instance", name)})
 		return

@@ -1,0 +1,125 @@
+package coordinator
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/cairn-stream/cairn/internal/natstest"
+	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/messages"
+)
+
+// scaleTTL is the lease TTL of the scale-out tests: short, so that leases move quickly.
+const scaleTTL = time.Second
+
+func TestSixJobsSpreadOverTwoCoordinators(t *testing.T) {
+	c := newCluster(t, scaleTTL)
+	jobs := jobNames("six", 6)
+	c.configure(1, 500*time.Millisecond, jobs...)
+	for _, j := range jobs {
+		c.simulate(j, "op-0")
+	}
+	c.start("coord-a")
+	c.start("coord-b")
+	took := c.waitPlaced(jobs, []string{"coord-a", "coord-b"}, 5*scaleTTL)
+	n := counts(c.holders(jobs))
+	t.Logf("6 jobs placed on 2 coordinators in %s: %v", took, n)
+	for _, id := range []string{"coord-a", "coord-b"} {
+		if n[id] < 2 || n[id] > 4 {
+			t.Fatalf("%s holds %d leases, want 2–4: %v", id, n[id], n)
+		}
+	}
+}
+
+func TestLeasesSpreadAndMoveWithReplicas(t *testing.T) {
+	c := newCluster(t, scaleTTL)
+	jobs := jobNames("spread", 30)
+	c.configure(1, 300*time.Millisecond, jobs...)
+	for _, j := range jobs {
+		c.simulate(j, "op-0")
+	}
+	for _, id := range []string{"r1", "r2", "r3"} {
+		c.start(id)
+	}
+	took := c.waitPlaced(jobs, []string{"r1", "r2", "r3"}, 5*scaleTTL)
+	n := counts(c.holders(jobs))
+	t.Logf("30 jobs placed on 3 replicas in %s: %v", took, n)
+	for _, id := range []string{"r1", "r2", "r3"} {
+		if n[id] < 7 || n[id] > 13 {
+			t.Fatalf("%s holds %d leases, want 10 ± 3: %v", id, n[id], n)
+		}
+	}
+	// Leaving: r3 stops; its jobs move to the other two. Joining: r4 starts and takes its
+	// share, some of them from r1 and r2, which hand them over. r4 leaving again gives
+	// them back to r1 and r2, whose loops issued ids before: no id is issued twice.
+	c.waitProgress(jobs, 2, 10*time.Second)
+	c.stop("r3")
+	t.Logf("r3 left: leases placed on r1, r2 in %s", c.waitPlaced(jobs, []string{"r1", "r2"}, 5*scaleTTL))
+	c.waitProgress(jobs, 2, 10*time.Second)
+	c.start("r4")
+	t.Logf("r4 joined: leases placed on r1, r2, r4 in %s", c.waitPlaced(jobs, []string{"r1", "r2", "r4"}, 5*scaleTTL))
+	c.waitProgress(jobs, 2, 10*time.Second)
+	c.stop("r4")
+	t.Logf("r4 left: leases placed on r1, r2 in %s", c.waitPlaced(jobs, []string{"r1", "r2"}, 5*scaleTTL))
+	c.waitProgress(jobs, 2, 10*time.Second)
+	t.Logf("%d barriers checked: no id issued by two coordinators", c.checkIDs())
+}
+
+func TestJobIsLedWhenItsPreferredReplicaCannotTakeIt(t *testing.T) {
+	c := newCluster(t, scaleTTL)
+	// "ghost" announces itself as a live replica but coordinates nothing: the jobs
+	// preferring it must be taken by the real replica after the grace period.
+	ghost, err := messages.Marshal(&messages.Replica{Schema: messages.SchemaVersion, ID: "ghost", StartedAt: time.Now().UTC()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	announce := func() error {
+		_, err := c.res.Leases.Put(ctx, cjs.ReplicaKey("ghost"), ghost)
+		return err
+	}
+	if err := announce(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		tick := time.NewTicker(scaleTTL / 4)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				_ = announce()
+			}
+		}
+	}()
+	jobs := jobNames("orphan", 8)
+	c.configure(1, 200*time.Millisecond, jobs...)
+	for _, j := range jobs {
+		c.simulate(j, "op-0")
+	}
+	svc := c.start("real")
+	natstest.Eventually(t, 5*time.Second, "the real replica sees the ghost", func() bool { return len(svc.replicas.ids()) == 2 })
+	ghosted := 0
+	for _, j := range jobs {
+		if svc.replicas.preferred(j) == "ghost" {
+			ghosted++
+		}
+	}
+	if ghosted == 0 {
+		t.Fatal("no job prefers the ghost: the test would prove nothing")
+	}
+	start := time.Now()
+	natstest.Eventually(t, 2*scaleTTL+2*time.Second, "every job is led although its preferred replica never takes it", func() bool {
+		return counts(c.holders(jobs))["real"] == len(jobs)
+	})
+	t.Logf("%d of %d jobs prefer the ghost; all led by the real replica %s after it saw the ghost", ghosted, len(jobs), time.Since(start))
+	// It keeps them: no hand-over to a replica that did not take them.
+	c.waitProgress(jobs, 3, 5*time.Second)
+	if n := counts(c.holders(jobs))["real"]; n != len(jobs) {
+		t.Fatalf("the real replica holds %d of %d leases after a while: it handed some to the ghost", n, len(jobs))
+	}
+	c.checkIDs()
+}
