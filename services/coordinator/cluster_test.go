@@ -48,6 +48,7 @@ type cluster struct {
 }
 
 type replicaRun struct {
+	nc     *nats.Conn
 	svc    *Service
 	cancel context.CancelFunc
 	done   chan error
@@ -116,7 +117,7 @@ func (c *cluster) start(id string) *Service {
 		c.t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &replicaRun{svc: svc, cancel: cancel, done: make(chan error, 1)}
+	r := &replicaRun{nc: nc, svc: svc, cancel: cancel, done: make(chan error, 1)}
 	go func() { r.done <- svc.Run(ctx) }()
 	c.mu.Lock()
 	c.replicas[id] = r
@@ -143,6 +144,22 @@ func (c *cluster) stop(id string) {
 	case <-time.After(15 * time.Second):
 		c.t.Errorf("replica %s did not stop within 15s", id)
 	}
+}
+
+// crash cuts replica id off NATS at once, as a killed process would be: its leases and
+// announcement are not released and must expire. Its goroutines are then stopped.
+func (c *cluster) crash(id string) {
+	c.t.Helper()
+	c.mu.Lock()
+	r := c.replicas[id]
+	delete(c.replicas, id)
+	c.mu.Unlock()
+	if r == nil {
+		c.t.Fatalf("crash %s: not running", id)
+	}
+	r.nc.Close()
+	r.cancel()
+	<-r.done
 }
 
 func (c *cluster) stopAll() {

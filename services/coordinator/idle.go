@@ -222,25 +222,44 @@ func (s *Service) idleStatus(ctx context.Context, name string, ev *messages.Conf
 	return st
 }
 
-// awaitHolder waits until some coordinator holds the lease of a job woken for a member
-// removal: this replica once it is the preferred one or the grace period passed, or
-// another. It polls the job's status, briefly, in the request's goroutine.
-func (s *Service) awaitHolder(ctx context.Context, name string) (st messages.Status, code, msg string) {
+// wakeForRemoval returns the job's running loop (nil for a job never heard of) and a
+// release to call once the removal is decided. The job is kept running until release (a
+// parked one is woken), and this replica waits until it holds the lease, which it takes at
+// once as the job's preferred replica (otherwise after the grace period). When it cannot,
+// it calls done with the reason and returns a nil release.
+func (s *Service) wakeForRemoval(ctx context.Context, name string, done func(*messages.MemberRemoval, *replyError)) (*job, func()) {
+	release, known := s.pin(ctx, name)
+	if !known {
+		return nil, func() {}
+	}
 	wait := 2*s.ttl + 2*time.Second
 	deadline := time.Now().Add(wait)
+	// The loop learns of the lease from its keeper: poll its status, briefly.
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		st, code, msg = s.localStatus(ctx, name)
-		if code != "" || st.Holder != "" {
-			return st, code, msg
-		}
-		if time.Now().After(deadline) {
-			return st, codeUnavailable, fmt.Sprintf("no coordinator took the lease of job %s within %s; nothing was removed, try again", name, wait)
+		st, code, msg := s.localStatus(ctx, name)
+		switch {
+		case code != "":
+			release()
+			done(nil, &replyError{code, msg})
+			return nil, nil
+		case st.Holder == s.cfg.ID:
+			return s.lookup(name), release
+		case st.Holder != "":
+			release()
+			done(nil, &replyError{codeUnavailable, fmt.Sprintf("coordinator %s holds the lease of job %s; nothing was removed, try again", st.Holder, name)})
+			return nil, nil
+		case time.Now().After(deadline):
+			release()
+			done(nil, &replyError{codeUnavailable, fmt.Sprintf("coordinator %s could not take the lease of idle job %s within %s; nothing was removed, try again", s.cfg.ID, name, wait)})
+			return nil, nil
 		}
 		select {
 		case <-ctx.Done():
-			return st, codeUnavailable, "coordinator stopping; nothing was removed"
+			release()
+			done(nil, &replyError{codeUnavailable, "coordinator stopping; nothing was removed"})
+			return nil, nil
 		case <-tick.C:
 		}
 	}

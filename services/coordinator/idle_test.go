@@ -126,24 +126,32 @@ func TestParkedJobStillRemovesAMember(t *testing.T) {
 		t.Fatalf("b is not a member: %+v", before.Instances)
 	}
 
-	// A removal wakes it, takes the lease, and writes a manifest without the member.
-	m := natstest.Request(t, c.nc, cjs.Subjects{}.MembersRemove("rmidle"), []byte(`{"instance":"b"}`), 20*time.Second)
-	if code := m.Header.Get("Nats-Service-Error-Code"); code != "" {
-		t.Fatalf("removal from a parked job: %s %s", code, m.Data)
+	// A removal wakes it on its preferred replica (whichever replica received it), takes
+	// the lease, and writes a manifest without the member; then the job parks again. Twice:
+	// the queue group hands the requests to either replica.
+	remove := func(inst string, after uint64) *messages.Manifest {
+		m := natstest.Request(t, c.nc, cjs.Subjects{}.MembersRemove("rmidle"), []byte(`{"instance":"`+inst+`"}`), 20*time.Second)
+		if code := m.Header.Get("Nats-Service-Error-Code"); code != "" {
+			t.Fatalf("removal of %s from a parked job: %s %s", inst, code, m.Data)
+		}
+		var out messages.MemberRemoval
+		if err := json.Unmarshal(m.Data, &out); err != nil || out.Instance != inst || out.Checkpoint <= after {
+			t.Fatalf("removal reply %s (%v), want %s removed by a checkpoint after %d", m.Data, err, inst, after)
+		}
+		got := latest()
+		if _, ok := got.Instances[inst]; ok || got.CheckpointID != out.Checkpoint {
+			t.Fatalf("manifest %d after the removal of %s holds %v", got.CheckpointID, inst, got.Instances)
+		}
+		natstest.Eventually(t, 5*scaleTTL, "the job parks again after the removal", func() bool {
+			return c.holders([]string{"rmidle"})["rmidle"] == ""
+		})
+		return got
 	}
-	var out messages.MemberRemoval
-	if err := json.Unmarshal(m.Data, &out); err != nil || out.Instance != "b" || out.Checkpoint <= before.CheckpointID {
-		t.Fatalf("removal reply %s (%v), want b removed by a checkpoint after %d", m.Data, err, before.CheckpointID)
-	}
-	after := latest()
-	if _, ok := after.Instances["b"]; ok || after.CheckpointID != out.Checkpoint {
-		t.Fatalf("manifest %d after the removal holds %v", after.CheckpointID, after.Instances)
-	}
+	after := remove("b", before.CheckpointID)
 	if _, ok := after.Instances["a"]; !ok {
 		t.Fatalf("absent member a not carried forward by the removal's manifest: %v", after.Instances)
 	}
-	// Then it parks again.
-	natstest.Eventually(t, 5*scaleTTL, "the job parks again after the removal", func() bool {
-		return c.holders([]string{"rmidle"})["rmidle"] == ""
-	})
+	if last := remove("a", after.CheckpointID); len(last.Instances) != 0 {
+		t.Fatalf("members left after removing both: %v", last.Instances)
+	}
 }

@@ -60,21 +60,15 @@ func (s *Service) onRemove(ctx context.Context, r micro.Request) {
 		return
 	}
 	st, code, msg := s.localStatus(ctx, name)
-	release := func() {}
-	if code == "" && st.Idle {
-		// A parked job: wake it here until the removal is decided.
-		if rel, ok := s.pin(ctx, name); ok {
-			release = rel
-			st, code, msg = s.awaitHolder(ctx, name)
-		}
+	if code == "" && st.Idle && st.Holder == "" {
+		// A parked job: its preferred replica wakes it for the removal.
+		st.Holder = st.Preferred
 	}
 	switch {
 	case code != "":
-		release()
 		respondError(r, code, msg)
 	case st.Holder == s.cfg.ID:
 		s.removeLocally(ctx, name, req.Instance, func(out *messages.MemberRemoval, e *replyError) {
-			release()
 			if e != nil {
 				respondError(r, e.code, e.msg)
 				return
@@ -84,11 +78,9 @@ func (s *Service) onRemove(ctx context.Context, r micro.Request) {
 			}
 		})
 	case st.Holder == "":
-		release()
 		respondError(r, codeUnavailable, fmt.Sprintf("no coordinator holds the lease of job %s right now; nothing was removed, try again", name))
 	default:
 		m, err := s.nc.Request(s.cfg.Subjects.CoordinatorMembersRemove(st.Holder, name), r.Data(), forwardRemovalWait)
-		release()
 		if err != nil {
 			respondError(r, codeUnavailable, fmt.Sprintf("the lease holder %s of job %s did not answer the removal: %v; check cairn.status.%s to see whether it happened", st.Holder, name, err, name))
 			return
@@ -130,13 +122,11 @@ func (s *Service) onDirectRemove(ctx context.Context, m *nats.Msg) {
 }
 
 // removeLocally hands a removal to the job's loop, which calls done when it has been
-// decided; done is called here when the loop cannot take it.
+// decided; done is called here when the loop cannot take it. A parked job is woken until
+// the removal is decided.
 func (s *Service) removeLocally(ctx context.Context, name, instance string, done func(*messages.MemberRemoval, *replyError)) {
-	s.mu.Lock()
-	j, known := s.jobs[name], s.known[name] != nil
-	s.mu.Unlock()
-	if j == nil && known {
-		done(nil, &replyError{codeUnavailable, fmt.Sprintf("coordinator %s is not coordinating job %s (idle); nothing was removed, try again", s.cfg.ID, name)})
+	j, release := s.wakeForRemoval(ctx, name, done)
+	if release == nil {
 		return
 	}
 	if j == nil {
@@ -145,7 +135,11 @@ func (s *Service) removeLocally(ctx context.Context, name, instance string, done
 	}
 	qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	if !send(qctx, j.removes, removeRequest{instance: instance, done: done}) {
-		done(nil, &replyError{codeUnavailable, "coordinator busy or stopping; nothing was removed, try again"})
+	decided := func(out *messages.MemberRemoval, e *replyError) {
+		release()
+		done(out, e)
+	}
+	if !send(qctx, j.removes, removeRequest{instance: instance, done: decided}) {
+		decided(nil, &replyError{codeUnavailable, "coordinator busy or stopping; nothing was removed, try again"})
 	}
 }

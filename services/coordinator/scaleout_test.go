@@ -63,6 +63,10 @@ func TestLeasesSpreadAndMoveWithReplicas(t *testing.T) {
 	c.stop("r4")
 	t.Logf("r4 left: leases placed on r1, r2 in %s", c.waitPlaced(jobs, []string{"r1", "r2"}, 5*scaleTTL))
 	c.waitProgress(jobs, 2, 10*time.Second)
+	// A crash: r2's leases and announcement expire after a TTL, then r1 takes them all.
+	c.crash("r2")
+	t.Logf("r2 crashed: leases placed on r1 in %s", c.waitPlaced(jobs, []string{"r1"}, 5*scaleTTL))
+	c.waitProgress(jobs, 2, 10*time.Second)
 	t.Logf("%d barriers checked for ids issued twice", c.checkIDs())
 }
 
