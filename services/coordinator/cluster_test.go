@@ -253,9 +253,12 @@ func (c *cluster) simulate(job, instance string) (stop func()) {
 // holders reads who holds each job's lease ("" for none).
 func (c *cluster) holders(jobs []string) map[string]string {
 	c.t.Helper()
+	// A generous deadline: the machine may be busy (-race, other tests).
+	ctx, cancel := context.WithTimeout(c.t.Context(), 20*time.Second)
+	defer cancel()
 	out := make(map[string]string, len(jobs))
 	for _, job := range jobs {
-		e, err := c.res.Leases.Get(c.t.Context(), cjs.LeaseKey(job))
+		e, err := c.res.Leases.Get(ctx, cjs.LeaseKey(job))
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			out[job] = ""
 			continue

@@ -103,7 +103,7 @@ func TestParkedJobStillRemovesAMember(t *testing.T) {
 	// Both instances leave: the job is parked on both replicas, its lease released.
 	stopA()
 	stopB()
-	natstest.Eventually(t, 5*scaleTTL, "the idle job's lease is released", func() bool {
+	natstest.Eventually(t, placeWithin, "the idle job's lease is released", func() bool {
 		return c.holders([]string{"rmidle"})["rmidle"] == ""
 	})
 	st, code := c.status("rmidle")
@@ -142,7 +142,7 @@ func TestParkedJobStillRemovesAMember(t *testing.T) {
 		if _, ok := got.Instances[inst]; ok || got.CheckpointID != out.Checkpoint {
 			t.Fatalf("manifest %d after the removal of %s holds %v", got.CheckpointID, inst, got.Instances)
 		}
-		natstest.Eventually(t, 5*scaleTTL, "the job parks again after the removal", func() bool {
+		natstest.Eventually(t, placeWithin, "the job parks again after the removal", func() bool {
 			return c.holders([]string{"rmidle"})["rmidle"] == ""
 		})
 		return got

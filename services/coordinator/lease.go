@@ -60,16 +60,29 @@ type leaseKeeper struct {
 	// sawEntry is true once the current watch delivered an entry.
 	sawEntry bool
 	// keepFrom is a preferred replica that did not take the lease within the grace
-	// period; it is not handed the lease again before keepUntil.
+	// period; it is not handed the lease again before keepUntil. keepFails counts its
+	// consecutive failures to take it.
 	keepFrom  string
 	keepUntil time.Time
+	keepFails int
 }
 
 // grace is how long a replica that is not the job's preferred one leaves a free or
-// unrenewed lease to the preferred one, and keepFor how long a holder keeps a lease its
-// preferred replica once did not take, before handing it over again.
-func (k *leaseKeeper) grace() time.Duration   { return k.ttl }
-func (k *leaseKeeper) keepFor() time.Duration { return 10 * k.ttl }
+// unrenewed lease to the preferred one.
+func (k *leaseKeeper) grace() time.Duration { return k.ttl }
+
+// keep records that preferred replica to did not take the lease within the grace period:
+// the lease is not handed to it again for 2 TTLs, doubling with each consecutive failure
+// up to 64 TTLs. A replica that was only slow (busy, or its watches behind) gets the lease
+// soon; one that cannot take it costs the job a grace period ever more rarely.
+func (k *leaseKeeper) keep(to string, now time.Time) {
+	if to == k.keepFrom {
+		k.keepFails = min(k.keepFails+1, 6)
+	} else {
+		k.keepFrom, k.keepFails = to, 1
+	}
+	k.keepUntil = now.Add(k.ttl << k.keepFails)
+}
 
 // renewEvery is how often a held lease is renewed, and margin how long before the
 // bucket could expire it the holder stops acting.
@@ -285,7 +298,7 @@ func (k *leaseKeeper) step(ctx context.Context) time.Duration {
 	case err == nil:
 		k.rev = rev
 		if to := k.handOverTo(); graced && to != "" {
-			k.keepFrom, k.keepUntil = to, start.Add(k.keepFor())
+			k.keep(to, start)
 			k.log.Info().Str("preferred", to).Msg("took the lease, which the job's preferred replica did not take within the grace period")
 		}
 		k.report(ctx, leaseState{held: true, validUntil: start.Add(k.ttl - k.margin()), holder: k.holder})
