@@ -133,7 +133,7 @@ func (s *Service) wake(ctx context.Context, name string, e *jobEntry) *job {
 		j.configs <- e.config
 	}
 	j.regs <- regUpdate{sync: true, all: maps.Clone(e.instances)}
-	s.log.Info().Str("job", name).Int("instances", len(e.instances)).Int("removals", e.pins).Msg("job woke")
+	s.log.Debug().Str("job", name).Int("instances", len(e.instances)).Int("removals", e.pins).Msg("job woke")
 	return j
 }
 

@@ -77,7 +77,9 @@ type Service struct {
 	res *cjs.Resources
 	log zerolog.Logger
 
-	mu sync.Mutex // guards jobs and known (the registry only; each job's state is owned by its loop)
+	// mu guards jobs and known (the registry only; each job's state is owned by its loop).
+	// Lock order: mu before replicas' own mutex, never the other way.
+	mu sync.Mutex
 	// jobs are the running loops; known is every job seen, running or parked.
 	jobs  map[string]*job
 	known map[string]*jobEntry
