@@ -137,10 +137,14 @@ func (s *Service) wake(ctx context.Context, name string, e *jobEntry) *job {
 	return j
 }
 
-// settle updates the job's placement and parks it a while after it went idle; s.mu is
-// held.
+// settle places the job among the active ones when it has an instance, and parks it a
+// while after it went idle; s.mu is held. A job stays active until it is parked, so that
+// its lease does not move while it lingers; one woken only for a member removal is not
+// active (it is placed on its plain rendezvous winner, where the removal was sent).
 func (s *Service) settle(name string, e *jobEntry) {
-	s.replicas.setActive(name, len(e.instances) > 0)
+	if len(e.instances) > 0 {
+		s.replicas.setActive(name, true)
+	}
 	if !e.idle() || e.stop == nil {
 		return
 	}
@@ -161,6 +165,7 @@ func (s *Service) park(name string, gen uint64) {
 	e.stop()
 	e.stop = nil
 	delete(s.jobs, name)
+	s.replicas.setActive(name, false)
 	s.log.Info().Str("job", name).Msg("job idle: no registered instance; parked")
 }
 
