@@ -1,7 +1,10 @@
 package natstest
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"testing"
 	"time"
@@ -37,4 +40,45 @@ func FreePort(t testing.TB) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+// RequestJSON sends a request until a reply decodes into v, asking again after no
+// responders, a timeout or a 503 (a service starting, failing over or cut off), until ctx
+// ends; a reply with another error code is an error. It returns how many attempts it took.
+func RequestJSON(ctx context.Context, nc *nats.Conn, subject string, body []byte, v any) (int, error) {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for attempts := 1; ; attempts++ {
+		retry, err := requestOnce(nc, subject, body, v)
+		if err == nil {
+			return attempts, nil
+		}
+		if !retry {
+			return attempts, err
+		}
+		select {
+		case <-ctx.Done():
+			return attempts, fmt.Errorf("waiting for a reply on %s: %w (last attempt: %w)", subject, ctx.Err(), err)
+		case <-tick.C:
+		}
+	}
+}
+
+// requestOnce asks once; retry reports whether an error is worth asking again for.
+func requestOnce(nc *nats.Conn, subject string, body []byte, v any) (retry bool, err error) {
+	m, err := nc.Request(subject, body, 2*time.Second)
+	if err != nil {
+		return true, err
+	}
+	switch code := m.Header.Get("Nats-Service-Error-Code"); code {
+	case "":
+	case "503":
+		return true, fmt.Errorf("%s answered 503: %s", subject, m.Data)
+	default:
+		return false, fmt.Errorf("%s answered %s: %s", subject, code, m.Data)
+	}
+	if err := json.Unmarshal(m.Data, v); err != nil {
+		return false, fmt.Errorf("reply %q: %w", m.Data, err)
+	}
+	return false, nil
 }

@@ -7,12 +7,15 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/cairn-stream/cairn/internal/proctest"
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
 	"github.com/cairn-stream/cairn/pkg/messages"
 	"github.com/cairn-stream/cairn/services/operator"
@@ -54,8 +57,8 @@ func TestChaos(t *testing.T) {
 	r.rep.logDir = keptDir(t, seed)
 	defer func() {
 		if r.c != nil {
-			surprises := r.c.unexpected()
-			r.rep.add(func(rep *report) { rep.surprises = surprises })
+			surprises, fenced := r.c.unexpected(), r.c.fencedExits()
+			r.rep.add(func(rep *report) { rep.surprises, rep.fenced = surprises, fenced })
 		}
 		t.Log(r.rep.String())
 	}()
@@ -193,7 +196,7 @@ func (r *run) setUp(ctx context.Context) {
 // configsvc cannot answer.
 func (r *run) setConfig(ctx context.Context, interval time.Duration) configResult {
 	res := configResult{interval: interval, at: time.Now()}
-	body := fmt.Sprintf(`{"interval":%q,"timeout":%q}`, interval, checkpointTimeout)
+	body := fmt.Sprintf(`{"interval":%q,"timeout":%q,"retain":%d}`, interval, checkpointTimeout, retain)
 	var v messages.ConfigView
 	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -203,7 +206,7 @@ func (r *run) setConfig(ctx context.Context, interval time.Duration) configResul
 	return res
 }
 
-// storm runs the three timelines of the schedule at once and waits for every restart.
+// storm runs the four timelines of the schedule at once and waits for every restart.
 func (r *run) storm(ctx context.Context) {
 	start := time.Now()
 	r.rep.stormStart = start
@@ -229,6 +232,11 @@ func (r *run) storm(ctx context.Context) {
 		}
 	})
 	wg.Go(func() {
+		if pause(ctx, time.Until(start.Add(r.plan.duplicate.at))) {
+			r.startDuplicate(ctx, r.plan.duplicate)
+		}
+	})
+	wg.Go(func() {
 		for _, c := range r.plan.configs {
 			if !pause(ctx, time.Until(start.Add(c.at))) {
 				return
@@ -248,38 +256,146 @@ func (r *run) storm(ctx context.Context) {
 	r.t.Logf("storm over after %s", r.rep.stormEnd.Sub(start).Round(time.Millisecond))
 }
 
-// killOperator SIGKILLs one instance, just after a barrier when the plan says so, and
-// restarts it after the planned delay.
+// killOperator SIGKILLs one instance (or stops it with SIGTERM, which must exit 0), just
+// after a barrier when the plan says so, and restarts it after the planned delay. It
+// notes whether the instance's input was trimmed by then: a restart that replayed from
+// sequence 1 could then not end exact.
 func (r *run) killOperator(ctx context.Context, k operatorKill) {
+	mu := &r.c.opMu[k.instance]
+	mu.Lock()
+	defer mu.Unlock()
 	p := r.c.ops[k.instance]
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if !p.running() {
-		if err := p.waitRunning(wctx); err != nil {
+	if !p.Running() {
+		if err := p.WaitRunning(wctx); err != nil {
 			r.t.Errorf("operator kill: %v", err)
 			return
 		}
 		pause(ctx, k.settle)
 	}
-	res := operatorKillResult{instance: instanceName(k.instance)}
+	res := operatorKillResult{instance: instanceName(k.instance), graceful: k.graceful, away: k.away, down: k.down}
 	if k.afterBarrier {
 		bctx, bcancel := context.WithTimeout(ctx, 5*time.Second)
 		err := r.obs.waitBarriers(bctx, r.obs.barrierCount())
 		bcancel()
 		res.afterBarrier = err == nil && pause(ctx, k.offset)
 	}
-	at, err := p.kill()
+	var at time.Time
+	var err error
+	if k.graceful {
+		var code int
+		at, code, err = p.Signal(syscall.SIGTERM, 20*time.Second)
+		if err == nil && code != 0 {
+			r.t.Errorf("%s exited with code %d after SIGTERM; want 0", p.Name, code)
+		}
+	} else {
+		at, err = p.Kill()
+	}
 	if err != nil {
-		r.t.Errorf("operator kill: %v", err)
+		r.t.Errorf("operator stop: %v", err)
 		return
 	}
 	if b, ok := r.obs.lastBarrier(at); ok {
-		if ready := p.readySince(); !ready.IsZero() && b.at.After(ready) {
+		if ready := p.ReadySince(); !ready.IsZero() && b.at.After(ready) {
 			res.barrier = b.id
 		}
 	}
+	fctx, fcancel := context.WithTimeout(ctx, 2*time.Second)
+	res.firstSeq, res.firstSeqErr = r.obs.firstSeq(fctx, subjects.Input(job, res.instance))
+	fcancel()
 	r.rep.add(func(rep *report) { rep.operatorKills = append(rep.operatorKills, res) })
 	r.c.restartAfter(p, k.down)
+}
+
+// startDuplicate starts a second process with an instance id in use. Within 15 s exactly
+// one of the two must exit non-zero, with an ERROR naming the incarnation that replaced it.
+// The survivor runs for the planned hold; when the original was the one that exited, the
+// duplicate is then stopped with SIGTERM and the original started again.
+func (r *run) startDuplicate(ctx context.Context, d duplicateStart) {
+	mu := &r.c.opMu[d.instance]
+	mu.Lock()
+	defer mu.Unlock()
+	orig := r.c.ops[d.instance]
+	res := duplicateResult{instance: instanceName(d.instance)}
+	defer func() { r.rep.add(func(rep *report) { rep.duplicate = &res }) }()
+	fail := func(format string, args ...any) {
+		res.err = fmt.Errorf(format, args...)
+		r.t.Errorf("duplicate instance: %v", res.err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	if err := orig.WaitRunning(wctx); err != nil {
+		fail("%v", err)
+		return
+	}
+	if err := orig.WaitReady(wctx); err != nil {
+		fail("%v", err)
+		return
+	}
+	dup := r.c.dups[d.instance]
+	r.c.expectFence(orig, dup)
+	defer r.c.expectFence()
+	res.at = time.Now()
+	if err := dup.Start(); err != nil {
+		fail("%v", err)
+		return
+	}
+	var loser, survivor *proctest.Proc
+	timer := time.NewTimer(15 * time.Second)
+	defer timer.Stop()
+	select {
+	case <-orig.Done():
+		loser, survivor = orig, dup
+	case <-dup.Done():
+		loser, survivor = dup, orig
+	case <-timer.C:
+		fail("15 s after a second process started as %s, both still run", res.instance)
+		if err := dup.Terminate(20 * time.Second); err != nil {
+			r.t.Errorf("duplicate instance: %v", err)
+		}
+		return
+	}
+	res.loser, res.exitedAfter = loser.Name, time.Since(res.at)
+	res.code, _ = loser.Exit()
+	if res.code == 0 {
+		fail("%s exited with code 0; want non-zero", loser.Name)
+	}
+	if err := survivor.WaitReady(wctx); err != nil {
+		fail("the survivor: %v", err)
+		return
+	}
+	res.named = namesIncarnation(loser.Lines(), survivor.Incarnation())
+	if !res.named {
+		fail("%s logged no ERROR naming the incarnation that replaced it (%s)", loser.Name, survivor.Incarnation())
+	}
+	pause(ctx, d.hold)
+	if loser == orig {
+		if err := dup.Terminate(20 * time.Second); err != nil {
+			fail("stop the duplicate: %v", err)
+		}
+		if err := orig.Start(); err != nil {
+			fail("start %s again: %v", orig.Name, err)
+		}
+	}
+}
+
+// namesIncarnation reports whether an error-level JSON log line names incarnation other
+// than as its own.
+func namesIncarnation(lines []string, incarnation string) bool {
+	if incarnation == "" {
+		return false
+	}
+	for _, l := range lines {
+		var f proctest.LogLine
+		if !strings.Contains(l, incarnation) || json.Unmarshal([]byte(l), &f) != nil || f.Level != "error" {
+			continue
+		}
+		if f.Incarnation != incarnation || strings.Count(l, incarnation) > 1 {
+			return true
+		}
+	}
+	return false
 }
 
 // killHolder SIGKILLs the coordinator holding the job's lease while the other one runs,
@@ -299,18 +415,18 @@ func (r *run) killHolder(ctx context.Context, a controlAction) {
 // and waits for the first barrier from another coordinator.
 func (r *run) failover(ctx context.Context, a controlAction) (failover, error) {
 	var f failover
-	byID := map[string]*proc{}
+	byID := map[string]*proctest.Proc{}
 	for _, p := range r.c.coords {
-		if err := p.waitRunning(ctx); err != nil {
+		if err := p.WaitRunning(ctx); err != nil {
 			return f, err
 		}
-		id, err := p.coordinatorID(ctx)
+		id, err := p.CoordinatorID(ctx)
 		if err != nil {
 			return f, err
 		}
 		byID[id] = p
 	}
-	var victim *proc
+	var victim *proctest.Proc
 	var st messages.Status
 	if err := poll(ctx, 50*time.Millisecond, "a lease holder that is one of the running coordinators", func() (bool, error) {
 		var err error
@@ -318,13 +434,13 @@ func (r *run) failover(ctx context.Context, a controlAction) (failover, error) {
 			return false, err
 		}
 		victim = byID[st.Holder]
-		return victim != nil && victim.currentID() == st.Holder, nil
+		return victim != nil && victim.CurrentID() == st.Holder, nil
 	}); err != nil {
 		return f, err
 	}
-	f.holder, f.proc = st.Holder, victim.name
+	f.holder, f.proc = st.Holder, victim.Name
 	f.interval, _ = time.ParseDuration(st.EffectiveInterval)
-	at, err := victim.kill()
+	at, err := victim.Kill()
 	if err != nil {
 		return f, err
 	}
@@ -347,7 +463,7 @@ func (r *run) failover(ctx context.Context, a controlAction) (failover, error) {
 func (r *run) restartNATS(ctx context.Context, a controlAction) {
 	res := natsRestart{down: a.down}
 	defer r.rep.add(func(rep *report) { rep.natsRestarts = append(rep.natsRestarts, res) })
-	at, err := r.c.nats.kill()
+	at, err := r.c.nats.Kill()
 	if err != nil {
 		res.err = err
 		r.t.Errorf("NATS restart: %v", err)
@@ -355,7 +471,7 @@ func (r *run) restartNATS(ctx context.Context, a controlAction) {
 	}
 	res.at = at
 	pause(ctx, a.down)
-	if err := r.c.nats.start(); err != nil {
+	if err := r.c.nats.Start(); err != nil {
 		res.err = err
 		r.t.Errorf("NATS restart: %v", err)
 		return
@@ -410,10 +526,30 @@ func (r *run) settle(ctx context.Context) {
 		t.Fatal(err)
 	}
 	r.lastSeq = make([]uint64, instances)
+	trimmed := make([]string, instances)
 	for i := range instances {
 		subject := subjects.Input(job, instanceName(i))
-		if got := info.State.Subjects[subject]; got != uint64(published[i]) {
-			t.Errorf("%s holds %d events, the harness published %d: NATS lost or duplicated input", subject, got, published[i])
+		kept := int(info.State.Subjects[subject])
+		first, err := r.obs.firstSeq(wctx, subject)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if first <= 1 {
+			t.Errorf("%s still starts at sequence %d: the coordinator never trimmed it, so the exactness check cannot tell a restore from a replay", subject, first)
+		}
+		trimmed[i] = fmt.Sprintf("%s from sequence %d (%d of %d events kept)", instanceName(i), first, kept, published[i])
+		// What is left must be exactly the newest events published, in order: nothing
+		// lost or duplicated by NATS, nothing but the oldest removed by trimming.
+		msgs, err := r.obs.readStream(wctx, cjs.InputStream, subject)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for j, m := range msgs {
+			if want := fmt.Sprintf("%s-%d", instanceName(i), published[i]-len(msgs)+j); m.Headers().Get(jetstream.MsgIDHeader) != want {
+				t.Errorf("%s: message %d of the %d left is %s; want %s: NATS lost or duplicated input, or trimming removed more than the oldest events",
+					subject, j+1, len(msgs), m.Headers().Get(jetstream.MsgIDHeader), want)
+				break
+			}
 		}
 		m, err := st.GetLastMsgForSubject(wctx, subject)
 		if err != nil {
@@ -421,6 +557,7 @@ func (r *run) settle(ctx context.Context) {
 		}
 		r.lastSeq[i] = m.Sequence
 	}
+	r.rep.trimmed = trimmed
 	r.compare(ctx, "after the storm")
 }
 
@@ -471,13 +608,13 @@ func (r *run) compare(ctx context.Context, when string) bool {
 // checkpoint must complete with the restarted instances.
 func (r *run) restoreAll(ctx context.Context) {
 	for _, p := range r.c.ops {
-		if _, err := p.kill(); err != nil {
+		if _, err := p.Kill(); err != nil {
 			r.t.Errorf("final restore: %v", err)
 		}
 	}
 	restarted := time.Now()
 	for _, p := range r.c.ops {
-		if err := p.start(); err != nil {
+		if err := p.Start(); err != nil {
 			r.t.Fatalf("final restore: %v", err)
 		}
 	}
@@ -563,6 +700,9 @@ func (r *run) checkHistory(ctx context.Context) {
 	}
 	events := make([]messages.CheckpointEvent, 0, len(msgs))
 	for _, m := range msgs {
+		if m.Subject() == subjects.MemberEvents(job) {
+			continue // a member audit event, not a checkpoint event
+		}
 		var e messages.CheckpointEvent
 		if err := messages.Unmarshal(m.Data(), &e); err != nil {
 			t.Fatalf("checkpoint event: %v", err)

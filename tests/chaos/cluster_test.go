@@ -2,10 +2,8 @@ package chaos
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -15,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cairn-stream/cairn/internal/natstest"
+	"github.com/cairn-stream/cairn/internal/proctest"
 )
 
 // binaries are the programs the harness runs.
@@ -27,35 +26,9 @@ type binaries struct {
 // into dir, both at once.
 func buildBinaries(t *testing.T, dir string) binaries {
 	t.Helper()
-	root, err := filepath.Abs(filepath.Join("..", ".."))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := binaries{cairn: filepath.Join(dir, "cairn"), natsServer: filepath.Join(dir, "nats-server")}
-	builds := []struct {
-		out, pkg string
-		env      []string
-	}{
-		{b.cairn, "./cmd/cairn", nil},
-		{b.natsServer, "github.com/nats-io/nats-server/v2", []string{"CGO_ENABLED=0"}},
-	}
-	errs := make([]error, len(builds))
-	var wg sync.WaitGroup
-	for i, bd := range builds {
-		wg.Go(func() {
-			cmd := exec.Command("go", "build", "-o", bd.out, bd.pkg)
-			cmd.Dir = root
-			cmd.Env = append(os.Environ(), bd.env...)
-			if out, err := cmd.CombinedOutput(); err != nil {
-				errs[i] = fmt.Errorf("go build %s: %w\n%s", bd.pkg, err, out)
-			}
-		})
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		t.Fatal(err)
-	}
-	return b
+	cairn, natsServer := proctest.Cairn(dir), proctest.NATSServer(dir)
+	proctest.Build(t, cairn, natsServer)
+	return binaries{cairn: cairn.Out, natsServer: natsServer.Out}
 }
 
 // cluster is the set of processes under test.
@@ -63,10 +36,14 @@ type cluster struct {
 	t   *testing.T
 	url string
 
-	nats      *proc
-	configsvc *proc
-	coords    []*proc
-	ops       []*proc // ops[i] runs instance instanceName(i)
+	nats      *proctest.Proc
+	configsvc *proctest.Proc
+	coords    []*proctest.Proc
+	ops       []*proctest.Proc // ops[i] runs instance instanceName(i)
+	dups      []*proctest.Proc // dups[i] is a second process of instance instanceName(i)
+	// opMu[i] serialises the harness's actions on instance i: a stop and the scheduling of
+	// its restart, or a duplicate start from begin to end.
+	opMu [instances]sync.Mutex
 
 	stopping chan struct{} // closed when the harness stops everything
 
@@ -74,24 +51,14 @@ type cluster struct {
 	stopped   bool     // stopping is closed; no restart may be scheduled
 	pending   int      // restarts scheduled and not yet done
 	surprises []string // exits the harness did not cause
+	// mayFence are the processes of which one may exit non-zero on its own, replaced by
+	// the other (a duplicate start); fenced records those exits.
+	mayFence []*proctest.Proc
+	fenced   []string
 }
 
 // instanceName is the id of the i-th operator instance.
 func instanceName(i int) string { return fmt.Sprintf("counter-%d", i) }
-
-// serviceEnv is the environment of the cairn processes: the test's own, without any NATS,
-// Cairn or log settings it may carry, plus the server's URL and LOG_LEVEL=info.
-func serviceEnv(url string) []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		k, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(k, "NATS_") || strings.HasPrefix(k, "CAIRN_") || k == "LOG_LEVEL" {
-			continue
-		}
-		env = append(env, kv)
-	}
-	return append(env, "NATS_URL="+url, "LOG_LEVEL=info")
-}
 
 // startCluster starts the nats-server (JetStream, file store in storeDir) and every Cairn
 // process; each process logs to its own file in logDir.
@@ -99,15 +66,15 @@ func startCluster(t *testing.T, bins binaries, logDir, storeDir string) *cluster
 	t.Helper()
 	port := natstest.FreePort(t)
 	c := &cluster{t: t, url: "nats://127.0.0.1:" + strconv.Itoa(port), stopping: make(chan struct{})}
-	mk := func(name, bin string, env []string, args ...string) *proc {
-		p, err := newProc(name, filepath.Join(logDir, strings.ReplaceAll(name, " ", "-")+".log"), bin, env, args...)
+	mk := func(name, bin string, env []string, args ...string) *proctest.Proc {
+		p, err := proctest.New(name, filepath.Join(logDir, strings.ReplaceAll(name, " ", "-")+".log"), bin, env, args...)
 		if err != nil {
 			t.Fatal(err)
 		}
-		p.onExit = c.surprised
+		p.OnExit = c.surprised
 		return p
 	}
-	env := serviceEnv(c.url)
+	env := proctest.ServiceEnv(c.url)
 	conf := filepath.Join(logDir, "nats-server.conf")
 	if err := os.WriteFile(conf, natsConfig(port, storeDir), 0o644); err != nil {
 		t.Fatal(err)
@@ -118,12 +85,16 @@ func startCluster(t *testing.T, bins binaries, logDir, storeDir string) *cluster
 		c.coords = append(c.coords, mk(fmt.Sprintf("coordinator-%d", i), bins.cairn, env, "coordinator"))
 	}
 	for i := range instances {
-		c.ops = append(c.ops, mk("operator "+instanceName(i), bins.cairn, env,
-			"operator", "--job", job, "--instance", instanceName(i), "--output", subjects.Output(job, instanceName(i))))
+		args := []string{"operator", "--job", job, "--instance", instanceName(i), "--output", subjects.Output(job, instanceName(i))}
+		c.ops = append(c.ops, mk("operator "+instanceName(i), bins.cairn, env, args...))
+		c.dups = append(c.dups, mk("operator "+instanceName(i)+" duplicate", bins.cairn, env, args...))
 	}
 	t.Cleanup(c.stop)
 	for _, p := range c.all() {
-		if err := p.start(); err != nil {
+		if slices.Contains(c.dups, p) {
+			continue // started only by the duplicate action
+		}
+		if err := p.Start(); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -145,24 +116,38 @@ jetstream {
 }
 
 // all returns every process, the nats-server first.
-func (c *cluster) all() []*proc {
-	ps := []*proc{c.nats, c.configsvc}
+func (c *cluster) all() []*proctest.Proc {
+	ps := []*proctest.Proc{c.nats, c.configsvc}
 	ps = append(ps, c.coords...)
-	return append(ps, c.ops...)
+	ps = append(ps, c.ops...)
+	return append(ps, c.dups...)
 }
 
 // surprised records an exit the harness did not cause and restarts the process, so that
 // the run goes on; the test fails at the end.
-func (c *cluster) surprised(p *proc, err error) {
+func (c *cluster) surprised(p *proctest.Proc, err error) {
 	c.mu.Lock()
-	c.surprises = append(c.surprises, fmt.Sprintf("%s exited on its own at %s: %v", p.name, clock(time.Now()), err))
+	if slices.Contains(c.mayFence, p) {
+		c.fenced = append(c.fenced, fmt.Sprintf("%s exited at %s: %v", p.Name, clock(time.Now()), err))
+		c.mu.Unlock()
+		return
+	}
+	c.surprises = append(c.surprises, fmt.Sprintf("%s exited on its own at %s: %v", p.Name, clock(time.Now()), err))
 	c.mu.Unlock()
 	c.restartAfter(p, time.Second)
 }
 
+// expectFence names the processes of which one may exit on its own, replaced by the
+// other; without arguments it ends that.
+func (c *cluster) expectFence(ps ...*proctest.Proc) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.mayFence = ps
+}
+
 // restartAfter starts p again after delay, on its own goroutine, unless the harness is
 // stopping by then.
-func (c *cluster) restartAfter(p *proc, delay time.Duration) {
+func (c *cluster) restartAfter(p *proctest.Proc, delay time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.stopped {
@@ -175,12 +160,12 @@ func (c *cluster) restartAfter(p *proc, delay time.Duration) {
 		defer c.mu.Unlock()
 		c.pending--
 		if err != nil {
-			c.surprises = append(c.surprises, fmt.Sprintf("restart %s: %v", p.name, err))
+			c.surprises = append(c.surprises, fmt.Sprintf("restart %s: %v", p.Name, err))
 		}
 	}()
 }
 
-func (c *cluster) restart(p *proc, delay time.Duration) error {
+func (c *cluster) restart(p *proctest.Proc, delay time.Duration) error {
 	t := time.NewTimer(delay)
 	defer t.Stop()
 	select {
@@ -188,7 +173,7 @@ func (c *cluster) restart(p *proc, delay time.Duration) error {
 		return nil
 	case <-t.C:
 	}
-	return p.start()
+	return p.Start()
 }
 
 // waitRestarts waits until no restart is pending.
@@ -205,6 +190,14 @@ func (c *cluster) unexpected() []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return slices.Clone(c.surprises)
+}
+
+// fencedExits returns the exits of processes replaced by another process of their
+// instance, so far.
+func (c *cluster) fencedExits() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.fenced)
 }
 
 // stop stops every process: the Cairn services with SIGTERM (they must drain and exit 0),
@@ -227,7 +220,7 @@ func (c *cluster) stop() {
 	errs := make([]error, len(services))
 	var wg sync.WaitGroup
 	for i, p := range services {
-		wg.Go(func() { errs[i] = p.terminate(20 * time.Second) })
+		wg.Go(func() { errs[i] = p.Terminate(20 * time.Second) })
 	}
 	wg.Wait()
 	for _, err := range errs {
@@ -235,16 +228,16 @@ func (c *cluster) stop() {
 			c.t.Errorf("stopping the services: %v", err)
 		}
 	}
-	if err := c.nats.terminate(10 * time.Second); err != nil {
+	if err := c.nats.Terminate(10 * time.Second); err != nil {
 		c.t.Logf("stopping the nats-server: %v", err)
 	}
 	if c.t.Failed() {
 		for _, p := range c.all() {
-			c.t.Logf("--- last lines of %s (%s):\n%s", p.name, p.logPath, p.tail(25))
+			c.t.Logf("--- last lines of %s (%s):\n%s", p.Name, p.LogPath, p.Tail(25))
 		}
 	}
 	for _, p := range c.all() {
-		p.close()
+		p.Close()
 	}
 }
 

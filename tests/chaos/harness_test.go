@@ -49,10 +49,28 @@ func TestScheduleIsSeeded(t *testing.T) {
 			}
 			prev = c.interval
 		}
+		kills, terms, away := 0, 0, 0
 		for _, k := range s.operators {
 			if k.at < 0 || k.at >= stormLength || k.instance < 0 || k.instance >= instances {
 				t.Fatalf("seed %d: operator kill %+v out of range", seed, k)
 			}
+			switch {
+			case k.away:
+				away++
+				if k.down < awayMin || k.at+k.down > stormLength-10*time.Second {
+					t.Fatalf("seed %d: the long absence %+v is too short or ends too late", seed, k)
+				}
+			case k.graceful:
+				terms++
+			default:
+				kills++
+			}
+		}
+		if kills < 20 || terms < 5 || away != 1 {
+			t.Fatalf("seed %d: %d SIGKILLs, %d SIGTERM restarts, %d long absences; want at least 20, at least 5, and 1", seed, kills, terms, away)
+		}
+		if d := s.duplicate; d.at <= 0 || d.at+15*time.Second+d.hold >= stormLength || d.instance < 0 || d.instance >= instances {
+			t.Fatalf("seed %d: duplicate start %+v out of range", seed, d)
 		}
 	}
 }

@@ -2,8 +2,6 @@ package chaos
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -13,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/cairn-stream/cairn/internal/natstest"
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
@@ -34,9 +33,10 @@ type eventSeen struct {
 
 // observer watches the job from the harness's own connection, which reconnects forever:
 // every barrier on cairn.barrier.<job>, every ack on cairn.ack.<job> and every checkpoint
-// event published on cairn.checkpoints.<job>.>. All are core subscriptions, so what is published while the
-// nats-server is down is not seen here; the stored checkpoint events are read back from
-// their stream at the end.
+// event published on cairn.checkpoints.<job>.* (the member audit events on
+// cairn.checkpoints.<job>.members are not checkpoint events and are skipped). All are core
+// subscriptions, so what is published while the nats-server is down is not seen here; the
+// stored checkpoint events are read back from their stream at the end.
 type observer struct {
 	nc *nats.Conn
 	js jetstream.JetStream
@@ -112,6 +112,9 @@ func (o *observer) answered(instance string, id uint64) bool {
 }
 
 func (o *observer) onEvent(m *nats.Msg) {
+	if m.Subject == subjects.MemberEvents(job) {
+		return // member audit events share the checkpoint events' subject space
+	}
 	at := time.Now()
 	var e messages.CheckpointEvent
 	err := messages.Unmarshal(m.Data, &e)
@@ -209,52 +212,10 @@ func (o *observer) seen() ([]barrierSeen, []string) {
 	return slices.Clone(o.barriers), slices.Clone(o.problems)
 }
 
-// errRetry marks a reply worth asking again for: no responder yet, a timeout, or 503.
-var errRetry = errors.New("retry")
-
-// request sends a request once; a reply with an error code other than 503 is an error.
-func (o *observer) request(subject string, body []byte, timeout time.Duration) (*nats.Msg, error) {
-	m, err := o.nc.Request(subject, body, timeout)
-	switch {
-	case errors.Is(err, nats.ErrNoResponders), errors.Is(err, nats.ErrTimeout):
-		return nil, fmt.Errorf("%w: %w", errRetry, err)
-	case err != nil:
-		return nil, fmt.Errorf("%w: %s: %w", errRetry, subject, err)
-	}
-	switch code := m.Header.Get("Nats-Service-Error-Code"); code {
-	case "":
-		return m, nil
-	case "503":
-		return nil, fmt.Errorf("%w: %s answered 503: %s", errRetry, subject, m.Data)
-	default:
-		return nil, fmt.Errorf("%s answered %s: %s", subject, code, m.Data)
-	}
-}
-
 // requestJSON asks until a reply decodes into v, retrying what is worth retrying, until
 // ctx ends; it returns how many attempts it took.
 func (o *observer) requestJSON(ctx context.Context, subject string, body []byte, v any) (int, error) {
-	attempts := 0
-	var last error
-	err := poll(ctx, 100*time.Millisecond, "a reply on "+subject, func() (bool, error) {
-		attempts++
-		m, err := o.request(subject, body, 2*time.Second)
-		if errors.Is(err, errRetry) {
-			last = err
-			return false, nil
-		}
-		if err != nil {
-			return false, err
-		}
-		if err := json.Unmarshal(m.Data, v); err != nil {
-			return false, fmt.Errorf("reply %q: %w", m.Data, err)
-		}
-		return true, nil
-	})
-	if err != nil && last != nil {
-		err = fmt.Errorf("%w (last attempt: %w)", err, last)
-	}
-	return attempts, err
+	return natstest.RequestJSON(ctx, o.nc, subject, body, v)
 }
 
 // status asks a coordinator for the job's status.
@@ -283,35 +244,16 @@ func (o *observer) readStream(ctx context.Context, stream, filter string) ([]jet
 	if err != nil {
 		return nil, err
 	}
-	info, err := st.Info(ctx, jetstream.WithSubjectFilter(filter))
+	return natstest.ReadSubject(ctx, st, filter)
+}
+
+// firstSeq returns the first sequence left on subject in CAIRN_INPUT, 0 when it holds none.
+func (o *observer) firstSeq(ctx context.Context, subject string) (uint64, error) {
+	st, err := o.js.Stream(ctx, cjs.InputStream)
 	if err != nil {
-		return nil, err
+		return 0, err
 	}
-	var total uint64
-	for _, n := range info.State.Subjects {
-		total += n
-	}
-	if total == 0 {
-		return nil, nil
-	}
-	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}})
-	if err != nil {
-		return nil, err
-	}
-	it, err := cons.Messages()
-	if err != nil {
-		return nil, err
-	}
-	defer it.Stop()
-	out := make([]jetstream.Msg, 0, total)
-	for uint64(len(out)) < total {
-		m, err := it.Next(jetstream.NextContext(ctx))
-		if err != nil {
-			return nil, fmt.Errorf("read %s (%s) after %d of %d messages: %w", stream, filter, len(out), total, err)
-		}
-		out = append(out, m)
-	}
-	return out, nil
+	return natstest.FirstSeq(ctx, st, subject)
 }
 
 // subjects are the default-prefix subjects the processes use.

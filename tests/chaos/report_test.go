@@ -14,13 +14,31 @@ import (
 // operatorKillResult is one operator kill as it happened.
 type operatorKillResult struct {
 	instance     string
-	afterBarrier bool // aimed just after a barrier arrived
+	graceful     bool          // SIGTERM rather than SIGKILL
+	away         bool          // the long absence
+	down         time.Duration // planned time until the restart
+	afterBarrier bool          // aimed just after a barrier arrived
 	// barrier is the newest barrier the killed run had received, 0 when it had received
 	// none since it was ready.
 	barrier uint64
 	// midSnapshot: the killed run never acked (nor declined) that barrier; it died
 	// while taking, storing or acking its snapshot.
 	midSnapshot bool
+	// firstSeq is the first sequence left on the instance's input subject right after the
+	// stop (0: none left, or unknown when firstSeqErr is set).
+	firstSeq    uint64
+	firstSeqErr error
+}
+
+// duplicateResult is the duplicate start as it happened.
+type duplicateResult struct {
+	instance    string
+	at          time.Time
+	loser       string        // the process that exited
+	exitedAfter time.Duration // duplicate start → that exit
+	code        int
+	named       bool // its ERROR named the incarnation that replaced it
+	err         error
 }
 
 // failover is one kill of the lease holder and what followed.
@@ -75,6 +93,9 @@ type report struct {
 	barriers       int
 	barrierIDs     [2]uint64 // first and last seen
 	surprises      []string
+	duplicate      *duplicateResult
+	trimmed        []string // per instance, where its input starts after the storm
+	fenced         []string // exits of a process replaced by another of its instance
 }
 
 // add applies f to the report under its lock.
@@ -126,8 +147,28 @@ func (r *report) shortfall() string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var s []string
-	if n := len(r.operatorKills); n < 20 {
-		s = append(s, fmt.Sprintf("%d operator kills, want at least 20", n))
+	kills, terms, away := 0, 0, 0
+	for _, k := range r.operatorKills {
+		switch {
+		case k.away:
+			away++
+		case k.graceful:
+			terms++
+		default:
+			kills++
+		}
+	}
+	if kills < 20 {
+		s = append(s, fmt.Sprintf("%d operator kills, want at least 20", kills))
+	}
+	if terms < 5 {
+		s = append(s, fmt.Sprintf("%d SIGTERM restarts, want at least 5", terms))
+	}
+	if away != 1 {
+		s = append(s, fmt.Sprintf("%d long absences, want 1", away))
+	}
+	if r.duplicate == nil || r.duplicate.loser == "" {
+		s = append(s, "no duplicate instance was started and replaced")
 	}
 	if n := r.holderKills(); n < 5 {
 		s = append(s, fmt.Sprintf("%d holder kills, want at least 5", n))
@@ -149,23 +190,61 @@ func (r *report) String() string {
 	line("seed               %d   (replay: "+replay+")", r.seed, r.seed)
 	line("wall time          %s total, storm %s", time.Since(r.start).Round(time.Second), r.stormEnd.Sub(r.stormStart).Round(time.Second))
 
-	aimed, mid := 0, 0
+	aimed, mid, kills, terms, trimmed, untrimmed := 0, 0, 0, 0, 0, 0
 	per := map[string]int{}
-	for _, k := range r.operatorKills {
-		per[k.instance]++
+	var away *operatorKillResult
+	for i, k := range r.operatorKills {
+		switch {
+		case k.away:
+			away = &r.operatorKills[i]
+		case k.graceful:
+			terms++
+		default:
+			kills++
+			per[k.instance]++
+		}
 		if k.afterBarrier {
 			aimed++
 		}
 		if k.midSnapshot {
 			mid++
 		}
+		switch {
+		case k.firstSeqErr != nil:
+		case k.firstSeq > 1:
+			trimmed++
+		default:
+			untrimmed++
+		}
 	}
 	var perInstance []string
 	for _, inst := range slices.Sorted(maps.Keys(per)) {
 		perInstance = append(perInstance, fmt.Sprintf("%s %d", inst, per[inst]))
 	}
-	line("operator kills     %d SIGKILLs (%s), each restarted; %d aimed just after a barrier, %d struck between a barrier and the instance's ack; then all %d at once",
-		len(r.operatorKills), strings.Join(perInstance, ", "), aimed, mid, instances)
+	line("operator kills     %d SIGKILLs (%s), each restarted; %d aimed just after a barrier, %d struck between a barrier and the instance's ack (SIGTERMs included); then all %d at once",
+		kills, strings.Join(perInstance, ", "), aimed, mid, instances)
+	line("SIGTERM restarts   %d, each drained and exited 0 unless reported", terms)
+	if away != nil {
+		how := "SIGKILL"
+		if away.graceful {
+			how = "SIGTERM"
+		}
+		line("long absence       %s stopped with %s and kept away %s (retain %d × the longest interval 1s = %s)",
+			away.instance, how, away.down.Round(time.Millisecond), retain, retain*time.Second)
+	}
+	line("trimmed input      at %d of %d stops the instance's input no longer started at sequence 1 (%d unknown); after the storm: %s",
+		trimmed, len(r.operatorKills), len(r.operatorKills)-trimmed-untrimmed, strings.Join(r.trimmed, ", "))
+	if d := r.duplicate; d != nil {
+		if d.loser == "" {
+			line("duplicate          %s at %s: %v", d.instance, clock(d.at), d.err)
+		} else {
+			line("duplicate          second process of %s started %s; %s exited with code %d after %s; ERROR named the replacing incarnation: %t",
+				d.instance, clock(d.at), d.loser, d.code, d.exitedAfter.Round(time.Millisecond), d.named)
+		}
+	}
+	for _, f := range r.fenced {
+		line("replaced           %s", f)
+	}
 	line("holder kills       %d SIGKILLs of the coordinator holding the lease, each restarted", r.holderKills())
 	for _, n := range r.natsRestarts {
 		if n.err != nil {
