@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -195,7 +196,7 @@ func (s *Service) pin(ctx context.Context, name string) (release func(), ok bool
 }
 
 // idleStatus answers status for a parked job from its newest config event ev (nil: none):
-// its config, and the lease holder if some
+// its config, the members the newest manifest holds, and the lease holder if some
 // coordinator holds the lease after all (one still parking it, or one that woke it for a
 // member removal).
 func (s *Service) idleStatus(ctx context.Context, name string, ev *messages.ConfigEvent) messages.Status {
@@ -216,6 +217,11 @@ func (s *Service) idleStatus(ctx context.Context, name string, ev *messages.Conf
 	st.EffectiveInterval = st.Config.Interval
 	gctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
+	if m, _, err := (&natsBackend{job: name, manifests: s.res.Manifests}).readLatest(gctx); err != nil {
+		s.log.Debug().Err(err).Str("job", name).Msg("cannot read the newest manifest of an idle job for its status")
+	} else if m != nil {
+		st.Members = absentMembers(m)
+	}
 	if le, err := s.res.Leases.Get(gctx, cjs.LeaseKey(name)); err == nil {
 		var l messages.Lease
 		if messages.Unmarshal(le.Value(), &l) == nil {
@@ -225,6 +231,22 @@ func (s *Service) idleStatus(ctx context.Context, name string, ev *messages.Conf
 		s.log.Debug().Err(err).Str("job", name).Msg("cannot read the lease of an idle job for its status")
 	}
 	return st
+}
+
+// absentMembers lists the members manifest m holds, sorted, all absent (an idle job has no
+// registered instance): since the manifest says, or since its completion.
+func absentMembers(m *messages.Manifest) []messages.Member {
+	out := make([]messages.Member, 0, len(m.Instances))
+	for _, inst := range slices.Sorted(maps.Keys(m.Instances)) {
+		s := m.Instances[inst]
+		since := s.AbsentSince
+		if since.IsZero() {
+			since = m.CompletedAt
+		}
+		since = since.UTC()
+		out = append(out, messages.Member{Instance: inst, Incarnation: s.Incarnation, AbsentSince: &since, Checkpoint: s.From(m.CheckpointID), Positions: s.Positions})
+	}
+	return out
 }
 
 // wakeForRemoval returns the job's running loop (nil for a job never heard of) and a

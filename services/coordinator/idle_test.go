@@ -107,7 +107,8 @@ func TestParkedJobStillRemovesAMember(t *testing.T) {
 		return c.holders([]string{"rmidle"})["rmidle"] == ""
 	})
 	st, code := c.status("rmidle")
-	if code != "" || !st.Idle {
+	if code != "" || !st.Idle || len(st.Members) != 2 || st.Members[0].Instance != "a" || st.Members[1].Instance != "b" ||
+		st.Members[1].Active || st.Members[1].AbsentSince == nil || st.Members[1].Checkpoint == 0 {
 		t.Fatalf("status of the parked job: %s %+v", code, st)
 	}
 	latest := func() *messages.Manifest {
