@@ -36,7 +36,7 @@ func TestRoundTripEveryMessageType(t *testing.T) {
 		})
 	}
 	want := []messages.Message{&messages.ConfigEvent{}, &messages.Barrier{}, &messages.Ack{}, &messages.CheckpointEvent{},
-		&messages.Manifest{}, &messages.Registration{}, &messages.Counter{}, &messages.Lease{}}
+		&messages.Manifest{}, &messages.Registration{}, &messages.Counter{}, &messages.Lease{}, &messages.Replica{}}
 	for _, m := range want {
 		if !seen[reflect.TypeOf(m)] {
 			t.Errorf("no round-trip sample of %T", m)

@@ -82,6 +82,8 @@ func samples() map[string]messages.Message {
 		"counter":               &messages.Counter{Schema: 1, Job: "demo", Last: 12},
 		"counter zero":          &messages.Counter{Schema: 1, Job: "demo"},
 		"lease":                 &messages.Lease{Schema: 1, Job: "demo", Holder: "coord-1", AcquiredAt: at(1_700_000_000, 0)},
+		"replica":               &messages.Replica{Schema: 1, ID: "coord-1", StartedAt: at(1_700_000_000, 0)},
+		"replica restricted":    &messages.Replica{Schema: 1, ID: "coord-2", Jobs: []string{"a", "b"}, StartedAt: at(1_700_000_000, 0)},
 	}
 }
 

@@ -9,6 +9,14 @@ type Status struct {
 	Coordinator string `json:"coordinator"`
 	// Holder is the id of the coordinator holding the job's lease (the one triggering).
 	Holder string `json:"holder"`
+	// Preferred is the coordinator replica that should hold the job's lease (rendezvous
+	// hashing over the live replicas), as the answering coordinator sees it.
+	Preferred string `json:"preferred,omitempty"`
+	// Replicas are the live coordinator replicas the answering coordinator sees, sorted.
+	Replicas []string `json:"replicas,omitempty"`
+	// Idle is true while the job has no registered instance: no coordinator holds its
+	// lease or runs its schedule, and the status comes from a lightweight view.
+	Idle bool `json:"idle,omitempty"`
 	// Config is the config in force; Config.Version is the applied version.
 	Config ConfigView `json:"config"`
 	// AppliedAt is when the coordinator applied that version (zero for the defaults).

@@ -30,6 +30,11 @@ type statusNotifier interface {
 // leaseKeeper competes for a job's lease and renews it while held. The bucket's TTL
 // expires a lease whose holder stops renewing; the holder itself stops acting a margin
 // before that (validUntil), so two coordinators never trigger at once.
+//
+// With a placement, it competes at once only when this replica is the job's preferred
+// one; otherwise only when the lease has been free for a grace period, or unrenewed for a
+// TTL and a grace period, so that a job is never left unled when its preferred replica
+// cannot take it. A holder that is not the preferred replica hands the lease over.
 type leaseKeeper struct {
 	kv     leaseKV
 	conn   statusNotifier
@@ -41,6 +46,8 @@ type leaseKeeper struct {
 	// mailbox), so that a stuck loop never delays a renewal.
 	out func(leaseState)
 	log zerolog.Logger
+	// place says which replica should hold the lease; nil: always compete.
+	place placement
 
 	rev   uint64
 	state leaseState
@@ -49,6 +56,34 @@ type leaseKeeper struct {
 	// changed a TTL later, the holder stopped renewing (and acting, a margin before).
 	seenRev uint64
 	seenAt  time.Time
+	// free is true while the lease key is known to be absent, since freeSince.
+	free      bool
+	freeSince time.Time
+	// sawEntry is true once the current watch delivered an entry.
+	sawEntry bool
+	// keepFrom is a preferred replica that did not take the lease within the grace
+	// period; it is not handed the lease again before keepUntil. keepFails counts its
+	// consecutive failures to take it.
+	keepFrom  string
+	keepUntil time.Time
+	keepFails int
+}
+
+// grace is how long a replica that is not the job's preferred one leaves a free or
+// unrenewed lease to the preferred one.
+func (k *leaseKeeper) grace() time.Duration { return k.ttl }
+
+// keep records that preferred replica to did not take the lease within the grace period:
+// the lease is not handed to it again for 2 TTLs, doubling with each consecutive failure
+// up to 64 TTLs. A replica that was only slow (busy, or its watches behind) gets the lease
+// soon; one that cannot take it costs the job a grace period ever more rarely.
+func (k *leaseKeeper) keep(to string, now time.Time) {
+	if to == k.keepFrom {
+		k.keepFails = min(k.keepFails+1, 6)
+	} else {
+		k.keepFrom, k.keepFails = to, 1
+	}
+	k.keepUntil = now.Add(k.ttl << k.keepFails)
 }
 
 // renewEvery is how often a held lease is renewed, and margin how long before the
@@ -78,6 +113,7 @@ func (k *leaseKeeper) run(ctx context.Context) {
 		if w != nil {
 			_ = w.Stop()
 		}
+		k.sawEntry = false
 		if w, err = k.kv.Watch(ctx, k.key); err != nil {
 			k.log.Warn().Err(err).Msg("cannot watch the lease; relying on retries")
 			w = nil
@@ -93,11 +129,18 @@ func (k *leaseKeeper) run(ctx context.Context) {
 	}()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
+	var moved <-chan struct{}
+	if k.place != nil {
+		moved = k.place.changes()
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			k.release()
 			return
+		case <-moved:
+			moved = k.place.changes()
+			k.reconsider(timer)
 		case <-reconnected:
 			updates = watch()
 			timer.Reset(0)
@@ -116,15 +159,26 @@ func (k *leaseKeeper) run(ctx context.Context) {
 // observe reacts to a change of the lease key seen by the watch. Every renewal by
 // another holder pushes the take-over attempt a TTL further out.
 func (k *leaseKeeper) observe(ctx context.Context, e jetstream.KeyValueEntry, timer *time.Timer) {
-	if e == nil || k.state.held {
+	if e == nil {
+		// The end of the watch's initial values: none means the lease is free.
+		if !k.sawEntry && !k.state.held {
+			k.freed()
+			timer.Reset(0)
+		}
+		return
+	}
+	k.sawEntry = true
+	if k.state.held {
 		return
 	}
 	if e.Operation() != jetstream.KeyValuePut {
 		k.seenRev = 0
+		k.freed()
 		k.report(leaseState{})
 		timer.Reset(0)
 		return
 	}
+	k.free = false
 	var l messages.Lease
 	if messages.Unmarshal(e.Value(), &l) != nil || l.Holder == k.holder {
 		return
@@ -143,9 +197,76 @@ func (k *leaseKeeper) seen(rev uint64) {
 	}
 }
 
+// freed records that the lease key is absent, timing it from the first sighting.
+func (k *leaseKeeper) freed() {
+	if !k.free {
+		k.free, k.freeSince = true, time.Now()
+	}
+}
+
+// reconsider reacts to a change of the placement: a holder that is no longer the
+// preferred replica, and a replica that just became it, act at once.
+func (k *leaseKeeper) reconsider(timer *time.Timer) {
+	preferred := k.place.preferred(k.job) == k.holder
+	if k.state.held && !preferred && k.handOverTo() != "" || !k.state.held && preferred {
+		timer.Reset(0)
+	}
+}
+
+// holdOff returns how long this replica, not holding the lease, leaves it to the
+// preferred replica; 0 means compete now.
+func (k *leaseKeeper) holdOff(now time.Time) time.Duration {
+	if k.place == nil || k.place.preferred(k.job) == k.holder {
+		return 0
+	}
+	switch {
+	case k.seenRev != 0:
+		return k.seenAt.Add(k.ttl + k.grace()).Sub(now)
+	case k.free:
+		return k.freeSince.Add(k.grace()).Sub(now)
+	default:
+		// Nothing known yet (no watch): count the grace period from now.
+		k.free, k.freeSince = true, now
+		return k.grace()
+	}
+}
+
+// handOverTo returns the replica to hand the held lease to, or "" to keep it.
+func (k *leaseKeeper) handOverTo() string {
+	if k.place == nil {
+		return ""
+	}
+	to := k.place.preferred(k.job)
+	if to == k.holder || to == k.keepFrom && time.Now().Before(k.keepUntil) {
+		return ""
+	}
+	return to
+}
+
+// handOver stops acting on the lease (the job's loop aborts its pending checkpoints with
+// coordinator_change) and releases it, so that the preferred replica takes it at once.
+func (k *leaseKeeper) handOver(ctx context.Context, to string) {
+	k.log.Info().Str("to", to).Msg("handing the lease over to the job's preferred replica")
+	rev := k.rev
+	k.report(leaseState{})
+	k.delete(rev)
+	k.seenRev = 0
+	k.free, k.freeSince = true, time.Now()
+}
+
 // step takes or renews the lease once and returns when to try next.
 func (k *leaseKeeper) step(ctx context.Context) time.Duration {
 	start := time.Now()
+	if !k.state.held {
+		if wait := k.holdOff(start); wait > 0 {
+			return wait
+		}
+	} else if to := k.handOverTo(); to != "" {
+		k.handOver(ctx, to)
+		return k.grace()
+	}
+	// graced: competing although another replica is preferred, its grace period over.
+	graced := !k.state.held && k.place != nil && k.place.preferred(k.job) != k.holder
 	cctx, cancel := context.WithTimeout(ctx, k.renewEvery())
 	defer cancel()
 	var rev uint64
@@ -181,6 +302,10 @@ func (k *leaseKeeper) step(ctx context.Context) time.Duration {
 		tenure := k.state.tenure
 		if !k.state.held {
 			tenure = rev
+		}
+		if to := k.handOverTo(); graced && to != "" {
+			k.keep(to, start)
+			k.log.Info().Str("preferred", to).Msg("took the lease, which the job's preferred replica did not take within the grace period")
 		}
 		k.report(leaseState{held: true, validUntil: start.Add(k.ttl - k.margin()), holder: k.holder, rev: rev, tenure: tenure})
 		return k.renewEvery()
@@ -218,12 +343,16 @@ func (k *leaseKeeper) current(ctx context.Context) (holder string, rev uint64, o
 
 // release deletes the lease if held, so a standby takes it at once.
 func (k *leaseKeeper) release() {
-	if !k.state.held {
-		return
+	if k.state.held {
+		k.delete(k.rev)
 	}
+}
+
+// delete deletes the lease at revision rev (ours).
+func (k *leaseKeeper) delete(rev uint64) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	if err := k.kv.Delete(ctx, k.key, jetstream.LastRevision(k.rev)); err != nil {
+	if err := k.kv.Delete(ctx, k.key, jetstream.LastRevision(rev)); err != nil {
 		k.log.Debug().Err(err).Msg("lease not released; it expires by TTL")
 	}
 }

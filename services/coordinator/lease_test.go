@@ -98,3 +98,62 @@ func TestLeaseKeeperAdoptsItsOwnLostWrite(t *testing.T) {
 		})
 	}
 }
+
+// fixedPlace prefers one replica for every job.
+type fixedPlace string
+
+func (p fixedPlace) preferred(string) string  { return string(p) }
+func (p fixedPlace) changes() <-chan struct{} { return nil }
+
+func TestLeaseKeeperLeavesTheLeaseToThePreferredReplica(t *testing.T) {
+	now := time.Now()
+	ttl := time.Second
+	for _, tc := range []struct {
+		name  string
+		k     leaseKeeper
+		want  time.Duration
+		check func(k *leaseKeeper) bool
+	}{
+		{name: "no placement", k: leaseKeeper{}, want: 0},
+		{name: "preferred", k: leaseKeeper{place: fixedPlace("me")}, want: 0},
+		{name: "free for half the grace period", k: leaseKeeper{place: fixedPlace("other"), free: true, freeSince: now.Add(-ttl / 2)}, want: ttl / 2},
+		{name: "free for the grace period", k: leaseKeeper{place: fixedPlace("other"), free: true, freeSince: now.Add(-ttl)}, want: 0},
+		{name: "renewed by another a TTL ago", k: leaseKeeper{place: fixedPlace("other"), seenRev: 3, seenAt: now.Add(-ttl)}, want: ttl},
+		{name: "unknown: the grace period from now", k: leaseKeeper{place: fixedPlace("other")}, want: ttl,
+			check: func(k *leaseKeeper) bool { return k.free && k.freeSince.Equal(now) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			k := tc.k
+			k.holder, k.ttl = "me", ttl
+			if got := max(k.holdOff(now), 0); got != tc.want {
+				t.Fatalf("holdOff = %s, want %s", got, tc.want)
+			}
+			if tc.check != nil && !tc.check(&k) {
+				t.Fatalf("state after holdOff: %+v", k)
+			}
+		})
+	}
+}
+
+func TestLeaseKeeperBacksOffHandingOverToAReplicaThatDidNotTakeIt(t *testing.T) {
+	k := &leaseKeeper{holder: "me", ttl: time.Second, place: fixedPlace("slow")}
+	now := time.Now()
+	var got []time.Duration
+	for range 8 {
+		k.keep("slow", now)
+		got = append(got, k.keepUntil.Sub(now))
+	}
+	want := []time.Duration{2, 4, 8, 16, 32, 64, 64, 64}
+	for i := range want {
+		if got[i] != want[i]*time.Second {
+			t.Fatalf("kept for %v, want %v seconds", got, want)
+		}
+	}
+	if to := k.handOverTo(); to != "" {
+		t.Fatalf("hands over to %q while keeping it", to)
+	}
+	k.keep("other", now)
+	if k.keepUntil.Sub(now) != 2*time.Second {
+		t.Fatalf("another replica's first refusal kept it for %s, want 2s", k.keepUntil.Sub(now))
+	}
+}

@@ -60,6 +60,10 @@ func (s *Service) onRemove(ctx context.Context, r micro.Request) {
 		return
 	}
 	st, code, msg := s.localStatus(ctx, name)
+	if code == "" && st.Idle && st.Holder == "" {
+		// A parked job: its preferred replica wakes it for the removal.
+		st.Holder = st.Preferred
+	}
 	switch {
 	case code != "":
 		respondError(r, code, msg)
@@ -123,16 +127,24 @@ func (s *Service) onDirectRemove(ctx context.Context, m *nats.Msg) {
 }
 
 // removeLocally hands a removal to the job's loop, which calls done when it has been
-// decided; done is called here when the loop cannot take it.
+// decided; done is called here when the loop cannot take it. A parked job is woken until
+// the removal is decided.
 func (s *Service) removeLocally(ctx context.Context, name, instance string, done func(*messages.MemberRemoval, *replyError)) {
-	j := s.lookup(name)
+	j, release := s.wakeForRemoval(ctx, name, done)
+	if release == nil {
+		return
+	}
 	if j == nil {
 		done(nil, &replyError{codeNotFound, fmt.Sprintf("unknown job %q: it has no config and no registered instance", name)})
 		return
 	}
 	qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	if !send(qctx, j.removes, removeRequest{instance: instance, done: done}) {
-		done(nil, &replyError{codeUnavailable, "coordinator busy or stopping; nothing was removed, try again"})
+	decided := func(out *messages.MemberRemoval, e *replyError) {
+		release()
+		done(out, e)
+	}
+	if !send(qctx, j.removes, removeRequest{instance: instance, done: decided}) {
+		decided(nil, &replyError{codeUnavailable, "coordinator busy or stopping; nothing was removed, try again"})
 	}
 }

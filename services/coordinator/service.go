@@ -77,9 +77,21 @@ type Service struct {
 	res *cjs.Resources
 	log zerolog.Logger
 
-	mu   sync.Mutex // guards jobs (the registry only; each job's state is owned by its loop)
-	jobs map[string]*job
-	wg   sync.WaitGroup
+	// mu guards jobs and known (the registry only; each job's state is owned by its loop).
+	// Lock order: mu before replicas' own mutex, never the other way.
+	mu sync.Mutex
+	// jobs are the running loops; known is every job seen, running or parked.
+	jobs  map[string]*job
+	known map[string]*jobEntry
+	wg    sync.WaitGroup
+	// ttl is CAIRN_LEASES' TTL, set when Run starts.
+	ttl time.Duration
+	// replicas are the live coordinator replicas and the placement of jobs on them.
+	replicas *replicaSet
+	// synced is closed once the registrations have been read (the jobs with an instance
+	// run); syncOnce closes it.
+	synced   chan struct{}
+	syncOnce sync.Once
 	// skipped logs each invalid config event once.
 	skipped configlog.SkipLog
 	// faults, when set (tests only), wraps a job's backend and snapshot store as the job
@@ -95,7 +107,10 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, res *cjs.Resources, 
 	if cfg.ID == "" {
 		cfg.ID = nuid.Next()
 	}
-	return &Service{cfg: cfg, nc: nc, js: js, res: res, log: log.With().Str("coordinator", cfg.ID).Logger(), jobs: map[string]*job{}}, nil
+	return &Service{
+		cfg: cfg, nc: nc, js: js, res: res, log: log.With().Str("coordinator", cfg.ID).Logger(),
+		jobs: map[string]*job{}, known: map[string]*jobEntry{}, replicas: newReplicaSet(cfg.ID, cfg.Jobs), synced: make(chan struct{}),
+	}, nil
 }
 
 // ID returns the coordinator's id.
@@ -117,6 +132,7 @@ func (s *Service) Run(ctx context.Context) error {
 	if ttl <= 0 {
 		return fmt.Errorf("bucket %s has no TTL: leases could never expire", cjs.LeaseBucket)
 	}
+	s.ttl = ttl
 
 	ackSub, err := s.nc.Subscribe(s.cfg.Subjects.Ack("*"), s.onAck)
 	if err != nil {
@@ -128,7 +144,8 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("watch registrations: %w", err)
 	}
-	s.wg.Go(func() { s.followRegistrations(ctx, regs, ttl) })
+	s.wg.Go(func() { s.followRegistrations(ctx, regs) })
+	s.wg.Go(func() { s.runReplica(ctx, ttl, s.synced) })
 
 	filters := []string{s.cfg.Subjects.ConfigEvents("*")}
 	if len(s.cfg.Jobs) > 0 {
@@ -144,7 +161,7 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("follow config events: %w", err)
 	}
-	cc, err := cons.Consume(func(m jetstream.Msg) { s.onConfig(ctx, m, ttl) })
+	cc, err := cons.Consume(func(m jetstream.Msg) { s.onConfig(ctx, m) })
 	if err != nil {
 		return fmt.Errorf("follow config events: %w", err)
 	}
@@ -198,14 +215,9 @@ func (s *Service) lookup(name string) *job {
 	return s.jobs[name]
 }
 
-// ensure returns the job's loop, starting it (and its lease keeper and retention worker)
-// the first time the job is seen.
-func (s *Service) ensure(ctx context.Context, name string, ttl time.Duration) *job {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if j, ok := s.jobs[name]; ok {
-		return j
-	}
+// start starts the job's loop, lease keeper and retention worker, which run until ctx is
+// done; s.mu is held.
+func (s *Service) start(ctx context.Context, name string) *job {
 	log := s.log.With().Str("job", name).Logger()
 	b := &natsBackend{
 		job: name, subjects: s.cfg.Subjects, nc: s.nc, js: s.js, manifests: s.res.Manifests, events: s.res.Checkpoints, log: log,
@@ -217,7 +229,7 @@ func (s *Service) ensure(ctx context.Context, name string, ttl time.Duration) *j
 		jb, store = s.faults(name, b, store)
 	}
 	j := newJob(name, s.cfg.ID, jb, s.log)
-	k := &leaseKeeper{kv: s.res.Leases, conn: s.nc, key: cjs.LeaseKey(name), job: name, holder: s.cfg.ID, ttl: ttl, out: j.mail.offerLease, log: log}
+	k := &leaseKeeper{kv: s.res.Leases, conn: s.nc, key: cjs.LeaseKey(name), job: name, holder: s.cfg.ID, ttl: s.ttl, out: j.mail.offerLease, log: log, place: s.replicas}
 	s.jobs[name] = j
 	s.wg.Go(func() { j.run(ctx) })
 	s.wg.Go(func() { k.run(ctx) })
@@ -234,7 +246,7 @@ func (s *Service) stream(ctx context.Context, name string) (streamPurger, error)
 	return s.js.Stream(ctx, name)
 }
 
-func (s *Service) onConfig(ctx context.Context, m jetstream.Msg, ttl time.Duration) {
+func (s *Service) onConfig(ctx context.Context, m jetstream.Msg) {
 	job := s.cfg.Subjects.Token(m.Subject(), 2)
 	if !s.wanted(job) || messages.ValidateName("job", job) != nil {
 		return
@@ -244,15 +256,15 @@ func (s *Service) onConfig(ctx context.Context, m jetstream.Msg, ttl time.Durati
 		// The consumer delivers only the last event of each subject at start: look back
 		// for the newest valid one instead of leaving the job on the defaults. A valid
 		// event this was already newer than is ignored by the job as stale.
-		s.wg.Go(func() { s.newestValidConfig(ctx, job, ttl) })
+		s.wg.Go(func() { s.newestValidConfig(ctx, job) })
 		return
 	}
-	s.ensure(ctx, job, ttl).mail.offerConfig(ev)
+	s.noteConfig(ctx, job, ev)
 }
 
 // newestValidConfig hands job the newest valid config event on its subject, logging the
 // invalid ones after it once each.
-func (s *Service) newestValidConfig(ctx context.Context, job string, ttl time.Duration) {
+func (s *Service) newestValidConfig(ctx context.Context, job string) {
 	l, err := configlog.Read(ctx, s.res.Config, s.cfg.Subjects.ConfigEvents(job), job, 2*time.Second)
 	if err != nil {
 		s.log.Error().Err(err).Str("job", job).Msg("invalid config event: cannot look back for the newest valid one")
@@ -260,7 +272,7 @@ func (s *Service) newestValidConfig(ctx context.Context, job string, ttl time.Du
 	}
 	s.skipped.Log(s.log, job, l.Skipped)
 	if l.Event != nil {
-		s.ensure(ctx, job, ttl).mail.offerConfig(l.Event)
+		s.noteConfig(ctx, job, l.Event)
 	}
 }
 
@@ -270,11 +282,11 @@ func (s *Service) newestValidConfig(ctx context.Context, job string, ttl time.Du
 // reconnect the watch is restarted at once: a KV watch notices a server restart only after
 // missed heartbeats, seconds later, and a stale participant set would make checkpoints
 // wait for dead incarnations.
-func (s *Service) followRegistrations(ctx context.Context, w jetstream.KeyWatcher, ttl time.Duration) {
+func (s *Service) followRegistrations(ctx context.Context, w jetstream.KeyWatcher) {
 	reconnected := s.nc.StatusChanged(nats.CONNECTED)
 	defer s.nc.RemoveStatusListener(reconnected)
 	for {
-		restart := s.routeRegistrations(ctx, w, reconnected, ttl)
+		restart := s.routeRegistrations(ctx, w, reconnected)
 		_ = w.Stop()
 		if !restart {
 			return
@@ -298,7 +310,7 @@ func (s *Service) followRegistrations(ctx context.Context, w jetstream.KeyWatche
 
 // routeRegistrations consumes one watch until ctx ends (false) or the connection was
 // re-established or the watch closed (true: watch again).
-func (s *Service) routeRegistrations(ctx context.Context, w jetstream.KeyWatcher, reconnected <-chan nats.Status, ttl time.Duration) bool {
+func (s *Service) routeRegistrations(ctx context.Context, w jetstream.KeyWatcher, reconnected <-chan nats.Status) bool {
 	initial := map[string]map[string]string{} // job → instance → incarnation, until the snapshot ends
 	for {
 		select {
@@ -312,8 +324,9 @@ func (s *Service) routeRegistrations(ctx context.Context, w jetstream.KeyWatcher
 				return ctx.Err() == nil
 			}
 			if e == nil {
-				s.syncRegistrations(ctx, initial, ttl)
+				s.syncRegistrations(ctx, initial)
 				initial = nil
+				s.syncOnce.Do(func() { close(s.synced) })
 				continue
 			}
 			job, u, ok := s.registration(e)
@@ -329,27 +342,8 @@ func (s *Service) routeRegistrations(ctx context.Context, w jetstream.KeyWatcher
 				}
 				continue
 			}
-			if u.incarnation == "" && s.lookup(job) == nil {
-				continue
-			}
-			s.ensure(ctx, job, ttl).mail.offerReg(u)
+			s.noteRegistration(ctx, job, u)
 		}
-	}
-}
-
-// syncRegistrations hands every job its full set of registered instances.
-func (s *Service) syncRegistrations(ctx context.Context, all map[string]map[string]string, ttl time.Duration) {
-	for job := range all {
-		s.ensure(ctx, job, ttl)
-	}
-	s.mu.Lock()
-	jobs := make([]*job, 0, len(s.jobs))
-	for _, j := range s.jobs {
-		jobs = append(jobs, j)
-	}
-	s.mu.Unlock()
-	for _, j := range jobs {
-		j.mail.offerReg(regUpdate{sync: true, all: all[j.name]})
 	}
 }
 
@@ -448,7 +442,21 @@ func (s *Service) onDirectStatus(ctx context.Context, m *nats.Msg) {
 // localStatus asks the job's loop for its status; on failure it returns an error code and
 // message instead.
 func (s *Service) localStatus(ctx context.Context, name string) (st messages.Status, code, msg string) {
-	j := s.lookup(name)
+	defer func() {
+		if code == "" {
+			st.Preferred, st.Replicas = s.replicas.preferred(name), s.replicas.ids()
+		}
+	}()
+	s.mu.Lock()
+	j, e := s.jobs[name], s.known[name]
+	var cfg *messages.ConfigEvent
+	if e != nil {
+		cfg = e.config
+	}
+	s.mu.Unlock()
+	if j == nil && e != nil {
+		return s.idleStatus(ctx, name, cfg), "", ""
+	}
 	if j == nil {
 		return st, codeNotFound, fmt.Sprintf("unknown job %q: it has no config and no registered instance", name)
 	}
