@@ -42,6 +42,21 @@ func FreePort(t testing.TB) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
+// ServiceError is a reply that carried a micro error code, as RequestJSON returns it.
+type ServiceError struct {
+	Subject, Code, Body string
+}
+
+func (e *ServiceError) Error() string {
+	return fmt.Sprintf("%s answered %s: %s", e.Subject, e.Code, e.Body)
+}
+
+// IsServiceError reports whether err is (or wraps) a ServiceError with the code.
+func IsServiceError(err error, code string) bool {
+	var se *ServiceError
+	return errors.As(err, &se) && se.Code == code
+}
+
 // RequestJSON sends a request until a reply decodes into v, asking again after no
 // responders, a timeout or a 503 (a service starting, failing over or cut off), until ctx
 // ends; a reply with another error code is an error. It returns how many attempts it took.
@@ -75,7 +90,7 @@ func requestOnce(nc *nats.Conn, subject string, body []byte, v any) (retry bool,
 	case "503":
 		return true, fmt.Errorf("%s answered 503: %s", subject, m.Data)
 	default:
-		return false, fmt.Errorf("%s answered %s: %s", subject, code, m.Data)
+		return false, &ServiceError{Subject: subject, Code: code, Body: string(m.Data)}
 	}
 	if err := json.Unmarshal(m.Data, v); err != nil {
 		return false, fmt.Errorf("reply %q: %w", m.Data, err)

@@ -141,6 +141,9 @@ func newStack(t *testing.T, o stackOptions) *stack {
 	}
 	if err := proctest.Poll(ctx, 20*time.Millisecond, "every instance registered", func() (bool, error) {
 		st, err := s.status(ctx)
+		if natstest.IsServiceError(err, "404") {
+			return false, nil // the coordinator has not seen the job's config or instances yet
+		}
 		return len(st.Instances) == len(o.instances), err
 	}); err != nil {
 		t.Fatal(err)
