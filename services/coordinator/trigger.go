@@ -58,7 +58,7 @@ func parseTriggerRequest(data []byte) (messages.TriggerRequest, error) {
 		return req, fmt.Errorf("savepoint must be a string, got %s", raw)
 	}
 	if err := messages.ValidateName("savepoint", req.Savepoint); err != nil {
-		return req, err
+		return messages.TriggerRequest{}, err
 	}
 	return req, nil
 }
