@@ -50,7 +50,9 @@ func (s *Service) atHolder(ctx context.Context, r micro.Request, hr holderReques
 		case st.Holder == "":
 			answer(nil, &replyError{codeUnavailable, fmt.Sprintf("no coordinator holds the lease of job %s right now; %s, try again", hr.job, hr.unchanged)})
 		default:
-			m, err := s.nc.Request(hr.direct(st.Holder), data, hr.wait)
+			fctx, cancel := context.WithTimeout(ctx, hr.wait)
+			m, err := s.nc.RequestWithContext(fctx, hr.direct(st.Holder), data)
+			cancel()
 			if err != nil {
 				answer(nil, &replyError{codeUnavailable, fmt.Sprintf("the lease holder %s of job %s did not answer the %s within %s: %v; check cairn.status.%s to see whether it happened",
 					st.Holder, hr.job, hr.what, hr.wait, err, hr.job)})

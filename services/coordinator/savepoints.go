@@ -228,7 +228,7 @@ func (s *Service) onDelete(ctx context.Context, r micro.Request) {
 
 // onDirectDelete answers a savepoint deletion forwarded to this coordinator by a standby.
 func (s *Service) onDirectDelete(ctx context.Context, m *nats.Msg) {
-	name := s.cfg.Subjects.Token(m.Subject, 5)
+	name := s.cfg.Subjects.Token(m.Subject, 4)
 	s.onDirect(m, func(done answerFunc) {
 		if err := messages.ValidateName("job", name); err != nil {
 			done(nil, &replyError{codeBadRequest, err.Error()})
