@@ -3,14 +3,17 @@ package integration
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
 
 	"github.com/cairn-stream/cairn/internal/natstest"
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
@@ -20,9 +23,9 @@ import (
 )
 
 // TestCheckpointRequestsUnderDeployedPermissions runs two coordinators and an operator
-// as the users of deploy/nats/auth.conf; the admin triggers checkpoints and a savepoint,
-// lists and deletes it, through whichever coordinator micro picks (a standby forwards to
-// the lease holder), and the server logs no permission violation.
+// as the users of deploy/nats/auth.conf; the admin triggers checkpoints and savepoints,
+// lists and deletes them, through both coordinators (the standby forwards to the lease
+// holder), and the server logs no permission violation.
 func TestCheckpointRequestsUnderDeployedPermissions(t *testing.T) {
 	auth, err := os.ReadFile(filepath.Join("..", "..", "deploy", "nats", "auth.conf"))
 	if err != nil {
@@ -108,25 +111,63 @@ func TestCheckpointRequestsUnderDeployedPermissions(t *testing.T) {
 		var st messages.Status
 		return json.Unmarshal(m.Data, &st) == nil && st.Holder != "" && len(st.Instances) == 1
 	})
-	// Enough requests that both coordinators receive some: micro's queue group picks one
-	// at random each time.
-	for range 10 {
+	// Trigger, take a savepoint, list and delete it until each coordinator has received
+	// every kind of request at least once: micro's queue group picks one at random, and a
+	// standby forwards triggers and deletions to the lease holder.
+	for i := 0; !servedAll(t, admin, 2, "checkpoint-trigger", "checkpoint-list", "checkpoint-delete"); i++ {
+		if i == 40 {
+			t.Fatal("after 40 rounds of requests a coordinator still received none of one kind")
+		}
 		var r messages.CheckpointResult
 		call(subjects.CheckpointTrigger("perm"), "", &r)
 		if r.Outcome != "completed" {
 			t.Fatalf("trigger: %+v", r)
 		}
+		name := fmt.Sprintf("s%d", i)
+		call(subjects.CheckpointTrigger("perm"), fmt.Sprintf(`{"savepoint":%q}`, name), &r)
+		var l messages.CheckpointList
+		call(subjects.CheckpointList("perm"), "", &l)
+		if len(l.Savepoints) != 1 || l.Savepoints[0].Savepoint != name || l.Savepoints[0].ID != r.ID {
+			t.Fatalf("savepoints %+v, want %s (checkpoint %d)", l.Savepoints, name, r.ID)
+		}
+		var d messages.SavepointDeleted
+		call(subjects.CheckpointDelete("perm"), fmt.Sprintf(`{"savepoint":%q}`, name), &d)
+		if d.ID != r.ID {
+			t.Fatalf("delete %s: %+v, want checkpoint %d", name, d, r.ID)
+		}
 	}
-	var r messages.CheckpointResult
-	call(subjects.CheckpointTrigger("perm"), `{"savepoint":"s"}`, &r)
-	var l messages.CheckpointList
-	call(subjects.CheckpointList("perm"), "", &l)
-	if len(l.Savepoints) != 1 || l.Savepoints[0].ID != r.ID {
-		t.Fatalf("savepoints %+v, want s (checkpoint %d)", l.Savepoints, r.ID)
-	}
-	var d messages.SavepointDeleted
-	call(subjects.CheckpointDelete("perm"), `{"savepoint":"s"}`, &d)
 	if strings.Contains(log.String(), "Permissions Violation") {
 		t.Fatalf("permission violations:\n%s", log.String())
 	}
+}
+
+// servedAll reports whether each of the n coordinators has received at least one request
+// on every endpoint, by micro's stats.
+func servedAll(t *testing.T, nc *nats.Conn, n int, endpoints ...string) bool {
+	t.Helper()
+	inbox := nats.NewInbox()
+	sub, err := nc.SubscribeSync(inbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	if err := nc.PublishRequest("$SRV.STATS."+coordinator.ServiceName, inbox, nil); err != nil {
+		t.Fatal(err)
+	}
+	for range n {
+		m, err := sub.NextMsg(5 * time.Second)
+		if err != nil {
+			t.Fatalf("stats of %s: %d replies, want %d: %v", coordinator.ServiceName, n, n, err)
+		}
+		var st micro.Stats
+		if err := json.Unmarshal(m.Data, &st); err != nil {
+			t.Fatalf("stats %q: %v", m.Data, err)
+		}
+		for _, name := range endpoints {
+			if !slices.ContainsFunc(st.Endpoints, func(e *micro.EndpointStats) bool { return e.Name == name && e.NumRequests > 0 }) {
+				return false
+			}
+		}
+	}
+	return true
 }
