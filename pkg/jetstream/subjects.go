@@ -67,6 +67,24 @@ func (s Subjects) CoordinatorMembersRemove(id, job string) string {
 	return s.join("coord", id, "members", "remove", job)
 }
 
+// CheckpointTrigger is the subject of manual checkpoint and savepoint requests for job
+// ("*" for all).
+func (s Subjects) CheckpointTrigger(job string) string { return s.join("checkpoint", "trigger", job) }
+
+// CheckpointList is the subject of requests listing job's checkpoints and savepoints ("*"
+// for all).
+func (s Subjects) CheckpointList(job string) string { return s.join("checkpoint", "list", job) }
+
+// CheckpointDelete is the subject of savepoint deletion requests for job ("*" for all).
+func (s Subjects) CheckpointDelete(job string) string { return s.join("checkpoint", "delete", job) }
+
+// CoordinatorCheckpoint is the subject on which coordinator id answers checkpoint
+// requests of kind ("trigger", "delete") for job directly; standbys forward
+// cairn.checkpoint.<kind>.<job> to the lease holder's.
+func (s Subjects) CoordinatorCheckpoint(id, kind, job string) string {
+	return s.join("coord", id, "checkpoint", kind, job)
+}
+
 // Input is the default input subject of a reference operator instance.
 func (s Subjects) Input(job, instance string) string { return s.join("input", job, instance) }
 

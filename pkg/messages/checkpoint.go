@@ -151,7 +151,7 @@ func (s InstanceSnapshot) From(id uint64) uint64 {
 }
 
 // Manifest records a completed checkpoint; it is stored in KV CAIRN_MANIFESTS under
-// <job>.<id> and <job>.latest.
+// <job>.<id> and <job>.latest, and a savepoint's also under <job>.savepoint.<name>.
 type Manifest struct {
 	Schema        int                         `msgpack:"schema"`
 	Job           string                      `msgpack:"job"`
@@ -164,6 +164,9 @@ type Manifest struct {
 	// manifest; 0 (absent) from a coordinator before tokens. A coordinator does not move
 	// <job>.latest from a manifest with a higher token than its own.
 	Token uint64 `msgpack:"token,omitempty"`
+	// Savepoint names the savepoint the checkpoint was taken as (its manifest is also
+	// stored under <job>.savepoint.<name>); empty for other checkpoints.
+	Savepoint string `msgpack:"savepoint,omitempty"`
 }
 
 // SchemaVersion implements Message.

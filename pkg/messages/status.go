@@ -51,6 +51,8 @@ type Status struct {
 	ConsecutiveFailures int `json:"consecutive_failures"`
 	// Failed is true while ConsecutiveFailures exceeds tolerable_failures.
 	Failed bool `json:"failed"`
+	// Savepoints are the job's savepoints, by name, and the input they keep.
+	Savepoints []SavepointHold `json:"savepoints,omitempty"`
 }
 
 // Member is one member of a job in Status.

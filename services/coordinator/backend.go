@@ -39,4 +39,12 @@ type backend interface {
 	// the snapshot objects that neither a retained manifest nor live references; dropped
 	// are the snapshots acked for checkpoints aborted since the last call.
 	retain(keep int, live, dropped []messages.SnapshotRef)
+	// savepoints returns the job's savepoints (<job>.savepoint.<name>), by name.
+	savepoints(ctx context.Context) (map[string]*messages.Manifest, error)
+	// writeSavepoint stores m, a written manifest, under <job>.savepoint.<m.Savepoint>;
+	// errSavepointExists when the name is in use.
+	writeSavepoint(ctx context.Context, m *messages.Manifest) error
+	// deleteSavepoint deletes savepoint name and returns its manifest; nil when there is
+	// none.
+	deleteSavepoint(ctx context.Context, name string) (*messages.Manifest, error)
 }

@@ -9,6 +9,12 @@
 // completed ones, publishes checkpoint events and deletes snapshots no retained manifest
 // references. A new config version re-evaluates the schedule at once.
 //
+// On request (cairn.checkpoint.trigger.<job>) the lease holder sends a barrier as soon as
+// max_concurrent allows and answers when that checkpoint has ended; a savepoint is such a
+// checkpoint whose manifest is also kept under <job>.savepoint.<name>, outside retention
+// and trimming, until cairn.checkpoint.delete.<job> removes it. Standbys forward these
+// requests, member removals and status requests to the holder.
+//
 // Each job is owned by one goroutine (a select loop with one timer); the NATS consumers
 // and the status endpoint only send it messages.
 package coordinator

@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 	"errors"
+	"maps"
 	"sync"
 	"time"
 
@@ -22,6 +23,8 @@ type fakeBackend struct {
 	retains   int
 	// memberEvents are the member audit events published.
 	memberEvents []*messages.MemberEvent
+	// savepointsByName are the savepoints written and not deleted.
+	savepointsByName map[string]*messages.Manifest
 	// slow, when set, is called (without the lock) at the start of nextID, latestManifest
 	// and writeManifest with the call's context and name: a slow or hanging store.
 	slow func(ctx context.Context, op string)
@@ -112,6 +115,33 @@ func (f *fakeBackend) retain(int, []messages.SnapshotRef, []messages.SnapshotRef
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.retains++
+}
+
+func (f *fakeBackend) savepoints(context.Context) (map[string]*messages.Manifest, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return maps.Clone(f.savepointsByName), nil
+}
+
+func (f *fakeBackend) writeSavepoint(_ context.Context, m *messages.Manifest) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.savepointsByName[m.Savepoint]; ok {
+		return errSavepointExists
+	}
+	if f.savepointsByName == nil {
+		f.savepointsByName = map[string]*messages.Manifest{}
+	}
+	f.savepointsByName[m.Savepoint] = m
+	return nil
+}
+
+func (f *fakeBackend) deleteSavepoint(_ context.Context, name string) (*messages.Manifest, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	m := f.savepointsByName[name]
+	delete(f.savepointsByName, name)
+	return m, nil
 }
 
 func (f *fakeBackend) sent() []sentBarrier {

@@ -248,15 +248,18 @@ func absentMembers(m *messages.Manifest) []messages.Member {
 	return out
 }
 
-// wakeForRemoval returns the job's running loop (nil for a job never heard of) and a
-// release to call once the removal is decided. The job is kept running until release (a
-// parked one is woken), and this replica waits until it holds the lease, which it takes at
-// once as the job's preferred replica (otherwise after the grace period). When it cannot,
-// it calls done with the reason and returns a nil release.
-func (s *Service) wakeForRemoval(ctx context.Context, name string, done func(*messages.MemberRemoval, *replyError)) (*job, func()) {
+// wakeFor returns the job's running loop and a release to call once a request that only
+// the lease holder answers (a member removal, a manual checkpoint, a savepoint deletion)
+// is decided. The job is kept running until release (a parked one is woken), and this
+// replica waits until it holds the lease, which it takes at once as the job's preferred
+// replica (otherwise after the grace period). When it cannot, or the job was never heard
+// of, it calls fail with the reason (unchanged says what the caller can rely on) and
+// returns a nil loop.
+func (s *Service) wakeFor(ctx context.Context, name, unchanged string, fail func(*replyError)) (*job, func()) {
 	release, known := s.pin(ctx, name)
 	if !known {
-		return nil, func() {}
+		fail(&replyError{codeNotFound, fmt.Sprintf("unknown job %q: it has no config and no registered instance", name)})
+		return nil, nil
 	}
 	wait := 2*s.ttl + 2*time.Second
 	deadline := time.Now().Add(wait)
@@ -268,23 +271,23 @@ func (s *Service) wakeForRemoval(ctx context.Context, name string, done func(*me
 		switch {
 		case code != "":
 			release()
-			done(nil, &replyError{code, msg})
+			fail(&replyError{code, msg})
 			return nil, nil
 		case st.Holder == s.cfg.ID:
 			return s.lookup(name), release
 		case st.Holder != "":
 			release()
-			done(nil, &replyError{codeUnavailable, fmt.Sprintf("coordinator %s holds the lease of job %s; nothing was removed, try again", st.Holder, name)})
+			fail(&replyError{codeUnavailable, fmt.Sprintf("coordinator %s holds the lease of job %s; %s, try again", st.Holder, name, unchanged)})
 			return nil, nil
 		case time.Now().After(deadline):
 			release()
-			done(nil, &replyError{codeUnavailable, fmt.Sprintf("coordinator %s could not take the lease of idle job %s within %s; nothing was removed, try again", s.cfg.ID, name, wait)})
+			fail(&replyError{codeUnavailable, fmt.Sprintf("coordinator %s could not take the lease of idle job %s within %s; %s, try again", s.cfg.ID, name, wait, unchanged)})
 			return nil, nil
 		}
 		select {
 		case <-ctx.Done():
 			release()
-			done(nil, &replyError{codeUnavailable, "coordinator stopping; nothing was removed"})
+			fail(&replyError{codeUnavailable, "coordinator stopping; " + unchanged})
 			return nil, nil
 		case <-tick.C:
 		}

@@ -47,6 +47,8 @@ type pending struct {
 	acks        map[string]*messages.Ack
 	barrier     *messages.Barrier
 	resent      int
+	// savepoint names the savepoint the checkpoint is taken as; empty for others.
+	savepoint string
 }
 
 // job owns one job's coordination state. Only run's goroutine touches the fields below
@@ -59,9 +61,11 @@ type job struct {
 
 	// mail receives config events, registrations, acks and lease states without ever
 	// blocking the sender.
-	mail    *mailbox
-	status  chan chan messages.Status
-	removes chan removeRequest
+	mail     *mailbox
+	status   chan chan messages.Status
+	removes  chan removeRequest
+	triggers chan triggerRequest
+	deletes  chan deleteRequest
 
 	cfg           messages.Config
 	version       uint64
@@ -91,6 +95,12 @@ type job struct {
 	left map[string]time.Time
 	// removals are member removals waiting for a manifest without the member.
 	removals map[string]*removal
+	// manual are manual checkpoint requests waiting for their checkpoint to end.
+	manual []*manualTrigger
+	// savepoints are the job's savepoints by name, valid while savepointsOK: read at
+	// take-over or when first needed, kept up to date by this loop.
+	savepoints   map[string]*messages.Manifest
+	savepointsOK bool
 }
 
 func newJob(name, coordID string, b backend, log zerolog.Logger) *job {
@@ -102,6 +112,8 @@ func newJob(name, coordID string, b backend, log zerolog.Logger) *job {
 		mail:      newMailbox(),
 		status:    make(chan chan messages.Status),
 		removes:   make(chan removeRequest, 16),
+		triggers:  make(chan triggerRequest, 16),
+		deletes:   make(chan deleteRequest, 16),
 		cfg:       messages.DefaultConfig(),
 		instances: map[string]string{},
 		left:      map[string]time.Time{},
@@ -137,23 +149,27 @@ func (j *job) run(ctx context.Context) {
 			reply <- j.view(time.Now())
 		case r := <-j.removes:
 			j.requestRemoval(ctx, r)
+		case r := <-j.triggers:
+			j.requestTrigger(ctx, r)
+		case r := <-j.deletes:
+			j.requestDelete(ctx, r)
 		case <-j.timer.C:
 			j.tick(ctx, time.Now())
 		}
 	}
 }
 
-// canTrigger reports whether a barrier may be sent at all (ignoring time): a removal
-// waiting for its checkpoint needs one even with no registered instance.
+// canTrigger reports whether a barrier may be sent at all (ignoring time): a removal or a
+// manual request waiting for its checkpoint needs one even with no registered instance.
 func (j *job) canTrigger(now time.Time) bool {
 	return j.lease.held && now.Before(j.lease.validUntil) &&
-		len(j.pending) < j.cfg.MaxConcurrent && (len(j.instances) > 0 || j.removalDue())
+		len(j.pending) < j.cfg.MaxConcurrent && (len(j.instances) > 0 || j.removalDue() || j.manualDue())
 }
 
 // next is when the next barrier is due under the scheduling rule, or at once (after a
-// failed trigger's retry time) when a removal waits for its checkpoint.
+// failed trigger's retry time) when a removal or a manual request waits for its checkpoint.
 func (j *job) next(now time.Time) time.Time {
-	if j.removalDue() {
+	if j.removalDue() || j.manualDue() {
 		return later(now, j.retryAt)
 	}
 	return later(nextTrigger(j.cfg, j.lastTrigger, j.lastComplete, now), j.retryAt)
@@ -299,6 +315,9 @@ func (j *job) takeOver(ctx context.Context) {
 		j.log.Warn().Err(err).Msg("cannot tell which checkpoints the previous coordinator left unfinished")
 	}
 	j.inherited = last
+	if err := j.ensureSavepoints(ctx); err != nil {
+		j.log.Warn().Err(err).Msg("cannot read the savepoints; reading them again when needed")
+	}
 	for _, id := range ids {
 		j.aborted++
 		ev := &messages.CheckpointEvent{
@@ -320,7 +339,9 @@ func (j *job) fence(ctx context.Context, why string) {
 		j.abort(ctx, p, messages.AbortCoordinatorChange, why)
 	}
 	j.prev, j.prevOK = nil, false
+	j.savepoints, j.savepointsOK = nil, false
 	j.failRemovals(func(*removal) bool { return true }, codeUnavailable, "this coordinator stopped coordinating the job ("+why+"); nothing was removed")
+	j.failManual("this coordinator stopped coordinating the job (" + why + "); the checkpoint did not complete, try again")
 	j.log.Warn().Str("why", why).Msg("stopped coordinating the job")
 }
 
@@ -371,7 +392,8 @@ func (j *job) trigger(ctx context.Context, now time.Time) {
 			r.checkpoint = id
 		}
 	}
-	j.log.Info().Uint64("checkpoint", id).Uint64("config_version", j.version).Strs("participants", p.participants()).Msg("barrier sent")
+	j.attachManual(p)
+	j.log.Info().Uint64("checkpoint", id).Uint64("config_version", j.version).Strs("participants", p.participants()).Str("savepoint", p.savepoint).Msg("barrier sent")
 	if len(p.expected) == 0 {
 		j.complete(ctx, p)
 	}
@@ -464,6 +486,7 @@ func (j *job) complete(ctx context.Context, p *pending) {
 		TriggeredAt:   p.triggeredAt.UTC(),
 		CompletedAt:   now.UTC(),
 		Instances:     make(map[string]messages.InstanceSnapshot, len(p.acks)),
+		Savepoint:     p.savepoint,
 	}
 	var written uint64
 	for inst, a := range p.acks {
@@ -526,6 +549,7 @@ func (j *job) complete(ctx context.Context, p *pending) {
 		Uint64("bytes", bytes).Uint64("bytes_written", written).Int("participants", len(participants)).
 		Int("members", len(m.Instances)).Msg("checkpoint completed")
 	j.finishRemovals(ctx, m)
+	j.finishManual(ctx, p, m)
 }
 
 // carryForward adds to m every member of the predecessor manifest that did not take part,
@@ -583,6 +607,7 @@ func (j *job) abort(ctx context.Context, p *pending, reason messages.AbortReason
 		Bool("failed", failed).Msg("checkpoint aborted")
 	j.failRemovals(func(r *removal) bool { return r.checkpoint == p.id }, codeUnavailable,
 		fmt.Sprintf("checkpoint %d, which was to remove the member, aborted (%s: %s); nothing was removed, the member stays", p.id, reason, detail))
+	j.abortManual(p, reason, detail, now)
 }
 
 // stop aborts what is pending when the coordinator shuts down; ctx is already done, so
@@ -594,6 +619,7 @@ func (j *job) stop() {
 		j.abort(ctx, p, messages.AbortCoordinatorChange, "coordinator stopped")
 	}
 	j.failRemovals(func(*removal) bool { return true }, codeUnavailable, "coordinator stopped; nothing was removed")
+	j.failManual("coordinator stopped; the checkpoint did not complete, try again")
 }
 
 // failed reports whether consecutive counted failures exceed tolerable_failures.

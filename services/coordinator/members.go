@@ -91,15 +91,9 @@ func (j *job) requestRemoval(ctx context.Context, req removeRequest) {
 		req.done(nil, &replyError{codeUnavailable, fmt.Sprintf("coordinator %s does not hold the lease of job %s; try again", j.coordID, j.name)})
 		return
 	}
-	if !j.prevOK {
-		cctx, cancel := j.callCtx(ctx)
-		prev, err := j.b.latestManifest(cctx)
-		cancel()
-		if err != nil {
-			req.done(nil, &replyError{codeUnavailable, fmt.Sprintf("cannot read the latest manifest of job %s: %v; nothing was removed", j.name, err)})
-			return
-		}
-		j.prev, j.prevOK = prev, true
+	if err := j.ensurePrev(ctx); err != nil {
+		req.done(nil, &replyError{codeUnavailable, fmt.Sprintf("cannot read the latest manifest of job %s: %v; nothing was removed", j.name, err)})
+		return
 	}
 	inst := req.instance
 	if _, active := j.instances[inst]; active {

@@ -45,9 +45,8 @@ func parseRemoveRequest(data []byte) (messages.MemberRemoveRequest, error) {
 	return req, nil
 }
 
-// onRemove answers cairn.job.members.remove.<job>. Any replica may receive it (micro's
-// queue group); only the lease holder removes members, so a standby forwards the request
-// to the holder's direct subject and relays its answer.
+// onRemove answers cairn.job.members.remove.<job> at the job's lease holder (see
+// atHolder): only the holder removes members.
 func (s *Service) onRemove(ctx context.Context, r micro.Request) {
 	name := s.cfg.Subjects.Token(r.Subject(), 3)
 	if err := messages.ValidateName("job", name); err != nil {
@@ -59,83 +58,41 @@ func (s *Service) onRemove(ctx context.Context, r micro.Request) {
 		respondError(r, codeBadRequest, err.Error())
 		return
 	}
-	st, code, msg := s.localStatus(ctx, name)
-	if code == "" && st.Idle && st.Holder == "" {
-		// A parked job: its preferred replica wakes it for the removal.
-		st.Holder = st.Preferred
-	}
-	switch {
-	case code != "":
-		respondError(r, code, msg)
-	case st.Holder == s.cfg.ID:
-		// The job's loop answers later, from its own goroutine, after this handler has
-		// returned: reply on the reply subject, never through r, whose state micro reads
-		// when the handler returns.
-		reply := r.Reply()
-		s.removeLocally(ctx, name, req.Instance, func(out *messages.MemberRemoval, e *replyError) {
-			msg := nats.NewMsg(reply)
-			if e != nil {
-				msg = errorReply(reply, e.code, e.msg)
-			} else {
-				msg.Header.Set("Content-Type", "application/json")
-				msg.Data, _ = json.Marshal(out)
-			}
-			s.publishReply(msg)
-		})
-	case st.Holder == "":
-		respondError(r, codeUnavailable, fmt.Sprintf("no coordinator holds the lease of job %s right now; nothing was removed, try again", name))
-	default:
-		m, err := s.nc.Request(s.cfg.Subjects.CoordinatorMembersRemove(st.Holder, name), r.Data(), forwardRemovalWait)
-		if err != nil {
-			respondError(r, codeUnavailable, fmt.Sprintf("the lease holder %s of job %s did not answer the removal: %v; check cairn.status.%s to see whether it happened", st.Holder, name, err, name))
-			return
-		}
-		if c := m.Header.Get(micro.ErrorCodeHeader); c != "" {
-			respondError(r, c, m.Header.Get(micro.ErrorHeader))
-			return
-		}
-		if err := r.Respond(m.Data, micro.WithHeaders(micro.Headers{"Content-Type": []string{"application/json"}})); err != nil {
-			s.log.Warn().Err(err).Msg("member removal reply not sent")
-		}
-	}
+	s.atHolder(ctx, r, holderRequest{
+		job: name, what: "removal", unchanged: "nothing was removed", wait: forwardRemovalWait,
+		direct: func(holder string) string { return s.cfg.Subjects.CoordinatorMembersRemove(holder, name) },
+		local:  func(done answerFunc) { s.removeLocally(ctx, name, req.Instance, removalAnswer(done)) },
+	})
 }
 
 // onDirectRemove answers a member removal forwarded to this coordinator by a standby.
 func (s *Service) onDirectRemove(ctx context.Context, m *nats.Msg) {
 	name := s.cfg.Subjects.Token(m.Subject, 4)
-	respond := func(out *messages.MemberRemoval, e *replyError) {
-		reply := nats.NewMsg(m.Reply)
-		if e != nil {
-			reply = errorReply(m.Reply, e.code, e.msg)
-		} else {
-			reply.Data, _ = json.Marshal(out)
+	s.onDirect(m, func(done answerFunc) {
+		if err := messages.ValidateName("job", name); err != nil {
+			done(nil, &replyError{codeBadRequest, err.Error()})
+			return
 		}
-		if err := m.RespondMsg(reply); err != nil {
-			s.log.Debug().Err(err).Msg("direct member removal reply not sent")
+		req, err := parseRemoveRequest(m.Data)
+		if err != nil {
+			done(nil, &replyError{codeBadRequest, err.Error()})
+			return
 		}
-	}
-	if err := messages.ValidateName("job", name); err != nil {
-		respond(nil, &replyError{codeBadRequest, err.Error()})
-		return
-	}
-	req, err := parseRemoveRequest(m.Data)
-	if err != nil {
-		respond(nil, &replyError{codeBadRequest, err.Error()})
-		return
-	}
-	s.removeLocally(ctx, name, req.Instance, respond)
+		s.removeLocally(ctx, name, req.Instance, removalAnswer(done))
+	})
+}
+
+// removalAnswer adapts done to the loop's removal callback.
+func removalAnswer(done answerFunc) func(*messages.MemberRemoval, *replyError) {
+	return func(out *messages.MemberRemoval, e *replyError) { done(out, e) }
 }
 
 // removeLocally hands a removal to the job's loop, which calls done when it has been
 // decided; done is called here when the loop cannot take it. A parked job is woken until
 // the removal is decided.
 func (s *Service) removeLocally(ctx context.Context, name, instance string, done func(*messages.MemberRemoval, *replyError)) {
-	j, release := s.wakeForRemoval(ctx, name, done)
-	if release == nil {
-		return
-	}
+	j, release := s.wakeFor(ctx, name, "nothing was removed", func(e *replyError) { done(nil, e) })
 	if j == nil {
-		done(nil, &replyError{codeNotFound, fmt.Sprintf("unknown job %q: it has no config and no registered instance", name)})
 		return
 	}
 	qctx, cancel := context.WithTimeout(ctx, 2*time.Second)

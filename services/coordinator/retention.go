@@ -100,8 +100,9 @@ func (b *natsBackend) runRetention(ctx context.Context, store objectStore, trim 
 // object — one a deleted manifest or an aborted checkpoint referenced, or on a full scan
 // any object of the job — that is older than the newest manifest and that no retained
 // manifest and no live ack references. An object shared by several checkpoints (an
-// unchanged snapshot) stays while any retained manifest references it. It returns the
-// retained manifests, newest first.
+// unchanged snapshot) stays while any retained manifest or savepoint references it. It
+// returns the manifests whose input must stay: the retained ones, newest first, then the
+// savepoints.
 func (r *retainer) pass(ctx context.Context, req retainRequest) (manifests, objects int, retained []*messages.Manifest, err error) {
 	b := r.b
 	for _, ref := range req.dropped {
@@ -145,6 +146,17 @@ func (r *retainer) pass(ctx context.Context, req retainRequest) (manifests, obje
 			referenced[s.Snapshot.Object] = true
 		}
 	}
+	// Savepoints are retained until deleted: their objects stay and their input is kept.
+	savepoints, err := b.savepoints(ctx)
+	if err != nil {
+		return manifests, 0, nil, err
+	}
+	for _, m := range savepoints {
+		retained = append(retained, m)
+		for _, s := range m.Instances {
+			referenced[s.Snapshot.Object] = true
+		}
+	}
 	if r.passes%fullScanEvery == 0 {
 		infos, err := r.store.List(ctx)
 		if err != nil && !errors.Is(err, jetstream.ErrNoObjectsFound) {
@@ -178,18 +190,7 @@ func (r *retainer) pass(ctx context.Context, req retainRequest) (manifests, obje
 
 // readManifest reads manifest id of the job; nil when it is gone.
 func (b *natsBackend) readManifest(ctx context.Context, id uint64) (*messages.Manifest, error) {
-	e, err := b.manifests.Get(ctx, cjs.ManifestKey(b.job, id))
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read manifest %d: %w", id, err)
-	}
-	var m messages.Manifest
-	if err := messages.Unmarshal(e.Value(), &m); err != nil {
-		return nil, fmt.Errorf("manifest %d: %w", id, err)
-	}
-	return &m, nil
+	return readManifestKey(ctx, b.manifests, cjs.ManifestKey(b.job, id))
 }
 
 // manifestIDs lists the checkpoint ids that have a manifest (<job>.<id> keys).

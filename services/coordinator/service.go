@@ -179,10 +179,16 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	defer func() { _ = directRemove.Unsubscribe() }()
 
+	stopDirect, err := s.subscribeCheckpointDirect(ctx)
+	if err != nil {
+		return err
+	}
+	defer stopDirect()
+
 	svc, err := micro.AddService(s.nc, micro.Config{
 		Name:        ServiceName,
 		Version:     "0.1.0",
-		Description: "Cairn checkpoint coordinator: barriers, acks, manifests, job status, member removal",
+		Description: "Cairn checkpoint coordinator: barriers, acks, manifests, job status, member removal, manual checkpoints and savepoints",
 		Metadata:    map[string]string{"id": s.cfg.ID},
 	})
 	if err != nil {
@@ -196,6 +202,9 @@ func (s *Service) Run(ctx context.Context) error {
 	if err := svc.AddEndpoint("members-remove", micro.HandlerFunc(func(r micro.Request) { s.onRemove(ctx, r) }),
 		micro.WithEndpointSubject(s.cfg.Subjects.MembersRemove("*"))); err != nil {
 		return fmt.Errorf("add member removal endpoint: %w", err)
+	}
+	if err := s.addCheckpointEndpoints(ctx, svc); err != nil {
+		return err
 	}
 	s.log.Info().Strs("jobs", s.cfg.Jobs).Dur("lease_ttl", ttl).Msg("coordinator running")
 	<-ctx.Done()

@@ -27,6 +27,7 @@ func (j *job) view(now time.Time) messages.Status {
 		Failed:              j.failed(),
 	}
 	st.EffectiveInterval = st.Config.Interval
+	st.Savepoints = j.savepointHolds()
 	if !j.appliedAt.IsZero() {
 		t := j.appliedAt.UTC()
 		st.AppliedAt = &t
@@ -38,7 +39,7 @@ func (j *job) view(now time.Time) messages.Status {
 	switch {
 	case !j.lease.held:
 		st.Waiting = "this coordinator does not hold the job's lease"
-	case len(j.instances) == 0 && !j.removalDue():
+	case len(j.instances) == 0 && !j.removalDue() && !j.manualDue():
 		st.Waiting = "no registered instance"
 	case len(j.pending) >= j.cfg.MaxConcurrent:
 		st.Waiting = "max_concurrent checkpoints pending"

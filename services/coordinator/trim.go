@@ -89,8 +89,7 @@ type inputNeed struct {
 // trimPoints computes, for every filter of every member in streams, the sequence below
 // which its messages may be purged: the lowest position, over held, of every member whose
 // filters overlap it (an overlapping filter may match another member's input). held are
-// the manifests whose input must stay available — the retained ones; savepoints will be
-// added to this list.
+// the manifests whose input must stay available — the retained ones and the savepoints.
 func trimPoints(held []*messages.Manifest, streams []string) map[trimTarget]uint64 {
 	points := map[trimTarget]uint64{}
 	for _, stream := range streams {

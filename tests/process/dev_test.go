@@ -44,22 +44,9 @@ func TestDevInputBounded(t *testing.T) {
 	if v := os.Getenv("CAIRN_DEV_RATE"); v != "" {
 		rate = v
 	}
-	bin, err := cairnBin()
-	if err != nil {
-		t.Fatal(err)
-	}
 	const job = "demo"
-	store, logs := t.TempDir(), t.TempDir()
-	port := natstest.FreePort(t)
-	url := "nats://127.0.0.1:" + strconv.Itoa(port)
-	dev, err := proctest.New("cairn dev", filepath.Join(logs, "dev.log"), bin, proctest.ServiceEnv(url),
-		"dev", "--port", strconv.Itoa(port), "--store", store, "--job", job, "--rate", rate)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := dev.Start(); err != nil {
-		t.Fatal(err)
-	}
+	dev, store, nc := startDev(t, job, rate, run+3*time.Minute)
+	ctx := ctxFor(t, run+3*time.Minute)
 	stopped := false
 	t.Cleanup(func() {
 		if !stopped {
@@ -67,22 +54,7 @@ func TestDevInputBounded(t *testing.T) {
 				t.Errorf("stop cairn dev: %v", err)
 			}
 		}
-		if t.Failed() {
-			t.Logf("--- last lines of cairn dev:\n%s", dev.Tail(20))
-		}
-		dev.Close()
 	})
-
-	ctx := ctxFor(t, run+3*time.Minute)
-	var nc *nats.Conn
-	if err := proctest.Poll(ctx, 50*time.Millisecond, "cairn dev's NATS server", func() (bool, error) {
-		var err error
-		nc, err = nats.Connect(url, nats.MaxReconnects(-1))
-		return err == nil, nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
 	s := &stack{t: t, job: job, nc: nc}
 	var v messages.ConfigView
 	if err := s.request(ctx, subjects.ConfigSet(job), []byte(`{"interval":"200ms"}`), &v); err != nil {
@@ -177,6 +149,44 @@ func TestDevInputBounded(t *testing.T) {
 			}
 		}
 	}
+}
+
+// startDev starts `cairn dev` for job with --rate rate on a free port and a store in a
+// t.TempDir, and connects to its NATS server within wait. The test's cleanup logs the
+// last lines of a failed run and closes the process; a test that does not terminate it
+// itself registers that before.
+func startDev(t *testing.T, job, rate string, wait time.Duration) (dev *proctest.Proc, store string, nc *nats.Conn) {
+	t.Helper()
+	bin, err := cairnBin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, logs := t.TempDir(), t.TempDir()
+	port := natstest.FreePort(t)
+	url := "nats://127.0.0.1:" + strconv.Itoa(port)
+	dev, err = proctest.New("cairn dev", filepath.Join(logs, "dev.log"), bin, proctest.ServiceEnv(url),
+		"dev", "--port", strconv.Itoa(port), "--store", store, "--job", job, "--rate", rate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dev.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("--- last lines of cairn dev:\n%s", dev.Tail(20))
+		}
+		dev.Close()
+	})
+	if err := proctest.Poll(ctxFor(t, wait), 50*time.Millisecond, "cairn dev's NATS server", func() (bool, error) {
+		var err error
+		nc, err = nats.Connect(url, nats.MaxReconnects(-1))
+		return err == nil, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return dev, store, nc
 }
 
 // inputSubjects are the subjects a member reads from CAIRN_INPUT: its filters in the
