@@ -174,12 +174,15 @@ func timerFloor(b *testing.B, srv *natstest.Server, shape fleetShape) sample {
 	timers := make([]*time.Timer, shape.jobs)
 	for i := range shape.jobs {
 		subject := fmt.Sprintf("floor.job-%d", i)
-		var fire func()
-		fire = func() {
+		// Created stopped, started once every timer exists: fire re-arms its own timer.
+		timers[i] = time.AfterFunc(time.Hour, func() {
 			_ = pub.Publish(subject, nil)
 			timers[i].Reset(shape.interval)
-		}
-		timers[i] = time.AfterFunc(time.Duration(i)*shape.interval/time.Duration(shape.jobs), fire)
+		})
+		timers[i].Stop()
+	}
+	for i, t := range timers {
+		t.Reset(time.Duration(i) * shape.interval / time.Duration(shape.jobs))
 	}
 	waitFor(b, 2*shape.interval+time.Second)
 	rec.start()
@@ -289,7 +292,7 @@ func runFleet(b *testing.B, srv *natstest.Server, js jetstream.JetStream, res *c
 	if err != nil {
 		b.Fatal(err)
 	}
-	go heartbeatFleet(ctx, res.Leases, shape, job, st.TTL()/3)
+	go heartbeatFleet(ctx, js, shape, job, st.TTL()/3)
 
 	coord := exec.CommandContext(ctx, bin, "coordinator")
 	coord.Env = append(os.Environ(), "NATS_URL="+srv.URL, "LOG_LEVEL=warn")
@@ -328,22 +331,37 @@ func runFleet(b *testing.B, srv *natstest.Server, js jetstream.JetStream, res *c
 	}
 }
 
-// heartbeatFleet keeps every simulated instance registered until ctx ends, spreading the
-// renewals over the period.
-func heartbeatFleet(ctx context.Context, kv jetstream.KeyValue, shape fleetShape, job func(int) string, every time.Duration) {
-	total := shape.jobs * shape.instances
-	regs := make([][]byte, total)
-	for i := range total {
+// heartbeatFleet keeps every simulated instance registered until ctx ends: every period
+// it puts every registration into CAIRN_LEASES (a KV put is a JetStream publish on
+// $KV.<bucket>.<key>), asynchronously, so that renewing thousands of keys costs the
+// simulator no round trip each.
+func heartbeatFleet(ctx context.Context, js jetstream.JetStream, shape fleetShape, job func(int) string, every time.Duration) {
+	type reg struct {
+		subject string
+		data    []byte
+	}
+	regs := make([]reg, 0, shape.jobs*shape.instances)
+	for i := range shape.jobs * shape.instances {
 		inst := fmt.Sprintf("op-%d", i%shape.instances)
-		regs[i], _ = messages.Marshal(&messages.Registration{
+		data, _ := messages.Marshal(&messages.Registration{
 			Schema: messages.SchemaVersion, Job: job(i / shape.instances), Instance: inst,
 			Incarnation: "sim-" + inst, StartedAt: time.Now().UTC(),
 		})
+		regs = append(regs, reg{"$KV." + cjs.LeaseBucket + "." + cjs.RegistrationKey(job(i/shape.instances), inst), data})
 	}
-	tick := time.NewTicker(every / time.Duration(total))
+	tick := time.NewTicker(every)
 	defer tick.Stop()
-	for i := 0; ; i = (i + 1) % total {
-		_, _ = kv.Put(ctx, cjs.RegistrationKey(job(i/shape.instances), fmt.Sprintf("op-%d", i%shape.instances)), regs[i])
+	for {
+		for _, r := range regs {
+			if _, err := js.PublishAsync(r.subject, r.data); err != nil && ctx.Err() != nil {
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-js.PublishAsyncComplete():
+		}
 		select {
 		case <-ctx.Done():
 			return
