@@ -35,8 +35,8 @@ type backend interface {
 	publishEvent(ctx context.Context, e *messages.CheckpointEvent) error
 	// publishMemberEvent publishes a member audit event.
 	publishMemberEvent(ctx context.Context, e *messages.MemberEvent) error
-	// retain deletes, in the background, the job's manifests beyond the newest keep and
-	// the snapshot objects that neither a retained manifest nor live references; dropped
-	// are the snapshots acked for checkpoints aborted since the last call.
-	retain(keep int, live, dropped []messages.SnapshotRef)
+	// retain deletes, in the background, the job's manifests beyond the newest req.keep
+	// and the snapshot objects that neither a retained manifest nor req.live references;
+	// req.dropped are the snapshots acked for checkpoints aborted since the last call.
+	retain(req retainRequest)
 }

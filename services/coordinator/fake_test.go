@@ -92,7 +92,7 @@ func (f *fakeBackend) publishEvent(_ context.Context, e *messages.CheckpointEven
 	return nil
 }
 
-func (f *fakeBackend) retain(int, []messages.SnapshotRef, []messages.SnapshotRef) {
+func (f *fakeBackend) retain(retainRequest) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.retains++

@@ -214,7 +214,8 @@ func (s *Service) ensure(ctx context.Context, name string, ttl time.Duration) *j
 	s.wg.Go(func() { j.run(ctx) })
 	s.wg.Go(func() { k.run(ctx) })
 	trim := newTrimmer(s.cfg.trimStreams(), s.stream, log)
-	s.wg.Go(func() { b.runRetention(ctx, s.res.Snapshots, trim) })
+	purger := &objectPurger{bucket: cjs.SnapshotBucket, lookup: s.stream}
+	s.wg.Go(func() { b.runRetention(ctx, s.res.Snapshots, purger, trim) })
 	return j
 }
 
