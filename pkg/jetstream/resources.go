@@ -82,8 +82,9 @@ const (
 // Defaults of the storage bounds.
 const (
 	// DefaultMarkerTTL is Options.MarkerTTL's default: a purged manifest's marker is gone
-	// within it.
-	DefaultMarkerTTL = 30 * time.Second
+	// within it. No Cairn service watches manifests, so it is short: at 10 checkpoints a
+	// second a job keeps about 50 markers.
+	DefaultMarkerTTL = 5 * time.Second
 	// DefaultSnapshotMaxBytes is Options.SnapshotMaxBytes's default (2 GiB: with
 	// CAIRN_OUTPUT's 1 GiB it fits a server with max_file_store 4GB).
 	DefaultSnapshotMaxBytes = 2 << 30

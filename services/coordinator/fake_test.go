@@ -20,6 +20,8 @@ type fakeBackend struct {
 	failWrite error
 	failRead  error
 	retains   int
+	// retained is the last retention request.
+	retained retainRequest
 	// memberEvents are the member audit events published.
 	memberEvents []*messages.MemberEvent
 }
@@ -92,10 +94,11 @@ func (f *fakeBackend) publishEvent(_ context.Context, e *messages.CheckpointEven
 	return nil
 }
 
-func (f *fakeBackend) retain(retainRequest) {
+func (f *fakeBackend) retain(req retainRequest) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.retains++
+	f.retained = req
 }
 
 func (f *fakeBackend) sent() []sentBarrier {
