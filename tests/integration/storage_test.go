@@ -167,6 +167,12 @@ func TestStorageStaysBounded(t *testing.T) {
 	// after it.
 	var manifests, snapshots jetstream.StreamState
 	var want uint64
+	defer func() {
+		if t.Failed() {
+			t.Logf("last seen: KV_%s %d messages, OBJ_%s %d messages (%d for the live objects)",
+				cjs.ManifestBucket, manifests.Msgs, cjs.SnapshotBucket, snapshots.Msgs, want)
+		}
+	}()
 	natstest.Eventually(t, 40*time.Second, "storage did not settle", func() bool {
 		manifests = s.streamState("KV_" + cjs.ManifestBucket)
 		snapshots = s.streamState("OBJ_" + cjs.SnapshotBucket)
