@@ -36,7 +36,8 @@ type backend interface {
 	// publishMemberEvent publishes a member audit event.
 	publishMemberEvent(ctx context.Context, e *messages.MemberEvent) error
 	// retain deletes, in the background, the job's manifests beyond the newest req.keep
-	// and the snapshot objects that neither a retained manifest nor req.live references;
-	// req.dropped are the snapshots acked for checkpoints aborted since the last call.
+	// and the snapshot objects that neither a retained manifest nor req.live references:
+	// those of dropped manifests and req.dropped (acked for aborted checkpoints) once older
+	// than the newest manifest, req.freed at once, and with req.scan any of the job's.
 	retain(req retainRequest)
 }
