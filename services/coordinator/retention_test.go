@@ -154,3 +154,62 @@ func names(t *testing.T, store jetstream.ObjectStore) []string {
 	slices.Sort(out)
 	return out
 }
+
+// TestRetentionOnABucketWithoutMarkerTTL covers deployments whose CAIRN_MANIFESTS predates
+// LimitMarkerTTL: retention still purges (markers then stay), and after the one-time update
+// docs/failure-model.md gives (allow per-message TTLs, a marker TTL, compact), a new
+// retention worker's markers expire and the old ones are gone.
+func TestRetentionOnABucketWithoutMarkerTTL(t *testing.T) {
+	srv := natstest.Start(t)
+	nc := srv.Connect(t)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: cjs.ManifestBucket, History: 1}); err != nil {
+		t.Fatal(err)
+	}
+	_, js, res := srv.Resources(t, cjs.Options{})
+	put := func(ids ...uint64) {
+		for _, id := range ids {
+			m := &messages.Manifest{Schema: messages.SchemaVersion, Job: "o", CheckpointID: id, Instances: map[string]messages.InstanceSnapshot{}}
+			data, err := messages.Marshal(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := res.Manifests.Put(ctx, cjs.ManifestKey("o", id), data); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	put(1, 2, 3)
+	if _, _, _, err := newTestRetainer(js, res, "o").pass(ctx, retainRequest{keep: 1}); err != nil {
+		t.Fatalf("pass on a bucket without LimitMarkerTTL: %v", err)
+	}
+	if n := streamMsgs(t, js, "KV_"+cjs.ManifestBucket); n != 3 {
+		t.Fatalf("KV_%s holds %d messages, want manifest 3 and two markers that stay", cjs.ManifestBucket, n)
+	}
+	// The one-time update: nats stream edit KV_CAIRN_MANIFESTS --allow-msg-ttl
+	// --subject-del-markers-ttl 5s (here 1s), then nats kv compact CAIRN_MANIFESTS (which
+	// removes markers older than 30 minutes; here all of them).
+	st, err := js.Stream(ctx, "KV_"+cjs.ManifestBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := st.CachedInfo().Config
+	cfg.AllowMsgTTL, cfg.SubjectDeleteMarkerTTL = true, time.Second
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatalf("update the bucket: %v", err)
+	}
+	if err := res.Manifests.PurgeDeletes(ctx, jetstream.DeleteMarkersOlderThan(-1)); err != nil {
+		t.Fatal(err)
+	}
+	put(4, 5)
+	if _, _, _, err := newTestRetainer(js, res, "o").pass(ctx, retainRequest{keep: 1}); err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 10*time.Second, "markers did not expire after the update", func() bool {
+		return streamMsgs(t, js, "KV_"+cjs.ManifestBucket) == 1
+	})
+}
