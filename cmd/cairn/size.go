@@ -16,7 +16,7 @@ const envSnapshotMaxBytes = "CAIRN_SNAPSHOT_MAX_BYTES"
 // CAIRN_SNAPSHOTS by a service that creates it, to fs.
 func registerSnapshotMaxBytes(fs *flag.FlagSet) *string {
 	return fs.String("snapshot-max-bytes", os.Getenv(envSnapshotMaxBytes),
-		"size limit of the CAIRN_SNAPSHOTS object store when this process creates it, e.g. 2GiB, 512MiB or bytes; -1: none; empty: 2GiB (an existing store keeps its limit) ["+"$"+envSnapshotMaxBytes+"]")
+		"size limit of the CAIRN_SNAPSHOTS object store when this process creates it, e.g. 2GiB, 512MiB or bytes; -1: none; empty: 1GiB (an existing store keeps its limit) ["+"$"+envSnapshotMaxBytes+"]")
 }
 
 // sizeUnits are the suffixes parseSize accepts, longest first within each family.

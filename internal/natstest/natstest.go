@@ -34,7 +34,7 @@ func Start(t testing.TB) *Server {
 // down when the test ends; restarting on the same dir and port simulates a server restart.
 func StartIn(t testing.TB, dir string, port int) *Server {
 	t.Helper()
-	s, err := embedded.Start(embedded.Options{Port: port, StoreDir: dir, MaxMemory: 512 << 20, MaxStore: 8 << 30})
+	s, err := embedded.Start(embedded.Options{Port: port, StoreDir: dir, MaxMemory: 512 << 20, MaxStore: 2 << 30})
 	if err != nil {
 		t.Fatalf("start nats-server: %v", err)
 	}

@@ -85,9 +85,10 @@ const (
 	// within it. No Cairn service watches manifests, so it is short: at 10 checkpoints a
 	// second a job keeps about 50 markers.
 	DefaultMarkerTTL = 5 * time.Second
-	// DefaultSnapshotMaxBytes is Options.SnapshotMaxBytes's default (2 GiB: with
-	// CAIRN_OUTPUT's 1 GiB it fits a server with max_file_store 4GB).
-	DefaultSnapshotMaxBytes = 2 << 30
+	// DefaultSnapshotMaxBytes is Options.SnapshotMaxBytes's default (1 GiB: with
+	// CAIRN_OUTPUT's 1 GiB it fits a server with max_file_store 2GB, since JetStream
+	// reserves both).
+	DefaultSnapshotMaxBytes = 1 << 30
 	// MemorySnapshotMaxBytes is Options.SnapshotMaxBytes's default with Options.Memory.
 	MemorySnapshotMaxBytes = 256 << 20
 )
@@ -246,6 +247,9 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) (*Resources,
 			Storage:     o.storage(),
 			Replicas:    o.replicas(),
 		})
+		if IsStorageFull(err) {
+			err = fmt.Errorf("%w: JetStream reserves the store's size limit of %d bytes; lower it (--snapshot-max-bytes, CAIRN_SNAPSHOT_MAX_BYTES) or raise the server's max_file_store", err, o.snapshotMaxBytes())
+		}
 		if err != nil {
 			return nil, err
 		}
