@@ -30,6 +30,9 @@ type common struct {
 	healthAddr string
 	prefix     string
 	replicas   int
+	// snapshotMaxBytes is CAIRN_SNAPSHOTS' size limit for a service that creates it
+	// (cjs.Options.SnapshotMaxBytes); services that only look resources up leave it 0.
+	snapshotMaxBytes int64
 }
 
 func envOr(key, def string) string {
@@ -138,7 +141,7 @@ func (c *common) setup(ctx context.Context, name string, lookupOnly bool, only [
 		nc.Close()
 		return nil, nil, nil, err
 	}
-	res, err := ensureResources(ctx, js, cjs.Options{Subjects: c.subjects(), Replicas: c.replicas, LookupOnly: lookupOnly, Only: only}, log)
+	res, err := ensureResources(ctx, js, cjs.Options{Subjects: c.subjects(), Replicas: c.replicas, SnapshotMaxBytes: c.snapshotMaxBytes, LookupOnly: lookupOnly, Only: only}, log)
 	if err != nil {
 		nc.Close()
 		return nil, nil, nil, err

@@ -31,7 +31,12 @@ func runDev(ctx context.Context, args []string, stderr io.Writer) error {
 	operators := fs.Int("operators", 3, "reference operator instances (counter-0 …)")
 	rate := fs.Float64("rate", 5, "input events per second per operator")
 	logLevel := fs.String("log-level", os.Getenv("LOG_LEVEL"), "trace, debug, info, warn or error [$LOG_LEVEL]")
+	maxBytesFlag := registerSnapshotMaxBytes(fs)
 	if err := parse(fs, args, stderr); err != nil {
+		return err
+	}
+	maxBytes, err := parseSize("snapshot-max-bytes", *maxBytesFlag)
+	if err != nil {
 		return err
 	}
 	log, err := newLogger(*logLevel, true, stderr)
@@ -77,7 +82,7 @@ func runDev(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	defer nc.Close()
-	res, err := ensureResources(ctx, js, cjs.Options{}, log)
+	res, err := ensureResources(ctx, js, cjs.Options{SnapshotMaxBytes: maxBytes}, log)
 	if err != nil {
 		return err
 	}

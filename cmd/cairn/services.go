@@ -22,7 +22,12 @@ func runConfigsvc(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("cairn configsvc", flag.ContinueOnError)
 	var c common
 	c.register(fs)
+	maxBytes := registerSnapshotMaxBytes(fs)
 	if err := parse(fs, args, stderr); err != nil {
+		return err
+	}
+	var err error
+	if c.snapshotMaxBytes, err = parseSize("snapshot-max-bytes", *maxBytes); err != nil {
 		return err
 	}
 	log, err := newLogger(c.logLevel, false, stderr)
@@ -49,7 +54,12 @@ func runCoordinator(ctx context.Context, args []string, stderr io.Writer) error 
 	c.register(fs)
 	jobs := fs.String("jobs", os.Getenv("CAIRN_JOBS"), "coordinate only these jobs, comma-separated; empty: every job [$CAIRN_JOBS]")
 	trim := fs.String("trim-streams", os.Getenv("CAIRN_TRIM_STREAMS"), "streams besides CAIRN_INPUT in which to trim each member's input below the oldest retained checkpoint, comma-separated [$CAIRN_TRIM_STREAMS]")
+	maxBytes := registerSnapshotMaxBytes(fs)
 	if err := parse(fs, args, stderr); err != nil {
+		return err
+	}
+	var err error
+	if c.snapshotMaxBytes, err = parseSize("snapshot-max-bytes", *maxBytes); err != nil {
 		return err
 	}
 	log, err := newLogger(c.logLevel, false, stderr)

@@ -39,6 +39,16 @@ type Options struct {
 	// LookupOnly makes Ensure fail with ErrMissing instead of creating a missing
 	// resource, for services without the right to create streams (operators, loadgen).
 	LookupOnly bool
+	// MarkerTTL is how long the markers of purged manifests and counters stay in
+	// CAIRN_MANIFESTS (its LimitMarkerTTL); 0 means DefaultMarkerTTL. Fixed when the bucket
+	// is created; tests shorten it.
+	MarkerTTL time.Duration
+	// SnapshotMaxBytes is the size limit of CAIRN_SNAPSHOTS; an upload that does not fit
+	// is refused (the checkpoint aborts with storage_full). 0 means DefaultSnapshotMaxBytes,
+	// or MemorySnapshotMaxBytes with Memory; -1 means no limit. Fixed when the object store
+	// is created. JetStream reserves it: it must fit the server's max_file_store (or
+	// max_memory_store) together with CAIRN_OUTPUT's limit.
+	SnapshotMaxBytes int64
 	// Only restricts Ensure to these resources (stream, bucket or object store names, e.g.
 	// InputStream, ManifestBucket); the others stay nil in Resources. Empty means all. A
 	// service that looks up only what it uses needs no rights on the rest.
@@ -69,6 +79,20 @@ const (
 	DuplicateWindow = 2 * time.Minute
 )
 
+// Defaults of the storage bounds.
+const (
+	// DefaultMarkerTTL is Options.MarkerTTL's default: a purged manifest's marker is gone
+	// within it. No Cairn service watches manifests, so it is short: at 10 checkpoints a
+	// second a job keeps about 50 markers.
+	DefaultMarkerTTL = 5 * time.Second
+	// DefaultSnapshotMaxBytes is Options.SnapshotMaxBytes's default (1 GiB: with
+	// CAIRN_OUTPUT's 1 GiB it fits a server with max_file_store 2GB, since JetStream
+	// reserves both).
+	DefaultSnapshotMaxBytes = 1 << 30
+	// MemorySnapshotMaxBytes is Options.SnapshotMaxBytes's default with Options.Memory.
+	MemorySnapshotMaxBytes = 256 << 20
+)
+
 // DefaultLeaseTTL is the TTL of registrations and leases when Options.LeaseTTL is 0.
 const DefaultLeaseTTL = 5 * time.Second
 
@@ -95,6 +119,25 @@ func (o Options) outputMaxBytes() int64 {
 		return MemoryOutputMaxBytes
 	}
 	return OutputMaxBytes
+}
+
+func (o Options) markerTTL() time.Duration {
+	if o.MarkerTTL <= 0 {
+		return DefaultMarkerTTL
+	}
+	return max(o.MarkerTTL, time.Second)
+}
+
+func (o Options) snapshotMaxBytes() int64 {
+	switch {
+	case o.SnapshotMaxBytes < 0:
+		return -1
+	case o.SnapshotMaxBytes > 0:
+		return o.SnapshotMaxBytes
+	case o.Memory:
+		return MemorySnapshotMaxBytes
+	}
+	return DefaultSnapshotMaxBytes
 }
 
 func (o Options) replicas() int { return max(o.Replicas, 1) }
@@ -171,11 +214,12 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) (*Resources,
 	var err error
 	if o.wants(ManifestBucket) {
 		r.Manifests, err = ensureKV(ctx, js, o.LookupOnly, jetstream.KeyValueConfig{
-			Bucket:      ManifestBucket,
-			Description: "Cairn manifests (<job>.<id>, <job>.latest) and checkpoint id counters (<job>.counter)",
-			History:     1,
-			Storage:     o.storage(),
-			Replicas:    o.replicas(),
+			Bucket:         ManifestBucket,
+			Description:    "Cairn manifests (<job>.<id>, <job>.latest) and checkpoint id counters (<job>.counter)",
+			History:        1,
+			LimitMarkerTTL: o.markerTTL(),
+			Storage:        o.storage(),
+			Replicas:       o.replicas(),
 		})
 		if err != nil {
 			return nil, err
@@ -199,9 +243,13 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) (*Resources,
 		r.Snapshots, err = ensureObjectStore(ctx, js, o.LookupOnly, jetstream.ObjectStoreConfig{
 			Bucket:      SnapshotBucket,
 			Description: "Cairn operator snapshots, <job>/<checkpoint>/<instance>",
+			MaxBytes:    o.snapshotMaxBytes(),
 			Storage:     o.storage(),
 			Replicas:    o.replicas(),
 		})
+		if IsStorageFull(err) {
+			err = fmt.Errorf("%w: JetStream reserves the store's size limit of %d bytes; lower it (--snapshot-max-bytes, CAIRN_SNAPSHOT_MAX_BYTES) or raise the server's max_file_store", err, o.snapshotMaxBytes())
+		}
 		if err != nil {
 			return nil, err
 		}

@@ -89,6 +89,10 @@ type Ack struct {
 	Kind AckKind `msgpack:"kind"`
 	// Reason explains a decline.
 	Reason string `msgpack:"reason,omitempty"`
+	// StorageFull marks a decline caused by a full snapshot store: the coordinator aborts
+	// with AbortStorageFull instead of AbortDeclined. Readers that do not know the field
+	// skip it and see a plain decline.
+	StorageFull bool `msgpack:"storage_full,omitempty"`
 	// Snapshot is set for AckDone.
 	Snapshot SnapshotRef `msgpack:"snapshot"`
 	// Written is how many bytes this checkpoint uploaded: the snapshot's size, or 0 when

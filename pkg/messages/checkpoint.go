@@ -46,6 +46,9 @@ const (
 	AbortSubsumed AbortReason = 5
 	// AbortCoordinatorChange: the coordinator that triggered it lost its lease or stopped.
 	AbortCoordinatorChange AbortReason = 6
+	// AbortStorageFull: an instance could not upload its snapshot because CAIRN_SNAPSHOTS
+	// (or the server's store) is full. Retention frees space and checkpointing resumes.
+	AbortStorageFull AbortReason = 7
 )
 
 // String returns the reason's name.
@@ -63,14 +66,17 @@ func (r AbortReason) String() string {
 		return "subsumed"
 	case AbortCoordinatorChange:
 		return "coordinator_change"
+	case AbortStorageFull:
+		return "storage_full"
 	}
 	return fmt.Sprintf("AbortReason(%d)", int(r))
 }
 
 // Counted reports whether the reason counts toward tolerable_failures (as in Flink: only
-// timeouts, declines and storage errors). A reason newer than this build does not count.
+// timeouts, declines and storage errors, a full store included). A reason newer than this
+// build does not count.
 func (r AbortReason) Counted() bool {
-	return r == AbortTimeout || r == AbortDeclined || r == AbortStorage
+	return r == AbortTimeout || r == AbortDeclined || r == AbortStorage || r == AbortStorageFull
 }
 
 // CheckpointEvent is published on cairn.checkpoints.<job>.completed or .aborted when a
@@ -115,7 +121,7 @@ func (e *CheckpointEvent) Validate() error {
 		return fmt.Errorf("checkpoint event: outcome %d; allowed: %d (completed), %d (aborted) or a newer one", int(e.Outcome), int(Completed), int(Aborted))
 	}
 	if e.Outcome == Aborted && e.Reason < AbortTimeout {
-		return fmt.Errorf("checkpoint event: abort reason %d; allowed: %d-%d or a newer one", int(e.Reason), int(AbortTimeout), int(AbortCoordinatorChange))
+		return fmt.Errorf("checkpoint event: abort reason %d; allowed: %d-%d or a newer one", int(e.Reason), int(AbortTimeout), int(AbortStorageFull))
 	}
 	return nil
 }

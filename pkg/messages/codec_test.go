@@ -206,7 +206,7 @@ func TestUnmarshalIsStrict(t *testing.T) {
 		{"config out of range", &messages.ConfigEvent{}, enc(t, with(configEvent, "config", with(cfg, "interval", int64(time.Millisecond)))), "interval 1ms is out of range; allowed: 100ms to 24h"},
 		{"unknown ack kind", &messages.Ack{}, enc(t, with(ack, "kind", 3)), "kind 3; allowed: 1 (ack) or 2 (decline)"},
 		{"barrier id zero", &messages.Barrier{}, enc(t, map[string]any{"schema": 1, "job": "j", "id": 0}), "checkpoint id 0"},
-		{"aborted without reason", &messages.CheckpointEvent{}, enc(t, map[string]any{"schema": 1, "job": "j", "id": 1, "outcome": 2}), "abort reason 0; allowed: 1-6"},
+		{"aborted without reason", &messages.CheckpointEvent{}, enc(t, map[string]any{"schema": 1, "job": "j", "id": 1, "outcome": 2}), "abort reason 0; allowed: 1-7"},
 		{"manifest instance name", &messages.Manifest{}, enc(t, map[string]any{"schema": 1, "job": "j", "id": 1, "instances": map[string]any{"a b": map[string]any{}}}), `instance name "a b"`},
 		{"registration without incarnation", &messages.Registration{}, enc(t, map[string]any{"schema": 1, "job": "j", "instance": "i"}), "incarnation is empty"},
 		{"lease without holder", &messages.Lease{}, enc(t, map[string]any{"schema": 1, "job": "j"}), "holder is empty"},

@@ -297,14 +297,15 @@ func TestEnumNames(t *testing.T) {
 		{messages.AbortTimeout.String(), "timeout"},
 		{messages.AbortStorage.String(), "storage_error"},
 		{messages.AbortCoordinatorChange.String(), "coordinator_change"},
-		{messages.AbortReason(7).String(), "AbortReason(7)"},
+		{messages.AbortStorageFull.String(), "storage_full"},
+		{messages.AbortReason(8).String(), "AbortReason(8)"},
 	} {
 		if tc.got != tc.want {
 			t.Errorf("got %q, want %q", tc.got, tc.want)
 		}
 	}
-	for r := messages.AbortTimeout; r <= messages.AbortCoordinatorChange; r++ {
-		want := r == messages.AbortTimeout || r == messages.AbortDeclined || r == messages.AbortStorage
+	for r := messages.AbortTimeout; r <= messages.AbortStorageFull; r++ {
+		want := r == messages.AbortTimeout || r == messages.AbortDeclined || r == messages.AbortStorage || r == messages.AbortStorageFull
 		if r.Counted() != want {
 			t.Errorf("%s.Counted() = %v, want %v", r, r.Counted(), want)
 		}

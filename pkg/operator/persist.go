@@ -74,7 +74,7 @@ func (p *persister) persist(ctx context.Context, j persistJob) {
 	start := time.Now()
 	ref, uploaded, err := p.store(ctx, j)
 	if err != nil {
-		p.r.decline(j.log, j.checkpoint, err.Error())
+		p.r.declineAck(j.log, j.checkpoint, err.Error(), cjs.IsStorageFull(err))
 		return
 	}
 	var written uint64
@@ -180,7 +180,9 @@ func (p *persister) upload(ctx context.Context, j persistJob, ref messages.Snaps
 			}
 			return nil
 		}
-		if uctx.Err() != nil {
+		if uctx.Err() != nil || cjs.IsStorageFull(err) {
+			// A full store frees space only when the coordinator's retention runs, which
+			// this checkpoint's abort triggers: retrying now would only delay that.
 			return fmt.Errorf("put object %s: gave up after %d attempts: %w", ref.Object, attempt, err)
 		}
 		j.log.Warn("snapshot upload failed; retrying", "error", err, "attempt", attempt, "retry_in", wait)
@@ -257,8 +259,14 @@ func (a *recentAcks) get(id uint64) []byte {
 
 // decline tells the coordinator this instance cannot snapshot checkpoint id.
 func (r *Runtime) decline(log *slog.Logger, id uint64, reason string) {
+	r.declineAck(log, id, reason, false)
+}
+
+// declineAck is decline, marking with full a snapshot store that had no room for the
+// snapshot (the coordinator then aborts with storage_full).
+func (r *Runtime) declineAck(log *slog.Logger, id uint64, reason string, full bool) {
 	r.stats.declined.Add(1)
-	log.Warn("barrier declined", "reason", reason)
+	log.Warn("barrier declined", "reason", reason, "storage_full", full)
 	r.publishAck(log, &messages.Ack{
 		Schema:       messages.SchemaVersion,
 		Job:          r.cfg.Job,
@@ -267,5 +275,6 @@ func (r *Runtime) decline(log *slog.Logger, id uint64, reason string) {
 		Incarnation:  r.incarnation,
 		Kind:         messages.AckDeclined,
 		Reason:       reason,
+		StorageFull:  full,
 	})
 }

@@ -35,10 +35,11 @@ type backend interface {
 	publishEvent(ctx context.Context, e *messages.CheckpointEvent) error
 	// publishMemberEvent publishes a member audit event.
 	publishMemberEvent(ctx context.Context, e *messages.MemberEvent) error
-	// retain deletes, in the background, the job's manifests beyond the newest keep and
-	// the snapshot objects that neither a retained manifest nor live references; dropped
-	// are the snapshots acked for checkpoints aborted since the last call.
-	retain(keep int, live, dropped []messages.SnapshotRef)
+	// retain deletes, in the background, the job's manifests beyond the newest req.keep
+	// and the snapshot objects that neither a retained manifest nor req.live references:
+	// those of dropped manifests and req.dropped (acked for aborted checkpoints) once older
+	// than the newest manifest, req.freed at once, and with req.scan any of the job's.
+	retain(req retainRequest)
 	// savepoints returns the job's savepoints (<job>.savepoint.<name>), by name.
 	savepoints(ctx context.Context) (map[string]*messages.Manifest, error)
 	// writeSavepoint stores m, a written manifest, under <job>.savepoint.<m.Savepoint>;

@@ -21,6 +21,8 @@ type fakeBackend struct {
 	failWrite error
 	failRead  error
 	retains   int
+	// retained is the last retention request.
+	retained retainRequest
 	// memberEvents are the member audit events published.
 	memberEvents []*messages.MemberEvent
 	// savepointsByName are the savepoints written and not deleted.
@@ -111,10 +113,11 @@ func (f *fakeBackend) publishEvent(_ context.Context, e *messages.CheckpointEven
 	return nil
 }
 
-func (f *fakeBackend) retain(int, []messages.SnapshotRef, []messages.SnapshotRef) {
+func (f *fakeBackend) retain(req retainRequest) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.retains++
+	f.retained = req
 }
 
 func (f *fakeBackend) savepoints(context.Context) (map[string]*messages.Manifest, error) {

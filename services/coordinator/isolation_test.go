@@ -40,9 +40,9 @@ func (hangingStore) List(ctx context.Context, _ ...jetstream.ListObjectsOpt) ([]
 	return nil, ctx.Err()
 }
 
-func (hangingStore) Delete(ctx context.Context, _ string) error {
+func (hangingStore) GetInfo(ctx context.Context, _ string, _ ...jetstream.GetObjectInfoOpt) (*jetstream.ObjectInfo, error) {
 	<-ctx.Done()
-	return ctx.Err()
+	return nil, ctx.Err()
 }
 
 // isolationSlack is how late another job's barrier may be while one job hangs. The stuck

@@ -84,7 +84,8 @@ type job struct {
 	inherited     uint64 // the last id issued before this coordinator took the job
 	staleConfigs  uint64
 	failures      int
-	dropped       []messages.SnapshotRef // acked for checkpoints aborted since the last retention
+	dropped       []messages.SnapshotRef // acked for checkpoints aborted, not yet freed by retention
+	acked         map[string]ackedObject // per instance, the object of its newest ack (noteAck)
 	timer         *time.Timer
 	// prev is the newest manifest (the predecessor of the next one), valid while prevOK:
 	// read at take-over, replaced by every manifest this loop writes. It holds every member.
@@ -428,6 +429,7 @@ func (j *job) resend(instance, incarnation string) {
 
 func (j *job) handleAck(ctx context.Context, a *messages.Ack) {
 	log := j.log.With().Uint64("checkpoint", a.CheckpointID).Str("instance", a.Instance).Logger()
+	j.noteAck(a)
 	p := j.find(a.CheckpointID)
 	if p == nil {
 		j.lateAcks++
@@ -443,7 +445,11 @@ func (j *job) handleAck(ctx context.Context, a *messages.Ack) {
 		return
 	}
 	if a.Kind == messages.AckDeclined {
-		j.abort(ctx, p, messages.AbortDeclined, fmt.Sprintf("%s declined: %s", a.Instance, a.Reason))
+		reason := messages.AbortDeclined
+		if a.StorageFull {
+			reason = messages.AbortStorageFull
+		}
+		j.abort(ctx, p, reason, fmt.Sprintf("%s declined: %s", a.Instance, a.Reason))
 		return
 	}
 	p.acks[a.Instance] = a
@@ -543,8 +549,7 @@ func (j *job) complete(ctx context.Context, p *pending) {
 	if err := j.b.publishEvent(cctx, ev); err != nil {
 		j.log.Error().Err(err).Uint64("checkpoint", p.id).Msg("cannot publish the completed event")
 	}
-	j.b.retain(j.cfg.Retain, j.liveRefs(), j.dropped)
-	j.dropped = nil
+	j.retainNow(false)
 	j.log.Info().Uint64("checkpoint", p.id).Uint64("config_version", p.version).Str("duration", j.lastCompleted.Duration).
 		Uint64("bytes", bytes).Uint64("bytes_written", written).Int("participants", len(participants)).
 		Int("members", len(m.Instances)).Msg("checkpoint completed")
@@ -608,6 +613,12 @@ func (j *job) abort(ctx context.Context, p *pending, reason messages.AbortReason
 	j.failRemovals(func(r *removal) bool { return r.checkpoint == p.id }, codeUnavailable,
 		fmt.Sprintf("checkpoint %d, which was to remove the member, aborted (%s: %s); nothing was removed, the member stays", p.id, reason, detail))
 	j.abortManual(p, reason, detail, now)
+	// Free what the aborted checkpoint uploaded at once (a full store: everything that
+	// can go), unless a completion that follows does it (subsumed) or this coordinator no
+	// longer leads the job.
+	if reason != messages.AbortSubsumed && j.lease.held && ctx.Err() == nil {
+		j.retainNow(reason == messages.AbortStorageFull)
+	}
 }
 
 // stop aborts what is pending when the coordinator shuts down; ctx is already done, so

@@ -23,6 +23,11 @@ import (
 // number of jobs and objects.
 const fullScanEvery = 20
 
+// quietScanAfter is how long after its last request the retention worker makes a pass of
+// its own, with a full scan: orphans uploaded for checkpoints whose acks never arrived are
+// then found even when the job stopped completing and aborting checkpoints.
+const quietScanAfter = 10 * time.Second
+
 // retainRequest asks the retention worker for one pass.
 type retainRequest struct {
 	keep int
@@ -30,30 +35,41 @@ type retainRequest struct {
 	live []messages.SnapshotRef
 	// dropped are snapshots acked for checkpoints aborted since the last request.
 	dropped []messages.SnapshotRef
+	// freed are dropped snapshots that no checkpoint can reference any more (the instance
+	// that uploaded them has acked a newer object since): deleted at once, even during a
+	// failure streak in which no newer manifest is written.
+	freed []messages.SnapshotRef
+	// scan asks for a full scan of the snapshot store in this pass (the store was full).
+	scan bool
 }
 
 // objectStore is what retention needs of the snapshot store.
 type objectStore interface {
 	List(ctx context.Context, opts ...jetstream.ListObjectsOpt) ([]*jetstream.ObjectInfo, error)
-	Delete(ctx context.Context, name string) error
+	GetInfo(ctx context.Context, name string, opts ...jetstream.GetObjectInfoOpt) (*jetstream.ObjectInfo, error)
 }
 
 // retainer is the retention worker's state, owned by its goroutine.
 type retainer struct {
-	b      *natsBackend
-	store  objectStore
+	b     *natsBackend
+	store objectStore
+	// purger purges subjects of the snapshot store's stream (objectPurger).
+	purger *objectPurger
 	passes int
 	// candidates are objects that may be unreferenced, waiting until they are older than
 	// the newest manifest.
 	candidates map[string]bool
 	// trim trims the members' input after each pass.
 	trim *trimmer
+	// markerTTL is the TTL given to manifest purge markers: the manifest bucket's
+	// LimitMarkerTTL, read at the first pass (markerRead); 0 when the bucket has none.
+	markerTTL  time.Duration
+	markerRead bool
 }
 
 // retain queues a retention pass; a newer request replaces one not yet started, keeping
-// its dropped snapshots.
-func (b *natsBackend) retain(keep int, live, dropped []messages.SnapshotRef) {
-	req := retainRequest{keep: keep, live: live, dropped: dropped}
+// its dropped and freed snapshots and its scan.
+func (b *natsBackend) retain(req retainRequest) {
 	for {
 		select {
 		case b.retainCh <- req:
@@ -63,50 +79,79 @@ func (b *natsBackend) retain(keep int, live, dropped []messages.SnapshotRef) {
 		select {
 		case old := <-b.retainCh:
 			req.dropped = append(req.dropped, old.dropped...)
+			req.freed = append(req.freed, old.freed...)
+			req.scan = req.scan || old.scan
 		default:
 		}
 	}
 }
 
 // runRetention serves retention passes until ctx is done; after each successful pass,
-// trim trims the members' input below the retained manifests.
-func (b *natsBackend) runRetention(ctx context.Context, store objectStore, trim *trimmer) {
-	r := &retainer{b: b, store: store, candidates: map[string]bool{}, trim: trim}
+// trim trims the members' input below the retained manifests. quietScanAfter after the
+// last request it makes one pass of its own, a full scan, with that request's keep and
+// live snapshots.
+func (b *natsBackend) runRetention(ctx context.Context, store objectStore, purger *objectPurger, trim *trimmer) {
+	r := &retainer{b: b, store: store, purger: purger, candidates: map[string]bool{}, trim: trim}
+	quiet := time.NewTimer(quietScanAfter)
+	quiet.Stop()
+	defer quiet.Stop()
+	var last retainRequest
 	for {
+		var req retainRequest
 		select {
 		case <-ctx.Done():
 			return
-		case req := <-b.retainCh:
-			pctx, cancel := context.WithTimeout(ctx, time.Minute)
-			manifests, objects, retained, err := r.pass(pctx, req)
-			if err == nil && r.trim != nil {
-				err = r.trim.trim(pctx, retained)
-			}
-			cancel()
-			if err != nil {
-				if ctx.Err() == nil {
-					b.log.Warn().Err(err).Msg("retention pass incomplete; the next completion retries")
-				}
-				continue
-			}
-			if manifests+objects > 0 {
-				b.log.Debug().Int("manifests_deleted", manifests).Int("objects_deleted", objects).Msg("retention")
-			}
+		case req = <-b.retainCh:
+			last = retainRequest{keep: req.keep, live: req.live}
+			quiet.Reset(quietScanAfter)
+		case <-quiet.C:
+			req = last
+			req.scan = true
 		}
+		r.run(ctx, req)
+	}
+}
+
+// run makes one pass and trims, logging the outcome.
+func (r *retainer) run(ctx context.Context, req retainRequest) {
+	b := r.b
+	pctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	manifests, objects, retained, err := r.pass(pctx, req)
+	if err == nil && r.trim != nil {
+		err = r.trim.trim(pctx, retained)
+	}
+	if err != nil {
+		if ctx.Err() == nil {
+			b.log.Warn().Err(err).Msg("retention pass incomplete; the next one retries")
+		}
+		return
+	}
+	if manifests+objects > 0 {
+		b.log.Debug().Int("manifests_deleted", manifests).Int("objects_deleted", objects).Msg("retention")
 	}
 }
 
 // pass deletes the manifests beyond the newest req.keep, then every candidate snapshot
 // object — one a deleted manifest or an aborted checkpoint referenced, or on a full scan
-// any object of the job — that is older than the newest manifest and that no retained
-// manifest and no live ack references. An object shared by several checkpoints (an
-// unchanged snapshot) stays while any retained manifest or savepoint references it. It
-// returns the manifests whose input must stay: the retained ones, newest first, then the
-// savepoints.
+// any object of the job — that is older than the newest manifest (or freed) and that no
+// retained manifest, no savepoint and no live ack references. An object shared by several
+// checkpoints (an unchanged snapshot) stays while any retained manifest or savepoint
+// references it. Manifests are purged with a marker that expires, objects removed without
+// leaving one. It returns the manifests whose input must stay: the retained ones, newest
+// first, then the savepoints.
 func (r *retainer) pass(ctx context.Context, req retainRequest) (manifests, objects int, retained []*messages.Manifest, err error) {
 	b := r.b
 	for _, ref := range req.dropped {
 		r.candidates[ref.Object] = true
+	}
+	freed := map[string]bool{}
+	for _, ref := range req.freed {
+		r.candidates[ref.Object] = true
+		freed[ref.Object] = true
+	}
+	if err := r.readMarkerTTL(ctx); err != nil {
+		return 0, 0, nil, err
 	}
 	ids, err := b.manifestIDs(ctx)
 	if err != nil || len(ids) == 0 {
@@ -124,8 +169,8 @@ func (r *retainer) pass(ctx context.Context, req retainRequest) (manifests, obje
 				r.candidates[s.Snapshot.Object] = true
 			}
 		}
-		if err := b.manifests.Purge(ctx, cjs.ManifestKey(b.job, id)); err != nil {
-			return manifests, 0, nil, fmt.Errorf("delete manifest %d: %w", id, err)
+		if err := r.purgeManifest(ctx, id); err != nil {
+			return manifests, 0, nil, err
 		}
 		manifests++
 	}
@@ -157,15 +202,12 @@ func (r *retainer) pass(ctx context.Context, req retainRequest) (manifests, obje
 			referenced[s.Snapshot.Object] = true
 		}
 	}
-	if r.passes%fullScanEvery == 0 {
-		infos, err := r.store.List(ctx)
-		if err != nil && !errors.Is(err, jetstream.ErrNoObjectsFound) {
-			return manifests, 0, nil, fmt.Errorf("list snapshots: %w", err)
-		}
-		for _, info := range infos {
-			if _, ok := objectCheckpoint(b.job, info.Name); ok {
-				r.candidates[info.Name] = true
-			}
+	infos := map[string]*jetstream.ObjectInfo{}
+	if req.scan || r.passes%fullScanEvery == 0 {
+		n, err := r.scan(ctx, infos)
+		objects += n
+		if err != nil {
+			return manifests, objects, nil, err
 		}
 	}
 	r.passes++
@@ -176,16 +218,79 @@ func (r *retainer) pass(ctx context.Context, req retainRequest) (manifests, obje
 		case !ok || referenced[name]:
 			delete(r.candidates, name)
 			continue
-		case id >= newest:
+		case id >= newest && !freed[name]:
 			continue // may still be referenced by a checkpoint not yet completed
 		}
-		if err := r.store.Delete(ctx, name); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
-			return manifests, objects, nil, fmt.Errorf("delete snapshot %s: %w", name, err)
+		if err := r.purger.remove(ctx, r.store, name, infos[name]); err != nil {
+			return manifests, objects, nil, err
 		}
 		delete(r.candidates, name)
 		objects++
 	}
 	return manifests, objects, retained, nil
+}
+
+// scan lists the whole snapshot store: every object of the job becomes a candidate (its
+// info kept in infos), and the delete markers of the job's deleted objects — left by
+// deployments before markers were removed, or by a pass interrupted between the two purges
+// of a removal — are removed. It returns how many markers it removed.
+func (r *retainer) scan(ctx context.Context, infos map[string]*jetstream.ObjectInfo) (int, error) {
+	list, err := r.store.List(ctx, jetstream.ListObjectsShowDeleted())
+	if err != nil && !errors.Is(err, jetstream.ErrNoObjectsFound) {
+		return 0, fmt.Errorf("list snapshots: %w", err)
+	}
+	removed := 0
+	for _, info := range list {
+		if _, ok := objectCheckpoint(r.b.job, info.Name); !ok {
+			continue
+		}
+		if info.Deleted {
+			if err := r.purger.purge(ctx, info); err != nil {
+				return removed, err
+			}
+			removed++
+			continue
+		}
+		r.candidates[info.Name] = true
+		infos[info.Name] = info
+	}
+	return removed, nil
+}
+
+// readMarkerTTL reads, once, the manifest bucket's LimitMarkerTTL. A bucket created before
+// Cairn set one has none: its purge markers then stay until an operator of the deployment
+// updates the bucket (docs/failure-model.md, "Storage bounds"), which is logged once.
+func (r *retainer) readMarkerTTL(ctx context.Context) error {
+	if r.markerRead {
+		return nil
+	}
+	st, err := r.b.manifests.Status(ctx)
+	if err != nil {
+		return fmt.Errorf("read %s status: %w", cjs.ManifestBucket, err)
+	}
+	kst, ok := st.(*jetstream.KeyValueBucketStatus)
+	if ok {
+		r.markerTTL = kst.LimitMarkerTTL()
+	}
+	if r.markerTTL <= 0 {
+		r.b.log.Warn().Str("bucket", cjs.ManifestBucket).
+			Msg("bucket has no LimitMarkerTTL: the markers of purged manifests stay until it is given one (see docs/failure-model.md, Storage bounds)")
+	}
+	r.markerRead = true
+	return nil
+}
+
+// purgeManifest purges manifest id, with a marker that expires after the bucket's
+// LimitMarkerTTL when it has one.
+func (r *retainer) purgeManifest(ctx context.Context, id uint64) error {
+	var opts []jetstream.KVDeleteOpt
+	if r.markerTTL > 0 {
+		opts = append(opts, jetstream.PurgeTTL(r.markerTTL))
+	}
+	if err := r.b.manifests.Purge(ctx, cjs.ManifestKey(r.b.job, id), opts...); err != nil {
+		return fmt.Errorf("delete manifest %d: %w", id, err)
+	}
+	return nil
 }
 
 // readManifest reads manifest id of the job; nil when it is gone.

@@ -17,9 +17,10 @@ import (
 
 func TestRetentionPass(t *testing.T) {
 	srv := natstest.Start(t)
-	_, _, res := srv.Resources(t, cjs.Options{})
+	_, js, res := srv.Resources(t, cjs.Options{})
 	ctx := context.Background()
-	b := &natsBackend{job: "r", manifests: res.Manifests, log: zerolog.Nop()}
+	r := newTestRetainer(js, res, "r")
+	r.passes = 1 // not a full scan
 	put := func(name string) messages.SnapshotRef {
 		info, err := res.Snapshots.PutBytes(ctx, name, []byte(name))
 		if err != nil {
@@ -51,7 +52,6 @@ func TestRetentionPass(t *testing.T) {
 	manifest(6, shared, put("r/6/b"))
 	manifest(7, shared, put("r/7/b"))
 
-	r := &retainer{b: b, store: res.Snapshots, candidates: map[string]bool{}, passes: 1} // not a full scan
 	if _, _, _, err := r.pass(ctx, retainRequest{keep: 2, live: []messages.SnapshotRef{live}, dropped: []messages.SnapshotRef{aborted, live}}); err != nil {
 		t.Fatal(err)
 	}
@@ -68,6 +68,77 @@ func TestRetentionPass(t *testing.T) {
 	if got := names(t, res.Snapshots); !slices.Equal(got, []string{"other/1/a", "r/1/a", "r/6/b", "r/7/b", "r/9/b"}) {
 		t.Fatalf("after a full scan: %v (orphan %s and unreferenced %s should go; %s, %s, %s stay)", got, orphan.Object, live.Object, inFlight.Object, other.Object, shared.Object)
 	}
+	// Nothing is left of the deleted objects: one chunk and one meta message per object.
+	if n := streamMsgs(t, js, "OBJ_"+cjs.SnapshotBucket); n != 2*5 {
+		t.Fatalf("OBJ_%s holds %d messages for 5 one-chunk objects: markers of deleted objects left", cjs.SnapshotBucket, n)
+	}
+}
+
+// newTestRetainer returns a retention worker's state for job on res.
+func newTestRetainer(js jetstream.JetStream, res *cjs.Resources, job string) *retainer {
+	b := &natsBackend{job: job, manifests: res.Manifests, log: zerolog.Nop()}
+	lookup := func(ctx context.Context, name string) (streamPurger, error) { return js.Stream(ctx, name) }
+	return &retainer{b: b, store: res.Snapshots, purger: &objectPurger{bucket: cjs.SnapshotBucket, lookup: lookup}, candidates: map[string]bool{}}
+}
+
+// streamMsgs returns how many messages the stream holds.
+func streamMsgs(t *testing.T, js jetstream.JetStream, name string) uint64 {
+	t.Helper()
+	st, err := js.Stream(context.Background(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Msgs
+}
+
+// TestRetentionLeavesNoMarkers checks that purged manifests leave markers that expire
+// after the bucket's LimitMarkerTTL, and that a full scan removes the delete markers an
+// object store Delete left behind (deployments from before retention purged objects).
+func TestRetentionLeavesNoMarkers(t *testing.T) {
+	srv := natstest.Start(t)
+	_, js, res := srv.Resources(t, cjs.Options{MarkerTTL: time.Second})
+	ctx := context.Background()
+	r := newTestRetainer(js, res, "m")
+	for id := uint64(1); id <= 6; id++ {
+		name := cjs.ObjectName("m", id, "a")
+		info, err := res.Snapshots.PutBytes(ctx, name, []byte(name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := &messages.Manifest{Schema: messages.SchemaVersion, Job: "m", CheckpointID: id, CompletedAt: time.Now(),
+			Instances: map[string]messages.InstanceSnapshot{"a": {Incarnation: "x", Snapshot: messages.SnapshotRef{Object: name, Size: info.Size, Digest: info.Digest}}}}
+		data, err := messages.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := res.Manifests.Put(ctx, cjs.ManifestKey("m", id), data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A marker as an object store Delete leaves it, of an object retention never saw.
+	if _, err := res.Snapshots.PutBytes(ctx, "m/0/old", []byte("old")); err != nil {
+		t.Fatal(err)
+	}
+	if err := res.Snapshots.Delete(ctx, "m/0/old"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, _, err := r.pass(ctx, retainRequest{keep: 2, scan: true}); err != nil {
+		t.Fatal(err)
+	}
+	if got := names(t, res.Snapshots); !slices.Equal(got, []string{"m/5/a", "m/6/a"}) {
+		t.Fatalf("objects after the pass: %v", got)
+	}
+	if n := streamMsgs(t, js, "OBJ_"+cjs.SnapshotBucket); n != 4 {
+		t.Fatalf("OBJ_%s holds %d messages for 2 one-chunk objects, want 4: markers left", cjs.SnapshotBucket, n)
+	}
+	// Four purge markers now, gone after the 1 s marker TTL; the two retained manifests stay.
+	natstest.Eventually(t, 10*time.Second, "manifest purge markers did not expire", func() bool {
+		return streamMsgs(t, js, "KV_"+cjs.ManifestBucket) == 2
+	})
 }
 
 func names(t *testing.T, store jetstream.ObjectStore) []string {
@@ -82,4 +153,63 @@ func names(t *testing.T, store jetstream.ObjectStore) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// TestRetentionOnABucketWithoutMarkerTTL covers deployments whose CAIRN_MANIFESTS predates
+// LimitMarkerTTL: retention still purges (markers then stay), and after the one-time update
+// docs/failure-model.md gives (allow per-message TTLs, a marker TTL, compact), a new
+// retention worker's markers expire and the old ones are gone.
+func TestRetentionOnABucketWithoutMarkerTTL(t *testing.T) {
+	srv := natstest.Start(t)
+	nc := srv.Connect(t)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: cjs.ManifestBucket, History: 1}); err != nil {
+		t.Fatal(err)
+	}
+	_, js, res := srv.Resources(t, cjs.Options{})
+	put := func(ids ...uint64) {
+		for _, id := range ids {
+			m := &messages.Manifest{Schema: messages.SchemaVersion, Job: "o", CheckpointID: id, Instances: map[string]messages.InstanceSnapshot{}}
+			data, err := messages.Marshal(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := res.Manifests.Put(ctx, cjs.ManifestKey("o", id), data); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	put(1, 2, 3)
+	if _, _, _, err := newTestRetainer(js, res, "o").pass(ctx, retainRequest{keep: 1}); err != nil {
+		t.Fatalf("pass on a bucket without LimitMarkerTTL: %v", err)
+	}
+	if n := streamMsgs(t, js, "KV_"+cjs.ManifestBucket); n != 3 {
+		t.Fatalf("KV_%s holds %d messages, want manifest 3 and two markers that stay", cjs.ManifestBucket, n)
+	}
+	// The one-time update: nats stream edit KV_CAIRN_MANIFESTS --allow-msg-ttl
+	// --subject-del-markers-ttl 5s (here 1s), then nats kv compact CAIRN_MANIFESTS (which
+	// removes markers older than 30 minutes; here all of them).
+	st, err := js.Stream(ctx, "KV_"+cjs.ManifestBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := st.CachedInfo().Config
+	cfg.AllowMsgTTL, cfg.SubjectDeleteMarkerTTL = true, time.Second
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatalf("update the bucket: %v", err)
+	}
+	if err := res.Manifests.PurgeDeletes(ctx, jetstream.DeleteMarkersOlderThan(-1)); err != nil {
+		t.Fatal(err)
+	}
+	put(4, 5)
+	if _, _, _, err := newTestRetainer(js, res, "o").pass(ctx, retainRequest{keep: 1}); err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 10*time.Second, "markers did not expire after the update", func() bool {
+		return streamMsgs(t, js, "KV_"+cjs.ManifestBucket) == 1
+	})
 }

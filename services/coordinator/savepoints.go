@@ -162,8 +162,7 @@ func (j *job) requestDelete(ctx context.Context, req deleteRequest) {
 	for _, s := range m.Instances {
 		j.dropped = append(j.dropped, s.Snapshot)
 	}
-	j.b.retain(j.cfg.Retain, j.liveRefs(), j.dropped)
-	j.dropped = nil
+	j.retainNow(false)
 	j.log.Warn().Uint64("checkpoint", m.CheckpointID).Str("savepoint", req.savepoint).Msg("savepoint deleted")
 	req.done(&messages.SavepointDeleted{Job: j.name, Savepoint: req.savepoint, ID: m.CheckpointID, DeletedAt: time.Now().UTC()}, nil)
 }

@@ -243,7 +243,8 @@ func (s *Service) start(ctx context.Context, name string) *job {
 	s.wg.Go(func() { j.run(ctx) })
 	s.wg.Go(func() { k.run(ctx) })
 	trim := newTrimmer(s.cfg.trimStreams(), s.stream, log)
-	s.wg.Go(func() { b.runRetention(ctx, store, trim) })
+	purger := &objectPurger{bucket: cjs.SnapshotBucket, lookup: s.stream}
+	s.wg.Go(func() { b.runRetention(ctx, store, purger, trim) })
 	return j
 }
 

@@ -58,8 +58,14 @@ type running struct {
 
 func startSystem(t *testing.T, job string, instances ...string) *system {
 	t.Helper()
+	return startSystemWith(t, cjs.Options{LeaseTTL: leaseTTL}, job, instances...)
+}
+
+// startSystemWith is startSystem with the resources created with opts.
+func startSystemWith(t *testing.T, opts cjs.Options, job string, instances ...string) *system {
+	t.Helper()
 	srv := natstest.Start(t)
-	nc, js, res := srv.Resources(t, cjs.Options{LeaseTTL: leaseTTL})
+	nc, js, res := srv.Resources(t, opts)
 	s := &system{t: t, srv: srv, nc: nc, js: js, res: res, services: map[string]*running{}}
 	t.Cleanup(s.stopAll)
 	s.start("configsvc", func(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, res *cjs.Resources) error {

@@ -1,0 +1,54 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"math"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// envSnapshotMaxBytes is the environment variable of --snapshot-max-bytes.
+const envSnapshotMaxBytes = "CAIRN_SNAPSHOT_MAX_BYTES"
+
+// registerSnapshotMaxBytes adds --snapshot-max-bytes, the size limit given to
+// CAIRN_SNAPSHOTS by a service that creates it, to fs.
+func registerSnapshotMaxBytes(fs *flag.FlagSet) *string {
+	return fs.String("snapshot-max-bytes", os.Getenv(envSnapshotMaxBytes),
+		"size limit of the CAIRN_SNAPSHOTS object store when this process creates it, e.g. 2GiB, 512MiB or bytes; -1: none; empty: 1GiB (an existing store keeps its limit) ["+"$"+envSnapshotMaxBytes+"]")
+}
+
+// sizeUnits are the suffixes parseSize accepts, longest first within each family.
+var sizeUnits = []struct {
+	suffix string
+	factor int64
+}{
+	{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10},
+	{"TB", 1e12}, {"GB", 1e9}, {"MB", 1e6}, {"KB", 1e3}, {"B", 1},
+}
+
+// parseSize parses a size for a --…-bytes flag: an integer number of bytes, optionally
+// with a unit (KiB, MiB, GiB, TiB or KB, MB, GB, TB); "" means 0 (the default) and "-1"
+// no limit.
+func parseSize(flagName, s string) (int64, error) {
+	s = strings.TrimSpace(s)
+	switch s {
+	case "":
+		return 0, nil
+	case "-1":
+		return -1, nil
+	}
+	num, factor := s, int64(1)
+	for _, u := range sizeUnits {
+		if n, ok := strings.CutSuffix(s, u.suffix); ok {
+			num, factor = strings.TrimSpace(n), u.factor
+			break
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n <= 0 || n > math.MaxInt64/factor {
+		return 0, fmt.Errorf("--%s %q: allowed: a positive number of bytes, optionally with a unit (KiB, MiB, GiB, TiB, KB, MB, GB, TB), or -1 for no limit", flagName, s)
+	}
+	return n * factor, nil
+}

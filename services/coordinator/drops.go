@@ -1,0 +1,69 @@
+package coordinator
+
+import (
+	"strings"
+
+	"github.com/cairn-stream/cairn/pkg/messages"
+)
+
+// ackedObject is the object of the newest ack an instance sent.
+type ackedObject struct {
+	checkpoint uint64
+	object     string
+}
+
+// noteAck remembers the object of the newest ack of each instance, pending or late. An
+// operator reuses only the object of its own last ack (when its state did not change), so
+// once an instance has acked a newer object, none of its older objects can be referenced
+// by a future ack.
+func (j *job) noteAck(a *messages.Ack) {
+	if a.Kind != messages.AckDone {
+		return
+	}
+	if j.acked == nil {
+		j.acked = map[string]ackedObject{}
+	}
+	if cur, ok := j.acked[a.Instance]; !ok || a.CheckpointID > cur.checkpoint {
+		j.acked[a.Instance] = ackedObject{checkpoint: a.CheckpointID, object: a.Snapshot.Object}
+	}
+}
+
+// retainNow hands retention the snapshots of the checkpoints aborted since the last call.
+// Those their instances have moved past are freed, deleted at once unless a retained
+// manifest references them; the others (an instance's last acked object, which it may
+// still reuse) stay in j.dropped and are offered again at the next call. scan asks for a
+// full scan of the snapshot store.
+func (j *job) retainNow(scan bool) {
+	req := retainRequest{keep: j.cfg.Retain, live: j.liveRefs(), scan: scan}
+	seen := map[string]bool{}
+	var kept []messages.SnapshotRef
+	for _, ref := range j.dropped {
+		if seen[ref.Object] {
+			continue
+		}
+		seen[ref.Object] = true
+		req.dropped = append(req.dropped, ref)
+		if j.reusable(ref.Object) {
+			kept = append(kept, ref)
+		} else {
+			req.freed = append(req.freed, ref)
+		}
+	}
+	j.dropped = kept
+	j.b.retain(req)
+}
+
+// reusable reports whether the instance that uploaded object may still reference it in an
+// ack: it is the object of the instance's newest known ack, or the instance is unknown.
+func (j *job) reusable(object string) bool {
+	rest, ok := strings.CutPrefix(object, j.name+"/")
+	if !ok {
+		return true
+	}
+	_, instance, ok := strings.Cut(rest, "/")
+	if !ok {
+		return true
+	}
+	cur, ok := j.acked[instance]
+	return !ok || cur.object == object
+}
