@@ -90,7 +90,7 @@ const (
 	// reserves both).
 	DefaultSnapshotMaxBytes = 1 << 30
 	// MemorySnapshotMaxBytes is Options.SnapshotMaxBytes's default with Options.Memory.
-	MemorySnapshotMaxBytes = 256 << 20
+	MemorySnapshotMaxBytes = 128 << 20
 )
 
 // DefaultLeaseTTL is the TTL of registrations and leases when Options.LeaseTTL is 0.
