@@ -100,7 +100,8 @@ func (b *natsBackend) runRetention(ctx context.Context, store objectStore, trim 
 // object — one a deleted manifest or an aborted checkpoint referenced, or on a full scan
 // any object of the job — that is older than the newest manifest and that no retained
 // manifest and no live ack references. An object shared by several checkpoints (an
-// unchanged snapshot) stays while any retained manifest references it. It returns the
+// unchanged snapshot, a base or delta of a chain) stays while any retained manifest
+// references it. It returns the
 // retained manifests, newest first.
 func (r *retainer) pass(ctx context.Context, req retainRequest) (manifests, objects int, retained []*messages.Manifest, err error) {
 	b := r.b
@@ -120,7 +121,9 @@ func (r *retainer) pass(ctx context.Context, req retainRequest) (manifests, obje
 		}
 		if m != nil {
 			for _, s := range m.Instances {
-				r.candidates[s.Snapshot.Object] = true
+				for _, ref := range s.Refs() {
+					r.candidates[ref.Object] = true
+				}
 			}
 		}
 		if err := b.manifests.Purge(ctx, cjs.ManifestKey(b.job, id)); err != nil {
@@ -142,7 +145,9 @@ func (r *retainer) pass(ctx context.Context, req retainRequest) (manifests, obje
 		}
 		retained = append(retained, m)
 		for _, s := range m.Instances {
-			referenced[s.Snapshot.Object] = true
+			for _, ref := range s.Refs() {
+				referenced[ref.Object] = true
+			}
 		}
 	}
 	if r.passes%fullScanEvery == 0 {
