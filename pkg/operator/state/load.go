@@ -42,7 +42,7 @@ func (s *Store) Load(segs ...io.Reader) error {
 			}
 		}
 	}
-	s.m, s.size = m, size
+	s.m, s.over, s.view, s.n, s.size = m, nil, nil, len(m), size
 	clear(s.dirty)
 	return nil
 }

@@ -169,8 +169,11 @@ func (sr *SegmentReader) trailer() error {
 	if got := binary.BigEndian.Uint32(sum[:]); got != want {
 		return fmt.Errorf("checksum %08x, computed %08x", got, want)
 	}
-	if _, err := sr.br.ReadByte(); err != io.EOF {
+	switch _, err := sr.br.ReadByte(); {
+	case err == nil:
 		return fmt.Errorf("data after the trailer")
+	case err != io.EOF:
+		return err
 	}
 	sr.done = true
 	return io.EOF

@@ -161,3 +161,81 @@ func TestMap(t *testing.T) {
 		t.Fatal("a value of the wrong length decoded")
 	}
 }
+
+// TestFreezeRaces writes a frozen View as a base on another goroutine while the Store
+// keeps changing and capturing (run with -race): the base holds the content at Freeze,
+// the Store and its deltas stay those of the plain map, and a base plus the deltas
+// captured after the Freeze load the map's content.
+func TestFreezeRaces(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 7))
+	s := state.New()
+	model := map[string]string{}
+	step := func(i int) {
+		k := fmt.Sprintf("k%03d", rng.IntN(200))
+		if rng.IntN(4) == 0 {
+			s.Delete([]byte(k))
+			delete(model, k)
+			return
+		}
+		v := fmt.Sprintf("v%d", i)
+		s.Put([]byte(k), []byte(v))
+		model[k] = v
+	}
+	for i := range 500 {
+		step(i)
+	}
+	s.Capture()
+	for round := range 5 {
+		view := s.Freeze()
+		if view == nil {
+			t.Fatalf("round %d: Freeze returned nil with no View open", round)
+		}
+		if s.Freeze() != nil {
+			t.Fatalf("round %d: a second View while the first is open", round)
+		}
+		atFreeze := maps.Clone(model)
+		type result struct {
+			base []byte
+			err  error
+		}
+		done := make(chan result, 1)
+		go func() {
+			var buf bytes.Buffer
+			_, err := view.WriteBase(&buf)
+			view.Release()
+			done <- result{buf.Bytes(), err}
+		}()
+		var deltas [][]byte
+		for i := range 300 {
+			step(1000*round + i)
+			if i%100 == 99 {
+				deltas = append(deltas, segment(t, state.Delta, s.Capture()))
+			}
+		}
+		res := <-done
+		if res.err != nil {
+			t.Fatal(res.err)
+		}
+		frozen := state.New()
+		if err := frozen.Load(bytes.NewReader(res.base)); err != nil {
+			t.Fatal(err)
+		}
+		if got := contents(frozen); !maps.Equal(got, atFreeze) {
+			t.Fatalf("round %d: base %v, want the content at Freeze %v", round, got, atFreeze)
+		}
+		if got := contents(s); !maps.Equal(got, model) {
+			t.Fatalf("round %d: store %v, want %v", round, got, model)
+		}
+		deltas = append(deltas, segment(t, state.Delta, s.Capture())) // folds the overlay
+		restored := state.New()
+		if err := restored.Load(readers(res.base, deltas)...); err != nil {
+			t.Fatal(err)
+		}
+		if got := contents(restored); !maps.Equal(got, model) || restored.Len() != s.Len() || restored.Size() != s.Size() {
+			t.Fatalf("round %d: base and deltas load %v (len %d size %d), want %v (len %d size %d)", round, got, restored.Len(), restored.Size(), model, s.Len(), s.Size())
+		}
+		if s.Frozen() {
+			t.Fatalf("round %d: overlay not folded after the View was released", round)
+		}
+	}
+}

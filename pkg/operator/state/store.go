@@ -1,17 +1,28 @@
 package state
 
 import (
+	"io"
+	"maps"
 	"slices"
 	"strings"
+	"sync/atomic"
 )
 
 // Store is an in-memory map of byte keys to byte values that records which keys changed
 // since its last Capture. The zero value is not usable; call New.
+//
+// While a View of it exists (Freeze), the map the View reads is left untouched: changes
+// go to an overlay that is folded back into the map, in O(overlay), at the first Capture
+// or Freeze after the View is released.
 type Store struct {
 	m map[string][]byte
+	// over holds the changes made while view is open; a nil value marks a deletion.
+	over map[string][]byte
+	view *View
 	// dirty holds the keys put or deleted since the last Capture.
 	dirty map[string]struct{}
-	// size is the total length of the keys and values held.
+	// n and size are the number of keys and the total length of the keys and values.
+	n    int
 	size int64
 }
 
@@ -23,37 +34,52 @@ func New() *Store {
 // Get returns the value of key and whether it is present. The returned slice belongs to
 // the Store: do not modify it (Put a new value instead).
 func (s *Store) Get(key []byte) ([]byte, bool) {
+	if s.over != nil {
+		if v, ok := s.over[string(key)]; ok {
+			return v, v != nil
+		}
+	}
 	v, ok := s.m[string(key)]
 	return v, ok
 }
 
-// Put sets key to a copy of value.
-func (s *Store) Put(key, value []byte) {
-	k := string(key)
-	v := make([]byte, len(value))
-	copy(v, value)
-	if old, ok := s.m[k]; ok {
+// set stores v (nil: deletes) under k, keeping the counts.
+func (s *Store) set(k string, v []byte) {
+	old, had := s.Get([]byte(k))
+	if !had && v == nil {
+		return
+	}
+	if had {
+		s.n--
 		s.size -= int64(len(k) + len(old))
 	}
-	s.m[k] = v
-	s.size += int64(len(k) + len(v))
+	if v != nil {
+		s.n++
+		s.size += int64(len(k) + len(v))
+	}
 	s.dirty[k] = struct{}{}
+	switch {
+	case s.over != nil:
+		s.over[k] = v
+	case v == nil:
+		delete(s.m, k)
+	default:
+		s.m[k] = v
+	}
+}
+
+// Put sets key to a copy of value.
+func (s *Store) Put(key, value []byte) {
+	v := make([]byte, len(value))
+	copy(v, value)
+	s.set(string(key), v)
 }
 
 // Delete removes key; deleting an absent key is a no-op.
-func (s *Store) Delete(key []byte) {
-	old, ok := s.m[string(key)]
-	if !ok {
-		return
-	}
-	k := string(key)
-	s.size -= int64(len(k) + len(old))
-	delete(s.m, k)
-	s.dirty[k] = struct{}{}
-}
+func (s *Store) Delete(key []byte) { s.set(string(key), nil) }
 
 // Len returns the number of keys.
-func (s *Store) Len() int { return len(s.m) }
+func (s *Store) Len() int { return s.n }
 
 // Size returns the total length of the keys and values held.
 func (s *Store) Size() int64 { return s.size }
@@ -64,15 +90,21 @@ func (s *Store) Size() int64 { return s.size }
 // keys, so it costs O(n log n) in their number.
 func (s *Store) Range(prefix []byte, fn func(key, value []byte) bool) {
 	p := string(prefix)
-	keys := make([]string, 0, len(s.m))
+	keys := make([]string, 0, s.n)
 	for k := range s.m {
-		if strings.HasPrefix(k, p) {
+		if _, shadowed := s.over[k]; !shadowed && strings.HasPrefix(k, p) {
+			keys = append(keys, k)
+		}
+	}
+	for k, v := range s.over {
+		if v != nil && strings.HasPrefix(k, p) {
 			keys = append(keys, k)
 		}
 	}
 	slices.Sort(keys)
 	for _, k := range keys {
-		if !fn([]byte(k), s.m[k]) {
+		v, _ := s.Get([]byte(k))
+		if !fn([]byte(k), v) {
 			return
 		}
 	}
@@ -95,14 +127,13 @@ func (c *Changes) Len() int { return len(c.values) }
 func (c *Changes) Size() int64 { return c.size }
 
 // Capture returns the changes since the previous Capture (or since New or Load) and
-// starts recording anew. It costs O(changed keys) and copies no value.
+// starts recording anew. It costs O(changed keys) and copies no value (plus, once, the
+// fold of a released View's overlay).
 func (s *Store) Capture() *Changes {
+	s.thaw()
 	c := &Changes{values: make(map[string][]byte, len(s.dirty))}
 	for k := range s.dirty {
-		v, ok := s.m[k]
-		if !ok {
-			v = nil
-		}
+		v, _ := s.Get([]byte(k))
 		c.values[k] = v
 		c.size += int64(len(k) + len(v))
 	}
@@ -112,3 +143,59 @@ func (s *Store) Capture() *Changes {
 
 // Dirty reports how many keys changed since the last Capture.
 func (s *Store) Dirty() int { return len(s.dirty) }
+
+// View is a read-only view of a Store's content at the time of Freeze, which another
+// goroutine may read while the Store goes on changing.
+type View struct {
+	m        map[string][]byte
+	released atomic.Bool
+}
+
+// Freeze returns a View of the Store's current content, in O(1); nil while an earlier
+// View is not released yet and folded back. Release the View when done with it.
+func (s *Store) Freeze() *View {
+	s.thaw()
+	if s.view != nil {
+		return nil
+	}
+	s.view = &View{m: s.m}
+	s.over = make(map[string][]byte)
+	return s.view
+}
+
+// Frozen reports whether a View is open or not folded back yet.
+func (s *Store) Frozen() bool { return s.view != nil }
+
+// thaw folds the overlay back once the View is released.
+func (s *Store) thaw() {
+	if s.view == nil || !s.view.released.Load() {
+		return
+	}
+	for k, v := range s.over {
+		if v == nil {
+			delete(s.m, k)
+		} else {
+			s.m[k] = v
+		}
+	}
+	s.over, s.view = nil, nil
+}
+
+// Release tells the Store that the View is no longer read. It may be called from any
+// goroutine, more than once.
+func (v *View) Release() { v.released.Store(true) }
+
+// WriteBase writes the View's content as one Base segment to w, keys sorted, and returns
+// the number of records written. It must not be called after Release.
+func (v *View) WriteBase(w io.Writer) (int, error) {
+	sw, err := newSegmentWriter(w, Base)
+	if err != nil {
+		return 0, err
+	}
+	for _, k := range slices.Sorted(maps.Keys(v.m)) {
+		if err := sw.write(Record{Key: []byte(k), Value: v.m[k]}); err != nil {
+			return 0, err
+		}
+	}
+	return sw.count, sw.close()
+}
