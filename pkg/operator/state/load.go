@@ -29,14 +29,12 @@ func (s *Store) Load(segs ...io.Reader) error {
 			if err != nil {
 				return fmt.Errorf("segment %d: %w", i, err)
 			}
-			k := string(rec.Key)
-			if old, ok := m[k]; ok {
-				size -= int64(len(k) + len(old))
-				delete(m, k)
+			if old, ok := m[string(rec.Key)]; ok {
+				size -= int64(len(rec.Key) + len(old))
+				delete(m, string(rec.Key))
 			}
 			if !rec.Deleted {
-				v := make([]byte, len(rec.Value))
-				copy(v, rec.Value)
+				k, v := entry(rec.Key, rec.Value)
 				m[k] = v
 				size += int64(len(k) + len(v))
 			}

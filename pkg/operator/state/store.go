@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
+	"unsafe"
 )
 
 // Store is an in-memory map of byte keys to byte values that records which keys changed
@@ -43,9 +44,10 @@ func (s *Store) Get(key []byte) ([]byte, bool) {
 	return v, ok
 }
 
-// set stores v (nil: deletes) under k, keeping the counts.
+// set stores v (nil: deletes) under k, keeping the counts. A key that is overwritten is
+// deleted and inserted again, so that the map lets go of the allocation of the old key.
 func (s *Store) set(k string, v []byte) {
-	old, had := s.Get([]byte(k))
+	old, had := s.Get(unsafe.Slice(unsafe.StringData(k), len(k)))
 	if !had && v == nil {
 		return
 	}
@@ -60,23 +62,39 @@ func (s *Store) set(k string, v []byte) {
 	s.dirty[k] = struct{}{}
 	switch {
 	case s.over != nil:
+		delete(s.over, k)
 		s.over[k] = v
 	case v == nil:
 		delete(s.m, k)
 	default:
+		delete(s.m, k)
 		s.m[k] = v
 	}
 }
 
 // Put sets key to a copy of value.
-func (s *Store) Put(key, value []byte) {
-	v := make([]byte, len(value))
-	copy(v, value)
-	s.set(string(key), v)
+func (s *Store) Put(key, value []byte) { s.set(entry(key, value)) }
+
+// entry copies key and value into one allocation, which the map's key and value then
+// share: an entry costs its bytes plus the map's slot.
+func entry(key, value []byte) (string, []byte) {
+	kv := make([]byte, len(key)+len(value))
+	copy(kv, key)
+	copy(kv[len(key):], value)
+	var k string
+	if len(key) > 0 {
+		// kv is never written again, so the string stays immutable.
+		k = unsafe.String(&kv[0], len(key))
+	}
+	return k, kv[len(key):len(kv):len(kv)]
 }
 
 // Delete removes key; deleting an absent key is a no-op.
-func (s *Store) Delete(key []byte) { s.set(string(key), nil) }
+func (s *Store) Delete(key []byte) {
+	if _, ok := s.Get(key); ok {
+		s.set(string(key), nil)
+	}
+}
 
 // Len returns the number of keys.
 func (s *Store) Len() int { return s.n }
@@ -137,7 +155,8 @@ func (s *Store) Capture() *Changes {
 		c.values[k] = v
 		c.size += int64(len(k) + len(v))
 	}
-	clear(s.dirty)
+	// A new set rather than clear: a map keeps the room it once grew to.
+	s.dirty = make(map[string]struct{})
 	return c
 }
 
