@@ -160,9 +160,6 @@ func (s *Store) Capture() *Changes {
 	return c
 }
 
-// Dirty reports how many keys changed since the last Capture.
-func (s *Store) Dirty() int { return len(s.dirty) }
-
 // View is a read-only view of a Store's content at the time of Freeze, which another
 // goroutine may read while the Store goes on changing.
 type View struct {
