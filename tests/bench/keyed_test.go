@@ -471,8 +471,8 @@ func newFeeder(c *cluster, inst string, keys int) *feeder {
 // publish publishes n records, the i-th for key index key(i), and returns the last
 // sequence.
 func (f *feeder) publish(n int, key func(int) int) (uint64, error) {
-	futures := make([]jetstream.PubAckFuture, 0, 4096)
-	idx := make([]int, 0, 4096)
+	futures := make([]jetstream.PubAckFuture, 0, 2048)
+	idx := make([]int, 0, 2048)
 	var last uint64
 	flush := func() error {
 		for i, fut := range futures {
