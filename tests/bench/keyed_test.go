@@ -399,6 +399,7 @@ func fillStore(n int) any {
 		k, v, _ := splitRecord(kvRecord(i, rng))
 		st.Put(k, v)
 	}
+	st.Capture() // as at a checkpoint: the set of keys changed since is empty
 	return st
 }
 
