@@ -133,9 +133,7 @@ func (p *persister) storeKeyed(ctx context.Context, j persistJob, s *keyedSnapsh
 		name += ".base"
 	}
 	ref, sp, err := p.spoolSnapshot(j, name)
-	if sp != nil {
-		defer p.closeSpool(j, sp)
-	}
+	defer p.closeSpool(j, sp)
 	if err != nil {
 		return base, nil, 0, err
 	}
@@ -155,9 +153,7 @@ func (p *persister) storeKeyed(ctx context.Context, j persistJob, s *keyedSnapsh
 // whether bytes were written to the object store.
 func (p *persister) store(ctx context.Context, j persistJob) (ref messages.SnapshotRef, uploaded bool, err error) {
 	ref, sp, err := p.spoolSnapshot(j, cjs.ObjectName(p.r.cfg.Job, j.checkpoint, p.r.cfg.Instance))
-	if sp != nil {
-		defer p.closeSpool(j, sp)
-	}
+	defer p.closeSpool(j, sp)
 	if err != nil {
 		return ref, false, err
 	}
@@ -171,7 +167,7 @@ func (p *persister) store(ctx context.Context, j persistJob) (ref messages.Snaps
 }
 
 // spoolSnapshot persists the snapshot into a spool while hashing it, and returns its
-// reference under the object name. The caller closes the spool, when one is returned.
+// reference under the object name. The caller closes the spool (closeSpool).
 func (p *persister) spoolSnapshot(j persistJob, name string) (messages.SnapshotRef, *spool, error) {
 	sp := newSpool(spoolMemLimit)
 	h := sha256.New()
@@ -185,6 +181,7 @@ func (p *persister) spoolSnapshot(j persistJob, name string) (messages.SnapshotR
 	return messages.SnapshotRef{Object: name, Size: uint64(sp.Size()), Digest: digest(h)}, sp, nil
 }
 
+// closeSpool frees a spool, logging a temporary file it could not remove.
 func (p *persister) closeSpool(j persistJob, sp *spool) {
 	if err := sp.Close(); err != nil {
 		j.log.Warn("remove snapshot spool", "error", err)
