@@ -95,7 +95,7 @@ func (c *Coordinator) Checkpoint(id uint64) messages.Ack {
 	c.t.Helper()
 	c.Barrier(id)
 	a := c.NextAck()
-	if a.CheckpointID != id || a.Kind != messages.AckDone {
+	if a.CheckpointID != id || a.Kind != messages.AckDone && a.Kind != messages.AckChain {
 		c.t.Fatalf("ack = %+v, want an ack of checkpoint %d", a, id)
 	}
 	return a
@@ -115,7 +115,7 @@ func (c *Coordinator) WriteManifest(id uint64, acks ...messages.Ack) {
 		Instances:     make(map[string]messages.InstanceSnapshot),
 	}
 	for _, a := range acks {
-		mf.Instances[a.Instance] = messages.InstanceSnapshot{Incarnation: a.Incarnation, Snapshot: a.Snapshot, Positions: a.Positions}
+		mf.Instances[a.Instance] = messages.InstanceSnapshot{Incarnation: a.Incarnation, Snapshot: a.Snapshot, Deltas: a.Deltas, Positions: a.Positions}
 	}
 	data, err := messages.Marshal(&mf)
 	if err != nil {

@@ -51,6 +51,10 @@ const (
 	AckDone AckKind = 1
 	// AckDeclined: the instance could not snapshot; Reason says why.
 	AckDeclined AckKind = 2
+	// AckChain: the snapshot is stored as a base (Snapshot) and a chain of deltas
+	// (Deltas) to restore in order. It is a kind of its own so that a reader older than
+	// chains refuses the ack instead of completing a checkpoint with the base alone.
+	AckChain AckKind = 3
 )
 
 // String returns the kind's name.
@@ -60,6 +64,8 @@ func (k AckKind) String() string {
 		return "ack"
 	case AckDeclined:
 		return "decline"
+	case AckChain:
+		return "chain"
 	}
 	return fmt.Sprintf("AckKind(%d)", int(k))
 }
@@ -73,6 +79,15 @@ type SnapshotRef struct {
 	Size uint64 `msgpack:"size"`
 	// Digest is the object store's digest, "SHA-256=<base64url>".
 	Digest string `msgpack:"digest"`
+}
+
+// bytesOf is the total size of refs.
+func bytesOf(refs []SnapshotRef) uint64 {
+	var n uint64
+	for _, r := range refs {
+		n += r.Size
+	}
+	return n
 }
 
 // Ack is an instance's answer to a barrier on cairn.ack.<job>.
@@ -93,10 +108,13 @@ type Ack struct {
 	// with AbortStorageFull instead of AbortDeclined. Readers that do not know the field
 	// skip it and see a plain decline.
 	StorageFull bool `msgpack:"storage_full,omitempty"`
-	// Snapshot is set for AckDone.
+	// Snapshot is set for AckDone and AckChain: the state, or for AckChain its base.
 	Snapshot SnapshotRef `msgpack:"snapshot"`
+	// Deltas, set for AckChain only, are the delta segments to apply to the base, oldest
+	// first (a keyed state store's incremental checkpoint).
+	Deltas []SnapshotRef `msgpack:"deltas,omitempty"`
 	// Written is how many bytes this checkpoint uploaded: the snapshot's size, or 0 when
-	// it references an earlier, identical object.
+	// it references an earlier, identical object; for a chain, the segments it uploaded.
 	Written uint64 `msgpack:"written,omitempty"`
 	// Positions maps each input stream to the last sequence included in the snapshot.
 	Positions map[string]uint64 `msgpack:"positions"`
@@ -124,9 +142,17 @@ func (a *Ack) Validate() error {
 		return errors.New("ack: incarnation is empty")
 	}
 	switch a.Kind {
-	case AckDone:
+	case AckDone, AckChain:
 		if a.Snapshot.Object == "" || a.Snapshot.Digest == "" {
 			return errors.New("ack: snapshot object and digest are required for an ack")
+		}
+		if a.Kind == AckDone && len(a.Deltas) > 0 {
+			return errors.New("ack: deltas need kind 3 (chain)")
+		}
+		for i, d := range a.Deltas {
+			if d.Object == "" || d.Digest == "" {
+				return fmt.Errorf("ack: delta %d has no object or digest", i)
+			}
 		}
 	case AckDeclined:
 		if a.Reason == "" {
@@ -135,7 +161,10 @@ func (a *Ack) Validate() error {
 	default:
 		// Not safe to accept: the coordinator cannot tell whether an unknown kind means
 		// the snapshot is stored, so the ack is dropped and the checkpoint times out.
-		return fmt.Errorf("ack: kind %d; allowed: %d (ack) or %d (decline)", int(a.Kind), int(AckDone), int(AckDeclined))
+		return fmt.Errorf("ack: kind %d; allowed: %d (ack), %d (decline) or %d (chain)", int(a.Kind), int(AckDone), int(AckDeclined), int(AckChain))
 	}
 	return nil
 }
+
+// Refs returns every object the ack references: the snapshot, then the deltas.
+func (a *Ack) Refs() []SnapshotRef { return append([]SnapshotRef{a.Snapshot}, a.Deltas...) }

@@ -132,8 +132,12 @@ func (e *CheckpointEvent) Validate() error {
 type InstanceSnapshot struct {
 	// Incarnation is the process that took the snapshot.
 	Incarnation string `msgpack:"incarnation"`
-	// Snapshot is the member's state.
+	// Snapshot is the member's state, or the base of its chain when Deltas is set.
 	Snapshot SnapshotRef `msgpack:"snapshot"`
+	// Deltas are the delta segments to apply to Snapshot in order (a keyed state store's
+	// incremental checkpoints). A reader that ignores them restores a wrong state, which
+	// is why the acks that carry them have kind AckChain; see docs/compatibility.md.
+	Deltas []SnapshotRef `msgpack:"deltas,omitempty"`
 	// Positions maps each input stream to the last sequence the snapshot includes.
 	Positions map[string]uint64 `msgpack:"positions"`
 	// Filters maps each input stream to the subject filters the member reads from it.
@@ -146,6 +150,12 @@ type InstanceSnapshot struct {
 	// AbsentSince is set while the state is carried forward: since when the member has
 	// not taken part in checkpoints.
 	AbsentSince time.Time `msgpack:"absent_since,omitempty"`
+}
+
+// Refs returns every object the member's state needs: the snapshot (base), then the
+// deltas in order. Retention keeps all of them.
+func (s InstanceSnapshot) Refs() []SnapshotRef {
+	return append([]SnapshotRef{s.Snapshot}, s.Deltas...)
 }
 
 // From is the id of the checkpoint the member's state comes from in manifest id.
@@ -193,6 +203,11 @@ func (m *Manifest) Validate() error {
 		if s.Snapshot.Object == "" || s.Snapshot.Digest == "" {
 			return fmt.Errorf("manifest: instance %s has no snapshot object or digest", name)
 		}
+		for i, d := range s.Deltas {
+			if d.Object == "" || d.Digest == "" {
+				return fmt.Errorf("manifest: instance %s: delta %d has no object or digest", name, i)
+			}
+		}
 		if s.Checkpoint > m.CheckpointID {
 			return fmt.Errorf("manifest: instance %s has state of checkpoint %d, newer than the manifest's %d", name, s.Checkpoint, m.CheckpointID)
 		}
@@ -200,11 +215,11 @@ func (m *Manifest) Validate() error {
 	return nil
 }
 
-// Bytes is the total size of the snapshots the manifest references.
+// Bytes is the total size of the snapshots the manifest references, deltas included.
 func (m *Manifest) Bytes() uint64 {
 	var n uint64
 	for _, s := range m.Instances {
-		n += s.Snapshot.Size
+		n += bytesOf(s.Refs())
 	}
 	return n
 }

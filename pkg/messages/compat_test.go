@@ -77,9 +77,9 @@ func nextFixtures() []nextFixture {
 			// An ack kind this build does not know is not safe to act on: whether the
 			// snapshot is stored cannot be told. The ack is refused (and dropped).
 			file:   "ack_unknown_kind",
-			record: future(with(ack, "kind", 3)),
+			record: future(with(ack, "kind", 4)),
 			into:   &messages.Ack{},
-			refuse: "ack: kind 3; allowed: 1 (ack) or 2 (decline)",
+			refuse: "ack: kind 4; allowed: 1 (ack), 2 (decline) or 3 (chain)",
 		},
 		{
 			file: "checkpoint_event_unknown_reason",

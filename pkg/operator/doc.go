@@ -32,6 +32,16 @@
 // goroutine: what a transactional sink needs). BytesSnapshot serves states that are one
 // byte slice.
 //
+// # Keyed state
+//
+// A Machine whose state is a map of keys to values can instead be a KeyedMachine, run by
+// NewKeyed: its Apply reads and writes a state.Store that the runtime owns, and it writes
+// no Snapshot or Restore code. Keyed checkpoints are incremental: each uploads one delta
+// segment with the changes since the instance's last completed checkpoint, captured in
+// O(keys changed); the manifest holds the instance's base and chain of deltas; a new base
+// is written, from a frozen view while records go on, when the chain passes the bounds of
+// KeyedConfig. See Keyed and docs/state-segments.md.
+//
 // # Restore
 //
 // On start the runtime reads <job>.latest from CAIRN_MANIFESTS. An instance that manifest
@@ -58,7 +68,8 @@
 //
 // # Storage efficiency
 //
-// Snapshots are written into a spool (memory up to 8 MiB, a temporary file above) while
+// A Keyed machine's checkpoints cost about what changed (see Keyed). For other machines,
+// snapshots are written into a spool (memory up to 8 MiB, a temporary file above) while
 // their SHA-256 is computed, then streamed to the object store in 1 MiB chunks. When a
 // snapshot's digest equals that of the last snapshot this instance acked (or restored) and
 // that object still exists, the ack references the existing object and nothing is

@@ -72,14 +72,28 @@ func (p *persister) persist(ctx context.Context, j persistJob) {
 		return
 	}
 	start := time.Now()
-	ref, uploaded, err := p.store(ctx, j)
+	var (
+		ref     messages.SnapshotRef
+		deltas  []messages.SnapshotRef
+		written uint64
+		err     error
+	)
+	if ks, ok := j.snap.(*keyedSnapshot); ok {
+		ref, deltas, written, err = p.storeKeyed(ctx, j, ks)
+	} else {
+		var uploaded bool
+		ref, uploaded, err = p.store(ctx, j)
+		if uploaded {
+			written = ref.Size
+		}
+	}
 	if err != nil {
 		p.r.declineAck(j.log, j.checkpoint, err.Error(), cjs.IsStorageFull(err))
 		return
 	}
-	var written uint64
-	if uploaded {
-		written = ref.Size
+	kind := messages.AckDone
+	if len(deltas) > 0 {
+		kind = messages.AckChain
 	}
 	p.r.publishAck(j.log, &messages.Ack{
 		Schema:       messages.SchemaVersion,
@@ -87,45 +101,61 @@ func (p *persister) persist(ctx context.Context, j persistJob) {
 		CheckpointID: j.checkpoint,
 		Instance:     p.r.cfg.Instance,
 		Incarnation:  p.r.incarnation,
-		Kind:         messages.AckDone,
+		Kind:         kind,
 		Snapshot:     ref,
+		Deltas:       deltas,
 		Written:      written,
 		Positions:    j.positions,
 		Filters:      map[string][]string{p.r.cfg.InputStream: slices.Clone(p.r.cfg.InputFilters)},
 	})
 	p.last = &ref
 	p.r.stats.acked.Add(1)
-	if uploaded {
-		p.r.stats.bytesUploaded.Add(ref.Size)
+	if written > 0 {
+		p.r.stats.bytesUploaded.Add(written)
 	} else {
 		p.r.stats.reused.Add(1)
 	}
-	j.log.Debug("snapshot stored and acked", "object", ref.Object, "size", ref.Size, "bytes_written", written,
-		"reused", !uploaded, "took", time.Since(start))
+	j.log.Debug("snapshot stored and acked", "object", ref.Object, "size", ref.Size, "deltas", len(deltas), "bytes_written", written,
+		"reused", written == 0, "took", time.Since(start))
+}
+
+// storeKeyed stores a Keyed snapshot: its delta (or new base) is uploaded under the
+// checkpoint's object name (a base with the suffix ".base"), and the chain it extends or
+// starts is recorded for the outcome before the caller acks. A snapshot with no change
+// since the last completed checkpoint uploads nothing and acks that checkpoint's chain.
+func (p *persister) storeKeyed(ctx context.Context, j persistJob, s *keyedSnapshot) (base messages.SnapshotRef, deltas []messages.SnapshotRef, written uint64, err error) {
+	if s.unchanged() {
+		s.k.stored(j.checkpoint, s.prev)
+		return *s.prev.base, s.prev.deltas, 0, nil
+	}
+	name := cjs.ObjectName(p.r.cfg.Job, j.checkpoint, p.r.cfg.Instance)
+	if s.isBase() {
+		name += ".base"
+	}
+	ref, sp, err := p.spoolSnapshot(j, name)
+	defer p.closeSpool(j, sp)
+	if err != nil {
+		return base, nil, 0, err
+	}
+	if err := p.upload(ctx, j, ref, sp); err != nil {
+		return base, nil, 0, err
+	}
+	c := chain{base: &ref}
+	if !s.isBase() {
+		c = chain{base: s.prev.base, deltas: append(slices.Clone(s.prev.deltas), ref)}
+	}
+	s.k.stored(j.checkpoint, c)
+	return *c.base, c.deltas, ref.Size, nil
 }
 
 // store persists the snapshot into a spool while hashing it, then references the last
 // acked object when it holds the same bytes, or uploads the spool. uploaded reports
 // whether bytes were written to the object store.
 func (p *persister) store(ctx context.Context, j persistJob) (ref messages.SnapshotRef, uploaded bool, err error) {
-	sp := newSpool(spoolMemLimit)
-	defer func() {
-		if cerr := sp.Close(); cerr != nil {
-			j.log.Warn("remove snapshot spool", "error", cerr)
-		}
-	}()
-	h := sha256.New()
-	if err := j.snap.Persist(io.MultiWriter(sp, h)); err != nil {
-		return ref, false, fmt.Errorf("persist: %w", err)
-	}
-	if p.r.isFenced() {
-		// The successor answers barriers under the same object names: upload nothing.
-		return ref, false, p.r.replacedError()
-	}
-	ref = messages.SnapshotRef{
-		Object: cjs.ObjectName(p.r.cfg.Job, j.checkpoint, p.r.cfg.Instance),
-		Size:   uint64(sp.Size()),
-		Digest: digest(h),
+	ref, sp, err := p.spoolSnapshot(j, cjs.ObjectName(p.r.cfg.Job, j.checkpoint, p.r.cfg.Instance))
+	defer p.closeSpool(j, sp)
+	if err != nil {
+		return ref, false, err
 	}
 	if p.last != nil && p.last.Digest == ref.Digest && p.last.Size == ref.Size && p.exists(ctx, j.log, *p.last) {
 		return *p.last, false, nil
@@ -134,6 +164,28 @@ func (p *persister) store(ctx context.Context, j persistJob) (ref messages.Snaps
 		return ref, false, err
 	}
 	return ref, true, nil
+}
+
+// spoolSnapshot persists the snapshot into a spool while hashing it, and returns its
+// reference under the object name. The caller closes the spool (closeSpool).
+func (p *persister) spoolSnapshot(j persistJob, name string) (messages.SnapshotRef, *spool, error) {
+	sp := newSpool(spoolMemLimit)
+	h := sha256.New()
+	if err := j.snap.Persist(io.MultiWriter(sp, h)); err != nil {
+		return messages.SnapshotRef{}, sp, fmt.Errorf("persist: %w", err)
+	}
+	if p.r.isFenced() {
+		// The successor answers barriers under the same object names: upload nothing.
+		return messages.SnapshotRef{}, sp, p.r.replacedError()
+	}
+	return messages.SnapshotRef{Object: name, Size: uint64(sp.Size()), Digest: digest(h)}, sp, nil
+}
+
+// closeSpool frees a spool, logging a temporary file it could not remove.
+func (p *persister) closeSpool(j persistJob, sp *spool) {
+	if err := sp.Close(); err != nil {
+		j.log.Warn("remove snapshot spool", "error", err)
+	}
 }
 
 // exists reports whether the object ref names is still stored with the same content.

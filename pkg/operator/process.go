@@ -96,7 +96,7 @@ func (r *Runtime) apply(ctx context.Context, st *loopState, rec Record) error {
 	} else {
 		r.stats.applied.Add(1)
 	}
-	if p, ok := r.m.(Producer); ok {
+	if p, ok := producer(r.m); ok {
 		for i, out := range p.TakeOutputs() {
 			if err := r.emit(ctx, rec.Sequence, i, out); err != nil {
 				return err

@@ -40,7 +40,7 @@ func (r *Runtime) lookup(ctx context.Context) error {
 		return err
 	}
 	streams := []string{r.cfg.InputStream, cjs.CheckpointStream}
-	if _, ok := r.m.(Producer); ok {
+	if _, ok := producer(r.m); ok {
 		streams = append(streams, r.cfg.OutputStream)
 	}
 	for _, name := range streams {

@@ -496,7 +496,7 @@ func (j *job) complete(ctx context.Context, p *pending) {
 	}
 	var written uint64
 	for inst, a := range p.acks {
-		m.Instances[inst] = messages.InstanceSnapshot{Incarnation: a.Incarnation, Snapshot: a.Snapshot, Positions: a.Positions, Filters: a.Filters, Checkpoint: p.id}
+		m.Instances[inst] = messages.InstanceSnapshot{Incarnation: a.Incarnation, Snapshot: a.Snapshot, Deltas: a.Deltas, Positions: a.Positions, Filters: a.Filters, Checkpoint: p.id}
 		written += a.Written
 	}
 	j.carryForward(m)
@@ -585,7 +585,7 @@ func (j *job) carryForward(m *messages.Manifest) {
 func (j *job) abort(ctx context.Context, p *pending, reason messages.AbortReason, detail string) {
 	j.remove(p)
 	for _, a := range p.acks {
-		j.dropped = append(j.dropped, a.Snapshot)
+		j.dropped = append(j.dropped, a.Refs()...)
 	}
 	now := time.Now()
 	j.aborted++
@@ -656,7 +656,7 @@ func (j *job) liveRefs() []messages.SnapshotRef {
 	var refs []messages.SnapshotRef
 	for _, p := range j.pending {
 		for _, a := range p.acks {
-			refs = append(refs, a.Snapshot)
+			refs = append(refs, a.Refs()...)
 		}
 	}
 	return refs

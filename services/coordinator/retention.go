@@ -136,10 +136,10 @@ func (r *retainer) run(ctx context.Context, req retainRequest) {
 // object — one a deleted manifest or an aborted checkpoint referenced, or on a full scan
 // any object of the job — that is older than the newest manifest (or freed) and that no
 // retained manifest, no savepoint and no live ack references. An object shared by several
-// checkpoints (an unchanged snapshot) stays while any retained manifest or savepoint
-// references it. Manifests are purged with a marker that expires, objects removed without
-// leaving one. It returns the manifests whose input must stay: the retained ones, newest
-// first, then the savepoints.
+// checkpoints (an unchanged snapshot, a base or delta of a chain) stays while any retained
+// manifest or savepoint references it. Manifests are purged with a marker that expires,
+// objects removed without leaving one. It returns the manifests whose input must stay: the
+// retained ones, newest first, then the savepoints.
 func (r *retainer) pass(ctx context.Context, req retainRequest) (manifests, objects int, retained []*messages.Manifest, err error) {
 	b := r.b
 	for _, ref := range req.dropped {
@@ -166,7 +166,9 @@ func (r *retainer) pass(ctx context.Context, req retainRequest) (manifests, obje
 		}
 		if m != nil {
 			for _, s := range m.Instances {
-				r.candidates[s.Snapshot.Object] = true
+				for _, ref := range s.Refs() {
+					r.candidates[ref.Object] = true
+				}
 			}
 		}
 		if err := r.purgeManifest(ctx, id); err != nil {
@@ -188,7 +190,9 @@ func (r *retainer) pass(ctx context.Context, req retainRequest) (manifests, obje
 		}
 		retained = append(retained, m)
 		for _, s := range m.Instances {
-			referenced[s.Snapshot.Object] = true
+			for _, ref := range s.Refs() {
+				referenced[ref.Object] = true
+			}
 		}
 	}
 	// Savepoints are retained until deleted: their objects stay and their input is kept.
@@ -199,7 +203,9 @@ func (r *retainer) pass(ctx context.Context, req retainRequest) (manifests, obje
 	for _, m := range savepoints {
 		retained = append(retained, m)
 		for _, s := range m.Instances {
-			referenced[s.Snapshot.Object] = true
+			for _, ref := range s.Refs() {
+				referenced[ref.Object] = true
+			}
 		}
 	}
 	infos := map[string]*jetstream.ObjectInfo{}

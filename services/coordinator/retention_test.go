@@ -213,3 +213,55 @@ func TestRetentionOnABucketWithoutMarkerTTL(t *testing.T) {
 		return streamMsgs(t, js, "KV_"+cjs.ManifestBucket) == 1
 	})
 }
+
+// TestRetentionKeepsChains checks that every segment of a retained manifest's chain stays
+// (its base and each delta, even one referenced only as a delta and older than every
+// retained checkpoint), and that the segments of the chains no retained manifest needs
+// any more go, on targeted passes and on a full scan.
+func TestRetentionKeepsChains(t *testing.T) {
+	srv := natstest.Start(t)
+	_, js, res := srv.Resources(t, cjs.Options{})
+	ctx := context.Background()
+	put := func(name string) messages.SnapshotRef {
+		info, err := res.Snapshots.PutBytes(ctx, name, []byte(name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return messages.SnapshotRef{Object: name, Size: info.Size, Digest: info.Digest}
+	}
+	manifest := func(id uint64, base messages.SnapshotRef, deltas ...messages.SnapshotRef) {
+		m := &messages.Manifest{Schema: messages.SchemaVersion, Job: "c", CheckpointID: id, CompletedAt: time.Now(),
+			Instances: map[string]messages.InstanceSnapshot{"a": {Incarnation: "x", Snapshot: base, Deltas: deltas}}}
+		data, err := messages.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := res.Manifests.Put(ctx, cjs.ManifestKey("c", id), data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	oldBase, d2, d3 := put("c/1/a.base"), put("c/2/a"), put("c/3/a")
+	newBase, d5, d6 := put("c/4/a.base"), put("c/5/a"), put("c/6/a")
+	manifest(2, oldBase, d2)
+	manifest(3, oldBase, d2, d3)
+	manifest(4, newBase)
+	manifest(5, newBase, d5)
+	manifest(6, newBase, d5, d6)
+	r := newTestRetainer(js, res, "c")
+	r.passes = 1
+	if _, _, _, err := r.pass(ctx, retainRequest{keep: 4}); err != nil {
+		t.Fatal(err)
+	}
+	// Manifest 3 is retained: the old base and both its deltas stay, although d2 belongs
+	// to checkpoint 2, whose manifest is gone.
+	if got := names(t, res.Snapshots); !slices.Equal(got, []string{"c/1/a.base", "c/2/a", "c/3/a", "c/4/a.base", "c/5/a", "c/6/a"}) {
+		t.Fatalf("retaining manifests 3-6: %v", got)
+	}
+	r.passes = 0 // a full scan
+	if _, _, _, err := r.pass(ctx, retainRequest{keep: 3}); err != nil {
+		t.Fatal(err)
+	}
+	if got := names(t, res.Snapshots); !slices.Equal(got, []string{"c/4/a.base", "c/5/a", "c/6/a"}) {
+		t.Fatalf("retaining manifests 4-6: %v (the old chain %s %s %s should go)", got, oldBase.Object, d2.Object, d3.Object)
+	}
+}

@@ -160,7 +160,7 @@ func (j *job) requestDelete(ctx context.Context, req deleteRequest) {
 	}
 	delete(j.savepoints, req.savepoint)
 	for _, s := range m.Instances {
-		j.dropped = append(j.dropped, s.Snapshot)
+		j.dropped = append(j.dropped, s.Refs()...)
 	}
 	j.retainNow(false)
 	j.log.Warn().Uint64("checkpoint", m.CheckpointID).Str("savepoint", req.savepoint).Msg("savepoint deleted")

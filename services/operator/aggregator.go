@@ -25,10 +25,12 @@ const aggregatorFormat = 1
 // not a JSON event {"key":"<non-empty string>","value":<integer>}.
 var ErrMalformedEvent = errors.New("malformed event")
 
-// Aggregator is the reference operator: a keyed aggregator that keeps, per key, the count
-// and sum of the values of JSON events {"key":"...","value":N}, and counts the malformed
-// events it rejected. It implements Machine; like any Machine it is used by one goroutine,
-// so read it only through Runtime.Do.
+// Aggregator is the reference operator's logic on the whole-state Machine API: a keyed
+// aggregator that keeps, per key, the count and sum of the values of JSON events
+// {"key":"...","value":N}, and counts the malformed events it rejected; every snapshot
+// copies and writes every key. Service runs KeyedAggregator instead. It implements
+// Machine; like any Machine it is used by one goroutine, so read it only through
+// Runtime.Do.
 type Aggregator struct {
 	keys     map[string]messages.KeyTotals
 	rejected uint64

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"errors"
 	"maps"
+	"slices"
 	"testing"
 
 	"github.com/cairn-stream/cairn/pkg/messages"
 	op "github.com/cairn-stream/cairn/pkg/operator"
+	"github.com/cairn-stream/cairn/pkg/operator/state"
 	"github.com/cairn-stream/cairn/services/operator"
 )
 
@@ -124,5 +126,35 @@ func TestAggregatorSnapshotRestore(t *testing.T) {
 		if !maps.Equal(b.Keys(), want) || b.Rejected() != 1 {
 			t.Fatalf("a failed restore changed the state to %v", b.Keys())
 		}
+	}
+}
+
+// TestKeyedAggregatorMatchesAggregator applies the same events, valid and malformed
+// (one overflowing a sum), to both forms of the aggregator: the keyed one holds the same
+// totals and rejected count in its store, and emits the same outputs.
+func TestKeyedAggregatorMatchesAggregator(t *testing.T) {
+	events := []string{`{"key":"b","value":2}`, `{"key":"a","value":1}`, `bad`, `{"key":"b","value":5}`,
+		`{"key":"m","value":9223372036854775807}`, `{"key":"m","value":1}`, `{"key":"c","value":-4}`, `{"key":""}`}
+	whole := operator.NewAggregator()
+	whole.EmitTo("out")
+	keyed := &operator.KeyedAggregator{}
+	keyed.EmitTo("out")
+	st := state.New()
+	for i, d := range events {
+		rec := op.Record{Data: []byte(d), Sequence: uint64(i + 1)}
+		werr, kerr := whole.Apply(rec), keyed.Apply(rec, st)
+		if (werr == nil) != (kerr == nil) || kerr != nil && !errors.Is(kerr, operator.ErrMalformedEvent) {
+			t.Fatalf("event %s: Aggregator returned %v, KeyedAggregator %v", d, werr, kerr)
+		}
+		if w, k := whole.TakeOutputs(), keyed.TakeOutputs(); !slices.EqualFunc(w, k, func(a, b op.Output) bool { return a.Subject == b.Subject && bytes.Equal(a.Data, b.Data) }) {
+			t.Fatalf("event %s: outputs %v and %v", d, w, k)
+		}
+	}
+	keys, rejected, err := operator.KeyedTotals(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !maps.Equal(keys, whole.Keys()) || rejected != whole.Rejected() || rejected != 3 {
+		t.Fatalf("keyed totals %v rejected %d; the Aggregator has %v and %d", keys, rejected, whole.Keys(), whole.Rejected())
 	}
 }

@@ -21,19 +21,20 @@ const StateEndpoint = "state"
 // stateTimeout bounds how long a state request waits for the processing goroutine.
 const stateTimeout = 5 * time.Second
 
-// Service is the reference operator: an Aggregator driven by a pkg/operator Runtime, with
-// its state served as JSON messages.OperatorState on Subjects.OperatorState(job,
-// instance) next to the runtime's info endpoint.
+// Service is the reference operator: a KeyedAggregator on the keyed state store
+// (op.Keyed, checkpointed incrementally) driven by a pkg/operator Runtime, with its state
+// served as JSON messages.OperatorState on Subjects.OperatorState(job, instance) next to
+// the runtime's info endpoint.
 type Service struct {
-	cfg Config
-	agg *Aggregator
-	rt  *op.Runtime
-	log zerolog.Logger
+	cfg   Config
+	keyed *op.Keyed
+	rt    *op.Runtime
+	log   zerolog.Logger
 }
 
-// emitless hides the Aggregator's Producer method when it emits nothing, so that the
-// runtime does not wait for an output stream it will never use.
-type emitless struct{ op.Machine }
+// emitless hides the KeyedAggregator's Producer method when it emits nothing, so that
+// the runtime does not wait for an output stream it will never use.
+type emitless struct{ op.KeyedMachine }
 
 // NewService returns the reference operator for the instance cfg names. The runtime logs
 // through log (bridged to slog by internal/zlog), in place of cfg.Logger.
@@ -41,19 +42,23 @@ func NewService(cfg Config, nc *nats.Conn, log zerolog.Logger) (*Service, error)
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	agg := NewAggregator()
+	agg := &KeyedAggregator{}
 	agg.EmitTo(cfg.Output)
-	var m op.Machine = agg
+	var m op.KeyedMachine = agg
 	if cfg.Output == "" {
 		m = emitless{agg}
 	}
-	rcfg := cfg.Config
-	rcfg.Logger = zlog.New(log)
-	rt, err := op.New(nc, rcfg, m)
+	keyed, err := op.NewKeyed(m, op.KeyedConfig{})
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: cfg, agg: agg, rt: rt, log: log.With().Str("job", cfg.Job).Str("instance", cfg.Instance).Logger()}
+	rcfg := cfg.Config
+	rcfg.Logger = zlog.New(log)
+	rt, err := op.New(nc, rcfg, keyed)
+	if err != nil {
+		return nil, err
+	}
+	s := &Service{cfg: cfg, keyed: keyed, rt: rt, log: log.With().Str("job", cfg.Job).Str("instance", cfg.Instance).Logger()}
 	s.cfg.Config = rt.Config()
 	subject := cfg.Subjects.OperatorState(cfg.Job, cfg.Instance)
 	if err := rt.AddEndpoint(StateEndpoint, subject, micro.HandlerFunc(s.handleState)); err != nil {
@@ -62,21 +67,25 @@ func NewService(cfg Config, nc *nats.Conn, log zerolog.Logger) (*Service, error)
 	return s, nil
 }
 
-// Runtime returns the Runtime driving the Aggregator.
+// Runtime returns the Runtime driving the KeyedAggregator.
 func (s *Service) Runtime() *op.Runtime { return s.rt }
 
 // Run runs the Runtime, which serves the state endpoint, until ctx is done (see
 // op.Runtime.Run). State requests are answered with 503 until the state is restored.
 func (s *Service) Run(ctx context.Context) error { return s.rt.Run(ctx) }
 
-// State returns the Aggregator's state, read consistently on the processing goroutine.
+// State returns the KeyedAggregator's state, read consistently on the processing
+// goroutine.
 func (s *Service) State(ctx context.Context) (messages.OperatorState, error) {
 	st := messages.OperatorState{Instance: s.cfg.Instance}
+	var rerr error
 	err := s.rt.Do(ctx, func() {
 		st.Position = s.rt.Position()
-		st.Keys = s.agg.Keys()
-		st.Rejected = s.agg.Rejected()
+		st.Keys, st.Rejected, rerr = KeyedTotals(s.keyed.Store())
 	})
+	if err == nil {
+		err = rerr
+	}
 	return st, err
 }
 

@@ -171,8 +171,10 @@ func TestCorruptNewestSnapshotFallsBackToThePreviousCheckpoint(t *testing.T) {
 	if m.CheckpointID < newest.CheckpointID {
 		t.Fatalf("latest manifest %d older than completed %d", m.CheckpointID, newest.CheckpointID)
 	}
-	// Overwrite the newest snapshot with garbage: same name, wrong digest.
-	if _, err := s.res.Snapshots.PutBytes(ctx, m.Instances["c-0"].Snapshot.Object, []byte("not a snapshot")); err != nil {
+	// Overwrite the newest snapshot with garbage: same name, wrong digest. The reference
+	// operator's state is a chain (keyed state store): its newest segment is the last.
+	refs := m.Instances["c-0"].Refs()
+	if _, err := s.res.Snapshots.PutBytes(ctx, refs[len(refs)-1].Object, []byte("not a snapshot")); err != nil {
 		t.Fatal(err)
 	}
 	want = add(want, s.publish("cor", "c-0", 100, 25))

@@ -1,0 +1,293 @@
+package operator
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/cairn-stream/cairn/pkg/messages"
+	"github.com/cairn-stream/cairn/pkg/operator/state"
+)
+
+// KeyedMachine is an operator's stateful logic whose state lives in a keyed state store
+// that the runtime owns and checkpoints incrementally: it writes no Snapshot or Restore
+// code. Wrap it with Keyed to run it. It may also implement Producer and
+// CheckpointListener.
+type KeyedMachine interface {
+	// Apply applies one input record to st, on the processing goroutine. An error means
+	// the record is malformed: it is counted as rejected and skipped, never retried. The
+	// changes it made to st before returning the error stay.
+	Apply(rec Record, st *state.Store) error
+}
+
+// Defaults of KeyedConfig.
+const (
+	// DefaultMaxDeltas is the default KeyedConfig.MaxDeltas.
+	DefaultMaxDeltas = 256
+	// DefaultDeltaRatio is the default KeyedConfig.DeltaRatio.
+	DefaultDeltaRatio = 3.0
+)
+
+// KeyedConfig bounds the chain of delta segments behind an instance's base; the zero
+// value means the defaults. A checkpoint writes a new base (materialization) instead of a
+// delta once the chain would reach MaxDeltas deltas or the deltas' total size would reach
+// DeltaRatio times the base's. Every checkpoint then costs its changes, plus the base
+// once per materialization: about (1 + 1/DeltaRatio) times the changed bytes over a long
+// run, while a restore reads at most (1 + DeltaRatio) times the state's size.
+type KeyedConfig struct {
+	// MaxDeltas is the most deltas a chain holds (0: DefaultMaxDeltas).
+	MaxDeltas int
+	// DeltaRatio is the deltas' total size, relative to the base's, that makes the next
+	// checkpoint write a new base (0: DefaultDeltaRatio).
+	DeltaRatio float64
+}
+
+// Validate checks the bounds.
+func (c KeyedConfig) Validate() error {
+	if c.MaxDeltas < 0 {
+		return fmt.Errorf("keyed state: max deltas %d; allowed: 0 (default %d) or more", c.MaxDeltas, DefaultMaxDeltas)
+	}
+	if c.DeltaRatio < 0 {
+		return fmt.Errorf("keyed state: delta ratio %g; allowed: 0 (default %g) or more", c.DeltaRatio, DefaultDeltaRatio)
+	}
+	return nil
+}
+
+func (c KeyedConfig) withDefaults() KeyedConfig {
+	if c.MaxDeltas == 0 {
+		c.MaxDeltas = DefaultMaxDeltas
+	}
+	if c.DeltaRatio == 0 {
+		c.DeltaRatio = DefaultDeltaRatio
+	}
+	return c
+}
+
+// chain is a checkpointed keyed state: a base and the deltas to apply to it in order.
+type chain struct {
+	base   *messages.SnapshotRef
+	deltas []messages.SnapshotRef
+}
+
+// size is the total size of the chain's deltas.
+func (c chain) deltaSize() uint64 {
+	var n uint64
+	for _, d := range c.deltas {
+		n += d.Size
+	}
+	return n
+}
+
+// capture is the changes a snapshot for checkpoint id captured.
+type capture struct {
+	id      uint64
+	changes *state.Changes
+}
+
+// Keyed runs a KeyedMachine: it is the Machine handed to New or Run, and owns the
+// machine's state.Store. The runtime checkpoints that store incrementally: each
+// checkpoint uploads one delta segment holding the puts and deletes since the instance's
+// last completed checkpoint (the changes of aborted checkpoints are carried into the
+// next delta), and the manifest references the instance's base plus its chain of
+// deltas. Capturing costs O(keys changed) on the processing goroutine: the store's
+// dirty keys are swapped out and no value is copied (a stored value is never changed in
+// place). When the chain passes the bounds of KeyedConfig, the next checkpoint writes a
+// new base instead: the store is frozen in O(1), the persister writes the frozen map as
+// a base off the processing goroutine while records go on into an overlay, which is
+// folded back at the next capture. A restore loads the base and every delta in order,
+// each checked against its size and SHA-256; a missing or corrupt segment falls back to
+// an older checkpoint. Segments use the format of docs/state-segments.md.
+type Keyed struct {
+	m     KeyedMachine
+	cfg   KeyedConfig
+	store *state.Store
+
+	// completed is the chain of the newest completed (or restored) checkpoint, and
+	// pending the captures taken since, in id order; both belong to the processing
+	// goroutine.
+	completed chain
+	pending   []capture
+
+	// mu guards results: the chain each stored snapshot was acked with, by checkpoint id,
+	// written by the persister before the ack and taken by the processing goroutine when
+	// the outcome arrives.
+	mu      sync.Mutex
+	results map[uint64]chain
+}
+
+var (
+	_ Machine               = (*Keyed)(nil)
+	_ CheckpointSnapshotter = (*Keyed)(nil)
+	_ CheckpointListener    = (*Keyed)(nil)
+)
+
+// NewKeyed returns the Machine that runs m on a new, empty state.Store, with the chain
+// bounds cfg (its zero value: the defaults).
+func NewKeyed(m KeyedMachine, cfg KeyedConfig) (*Keyed, error) {
+	if m == nil {
+		return nil, errors.New("keyed state: nil KeyedMachine")
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Keyed{m: m, cfg: cfg.withDefaults(), store: state.New(), results: map[uint64]chain{}}, nil
+}
+
+// Store returns the state store. Use it only on the processing goroutine: in
+// KeyedMachine.Apply, or through Runtime.Do.
+func (k *Keyed) Store() *state.Store { return k.store }
+
+// Apply implements Machine.
+func (k *Keyed) Apply(rec Record) error { return k.m.Apply(rec, k.store) }
+
+// errKeyedSnapshot is returned by Keyed.Snapshot: the runtime calls SnapshotFor.
+var errKeyedSnapshot = errors.New("keyed state: snapshots are taken per checkpoint (SnapshotFor)")
+
+// Snapshot implements Machine; the runtime calls SnapshotFor instead.
+func (k *Keyed) Snapshot() (Snapshot, error) { return nil, errKeyedSnapshot }
+
+// Restore implements Machine: it replaces the state with a single base segment read from
+// r. The runtime restores a chain with restoreChain instead.
+func (k *Keyed) Restore(r io.Reader) error {
+	if err := k.store.Load(r); err != nil {
+		return err
+	}
+	k.completed, k.pending = chain{}, nil
+	return nil
+}
+
+// SnapshotFor implements CheckpointSnapshotter: it captures the changes since the last
+// snapshot and returns the snapshot of checkpoint id, which writes the changes since
+// the last completed checkpoint as a delta, or a new base when the chain is past its
+// bounds (or there is no base yet).
+func (k *Keyed) SnapshotFor(id uint64) (Snapshot, error) {
+	k.pending = append(k.pending, capture{id: id, changes: k.store.Capture()})
+	snap := &keyedSnapshot{k: k, id: id, prev: k.completed}
+	var size uint64
+	for _, c := range k.pending {
+		snap.captures = append(snap.captures, c.changes)
+		size += uint64(c.changes.Size())
+	}
+	if k.completed.base != nil && k.pastBounds(size) {
+		snap.view = k.store.Freeze() // nil while the last base is still being written
+	}
+	return snap, nil
+}
+
+// pastBounds reports whether a chain that grows by a delta of about size bytes passes
+// the bounds.
+func (k *Keyed) pastBounds(size uint64) bool {
+	c := k.completed
+	return len(c.deltas)+1 >= k.cfg.MaxDeltas ||
+		float64(c.deltaSize()+size) >= k.cfg.DeltaRatio*float64(c.base.Size)
+}
+
+// CheckpointCompleted implements CheckpointListener: the chain acked for id becomes the
+// one the next deltas build on, and the captures it covers are dropped.
+func (k *Keyed) CheckpointCompleted(id uint64) {
+	k.mu.Lock()
+	c, ok := k.results[id]
+	for i := range k.results {
+		if i <= id {
+			delete(k.results, i)
+		}
+	}
+	k.mu.Unlock()
+	if ok {
+		k.completed = c
+		i := 0
+		for i < len(k.pending) && k.pending[i].id <= id {
+			i++
+		}
+		k.pending = k.pending[i:]
+	}
+	if l, ok := k.m.(CheckpointListener); ok {
+		l.CheckpointCompleted(id)
+	}
+}
+
+// CheckpointAborted implements CheckpointListener: the changes captured for id stay
+// pending and go into the next delta.
+func (k *Keyed) CheckpointAborted(id uint64, reason string) {
+	k.mu.Lock()
+	delete(k.results, id)
+	k.mu.Unlock()
+	if l, ok := k.m.(CheckpointListener); ok {
+		l.CheckpointAborted(id, reason)
+	}
+}
+
+// stored records the chain checkpoint id is acked with; the persister calls it before
+// it publishes the ack.
+func (k *Keyed) stored(id uint64, c chain) {
+	k.mu.Lock()
+	k.results[id] = c
+	k.mu.Unlock()
+}
+
+// restored makes c the chain of the restored, completed checkpoint.
+func (k *Keyed) restored(c chain) { k.completed, k.pending = c, nil }
+
+// producer returns the Producer of a Machine: the Machine itself, or the KeyedMachine a
+// Keyed runs.
+func producer(m Machine) (Producer, bool) {
+	if k, ok := m.(*Keyed); ok {
+		p, ok := k.m.(Producer)
+		return p, ok
+	}
+	p, ok := m.(Producer)
+	return p, ok
+}
+
+// keyedSnapshot is a Keyed's snapshot for one checkpoint.
+type keyedSnapshot struct {
+	k  *Keyed
+	id uint64
+	// prev is the chain of the last completed checkpoint at the capture, and captures
+	// the changes since, oldest first.
+	prev     chain
+	captures []*state.Changes
+	// view, when set, is the frozen state to write as a new base.
+	view *state.View
+}
+
+// isBase reports whether the snapshot writes a base rather than a delta.
+func (s *keyedSnapshot) isBase() bool { return s.view != nil || s.prev.base == nil }
+
+// unchanged reports whether a delta would be empty: the last completed chain still holds.
+func (s *keyedSnapshot) unchanged() bool {
+	if s.isBase() {
+		return false
+	}
+	for _, c := range s.captures {
+		if c.Len() > 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// Persist writes the new base, or the delta of the captured changes.
+func (s *keyedSnapshot) Persist(w io.Writer) error {
+	var err error
+	switch {
+	case s.view != nil:
+		_, err = s.view.WriteBase(w)
+		s.view.Release()
+	case s.prev.base == nil:
+		// No base yet: the state started empty, so the changes are the whole state.
+		_, err = state.WriteSegment(w, state.Base, s.captures...)
+	default:
+		_, err = state.WriteSegment(w, state.Delta, s.captures...)
+	}
+	return err
+}
+
+// Release lets the store fold its overlay back if the base was not written.
+func (s *keyedSnapshot) Release() {
+	if s.view != nil {
+		s.view.Release()
+	}
+	s.captures = nil
+}

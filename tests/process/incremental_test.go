@@ -1,0 +1,117 @@
+package process
+
+import (
+	"encoding/json"
+	"fmt"
+	"maps"
+	"testing"
+	"time"
+
+	"github.com/cairn-stream/cairn/internal/proctest"
+	"github.com/cairn-stream/cairn/pkg/messages"
+)
+
+// TestIncrementalCheckpointAfterSmallChange is acceptance 1 of issue 10: the reference
+// operator (on the keyed state store) holds 20 000 distinct keys, then 200 of them are
+// updated: the next completed checkpoint writes at most 5 % of the bytes it references,
+// in its completed event and in the job's status. After a SIGKILL, with the input trimmed
+// below the retained checkpoints, the restarted instance restores base and deltas and
+// every key's totals are exact.
+func TestIncrementalCheckpointAfterSmallChange(t *testing.T) {
+	const (
+		inst     = "inc-0"
+		distinct = 20000
+		updated  = 200
+	)
+	s := newStack(t, stackOptions{instances: []string{inst}})
+	ctx := ctxFor(t, 120*time.Second)
+	want := map[string]messages.KeyTotals{}
+	publish := func(first, n int, value int64) uint64 {
+		t.Helper()
+		var last uint64
+		for i := first; i < first+n; i++ {
+			key := fmt.Sprintf("key-%05d", i)
+			data, err := json.Marshal(messages.InputEvent{Key: key, Value: value})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ack, err := s.js.Publish(ctx, subjects.Input(s.job, inst), data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			kt := want[key]
+			want[key] = messages.KeyTotals{Count: kt.Count + 1, Sum: kt.Sum + value}
+			last = ack.Sequence
+		}
+		return last
+	}
+	last := publish(0, distinct, 1)
+	if _, err := s.waitCovered(ctx, inst, last); err != nil {
+		t.Fatal(err)
+	}
+	last = publish(5000, updated, 7)
+	m, err := s.waitCovered(ctx, inst, last)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ev messages.CheckpointEvent
+	if err := s.waitEvents(ctx, fmt.Sprintf("the completed event of checkpoint %d", m.CheckpointID), func(evs []messages.CheckpointEvent) bool {
+		for _, e := range evs {
+			if e.CheckpointID == m.CheckpointID {
+				ev = e
+				return true
+			}
+		}
+		return false
+	}); err != nil {
+		t.Fatal(err)
+	}
+	is := m.Instances[inst]
+	t.Logf("checkpoint %d: %d bytes referenced (base %d, %d deltas), %d written", ev.CheckpointID, ev.Bytes, is.Snapshot.Size, len(is.Deltas), ev.Written)
+	if ev.Bytes < distinct*20 || ev.Written*20 > ev.Bytes {
+		t.Errorf("the checkpoint after %d updates wrote %d of %d bytes; want at most 5 %%", updated, ev.Written, ev.Bytes)
+	}
+	if err := proctest.Poll(ctx, 20*time.Millisecond, "the status to show the checkpoint", func() (bool, error) {
+		st, err := s.status(ctx)
+		if err != nil || st.LastCompleted == nil || st.LastCompleted.ID < m.CheckpointID {
+			return false, err
+		}
+		if lc := st.LastCompleted; lc.Bytes < distinct*20 || lc.BytesWritten*20 > lc.Bytes {
+			return false, fmt.Errorf("status: checkpoint %d wrote %d of %d bytes; want at most 5 %%", lc.ID, lc.BytesWritten, lc.Bytes)
+		}
+		return true, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	if _, err := s.ops[inst].Kill(); err != nil {
+		t.Fatal(err)
+	}
+	first, err := s.trimBelowRetained(ctx, inst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first <= 1 {
+		t.Fatalf("the input still starts at sequence %d: a replay from the start could pass", first)
+	}
+	last = publish(19900, 150, 3) // 100 keys updated, 50 new, after the kill
+	if err := s.ops[inst].Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ops[inst].WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st, err := s.waitApplied(ctx, inst, last)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Rejected != 0 || !maps.Equal(st.Keys, want) {
+		var wrong []string
+		for k, w := range want {
+			if st.Keys[k] != w {
+				wrong = append(wrong, fmt.Sprintf("%s: %+v, want %+v", k, st.Keys[k], w))
+			}
+		}
+		t.Fatalf("after SIGKILL and restart: %d keys (want %d), %d rejected, %d keys wrong, e.g. %v", len(st.Keys), len(want), st.Rejected, len(wrong), wrong[:min(len(wrong), 5)])
+	}
+}
