@@ -104,29 +104,39 @@ func (s *system) retainedManifests(job string) []*messages.Manifest {
 }
 
 // checkRetainedReadable fails the test when a retained manifest of job references a
-// snapshot that cannot be read back with its digest.
+// snapshot object (a whole state, or a base or delta of a chain) that cannot be read back
+// with its size.
 func (s *system) checkRetainedReadable(job string) {
 	s.t.Helper()
 	for _, m := range s.retainedManifests(job) {
 		for inst, is := range m.Instances {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			data, err := s.res.Snapshots.GetBytes(ctx, is.Snapshot.Object)
-			cancel()
-			if err != nil {
-				// A manifest retention dropped after the listing is no loss (its objects
-				// may be half removed, and a read of those waits for its deadline).
-				gctx, gcancel := context.WithTimeout(context.Background(), 5*time.Second)
-				_, gerr := s.res.Manifests.Get(gctx, cjs.ManifestKey(job, m.CheckpointID))
-				gcancel()
-				if errors.Is(gerr, jetstream.ErrKeyNotFound) {
-					continue
-				}
-				s.t.Fatalf("manifest %d, instance %s: snapshot %s: %v", m.CheckpointID, inst, is.Snapshot.Object, err)
-			}
-			if uint64(len(data)) != is.Snapshot.Size {
-				s.t.Fatalf("manifest %d, instance %s: snapshot %s has %d bytes, want %d", m.CheckpointID, inst, is.Snapshot.Object, len(data), is.Snapshot.Size)
+			for _, ref := range is.Refs() {
+				s.checkReadable(job, m.CheckpointID, inst, ref)
 			}
 		}
+	}
+}
+
+// checkReadable fails the test when ref, referenced by manifest id, cannot be read back
+// with its size, unless the manifest was dropped meanwhile.
+func (s *system) checkReadable(job string, id uint64, inst string, ref messages.SnapshotRef) {
+	s.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	data, err := s.res.Snapshots.GetBytes(ctx, ref.Object)
+	cancel()
+	if err != nil {
+		// A manifest retention dropped after the listing is no loss (its objects may be
+		// half removed, and a read of those waits for its deadline).
+		gctx, gcancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, gerr := s.res.Manifests.Get(gctx, cjs.ManifestKey(job, id))
+		gcancel()
+		if errors.Is(gerr, jetstream.ErrKeyNotFound) {
+			return
+		}
+		s.t.Fatalf("manifest %d, instance %s: snapshot %s: %v", id, inst, ref.Object, err)
+	}
+	if uint64(len(data)) != ref.Size {
+		s.t.Fatalf("manifest %d, instance %s: snapshot %s has %d bytes, want %d", id, inst, ref.Object, len(data), ref.Size)
 	}
 }
 
@@ -184,7 +194,9 @@ func TestStorageStaysBounded(t *testing.T) {
 		referenced := map[string]bool{}
 		for _, m := range s.retainedManifests(job) {
 			for _, is := range m.Instances {
-				referenced[is.Snapshot.Object] = true
+				for _, ref := range is.Refs() {
+					referenced[ref.Object] = true
+				}
 			}
 		}
 		for name := range objects {
