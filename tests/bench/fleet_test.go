@@ -125,22 +125,34 @@ func buildCairn(b *testing.B) string {
 type gapRecorder struct {
 	interval time.Duration
 	mu       sync.Mutex
-	last     map[string]time.Time
+	last     map[string]arrivedAt
 	record   bool
 	late     sample
 }
 
-func newGapRecorder(interval time.Duration) *gapRecorder {
-	return &gapRecorder{interval: interval, last: map[string]time.Time{}}
+// arrivedAt is the newest message counted for a key: its number and arrival.
+type arrivedAt struct {
+	n  uint64
+	at time.Time
 }
 
-func (g *gapRecorder) arrived(key string, at time.Time) {
+func newGapRecorder(interval time.Duration) *gapRecorder {
+	return &gapRecorder{interval: interval, last: map[string]arrivedAt{}}
+}
+
+// arrived counts message n of key at at; a message not newer than the last counted one
+// (a barrier sent again to an instance that had not acked) is no new gap.
+func (g *gapRecorder) arrived(key string, n uint64, at time.Time) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if prev, ok := g.last[key]; ok && g.record {
-		g.late = append(g.late, at.Sub(prev)-g.interval)
+	prev, ok := g.last[key]
+	if ok && n <= prev.n {
+		return
 	}
-	g.last[key] = at
+	if ok && g.record {
+		g.late = append(g.late, at.Sub(prev.at)-g.interval)
+	}
+	g.last[key] = arrivedAt{n, at}
 }
 
 // measure records between start and stop and returns what it recorded.
@@ -163,7 +175,8 @@ func timerFloor(b *testing.B, srv *natstest.Server, shape fleetShape) sample {
 	b.Helper()
 	pub, sub := srv.Connect(b), srv.Connect(b)
 	rec := newGapRecorder(shape.interval)
-	s, err := sub.Subscribe("floor.>", func(m *nats.Msg) { rec.arrived(m.Subject, time.Now()) })
+	var n atomic.Uint64
+	s, err := sub.Subscribe("floor.>", func(m *nats.Msg) { rec.arrived(m.Subject, n.Add(1), time.Now()) })
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -247,7 +260,7 @@ func runFleet(b *testing.B, srv *natstest.Server, js jetstream.JetStream, res *c
 			ackErrs.Add(1)
 			return
 		}
-		rec.arrived(br.Job, at)
+		rec.arrived(br.Job, br.CheckpointID, at)
 		for k := range shape.instances {
 			inst := fmt.Sprintf("op-%d", k)
 			data, err := messages.Marshal(&messages.Ack{
