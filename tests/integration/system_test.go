@@ -224,10 +224,13 @@ type barrier struct {
 	b  messages.Barrier
 }
 
-// barriers subscribes to job's barriers.
+// barriers subscribes to job's barriers, each delivered once (not again when resent).
 func (s *system) barriers(job string) <-chan barrier {
 	s.t.Helper()
 	ch := make(chan barrier, 1024)
+	// A barrier sent again to an instance that has not acked (same id, coordinator and
+	// trigger time) is no new barrier; a subscription's callback runs on one goroutine.
+	sent := map[uint64]messages.Barrier{}
 	sub, err := s.nc.Subscribe(subjects.Barrier(job), func(m *nats.Msg) {
 		at := time.Now()
 		var b messages.Barrier
@@ -238,6 +241,10 @@ func (s *system) barriers(job string) <-chan barrier {
 		if got := m.Header.Get(messages.HeaderCheckpointID); got != fmt.Sprint(b.CheckpointID) {
 			s.t.Errorf("barrier header %s = %q, body id %d", messages.HeaderCheckpointID, got, b.CheckpointID)
 		}
+		if prev, ok := sent[b.CheckpointID]; ok && prev.Coordinator == b.Coordinator && prev.TriggeredAt.Equal(b.TriggeredAt) {
+			return
+		}
+		sent[b.CheckpointID] = b
 		select {
 		case ch <- barrier{at: at, b: b}:
 		default:
