@@ -8,6 +8,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
+
+	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
 // answerFunc answers a request with a JSON reply value, or with e when it is not nil. It
@@ -30,6 +32,21 @@ type holderRequest struct {
 	wait time.Duration
 	// local hands the request to this coordinator's loop of the job.
 	local func(done answerFunc)
+}
+
+// parseHolderCall checks the job name and the body of a request that only the lease
+// holder answers, alike on its public endpoint and on the direct subject a standby
+// forwards it to: a bad one is answered 400 wherever it arrives.
+func parseHolderCall[T any](job string, body []byte, parse func([]byte) (T, error)) (T, *replyError) {
+	var zero T
+	if err := messages.ValidateName("job", job); err != nil {
+		return zero, &replyError{codeBadRequest, err.Error()}
+	}
+	req, err := parse(body)
+	if err != nil {
+		return zero, &replyError{codeBadRequest, err.Error()}
+	}
+	return req, nil
 }
 
 // atHolder answers r at the job's lease holder. Any replica may receive r (micro's queue

@@ -49,13 +49,9 @@ func parseRemoveRequest(data []byte) (messages.MemberRemoveRequest, error) {
 // atHolder): only the holder removes members.
 func (s *Service) onRemove(ctx context.Context, r micro.Request) {
 	name := s.cfg.Subjects.Token(r.Subject(), 3)
-	if err := messages.ValidateName("job", name); err != nil {
-		respondError(r, codeBadRequest, err.Error())
-		return
-	}
-	req, err := parseRemoveRequest(r.Data())
-	if err != nil {
-		respondError(r, codeBadRequest, err.Error())
+	req, e := parseHolderCall(name, r.Data(), parseRemoveRequest)
+	if e != nil {
+		respondError(r, e.code, e.msg)
 		return
 	}
 	s.atHolder(ctx, r, holderRequest{
@@ -69,13 +65,9 @@ func (s *Service) onRemove(ctx context.Context, r micro.Request) {
 func (s *Service) onDirectRemove(ctx context.Context, m *nats.Msg) {
 	name := s.cfg.Subjects.Token(m.Subject, 4)
 	s.onDirect(m, func(done answerFunc) {
-		if err := messages.ValidateName("job", name); err != nil {
-			done(nil, &replyError{codeBadRequest, err.Error()})
-			return
-		}
-		req, err := parseRemoveRequest(m.Data)
-		if err != nil {
-			done(nil, &replyError{codeBadRequest, err.Error()})
+		req, e := parseHolderCall(name, m.Data, parseRemoveRequest)
+		if e != nil {
+			done(nil, e)
 			return
 		}
 		s.removeLocally(ctx, name, req.Instance, removalAnswer(done))

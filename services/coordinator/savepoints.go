@@ -209,13 +209,9 @@ func parseSavepointRequest(data []byte) (messages.SavepointRequest, error) {
 // onDelete answers cairn.checkpoint.delete.<job> at the job's lease holder (see atHolder).
 func (s *Service) onDelete(ctx context.Context, r micro.Request) {
 	name := s.cfg.Subjects.Token(r.Subject(), 2)
-	if err := messages.ValidateName("job", name); err != nil {
-		respondError(r, codeBadRequest, err.Error())
-		return
-	}
-	req, err := parseSavepointRequest(r.Data())
-	if err != nil {
-		respondError(r, codeBadRequest, err.Error())
+	req, e := parseHolderCall(name, r.Data(), parseSavepointRequest)
+	if e != nil {
+		respondError(r, e.code, e.msg)
 		return
 	}
 	s.atHolder(ctx, r, holderRequest{
@@ -229,13 +225,9 @@ func (s *Service) onDelete(ctx context.Context, r micro.Request) {
 func (s *Service) onDirectDelete(ctx context.Context, m *nats.Msg) {
 	name := s.cfg.Subjects.Token(m.Subject, 4)
 	s.onDirect(m, func(done answerFunc) {
-		if err := messages.ValidateName("job", name); err != nil {
-			done(nil, &replyError{codeBadRequest, err.Error()})
-			return
-		}
-		req, err := parseSavepointRequest(m.Data)
-		if err != nil {
-			done(nil, &replyError{codeBadRequest, err.Error()})
+		req, e := parseHolderCall(name, m.Data, parseSavepointRequest)
+		if e != nil {
+			done(nil, e)
 			return
 		}
 		s.deleteLocally(ctx, name, req.Savepoint, done)

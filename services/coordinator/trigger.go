@@ -67,13 +67,9 @@ func parseTriggerRequest(data []byte) (messages.TriggerRequest, error) {
 // atHolder), when the checkpoint triggered for it has ended.
 func (s *Service) onTrigger(ctx context.Context, r micro.Request) {
 	name := s.cfg.Subjects.Token(r.Subject(), 2)
-	if err := messages.ValidateName("job", name); err != nil {
-		respondError(r, codeBadRequest, err.Error())
-		return
-	}
-	req, err := parseTriggerRequest(r.Data())
-	if err != nil {
-		respondError(r, codeBadRequest, err.Error())
+	req, e := parseHolderCall(name, r.Data(), parseTriggerRequest)
+	if e != nil {
+		respondError(r, e.code, e.msg)
 		return
 	}
 	s.atHolder(ctx, r, holderRequest{
@@ -87,13 +83,9 @@ func (s *Service) onTrigger(ctx context.Context, r micro.Request) {
 func (s *Service) onDirectTrigger(ctx context.Context, m *nats.Msg) {
 	name := s.cfg.Subjects.Token(m.Subject, 4)
 	s.onDirect(m, func(done answerFunc) {
-		if err := messages.ValidateName("job", name); err != nil {
-			done(nil, &replyError{codeBadRequest, err.Error()})
-			return
-		}
-		req, err := parseTriggerRequest(m.Data)
-		if err != nil {
-			done(nil, &replyError{codeBadRequest, err.Error()})
+		req, e := parseHolderCall(name, m.Data, parseTriggerRequest)
+		if e != nil {
+			done(nil, e)
 			return
 		}
 		s.triggerLocally(ctx, name, req.Savepoint, done)
