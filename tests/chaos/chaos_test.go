@@ -284,6 +284,11 @@ func (r *run) killOperator(ctx context.Context, k operatorKill) {
 	var at time.Time
 	var err error
 	if k.graceful {
+		// A SIGTERM is about draining a running operator: a process signalled in its first
+		// milliseconds, before Go installed its handler, dies of the signal instead.
+		wctx, wcancel := context.WithTimeout(ctx, 15*time.Second)
+		_ = p.WaitReady(wctx)
+		wcancel()
 		var code int
 		at, code, err = p.Signal(syscall.SIGTERM, 20*time.Second)
 		if err == nil && code != 0 {
