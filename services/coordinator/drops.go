@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"strings"
+	"time"
 
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
@@ -28,13 +29,37 @@ func (j *job) noteAck(a *messages.Ack) {
 	}
 }
 
+// retainEvery and retainAfter pace the retention passes completions ask for: a completion
+// asks for one when retainEvery completions or retainAfter have passed since the last
+// request, and otherwise the loop asks for one retainAfter after the last request. One
+// pass then serves several completions (its listing of the job's keys is the costly part),
+// at most retainEvery manifests beyond retain wait for it, and the input of a job that
+// went quiet is trimmed within retainAfter. Aborts and savepoint deletions ask at once.
+const (
+	retainEvery = 10
+	retainAfter = 2 * time.Second
+)
+
+// retainCompleted paces the retention pass after a completion at now (retainEvery,
+// retainAfter).
+func (j *job) retainCompleted(now time.Time) {
+	j.unretained++
+	if j.unretained >= retainEvery || !now.Before(j.retainDue()) {
+		j.retainNow(false)
+	}
+}
+
+// retainDue is when a completion not yet retained gets its retention pass.
+func (j *job) retainDue() time.Time { return j.retainedAt.Add(retainAfter) }
+
 // retainNow hands retention the snapshots of the checkpoints aborted since the last call.
 // Those their instances have moved past are freed, deleted at once unless a retained
 // manifest references them; the others (an instance's last acked object, which it may
 // still reuse) stay in j.dropped and are offered again at the next call. scan asks for a
 // full scan of the snapshot store.
 func (j *job) retainNow(scan bool) {
-	req := retainRequest{keep: j.cfg.Retain, live: j.liveRefs(), scan: scan}
+	req := retainRequest{keep: j.cfg.Retain, live: j.liveRefs(), scan: scan, written: j.written}
+	j.written, j.unretained, j.retainedAt = nil, 0, time.Now()
 	seen := map[string]bool{}
 	var kept []messages.SnapshotRef
 	for _, ref := range j.dropped {

@@ -86,7 +86,12 @@ type job struct {
 	failures      int
 	dropped       []messages.SnapshotRef // acked for checkpoints aborted, not yet freed by retention
 	acked         map[string]ackedObject // per instance, the object of its newest ack (noteAck)
-	timer         *time.Timer
+	// written are the manifests written since the last retention request, unretained the
+	// completions since then (retainCompleted), retainedAt when it was made.
+	written    []*messages.Manifest
+	unretained int
+	retainedAt time.Time
+	timer      *time.Timer
 	// prev is the newest manifest (the predecessor of the next one), valid while prevOK:
 	// read at take-over, replaced by every manifest this loop writes. It holds every member.
 	prev   *messages.Manifest
@@ -194,6 +199,9 @@ func (j *job) arm(now time.Time) {
 	if j.lease.held {
 		earliest(j.lease.validUntil)
 	}
+	if j.unretained > 0 {
+		earliest(j.retainDue())
+	}
 	if wake.IsZero() {
 		j.timer.Stop()
 		return
@@ -214,6 +222,9 @@ func (j *job) tick(ctx context.Context, now time.Time) {
 		if due := j.next(now); !now.Before(due) {
 			j.trigger(ctx, now)
 		}
+	}
+	if j.unretained > 0 && !now.Before(j.retainDue()) {
+		j.retainNow(false)
 	}
 }
 
@@ -341,6 +352,7 @@ func (j *job) fence(ctx context.Context, why string) {
 	}
 	j.prev, j.prevOK = nil, false
 	j.savepoints, j.savepointsOK = nil, false
+	j.written, j.unretained = nil, 0 // the holder's retention takes over
 	j.failRemovals(func(*removal) bool { return true }, codeUnavailable, "this coordinator stopped coordinating the job ("+why+"); nothing was removed")
 	j.failManual("this coordinator stopped coordinating the job (" + why + "); the checkpoint did not complete, try again")
 	j.log.Warn().Str("why", why).Msg("stopped coordinating the job")
@@ -549,7 +561,8 @@ func (j *job) complete(ctx context.Context, p *pending) {
 	if err := j.b.publishEvent(cctx, ev); err != nil {
 		j.log.Error().Err(err).Uint64("checkpoint", p.id).Msg("cannot publish the completed event")
 	}
-	j.retainNow(false)
+	j.written = append(j.written, m)
+	j.retainCompleted(now)
 	j.log.Info().Uint64("checkpoint", p.id).Uint64("config_version", p.version).Str("duration", j.lastCompleted.Duration).
 		Uint64("bytes", bytes).Uint64("bytes_written", written).Int("participants", len(participants)).
 		Int("members", len(m.Instances)).Msg("checkpoint completed")

@@ -41,6 +41,10 @@ type retainRequest struct {
 	freed []messages.SnapshotRef
 	// scan asks for a full scan of the snapshot store in this pass (the store was full).
 	scan bool
+	// written are the manifests the job's loop wrote since the last request. A manifest
+	// under <job>.<id> never changes (ids are never reused), so the worker keeps them
+	// instead of reading them back.
+	written []*messages.Manifest
 }
 
 // objectStore is what retention needs of the snapshot store.
@@ -65,6 +69,13 @@ type retainer struct {
 	// LimitMarkerTTL, read at the first pass (markerRead); 0 when the bucket has none.
 	markerTTL  time.Duration
 	markerRead bool
+	// manifests are the job's manifests by id as last listed, those read or handed over
+	// (retainRequest.written) with their content, the others nil until read.
+	manifests map[uint64]*messages.Manifest
+}
+
+func newRetainer(b *natsBackend, store objectStore, purger *objectPurger, trim *trimmer) *retainer {
+	return &retainer{b: b, store: store, purger: purger, candidates: map[string]bool{}, trim: trim, manifests: map[uint64]*messages.Manifest{}}
 }
 
 // retain queues a retention pass; a newer request replaces one not yet started, keeping
@@ -80,6 +91,7 @@ func (b *natsBackend) retain(req retainRequest) {
 		case old := <-b.retainCh:
 			req.dropped = append(req.dropped, old.dropped...)
 			req.freed = append(req.freed, old.freed...)
+			req.written = append(req.written, old.written...)
 			req.scan = req.scan || old.scan
 		default:
 		}
@@ -91,7 +103,7 @@ func (b *natsBackend) retain(req retainRequest) {
 // last request it makes one pass of its own, a full scan, with that request's keep and
 // live snapshots.
 func (b *natsBackend) runRetention(ctx context.Context, store objectStore, purger *objectPurger, trim *trimmer) {
-	r := &retainer{b: b, store: store, purger: purger, candidates: map[string]bool{}, trim: trim}
+	r := newRetainer(b, store, purger, trim)
 	quiet := time.NewTimer(quietScanAfter)
 	quiet.Stop()
 	defer quiet.Stop()
@@ -153,14 +165,14 @@ func (r *retainer) pass(ctx context.Context, req retainRequest) (manifests, obje
 	if err := r.readMarkerTTL(ctx); err != nil {
 		return 0, 0, nil, err
 	}
-	ids, err := b.manifestIDs(ctx)
+	ids, savepointKeys, err := r.list(ctx, req.written)
 	if err != nil || len(ids) == 0 {
 		return 0, 0, nil, err
 	}
 	slices.SortFunc(ids, func(x, y uint64) int { return cmp.Compare(y, x) })
 	keep := min(max(req.keep, 1), len(ids))
 	for _, id := range ids[keep:] {
-		m, err := b.readManifest(ctx, id)
+		m, err := r.manifest(ctx, id)
 		if err != nil {
 			return manifests, 0, nil, err
 		}
@@ -174,6 +186,7 @@ func (r *retainer) pass(ctx context.Context, req retainRequest) (manifests, obje
 		if err := r.purgeManifest(ctx, id); err != nil {
 			return manifests, 0, nil, err
 		}
+		delete(r.manifests, id)
 		manifests++
 	}
 	referenced := map[string]bool{}
@@ -181,7 +194,7 @@ func (r *retainer) pass(ctx context.Context, req retainRequest) (manifests, obje
 		referenced[ref.Object] = true
 	}
 	for _, id := range ids[:keep] {
-		m, err := b.readManifest(ctx, id)
+		m, err := r.manifest(ctx, id)
 		if err != nil {
 			return manifests, 0, nil, err
 		}
@@ -196,7 +209,7 @@ func (r *retainer) pass(ctx context.Context, req retainRequest) (manifests, obje
 		}
 	}
 	// Savepoints are retained until deleted: their objects stay and their input is kept.
-	savepoints, err := b.savepoints(ctx)
+	savepoints, err := readSavepointKeys(ctx, r.b.manifests, r.b.job, savepointKeys)
 	if err != nil {
 		return manifests, 0, nil, err
 	}
@@ -299,25 +312,61 @@ func (r *retainer) purgeManifest(ctx context.Context, id uint64) error {
 	return nil
 }
 
-// readManifest reads manifest id of the job; nil when it is gone.
-func (b *natsBackend) readManifest(ctx context.Context, id uint64) (*messages.Manifest, error) {
-	return readManifestKey(ctx, b.manifests, cjs.ManifestKey(b.job, id))
+// list lists the job's manifest ids and savepoint keys (listManifestKeys). The manifests
+// it keeps follow the listing: written ones are added, those no longer listed dropped. A
+// manifest written after the listing started may be missing from it; the next pass finds it.
+func (r *retainer) list(ctx context.Context, written []*messages.Manifest) (ids []uint64, savepointKeys []string, err error) {
+	ids, savepointKeys, err = listManifestKeys(ctx, r.b.manifests, r.b.job)
+	if err != nil {
+		return nil, nil, err
+	}
+	listed := make(map[uint64]bool, len(ids))
+	for _, id := range ids {
+		listed[id] = true
+	}
+	for _, m := range written {
+		if listed[m.CheckpointID] {
+			r.manifests[m.CheckpointID] = m
+		}
+	}
+	for id := range r.manifests {
+		if !listed[id] {
+			delete(r.manifests, id)
+		}
+	}
+	return ids, savepointKeys, nil
 }
 
-// manifestIDs lists the checkpoint ids that have a manifest (<job>.<id> keys).
-func (b *natsBackend) manifestIDs(ctx context.Context) ([]uint64, error) {
-	lister, err := b.manifests.ListKeysFiltered(ctx, b.job+".*")
+// listManifestKeys lists, in one listing of job's keys, the checkpoint ids that have a
+// manifest (<job>.<id>) and the keys of its savepoints (<job>.savepoint.<name>).
+func listManifestKeys(ctx context.Context, kv jetstream.KeyValue, job string) (ids []uint64, savepointKeys []string, err error) {
+	lister, err := kv.ListKeysFiltered(ctx, job+".>")
 	if err != nil {
-		return nil, fmt.Errorf("list manifests: %w", err)
+		return nil, nil, fmt.Errorf("list manifests: %w", err)
 	}
 	defer func() { _ = lister.Stop() }()
-	var ids []uint64
 	for k := range lister.Keys() {
-		if id, err := strconv.ParseUint(strings.TrimPrefix(k, b.job+"."), 10, 64); err == nil {
+		rest := strings.TrimPrefix(k, job+".")
+		if strings.HasPrefix(rest, "savepoint.") {
+			savepointKeys = append(savepointKeys, k)
+		} else if id, err := strconv.ParseUint(rest, 10, 64); err == nil {
 			ids = append(ids, id)
 		}
 	}
-	return ids, nil
+	return ids, savepointKeys, nil
+}
+
+// manifest returns manifest id of the job, read once and then kept; nil when it is gone.
+func (r *retainer) manifest(ctx context.Context, id uint64) (*messages.Manifest, error) {
+	if m := r.manifests[id]; m != nil {
+		return m, nil
+	}
+	m, err := readManifestKey(ctx, r.b.manifests, cjs.ManifestKey(r.b.job, id))
+	if err != nil || m == nil {
+		return nil, err
+	}
+	r.manifests[id] = m
+	return m, nil
 }
 
 // objectCheckpoint parses the checkpoint id of a snapshot object <job>/<id>/<instance>.

@@ -78,7 +78,7 @@ func TestRetentionPass(t *testing.T) {
 func newTestRetainer(js jetstream.JetStream, res *cjs.Resources, job string) *retainer {
 	b := &natsBackend{job: job, manifests: res.Manifests, log: zerolog.Nop()}
 	lookup := func(ctx context.Context, name string) (streamPurger, error) { return js.Stream(ctx, name) }
-	return &retainer{b: b, store: res.Snapshots, purger: &objectPurger{bucket: cjs.SnapshotBucket, lookup: lookup}, candidates: map[string]bool{}}
+	return newRetainer(b, res.Snapshots, &objectPurger{bucket: cjs.SnapshotBucket, lookup: lookup}, nil)
 }
 
 // streamMsgs returns how many messages the stream holds.

@@ -44,6 +44,11 @@ func readSavepoints(ctx context.Context, kv jetstream.KeyValue, job string) (map
 	for k := range lister.Keys() {
 		keys = append(keys, k)
 	}
+	return readSavepointKeys(ctx, kv, job, keys)
+}
+
+// readSavepointKeys reads job's savepoints under keys, by name; those gone are left out.
+func readSavepointKeys(ctx context.Context, kv jetstream.KeyValue, job string, keys []string) (map[string]*messages.Manifest, error) {
 	out := make(map[string]*messages.Manifest, len(keys))
 	for _, k := range keys {
 		m, err := readManifestKey(ctx, kv, k)
@@ -284,8 +289,7 @@ func (s *Service) onList(ctx context.Context, r micro.Request) {
 // listCheckpoints reads job's retained checkpoints, newest first, and its savepoints, by
 // name.
 func (s *Service) listCheckpoints(ctx context.Context, job string) (*messages.CheckpointList, error) {
-	b := &natsBackend{job: job, manifests: s.res.Manifests}
-	ids, err := b.manifestIDs(ctx)
+	ids, savepointKeys, err := listManifestKeys(ctx, s.res.Manifests, job)
 	if err != nil {
 		return nil, err
 	}
@@ -293,7 +297,7 @@ func (s *Service) listCheckpoints(ctx context.Context, job string) (*messages.Ch
 	slices.Reverse(ids)
 	list := &messages.CheckpointList{Job: job, Checkpoints: []messages.CheckpointInfo{}, Savepoints: []messages.CheckpointInfo{}}
 	for _, id := range ids {
-		m, err := b.readManifest(ctx, id)
+		m, err := readManifestKey(ctx, s.res.Manifests, cjs.ManifestKey(job, id))
 		if err != nil {
 			return nil, err
 		}
@@ -301,7 +305,7 @@ func (s *Service) listCheckpoints(ctx context.Context, job string) (*messages.Ch
 			list.Checkpoints = append(list.Checkpoints, messages.NewCheckpointInfo(m))
 		}
 	}
-	sps, err := b.savepoints(ctx)
+	sps, err := readSavepointKeys(ctx, s.res.Manifests, job, savepointKeys)
 	if err != nil {
 		return nil, err
 	}
