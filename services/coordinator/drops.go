@@ -29,28 +29,36 @@ func (j *job) noteAck(a *messages.Ack) {
 	}
 }
 
-// retainEvery and retainAfter pace the retention passes completions ask for: a completion
-// asks for one when retainEvery completions or retainAfter have passed since the last
-// request, and otherwise the loop asks for one retainAfter after the last request. One
-// pass then serves several completions (its listing of the job's keys is the costly part),
-// at most retainEvery manifests beyond retain wait for it, and the input of a job that
-// went quiet is trimmed within retainAfter. Aborts and savepoint deletions ask at once.
+// retainEvery and retainAfter pace the retention passes completions ask for. A
+// completion asks for one when retainEvery completions or retainAfter have passed since
+// the last request; otherwise the loop asks for one once the job has been quiet for two
+// intervals after its last completion, and at the latest retainAfter after the last
+// request. One pass then serves several completions of a busy job (its listing of the
+// job's keys is the costly part), at most retainEvery manifests beyond retain wait for it,
+// and a job that went quiet is retained and trimmed soon. Aborts and savepoint deletions
+// ask at once.
 const (
 	retainEvery = 10
-	retainAfter = 2 * time.Second
+	retainAfter = 10 * time.Second
 )
 
 // retainCompleted paces the retention pass after a completion at now (retainEvery,
 // retainAfter).
 func (j *job) retainCompleted(now time.Time) {
 	j.unretained++
-	if j.unretained >= retainEvery || !now.Before(j.retainDue()) {
+	if j.unretained >= retainEvery || !now.Before(j.retainedAt.Add(retainAfter)) {
 		j.retainNow(false)
 	}
 }
 
-// retainDue is when a completion not yet retained gets its retention pass.
-func (j *job) retainDue() time.Time { return j.retainedAt.Add(retainAfter) }
+// retainDue is when completions not yet retained get their retention pass.
+func (j *job) retainDue() time.Time {
+	due := j.retainedAt.Add(retainAfter)
+	if quiet := j.lastComplete.Add(2 * j.cfg.Interval); quiet.Before(due) {
+		due = quiet
+	}
+	return due
+}
 
 // retainNow hands retention the snapshots of the checkpoints aborted since the last call.
 // Those their instances have moved past are freed, deleted at once unless a retained

@@ -440,20 +440,24 @@ func (j *job) resend(instance, incarnation string) {
 }
 
 func (j *job) handleAck(ctx context.Context, a *messages.Ack) {
-	log := j.log.With().Uint64("checkpoint", a.CheckpointID).Str("instance", a.Instance).Logger()
+	// The fields of a dropped ack's log line, built only when it is logged: a logger
+	// With them would cost every ack.
+	dropped := func() *zerolog.Event {
+		return j.log.Debug().Uint64("checkpoint", a.CheckpointID).Str("instance", a.Instance)
+	}
 	j.noteAck(a)
 	p := j.find(a.CheckpointID)
 	if p == nil {
 		j.lateAcks++
 		if a.CheckpointID <= j.inherited {
-			log.Debug().Stringer("kind", a.Kind).Msg("ack for a checkpoint of a previous coordinator dropped")
+			dropped().Stringer("kind", a.Kind).Msg("ack for a checkpoint of a previous coordinator dropped")
 		} else {
-			log.Debug().Stringer("kind", a.Kind).Msg("late ack dropped: checkpoint not pending")
+			dropped().Stringer("kind", a.Kind).Msg("late ack dropped: checkpoint not pending")
 		}
 		return
 	}
 	if inc, ok := p.expected[a.Instance]; !ok || inc != a.Incarnation {
-		log.Debug().Str("incarnation", a.Incarnation).Msg("ack dropped: instance or incarnation not expected")
+		dropped().Str("incarnation", a.Incarnation).Msg("ack dropped: instance or incarnation not expected")
 		return
 	}
 	if a.Kind == messages.AckDeclined {
