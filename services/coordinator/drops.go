@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"hash/fnv"
 	"strings"
 	"time"
 
@@ -42,6 +43,15 @@ const (
 	retainAfter = 10 * time.Second
 )
 
+// retainPhase is where in the cycle of retainEvery completions the job's retention
+// passes fall after its first, different for different jobs: jobs started together would
+// otherwise all retain on the same completion and load NATS in bursts.
+func retainPhase(job string) int {
+	h := fnv.New32a()
+	h.Write([]byte(job))
+	return int(h.Sum32() % retainEvery)
+}
+
 // retainCompleted paces the retention pass after a completion at now (retainEvery,
 // retainAfter).
 func (j *job) retainCompleted(now time.Time) {
@@ -67,7 +77,11 @@ func (j *job) retainDue() time.Time {
 // full scan of the snapshot store.
 func (j *job) retainNow(scan bool) {
 	req := retainRequest{keep: j.cfg.Retain, live: j.liveRefs(), scan: scan, written: j.written}
-	j.written, j.unretained, j.retainedAt = nil, 0, time.Now()
+	j.written, j.unretained = nil, 0
+	if j.retainedAt.IsZero() {
+		j.unretained = retainPhase(j.name)
+	}
+	j.retainedAt = time.Now()
 	seen := map[string]bool{}
 	var kept []messages.SnapshotRef
 	for _, ref := range j.dropped {

@@ -23,6 +23,9 @@ import (
 // number of jobs and objects.
 const fullScanEvery = 20
 
+// retentionSlots is how many retention passes of a coordinator's jobs run at once.
+const retentionSlots = 4
+
 // quietScanAfter is how long after its last request the retention worker makes a pass of
 // its own, with a full scan: orphans uploaded for checkpoints whose acks never arrived are
 // then found even when the job stopped completing and aborting checkpoints.
@@ -101,8 +104,10 @@ func (b *natsBackend) retain(req retainRequest) {
 // runRetention serves retention passes until ctx is done; after each successful pass,
 // trim trims the members' input below the retained manifests. quietScanAfter after the
 // last request it makes one pass of its own, a full scan, with that request's keep and
-// live snapshots.
-func (b *natsBackend) runRetention(ctx context.Context, store objectStore, purger *objectPurger, trim *trimmer) {
+// live snapshots. A pass runs only while it holds a slot of slots, which the retention
+// workers of every job share: retention is background work, and many jobs' passes at once
+// must not delay the lease renewals and checkpoints that share the connection.
+func (b *natsBackend) runRetention(ctx context.Context, store objectStore, purger *objectPurger, trim *trimmer, slots chan struct{}) {
 	r := newRetainer(b, store, purger, trim)
 	quiet := time.NewTimer(quietScanAfter)
 	quiet.Stop()
@@ -120,7 +125,13 @@ func (b *natsBackend) runRetention(ctx context.Context, store objectStore, purge
 			req = last
 			req.scan = true
 		}
+		select {
+		case <-ctx.Done():
+			return
+		case slots <- struct{}{}:
+		}
 		r.run(ctx, req)
+		<-slots
 	}
 }
 

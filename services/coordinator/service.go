@@ -94,6 +94,9 @@ type Service struct {
 	syncOnce sync.Once
 	// skipped logs each invalid config event once.
 	skipped configlog.SkipLog
+	// retaining holds a slot per retention pass in progress, over every job
+	// (retentionSlots).
+	retaining chan struct{}
 	// faults, when set (tests only), wraps a job's backend and snapshot store as the job
 	// is first seen: fault injection for one job among real ones.
 	faults func(job string, b backend, store objectStore) (backend, objectStore)
@@ -110,6 +113,7 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, res *cjs.Resources, 
 	return &Service{
 		cfg: cfg, nc: nc, js: js, res: res, log: log.With().Str("coordinator", cfg.ID).Logger(),
 		jobs: map[string]*job{}, known: map[string]*jobEntry{}, replicas: newReplicaSet(cfg.ID, cfg.Jobs), synced: make(chan struct{}),
+		retaining: make(chan struct{}, retentionSlots),
 	}, nil
 }
 
@@ -244,7 +248,7 @@ func (s *Service) start(ctx context.Context, name string) *job {
 	s.wg.Go(func() { k.run(ctx) })
 	trim := newTrimmer(s.cfg.trimStreams(), s.stream, log)
 	purger := &objectPurger{bucket: cjs.SnapshotBucket, lookup: s.stream}
-	s.wg.Go(func() { b.runRetention(ctx, store, purger, trim) })
+	s.wg.Go(func() { b.runRetention(ctx, store, purger, trim, s.retaining) })
 	return j
 }
 
