@@ -18,11 +18,12 @@ import (
 // restoreWindow is how many deltas a restore downloads ahead of the segment it applies.
 const restoreWindow = 8
 
-// restoreChain loads a Keyed's store from the member's base and deltas, in order, each
-// checked against its size and SHA-256: the base streams from the object store while up
-// to restoreWindow deltas are downloaded ahead into memory, so that a long chain of small
-// objects does not cost a round trip each. The store is replaced only when every segment
-// checked out.
+// restoreChain loads a Keyed's store from the member's base and deltas, each checked
+// against its size and SHA-256. state.Store.Load reads the newest delta first and the
+// base last: up to restoreWindow deltas are downloaded ahead into memory, in that order,
+// so that a long chain of small objects does not cost a round trip each, and the base
+// streams from the object store at the end. The store is replaced only when every
+// segment checked out.
 func (r *Runtime) restoreChain(ctx context.Context, k *Keyed, inst messages.InstanceSnapshot) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -47,7 +48,8 @@ func (r *Runtime) restoreChain(ctx context.Context, k *Keyed, inst messages.Inst
 		deltas[i] = &prefetched{stop: ctx.Done(), done: make(chan struct{}), window: window}
 	}
 	wg.Go(func() {
-		for i, ref := range inst.Deltas {
+		for i := len(inst.Deltas) - 1; i >= 0; i-- {
+			ref := inst.Deltas[i]
 			select {
 			case window <- struct{}{}:
 			case <-ctx.Done():
