@@ -16,7 +16,7 @@ import (
 //
 // Entries live in 1 MiB slabs of plain bytes indexed by an open-addressing hash table of
 // 8-byte slots, so the garbage collector does not visit them one by one; a key and its
-// value cost their bytes plus about 14 bytes (header, padding, slot). The bytes an
+// value cost their bytes plus 10 to 25 bytes (header, padding, slot). The bytes an
 // overwritten or deleted entry leaves in its slab are reclaimed once they exceed a
 // third of the live bytes: the slab with the most garbage has its live entries moved
 // and is dropped, one slab per change.
