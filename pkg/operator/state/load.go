@@ -19,6 +19,9 @@ func (s *Store) Load(segs ...io.Reader) error {
 	e := newEntries()
 	var size int64
 	var tombs map[string]struct{}
+	// Records are looked up a batch at a time (see entries.touch).
+	var batch [64]Record
+	var hs [64]uint64
 	for i := len(segs) - 1; i >= 0; i-- {
 		sr, err := NewSegmentReader(segs[i])
 		if err != nil {
@@ -28,29 +31,35 @@ func (s *Store) Load(segs ...io.Reader) error {
 			return fmt.Errorf("segment %d: %w: kind %d where a %s is expected", i, ErrCorruptSegment, sr.Kind(), expected(i))
 		}
 		for {
-			rec, err := sr.Next()
+			n, err := sr.nextBatch(batch[:])
 			if err == io.EOF {
 				break
 			}
 			if err != nil {
 				return fmt.Errorf("segment %d: %w", i, err)
 			}
-			if tombs != nil {
-				if _, deleted := tombs[string(rec.Key)]; deleted {
-					continue
-				}
+			for j, rec := range batch[:n] {
+				hs[j] = e.hash(rec.Key)
 			}
-			if rec.Deleted {
-				if _, ok := e.get(rec.Key); !ok {
+			e.touch(hs[:n])
+			for j, rec := range batch[:n] {
+				if tombs != nil {
+					if _, deleted := tombs[string(rec.Key)]; deleted {
+						continue
+					}
+				}
+				at, present := e.find(rec.Key, hs[j])
+				switch {
+				case present:
+				case rec.Deleted:
 					if tombs == nil {
 						tombs = map[string]struct{}{}
 					}
 					tombs[string(rec.Key)] = struct{}{}
+				default:
+					e.insert(at, hs[j], rec.Key, rec.Value)
+					size += int64(len(rec.Key) + len(rec.Value))
 				}
-				continue
-			}
-			if e.add(rec.Key, rec.Value) {
-				size += int64(len(rec.Key) + len(rec.Value))
 			}
 		}
 	}

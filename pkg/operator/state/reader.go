@@ -3,6 +3,7 @@ package state
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
@@ -19,6 +20,8 @@ type SegmentReader struct {
 	pos, end, summed int
 	rerr             error
 	crc              uint32
+	// noRead makes parsing stop with errNeedRead rather than read or move the buffer.
+	noRead           bool
 	kind             Kind
 	count            uint64
 	last             []byte
@@ -65,12 +68,18 @@ func (sr *SegmentReader) fill(n int) error {
 	return nil
 }
 
+// errNeedRead stops a parse in noRead mode where more data is needed.
+var errNeedRead = errors.New("segment reader: needs to read")
+
 // avail makes up to n unparsed bytes available, fewer only when the segment ends
 // first; it fails only on a read error. Parsed bytes may move: positions are only
 // kept as sr.pos.
 func (sr *SegmentReader) avail(n int) error {
 	if sr.end-sr.pos >= n {
 		return nil
+	}
+	if sr.noRead {
+		return errNeedRead
 	}
 	sr.sum()
 	copy(sr.buf, sr.buf[sr.pos:sr.end])
@@ -122,7 +131,12 @@ func (sr *SegmentReader) Next() (Record, error) {
 	if sr.done {
 		return Record{}, io.EOF
 	}
+	start := sr.pos
 	rec, err := sr.next()
+	if err == errNeedRead {
+		sr.pos = start
+		return Record{}, err
+	}
 	if err != nil && err != io.EOF {
 		return Record{}, fmt.Errorf("%w: record %d: %w", ErrCorruptSegment, sr.count, err)
 	}
@@ -137,6 +151,9 @@ func (sr *SegmentReader) next() (Record, error) {
 	sr.pos++
 	switch op {
 	case opEnd:
+		if sr.noRead {
+			return Record{}, errNeedRead
+		}
 		return Record{}, sr.trailer()
 	case opPut:
 	case opDelete:
@@ -182,6 +199,31 @@ func (sr *SegmentReader) next() (Record, error) {
 	sr.last = append(sr.last[:0], rec.Key...)
 	sr.count++
 	return rec, nil
+}
+
+// nextBatch parses records into recs: the next one, reading as needed, then those that
+// follow as long as they lie wholly in the data already read, so that the slices of all
+// of them stay valid until the next call. It returns how many it parsed, and io.EOF
+// (with none) after the last one once the trailer checked out.
+func (sr *SegmentReader) nextBatch(recs []Record) (int, error) {
+	rec, err := sr.Next()
+	if err != nil {
+		return 0, err
+	}
+	recs[0] = rec
+	sr.noRead = true
+	defer func() { sr.noRead = false }()
+	for i := 1; i < len(recs); i++ {
+		rec, err := sr.Next()
+		if err == errNeedRead {
+			return i, nil
+		}
+		if err != nil {
+			return i, err
+		}
+		recs[i] = rec
+	}
+	return len(recs), nil
 }
 
 // trailer checks the record count and the checksum, and that nothing follows.

@@ -18,6 +18,8 @@ type entries struct {
 	n     int
 	seed  maphash.Seed
 	ar    *arena
+	// sink keeps the loads of touch.
+	sink uint64
 }
 
 // minSlots is the size of an empty table.
@@ -99,15 +101,21 @@ func (e *entries) set(key, value []byte, del bool) (k string, old []byte, had bo
 	return k, old, had
 }
 
-// add stores key with value unless key is present, and reports whether it did.
-func (e *entries) add(key, value []byte) bool {
-	h := e.hash(key)
-	i, had := e.find(key, h)
-	if had {
-		return false
+// touch reads the home slot of each of a batch of hashes, then the entry each of those
+// slots points to when its hash bits agree, so that the cache misses of the batch's
+// lookups overlap instead of following one another.
+func (e *entries) touch(hs []uint64) {
+	var sink uint64
+	for _, h := range hs {
+		sink += e.slots[h>>e.shift]
 	}
-	e.insert(i, h, key, value)
-	return true
+	for _, h := range hs {
+		if s := e.slots[h>>e.shift]; s != 0 && s>>addrBits == h>>addrBits {
+			p := slotAddr(s)
+			sink += uint64(e.ar.slabs[p>>offsetBits][int(p&(1<<offsetBits-1))<<unitShift])
+		}
+	}
+	e.sink += sink
 }
 
 // insert stores key with value in the empty slot i, which find returned for key.
