@@ -21,11 +21,11 @@ type SegmentReader struct {
 	rerr             error
 	crc              uint32
 	// noRead makes parsing stop with errNeedRead rather than read or move the buffer.
-	noRead           bool
-	kind             Kind
-	count            uint64
-	last             []byte
-	done             bool
+	noRead bool
+	kind   Kind
+	count  uint64
+	last   []byte
+	done   bool
 }
 
 // readSize is how much a SegmentReader reads at a time.
