@@ -163,6 +163,46 @@ func (sr *SegmentReader) next() (Record, error) {
 	default:
 		return Record{}, fmt.Errorf("unknown operation %d", op)
 	}
+	rec, ok := sr.short(op == opDelete)
+	if !ok {
+		var err error
+		if rec, err = sr.long(op == opDelete); err != nil {
+			return Record{}, err
+		}
+	}
+	if sr.count > 0 && bytes.Compare(rec.Key, sr.last) <= 0 {
+		return Record{}, fmt.Errorf("key %q after %q: keys out of order", rec.Key, sr.last)
+	}
+	sr.last = append(sr.last[:0], rec.Key...)
+	sr.count++
+	return rec, nil
+}
+
+// short parses, without a call per field, a record whose key and value lengths take a
+// byte each and which lies wholly in the data read; it reports whether it did.
+func (sr *SegmentReader) short(deleted bool) (Record, bool) {
+	b := sr.buf[sr.pos:sr.end]
+	if len(b) == 0 || b[0] >= 0x80 {
+		return Record{}, false
+	}
+	k := 1 + int(b[0])
+	if deleted {
+		if len(b) < k {
+			return Record{}, false
+		}
+		sr.pos += k
+		return Record{Key: b[1:k:k], Deleted: true}, true
+	}
+	if len(b) <= k || b[k] >= 0x80 || len(b) < k+1+int(b[k]) {
+		return Record{}, false
+	}
+	end := k + 1 + int(b[k])
+	sr.pos += end
+	return Record{Key: b[1:k:k], Value: b[k+1 : end : end]}, true
+}
+
+// long parses the lengths, key and value of a record, reading as needed.
+func (sr *SegmentReader) long(deleted bool) (Record, error) {
 	klen, n, err := sr.uvarint(0)
 	if err != nil {
 		return Record{}, err
@@ -172,10 +212,10 @@ func (sr *SegmentReader) next() (Record, error) {
 	}
 	sr.pos += n
 	k := int(klen)
-	rec := Record{Deleted: op == opDelete}
+	rec := Record{Deleted: deleted}
 	size := k
 	vlen, n := uint64(0), 0
-	if !rec.Deleted {
+	if !deleted {
 		if vlen, n, err = sr.uvarint(k); err != nil {
 			return Record{}, err
 		}
@@ -188,16 +228,11 @@ func (sr *SegmentReader) next() (Record, error) {
 		return Record{}, err
 	}
 	rec.Key = sr.buf[sr.pos : sr.pos+k : sr.pos+k]
-	if !rec.Deleted {
+	if !deleted {
 		v := sr.pos + k + n
 		rec.Value = sr.buf[v : v+int(vlen) : v+int(vlen)]
 	}
 	sr.pos += size
-	if sr.count > 0 && bytes.Compare(rec.Key, sr.last) <= 0 {
-		return Record{}, fmt.Errorf("key %q after %q: keys out of order", rec.Key, sr.last)
-	}
-	sr.last = append(sr.last[:0], rec.Key...)
-	sr.count++
 	return rec, nil
 }
 
