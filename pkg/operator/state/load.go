@@ -10,11 +10,20 @@ import (
 // (or none, for an empty start) followed by Delta segments, applied in order. Every
 // segment is read to its end and checked; on error the Store is left unchanged. The
 // loaded state counts as captured: the next Capture holds only later changes.
+//
+// Load reads the segments newest first, the base last, and keeps the first record it
+// meets for each key (a deletion as a tombstone until the end): every key is stored
+// once, and an overwritten value costs a lookup instead of a copy. A caller that
+// downloads the segments should fetch them in that order.
 func (s *Store) Load(segs ...io.Reader) error {
-	m := make(map[string][]byte)
+	e := newEntries()
 	var size int64
-	for i, seg := range segs {
-		sr, err := NewSegmentReader(seg)
+	var tombs map[string]struct{}
+	// Records are looked up a batch at a time (see entries.touch).
+	var batch [64]Record
+	var hs [64]uint64
+	for i := len(segs) - 1; i >= 0; i-- {
+		sr, err := NewSegmentReader(segs[i])
 		if err != nil {
 			return fmt.Errorf("segment %d: %w", i, err)
 		}
@@ -22,26 +31,40 @@ func (s *Store) Load(segs ...io.Reader) error {
 			return fmt.Errorf("segment %d: %w: kind %d where a %s is expected", i, ErrCorruptSegment, sr.Kind(), expected(i))
 		}
 		for {
-			rec, err := sr.Next()
+			n, err := sr.nextBatch(batch[:])
 			if err == io.EOF {
 				break
 			}
 			if err != nil {
 				return fmt.Errorf("segment %d: %w", i, err)
 			}
-			if old, ok := m[string(rec.Key)]; ok {
-				size -= int64(len(rec.Key) + len(old))
-				delete(m, string(rec.Key))
+			for j, rec := range batch[:n] {
+				hs[j] = e.hash(rec.Key)
 			}
-			if !rec.Deleted {
-				k, v := entry(rec.Key, rec.Value)
-				m[k] = v
-				size += int64(len(k) + len(v))
+			e.touch(hs[:n])
+			for j, rec := range batch[:n] {
+				if tombs != nil {
+					if _, deleted := tombs[string(rec.Key)]; deleted {
+						continue
+					}
+				}
+				at, present := e.find(rec.Key, hs[j])
+				switch {
+				case present:
+				case rec.Deleted:
+					if tombs == nil {
+						tombs = map[string]struct{}{}
+					}
+					tombs[string(rec.Key)] = struct{}{}
+				default:
+					e.insert(at, hs[j], rec.Key, rec.Value)
+					size += int64(len(rec.Key) + len(rec.Value))
+				}
 			}
 		}
 	}
-	s.m, s.over, s.view, s.n, s.size = m, nil, nil, len(m), size
-	clear(s.dirty)
+	s.e, s.over, s.view, s.n, s.size = e, nil, nil, e.n, size
+	s.dirty = make(map[string]struct{})
 	return nil
 }
 
@@ -87,10 +110,7 @@ func Merge(w io.Writer, base io.Reader, deltas ...io.Reader) (int, error) {
 			return 0, err
 		}
 	}
-	sw, err := newSegmentWriter(w, Base)
-	if err != nil {
-		return 0, err
-	}
+	sw := newSegmentWriter(w, Base)
 	for {
 		// The smallest key among the heads; for equal keys the newest segment wins.
 		win := -1

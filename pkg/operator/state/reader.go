@@ -1,11 +1,10 @@
 package state
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
-	"hash"
 	"hash/crc32"
 	"io"
 )
@@ -14,22 +13,33 @@ import (
 // order, record count and checksum. Its records are only trustworthy once Next returned
 // io.EOF: a caller that applies them must be able to discard what it applied.
 type SegmentReader struct {
-	br    *bufio.Reader
-	crc   hash.Hash32
-	kind  Kind
-	count uint64
-	last  []byte
-	done  bool
-	buf   []byte
+	r io.Reader
+	// buf[pos:end] is read and not parsed yet; buf[summed:pos] is parsed and not added
+	// to the checksum yet.
+	buf              []byte
+	pos, end, summed int
+	rerr             error
+	crc              uint32
+	// noRead makes parsing stop with errNeedRead rather than read or move the buffer.
+	noRead bool
+	kind   Kind
+	count  uint64
+	last   []byte
+	done   bool
 }
+
+// readSize is how much a SegmentReader reads at a time.
+const readSize = 256 << 10
 
 // NewSegmentReader reads the header of the segment r holds.
 func NewSegmentReader(r io.Reader) (*SegmentReader, error) {
-	sr := &SegmentReader{br: bufio.NewReaderSize(r, 64<<10), crc: crc32.New(castagnoli)}
-	hdr := make([]byte, len(segmentMagic)+2)
-	if err := sr.full(hdr); err != nil {
+	sr := &SegmentReader{r: r, buf: make([]byte, readSize)}
+	n := len(segmentMagic) + 2
+	if err := sr.fill(n); err != nil {
 		return nil, fmt.Errorf("%w: header: %w", ErrCorruptSegment, err)
 	}
+	hdr := sr.buf[sr.pos : sr.pos+n]
+	sr.pos += n
 	if string(hdr[:len(segmentMagic)]) != segmentMagic {
 		return nil, fmt.Errorf("%w: not a segment (magic %q)", ErrCorruptSegment, hdr[:len(segmentMagic)])
 	}
@@ -46,36 +56,73 @@ func NewSegmentReader(r io.Reader) (*SegmentReader, error) {
 // Kind returns the segment's kind.
 func (sr *SegmentReader) Kind() Kind { return sr.kind }
 
-// full reads len(p) bytes and adds them to the checksum.
-func (sr *SegmentReader) full(p []byte) error {
-	if _, err := io.ReadFull(sr.br, p); err != nil {
-		if err == io.EOF {
-			err = io.ErrUnexpectedEOF
-		}
+// fill makes at least n unparsed bytes available, or fails with io.ErrUnexpectedEOF
+// (or the read error) when the segment ends first.
+func (sr *SegmentReader) fill(n int) error {
+	if err := sr.avail(n); err != nil {
 		return err
 	}
-	sr.crc.Write(p)
+	if sr.end-sr.pos < n {
+		return io.ErrUnexpectedEOF
+	}
 	return nil
 }
 
-func (sr *SegmentReader) uvarint() (uint64, error) {
-	var b [1]byte
-	var x uint64
-	var s uint
-	for i := range binary.MaxVarintLen64 {
-		if err := sr.full(b[:]); err != nil {
-			return 0, err
-		}
-		if b[0] < 0x80 {
-			if i == binary.MaxVarintLen64-1 && b[0] > 1 {
-				return 0, fmt.Errorf("varint overflows")
-			}
-			return x | uint64(b[0])<<s, nil
-		}
-		x |= uint64(b[0]&0x7f) << s
-		s += 7
+// errNeedRead stops a parse in noRead mode where more data is needed.
+var errNeedRead = errors.New("segment reader: needs to read")
+
+// avail makes up to n unparsed bytes available, fewer only when the segment ends
+// first; it fails only on a read error. Parsed bytes may move: positions are only
+// kept as sr.pos.
+func (sr *SegmentReader) avail(n int) error {
+	if sr.end-sr.pos >= n {
+		return nil
 	}
-	return 0, fmt.Errorf("varint overflows")
+	if sr.noRead {
+		return errNeedRead
+	}
+	sr.sum()
+	copy(sr.buf, sr.buf[sr.pos:sr.end])
+	sr.end -= sr.pos
+	sr.pos, sr.summed = 0, 0
+	if n > len(sr.buf) {
+		sr.buf = append(sr.buf[:sr.end], make([]byte, n-sr.end)...)
+		sr.buf = sr.buf[:cap(sr.buf)]
+	}
+	for sr.end < n && sr.rerr == nil {
+		m, err := sr.r.Read(sr.buf[sr.end:])
+		sr.end += m
+		sr.rerr = err
+	}
+	if sr.rerr != nil && sr.rerr != io.EOF {
+		return sr.rerr
+	}
+	return nil
+}
+
+// sum adds the parsed bytes to the checksum.
+func (sr *SegmentReader) sum() {
+	sr.crc = crc32.Update(sr.crc, castagnoli, sr.buf[sr.summed:sr.pos])
+	sr.summed = sr.pos
+}
+
+// uvarint parses the uvarint at off bytes past the unparsed data's start and returns it
+// with its length.
+func (sr *SegmentReader) uvarint(off int) (uint64, int, error) {
+	if err := sr.avail(off + binary.MaxVarintLen64); err != nil {
+		return 0, 0, err
+	}
+	if sr.pos+off > sr.end {
+		return 0, 0, io.ErrUnexpectedEOF
+	}
+	x, n := binary.Uvarint(sr.buf[sr.pos+off : sr.end])
+	switch {
+	case n == 0:
+		return 0, 0, io.ErrUnexpectedEOF
+	case n < 0:
+		return 0, 0, fmt.Errorf("varint overflows")
+	}
+	return x, n, nil
 }
 
 // Next returns the next record, or io.EOF after the last one once the trailer checked
@@ -84,7 +131,12 @@ func (sr *SegmentReader) Next() (Record, error) {
 	if sr.done {
 		return Record{}, io.EOF
 	}
+	start := sr.pos
 	rec, err := sr.next()
+	if err == errNeedRead {
+		sr.pos = start
+		return Record{}, err
+	}
 	if err != nil && err != io.EOF {
 		return Record{}, fmt.Errorf("%w: record %d: %w", ErrCorruptSegment, sr.count, err)
 	}
@@ -92,12 +144,16 @@ func (sr *SegmentReader) Next() (Record, error) {
 }
 
 func (sr *SegmentReader) next() (Record, error) {
-	var op [1]byte
-	if err := sr.full(op[:]); err != nil {
+	if err := sr.fill(1); err != nil {
 		return Record{}, err
 	}
-	switch op[0] {
+	op := sr.buf[sr.pos]
+	sr.pos++
+	switch op {
 	case opEnd:
+		if sr.noRead {
+			return Record{}, errNeedRead
+		}
 		return Record{}, sr.trailer()
 	case opPut:
 	case opDelete:
@@ -105,35 +161,15 @@ func (sr *SegmentReader) next() (Record, error) {
 			return Record{}, fmt.Errorf("deletion in a base segment")
 		}
 	default:
-		return Record{}, fmt.Errorf("unknown operation %d", op[0])
+		return Record{}, fmt.Errorf("unknown operation %d", op)
 	}
-	klen, err := sr.uvarint()
-	if err != nil {
-		return Record{}, err
-	}
-	if klen > maxKeyLen {
-		return Record{}, fmt.Errorf("key of %d bytes", klen)
-	}
-	rec := Record{Deleted: op[0] == opDelete}
-	vlen := uint64(0)
-	sr.buf = grow(sr.buf, klen)
-	if err := sr.full(sr.buf[:klen]); err != nil {
-		return Record{}, err
-	}
-	if !rec.Deleted {
-		if vlen, err = sr.uvarint(); err != nil {
+	rec, ok := sr.short(op == opDelete)
+	if !ok {
+		var err error
+		if rec, err = sr.long(op == opDelete); err != nil {
 			return Record{}, err
 		}
-		if vlen > maxValueLen {
-			return Record{}, fmt.Errorf("value of %d bytes", vlen)
-		}
-		sr.buf = grow(sr.buf, klen+vlen)
-		if err := sr.full(sr.buf[klen : klen+vlen]); err != nil {
-			return Record{}, err
-		}
-		rec.Value = sr.buf[klen : klen+vlen : klen+vlen]
 	}
-	rec.Key = sr.buf[:klen:klen]
 	if sr.count > 0 && bytes.Compare(rec.Key, sr.last) <= 0 {
 		return Record{}, fmt.Errorf("key %q after %q: keys out of order", rec.Key, sr.last)
 	}
@@ -142,38 +178,122 @@ func (sr *SegmentReader) next() (Record, error) {
 	return rec, nil
 }
 
-// grow returns b with room for n bytes, keeping its contents.
-func grow(b []byte, n uint64) []byte {
-	if uint64(cap(b)) >= n {
-		return b[:n]
+// short parses, without a call per field, a record whose key and value lengths take a
+// byte each and which lies wholly in the data read; it reports whether it did.
+func (sr *SegmentReader) short(deleted bool) (Record, bool) {
+	b := sr.buf[sr.pos:sr.end]
+	if len(b) == 0 || b[0] >= 0x80 {
+		return Record{}, false
 	}
-	nb := make([]byte, n, max(n, 2*uint64(cap(b))))
-	copy(nb, b)
-	return nb
+	k := 1 + int(b[0])
+	if deleted {
+		if len(b) < k {
+			return Record{}, false
+		}
+		sr.pos += k
+		return Record{Key: b[1:k:k], Deleted: true}, true
+	}
+	if len(b) <= k || b[k] >= 0x80 || len(b) < k+1+int(b[k]) {
+		return Record{}, false
+	}
+	end := k + 1 + int(b[k])
+	sr.pos += end
+	return Record{Key: b[1:k:k], Value: b[k+1 : end : end]}, true
+}
+
+// long parses the lengths, key and value of a record, reading as needed.
+func (sr *SegmentReader) long(deleted bool) (Record, error) {
+	klen, n, err := sr.uvarint(0)
+	if err != nil {
+		return Record{}, err
+	}
+	if klen > maxKeyLen {
+		return Record{}, fmt.Errorf("key of %d bytes", klen)
+	}
+	sr.pos += n
+	k := int(klen)
+	rec := Record{Deleted: deleted}
+	size := k
+	vlen, n := uint64(0), 0
+	if !deleted {
+		if vlen, n, err = sr.uvarint(k); err != nil {
+			return Record{}, err
+		}
+		if vlen > maxValueLen {
+			return Record{}, fmt.Errorf("value of %d bytes", vlen)
+		}
+		size += n + int(vlen)
+	}
+	if err := sr.fill(size); err != nil {
+		return Record{}, err
+	}
+	rec.Key = sr.buf[sr.pos : sr.pos+k : sr.pos+k]
+	if !deleted {
+		v := sr.pos + k + n
+		rec.Value = sr.buf[v : v+int(vlen) : v+int(vlen)]
+	}
+	sr.pos += size
+	return rec, nil
+}
+
+// nextBatch parses records into recs: the next one, reading as needed, then those that
+// follow as long as they lie wholly in the data already read, so that the slices of all
+// of them stay valid until the next call. It returns how many it parsed, and io.EOF
+// (with none) after the last one once the trailer checked out.
+func (sr *SegmentReader) nextBatch(recs []Record) (int, error) {
+	rec, err := sr.Next()
+	if err != nil {
+		return 0, err
+	}
+	recs[0] = rec
+	sr.noRead = true
+	defer func() { sr.noRead = false }()
+	for i := 1; i < len(recs); i++ {
+		rec, err := sr.Next()
+		if err == errNeedRead {
+			return i, nil
+		}
+		if err != nil {
+			return i, err
+		}
+		recs[i] = rec
+	}
+	return len(recs), nil
 }
 
 // trailer checks the record count and the checksum, and that nothing follows.
 func (sr *SegmentReader) trailer() error {
-	n, err := sr.uvarint()
+	n, m, err := sr.uvarint(0)
 	if err != nil {
 		return err
 	}
+	sr.pos += m
 	if n != sr.count {
 		return fmt.Errorf("trailer counts %d records, read %d", n, sr.count)
 	}
-	want := sr.crc.Sum32()
-	var sum [4]byte
-	if _, err := io.ReadFull(sr.br, sum[:]); err != nil {
+	sr.sum()
+	want := sr.crc
+	if err := sr.fill(4); err != nil {
 		return fmt.Errorf("checksum: %w", io.ErrUnexpectedEOF)
 	}
-	if got := binary.BigEndian.Uint32(sum[:]); got != want {
+	got := binary.BigEndian.Uint32(sr.buf[sr.pos:])
+	sr.pos += 4
+	if got != want {
 		return fmt.Errorf("checksum %08x, computed %08x", got, want)
 	}
-	switch _, err := sr.br.ReadByte(); {
-	case err == nil:
+	if sr.pos < sr.end {
 		return fmt.Errorf("data after the trailer")
-	case err != io.EOF:
-		return err
+	}
+	for sr.rerr == nil {
+		var b [1]byte
+		var m int
+		m, sr.rerr = sr.r.Read(b[:])
+		if m > 0 {
+			return fmt.Errorf("data after the trailer")
+		}
+	}
+	if sr.rerr != io.EOF {
+		return sr.rerr
 	}
 	sr.done = true
 	return io.EOF

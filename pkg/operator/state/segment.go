@@ -1,12 +1,10 @@
 package state
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash"
 	"hash/crc32"
 	"io"
 	"maps"
@@ -73,10 +71,7 @@ func WriteSegment(w io.Writer, kind Kind, cs ...*Changes) (int, error) {
 		}
 	}
 	keys := slices.Sorted(maps.Keys(merged))
-	sw, err := newSegmentWriter(w, kind)
-	if err != nil {
-		return 0, err
-	}
+	sw := newSegmentWriter(w, kind)
 	for _, k := range keys {
 		v := merged[k]
 		if v == nil && kind == Base {
@@ -91,27 +86,28 @@ func WriteSegment(w io.Writer, kind Kind, cs ...*Changes) (int, error) {
 
 // segmentWriter writes one segment: header, records in ascending key order, trailer.
 type segmentWriter struct {
-	bw    *bufio.Writer
-	crc   hash.Hash32
+	w     io.Writer
+	buf   []byte
+	crc   uint32
 	count int
 	last  []byte
-	buf   [binary.MaxVarintLen64]byte
 }
 
-func newSegmentWriter(w io.Writer, kind Kind) (*segmentWriter, error) {
-	sw := &segmentWriter{bw: bufio.NewWriterSize(w, 64<<10), crc: crc32.New(castagnoli)}
-	return sw, sw.put(append([]byte(segmentMagic), SegmentVersion, byte(kind)))
+// writeSize is how much a segmentWriter buffers before it writes.
+const writeSize = 64 << 10
+
+func newSegmentWriter(w io.Writer, kind Kind) *segmentWriter {
+	sw := &segmentWriter{w: w, buf: make([]byte, 0, writeSize+1024)}
+	sw.buf = append(append(sw.buf, segmentMagic...), SegmentVersion, byte(kind))
+	return sw
 }
 
-// put writes p and adds it to the checksum.
-func (sw *segmentWriter) put(p []byte) error {
-	sw.crc.Write(p)
-	_, err := sw.bw.Write(p)
+// flush adds the buffered bytes to the checksum and writes them.
+func (sw *segmentWriter) flush() error {
+	sw.crc = crc32.Update(sw.crc, castagnoli, sw.buf)
+	_, err := sw.w.Write(sw.buf)
+	sw.buf = sw.buf[:0]
 	return err
-}
-
-func (sw *segmentWriter) uvarint(n uint64) error {
-	return sw.put(sw.buf[:binary.PutUvarint(sw.buf[:], n)])
 }
 
 func (sw *segmentWriter) write(rec Record) error {
@@ -123,39 +119,28 @@ func (sw *segmentWriter) write(rec Record) error {
 	if rec.Deleted {
 		op = opDelete
 	}
-	if err := sw.put([]byte{op}); err != nil {
-		return err
-	}
-	if err := sw.uvarint(uint64(len(rec.Key))); err != nil {
-		return err
-	}
-	if err := sw.put(rec.Key); err != nil {
-		return err
-	}
-	if rec.Deleted {
-		sw.count++
-		return nil
-	}
-	if err := sw.uvarint(uint64(len(rec.Value))); err != nil {
-		return err
+	sw.buf = append(sw.buf, op)
+	sw.buf = binary.AppendUvarint(sw.buf, uint64(len(rec.Key)))
+	sw.buf = append(sw.buf, rec.Key...)
+	if !rec.Deleted {
+		sw.buf = binary.AppendUvarint(sw.buf, uint64(len(rec.Value)))
+		sw.buf = append(sw.buf, rec.Value...)
 	}
 	sw.count++
-	return sw.put(rec.Value)
+	if len(sw.buf) >= writeSize {
+		return sw.flush()
+	}
+	return nil
 }
 
 // close writes the trailer: the end marker, the record count and the big-endian CRC-32C
 // of every byte before the checksum.
 func (sw *segmentWriter) close() error {
-	if err := sw.put([]byte{opEnd}); err != nil {
+	sw.buf = append(sw.buf, opEnd)
+	sw.buf = binary.AppendUvarint(sw.buf, uint64(sw.count))
+	if err := sw.flush(); err != nil {
 		return err
 	}
-	if err := sw.uvarint(uint64(sw.count)); err != nil {
-		return err
-	}
-	var sum [4]byte
-	binary.BigEndian.PutUint32(sum[:], sw.crc.Sum32())
-	if _, err := sw.bw.Write(sum[:]); err != nil {
-		return err
-	}
-	return sw.bw.Flush()
+	_, err := sw.w.Write(binary.BigEndian.AppendUint32(sw.buf, sw.crc))
+	return err
 }

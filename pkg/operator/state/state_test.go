@@ -87,7 +87,7 @@ func readers(base []byte, deltas [][]byte) []io.Reader {
 	return rs
 }
 
-func segment(t *testing.T, kind state.Kind, cs ...*state.Changes) []byte {
+func segment(t testing.TB, kind state.Kind, cs ...*state.Changes) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	if _, err := state.WriteSegment(&buf, kind, cs...); err != nil {
@@ -238,4 +238,28 @@ func TestFreezeRaces(t *testing.T) {
 			t.Fatalf("round %d: overlay not folded after the View was released", round)
 		}
 	}
+}
+
+// FuzzLoad feeds arbitrary bytes to Load as a delta after a valid base, and to Merge: no
+// input makes them panic, and an input that Load refuses leaves the Store unchanged.
+func FuzzLoad(f *testing.F) {
+	src := state.New()
+	src.Put([]byte("a"), []byte("1"))
+	src.Put([]byte("b"), bytes.Repeat([]byte("x"), 300))
+	base := segment(f, state.Base, src.Capture())
+	src.Delete([]byte("a"))
+	src.Put([]byte("c"), nil)
+	f.Add(segment(f, state.Delta, src.Capture()))
+	f.Add(base)
+	f.Add([]byte("CAIRNSEG\x01\x02\x01\xff\xff\xff\xff\x0f"))
+	f.Fuzz(func(t *testing.T, seg []byte) {
+		s := state.New()
+		s.Put([]byte("keep"), []byte("me"))
+		if err := s.Load(bytes.NewReader(base), bytes.NewReader(seg)); err != nil {
+			if got := contents(s); !maps.Equal(got, map[string]string{"keep": "me"}) {
+				t.Fatalf("a refused load changed the store: %v", got)
+			}
+		}
+		_, _ = state.Merge(io.Discard, bytes.NewReader(base), bytes.NewReader(seg))
+	})
 }

@@ -1,8 +1,10 @@
 package state
 
 import (
+	"bytes"
+	"cmp"
+	"encoding/binary"
 	"io"
-	"maps"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -12,11 +14,18 @@ import (
 // Store is an in-memory map of byte keys to byte values that records which keys changed
 // since its last Capture. The zero value is not usable; call New.
 //
-// While a View of it exists (Freeze), the map the View reads is left untouched: changes
-// go to an overlay that is folded back into the map, in O(overlay), at the first Capture
-// or Freeze after the View is released.
+// Entries live in 1 MiB slabs of plain bytes indexed by an open-addressing hash table of
+// 8-byte slots, so the garbage collector does not visit them one by one; a key and its
+// value cost their bytes plus 10 to 25 bytes (header, padding, slot). The bytes an
+// overwritten or deleted entry leaves in its slab are reclaimed once they exceed a
+// third of the live bytes: the slab with the most garbage has its live entries moved
+// and is dropped, one slab per change.
+//
+// While a View of it exists (Freeze), the table and slabs the View reads are left
+// untouched: changes go to an overlay that is folded back, in O(overlay), at the first
+// Capture or Freeze after the View is released.
 type Store struct {
-	m map[string][]byte
+	e *entries
 	// over holds the changes made while view is open; a nil value marks a deletion.
 	over map[string][]byte
 	view *View
@@ -29,7 +38,7 @@ type Store struct {
 
 // New returns an empty Store.
 func New() *Store {
-	return &Store{m: make(map[string][]byte), dirty: make(map[string]struct{})}
+	return &Store{e: newEntries(), dirty: make(map[string]struct{})}
 }
 
 // Get returns the value of key and whether it is present. The returned slice belongs to
@@ -40,43 +49,56 @@ func (s *Store) Get(key []byte) ([]byte, bool) {
 			return v, v != nil
 		}
 	}
-	v, ok := s.m[string(key)]
-	return v, ok
+	return s.e.get(key)
 }
 
-// set stores v (nil: deletes) under k, keeping the counts. A key that is overwritten is
-// deleted and inserted again, so that the map lets go of the allocation of the old key.
-func (s *Store) set(k string, v []byte) {
-	old, had := s.Get(unsafe.Slice(unsafe.StringData(k), len(k)))
-	if !had && v == nil {
+// set puts value under key, or deletes key when del is set, keeping the counts.
+func (s *Store) set(key, value []byte, del bool) {
+	if s.over == nil {
+		k, old, had := s.e.set(key, value, del)
+		s.count(old, had, key, value, del)
+		if had || !del {
+			s.dirty[k] = struct{}{}
+		}
 		return
 	}
+	old, had := s.Get(key)
+	if !had && del {
+		return
+	}
+	s.count(old, had, key, value, del)
+	var k string
+	var v []byte
+	if del {
+		k = string(key)
+	} else {
+		k, v = entry(key, value)
+	}
+	// Deleted and inserted again, so that the map lets go of the allocation of the old
+	// key.
+	delete(s.over, k)
+	s.over[k] = v
+	s.dirty[k] = struct{}{}
+}
+
+// count updates the number of keys and the size for a change of key from old (if it
+// had a value) to value (or its deletion).
+func (s *Store) count(old []byte, had bool, key, value []byte, del bool) {
 	if had {
 		s.n--
-		s.size -= int64(len(k) + len(old))
+		s.size -= int64(len(key) + len(old))
 	}
-	if v != nil {
+	if !del {
 		s.n++
-		s.size += int64(len(k) + len(v))
-	}
-	s.dirty[k] = struct{}{}
-	switch {
-	case s.over != nil:
-		delete(s.over, k)
-		s.over[k] = v
-	case v == nil:
-		delete(s.m, k)
-	default:
-		delete(s.m, k)
-		s.m[k] = v
+		s.size += int64(len(key) + len(value))
 	}
 }
 
 // Put sets key to a copy of value.
-func (s *Store) Put(key, value []byte) { s.set(entry(key, value)) }
+func (s *Store) Put(key, value []byte) { s.set(key, value, false) }
 
-// entry copies key and value into one allocation, which the map's key and value then
-// share: an entry costs its bytes plus the map's slot.
+// entry copies key and value into one allocation, which the overlay's key and value
+// then share.
 func entry(key, value []byte) (string, []byte) {
 	kv := make([]byte, len(key)+len(value))
 	copy(kv, key)
@@ -89,12 +111,11 @@ func entry(key, value []byte) (string, []byte) {
 	return k, kv[len(key):len(kv):len(kv)]
 }
 
+// bytesOf returns the bytes of k without a copy; they must not be modified.
+func bytesOf(k string) []byte { return unsafe.Slice(unsafe.StringData(k), len(k)) }
+
 // Delete removes key; deleting an absent key is a no-op.
-func (s *Store) Delete(key []byte) {
-	if _, ok := s.Get(key); ok {
-		s.set(string(key), nil)
-	}
-}
+func (s *Store) Delete(key []byte) { s.set(key, nil, true) }
 
 // Len returns the number of keys.
 func (s *Store) Len() int { return s.n }
@@ -107,22 +128,23 @@ func (s *Store) Size() int64 { return s.size }
 // must not modify or keep them, and must not change the Store. It sorts the matching
 // keys, so it costs O(n log n) in their number.
 func (s *Store) Range(prefix []byte, fn func(key, value []byte) bool) {
-	p := string(prefix)
-	keys := make([]string, 0, s.n)
-	for k := range s.m {
-		if _, shadowed := s.over[k]; !shadowed && strings.HasPrefix(k, p) {
-			keys = append(keys, k)
+	var kvs []Record
+	s.e.each(func(k, v []byte) bool {
+		if bytes.HasPrefix(k, prefix) {
+			if _, shadowed := s.over[string(k)]; !shadowed {
+				kvs = append(kvs, Record{Key: k, Value: v})
+			}
 		}
-	}
+		return true
+	})
 	for k, v := range s.over {
-		if v != nil && strings.HasPrefix(k, p) {
-			keys = append(keys, k)
+		if v != nil && strings.HasPrefix(k, string(prefix)) {
+			kvs = append(kvs, Record{Key: bytesOf(k), Value: v})
 		}
 	}
-	slices.Sort(keys)
-	for _, k := range keys {
-		v, _ := s.Get([]byte(k))
-		if !fn([]byte(k), v) {
+	slices.SortFunc(kvs, func(a, b Record) int { return bytes.Compare(a.Key, b.Key) })
+	for _, kv := range kvs {
+		if !fn(kv.Key, kv.Value) {
 			return
 		}
 	}
@@ -151,7 +173,7 @@ func (s *Store) Capture() *Changes {
 	s.thaw()
 	c := &Changes{values: make(map[string][]byte, len(s.dirty))}
 	for k := range s.dirty {
-		v, _ := s.Get([]byte(k))
+		v, _ := s.Get(bytesOf(k))
 		c.values[k] = v
 		c.size += int64(len(k) + len(v))
 	}
@@ -163,7 +185,7 @@ func (s *Store) Capture() *Changes {
 // View is a read-only view of a Store's content at the time of Freeze, which another
 // goroutine may read while the Store goes on changing.
 type View struct {
-	m        map[string][]byte
+	e        *entries
 	released atomic.Bool
 }
 
@@ -174,7 +196,7 @@ func (s *Store) Freeze() *View {
 	if s.view != nil {
 		return nil
 	}
-	s.view = &View{m: s.m}
+	s.view = &View{e: s.e}
 	s.over = make(map[string][]byte)
 	return s.view
 }
@@ -187,29 +209,58 @@ func (s *Store) thaw() {
 	if s.view == nil || !s.view.released.Load() {
 		return
 	}
-	for k, v := range s.over {
-		if v == nil {
-			delete(s.m, k)
-		} else {
-			s.m[k] = v
-		}
-	}
+	over := s.over
 	s.over, s.view = nil, nil
+	for k, v := range over {
+		s.e.set(bytesOf(k), v, v == nil)
+	}
 }
 
 // Release tells the Store that the View is no longer read. It may be called from any
 // goroutine, more than once.
 func (v *View) Release() { v.released.Store(true) }
 
+// sortKey orders entries by key: the first 16 bytes of the key, zero-padded, as two
+// big-endian integers, then (on a tie) the whole key, so that most comparisons of a
+// sort read no key.
+type sortKey struct {
+	hi, lo uint64
+	p      addr
+}
+
+func newSortKey(k []byte, p addr) sortKey {
+	var b [16]byte
+	copy(b[:], k)
+	return sortKey{hi: binary.BigEndian.Uint64(b[:8]), lo: binary.BigEndian.Uint64(b[8:]), p: p}
+}
+
 // WriteBase writes the View's content as one Base segment to w, keys sorted, and returns
 // the number of records written. It must not be called after Release.
 func (v *View) WriteBase(w io.Writer) (int, error) {
-	sw, err := newSegmentWriter(w, Base)
-	if err != nil {
-		return 0, err
+	ar := v.e.ar
+	order := make([]sortKey, 0, v.e.n)
+	for _, sl := range v.e.slots {
+		if sl != 0 {
+			p := slotAddr(sl)
+			k, _, _ := ar.at(p)
+			order = append(order, newSortKey(k, p))
+		}
 	}
-	for _, k := range slices.Sorted(maps.Keys(v.m)) {
-		if err := sw.write(Record{Key: []byte(k), Value: v.m[k]}); err != nil {
+	slices.SortFunc(order, func(a, b sortKey) int {
+		if c := cmp.Compare(a.hi, b.hi); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(a.lo, b.lo); c != 0 {
+			return c
+		}
+		ka, _, _ := ar.at(a.p)
+		kb, _, _ := ar.at(b.p)
+		return bytes.Compare(ka, kb)
+	})
+	sw := newSegmentWriter(w, Base)
+	for _, o := range order {
+		k, val, _ := ar.at(o.p)
+		if err := sw.write(Record{Key: k, Value: val}); err != nil {
 			return 0, err
 		}
 	}
