@@ -16,6 +16,7 @@ import (
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
 	"github.com/cairn-stream/cairn/pkg/messages"
 	"github.com/cairn-stream/cairn/pkg/operator"
+	"github.com/cairn-stream/cairn/pkg/operator/state"
 )
 
 // counter is a minimal Machine: it counts the records it applied. Its state is a decimal
@@ -86,4 +87,43 @@ func ExampleRun() {
 	// Output:
 	// position 3, applied 3, filters [cairn.input.orders.counter-0]
 	// Run returned <nil>
+}
+
+// wordCount is a KeyedMachine: its state lives in the runtime's keyed state store, so it
+// writes no Snapshot or Restore code and every checkpoint uploads only the words that
+// changed since the last one.
+type wordCount struct{}
+
+func (wordCount) Apply(rec operator.Record, st *state.Store) error {
+	counts := state.NewMap(st, "count/", state.Uint64)
+	n, _, err := counts.Get(string(rec.Data))
+	if err != nil {
+		return err // a malformed stored value: the record is counted as rejected
+	}
+	return counts.Put(string(rec.Data), n+1)
+}
+
+// A Machine on the keyed state store: NewKeyed wraps it, and the result runs like any
+// Machine (operator.Run or operator.New). The zero KeyedConfig keeps the default chain
+// bounds (a new base after 256 deltas, or once the deltas reach 3 times the base).
+func ExampleNewKeyed() {
+	m, err := operator.NewKeyed(wordCount{}, operator.KeyedConfig{})
+	if err != nil {
+		panic(err)
+	}
+	st := m.Store() // the store Apply changes; read it on the processing goroutine only
+	for _, w := range []string{"to", "be", "or", "not", "to", "be"} {
+		if err := m.Apply(operator.Record{Data: []byte(w)}); err != nil {
+			panic(err)
+		}
+	}
+	_ = state.NewMap(st, "count/", state.Uint64).Range(func(word string, n uint64) bool {
+		fmt.Println(word, n)
+		return true
+	})
+	// Output:
+	// be 2
+	// not 1
+	// or 1
+	// to 2
 }
