@@ -122,7 +122,11 @@ func TestStaleAndDuplicateConfigEventsAreIgnored(t *testing.T) {
 	s.waitRegistered("j5", 1)
 	s.set("j5", `{"interval":"2s"}`)
 	v := s.set("j5", `{"interval":"3s"}`)
-	before := s.status("j5")
+	var before messages.Status
+	natstest.Eventually(t, 10*time.Second, "version 2 applied", func() bool {
+		before = s.status("j5")
+		return before.Config.Version == v.Version && before.AppliedAt != nil
+	})
 	// Replay version 1 and re-send the current version with another interval, as a
 	// redelivery or a rogue publisher would; then a real change, which the coordinator
 	// applies after them (one goroutine owns the job, in stream order).
