@@ -48,7 +48,9 @@
 // does not hold is new: it starts empty and reads its input from the beginning. A member
 // restores the newest usable snapshot: the object is downloaded, its SHA-256 is checked
 // against the manifest, the Machine restores from it, and the input consumer resumes
-// after the stream sequence the snapshot includes. A missing or corrupt object is logged at
+// after the stream sequence the snapshot includes. A Keyed member's base and deltas are
+// downloaded newest first, several at a time within a byte budget, each checked against
+// the size and digest the manifest gives, while the store loads them. A missing or corrupt object is logged at
 // error level and the retained manifests <job>.<id> are tried, newest first. A member with
 // no usable snapshot refuses to start (ErrNoUsableSnapshot) unless Config.ResetState
 // starts it empty on purpose. Before consuming, the input stream is checked for records
