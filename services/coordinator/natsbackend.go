@@ -51,6 +51,10 @@ type natsBackend struct {
 	// newest ended checkpoint's and every id this backend issued. nextID never returns an
 	// id at or below it, even when the counter key was lost.
 	used uint64
+	// relist is set when the job's keys may have changed in a way that the manifests
+	// handed to retention do not show (the loop read <job>.latest again, or wrote or
+	// deleted a savepoint): the next retention pass lists them.
+	relist bool
 
 	retainCh chan retainRequest
 }
@@ -214,7 +218,7 @@ func (b *natsBackend) latestManifest(ctx context.Context) (*messages.Manifest, e
 	if err != nil {
 		return nil, err
 	}
-	b.latestRev, b.latestOK = rev, true
+	b.latestRev, b.latestOK, b.relist = rev, true, true
 	if m != nil {
 		b.used = max(b.used, m.CheckpointID)
 	}
