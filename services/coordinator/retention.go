@@ -54,10 +54,11 @@ type retainRequest struct {
 	written []*messages.Manifest
 }
 
-// objectStore is what retention needs of the snapshot store.
+// objectStore is what retention needs of the snapshot store (batchStore).
 type objectStore interface {
 	List(ctx context.Context, opts ...jetstream.ListObjectsOpt) ([]*jetstream.ObjectInfo, error)
-	GetInfo(ctx context.Context, name string, opts ...jetstream.GetObjectInfoOpt) (*jetstream.ObjectInfo, error)
+	// infos returns the infos of those of names that exist (deleted ones too), by name.
+	infos(ctx context.Context, names []string) (map[string]*jetstream.ObjectInfo, error)
 }
 
 // retainer is the retention worker's state, owned by its goroutine.
@@ -258,6 +259,7 @@ func (r *retainer) pass(ctx context.Context, req retainRequest) (manifests, obje
 	}
 	r.passes++
 	newest := ids[0]
+	var remove, unknown []string
 	for name := range r.candidates {
 		id, ok := objectCheckpoint(b.job, name)
 		switch {
@@ -267,11 +269,26 @@ func (r *retainer) pass(ctx context.Context, req retainRequest) (manifests, obje
 		case id >= newest && !freed[name]:
 			continue // may still be referenced by a checkpoint not yet completed
 		}
-		if err := r.purger.remove(ctx, r.store, name, infos[name]); err != nil {
+		remove = append(remove, name)
+		if infos[name] == nil {
+			unknown = append(unknown, name)
+		}
+	}
+	if len(unknown) > 0 {
+		found, err := r.store.infos(ctx, unknown)
+		if err != nil {
 			return manifests, objects, nil, err
 		}
+		maps.Copy(infos, found)
+	}
+	for _, name := range remove {
+		if info := infos[name]; info != nil {
+			if err := r.purger.purge(ctx, info); err != nil {
+				return manifests, objects, nil, err
+			}
+			objects++
+		}
 		delete(r.candidates, name)
-		objects++
 	}
 	return manifests, objects, retained, nil
 }

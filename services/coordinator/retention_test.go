@@ -129,7 +129,8 @@ func putManifest(t *testing.T, res *cjs.Resources, key string, m *messages.Manif
 func newTestRetainer(js jetstream.JetStream, res *cjs.Resources, job string) *retainer {
 	b := &natsBackend{job: job, manifests: res.Manifests, log: zerolog.Nop()}
 	lookup := func(ctx context.Context, name string) (streamPurger, error) { return js.Stream(ctx, name) }
-	return newRetainer(b, res.Snapshots, &objectPurger{bucket: cjs.SnapshotBucket, lookup: lookup}, nil)
+	store := &batchStore{ObjectStore: res.Snapshots, nc: js.Conn(), bucket: cjs.SnapshotBucket}
+	return newRetainer(b, store, &objectPurger{bucket: cjs.SnapshotBucket, lookup: lookup}, nil)
 }
 
 // streamMsgs returns how many messages the stream holds.

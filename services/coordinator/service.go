@@ -237,7 +237,7 @@ func (s *Service) start(ctx context.Context, name string) *job {
 		retainCh: make(chan retainRequest, 1),
 	}
 	var jb backend = b
-	var store objectStore = s.res.Snapshots
+	var store objectStore = &batchStore{ObjectStore: s.res.Snapshots, nc: s.nc, bucket: cjs.SnapshotBucket}
 	if s.faults != nil {
 		jb, store = s.faults(name, b, store)
 	}
