@@ -97,8 +97,11 @@ func (s *batchStore) lookup(ctx context.Context, names []string, out map[string]
 	if err != nil {
 		return err
 	}
+	// A channel just large enough for every answer (a synchronous subscription would
+	// allocate one of 64 Ki entries for each look-up).
+	answers := make(chan *nats.Msg, len(names)+1)
 	inbox := s.nc.NewRespInbox()
-	sub, err := s.nc.SubscribeSync(inbox)
+	sub, err := s.nc.ChanSubscribe(inbox, answers)
 	if err != nil {
 		return fmt.Errorf("look up snapshots: %w", err)
 	}
@@ -107,9 +110,11 @@ func (s *batchStore) lookup(ctx context.Context, names []string, out map[string]
 		return fmt.Errorf("look up snapshots: %w", err)
 	}
 	for range len(names) + 1 {
-		m, err := sub.NextMsgWithContext(ctx)
-		if err != nil {
-			return fmt.Errorf("look up snapshots: %w", err)
+		var m *nats.Msg
+		select {
+		case m = <-answers:
+		case <-ctx.Done():
+			return fmt.Errorf("look up snapshots: %w", ctx.Err())
 		}
 		if len(m.Data) == 0 && m.Header != nil {
 			switch status := m.Header.Get("Status"); status {
