@@ -24,6 +24,11 @@ type streamPublisher interface {
 	PublishMsg(ctx context.Context, m *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error)
 }
 
+// asyncPublisher publishes to JetStream without waiting for the ack (completed events).
+type asyncPublisher interface {
+	PublishMsgAsync(m *nats.Msg, opts ...jetstream.PublishOpt) (jetstream.PubAckFuture, error)
+}
+
 // lastMsgReader reads a subject's last message in a stream (CAIRN_CHECKPOINTS).
 type lastMsgReader interface {
 	GetLastMsgForSubject(ctx context.Context, subject string) (*jetstream.RawStreamMsg, error)
@@ -38,6 +43,7 @@ type natsBackend struct {
 	subjects  cjs.Subjects
 	nc        corePublisher
 	js        streamPublisher
+	async     asyncPublisher
 	manifests jetstream.KeyValue
 	events    lastMsgReader
 	log       zerolog.Logger
@@ -234,7 +240,14 @@ func (b *natsBackend) publishEvent(ctx context.Context, e *messages.CheckpointEv
 	m.Data = data
 	m.Header.Set(messages.HeaderCheckpointID, strconv.FormatUint(e.CheckpointID, 10))
 	m.Header.Set(messages.HeaderConfigVersion, strconv.FormatUint(e.ConfigVersion, 10))
-	_, err = b.js.PublishMsg(ctx, m, jetstream.WithMsgID(fmt.Sprintf("%s.%d.%s", b.job, e.CheckpointID, e.Outcome)))
+	id := jetstream.WithMsgID(fmt.Sprintf("%s.%d.%s", b.job, e.CheckpointID, e.Outcome))
+	if e.Outcome == messages.Completed {
+		// Nothing waits for a completed event (the manifest is the record): its ack is
+		// not awaited, and a failure is logged when it comes (Service.eventFailed).
+		_, err = b.async.PublishMsgAsync(m, id)
+	} else {
+		_, err = b.js.PublishMsg(ctx, m, id)
+	}
 	if err != nil {
 		return fmt.Errorf("publish %s event: %w", e.Outcome, err)
 	}
