@@ -85,6 +85,10 @@ type retainer struct {
 	// the first listing.
 	savepoints map[string]*messages.Manifest
 	listed     bool
+	// purged is the highest manifest id purged: a manifest handed over at or below it is
+	// gone (manifests are written in id order, so it was listed and purged) and is not
+	// taken back.
+	purged uint64
 }
 
 func newRetainer(b *natsBackend, store objectStore, purger *objectPurger, trim *trimmer) *retainer {
@@ -196,7 +200,9 @@ func (r *retainer) pass(ctx context.Context, req retainRequest) (manifests, obje
 		}
 	}
 	for _, m := range req.written {
-		r.manifests[m.CheckpointID] = m
+		if m.CheckpointID > r.purged {
+			r.manifests[m.CheckpointID] = m
+		}
 	}
 	if len(r.manifests) == 0 {
 		return 0, 0, nil, nil
@@ -219,6 +225,7 @@ func (r *retainer) pass(ctx context.Context, req retainRequest) (manifests, obje
 			return manifests, 0, nil, err
 		}
 		delete(r.manifests, id)
+		r.purged = max(r.purged, id)
 		manifests++
 	}
 	referenced := map[string]bool{}
