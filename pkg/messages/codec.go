@@ -47,7 +47,9 @@ func Marshal(m Message) ([]byte, error) {
 		return nil, err
 	}
 	var buf bytes.Buffer
-	enc := msgpack.NewEncoder(&buf)
+	enc := msgpack.GetEncoder()
+	defer msgpack.PutEncoder(enc)
+	enc.Reset(&buf)
 	enc.UseCompactInts(true)
 	if err := enc.Encode(m); err != nil {
 		return nil, fmt.Errorf("encode %T: %w", m, err)
@@ -84,7 +86,9 @@ func Unmarshal(data []byte, m Message) error {
 	if r.rest() != 0 {
 		return fmt.Errorf("%w: %T: %d trailing bytes after the message", ErrMalformed, m, r.rest())
 	}
-	dec := msgpack.NewDecoder(bytes.NewReader(data))
+	dec := msgpack.GetDecoder()
+	defer msgpack.PutDecoder(dec)
+	dec.Reset(bytes.NewReader(data))
 	if err := dec.Decode(m); err != nil {
 		return fmt.Errorf("%w: %T: %w", ErrMalformed, m, err)
 	}
