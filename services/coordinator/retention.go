@@ -29,8 +29,11 @@ const retentionSlots = 4
 
 // quietScanAfter is how long after its last request the retention worker makes a pass of
 // its own, with a full scan: orphans uploaded for checkpoints whose acks never arrived are
-// then found even when the job stopped completing and aborting checkpoints.
-const quietScanAfter = 10 * time.Second
+// then found even when the job stopped completing and aborting checkpoints. It is longer
+// than retainAfter, the longest a busy job goes between requests: otherwise a job at an
+// interval of a second or more, which asks every retainAfter, would race its own quiet
+// scans and make every other pass a full one.
+const quietScanAfter = 2 * retainAfter
 
 // retainRequest asks the retention worker for one pass.
 type retainRequest struct {
