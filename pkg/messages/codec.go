@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"sync"
 
 	"github.com/vmihailenco/msgpack/v5"
 )
@@ -46,16 +47,30 @@ func Marshal(m Message) ([]byte, error) {
 	if err := m.Validate(); err != nil {
 		return nil, err
 	}
-	var buf bytes.Buffer
+	buf := encodeBuffers.Get().(*bytes.Buffer)
+	buf.Reset()
+	defer func() {
+		if buf.Cap() <= maxPooledBuffer {
+			encodeBuffers.Put(buf)
+		}
+	}()
 	enc := msgpack.GetEncoder()
 	defer msgpack.PutEncoder(enc)
-	enc.Reset(&buf)
+	enc.Reset(buf)
 	enc.UseCompactInts(true)
 	if err := enc.Encode(m); err != nil {
 		return nil, fmt.Errorf("encode %T: %w", m, err)
 	}
-	return buf.Bytes(), nil
+	return bytes.Clone(buf.Bytes()), nil
 }
+
+// encodeBuffers are Marshal's scratch buffers: a message is encoded into one that has
+// grown to fit earlier messages, then copied out at its exact size.
+var encodeBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// maxPooledBuffer is the largest scratch buffer kept for reuse: a rare large message does
+// not pin its buffer.
+const maxPooledBuffer = 64 << 10
 
 // Unmarshal decodes msgpack data into m. It tolerates what a newer minor version may
 // write: fields this build does not know are skipped (checked only for being well-formed
