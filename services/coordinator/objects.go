@@ -79,6 +79,12 @@ func (s *batchStore) infos(ctx context.Context, names []string) (map[string]*jet
 	return out, nil
 }
 
+// The headers of a status message (no payload) in the answers to a direct get.
+const (
+	statusHeader      = "Status"
+	descriptionHeader = "Description"
+)
+
 // multiLastRequest is a batched direct get of the last message of each subject.
 type multiLastRequest struct {
 	MultiLast []string `json:"multi_last"`
@@ -117,14 +123,14 @@ func (s *batchStore) lookup(ctx context.Context, names []string, out map[string]
 			return fmt.Errorf("look up snapshots: %w", ctx.Err())
 		}
 		if len(m.Data) == 0 && m.Header != nil {
-			switch status := m.Header.Get("Status"); status {
+			switch status := m.Header.Get(statusHeader); status {
 			case "204":
 				return nil
 			case "404":
 				return nil // none of them exists
 			case "":
 			default:
-				return fmt.Errorf("look up snapshots: status %s %s", status, m.Header.Get("Description"))
+				return fmt.Errorf("look up snapshots: status %s %s", status, m.Header.Get(descriptionHeader))
 			}
 		}
 		var info jetstream.ObjectInfo
