@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"sync"
 
 	"github.com/vmihailenco/msgpack/v5"
 )
@@ -46,14 +47,30 @@ func Marshal(m Message) ([]byte, error) {
 	if err := m.Validate(); err != nil {
 		return nil, err
 	}
-	var buf bytes.Buffer
-	enc := msgpack.NewEncoder(&buf)
+	buf := encodeBuffers.Get().(*bytes.Buffer)
+	buf.Reset()
+	defer func() {
+		if buf.Cap() <= maxPooledBuffer {
+			encodeBuffers.Put(buf)
+		}
+	}()
+	enc := msgpack.GetEncoder()
+	defer msgpack.PutEncoder(enc)
+	enc.Reset(buf)
 	enc.UseCompactInts(true)
 	if err := enc.Encode(m); err != nil {
 		return nil, fmt.Errorf("encode %T: %w", m, err)
 	}
-	return buf.Bytes(), nil
+	return bytes.Clone(buf.Bytes()), nil
 }
+
+// encodeBuffers are Marshal's scratch buffers: a message is encoded into one that has
+// grown to fit earlier messages, then copied out at its exact size.
+var encodeBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// maxPooledBuffer is the largest scratch buffer kept for reuse: a rare large message does
+// not pin its buffer.
+const maxPooledBuffer = 64 << 10
 
 // Unmarshal decodes msgpack data into m. It tolerates what a newer minor version may
 // write: fields this build does not know are skipped (checked only for being well-formed
@@ -84,7 +101,9 @@ func Unmarshal(data []byte, m Message) error {
 	if r.rest() != 0 {
 		return fmt.Errorf("%w: %T: %d trailing bytes after the message", ErrMalformed, m, r.rest())
 	}
-	dec := msgpack.NewDecoder(bytes.NewReader(data))
+	dec := msgpack.GetDecoder()
+	defer msgpack.PutDecoder(dec)
+	dec.Reset(bytes.NewReader(data))
 	if err := dec.Decode(m); err != nil {
 		return fmt.Errorf("%w: %T: %w", ErrMalformed, m, err)
 	}

@@ -309,6 +309,7 @@ var timeType = reflect.TypeFor[time.Time]()
 type wireField struct {
 	index int
 	typ   reflect.Type
+	name  string
 }
 
 var wireFieldsCache sync.Map // reflect.Type → map[string]wireField
@@ -329,7 +330,7 @@ func wireFields(t reflect.Type) map[string]wireField {
 		if name == "" {
 			name = f.Name
 		}
-		fields[name] = wireField{index: i, typ: f.Type}
+		fields[name] = wireField{index: i, typ: f.Type, name: name}
 	}
 	wireFieldsCache.Store(t, fields)
 	return fields
@@ -400,7 +401,7 @@ func checkStruct(r *mpReader, v mpValue, t reflect.Type, path string) error {
 		return wrongKind(path, v, "a map of fields")
 	}
 	fields := wireFields(t)
-	seen := make([]bool, t.NumField())
+	var seen fieldSet
 	var unknown map[string]struct{}
 	for range v.u {
 		k, err := r.next()
@@ -410,9 +411,9 @@ func checkStruct(r *mpReader, v mpValue, t reflect.Type, path string) error {
 		if k.kind != mpStr {
 			return wrongKind(pathName(path)+" key", k, "a field name string")
 		}
-		name := string(k.data)
-		f, ok := fields[name]
+		f, ok := fields[string(k.data)] // no copy of the key for the look-up
 		if !ok {
+			name := string(k.data)
 			if _, dup := unknown[name]; dup {
 				return fmt.Errorf("%w: %s: field %s appears twice", errWire, pathName(path), quoteShort(name))
 			}
@@ -425,15 +426,35 @@ func checkStruct(r *mpReader, v mpValue, t reflect.Type, path string) error {
 			}
 			continue
 		}
-		if seen[f.index] {
-			return fmt.Errorf("%w: %s: field %s appears twice", errWire, pathName(path), quoteShort(name))
+		if seen.add(f.index) {
+			return fmt.Errorf("%w: %s: field %s appears twice", errWire, pathName(path), quoteShort(f.name))
 		}
-		seen[f.index] = true
-		if err := checkValue(r, f.typ, joinPath(path, name)); err != nil {
+		if err := checkValue(r, f.typ, joinPath(path, f.name)); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// fieldSet is a set of struct field indexes: a bit each for the first 64, a map beyond.
+type fieldSet struct {
+	low  uint64
+	high map[int]bool
+}
+
+// add adds field i and reports whether it was already there.
+func (s *fieldSet) add(i int) bool {
+	if i < 64 {
+		had := s.low&(1<<i) != 0
+		s.low |= 1 << i
+		return had
+	}
+	if s.high == nil {
+		s.high = map[int]bool{}
+	}
+	had := s.high[i]
+	s.high[i] = true
+	return had
 }
 
 // checkUnknown skips the value of a field the Go type does not have. The message's

@@ -31,7 +31,8 @@ type backend interface {
 	// MaxMaxConcurrent of the newest), and the last id it issued (at least the newest
 	// ended one, when the counter key was lost).
 	unfinished(ctx context.Context, completed uint64) (ids []uint64, last uint64, err error)
-	// publishEvent publishes a checkpoint event.
+	// publishEvent publishes a checkpoint event; a completed event without waiting for
+	// JetStream's ack.
 	publishEvent(ctx context.Context, e *messages.CheckpointEvent) error
 	// publishMemberEvent publishes a member audit event.
 	publishMemberEvent(ctx context.Context, e *messages.MemberEvent) error

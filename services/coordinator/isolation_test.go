@@ -40,7 +40,7 @@ func (hangingStore) List(ctx context.Context, _ ...jetstream.ListObjectsOpt) ([]
 	return nil, ctx.Err()
 }
 
-func (hangingStore) GetInfo(ctx context.Context, _ string, _ ...jetstream.GetObjectInfoOpt) (*jetstream.ObjectInfo, error) {
+func (hangingStore) infos(ctx context.Context, _ []string) (map[string]*jetstream.ObjectInfo, error) {
 	<-ctx.Done()
 	return nil, ctx.Err()
 }

@@ -406,7 +406,9 @@ func (j *job) trigger(ctx context.Context, now time.Time) {
 		}
 	}
 	j.attachManual(p)
-	j.log.Info().Uint64("checkpoint", id).Uint64("config_version", j.version).Strs("participants", p.participants()).Str("savepoint", p.savepoint).Msg("barrier sent")
+	if e := j.log.Info(); e.Enabled() { // the participants are sorted for the log line only
+		e.Uint64("checkpoint", id).Uint64("config_version", j.version).Strs("participants", p.participants()).Str("savepoint", p.savepoint).Msg("barrier sent")
+	}
 	if len(p.expected) == 0 {
 		j.complete(ctx, p)
 	}

@@ -96,9 +96,12 @@ func (k *leaseKeeper) report(s leaseState) {
 	k.out(s)
 }
 
-// run keeps the lease until ctx is done, then releases it if held. It watches the key to
-// take the lease the moment it is released or expires, and after a reconnect restarts the
-// watch (a KV watch notices a server restart only after missed heartbeats) and acts at once.
+// run keeps the lease until ctx is done, then releases it if held. While the lease is not
+// held it watches the key, to take the lease the moment it is released or expires, and
+// after a reconnect restarts the watch (a KV watch notices a server restart only after
+// missed heartbeats) and acts at once. While the lease is held there is no watch: the
+// renewals' compare-and-set finds out when the lease is lost, and a watch would only echo
+// each renewal back (and cost the server a consumer per job).
 func (k *leaseKeeper) run(ctx context.Context) {
 	var err error
 	k.value, err = messages.Marshal(&messages.Lease{Schema: messages.SchemaVersion, Job: k.job, Holder: k.holder, AcquiredAt: time.Now().UTC()})
@@ -122,6 +125,7 @@ func (k *leaseKeeper) run(ctx context.Context) {
 		return w.Updates()
 	}
 	updates := watch()
+	watching := true
 	defer func() {
 		if w != nil {
 			_ = w.Stop()
@@ -134,6 +138,15 @@ func (k *leaseKeeper) run(ctx context.Context) {
 		moved = k.place.changes()
 	}
 	for {
+		switch {
+		case k.state.held && watching:
+			if w != nil {
+				_ = w.Stop()
+			}
+			w, updates, watching = nil, nil, false
+		case !k.state.held && !watching:
+			updates, watching = watch(), true
+		}
 		select {
 		case <-ctx.Done():
 			k.release()
@@ -142,7 +155,9 @@ func (k *leaseKeeper) run(ctx context.Context) {
 			moved = k.place.changes()
 			k.reconsider(timer)
 		case <-reconnected:
-			updates = watch()
+			if watching {
+				updates = watch()
+			}
 			timer.Reset(0)
 		case e, ok := <-updates:
 			if !ok {

@@ -24,6 +24,11 @@ type streamPublisher interface {
 	PublishMsg(ctx context.Context, m *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error)
 }
 
+// asyncPublisher publishes to JetStream without waiting for the ack (completed events).
+type asyncPublisher interface {
+	PublishMsgAsync(m *nats.Msg, opts ...jetstream.PublishOpt) (jetstream.PubAckFuture, error)
+}
+
 // lastMsgReader reads a subject's last message in a stream (CAIRN_CHECKPOINTS).
 type lastMsgReader interface {
 	GetLastMsgForSubject(ctx context.Context, subject string) (*jetstream.RawStreamMsg, error)
@@ -38,6 +43,7 @@ type natsBackend struct {
 	subjects  cjs.Subjects
 	nc        corePublisher
 	js        streamPublisher
+	async     asyncPublisher
 	manifests jetstream.KeyValue
 	events    lastMsgReader
 	log       zerolog.Logger
@@ -51,6 +57,10 @@ type natsBackend struct {
 	// newest ended checkpoint's and every id this backend issued. nextID never returns an
 	// id at or below it, even when the counter key was lost.
 	used uint64
+	// relist is set when the job's keys may have changed in a way that the manifests
+	// handed to retention do not show (the loop read <job>.latest again, or wrote or
+	// deleted a savepoint): the next retention pass lists them.
+	relist bool
 
 	retainCh chan retainRequest
 }
@@ -214,7 +224,7 @@ func (b *natsBackend) latestManifest(ctx context.Context) (*messages.Manifest, e
 	if err != nil {
 		return nil, err
 	}
-	b.latestRev, b.latestOK = rev, true
+	b.latestRev, b.latestOK, b.relist = rev, true, true
 	if m != nil {
 		b.used = max(b.used, m.CheckpointID)
 	}
@@ -230,7 +240,14 @@ func (b *natsBackend) publishEvent(ctx context.Context, e *messages.CheckpointEv
 	m.Data = data
 	m.Header.Set(messages.HeaderCheckpointID, strconv.FormatUint(e.CheckpointID, 10))
 	m.Header.Set(messages.HeaderConfigVersion, strconv.FormatUint(e.ConfigVersion, 10))
-	_, err = b.js.PublishMsg(ctx, m, jetstream.WithMsgID(fmt.Sprintf("%s.%d.%s", b.job, e.CheckpointID, e.Outcome)))
+	id := jetstream.WithMsgID(fmt.Sprintf("%s.%d.%s", b.job, e.CheckpointID, e.Outcome))
+	if e.Outcome == messages.Completed {
+		// Nothing waits for a completed event (the manifest is the record): its ack is
+		// not awaited, and a failure is logged when it comes (Service.eventFailed).
+		_, err = b.async.PublishMsgAsync(m, id)
+	} else {
+		_, err = b.js.PublishMsg(ctx, m, id)
+	}
 	if err != nil {
 		return fmt.Errorf("publish %s event: %w", e.Outcome, err)
 	}

@@ -3,9 +3,12 @@ package coordinator
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -20,21 +23,6 @@ type objectPurger struct {
 	// lookup returns a stream by name.
 	lookup func(ctx context.Context, name string) (streamPurger, error)
 	stream streamPurger
-}
-
-// remove removes the object name; info is its info when known (nil: looked up).
-func (o *objectPurger) remove(ctx context.Context, store objectStore, name string, info *jetstream.ObjectInfo) error {
-	if info == nil {
-		var err error
-		info, err = store.GetInfo(ctx, name, jetstream.GetObjectInfoShowDeleted())
-		if errors.Is(err, jetstream.ErrObjectNotFound) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("look up snapshot %s: %w", name, err)
-		}
-	}
-	return o.purge(ctx, info)
 }
 
 // purge purges the chunks and then the meta subject of the object info describes.
@@ -52,9 +40,104 @@ func (o *objectPurger) purge(ctx context.Context, info *jetstream.ObjectInfo) er
 			return fmt.Errorf("delete snapshot %s: purge its chunks: %w", info.Name, err)
 		}
 	}
-	meta := fmt.Sprintf("$O.%s.M.%s", o.bucket, base64.URLEncoding.EncodeToString([]byte(info.Name)))
+	meta := metaSubject(o.bucket, info.Name)
 	if err := o.stream.Purge(ctx, jetstream.WithPurgeSubject(meta)); err != nil {
 		return fmt.Errorf("delete snapshot %s: purge its meta: %w", info.Name, err)
 	}
 	return nil
+}
+
+// metaSubject is the subject of object name's meta message in object store bucket.
+func metaSubject(bucket, name string) string {
+	return fmt.Sprintf("$O.%s.M.%s", bucket, base64.URLEncoding.EncodeToString([]byte(name)))
+}
+
+// infoBatch is how many objects one batched look-up asks for; the server answers at most
+// 1024 messages a request.
+const infoBatch = 256
+
+// batchStore is the snapshot store with look-ups of many objects' infos in one request
+// each: a batched direct get of their meta subjects' last messages (server 2.11+, the
+// stream allows direct gets as every object store's does).
+type batchStore struct {
+	jetstream.ObjectStore
+	nc     *nats.Conn
+	bucket string
+}
+
+var _ objectStore = (*batchStore)(nil)
+
+// infos returns the infos of those of names that have a meta message, deleted objects
+// included, by name.
+func (s *batchStore) infos(ctx context.Context, names []string) (map[string]*jetstream.ObjectInfo, error) {
+	out := make(map[string]*jetstream.ObjectInfo, len(names))
+	for batch := range slices.Chunk(names, infoBatch) {
+		if err := s.lookup(ctx, batch, out); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// The headers of a status message (no payload) in the answers to a direct get.
+const (
+	statusHeader      = "Status"
+	descriptionHeader = "Description"
+)
+
+// multiLastRequest is a batched direct get of the last message of each subject.
+type multiLastRequest struct {
+	MultiLast []string `json:"multi_last"`
+	Batch     int      `json:"batch"`
+}
+
+// lookup adds to out the infos of names (at most infoBatch) found in one batched direct
+// get: one message per meta subject found, then an end-of-batch status (204), or a 404
+// when none is found.
+func (s *batchStore) lookup(ctx context.Context, names []string, out map[string]*jetstream.ObjectInfo) error {
+	req := multiLastRequest{MultiLast: make([]string, len(names)), Batch: len(names)}
+	for i, name := range names {
+		req.MultiLast[i] = metaSubject(s.bucket, name)
+	}
+	data, err := json.Marshal(req)
+	if err != nil {
+		return err
+	}
+	// A channel just large enough for every answer (a synchronous subscription would
+	// allocate one of 64 Ki entries for each look-up).
+	answers := make(chan *nats.Msg, len(names)+1)
+	inbox := s.nc.NewRespInbox()
+	sub, err := s.nc.ChanSubscribe(inbox, answers)
+	if err != nil {
+		return fmt.Errorf("look up snapshots: %w", err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	if err := s.nc.PublishRequest("$JS.API.DIRECT.GET.OBJ_"+s.bucket, inbox, data); err != nil {
+		return fmt.Errorf("look up snapshots: %w", err)
+	}
+	for range len(names) + 1 {
+		var m *nats.Msg
+		select {
+		case m = <-answers:
+		case <-ctx.Done():
+			return fmt.Errorf("look up snapshots: %w", ctx.Err())
+		}
+		if len(m.Data) == 0 && m.Header != nil {
+			switch status := m.Header.Get(statusHeader); status {
+			case "204":
+				return nil
+			case "404":
+				return nil // none of them exists
+			case "":
+			default:
+				return fmt.Errorf("look up snapshots: status %s %s", status, m.Header.Get(descriptionHeader))
+			}
+		}
+		var info jetstream.ObjectInfo
+		if err := json.Unmarshal(m.Data, &info); err != nil {
+			return fmt.Errorf("look up snapshots: meta on %s: %w", m.Header.Get(jetstream.SubjectHeader), err)
+		}
+		out[info.Name] = &info
+	}
+	return errors.New("look up snapshots: no end of batch")
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -28,8 +29,11 @@ const retentionSlots = 4
 
 // quietScanAfter is how long after its last request the retention worker makes a pass of
 // its own, with a full scan: orphans uploaded for checkpoints whose acks never arrived are
-// then found even when the job stopped completing and aborting checkpoints.
-const quietScanAfter = 10 * time.Second
+// then found even when the job stopped completing and aborting checkpoints. It is longer
+// than retainAfter, the longest a busy job goes between requests: otherwise a job at an
+// interval of a second or more, which asks every retainAfter, would race its own quiet
+// scans and make every other pass a full one.
+const quietScanAfter = 2 * retainAfter
 
 // retainRequest asks the retention worker for one pass.
 type retainRequest struct {
@@ -44,16 +48,20 @@ type retainRequest struct {
 	freed []messages.SnapshotRef
 	// scan asks for a full scan of the snapshot store in this pass (the store was full).
 	scan bool
+	// list asks the pass to list the job's keys: they may have changed in a way the loop
+	// did not hand over (a take-over, a savepoint written or deleted).
+	list bool
 	// written are the manifests the job's loop wrote since the last request. A manifest
 	// under <job>.<id> never changes (ids are never reused), so the worker keeps them
 	// instead of reading them back.
 	written []*messages.Manifest
 }
 
-// objectStore is what retention needs of the snapshot store.
+// objectStore is what retention needs of the snapshot store (batchStore).
 type objectStore interface {
 	List(ctx context.Context, opts ...jetstream.ListObjectsOpt) ([]*jetstream.ObjectInfo, error)
-	GetInfo(ctx context.Context, name string, opts ...jetstream.GetObjectInfoOpt) (*jetstream.ObjectInfo, error)
+	// infos returns the infos of those of names that exist (deleted ones too), by name.
+	infos(ctx context.Context, names []string) (map[string]*jetstream.ObjectInfo, error)
 }
 
 // retainer is the retention worker's state, owned by its goroutine.
@@ -72,9 +80,18 @@ type retainer struct {
 	// LimitMarkerTTL, read at the first pass (markerRead); 0 when the bucket has none.
 	markerTTL  time.Duration
 	markerRead bool
-	// manifests are the job's manifests by id as last listed, those read or handed over
-	// (retainRequest.written) with their content, the others nil until read.
+	// manifests are the job's manifests by id: those of the last listing and those handed
+	// over since (retainRequest.written); those read or handed over with their content, the
+	// others nil until read.
 	manifests map[uint64]*messages.Manifest
+	// savepoints are the job's savepoints as of the last listing; listed is false until
+	// the first listing.
+	savepoints map[string]*messages.Manifest
+	listed     bool
+	// purged is the highest manifest id purged: a manifest handed over at or below it is
+	// gone (manifests are written in id order, so it was listed and purged) and is not
+	// taken back.
+	purged uint64
 }
 
 func newRetainer(b *natsBackend, store objectStore, purger *objectPurger, trim *trimmer) *retainer {
@@ -82,8 +99,10 @@ func newRetainer(b *natsBackend, store objectStore, purger *objectPurger, trim *
 }
 
 // retain queues a retention pass; a newer request replaces one not yet started, keeping
-// its dropped and freed snapshots and its scan.
+// its dropped and freed snapshots, its written manifests, its scan and its listing (a
+// listing is also asked for when the backend set relist).
 func (b *natsBackend) retain(req retainRequest) {
+	req.list, b.relist = req.list || b.relist, false
 	for {
 		select {
 		case b.retainCh <- req:
@@ -96,6 +115,7 @@ func (b *natsBackend) retain(req retainRequest) {
 			req.freed = append(req.freed, old.freed...)
 			req.written = append(req.written, old.written...)
 			req.scan = req.scan || old.scan
+			req.list = req.list || old.list
 		default:
 		}
 	}
@@ -176,11 +196,21 @@ func (r *retainer) pass(ctx context.Context, req retainRequest) (manifests, obje
 	if err := r.readMarkerTTL(ctx); err != nil {
 		return 0, 0, nil, err
 	}
-	ids, savepointKeys, err := r.list(ctx, req.written)
-	if err != nil || len(ids) == 0 {
-		return 0, 0, nil, err
+	full := req.scan || r.passes%fullScanEvery == 0
+	if full || req.list || !r.listed {
+		if err := r.list(ctx); err != nil {
+			return 0, 0, nil, err
+		}
 	}
-	slices.SortFunc(ids, func(x, y uint64) int { return cmp.Compare(y, x) })
+	for _, m := range req.written {
+		if m.CheckpointID > r.purged {
+			r.manifests[m.CheckpointID] = m
+		}
+	}
+	if len(r.manifests) == 0 {
+		return 0, 0, nil, nil
+	}
+	ids := slices.SortedFunc(maps.Keys(r.manifests), func(x, y uint64) int { return cmp.Compare(y, x) })
 	keep := min(max(req.keep, 1), len(ids))
 	for _, id := range ids[keep:] {
 		m, err := r.manifest(ctx, id)
@@ -198,6 +228,7 @@ func (r *retainer) pass(ctx context.Context, req retainRequest) (manifests, obje
 			return manifests, 0, nil, err
 		}
 		delete(r.manifests, id)
+		r.purged = max(r.purged, id)
 		manifests++
 	}
 	referenced := map[string]bool{}
@@ -220,11 +251,7 @@ func (r *retainer) pass(ctx context.Context, req retainRequest) (manifests, obje
 		}
 	}
 	// Savepoints are retained until deleted: their objects stay and their input is kept.
-	savepoints, err := readSavepointKeys(ctx, r.b.manifests, r.b.job, savepointKeys)
-	if err != nil {
-		return manifests, 0, nil, err
-	}
-	for _, m := range savepoints {
+	for _, m := range r.savepoints {
 		retained = append(retained, m)
 		for _, s := range m.Instances {
 			for _, ref := range s.Refs() {
@@ -233,7 +260,7 @@ func (r *retainer) pass(ctx context.Context, req retainRequest) (manifests, obje
 		}
 	}
 	infos := map[string]*jetstream.ObjectInfo{}
-	if req.scan || r.passes%fullScanEvery == 0 {
+	if full {
 		n, err := r.scan(ctx, infos)
 		objects += n
 		if err != nil {
@@ -242,6 +269,7 @@ func (r *retainer) pass(ctx context.Context, req retainRequest) (manifests, obje
 	}
 	r.passes++
 	newest := ids[0]
+	var remove, unknown []string
 	for name := range r.candidates {
 		id, ok := objectCheckpoint(b.job, name)
 		switch {
@@ -251,11 +279,26 @@ func (r *retainer) pass(ctx context.Context, req retainRequest) (manifests, obje
 		case id >= newest && !freed[name]:
 			continue // may still be referenced by a checkpoint not yet completed
 		}
-		if err := r.purger.remove(ctx, r.store, name, infos[name]); err != nil {
+		remove = append(remove, name)
+		if infos[name] == nil {
+			unknown = append(unknown, name)
+		}
+	}
+	if len(unknown) > 0 {
+		found, err := r.store.infos(ctx, unknown)
+		if err != nil {
 			return manifests, objects, nil, err
 		}
+		maps.Copy(infos, found)
+	}
+	for _, name := range remove {
+		if info := infos[name]; info != nil {
+			if err := r.purger.purge(ctx, info); err != nil {
+				return manifests, objects, nil, err
+			}
+			objects++
+		}
 		delete(r.candidates, name)
-		objects++
 	}
 	return manifests, objects, retained, nil
 }
@@ -323,21 +366,26 @@ func (r *retainer) purgeManifest(ctx context.Context, id uint64) error {
 	return nil
 }
 
-// list lists the job's manifest ids and savepoint keys (listManifestKeys). The manifests
-// it keeps follow the listing: written ones are added, those no longer listed dropped. A
-// manifest written after the listing started may be missing from it; the next pass finds it.
-func (r *retainer) list(ctx context.Context, written []*messages.Manifest) (ids []uint64, savepointKeys []string, err error) {
-	ids, savepointKeys, err = listManifestKeys(ctx, r.b.manifests, r.b.job)
+// list lists the job's manifest ids and savepoint keys (listManifestKeys) and reads the
+// savepoints. The manifests kept follow the listing: those no longer listed are dropped,
+// new ones added unread. Between listings the pass relies on the manifests the job's loop
+// hands over: while this coordinator holds the lease, only its loop writes the job's keys,
+// and the loop asks for a listing (retainRequest.list) whenever they may have changed
+// otherwise. A listing every fullScanEvery passes catches anything else.
+func (r *retainer) list(ctx context.Context) error {
+	ids, savepointKeys, err := listManifestKeys(ctx, r.b.manifests, r.b.job)
 	if err != nil {
-		return nil, nil, err
+		return err
+	}
+	savepoints, err := readSavepointKeys(ctx, r.b.manifests, r.b.job, savepointKeys)
+	if err != nil {
+		return err
 	}
 	listed := make(map[uint64]bool, len(ids))
 	for _, id := range ids {
 		listed[id] = true
-	}
-	for _, m := range written {
-		if listed[m.CheckpointID] {
-			r.manifests[m.CheckpointID] = m
+		if _, ok := r.manifests[id]; !ok {
+			r.manifests[id] = nil
 		}
 	}
 	for id := range r.manifests {
@@ -345,7 +393,8 @@ func (r *retainer) list(ctx context.Context, written []*messages.Manifest) (ids 
 			delete(r.manifests, id)
 		}
 	}
-	return ids, savepointKeys, nil
+	r.savepoints, r.listed = savepoints, true
+	return nil
 }
 
 // listManifestKeys lists, in one listing of job's keys, the checkpoint ids that have a
@@ -367,14 +416,19 @@ func listManifestKeys(ctx context.Context, kv jetstream.KeyValue, job string) (i
 	return ids, savepointKeys, nil
 }
 
-// manifest returns manifest id of the job, read once and then kept; nil when it is gone.
+// manifest returns manifest id of the job, read once and then kept; nil when it is gone
+// (then forgotten).
 func (r *retainer) manifest(ctx context.Context, id uint64) (*messages.Manifest, error) {
 	if m := r.manifests[id]; m != nil {
 		return m, nil
 	}
 	m, err := readManifestKey(ctx, r.b.manifests, cjs.ManifestKey(r.b.job, id))
-	if err != nil || m == nil {
+	if err != nil {
 		return nil, err
+	}
+	if m == nil {
+		delete(r.manifests, id)
+		return nil, nil
 	}
 	r.manifests[id] = m
 	return m, nil

@@ -21,25 +21,9 @@ func TestRetentionPass(t *testing.T) {
 	ctx := context.Background()
 	r := newTestRetainer(js, res, "r")
 	r.passes = 1 // not a full scan
-	put := func(name string) messages.SnapshotRef {
-		info, err := res.Snapshots.PutBytes(ctx, name, []byte(name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return messages.SnapshotRef{Object: name, Size: info.Size, Digest: info.Digest}
-	}
+	put := func(name string) messages.SnapshotRef { return putSnapshot(t, res, name) }
 	manifest := func(id uint64, refs ...messages.SnapshotRef) {
-		m := &messages.Manifest{Schema: messages.SchemaVersion, Job: "r", CheckpointID: id, CompletedAt: time.Now(), Instances: map[string]messages.InstanceSnapshot{}}
-		for i, ref := range refs {
-			m.Instances[string(rune('a'+i))] = messages.InstanceSnapshot{Incarnation: "x", Snapshot: ref}
-		}
-		data, err := messages.Marshal(m)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := res.Manifests.Put(ctx, cjs.ManifestKey("r", id), data); err != nil {
-			t.Fatal(err)
-		}
+		putManifest(t, res, cjs.ManifestKey("r", id), testManifest("r", id, refs...))
 	}
 	shared := put("r/1/a")    // unchanged snapshot, referenced by every manifest
 	old := put("r/2/b")       // only in manifest 2, which retention drops
@@ -74,11 +58,79 @@ func TestRetentionPass(t *testing.T) {
 	}
 }
 
+// TestRetentionListsWhenAsked checks that a pass relies on the manifests handed over
+// between listings, and lists the job's keys when asked: a savepoint written since the
+// last listing keeps its objects.
+func TestRetentionListsWhenAsked(t *testing.T) {
+	srv := natstest.Start(t)
+	_, js, res := srv.Resources(t, cjs.Options{})
+	ctx := context.Background()
+	r := newTestRetainer(js, res, "l")
+	r.passes = 1 // not a full scan
+	a1, a2, a3 := putSnapshot(t, res, "l/1/a"), putSnapshot(t, res, "l/2/a"), putSnapshot(t, res, "l/3/a")
+	m1 := testManifest("l", 1, a1)
+	putManifest(t, res, cjs.ManifestKey("l", 1), m1)
+	if _, _, _, err := r.pass(ctx, retainRequest{keep: 1}); err != nil { // the first pass lists
+		t.Fatal(err)
+	}
+	// Manifest 2 is handed over, not listed: manifest 1 goes. Manifest 2 is also a
+	// savepoint, written after the listing.
+	m2 := testManifest("l", 2, a2)
+	putManifest(t, res, cjs.ManifestKey("l", 2), m2)
+	putManifest(t, res, cjs.SavepointKey("l", "keep"), m2)
+	if _, _, _, err := r.pass(ctx, retainRequest{keep: 1, written: []*messages.Manifest{m2}, list: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := res.Manifests.Get(ctx, cjs.ManifestKey("l", 1)); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Fatalf("manifest 1 beyond retain 1 kept: %v", err)
+	}
+	m3 := testManifest("l", 3, a3)
+	putManifest(t, res, cjs.ManifestKey("l", 3), m3)
+	if _, _, _, err := r.pass(ctx, retainRequest{keep: 1, written: []*messages.Manifest{m3}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := names(t, res.Snapshots); !slices.Equal(got, []string{"l/2/a", "l/3/a"}) {
+		t.Fatalf("after manifest 2 was retained out: %v (%s of savepoint keep must stay)", got, a2.Object)
+	}
+}
+
+// putSnapshot stores an object name (its content is its name) and returns its reference.
+func putSnapshot(t *testing.T, res *cjs.Resources, name string) messages.SnapshotRef {
+	t.Helper()
+	info, err := res.Snapshots.PutBytes(context.Background(), name, []byte(name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return messages.SnapshotRef{Object: name, Size: info.Size, Digest: info.Digest}
+}
+
+// testManifest returns manifest id of job with one member per ref (a, b, …).
+func testManifest(job string, id uint64, refs ...messages.SnapshotRef) *messages.Manifest {
+	m := &messages.Manifest{Schema: messages.SchemaVersion, Job: job, CheckpointID: id, CompletedAt: time.Now(), Instances: map[string]messages.InstanceSnapshot{}}
+	for i, ref := range refs {
+		m.Instances[string(rune('a'+i))] = messages.InstanceSnapshot{Incarnation: "x", Snapshot: ref}
+	}
+	return m
+}
+
+// putManifest stores m under key of the manifest bucket.
+func putManifest(t *testing.T, res *cjs.Resources, key string, m *messages.Manifest) {
+	t.Helper()
+	data, err := messages.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := res.Manifests.Put(context.Background(), key, data); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // newTestRetainer returns a retention worker's state for job on res.
 func newTestRetainer(js jetstream.JetStream, res *cjs.Resources, job string) *retainer {
 	b := &natsBackend{job: job, manifests: res.Manifests, log: zerolog.Nop()}
 	lookup := func(ctx context.Context, name string) (streamPurger, error) { return js.Stream(ctx, name) }
-	return newRetainer(b, res.Snapshots, &objectPurger{bucket: cjs.SnapshotBucket, lookup: lookup}, nil)
+	store := &batchStore{ObjectStore: res.Snapshots, nc: js.Conn(), bucket: cjs.SnapshotBucket}
+	return newRetainer(b, store, &objectPurger{bucket: cjs.SnapshotBucket, lookup: lookup}, nil)
 }
 
 // streamMsgs returns how many messages the stream holds.
@@ -222,23 +274,11 @@ func TestRetentionKeepsChains(t *testing.T) {
 	srv := natstest.Start(t)
 	_, js, res := srv.Resources(t, cjs.Options{})
 	ctx := context.Background()
-	put := func(name string) messages.SnapshotRef {
-		info, err := res.Snapshots.PutBytes(ctx, name, []byte(name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return messages.SnapshotRef{Object: name, Size: info.Size, Digest: info.Digest}
-	}
+	put := func(name string) messages.SnapshotRef { return putSnapshot(t, res, name) }
 	manifest := func(id uint64, base messages.SnapshotRef, deltas ...messages.SnapshotRef) {
-		m := &messages.Manifest{Schema: messages.SchemaVersion, Job: "c", CheckpointID: id, CompletedAt: time.Now(),
-			Instances: map[string]messages.InstanceSnapshot{"a": {Incarnation: "x", Snapshot: base, Deltas: deltas}}}
-		data, err := messages.Marshal(m)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := res.Manifests.Put(ctx, cjs.ManifestKey("c", id), data); err != nil {
-			t.Fatal(err)
-		}
+		m := testManifest("c", id, base)
+		m.Instances["a"] = messages.InstanceSnapshot{Incarnation: "x", Snapshot: base, Deltas: deltas}
+		putManifest(t, res, cjs.ManifestKey("c", id), m)
 	}
 	oldBase, d2, d3 := put("c/1/a.base"), put("c/2/a"), put("c/3/a")
 	newBase, d5, d6 := put("c/4/a.base"), put("c/5/a"), put("c/6/a")

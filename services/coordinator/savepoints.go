@@ -79,6 +79,7 @@ func readManifestKey(ctx context.Context, kv jetstream.KeyValue, key string) (*m
 }
 
 func (b *natsBackend) writeSavepoint(ctx context.Context, m *messages.Manifest) error {
+	b.relist = true
 	data, err := messages.Marshal(m)
 	if err != nil {
 		return err
@@ -93,6 +94,7 @@ func (b *natsBackend) writeSavepoint(ctx context.Context, m *messages.Manifest) 
 }
 
 func (b *natsBackend) deleteSavepoint(ctx context.Context, name string) (*messages.Manifest, error) {
+	b.relist = true
 	key := cjs.SavepointKey(b.job, name)
 	m, err := readManifestKey(ctx, b.manifests, key)
 	if err != nil || m == nil {

@@ -74,8 +74,11 @@ type Service struct {
 	cfg Config
 	nc  *nats.Conn
 	js  jetstream.JetStream
-	res *cjs.Resources
-	log zerolog.Logger
+	// async publishes the completed events without waiting for their acks; a failure
+	// (an error or no ack within callCap) is logged by eventFailed.
+	async jetstream.JetStream
+	res   *cjs.Resources
+	log   zerolog.Logger
 
 	// mu guards jobs and known (the registry only; each job's state is owned by its loop).
 	// Lock order: mu before replicas' own mutex, never the other way.
@@ -110,11 +113,24 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, res *cjs.Resources, 
 	if cfg.ID == "" {
 		cfg.ID = nuid.Next()
 	}
-	return &Service{
+	s := &Service{
 		cfg: cfg, nc: nc, js: js, res: res, log: log.With().Str("coordinator", cfg.ID).Logger(),
 		jobs: map[string]*job{}, known: map[string]*jobEntry{}, replicas: newReplicaSet(cfg.ID, cfg.Jobs), synced: make(chan struct{}),
 		retaining: make(chan struct{}, retentionSlots),
-	}, nil
+	}
+	async, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(callCap), jetstream.WithPublishAsyncErrHandler(s.eventFailed))
+	if err != nil {
+		return nil, err
+	}
+	s.async = async
+	return s, nil
+}
+
+// eventFailed logs a checkpoint event published asynchronously that JetStream did not
+// store.
+func (s *Service) eventFailed(_ jetstream.JetStream, m *nats.Msg, err error) {
+	s.log.Error().Err(err).Str("subject", m.Subject).Str("checkpoint", m.Header.Get(messages.HeaderCheckpointID)).
+		Msg("cannot publish the checkpoint event")
 }
 
 // ID returns the coordinator's id.
@@ -233,11 +249,11 @@ func (s *Service) lookup(name string) *job {
 func (s *Service) start(ctx context.Context, name string) *job {
 	log := s.log.With().Str("job", name).Logger()
 	b := &natsBackend{
-		job: name, subjects: s.cfg.Subjects, nc: s.nc, js: s.js, manifests: s.res.Manifests, events: s.res.Checkpoints, log: log,
+		job: name, subjects: s.cfg.Subjects, nc: s.nc, js: s.js, async: s.async, manifests: s.res.Manifests, events: s.res.Checkpoints, log: log,
 		retainCh: make(chan retainRequest, 1),
 	}
 	var jb backend = b
-	var store objectStore = s.res.Snapshots
+	var store objectStore = &batchStore{ObjectStore: s.res.Snapshots, nc: s.nc, bucket: cjs.SnapshotBucket}
 	if s.faults != nil {
 		jb, store = s.faults(name, b, store)
 	}

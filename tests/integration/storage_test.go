@@ -172,7 +172,7 @@ func TestStorageStaysBounded(t *testing.T) {
 	stop()
 	t.Logf("300 checkpoints completed, %d aborted", aborted)
 
-	// Quiet: markers expire, and the retention pass of its own (10 s after the last one, a
+	// Quiet: markers expire, and the retention pass of its own (20 s after the last one, a
 	// full scan) removes what no retained manifest references: the condition must hold
 	// after it.
 	var manifests, snapshots jetstream.StreamState
@@ -183,7 +183,7 @@ func TestStorageStaysBounded(t *testing.T) {
 				cjs.ManifestBucket, manifests.Msgs, cjs.SnapshotBucket, snapshots.Msgs, want)
 		}
 	}()
-	natstest.Eventually(t, 40*time.Second, "storage did not settle", func() bool {
+	natstest.Eventually(t, 50*time.Second, "storage did not settle", func() bool {
 		manifests = s.streamState("KV_" + cjs.ManifestBucket)
 		snapshots = s.streamState("OBJ_" + cjs.SnapshotBucket)
 		objects := s.liveObjects()
@@ -204,7 +204,7 @@ func TestStorageStaysBounded(t *testing.T) {
 				return false // an unreferenced object not removed yet
 			}
 		}
-		return manifests.Msgs <= 20 && snapshots.Msgs == want && time.Since(quietFrom) > 12*time.Second
+		return manifests.Msgs <= 20 && snapshots.Msgs == want && time.Since(quietFrom) > 22*time.Second
 	})
 	s.checkRetainedReadable(job)
 	t.Logf("quiet: KV_%s %d messages, OBJ_%s %d messages (%d for the live objects)",
