@@ -40,7 +40,14 @@ func (s *system) checkpointCall(subject, body string, v any) (code, msg string) 
 func (s *system) trigger(job, body string) messages.CheckpointResult {
 	s.t.Helper()
 	var r messages.CheckpointResult
-	if code, msg := s.checkpointCall(subjects.CheckpointTrigger(job), body, &r); code != "" {
+	var code, msg string
+	// A job whose first instance just registered may not be led yet: 503 until a
+	// coordinator takes its lease.
+	natstest.Eventually(s.t, 10*time.Second, "a coordinator leads "+job, func() bool {
+		code, msg = s.checkpointCall(subjects.CheckpointTrigger(job), body, &r)
+		return code != "503"
+	})
+	if code != "" {
 		s.t.Fatalf("trigger %s %s: %s %s", job, body, code, msg)
 	}
 	if r.Outcome != "completed" {

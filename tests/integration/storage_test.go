@@ -63,7 +63,9 @@ func (s *system) streamState(name string) jetstream.StreamState {
 // liveObjects lists the snapshot store: object name → info.
 func (s *system) liveObjects() map[string]*jetstream.ObjectInfo {
 	s.t.Helper()
-	infos, err := s.res.Snapshots.List(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	infos, err := s.res.Snapshots.List(ctx)
 	if err != nil && !errors.Is(err, jetstream.ErrNoObjectsFound) {
 		s.t.Fatal(err)
 	}
