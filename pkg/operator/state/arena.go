@@ -184,6 +184,3 @@ func (a *arena) each(i int, fn func(p addr, key, value []byte)) {
 		off += size
 	}
 }
-
-// bytes is the memory the slabs take.
-func (a *arena) bytes() int64 { return a.liveAll + a.garbage }
