@@ -34,7 +34,7 @@ func (r *Runtime) restoreChain(ctx context.Context, k *Keyed, inst messages.Inst
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	refs := append([]messages.SnapshotRef{inst.Snapshot}, inst.Deltas...)
-	streams := fetchSegments(ctx, &wg, refs, func(ref messages.SnapshotRef) *verifiedObject { return r.openSnapshot(ctx, ref) }, restoreFetchers, restoreBuffer)
+	streams := fetchSegments(ctx, &wg, refs, func(ref messages.SnapshotRef) *verifiedObject { return openObject(ctx, r.snapshots, ref) }, restoreFetchers, restoreBuffer)
 	readers := make([]io.Reader, len(streams))
 	for i, st := range streams {
 		readers[i] = st
@@ -79,12 +79,15 @@ func fetchSegments(ctx context.Context, wg *sync.WaitGroup, refs []messages.Snap
 	return streams
 }
 
-// openSnapshot returns the reader of the object ref names, opened at its first read
-// within transferBudget.
-func (r *Runtime) openSnapshot(ctx context.Context, ref messages.SnapshotRef) *verifiedObject {
+// openObject returns the reader of the object ref names in store, opened at its first
+// read. The download's context is ctx's values with a deadline of transferBudget but
+// not ctx's cancellation: the object store client unsubscribes a cancelled download
+// without ending its reader, which would then block until the deadline. A stopped
+// restore ends its downloads by closing them between reads (segmentStream.fetch).
+func openObject(ctx context.Context, store objectStore, ref messages.SnapshotRef) *verifiedObject {
 	return &verifiedObject{ref: ref, open: func() (jetstream.ObjectResult, context.CancelFunc, error) {
-		dctx, cancel := context.WithTimeout(ctx, transferBudget(ref.Size))
-		obj, err := r.snapshots.Get(dctx, ref.Object)
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), transferBudget(ref.Size))
+		obj, err := store.Get(dctx, ref.Object)
 		if err != nil {
 			cancel()
 			return nil, nil, err
@@ -168,6 +171,9 @@ func (s *segmentStream) fetch(o *verifiedObject) {
 		p.mu.Lock()
 		for p.full(s, n) {
 			p.cond.Wait()
+		}
+		if p.stopped && err == nil {
+			err = context.Canceled // the deferred close ends the download
 		}
 		if n > 0 {
 			s.chunks = append(s.chunks, c[:n])

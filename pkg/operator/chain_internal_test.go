@@ -50,12 +50,7 @@ func TestFetchSegments(t *testing.T) {
 		contents = append(contents, data)
 	}
 	openIn := func(ctx context.Context) func(messages.SnapshotRef) *verifiedObject {
-		return func(ref messages.SnapshotRef) *verifiedObject {
-			return &verifiedObject{ref: ref, open: func() (jetstream.ObjectResult, context.CancelFunc, error) {
-				obj, err := obs.Get(ctx, ref.Object)
-				return obj, func() {}, err
-			}}
-		}
+		return func(ref messages.SnapshotRef) *verifiedObject { return openObject(ctx, obs, ref) }
 	}
 	open := openIn(ctx)
 	for _, limit := range []int64{1, 64 << 10, restoreBuffer} {
