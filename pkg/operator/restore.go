@@ -2,7 +2,6 @@ package operator
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -303,8 +302,9 @@ func (r *Runtime) restoreFrom(ctx context.Context, mf *messages.Manifest) (resto
 	return restored{checkpoint: mf.CheckpointID, position: pos, ref: &ref}, nil
 }
 
-// fetchAndRestore downloads the object ref names into a spool, checks its size and
-// SHA-256 against ref, and only then restores the Machine from it.
+// fetchAndRestore downloads the object ref names into a spool, checked against ref's size
+// and SHA-256 (verifiedObject), and only then restores the Machine from it. A cancelled
+// ctx stops the download between reads.
 func (r *Runtime) fetchAndRestore(ctx context.Context, ref messages.SnapshotRef) error {
 	sp := newSpool(spoolMemLimit)
 	defer func() {
@@ -312,26 +312,23 @@ func (r *Runtime) fetchAndRestore(ctx context.Context, ref messages.SnapshotRef)
 			r.log.Warn("remove restore spool", "error", err)
 		}
 	}()
-	dctx, cancel := context.WithTimeout(ctx, transferBudget(ref.Size))
-	defer cancel()
-	obj, err := r.snapshots.Get(dctx, ref.Object)
-	if errors.Is(err, jetstream.ErrObjectNotFound) {
-		return fmt.Errorf("object %s missing: %w", ref.Object, err)
-	}
-	if err != nil {
-		return fmt.Errorf("get object %s: %w", ref.Object, err)
-	}
-	defer obj.Close()
-	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(sp, h), obj)
-	if err != nil {
-		return fmt.Errorf("download object %s: %w", ref.Object, err)
-	}
-	if uint64(n) != ref.Size {
-		return fmt.Errorf("%w: object %s has %d bytes, the manifest says %d", errDigestMismatch, ref.Object, n, ref.Size)
-	}
-	if d := digest(h); d != ref.Digest {
-		return fmt.Errorf("%w: object %s has digest %s, the manifest says %s", errDigestMismatch, ref.Object, d, ref.Digest)
+	o := openObject(ctx, r.snapshots, ref)
+	defer o.close()
+	buf := make([]byte, fetchChunk)
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		n, err := o.Read(buf)
+		if _, werr := sp.Write(buf[:n]); werr != nil {
+			return fmt.Errorf("spool object %s: %w", ref.Object, werr)
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
 	}
 	rd, err := sp.Reader()
 	if err != nil {
