@@ -16,11 +16,8 @@ import (
 )
 
 func TestRetentionPass(t *testing.T) {
-	srv := natstest.Start(t)
-	_, js, res := srv.Resources(t, cjs.Options{})
+	js, res, r := partialRetainer(t, "r")
 	ctx := context.Background()
-	r := newTestRetainer(js, res, "r")
-	r.passes = 1 // not a full scan
 	put := func(name string) messages.SnapshotRef { return putSnapshot(t, res, name) }
 	manifest := func(id uint64, refs ...messages.SnapshotRef) {
 		putManifest(t, res, cjs.ManifestKey("r", id), testManifest("r", id, refs...))
@@ -62,11 +59,8 @@ func TestRetentionPass(t *testing.T) {
 // between listings, and lists the job's keys when asked: a savepoint written since the
 // last listing keeps its objects.
 func TestRetentionListsWhenAsked(t *testing.T) {
-	srv := natstest.Start(t)
-	_, js, res := srv.Resources(t, cjs.Options{})
+	_, res, r := partialRetainer(t, "l")
 	ctx := context.Background()
-	r := newTestRetainer(js, res, "l")
-	r.passes = 1 // not a full scan
 	a1, a2, a3 := putSnapshot(t, res, "l/1/a"), putSnapshot(t, res, "l/2/a"), putSnapshot(t, res, "l/3/a")
 	m1 := testManifest("l", 1, a1)
 	putManifest(t, res, cjs.ManifestKey("l", 1), m1)
@@ -126,6 +120,16 @@ func putManifest(t *testing.T, res *cjs.Resources, key string, m *messages.Manif
 }
 
 // newTestRetainer returns a retention worker's state for job on res.
+// partialRetainer starts a server and returns a retainer for job whose next pass is not
+// a full scan.
+func partialRetainer(t *testing.T, job string) (jetstream.JetStream, *cjs.Resources, *retainer) {
+	t.Helper()
+	_, js, res := natstest.Start(t).Resources(t, cjs.Options{})
+	r := newTestRetainer(js, res, job)
+	r.passes = 1
+	return js, res, r
+}
+
 func newTestRetainer(js jetstream.JetStream, res *cjs.Resources, job string) *retainer {
 	b := &natsBackend{job: job, manifests: res.Manifests, log: zerolog.Nop()}
 	lookup := func(ctx context.Context, name string) (streamPurger, error) { return js.Stream(ctx, name) }
