@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cairn-stream/cairn/internal/natstest"
 	"github.com/cairn-stream/cairn/internal/proctest"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
@@ -24,6 +25,9 @@ func TestDevManualCheckpointWithinASecond(t *testing.T) {
 	s := &stack{t: t, job: job, nc: nc}
 	if err := proctest.Poll(ctx, 50*time.Millisecond, "three operators registered with the lease holder", func() (bool, error) {
 		st, err := s.status(ctx)
+		if natstest.IsServiceError(err, "404") {
+			return false, nil // the coordinator has not seen the job's config or instances yet
+		}
 		return err == nil && st.Holder != "" && len(st.Instances) == 3 && st.Config.Interval == "10s", err
 	}); err != nil {
 		t.Fatal(err)
