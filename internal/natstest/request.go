@@ -13,12 +13,13 @@ import (
 )
 
 // Request sends a request, retrying while the subject has no responder yet (a service
-// still starting) for up to wait; any other error fails the test.
+// still starting) for up to wait; any other error fails the test. A reply may take up to
+// wait too (at least 5 s): some requests wait for a whole checkpoint.
 func Request(t testing.TB, nc *nats.Conn, subject string, body []byte, wait time.Duration) *nats.Msg {
 	t.Helper()
 	var reply *nats.Msg
 	Eventually(t, wait, "no responder on "+subject, func() bool {
-		m, err := nc.Request(subject, body, 5*time.Second)
+		m, err := nc.Request(subject, body, max(wait, 5*time.Second))
 		if errors.Is(err, nats.ErrNoResponders) {
 			return false
 		}
