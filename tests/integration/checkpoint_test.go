@@ -101,12 +101,14 @@ func TestStatusReportsTheJob(t *testing.T) {
 		nextMatching(t, evs, 10*time.Second, "completed checkpoint", func(e *messages.CheckpointEvent) bool { return e.Outcome == messages.Completed })
 	}
 	natstest.Eventually(t, 10*time.Second, "retention down to 2 manifests", func() bool {
-		keys, err := s.res.Manifests.ListKeysFiltered(context.Background(), "st.*")
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		keys, err := natstest.Keys(ctx, s.res.Manifests, "st.*")
 		if err != nil {
-			return false
+			t.Fatal(err)
 		}
 		n := 0
-		for k := range keys.Keys() {
+		for _, k := range keys {
 			if k != "st.latest" && k != "st.counter" {
 				n++
 			}

@@ -90,13 +90,14 @@ func (s *system) liveObjects() map[string]*jetstream.ObjectInfo {
 // retainedManifests reads job's retained manifests (<job>.<id> keys and <job>.latest).
 func (s *system) retainedManifests(job string) []*messages.Manifest {
 	s.t.Helper()
-	ctx := context.Background()
-	lister, err := s.res.Manifests.ListKeysFiltered(ctx, job+".*")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	keys, err := natstest.Keys(ctx, s.res.Manifests, job+".*")
 	if err != nil {
 		s.t.Fatal(err)
 	}
 	var out []*messages.Manifest
-	for k := range lister.Keys() {
+	for _, k := range keys {
 		if k == cjs.CounterKey(job) {
 			continue
 		}

@@ -466,12 +466,12 @@ func (s *stack) waitCovered(ctx context.Context, inst string, seq uint64) (messa
 
 // retained returns the retained manifests (<job>.<id>), oldest first.
 func (s *stack) retained(ctx context.Context) ([]messages.Manifest, error) {
-	lister, err := s.res.Manifests.ListKeysFiltered(ctx, s.job+".*")
+	keys, err := natstest.Keys(ctx, s.res.Manifests, s.job+".*")
 	if err != nil {
 		return nil, err
 	}
 	var out []messages.Manifest
-	for k := range lister.Keys() {
+	for _, k := range keys {
 		if _, err := strconv.ParseUint(strings.TrimPrefix(k, s.job+"."), 10, 64); err != nil {
 			continue // <job>.latest, the id counter
 		}
