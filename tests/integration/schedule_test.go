@@ -36,7 +36,11 @@ func TestShorterOverdueIntervalFiresAtOnce(t *testing.T) {
 	setAt := time.Now()
 	v := s.set("j1", `{"interval":"500ms"}`)
 	b2 := firstBarrierUnder(t, bs, v.Version)
-	if d := b2.at.Sub(setAt); d > 400*time.Millisecond {
+	// 1.5 s leaves room for a loaded -race run and still tells "at once" from the 3s
+	// interval (due 2s after the change).
+	d := b2.at.Sub(setAt)
+	t.Logf("overdue barrier came %s after the change", d)
+	if d > 1500*time.Millisecond {
 		t.Fatalf("overdue barrier came %s after the change; the rule says at once", d)
 	}
 }
@@ -49,7 +53,7 @@ func TestShorterIntervalNotYetDueWaitsForLastTriggerPlusInterval(t *testing.T) {
 	b1 := next(t, bs, 10*time.Second, "first barrier")
 	v := s.set("j2", `{"interval":"1500ms"}`)
 	b2 := firstBarrierUnder(t, bs, v.Version)
-	if gap := b2.at.Sub(b1.at); gap < 1300*time.Millisecond || gap > 2500*time.Millisecond {
+	if gap := b2.at.Sub(b1.at); gap < 1300*time.Millisecond || gap > 3500*time.Millisecond {
 		t.Fatalf("gap %s after shortening to 1.5s; want about 1.5s (not at once, not 4s)", gap)
 	}
 }
@@ -86,7 +90,7 @@ func TestMaxConcurrentAndPendingTimeout(t *testing.T) {
 	if first.Reason != messages.AbortTimeout || first.Detail != "no ack from silent within 2s" {
 		t.Fatalf("abort reason %s %q", first.Reason, first.Detail)
 	}
-	if d := first.FinishedAt.Sub(first.TriggeredAt); d < 2*time.Second || d > 3*time.Second {
+	if d := first.FinishedAt.Sub(first.TriggeredAt); d < 2*time.Second || d > 4*time.Second {
 		t.Fatalf("aborted %s after trigger, want its 2s timeout", d)
 	}
 	st := s.status("j4")
@@ -101,7 +105,7 @@ func TestMaxConcurrentAndPendingTimeout(t *testing.T) {
 			t.Fatalf("a checkpoint under the 1m timeout ended: %+v", e)
 		}
 		if e.ConfigVersion == v.Version && e.Outcome == messages.Aborted {
-			if d := e.FinishedAt.Sub(e.TriggeredAt); d > 3*time.Second {
+			if d := e.FinishedAt.Sub(e.TriggeredAt); d > 4*time.Second {
 				t.Fatalf("pending checkpoint took the new timeout: aborted after %s", d)
 			}
 		}

@@ -167,7 +167,7 @@ func TestStorageStaysBounded(t *testing.T) {
 	stop := s.feed(job, "b-0", "b-1")
 	v := s.set(job, `{"interval":"100ms","retain":2}`)
 	completed, aborted := 0, 0
-	deadline := time.Now().Add(90 * time.Second)
+	deadline := time.Now().Add(180 * time.Second) // 300 checkpoints take about 30 s; room for a loaded -race run
 	for completed < 300 {
 		e := next(t, evs, time.Until(deadline), "checkpoint event")
 		switch {

@@ -201,17 +201,20 @@ func (s *system) set(job, body string) messages.ConfigView {
 	return v
 }
 
-// status returns the coordinator's status of job once it knows the job.
+// status returns the coordinator's status of job once it knows the job; a 503 (no
+// coordinator answers for the job right now) is asked again.
 func (s *system) status(job string) messages.Status {
 	s.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
 	var st messages.Status
 	natstest.Eventually(s.t, 10*time.Second, "coordinator does not know job "+job, func() bool {
-		m := s.request(subjects.Status(job), "")
-		if m.Header.Get("Nats-Service-Error-Code") == "404" {
+		_, err := natstest.RequestJSON(ctx, s.nc, subjects.Status(job), nil, &st)
+		if natstest.IsServiceError(err, "404") {
 			return false
 		}
-		if err := json.Unmarshal(m.Data, &st); err != nil {
-			s.t.Fatalf("status reply %q: %v", m.Data, err)
+		if err != nil {
+			s.t.Fatalf("status of %s: %v", job, err)
 		}
 		return true
 	})
