@@ -267,7 +267,16 @@ func TestConcurrentSettersOnTwoReplicas(t *testing.T) {
 	for i := range n {
 		wg.Go(func() {
 			// Each request sets a distinct retain, so the history shows which was applied.
-			replies[i], errs[i] = h.send(h.subj.ConfigSet("race"), fmt.Appendf(nil, `{"retain":%d}`, i+1), nil)
+			// A 503 (other changes were stored first too many times in a row; nothing was
+			// stored) is sent again, as a client would, for up to 30 s.
+			body := fmt.Appendf(nil, `{"retain":%d}`, i+1)
+			deadline := time.Now().Add(30 * time.Second)
+			for {
+				replies[i], errs[i] = h.send(h.subj.ConfigSet("race"), body, nil)
+				if errs[i] != nil || replies[i].code != "503" || time.Now().After(deadline) {
+					return
+				}
+			}
 		})
 	}
 	wg.Wait()
