@@ -210,7 +210,9 @@ func TestPausedHolderIsFenced(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wait(paused, "a barrier of the standby during the pause", func() bool {
+	// Expected after the lease TTL (5 s) and an interval; 3 s more than the pause leave
+	// room for a loaded -race run, and the holder stays stopped until the barrier comes.
+	wait(paused+3*time.Second, "a barrier of the standby during the pause", func() bool {
 		bs, _ := sim.snapshot()
 		return slices.ContainsFunc(bs, func(b simBarrier) bool { return b.coordinator == idB })
 	})
