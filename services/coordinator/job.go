@@ -82,10 +82,14 @@ type job struct {
 	aborted       uint64
 	lateAcks      uint64
 	inherited     uint64 // the last id issued before this coordinator took the job
-	staleConfigs  uint64
-	failures      int
-	dropped       []messages.SnapshotRef // acked for checkpoints aborted, not yet freed by retention
-	acked         map[string]ackedObject // per instance, the object of its newest ack (noteAck)
+	// prepared is the id of the next barrier, taken from the counter up to prepareLead
+	// before it is due so that no KV round trip sits between the timer and the barrier;
+	// 0 when none is taken. It belongs to the lease's tenure: fence drops it.
+	prepared     uint64
+	staleConfigs uint64
+	failures     int
+	dropped      []messages.SnapshotRef // acked for checkpoints aborted, not yet freed by retention
+	acked        map[string]ackedObject // per instance, the object of its newest ack (noteAck)
 	// written are the manifests written since the last retention request, unretained the
 	// completions since then (retainCompleted), retainedAt when it was made.
 	written    []*messages.Manifest
@@ -191,7 +195,11 @@ func (j *job) arm(now time.Time) {
 		}
 	}
 	if j.canTrigger(now) {
-		earliest(j.next(now))
+		due := j.next(now)
+		if j.prepared == 0 {
+			due = due.Add(-prepareLead(j.cfg.Interval))
+		}
+		earliest(due)
 	}
 	for _, p := range j.pending {
 		earliest(p.deadline)
@@ -219,7 +227,11 @@ func (j *job) tick(ctx context.Context, now time.Time) {
 		}
 	}
 	if j.canTrigger(now) {
-		if due := j.next(now); !now.Before(due) {
+		due := j.next(now)
+		if j.prepared == 0 && !now.Before(due.Add(-prepareLead(j.cfg.Interval))) && j.prepare(ctx, now) {
+			now = time.Now()
+		}
+		if j.prepared != 0 && !now.Before(due) {
 			j.trigger(ctx, now)
 		}
 	}
@@ -335,7 +347,7 @@ func (j *job) takeOver(ctx context.Context) {
 		ev := &messages.CheckpointEvent{
 			Schema: messages.SchemaVersion, Job: j.name, CheckpointID: id, Outcome: messages.Aborted,
 			FinishedAt: now.UTC(), Reason: messages.AbortCoordinatorChange,
-			Detail: "triggered by a previous coordinator that stopped before it ended",
+			Detail: "taken by a previous coordinator that stopped before the checkpoint ended (its barrier may not have been sent)",
 		}
 		if err := j.b.publishEvent(cctx, ev); err != nil {
 			j.log.Error().Err(err).Uint64("checkpoint", id).Msg("cannot publish the aborted event")
@@ -347,6 +359,7 @@ func (j *job) takeOver(ctx context.Context) {
 // fence stops coordinating: every pending checkpoint is aborted.
 func (j *job) fence(ctx context.Context, why string) {
 	j.lease.held = false
+	j.prepared = 0 // taken under the lost tenure: another holder may have issued higher ids since
 	for _, p := range slices.Clone(j.pending) {
 		j.abort(ctx, p, messages.AbortCoordinatorChange, why)
 	}
@@ -358,26 +371,41 @@ func (j *job) fence(ctx context.Context, why string) {
 	j.log.Warn().Str("why", why).Msg("stopped coordinating the job")
 }
 
-// trigger allocates the next id and sends its barrier, carrying the lease revision as the
-// fencing token. The lease's validity is checked again after the id allocation (a
-// blocking call bounded by the validity) and right before the barrier goes out.
-func (j *job) trigger(ctx context.Context, now time.Time) {
+// prepareLead is how long before a barrier is due its id is taken from the counter (a
+// compare-and-set, one KV round trip, see prepare): a tenth of the interval, at most 50 ms.
+func prepareLead(interval time.Duration) time.Duration {
+	return min(interval/10, 50*time.Millisecond)
+}
+
+// prepare takes the next barrier's id from the counter and keeps it in j.prepared; it
+// reports whether it did. The lease's validity is checked again after the call (a
+// blocking call bounded by the validity).
+func (j *job) prepare(ctx context.Context, now time.Time) bool {
 	cctx, cancel := j.callCtx(ctx)
 	id, err := j.b.nextID(cctx)
 	cancel()
 	if !j.valid(time.Now()) {
 		j.fence(ctx, "lease validity ended while allocating a checkpoint id; no barrier sent")
-		return
+		return false
 	}
 	if err != nil {
 		j.retryAt = now.Add(min(j.cfg.Interval, time.Second))
 		if errors.Is(err, ErrFenced) {
 			j.fence(ctx, err.Error())
-			return
+			return false
 		}
 		j.log.Error().Err(err).Msg("cannot allocate a checkpoint id; retrying")
-		return
+		return false
 	}
+	j.prepared = id
+	return true
+}
+
+// trigger sends the barrier of the prepared id, carrying the lease revision as the
+// fencing token; the lease's validity is checked right before the barrier goes out.
+func (j *job) trigger(ctx context.Context, now time.Time) {
+	id := j.prepared
+	j.prepared = 0
 	p := &pending{
 		id:          id,
 		version:     j.version,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -471,6 +472,49 @@ func TestHeartbeatOfAWaitedForInstanceResendsTheBarrier(t *testing.T) {
 		h.ack(1, "", "b")
 		if len(h.f.manifests) != 1 {
 			t.Fatal("checkpoint did not complete after the resent barrier was acked")
+		}
+	})
+}
+
+// TestBarrierIDIsTakenAheadOfItsDueTime: the counter's round trip (30 ms here) comes
+// before the barrier's due time, not between it and the barrier; an id taken under a
+// tenure that ends unsent is never sent.
+func TestBarrierIDIsTakenAheadOfItsDueTime(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := &fakeBackend{}
+		var mu sync.Mutex
+		var calls []time.Time
+		f.slow = func(_ context.Context, op string) {
+			if op == "nextID" {
+				mu.Lock()
+				calls = append(calls, time.Now())
+				mu.Unlock()
+				time.Sleep(30 * time.Millisecond)
+			}
+		}
+		h := newHarnessWith(t, f, "a")
+		defer h.stop()
+		h.config(1, every(10*s))
+		h.at(10 * s)
+		h.wantBarriers(10 * s)
+		mu.Lock()
+		if len(calls) != 1 || calls[0].Sub(h.t0) != 10*s-prepareLead(10*s) {
+			t.Fatalf("id taken at %v, want once at t0+%s", calls, 10*s-prepareLead(10*s))
+		}
+		mu.Unlock()
+		h.ack(1, "", "a")
+
+		// The id of the barrier due at 20 s is taken at 19.95 s; the lease is lost at
+		// 19.99 s and taken again: that id is dropped, the next barrier carries a new one.
+		h.at(20*s - 10*time.Millisecond)
+		h.j.mail.offerLease(leaseState{held: false, holder: "c2"})
+		synctest.Wait()
+		h.j.mail.offerLease(leaseState{held: true, validUntil: h.t0.Add(1000 * time.Hour), holder: "c1", tenure: 2})
+		synctest.Wait()
+		h.at(31 * s)
+		sent := h.f.sent()
+		if len(sent) != 2 || sent[1].b.CheckpointID != 3 {
+			t.Fatalf("barriers %+v, want a second one with id 3 (id 2 was taken under the lost tenure)", sent)
 		}
 	})
 }
