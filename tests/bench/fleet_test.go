@@ -60,12 +60,14 @@ func fleetFromEnv(b *testing.B) fleetShape {
 //   - the coordinator's CPU (user + system, from /proc) as a share of one core, and per
 //     completed checkpoint;
 //   - how late each barrier is: the gap to the job's previous barrier minus the interval,
-//     as received by the simulator;
+//     as received by the simulator, and as the barriers' own trigger times show it;
 //   - completed and aborted checkpoints in the window.
 //
 // The floor is the same fan-out without Cairn, measured in the same run: one Go timer
 // per job publishing a core message every interval on one connection, received by the
 // same kind of subscriber; its lateness is what NATS and the machine add by themselves.
+// It is measured twice: alone before the fleet starts, and alongside the fleet in the
+// same window (the machine's scheduling delays under the run's load).
 //
 // It runs only with CAIRN_FLEET=1, one window per iteration:
 //
@@ -103,11 +105,14 @@ func BenchmarkCoordinatorFleet(b *testing.B) {
 		b.ReportMetric(ms(got.late.percentile(100)), "late_max_ms")
 		b.ReportMetric(ms(got.scheduled.percentile(99)), "sched_late_p99_ms")
 		b.ReportMetric(ms(got.scheduled.percentile(100)), "sched_late_max_ms")
-		b.Logf("%d jobs × %d instances at %s, window %s: coordinator CPU %.1f %% of a core (%.0f µs per checkpoint), %d completed, %d aborted; barrier lateness p50 %.2f ms, p99 %.2f ms, max %.2f ms (timer floor p50 %.2f ms, p99 %.2f ms; by the barriers' trigger times p50 %.2f ms, p99 %.2f ms, max %.2f ms)",
+		b.ReportMetric(ms(got.fanOut.percentile(99)), "late_floor_loaded-p99-ms")
+		b.ReportMetric(ms(got.fanOut.percentile(100)), "late_floor_loaded-max-ms")
+		b.Logf("%d jobs × %d instances at %s, window %s: coordinator CPU %.1f %% of a core (%.0f µs per checkpoint), %d completed, %d aborted; barrier lateness p50 %.2f ms, p99 %.2f ms, max %.2f ms (timer floor alone p50 %.2f ms, p99 %.2f ms, max %.2f ms; alongside the run p50 %.2f ms, p99 %.2f ms, max %.2f ms; by the barriers' trigger times p50 %.2f ms, p99 %.2f ms, max %.2f ms)",
 			shape.jobs, shape.instances, shape.interval, shape.window, got.cpuShare*100,
 			float64(got.cpu.Microseconds())/float64(max(got.completed, 1)), got.completed, got.aborted,
 			ms(got.late.percentile(50)), ms(got.late.percentile(99)), ms(got.late.percentile(100)),
-			ms(floor.percentile(50)), ms(floor.percentile(99)),
+			ms(floor.percentile(50)), ms(floor.percentile(99)), ms(floor.percentile(100)),
+			ms(got.fanOut.percentile(50)), ms(got.fanOut.percentile(99)), ms(got.fanOut.percentile(100)),
 			ms(got.scheduled.percentile(50)), ms(got.scheduled.percentile(99)), ms(got.scheduled.percentile(100)))
 	}
 	b.ReportMetric(0, "ns/op")
@@ -172,41 +177,63 @@ func (g *gapRecorder) stop() sample {
 	return g.late
 }
 
-// timerFloor runs one Go timer per job publishing a core message every interval and
-// returns the lateness its subscriber sees over the window.
+// timerFloor runs the timer fan-out (startFanOut) alone and returns the lateness its
+// subscriber sees over the window.
 func timerFloor(b *testing.B, srv *natstest.Server, shape fleetShape) sample {
 	b.Helper()
+	f := startFanOut(b, srv, shape)
+	waitFor(b, 2*shape.interval+time.Second)
+	f.rec.start()
+	waitFor(b, shape.window)
+	return f.stop()
+}
+
+// fanOut is one Go timer per job publishing a core message every interval on one
+// connection, and a subscriber on another recording the gaps: what NATS and the machine
+// add by themselves.
+type fanOut struct {
+	rec    *gapRecorder
+	timers []*time.Timer
+	sub    *nats.Subscription
+}
+
+// startFanOut starts the timers, spread evenly over one interval; the caller starts
+// recording.
+func startFanOut(b *testing.B, srv *natstest.Server, shape fleetShape) *fanOut {
+	b.Helper()
 	pub, sub := srv.Connect(b), srv.Connect(b)
-	rec := newGapRecorder(shape.interval)
+	f := &fanOut{rec: newGapRecorder(shape.interval), timers: make([]*time.Timer, shape.jobs)}
 	var n atomic.Uint64
-	s, err := sub.Subscribe("floor.>", func(m *nats.Msg) { rec.arrived(m.Subject, n.Add(1), time.Now()) })
+	var err error
+	f.sub, err = sub.Subscribe("floor.>", func(m *nats.Msg) { f.rec.arrived(m.Subject, n.Add(1), time.Now()) })
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer func() { _ = s.Unsubscribe() }()
 	if err := sub.Flush(); err != nil {
 		b.Fatal(err)
 	}
-	timers := make([]*time.Timer, shape.jobs)
 	for i := range shape.jobs {
 		subject := fmt.Sprintf("floor.job-%d", i)
 		// Created stopped, started once every timer exists: fire re-arms its own timer.
-		timers[i] = time.AfterFunc(time.Hour, func() {
+		f.timers[i] = time.AfterFunc(time.Hour, func() {
 			_ = pub.Publish(subject, nil)
-			timers[i].Reset(shape.interval)
+			f.timers[i].Reset(shape.interval)
 		})
-		timers[i].Stop()
+		f.timers[i].Stop()
 	}
-	for i, t := range timers {
+	for i, t := range f.timers {
 		t.Reset(time.Duration(i) * shape.interval / time.Duration(shape.jobs))
 	}
-	waitFor(b, 2*shape.interval+time.Second)
-	rec.start()
-	waitFor(b, shape.window)
-	late := rec.stop()
-	for _, t := range timers {
+	return f
+}
+
+// stop ends the recording and the timers and returns what was recorded.
+func (f *fanOut) stop() sample {
+	late := f.rec.stop()
+	for _, t := range f.timers {
 		t.Stop()
 	}
+	_ = f.sub.Unsubscribe()
 	return late
 }
 
@@ -230,6 +257,9 @@ type fleetResult struct {
 	// late is the barriers' lateness as received, scheduled as the coordinator's own
 	// trigger times in the barriers show it (without the delivery).
 	late, scheduled sample
+	// fanOut is the timer fan-out's lateness measured alongside, in the same window: the
+	// floor under the load of the run.
+	fanOut sample
 }
 
 // runFleet starts the simulated operators and a coordinator process, waits until every
@@ -240,6 +270,8 @@ func runFleet(b *testing.B, srv *natstest.Server, js jetstream.JetStream, res *c
 	defer cancel()
 	subjects := cjs.Subjects{}
 	job := func(i int) string { return fmt.Sprintf("fleet-%d", i) }
+	fan := startFanOut(b, srv, shape)
+	defer fan.stop()
 
 	// Config: every job at the interval, published as configsvc would.
 	cfg := messages.DefaultConfig()
@@ -341,8 +373,9 @@ func runFleet(b *testing.B, srv *natstest.Server, js jetstream.JetStream, res *c
 	start := time.Now()
 	rec.start()
 	sched.start()
+	fan.rec.start()
 	waitFor(b, shape.window)
-	late, scheduled := rec.stop(), sched.stop()
+	late, scheduled, fanLate := rec.stop(), sched.stop(), fan.stop()
 	cpu := procCPU(b, coord.Process.Pid) - cpu0
 	elapsed := time.Since(start)
 	if n := ackErrs.Load(); n > 0 {
@@ -350,7 +383,7 @@ func runFleet(b *testing.B, srv *natstest.Server, js jetstream.JetStream, res *c
 	}
 	return fleetResult{
 		cpu: cpu, cpuShare: float64(cpu) / float64(elapsed),
-		completed: completed.Load() - c0, aborted: aborted.Load() - a0, late: late, scheduled: scheduled,
+		completed: completed.Load() - c0, aborted: aborted.Load() - a0, late: late, scheduled: scheduled, fanOut: fanLate,
 	}
 }
 
