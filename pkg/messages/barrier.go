@@ -16,7 +16,8 @@ type Barrier struct {
 	// ConfigVersion is the config version the checkpoint runs under.
 	ConfigVersion uint64 `msgpack:"config_version"`
 	// TriggeredAt is when the coordinator triggered the checkpoint: the moment its
-	// schedule fired, just before it advanced the id counter and sent the barrier.
+	// schedule fired and it sent the barrier (the id was taken from the counter shortly
+	// before, see docs/semantics.md "Ids and leases").
 	TriggeredAt time.Time `msgpack:"triggered_at"`
 	// Coordinator identifies the coordinator (lease holder) that triggered it.
 	Coordinator string `msgpack:"coordinator"`
