@@ -52,21 +52,21 @@ func (c *Coordinator) Barrier(id uint64) {
 // token.
 func (c *Coordinator) BarrierWithToken(id, token uint64) {
 	c.t.Helper()
-	data, err := messages.Marshal(&messages.Barrier{
-		Schema:        messages.SchemaVersion,
-		Job:           c.job,
-		CheckpointID:  id,
-		ConfigVersion: 1,
-		TriggeredAt:   time.Now().UTC(),
-		Coordinator:   "test",
-		Token:         token,
-	})
+	c.SendBarrier(messages.Barrier{CheckpointID: id, Token: token})
+}
+
+// SendBarrier sends b after filling in the schema, job, config version 1, trigger time
+// and coordinator.
+func (c *Coordinator) SendBarrier(b messages.Barrier) {
+	c.t.Helper()
+	b.Schema, b.Job, b.ConfigVersion, b.TriggeredAt, b.Coordinator = messages.SchemaVersion, c.job, 1, time.Now().UTC(), "test"
+	data, err := messages.Marshal(&b)
 	if err != nil {
 		c.t.Fatal(err)
 	}
 	msg := nats.NewMsg(c.subj.Barrier(c.job))
 	msg.Data = data
-	msg.Header.Set(messages.HeaderCheckpointID, strconv.FormatUint(id, 10))
+	msg.Header.Set(messages.HeaderCheckpointID, strconv.FormatUint(b.CheckpointID, 10))
 	msg.Header.Set(messages.HeaderConfigVersion, "1")
 	if err := c.nc.PublishMsg(msg); err != nil {
 		c.t.Fatal(err)

@@ -27,6 +27,11 @@ type Barrier struct {
 	// highest they have seen. 0 (absent) comes from a coordinator before tokens and is
 	// accepted.
 	Token uint64 `msgpack:"token,omitempty"`
+	// MaxDeltas is the most delta segments a member's chain may hold in this
+	// checkpoint's manifest: the coordinator's share, per member, of the manifest size
+	// the server accepts (half its max_payload). An instance whose chain would pass it
+	// writes a new base instead. 0 (absent) sets no limit.
+	MaxDeltas int `msgpack:"max_deltas,omitempty"`
 }
 
 // SchemaVersion implements Message.
@@ -39,6 +44,9 @@ func (b *Barrier) Validate() error {
 	}
 	if b.CheckpointID == 0 {
 		return errors.New("barrier: checkpoint id 0; allowed: 1 and up")
+	}
+	if b.MaxDeltas < 0 {
+		return fmt.Errorf("barrier: max deltas %d; allowed: 0 (no limit) and up", b.MaxDeltas)
 	}
 	return nil
 }

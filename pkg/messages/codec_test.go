@@ -207,6 +207,7 @@ func TestUnmarshalIsStrict(t *testing.T) {
 		{"unknown ack kind", &messages.Ack{}, enc(t, with(ack, "kind", 4)), "kind 4; allowed: 1 (ack), 2 (decline) or 3 (chain)"},
 		{"deltas in a plain ack", &messages.Ack{}, enc(t, with(ack, "deltas", []any{map[string]any{"object": "o", "size": 1, "digest": "d"}})), "deltas need kind 3 (chain)"},
 		{"barrier id zero", &messages.Barrier{}, enc(t, map[string]any{"schema": 1, "job": "j", "id": 0}), "checkpoint id 0"},
+		{"barrier negative max deltas", &messages.Barrier{}, enc(t, map[string]any{"schema": 1, "job": "j", "id": 3, "max_deltas": -1}), "max deltas -1"},
 		{"aborted without reason", &messages.CheckpointEvent{}, enc(t, map[string]any{"schema": 1, "job": "j", "id": 1, "outcome": 2}), "abort reason 0; allowed: 1-7"},
 		{"manifest instance name", &messages.Manifest{}, enc(t, map[string]any{"schema": 1, "job": "j", "id": 1, "instances": map[string]any{"a b": map[string]any{}}}), `instance name "a b"`},
 		{"registration without incarnation", &messages.Registration{}, enc(t, map[string]any{"schema": 1, "job": "j", "instance": "i"}), "incarnation is empty"},

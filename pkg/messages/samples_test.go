@@ -31,6 +31,7 @@ func samples() map[string]messages.Message {
 			Schema: 1, Job: "j", Version: 2, Config: cfg,
 		},
 		"barrier":             &messages.Barrier{Schema: 1, Job: "demo", CheckpointID: 7, ConfigVersion: 3, TriggeredAt: at(1_700_000_001, 0), Coordinator: "coord-1"},
+		"barrier with limits": &messages.Barrier{Schema: 1, Job: "demo", CheckpointID: 8, TriggeredAt: at(1_700_000_002, 0), Coordinator: "coord-1", Token: 12, MaxDeltas: 4096},
 		"barrier before 1970": &messages.Barrier{Schema: 1, Job: "demo", CheckpointID: 1, TriggeredAt: at(-5_000_000_000, 999_999_999)},
 		"ack done": &messages.Ack{
 			Schema: 1, Job: "demo", CheckpointID: 7, Instance: "counter-0", Incarnation: "inc-1",

@@ -105,7 +105,7 @@ func (wordCount) Apply(rec operator.Record, st *state.Store) error {
 
 // A Machine on the keyed state store: NewKeyed wraps it, and the result runs like any
 // Machine (operator.Run or operator.New). The zero KeyedConfig keeps the default chain
-// bounds (a new base after 256 deltas, or once the deltas reach 3 times the base).
+// bounds (a new base after 512 deltas, or once the deltas reach 3 times the base).
 func ExampleNewKeyed() {
 	m, err := operator.NewKeyed(wordCount{}, operator.KeyedConfig{})
 	if err != nil {

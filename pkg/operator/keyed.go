@@ -24,15 +24,16 @@ type KeyedMachine interface {
 // Defaults of KeyedConfig.
 const (
 	// DefaultMaxDeltas is the default KeyedConfig.MaxDeltas.
-	DefaultMaxDeltas = 256
+	DefaultMaxDeltas = 512
 	// DefaultDeltaRatio is the default KeyedConfig.DeltaRatio.
 	DefaultDeltaRatio = 3.0
 )
 
 // KeyedConfig bounds the chain of delta segments behind an instance's base; the zero
 // value means the defaults. A checkpoint writes a new base (materialization) instead of a
-// delta once the chain would reach MaxDeltas deltas or the deltas' total size would reach
-// DeltaRatio times the base's. Every checkpoint then costs its changes, plus the base
+// delta once the chain would reach MaxDeltas deltas (or the lower limit the checkpoint's
+// barrier sets, so that a manifest of every member fits the server's max_payload) or the
+// deltas' total size would reach DeltaRatio times the base's. Every checkpoint then costs its changes, plus the base
 // once per materialization: about (1 + 1/DeltaRatio) times the changed bytes over a long
 // run, while a restore reads at most (1 + DeltaRatio) times the state's size.
 type KeyedConfig struct {
@@ -108,6 +109,9 @@ type Keyed struct {
 	// goroutine.
 	completed chain
 	pending   []capture
+	// limit is the newest barrier's MaxDeltas (0: none), which lowers cfg.MaxDeltas so
+	// that the manifest fits the server's max_payload; processing goroutine only.
+	limit int
 
 	// mu guards results: the chain each stored snapshot was acked with, by checkpoint id,
 	// written by the persister before the ack and taken by the processing goroutine when
@@ -179,7 +183,11 @@ func (k *Keyed) SnapshotFor(id uint64) (Snapshot, error) {
 // the bounds.
 func (k *Keyed) pastBounds(size uint64) bool {
 	c := k.completed
-	return len(c.deltas)+1 >= k.cfg.MaxDeltas ||
+	most := k.cfg.MaxDeltas
+	if k.limit > 0 {
+		most = min(most, k.limit)
+	}
+	return len(c.deltas)+1 >= most ||
 		float64(c.deltaSize()+size) >= k.cfg.DeltaRatio*float64(c.base.Size)
 }
 
@@ -225,6 +233,10 @@ func (k *Keyed) stored(id uint64, c chain) {
 	k.results[id] = c
 	k.mu.Unlock()
 }
+
+// limitDeltas takes the limit of a checkpoint's barrier (Barrier.MaxDeltas) before its
+// SnapshotFor.
+func (k *Keyed) limitDeltas(n int) { k.limit = n }
 
 // restored makes c the chain of the restored, completed checkpoint.
 func (k *Keyed) restored(c chain) { k.completed, k.pending = c, nil }

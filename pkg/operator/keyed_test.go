@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"math/rand/v2"
 	"strconv"
 	"strings"
@@ -289,5 +290,41 @@ func TestKeyedMaterializationRaces(t *testing.T) {
 	waitPosition(t, r.rt, last)
 	if got := storeContents(t, r.rt, k); !maps.Equal(got, model) {
 		t.Fatalf("state after the restart differs from the model: %d keys, want %d", len(got), len(model))
+	}
+}
+
+// TestKeyedChainKeepsTheBarriersLimit: a barrier's MaxDeltas (the coordinator's share of
+// the manifest size per member) lowers the chain's bound; without it the configured bound
+// holds.
+func TestKeyedChainKeepsTheBarriersLimit(t *testing.T) {
+	e := newEnv(t)
+	const inst = "lim-0"
+	k := newKeyed(t, operator.KeyedConfig{DeltaRatio: 1000})
+	r := e.start(inst, k)
+	defer r.stop(t)
+	payloads := make([][]byte, 500)
+	for i := range payloads {
+		payloads[i] = []byte(fmt.Sprintf("p key-%03d v", i))
+	}
+	waitPosition(t, r.rt, e.publish(inst, payloads...))
+	var chain []int
+	for id := uint64(1); id <= 10; id++ {
+		limit := 3
+		if id > 7 {
+			limit = 0 // a coordinator that sets no limit: the default bound (512)
+		}
+		waitPosition(t, r.rt, e.publish(inst, []byte(fmt.Sprintf("p key-%03d v%d", id, id))))
+		e.coord.SendBarrier(messages.Barrier{CheckpointID: id, MaxDeltas: limit})
+		ack := e.nextAck()
+		if ack.Kind != messages.AckDone && ack.Kind != messages.AckChain {
+			t.Fatalf("checkpoint %d: %+v", id, ack)
+		}
+		e.coord.Complete(id, ack)
+		chain = append(chain, len(ack.Deltas))
+	}
+	// Checkpoint 1 is the first base; under the limit of 3 a chain holds at most 2
+	// deltas (new bases at 4 and 7); without it, the chain grows past 2 from the base of 7.
+	if want := []int{0, 1, 2, 0, 1, 2, 0, 1, 2, 3}; !slices.Equal(chain, want) {
+		t.Fatalf("deltas per checkpoint %v, want %v", chain, want)
 	}
 }

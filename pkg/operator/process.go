@@ -150,6 +150,9 @@ func (r *Runtime) barrier(st *loopState, msg *nats.Msg) {
 	}
 	var snap Snapshot
 	var err error
+	if k, ok := r.m.(*Keyed); ok {
+		k.limitDeltas(b.MaxDeltas)
+	}
 	if cs, ok := r.m.(CheckpointSnapshotter); ok {
 		snap, err = cs.SnapshotFor(b.CheckpointID)
 	} else {

@@ -85,11 +85,14 @@ type job struct {
 	// prepared is the id of the next barrier, taken from the counter up to prepareLead
 	// before it is due so that no KV round trip sits between the timer and the barrier;
 	// 0 when none is taken. It belongs to the lease's tenure: fence drops it.
-	prepared     uint64
-	staleConfigs uint64
-	failures     int
-	dropped      []messages.SnapshotRef // acked for checkpoints aborted, not yet freed by retention
-	acked        map[string]ackedObject // per instance, the object of its newest ack (noteAck)
+	prepared uint64
+	// manifestBytes is what a manifest may take (half the server's max_payload); the
+	// barriers share it out as each member's MaxDeltas (deltaBudget). 0: no limit sent.
+	manifestBytes int64
+	staleConfigs  uint64
+	failures      int
+	dropped       []messages.SnapshotRef // acked for checkpoints aborted, not yet freed by retention
+	acked         map[string]ackedObject // per instance, the object of its newest ack (noteAck)
 	// written are the manifests written since the last retention request, unretained the
 	// completions since then (retainCompleted), retainedAt when it was made.
 	written    []*messages.Manifest
@@ -415,7 +418,10 @@ func (j *job) trigger(ctx context.Context, now time.Time) {
 		expected:    maps.Clone(j.instances),
 		acks:        map[string]*messages.Ack{},
 	}
-	b := &messages.Barrier{Schema: messages.SchemaVersion, Job: j.name, CheckpointID: id, ConfigVersion: j.version, TriggeredAt: now.UTC(), Coordinator: j.coordID, Token: j.lease.rev}
+	b := &messages.Barrier{
+		Schema: messages.SchemaVersion, Job: j.name, CheckpointID: id, ConfigVersion: j.version, TriggeredAt: now.UTC(),
+		Coordinator: j.coordID, Token: j.lease.rev, MaxDeltas: j.deltaBudget(),
+	}
 	if !j.valid(time.Now()) {
 		j.fence(ctx, "lease validity ended before the barrier was sent; no barrier sent")
 		return
@@ -440,6 +446,34 @@ func (j *job) trigger(ctx context.Context, now time.Time) {
 	if len(p.expected) == 0 {
 		j.complete(ctx, p)
 	}
+}
+
+// deltaRefBytes is what a delta reference in a manifest takes besides its object name
+// (job/id/instance): the checkpoint id, size, digest and msgpack's field names, rounded up.
+const deltaRefBytes = 112
+
+// deltaBudget is the barrier's MaxDeltas: how many delta references each member's chain
+// may hold so that a manifest of every member fits in manifestBytes. 0 when no budget is
+// set; at least 1.
+func (j *job) deltaBudget() int {
+	if j.manifestBytes <= 0 {
+		return 0
+	}
+	var per int64
+	for inst := range j.instances {
+		per += int64(len(j.name) + len(inst) + deltaRefBytes)
+	}
+	if j.prev != nil {
+		for inst := range j.prev.Instances {
+			if _, ok := j.instances[inst]; !ok {
+				per += int64(len(j.name) + len(inst) + deltaRefBytes)
+			}
+		}
+	}
+	if per == 0 {
+		return 0
+	}
+	return int(max(1, j.manifestBytes/per))
 }
 
 // resendAfter is how long a checkpoint waits for an instance's ack before a heartbeat of

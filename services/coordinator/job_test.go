@@ -3,7 +3,9 @@ package coordinator
 import (
 	"context"
 	"fmt"
+	"math"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
@@ -517,4 +520,72 @@ func TestBarrierIDIsTakenAheadOfItsDueTime(t *testing.T) {
 			t.Fatalf("barriers %+v, want a second one with id 3 (id 2 was taken under the lost tenure)", sent)
 		}
 	})
+}
+
+// TestBarrierSharesTheManifestSizeOutAsDeltaLimits: the barrier's MaxDeltas is how many
+// delta references per member fit in the manifest's share of max_payload, counting the
+// registered instances and the absent members of the newest manifest.
+func TestBarrierSharesTheManifestSizeOutAsDeltaLimits(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := &fakeBackend{latest: &messages.Manifest{CheckpointID: 3, Instances: map[string]messages.InstanceSnapshot{"absent-0": {}, "a": {}}}}
+		j := newJob("demo", "c1", f, zerolog.Nop())
+		j.manifestBytes = 512 << 10
+		ctx, cancel := context.WithCancel(context.Background())
+		defer func() { cancel(); synctest.Wait() }()
+		go j.run(ctx)
+		t0 := time.Now()
+		j.mail.offerConfig(&messages.ConfigEvent{Schema: messages.SchemaVersion, Job: "demo", Version: 1, Config: messages.DefaultConfig(), Time: t0})
+		j.mail.offerReg(regUpdate{instance: "a", incarnation: "inc-a"})
+		j.mail.offerReg(regUpdate{instance: "b", incarnation: "inc-b"})
+		j.mail.offerLease(leaseState{held: true, validUntil: t0.Add(time.Hour), holder: "c1"})
+		synctest.Wait()
+		time.Sleep(10 * s)
+		synctest.Wait()
+		sent := f.sent()
+		// Members a, b (registered) and absent-0 (in the newest manifest): per delta
+		// 3 × (len("demo") + deltaRefBytes) + len("a") + len("b") + len("absent-0").
+		per := 3*(len("demo")+deltaRefBytes) + 1 + 1 + 8
+		if len(sent) != 1 || sent[0].b.MaxDeltas != (512<<10)/per {
+			t.Fatalf("barriers %+v, want one with max deltas %d", sent, (512<<10)/per)
+		}
+	})
+}
+
+// TestManifestAtTheDeltaLimitFitsMaxPayload: members with the longest names, 20-digit
+// checkpoint ids and chains as long as the barrier's limit allows give a manifest within
+// the server's default max_payload (1 MiB), the manifest's share being half of it.
+func TestManifestAtTheDeltaLimitFitsMaxPayload(t *testing.T) {
+	const maxPayload = 1 << 20
+	job := strings.Repeat("j", 64)
+	for _, members := range []int{1, 4, 16, 100, 1000} {
+		j := newJob(job, "c1", &fakeBackend{}, zerolog.Nop())
+		j.manifestBytes = maxPayload / 2
+		m := &messages.Manifest{Schema: messages.SchemaVersion, Job: job, CheckpointID: math.MaxUint64, Instances: map[string]messages.InstanceSnapshot{}}
+		for i := range members {
+			j.instances[fmt.Sprintf("%064d", i)] = "inc"
+		}
+		limit := j.deltaBudget()
+		for inst := range j.instances {
+			ref := func() messages.SnapshotRef {
+				return messages.SnapshotRef{Object: cjs.ObjectName(job, math.MaxUint64, inst), Size: math.MaxUint64, Digest: "SHA-256=" + strings.Repeat("A", 43) + "="}
+			}
+			is := messages.InstanceSnapshot{
+				Incarnation: "oxHueRSEVl3qDnGuJYOYDV", Snapshot: ref(), Checkpoint: math.MaxUint64,
+				Positions: map[string]uint64{cjs.InputStream: math.MaxUint64},
+				Filters:   map[string][]string{cjs.InputStream: {"cairn.input." + job + "." + inst}},
+			}
+			for range limit - 1 { // a chain holds fewer deltas than the limit
+				is.Deltas = append(is.Deltas, ref())
+			}
+			m.Instances[inst] = is
+		}
+		data, err := messages.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%d members: limit %d deltas, manifest %d bytes", members, limit, len(data))
+		if len(data) > maxPayload {
+			t.Errorf("%d members at %d deltas each: manifest of %d bytes, over max_payload %d", members, limit-1, len(data), maxPayload)
+		}
+	}
 }

@@ -258,6 +258,7 @@ func (s *Service) start(ctx context.Context, name string) *job {
 		jb, store = s.faults(name, b, store)
 	}
 	j := newJob(name, s.cfg.ID, jb, s.log)
+	j.manifestBytes = s.nc.MaxPayload() / 2
 	k := &leaseKeeper{kv: s.res.Leases, conn: s.nc, key: cjs.LeaseKey(name), job: name, holder: s.cfg.ID, ttl: s.ttl, out: j.mail.offerLease, log: log, place: s.replicas}
 	s.jobs[name] = j
 	s.wg.Go(func() { j.run(ctx) })
