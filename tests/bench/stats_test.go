@@ -131,3 +131,12 @@ func TestSamplePercentile(t *testing.T) {
 		})
 	}
 }
+
+// rounded returns s rounded to milliseconds, for a log line.
+func rounded(s sample) []time.Duration {
+	out := make([]time.Duration, len(s))
+	for i, d := range s {
+		out[i] = d.Round(time.Millisecond)
+	}
+	return out
+}
