@@ -33,7 +33,11 @@ func newHarness(t *testing.T, instances ...string) *harness {
 
 // newHarnessWith is newHarness on a given fake backend (a previous coordinator's state).
 func newHarnessWith(t *testing.T, f *fakeBackend, instances ...string) *harness {
-	j := newJob("demo", "c1", f, zerolog.Nop())
+	return newHarnessOf(t, f, newJob("demo", "c1", f, zerolog.Nop()), instances...)
+}
+
+// newHarnessOf is newHarnessWith on a given job of f, not yet running.
+func newHarnessOf(t *testing.T, f *fakeBackend, j *job, instances ...string) *harness {
 	ctx, cancel := context.WithCancel(context.Background())
 	go j.run(ctx)
 	h := &harness{t: t, f: f, j: j, t0: time.Now(), cancel: cancel}
@@ -530,17 +534,10 @@ func TestBarrierSharesTheManifestSizeOutAsDeltaLimits(t *testing.T) {
 		f := &fakeBackend{latest: &messages.Manifest{CheckpointID: 3, Instances: map[string]messages.InstanceSnapshot{"absent-0": {}, "a": {}}}}
 		j := newJob("demo", "c1", f, zerolog.Nop())
 		j.manifestBytes = 512 << 10
-		ctx, cancel := context.WithCancel(context.Background())
-		defer func() { cancel(); synctest.Wait() }()
-		go j.run(ctx)
-		t0 := time.Now()
-		j.mail.offerConfig(&messages.ConfigEvent{Schema: messages.SchemaVersion, Job: "demo", Version: 1, Config: messages.DefaultConfig(), Time: t0})
-		j.mail.offerReg(regUpdate{instance: "a", incarnation: "inc-a"})
-		j.mail.offerReg(regUpdate{instance: "b", incarnation: "inc-b"})
-		j.mail.offerLease(leaseState{held: true, validUntil: t0.Add(time.Hour), holder: "c1"})
-		synctest.Wait()
-		time.Sleep(10 * s)
-		synctest.Wait()
+		h := newHarnessOf(t, f, j, "a", "b")
+		defer h.stop()
+		h.config(1, every(10*s))
+		h.at(10 * s)
 		sent := f.sent()
 		// Members a, b (registered) and absent-0 (in the newest manifest): per delta
 		// 3 × (len("demo") + deltaRefBytes) + len("a") + len("b") + len("absent-0").
