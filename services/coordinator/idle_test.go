@@ -109,8 +109,15 @@ func TestParkedJobStillRemovesAMember(t *testing.T) {
 	natstest.Eventually(t, placeWithin, "the idle job's lease is released", func() bool {
 		return c.holders([]string{"rmidle"})["rmidle"] == ""
 	})
-	st, code := c.status("rmidle")
-	if code != "" || !st.Idle || len(st.Members) != 2 || st.Members[0].Instance != "a" || st.Members[1].Instance != "b" ||
+	// Each replica parks the job once it has seen both registrations go: the one that
+	// answers may still be about to.
+	var st messages.Status
+	var code string
+	natstest.Eventually(t, placeWithin, "both replicas park the job", func() bool {
+		st, code = c.status("rmidle")
+		return code == "" && st.Idle
+	})
+	if len(st.Members) != 2 || st.Members[0].Instance != "a" || st.Members[1].Instance != "b" ||
 		st.Members[1].Active || st.Members[1].AbsentSince == nil || st.Members[1].Checkpoint == 0 {
 		t.Fatalf("status of the parked job: %s %+v", code, st)
 	}
