@@ -73,10 +73,12 @@ func TestRetentionKeepsSnapshotsSharedByRetainedManifests(t *testing.T) {
 	s := startSystem(t, "ret", "s-0")
 	s.waitRegistered("ret", 1)
 	s.publish("ret", "s-0", 0, 40)
+	s.waitApplied("ret", "s-0", 40)
 	evs := s.events("ret")
 	v := s.set("ret", `{"interval":"100ms","retain":2}`)
-	// No input after the first checkpoint: every later checkpoint references the same,
-	// unchanged snapshot object instead of uploading it again.
+	// The instance applied all its input before the first checkpoint: every later
+	// checkpoint references the same, unchanged snapshot object instead of uploading it
+	// again.
 	var done []*messages.CheckpointEvent
 	for len(done) < 8 {
 		e := next(t, evs, 10*time.Second, "checkpoint event")
