@@ -101,6 +101,19 @@ func newCluster(t *testing.T, ttl time.Duration) *cluster {
 // start starts coordinator replica id on its own connection.
 func (c *cluster) start(id string) *Service {
 	c.t.Helper()
+	svc, nc := c.newService(id)
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &replicaRun{nc: nc, svc: svc, cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- svc.Run(ctx) }()
+	c.mu.Lock()
+	c.replicas[id] = r
+	c.mu.Unlock()
+	return svc
+}
+
+// newService returns coordinator replica id, not running, on a connection of its own.
+func (c *cluster) newService(id string) (*Service, *nats.Conn) {
+	c.t.Helper()
 	nc := c.srv.Connect(c.t)
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -116,13 +129,7 @@ func (c *cluster) start(id string) *Service {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &replicaRun{nc: nc, svc: svc, cancel: cancel, done: make(chan error, 1)}
-	go func() { r.done <- svc.Run(ctx) }()
-	c.mu.Lock()
-	c.replicas[id] = r
-	c.mu.Unlock()
-	return svc
+	return svc, nc
 }
 
 // stop stops replica id cleanly (it releases its leases and its announcement).
@@ -356,4 +363,16 @@ func (c *cluster) checkIDs() (barriers int) {
 		}
 	}
 	return barriers
+}
+
+// TestStoppedWhileStartingIsAStop: a coordinator whose context ends before it has
+// started returns nil from Run, as a stop, not the error of the call it was in.
+func TestStoppedWhileStartingIsAStop(t *testing.T) {
+	c := newCluster(t, scaleTTL)
+	svc, _ := c.newService("early")
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := svc.Run(ctx); err != nil {
+		t.Fatalf("Run stopped while starting: %v, want nil", err)
+	}
 }

@@ -137,8 +137,18 @@ func (s *Service) eventFailed(_ jetstream.JetStream, m *nats.Msg, err error) {
 func (s *Service) ID() string { return s.cfg.ID }
 
 // Run coordinates until ctx is done, then stops its endpoints, aborts pending checkpoints,
-// releases its leases and returns nil. It returns an error only when it cannot start.
+// releases its leases and returns nil. It returns an error only when it cannot start; a
+// start cut short by ctx ending is a stop (logged, nil), as in the operator runtime.
 func (s *Service) Run(ctx context.Context) error {
+	err := s.run(ctx)
+	if err != nil && ctx.Err() != nil {
+		s.log.Info().Err(err).Msg("stopped while starting")
+		return nil
+	}
+	return err
+}
+
+func (s *Service) run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer func() {
 		cancel()
