@@ -27,10 +27,10 @@ type Barrier struct {
 	// highest they have seen. 0 (absent) comes from a coordinator before tokens and is
 	// accepted.
 	Token uint64 `msgpack:"token,omitempty"`
-	// MaxDeltas is the most delta segments a member's chain may hold in this
-	// checkpoint's manifest: the coordinator's share, per member, of the manifest size
-	// the server accepts (half its max_payload). An instance whose chain would pass it
-	// writes a new base instead. 0 (absent) sets no limit.
+	// MaxDeltas bounds the delta segments a member's chain may hold in this checkpoint's
+	// manifest: fewer than MaxDeltas, the coordinator's share, per member, of the
+	// manifest size the server accepts (half its max_payload). An instance whose chain
+	// would reach it writes a new base instead. 0 (absent) sets no limit.
 	MaxDeltas int `msgpack:"max_deltas,omitempty"`
 }
 

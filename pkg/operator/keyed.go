@@ -33,11 +33,13 @@ const (
 // value means the defaults. A checkpoint writes a new base (materialization) instead of a
 // delta once the chain would reach MaxDeltas deltas (or the lower limit the checkpoint's
 // barrier sets, so that a manifest of every member fits the server's max_payload) or the
-// deltas' total size would reach DeltaRatio times the base's. Every checkpoint then costs its changes, plus the base
-// once per materialization: about (1 + 1/DeltaRatio) times the changed bytes over a long
-// run, while a restore reads at most (1 + DeltaRatio) times the state's size.
+// deltas' total size would reach DeltaRatio times the base's. Every checkpoint then
+// costs its changes, plus the base once per materialization: about (1 + 1/DeltaRatio)
+// times the changed bytes over a long run, while a restore reads at most
+// (1 + DeltaRatio) times the state's size.
 type KeyedConfig struct {
-	// MaxDeltas is the most deltas a chain holds (0: DefaultMaxDeltas).
+	// MaxDeltas is the chain length that is never reached: a chain holds at most
+	// MaxDeltas-1 deltas (0: DefaultMaxDeltas).
 	MaxDeltas int
 	// DeltaRatio is the deltas' total size, relative to the base's, that makes the next
 	// checkpoint write a new base (0: DefaultDeltaRatio).
