@@ -1,0 +1,107 @@
+package jetstream
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Requester sends a request and waits for its reply (*nats.Conn).
+type Requester interface {
+	RequestWithContext(ctx context.Context, subj string, data []byte) (*nats.Msg, error)
+}
+
+// CurrentMsg is a message read from a stream's leader.
+type CurrentMsg struct {
+	Subject  string
+	Sequence uint64
+	Header   nats.Header
+	Data     []byte
+	Time     time.Time
+}
+
+// errCodeMsgNotFound is JSNoMessageFoundErr.
+const errCodeMsgNotFound jetstream.ErrorCode = 10037
+
+// currentTimeout bounds a current read whose ctx has no deadline.
+const currentTimeout = 5 * time.Second
+
+// LastMsgCurrent reads the last message on subject of stream from the stream's leader,
+// through $JS.API.STREAM.MSG.GET, never through a direct get that a lagging replica may
+// answer. It is the read for values that must be current (a lease, an id counter, a
+// registration): KV Get and Stream.GetLastMsgForSubject use direct gets on streams that
+// allow them, as KV buckets do. It returns jetstream.ErrMsgNotFound when the subject holds
+// no message.
+func LastMsgCurrent(ctx context.Context, nc Requester, stream, subject string) (*CurrentMsg, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, currentTimeout)
+		defer cancel()
+	}
+	req, err := json.Marshal(struct {
+		LastFor string `json:"last_by_subj"`
+	}{subject})
+	if err != nil {
+		return nil, err
+	}
+	reply, err := nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+stream, req)
+	if err != nil {
+		return nil, fmt.Errorf("read the last message of %s in %s from its leader: %w", subject, stream, err)
+	}
+	var resp struct {
+		Error   *jetstream.APIError `json:"error"`
+		Message *struct {
+			Subject  string    `json:"subject"`
+			Sequence uint64    `json:"seq"`
+			Header   []byte    `json:"hdrs"`
+			Data     []byte    `json:"data"`
+			Time     time.Time `json:"time"`
+		} `json:"message"`
+	}
+	if err := json.Unmarshal(reply.Data, &resp); err != nil {
+		return nil, fmt.Errorf("read the last message of %s in %s: undecodable reply: %w", subject, stream, err)
+	}
+	if resp.Error != nil {
+		if resp.Error.ErrorCode == errCodeMsgNotFound {
+			return nil, jetstream.ErrMsgNotFound
+		}
+		return nil, fmt.Errorf("read the last message of %s in %s: %w", subject, stream, resp.Error)
+	}
+	if resp.Message == nil {
+		return nil, fmt.Errorf("read the last message of %s in %s: %w", subject, stream, jetstream.ErrInvalidJetStreamResponse)
+	}
+	m := resp.Message
+	out := &CurrentMsg{Subject: m.Subject, Sequence: m.Sequence, Data: m.Data, Time: m.Time}
+	if len(m.Header) > 0 {
+		if out.Header, err = nats.DecodeHeadersMsg(m.Header); err != nil {
+			return nil, fmt.Errorf("read the last message of %s in %s: headers: %w", subject, stream, err)
+		}
+	}
+	return out, nil
+}
+
+// kvOperation is the header a KV delete or purge marker carries.
+const kvOperation = "KV-Operation"
+
+// CurrentEntry reads key of KV bucket from the bucket stream's leader (LastMsgCurrent)
+// and returns its value and revision; jetstream.ErrKeyNotFound when the key is absent,
+// deleted or purged.
+func CurrentEntry(ctx context.Context, nc Requester, bucket, key string) ([]byte, uint64, error) {
+	m, err := LastMsgCurrent(ctx, nc, "KV_"+bucket, "$KV."+bucket+"."+key)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, 0, jetstream.ErrKeyNotFound
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	if op := m.Header.Get(kvOperation); strings.EqualFold(op, "DEL") || strings.EqualFold(op, "PURGE") {
+		return nil, 0, jetstream.ErrKeyNotFound
+	}
+	return m.Data, m.Sequence, nil
+}
