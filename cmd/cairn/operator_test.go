@@ -48,7 +48,7 @@ func TestOperatorWithoutUsableSnapshotExitsNonZero(t *testing.T) {
 		TriggeredAt: time.Now().UTC(), CompletedAt: time.Now().UTC(),
 		Instances: map[string]messages.InstanceSnapshot{"counter-0": {
 			Incarnation: "gone",
-			Snapshot:    messages.SnapshotRef{Object: cjs.ObjectName("orders", 3, "counter-0"), Size: 10, Digest: "SHA-256=x"},
+			Snapshot:    messages.SnapshotRef{Object: cjs.ObjectName("orders", 3, "counter-0", "sim"), Size: 10, Digest: "SHA-256=x"},
 			Positions:   map[string]uint64{cjs.InputStream: 7},
 		}},
 	})
@@ -75,7 +75,7 @@ func TestOperatorWithoutUsableSnapshotExitsNonZero(t *testing.T) {
 	found := false
 	for line := range strings.Lines(stderr.String()) {
 		if strings.Contains(line, `"level":"error"`) && strings.Contains(line, `"job":"orders"`) && strings.Contains(line, `"instance":"counter-0"`) &&
-			strings.Contains(line, "refusing to start: this member has no usable snapshot") && strings.Contains(line, "object orders/3/counter-0 missing") {
+			strings.Contains(line, "refusing to start: this member has no usable snapshot") && strings.Contains(line, "object orders/3/counter-0/sim missing") {
 			found = true
 		}
 	}

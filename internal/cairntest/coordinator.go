@@ -56,8 +56,17 @@ func (c *Coordinator) BarrierWithToken(id, token uint64) {
 }
 
 // SendBarrier sends b after filling in the schema, job, config version 1, trigger time
-// and coordinator.
+// and coordinator. Like a lease holder it first advances the job's id counter to b's id and
+// its lease key's revision to b's token, so that operators trust the barrier.
 func (c *Coordinator) SendBarrier(b messages.Barrier) {
+	c.t.Helper()
+	c.hold(b.CheckpointID, b.Token)
+	c.SendForged(b)
+}
+
+// SendForged sends b as SendBarrier does, without touching the counter or the lease: a
+// barrier that no lease holder sent.
+func (c *Coordinator) SendForged(b messages.Barrier) {
 	c.t.Helper()
 	b.Schema, b.Job, b.ConfigVersion, b.TriggeredAt, b.Coordinator = messages.SchemaVersion, c.job, 1, time.Now().UTC(), "test"
 	data, err := messages.Marshal(&b)
@@ -70,6 +79,52 @@ func (c *Coordinator) SendBarrier(b messages.Barrier) {
 	msg.Header.Set(messages.HeaderConfigVersion, "1")
 	if err := c.nc.PublishMsg(msg); err != nil {
 		c.t.Fatal(err)
+	}
+}
+
+// hold advances the job's id counter in CAIRN_MANIFESTS to at least id and writes the
+// job's lease key in CAIRN_LEASES until its revision is at least token.
+func (c *Coordinator) hold(id, token uint64) {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), Wait)
+	defer cancel()
+	if _, err := cjs.UpdateKey(ctx, c.nc, c.manifests, cjs.CounterKey(c.job), func(cur []byte) ([]byte, error) {
+		var last messages.Counter
+		if cur != nil {
+			if err := messages.Unmarshal(cur, &last); err != nil {
+				return nil, err
+			}
+		}
+		if last.Last >= id {
+			return nil, cjs.ErrNoChange
+		}
+		return messages.Marshal(&messages.Counter{Schema: messages.SchemaVersion, Job: c.job, Last: id})
+	}); err != nil {
+		c.t.Fatalf("advance the id counter to %d: %v", id, err)
+	}
+	if token == 0 {
+		return
+	}
+	js, err := jetstream.New(c.nc)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	leases, err := js.KeyValue(ctx, cjs.LeaseBucket)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	lease, err := messages.Marshal(&messages.Lease{Schema: messages.SchemaVersion, Job: c.job, Holder: "test", AcquiredAt: time.Now().UTC()})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	for {
+		rev, err := leases.Put(ctx, cjs.LeaseKey(c.job), lease)
+		if err != nil {
+			c.t.Fatalf("write the lease of %s: %v", c.job, err)
+		}
+		if rev >= token {
+			return
+		}
 	}
 }
 

@@ -39,20 +39,35 @@ const currentTimeout = 5 * time.Second
 // allow them, as KV buckets do. It returns jetstream.ErrMsgNotFound when the subject holds
 // no message.
 func LastMsgCurrent(ctx context.Context, nc Requester, stream, subject string) (*CurrentMsg, error) {
+	return getCurrent(ctx, nc, stream, msgGetRequest{LastFor: subject}, "the last message of "+subject)
+}
+
+// MsgCurrent reads the message at sequence seq of stream from the stream's leader, as
+// LastMsgCurrent does; jetstream.ErrMsgNotFound when the stream does not hold it (never
+// stored, deleted, purged or removed by a limit).
+func MsgCurrent(ctx context.Context, nc Requester, stream string, seq uint64) (*CurrentMsg, error) {
+	return getCurrent(ctx, nc, stream, msgGetRequest{Seq: seq}, fmt.Sprintf("message %d", seq))
+}
+
+// msgGetRequest is the body of $JS.API.STREAM.MSG.GET.
+type msgGetRequest struct {
+	Seq     uint64 `json:"seq,omitempty"`
+	LastFor string `json:"last_by_subj,omitempty"`
+}
+
+func getCurrent(ctx context.Context, nc Requester, stream string, get msgGetRequest, what string) (*CurrentMsg, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, currentTimeout)
 		defer cancel()
 	}
-	req, err := json.Marshal(struct {
-		LastFor string `json:"last_by_subj"`
-	}{subject})
+	req, err := json.Marshal(get)
 	if err != nil {
 		return nil, err
 	}
 	reply, err := nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+stream, req)
 	if err != nil {
-		return nil, fmt.Errorf("read the last message of %s in %s from its leader: %w", subject, stream, err)
+		return nil, fmt.Errorf("read %s in %s from its leader: %w", what, stream, err)
 	}
 	var resp struct {
 		Error   *jetstream.APIError `json:"error"`
@@ -65,28 +80,30 @@ func LastMsgCurrent(ctx context.Context, nc Requester, stream, subject string) (
 		} `json:"message"`
 	}
 	if err := json.Unmarshal(reply.Data, &resp); err != nil {
-		return nil, fmt.Errorf("read the last message of %s in %s: undecodable reply: %w", subject, stream, err)
+		return nil, fmt.Errorf("read %s in %s: undecodable reply: %w", what, stream, err)
 	}
 	if resp.Error != nil {
 		if resp.Error.ErrorCode == errCodeMsgNotFound {
 			return nil, jetstream.ErrMsgNotFound
 		}
-		return nil, fmt.Errorf("read the last message of %s in %s: %w", subject, stream, resp.Error)
+		return nil, fmt.Errorf("read %s in %s: %w", what, stream, resp.Error)
 	}
 	if resp.Message == nil {
-		return nil, fmt.Errorf("read the last message of %s in %s: %w", subject, stream, jetstream.ErrInvalidJetStreamResponse)
+		return nil, fmt.Errorf("read %s in %s: %w", what, stream, jetstream.ErrInvalidJetStreamResponse)
 	}
 	m := resp.Message
 	out := &CurrentMsg{Subject: m.Subject, Sequence: m.Sequence, Data: m.Data, Time: m.Time}
 	if len(m.Header) > 0 {
 		if out.Header, err = nats.DecodeHeadersMsg(m.Header); err != nil {
-			return nil, fmt.Errorf("read the last message of %s in %s: headers: %w", subject, stream, err)
+			return nil, fmt.Errorf("read %s in %s: headers: %w", what, stream, err)
 		}
 	}
 	return out, nil
 }
 
-// kvOperation is the header a KV delete or purge marker carries.
+// kvOperation is the header a KV delete or purge marker carries; a marker the server
+// writes when a key's TTL or the bucket's limits remove it carries
+// jetstream.MarkerReasonHeader instead.
 const kvOperation = "KV-Operation"
 
 // CurrentEntry reads key of KV bucket from the bucket stream's leader (LastMsgCurrent)
@@ -100,7 +117,7 @@ func CurrentEntry(ctx context.Context, nc Requester, bucket, key string) ([]byte
 	if err != nil {
 		return nil, 0, err
 	}
-	if op := m.Header.Get(kvOperation); strings.EqualFold(op, "DEL") || strings.EqualFold(op, "PURGE") {
+	if op := m.Header.Get(kvOperation); strings.EqualFold(op, "DEL") || strings.EqualFold(op, "PURGE") || m.Header.Get(jetstream.MarkerReasonHeader) != "" {
 		return nil, 0, jetstream.ErrKeyNotFound
 	}
 	return m.Data, m.Sequence, nil

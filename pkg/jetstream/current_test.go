@@ -39,3 +39,71 @@ func TestCurrentEntryReadsTheKeyFromTheLeader(t *testing.T) {
 		t.Fatal("a stream that does not exist: no error")
 	}
 }
+
+func TestMsgCurrentTellsAPurgedMessageFromAStoredOne(t *testing.T) {
+	s := natstest.Start(t)
+	nc, js, _ := s.Resources(t, cjs.Options{LeaseTTL: time.Second})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var seqs []uint64
+	for range 3 {
+		ack, err := js.Publish(ctx, "cairn.input.j.i", []byte("x"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		seqs = append(seqs, ack.Sequence)
+	}
+	st, err := js.Stream(ctx, cjs.InputStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Purge(ctx, jetstream.WithPurgeSubject("cairn.input.j.i"), jetstream.WithPurgeSequence(seqs[2])); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cjs.MsgCurrent(ctx, nc, cjs.InputStream, seqs[1]); !errors.Is(err, jetstream.ErrMsgNotFound) {
+		t.Fatalf("purged message: %v, want ErrMsgNotFound", err)
+	}
+	m, err := cjs.MsgCurrent(ctx, nc, cjs.InputStream, seqs[2])
+	if err != nil || m.Sequence != seqs[2] || m.Subject != "cairn.input.j.i" {
+		t.Fatalf("kept message: %+v, %v", m, err)
+	}
+}
+
+func TestUpdateKeyIsCompareAndSet(t *testing.T) {
+	s := natstest.Start(t)
+	nc, _, res := s.Resources(t, cjs.Options{LeaseTTL: time.Second})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	appendX := func(cur []byte) ([]byte, error) { return append(cur, 'x'), nil }
+
+	// Concurrent writers each add one x: none is lost.
+	const writers = 8
+	errs := make(chan error, writers)
+	for range writers {
+		go func() {
+			_, err := cjs.UpdateKey(ctx, nc, res.Instances, "j.i", appendX)
+			errs <- err
+		}()
+	}
+	for range writers {
+		if err := <-errs; err != nil {
+			t.Fatalf("UpdateKey: %v", err)
+		}
+	}
+	e, err := res.Instances.Get(ctx, "j.i")
+	if err != nil || string(e.Value()) != "xxxxxxxx" {
+		t.Fatalf("after %d concurrent updates: %q, %v", writers, e.Value(), err)
+	}
+
+	rev, err := cjs.UpdateKey(ctx, nc, res.Instances, "j.i", func([]byte) ([]byte, error) { return nil, cjs.ErrNoChange })
+	if err != nil || rev != e.Revision() {
+		t.Fatalf("no change: revision %d, %v; want %d", rev, err, e.Revision())
+	}
+	refused := errors.New("refused")
+	if _, err := cjs.UpdateKey(ctx, nc, res.Instances, "j.i", func([]byte) ([]byte, error) { return nil, refused }); !errors.Is(err, refused) {
+		t.Fatalf("change error: %v, want it returned", err)
+	}
+	if e2, _ := res.Instances.Get(ctx, "j.i"); e2.Revision() != e.Revision() {
+		t.Fatal("a change that returned an error wrote the key")
+	}
+}

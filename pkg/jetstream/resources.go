@@ -18,6 +18,7 @@ const (
 	OutputStream     = "CAIRN_OUTPUT"
 	ManifestBucket   = "CAIRN_MANIFESTS"
 	LeaseBucket      = "CAIRN_LEASES"
+	InstanceBucket   = "CAIRN_INSTANCES"
 	SnapshotBucket   = "CAIRN_SNAPSHOTS"
 )
 
@@ -104,6 +105,7 @@ type Resources struct {
 	Output      jetstream.Stream
 	Manifests   jetstream.KeyValue
 	Leases      jetstream.KeyValue
+	Instances   jetstream.KeyValue
 	Snapshots   jetstream.ObjectStore
 }
 
@@ -239,6 +241,18 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) (*Resources,
 			return nil, err
 		}
 	}
+	if o.wants(InstanceBucket) {
+		r.Instances, err = ensureKV(ctx, js, o.LookupOnly, jetstream.KeyValueConfig{
+			Bucket:      InstanceBucket,
+			Description: "Cairn instance records (<job>.<instance>): the newest incarnation of each operator instance and whether it is a member; never expire",
+			History:     1,
+			Storage:     o.storage(),
+			Replicas:    o.replicas(),
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
 	if o.wants(SnapshotBucket) {
 		r.Snapshots, err = ensureObjectStore(ctx, js, o.LookupOnly, jetstream.ObjectStoreConfig{
 			Bucket:      SnapshotBucket,
@@ -336,10 +350,15 @@ func CounterKey(job string) string { return job + ".counter" }
 // RegistrationKey is the key of an instance's registration in CAIRN_LEASES ("*" wildcards).
 func RegistrationKey(job, instance string) string { return "instance." + job + "." + instance }
 
+// InstanceKey is the key of an instance's record in CAIRN_INSTANCES.
+func InstanceKey(job, instance string) string { return job + "." + instance }
+
 // LeaseKey is the key of job's coordinator lease in CAIRN_LEASES.
 func LeaseKey(job string) string { return "leader." + job }
 
-// ObjectName is the object store name of an instance's snapshot for a checkpoint.
-func ObjectName(job string, id uint64, instance string) string {
-	return fmt.Sprintf("%s/%d/%s", job, id, instance)
+// ObjectName is the object store name of the snapshot incarnation of an instance took for
+// a checkpoint: <job>/<checkpoint>/<instance>/<incarnation>. The incarnation makes it a name
+// no other process can produce, so an upload never replaces another process's object.
+func ObjectName(job string, id uint64, instance, incarnation string) string {
+	return fmt.Sprintf("%s/%d/%s/%s", job, id, instance, incarnation)
 }

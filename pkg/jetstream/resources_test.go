@@ -32,8 +32,8 @@ func TestEnsureIsIdempotent(t *testing.T) {
 	for n := range names.Name() {
 		got = append(got, n)
 	}
-	if len(got) != 7 {
-		t.Fatalf("streams = %v, want 4 streams + 2 KV + 1 object store", got)
+	if len(got) != 8 {
+		t.Fatalf("streams = %v, want 4 streams + 3 KV + 1 object store", got)
 	}
 }
 

@@ -36,7 +36,8 @@ func TestRoundTripEveryMessageType(t *testing.T) {
 		})
 	}
 	want := []messages.Message{&messages.ConfigEvent{}, &messages.Barrier{}, &messages.Ack{}, &messages.CheckpointEvent{},
-		&messages.Manifest{}, &messages.Registration{}, &messages.Counter{}, &messages.Lease{}, &messages.Replica{}}
+		&messages.Manifest{}, &messages.Registration{}, &messages.Counter{}, &messages.Lease{}, &messages.Replica{},
+		&messages.InstanceRecord{}}
 	for _, m := range want {
 		if !seen[reflect.TypeOf(m)] {
 			t.Errorf("no round-trip sample of %T", m)
@@ -211,6 +212,8 @@ func TestUnmarshalIsStrict(t *testing.T) {
 		{"aborted without reason", &messages.CheckpointEvent{}, enc(t, map[string]any{"schema": 1, "job": "j", "id": 1, "outcome": 2}), "abort reason 0; allowed: 1-7"},
 		{"manifest instance name", &messages.Manifest{}, enc(t, map[string]any{"schema": 1, "job": "j", "id": 1, "instances": map[string]any{"a b": map[string]any{}}}), `instance name "a b"`},
 		{"registration without incarnation", &messages.Registration{}, enc(t, map[string]any{"schema": 1, "job": "j", "instance": "i"}), "incarnation is empty"},
+		{"instance record without incarnation", &messages.InstanceRecord{}, enc(t, map[string]any{"schema": 1, "job": "j", "instance": "i", "claims": 1}), "incarnation is empty"},
+		{"instance record with a bad instance", &messages.InstanceRecord{}, enc(t, map[string]any{"schema": 1, "job": "j", "instance": "a.b", "incarnation": "x"}), "instance"},
 		{"lease without holder", &messages.Lease{}, enc(t, map[string]any{"schema": 1, "job": "j"}), "holder is empty"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

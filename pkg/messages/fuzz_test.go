@@ -90,6 +90,8 @@ func FuzzUnmarshalManifest(f *testing.F) { fuzzUnmarshal[messages.Manifest](f) }
 
 func FuzzUnmarshalRegistration(f *testing.F) { fuzzUnmarshal[messages.Registration](f) }
 
+func FuzzUnmarshalInstanceRecord(f *testing.F) { fuzzUnmarshal[messages.InstanceRecord](f) }
+
 func FuzzUnmarshalCounter(f *testing.F) { fuzzUnmarshal[messages.Counter](f) }
 
 func FuzzUnmarshalLease(f *testing.F) { fuzzUnmarshal[messages.Lease](f) }

@@ -72,3 +72,44 @@ func (l *Lease) Validate() error {
 	}
 	return nil
 }
+
+// InstanceRecord is the lasting record of an operator instance in KV CAIRN_INSTANCES under
+// <job>.<instance>. Unlike the registration it has no TTL and Cairn never deletes it: a clean
+// stop marks it, a new process claims it. It is what tells an incarnation that lost its
+// registration whether a newer one has started since (then it is fenced), and what tells a
+// member whose manifests are gone that it had state (then it refuses to start as new).
+type InstanceRecord struct {
+	Schema   int    `msgpack:"schema"`
+	Job      string `msgpack:"job"`
+	Instance string `msgpack:"instance"`
+	// Incarnation is the newest incarnation that claimed the instance, at its start.
+	Incarnation string `msgpack:"incarnation"`
+	// Claims counts the incarnations that have claimed the instance.
+	Claims uint64 `msgpack:"claims"`
+	// ClaimedAt is when Incarnation claimed the instance.
+	ClaimedAt time.Time `msgpack:"claimed_at"`
+	// StoppedAt is when Incarnation stopped cleanly; zero while it runs, and after a crash.
+	StoppedAt time.Time `msgpack:"stopped_at,omitempty"`
+	// Member is the id of a completed checkpoint that holds the instance, written by the
+	// coordinator when the instance joins the job's members (and by an incarnation that
+	// restored a checkpoint); 0 while the instance is not a member: new, or removed on
+	// purpose (the coordinator clears it then).
+	Member uint64 `msgpack:"member,omitempty"`
+}
+
+// SchemaVersion implements Message.
+func (r *InstanceRecord) SchemaVersion() int { return r.Schema }
+
+// Validate implements Message.
+func (r *InstanceRecord) Validate() error {
+	if err := ValidateName("job", r.Job); err != nil {
+		return err
+	}
+	if err := ValidateName("instance", r.Instance); err != nil {
+		return err
+	}
+	if r.Incarnation == "" {
+		return errors.New("instance record: incarnation is empty")
+	}
+	return nil
+}

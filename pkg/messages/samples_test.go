@@ -83,12 +83,15 @@ func samples() map[string]messages.Message {
 			Schema: 1, Job: "demo", CheckpointID: 4, Savepoint: "before-upgrade", Token: 3,
 			Instances: map[string]messages.InstanceSnapshot{"counter-0": {Incarnation: "inc-1", Snapshot: ref, Positions: map[string]uint64{"CAIRN_INPUT": 42}}},
 		},
-		"registration":       &messages.Registration{Schema: 1, Job: "demo", Instance: "counter-0", Incarnation: "inc-1", StartedAt: at(1_700_000_000, 0)},
-		"counter":            &messages.Counter{Schema: 1, Job: "demo", Last: 12},
-		"counter zero":       &messages.Counter{Schema: 1, Job: "demo"},
-		"lease":              &messages.Lease{Schema: 1, Job: "demo", Holder: "coord-1", AcquiredAt: at(1_700_000_000, 0)},
-		"replica":            &messages.Replica{Schema: 1, ID: "coord-1", StartedAt: at(1_700_000_000, 0)},
-		"replica restricted": &messages.Replica{Schema: 1, ID: "coord-2", Jobs: []string{"a", "b"}, StartedAt: at(1_700_000_000, 0)},
+		"registration": &messages.Registration{Schema: 1, Job: "demo", Instance: "counter-0", Incarnation: "inc-1", StartedAt: at(1_700_000_000, 0)},
+		"instance record": &messages.InstanceRecord{Schema: 1, Job: "demo", Instance: "counter-0", Incarnation: "inc-2", Claims: 2,
+			ClaimedAt: at(1_700_000_000, 0), StoppedAt: at(1_700_000_100, 0), Member: 7},
+		"instance record new": &messages.InstanceRecord{Schema: 1, Job: "demo", Instance: "counter-0", Incarnation: "inc-1", Claims: 1, ClaimedAt: at(1_700_000_000, 0)},
+		"counter":             &messages.Counter{Schema: 1, Job: "demo", Last: 12},
+		"counter zero":        &messages.Counter{Schema: 1, Job: "demo"},
+		"lease":               &messages.Lease{Schema: 1, Job: "demo", Holder: "coord-1", AcquiredAt: at(1_700_000_000, 0)},
+		"replica":             &messages.Replica{Schema: 1, ID: "coord-1", StartedAt: at(1_700_000_000, 0)},
+		"replica restricted":  &messages.Replica{Schema: 1, ID: "coord-2", Jobs: []string{"a", "b"}, StartedAt: at(1_700_000_000, 0)},
 	}
 }
 

@@ -53,6 +53,32 @@ type Status struct {
 	Failed bool `json:"failed"`
 	// Savepoints are the job's savepoints, by name, and the input they keep.
 	Savepoints []SavepointHold `json:"savepoints,omitempty"`
+	// DroppedAcks counts acks dropped because their instance or incarnation was not the
+	// one registered when their checkpoint was triggered (a replaced process, a stranger).
+	DroppedAcks uint64 `json:"dropped_acks,omitempty"`
+	// Alarms are conditions of the job that need a person's attention, oldest first.
+	Alarms []Alarm `json:"alarms,omitempty"`
+}
+
+// AlarmKind names a condition in Alarm. Append-only.
+type AlarmKind string
+
+// AlarmKind values.
+const (
+	// AlarmManifestsLost: the job's newest manifest was gone though checkpoints had
+	// completed (CAIRN_MANIFESTS or its keys deleted, or the bucket created again). Members
+	// whose state no manifest holds any more refuse to start until reset on purpose.
+	AlarmManifestsLost AlarmKind = "manifests_lost"
+)
+
+// Alarm is a condition of a job in Status that needs a person's attention. It stays
+// while the coordinator answering holds the job's lease.
+type Alarm struct {
+	Kind AlarmKind `json:"kind"`
+	// Since is when the coordinator first saw the condition.
+	Since time.Time `json:"since"`
+	// Detail says what was seen and what to do.
+	Detail string `json:"detail"`
 }
 
 // Member is one member of a job in Status.

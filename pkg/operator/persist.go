@@ -68,7 +68,7 @@ func (p *persister) persist(ctx context.Context, j persistJob) {
 		return
 	}
 	if ctx.Err() != nil {
-		p.r.decline(j.log, j.checkpoint, "instance stopped before the snapshot was stored")
+		p.r.decline(context.WithoutCancel(ctx), j.log, j.checkpoint, "instance stopped before the snapshot was stored")
 		return
 	}
 	start := time.Now()
@@ -88,14 +88,14 @@ func (p *persister) persist(ctx context.Context, j persistJob) {
 		}
 	}
 	if err != nil {
-		p.r.declineAck(j.log, j.checkpoint, err.Error(), cjs.IsStorageFull(err))
+		p.r.declineAck(ctx, j.log, j.checkpoint, err.Error(), cjs.IsStorageFull(err))
 		return
 	}
 	kind := messages.AckDone
 	if len(deltas) > 0 {
 		kind = messages.AckChain
 	}
-	p.r.publishAck(j.log, &messages.Ack{
+	p.r.publishAck(ctx, j.log, &messages.Ack{
 		Schema:       messages.SchemaVersion,
 		Job:          p.r.cfg.Job,
 		CheckpointID: j.checkpoint,
@@ -128,7 +128,7 @@ func (p *persister) storeKeyed(ctx context.Context, j persistJob, s *keyedSnapsh
 		s.k.stored(j.checkpoint, s.prev)
 		return *s.prev.base, s.prev.deltas, 0, nil
 	}
-	name := cjs.ObjectName(p.r.cfg.Job, j.checkpoint, p.r.cfg.Instance)
+	name := cjs.ObjectName(p.r.cfg.Job, j.checkpoint, p.r.cfg.Instance, p.r.incarnation)
 	if s.isBase() {
 		name += ".base"
 	}
@@ -152,7 +152,7 @@ func (p *persister) storeKeyed(ctx context.Context, j persistJob, s *keyedSnapsh
 // acked object when it holds the same bytes, or uploads the spool. uploaded reports
 // whether bytes were written to the object store.
 func (p *persister) store(ctx context.Context, j persistJob) (ref messages.SnapshotRef, uploaded bool, err error) {
-	ref, sp, err := p.spoolSnapshot(j, cjs.ObjectName(p.r.cfg.Job, j.checkpoint, p.r.cfg.Instance))
+	ref, sp, err := p.spoolSnapshot(j, cjs.ObjectName(p.r.cfg.Job, j.checkpoint, p.r.cfg.Instance, p.r.incarnation))
 	defer p.closeSpool(j, sp)
 	if err != nil {
 		return ref, false, err
@@ -175,7 +175,7 @@ func (p *persister) spoolSnapshot(j persistJob, name string) (messages.SnapshotR
 		return messages.SnapshotRef{}, sp, fmt.Errorf("persist: %w", err)
 	}
 	if p.r.isFenced() {
-		// The successor answers barriers under the same object names: upload nothing.
+		// Replaced: publish nothing more.
 		return messages.SnapshotRef{}, sp, p.r.replacedError()
 	}
 	return messages.SnapshotRef{Object: name, Size: uint64(sp.Size()), Digest: digest(h)}, sp, nil
@@ -224,8 +224,15 @@ func (p *persister) upload(ctx context.Context, j persistJob, ref messages.Snaps
 			return err
 		}
 		actx, acancel := context.WithTimeout(uctx, transferBudget(ref.Size)/3)
-		info, err := p.r.snapshots.Put(actx, meta, rd)
+		var info *jetstream.ObjectInfo
+		err = p.r.mayPublish(actx)
+		if err == nil {
+			info, err = p.r.snapshots.Put(actx, meta, rd)
+		}
 		acancel()
+		if errors.Is(err, ErrReplaced) {
+			return err
+		}
 		if err == nil {
 			if info.Digest != ref.Digest || info.Size != ref.Size {
 				return fmt.Errorf("stored object %s has %d bytes and digest %s; the snapshot has %d and %s", ref.Object, info.Size, info.Digest, ref.Size, ref.Digest)
@@ -258,10 +265,10 @@ func chunkSize(nc *nats.Conn) uint32 {
 }
 
 // publishAck publishes an ack or decline on the job's ack subject, unless the runtime
-// has been replaced.
-func (r *Runtime) publishAck(log *slog.Logger, ack *messages.Ack) {
-	if r.isFenced() {
-		log.Debug("replaced: ack not published", "kind", ack.Kind.String())
+// has been replaced or its registration cannot be confirmed (mayPublish).
+func (r *Runtime) publishAck(ctx context.Context, log *slog.Logger, ack *messages.Ack) {
+	if err := r.mayPublish(ctx); err != nil {
+		log.Debug("ack not published", "kind", ack.Kind.String(), "error", err)
 		return
 	}
 	data, err := messages.Marshal(ack)
@@ -310,16 +317,16 @@ func (a *recentAcks) get(id uint64) []byte {
 }
 
 // decline tells the coordinator this instance cannot snapshot checkpoint id.
-func (r *Runtime) decline(log *slog.Logger, id uint64, reason string) {
-	r.declineAck(log, id, reason, false)
+func (r *Runtime) decline(ctx context.Context, log *slog.Logger, id uint64, reason string) {
+	r.declineAck(ctx, log, id, reason, false)
 }
 
 // declineAck is decline, marking with full a snapshot store that had no room for the
 // snapshot (the coordinator then aborts with storage_full).
-func (r *Runtime) declineAck(log *slog.Logger, id uint64, reason string, full bool) {
+func (r *Runtime) declineAck(ctx context.Context, log *slog.Logger, id uint64, reason string, full bool) {
 	r.stats.declined.Add(1)
 	log.Warn("barrier declined", "reason", reason, "storage_full", full)
-	r.publishAck(log, &messages.Ack{
+	r.publishAck(ctx, log, &messages.Ack{
 		Schema:       messages.SchemaVersion,
 		Job:          r.cfg.Job,
 		CheckpointID: id,

@@ -2,6 +2,7 @@ package operator
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -29,6 +30,11 @@ type loopState struct {
 	queue []persistJob
 	// outcomes tracks the checkpoints a CheckpointListener waits to hear about.
 	outcomes outcomes
+	// counter is the highest checkpoint id the job's id counter was read at; a barrier
+	// whose id jumps above lastBarrier+1 is trusted only at or below it.
+	counter uint64
+	// input tracks what is needed to notice input removed under the consumer.
+	input anchorState
 }
 
 // process is the processing goroutine: it applies records, takes snapshots on barriers and
@@ -37,7 +43,7 @@ type loopState struct {
 // priority: once either happened, no further record or barrier is taken. It returns the
 // snapshots not yet handed to the persister; they were taken before the stop, so they
 // cover only records whose outputs are all stored.
-func (r *Runtime) process(ctx context.Context, st loopState, records <-chan Record, barriers, outcomes <-chan *nats.Msg, jobs chan<- persistJob) ([]persistJob, error) {
+func (r *Runtime) process(ctx context.Context, st loopState, records <-chan delivery, barriers, outcomes <-chan *nats.Msg, jobs chan<- persistJob) ([]persistJob, error) {
 	for {
 		if r.stopping(ctx) {
 			return st.queue, nil
@@ -65,7 +71,9 @@ func (r *Runtime) process(ctx context.Context, st loopState, records <-chan Reco
 			if r.stopping(ctx) {
 				return st.queue, nil
 			}
-			r.barrier(&st, msg)
+			if err := r.barrier(ctx, &st, msg); err != nil {
+				return st.queue, err
+			}
 		case msg := <-outcomes:
 			r.outcome(&st, msg)
 		case req := <-r.doCh:
@@ -84,12 +92,21 @@ func (r *Runtime) stopping(ctx context.Context) bool { return ctx.Err() != nil |
 // apply hands one record to the Machine, publishes what it emitted, and advances the
 // position once every output is stored. When an output cannot be stored it returns the
 // error and the position stays before the record: the Machine then holds a record the
-// position does not cover, so the caller must take no further snapshot.
-func (r *Runtime) apply(ctx context.Context, st *loopState, rec Record) error {
+// position does not cover, so the caller must take no further snapshot. A delivery that
+// may follow removed records is first checked (checkInput); removed records stop the
+// runtime before the record is applied.
+func (r *Runtime) apply(ctx context.Context, st *loopState, d delivery) error {
+	rec := d.Record
 	if rec.Sequence <= st.position {
 		r.log.Warn("input record at or before the position skipped", "seq", rec.Sequence, "position", st.position)
 		return nil
 	}
+	if st.input.suspicious(d) {
+		if err := r.checkInput(ctx, st); err != nil {
+			return err
+		}
+	}
+	st.input.delivered(d)
 	if err := r.m.Apply(rec); err != nil {
 		r.stats.rejected.Add(1)
 		r.log.Debug("input record rejected", "error", err, "seq", rec.Sequence, "subject", rec.Subject)
@@ -108,48 +125,90 @@ func (r *Runtime) apply(ctx context.Context, st *loopState, rec Record) error {
 	return nil
 }
 
-// barrier takes a snapshot for a new barrier and queues it for the persister.
-func (r *Runtime) barrier(st *loopState, msg *nats.Msg) {
+// checkInput verifies, retrying with backoff while the stream cannot be read, that no
+// input was removed under the consumer up to the position (verifyInput). It returns an
+// error wrapping ErrInputRemoved when some was, and ctx's error when ctx ends first.
+func (r *Runtime) checkInput(ctx context.Context, st *loopState) error {
+	var removed error
+	err := Retry(ctx, func(ctx context.Context) error {
+		err := r.verifyInput(ctx, &st.input, st.position)
+		if errors.Is(err, ErrInputRemoved) {
+			removed = err
+			return nil
+		}
+		return err
+	}, func(err error, wait time.Duration) {
+		r.log.Warn("cannot check the input for records removed under the consumer; retrying before the next record", "error", err, "retry_in", wait)
+	})
+	if removed != nil {
+		return removed
+	}
+	return err
+}
+
+// barrier takes a snapshot for a new barrier and queues it for the persister. A barrier
+// that is not in line with the job's lease and id counter is ignored (trusted), and one
+// that cannot be checked is declined. It returns an error wrapping ErrInputRemoved when
+// input was removed under the consumer since the last check: no snapshot is taken then.
+func (r *Runtime) barrier(ctx context.Context, st *loopState, msg *nats.Msg) error {
 	var b messages.Barrier
 	if err := messages.Unmarshal(msg.Data, &b); err != nil {
 		r.log.Warn("malformed barrier ignored", "error", err)
-		return
+		return nil
 	}
 	if b.Job != r.cfg.Job {
 		r.log.Warn("barrier of another job ignored", "barrier_job", b.Job, "checkpoint", b.CheckpointID)
-		return
+		return nil
 	}
 	log := r.log.With("checkpoint", b.CheckpointID)
 	if b.Token != 0 && b.Token < st.token {
 		// A token of 0 comes from a coordinator before fencing tokens: accepted.
 		log.Debug("barrier of a fenced coordinator ignored: its token is below one already seen",
 			"token", b.Token, "highest_token", st.token, "coordinator", b.Coordinator)
-		return
+		return nil
 	}
-	st.token = max(st.token, b.Token)
 	if b.CheckpointID <= st.lastBarrier {
 		// The coordinator sends a barrier again when it lacks this instance's ack: answer
 		// with the ack already sent, if it is still remembered (and not still being stored).
 		if data := r.acks.get(b.CheckpointID); data != nil {
-			if r.isFenced() {
-				return
+			if err := r.mayPublish(ctx); err != nil {
+				log.Debug("ack not sent again", "error", err)
+				return nil
 			}
 			if err := r.nc.Publish(r.cfg.Subjects.Ack(r.cfg.Job), data); err != nil {
 				log.Warn("publish ack again", "error", err)
 			}
 			log.Debug("barrier seen before: ack sent again")
-			return
+			return nil
 		}
 		log.Debug("old barrier ignored", "last_barrier", st.lastBarrier)
-		return
+		return nil
 	}
+	trusted, err := r.trusted(ctx, st, &b)
+	if err != nil {
+		r.decline(ctx, log, b.CheckpointID, "cannot check the barrier against the job's lease and id counter: "+err.Error())
+		return nil
+	}
+	if !trusted {
+		return nil
+	}
+	st.token = max(st.token, b.Token)
 	st.lastBarrier = b.CheckpointID
 	if len(st.queue) >= maxQueuedSnapshots {
-		r.decline(log, b.CheckpointID, fmt.Sprintf("%d snapshots are already waiting to be stored", len(st.queue)))
-		return
+		r.decline(ctx, log, b.CheckpointID, fmt.Sprintf("%d snapshots are already waiting to be stored", len(st.queue)))
+		return nil
+	}
+	if st.position != st.input.anchor {
+		// Nothing applied since the last check: nothing can have been skipped since.
+		if err := r.verifyInput(ctx, &st.input, st.position); err != nil {
+			if errors.Is(err, ErrInputRemoved) {
+				return err
+			}
+			r.decline(ctx, log, b.CheckpointID, "cannot check the input for records removed under the consumer: "+err.Error())
+			return nil
+		}
 	}
 	var snap Snapshot
-	var err error
 	if k, ok := r.m.(*Keyed); ok {
 		k.limitDeltas(b.MaxDeltas)
 	}
@@ -159,8 +218,8 @@ func (r *Runtime) barrier(st *loopState, msg *nats.Msg) {
 		snap, err = r.m.Snapshot()
 	}
 	if err != nil {
-		r.decline(log, b.CheckpointID, "snapshot: "+err.Error())
-		return
+		r.decline(ctx, log, b.CheckpointID, "snapshot: "+err.Error())
+		return nil
 	}
 	if l, ok := r.m.(CheckpointListener); ok {
 		st.outcomes.snapshotted(l, b.CheckpointID)
@@ -172,6 +231,7 @@ func (r *Runtime) barrier(st *loopState, msg *nats.Msg) {
 		positions:  map[string]uint64{r.cfg.InputStream: st.position},
 		log:        log,
 	})
+	return nil
 }
 
 // outputPublisher publishes outputs to JetStream.
@@ -194,7 +254,10 @@ func (r *Runtime) emit(ctx context.Context, seq uint64, n int, out Output) error
 		m := nats.NewMsg(out.Subject)
 		m.Data = out.Data
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_, err := r.outputs.PublishMsg(pctx, m, jetstream.WithMsgID(id))
+		err := r.mayPublish(pctx)
+		if err == nil {
+			_, err = r.outputs.PublishMsg(pctx, m, jetstream.WithMsgID(id))
+		}
 		cancel()
 		if err == nil {
 			r.stats.emitted.Add(1)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -69,11 +70,11 @@ func (r *Runtime) registration(startedAt time.Time) ([]byte, error) {
 	return data, nil
 }
 
-// incarnationOf returns the incarnation a registration entry names; an unreadable one
-// names none this runtime could be.
-func incarnationOf(e jetstream.KeyValueEntry) string {
+// incarnationOf returns the incarnation a registration names; an unreadable one names none
+// this runtime could be.
+func incarnationOf(value []byte) string {
 	var reg messages.Registration
-	if err := messages.Unmarshal(e.Value(), &reg); err != nil {
+	if err := messages.Unmarshal(value, &reg); err != nil {
 		return "(unreadable registration)"
 	}
 	return reg.Incarnation
@@ -99,7 +100,7 @@ func (r *Runtime) register(ctx context.Context, reg []byte) (uint64, error) {
 		if err != nil {
 			return 0, fmt.Errorf("read registration %s in %s: %w", key, cjs.LeaseBucket, err)
 		}
-		if other := incarnationOf(e); other != r.incarnation {
+		if other := incarnationOf(e.Value()); other != r.incarnation {
 			r.log.Warn("replacing the registration of another incarnation of this instance: the newer incarnation wins, and the other one stops if it still runs",
 				"replaced_incarnation", other)
 		}
@@ -115,9 +116,12 @@ func (r *Runtime) register(ctx context.Context, reg []byte) (uint64, error) {
 }
 
 // renew renews the registration written at revision rev and returns the new revision.
-// When the key changed meanwhile it reads it: another incarnation there fences this
-// runtime (ErrReplaced); its own incarnation there (a renewal that landed after its call
-// gave up) is renewed on that revision; an expired key is created again.
+// When the key changed meanwhile it reads it from the bucket's leader: another incarnation
+// there fences this runtime (ErrReplaced); its own incarnation there (a renewal that landed
+// after its call gave up) is renewed on that revision. A key that is gone (it expired while
+// this process was paused or cut off, or a newer incarnation stopped and deleted it) is
+// created again only while the instance record still names this incarnation as the newest:
+// otherwise a newer one has started since, and this one is fenced.
 func (r *Runtime) renew(ctx context.Context, reg []byte, rev uint64) (uint64, error) {
 	key := cjs.RegistrationKey(r.cfg.Job, r.cfg.Instance)
 	next, err := r.leases.Update(ctx, key, reg, rev)
@@ -127,9 +131,12 @@ func (r *Runtime) renew(ctx context.Context, reg []byte, rev uint64) (uint64, er
 	if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !errors.Is(err, jetstream.ErrKeyNotFound) {
 		return rev, fmt.Errorf("renew registration %s: %w", key, err)
 	}
-	e, err := r.leases.Get(ctx, key)
+	val, cur, err := cjs.CurrentEntry(ctx, r.nc, cjs.LeaseBucket, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		r.log.Warn("registration gone (it expired while this process was paused or cut off) and no other incarnation took it: registering again")
+		if err := r.newest(ctx); err != nil {
+			return rev, err
+		}
+		r.log.Warn("registration gone (it expired while this process was paused or cut off) and no newer incarnation has claimed the instance: registering again")
 		next, err := r.leases.Create(ctx, key, reg)
 		if err != nil {
 			return rev, fmt.Errorf("register %s again: %w", key, err)
@@ -139,21 +146,89 @@ func (r *Runtime) renew(ctx context.Context, reg []byte, rev uint64) (uint64, er
 	if err != nil {
 		return rev, fmt.Errorf("read registration %s: %w", key, err)
 	}
-	if other := incarnationOf(e); other != r.incarnation {
+	if other := incarnationOf(val); other != r.incarnation {
 		r.fence(other)
 		return rev, r.replacedError()
 	}
-	next, err = r.leases.Update(ctx, key, reg, e.Revision())
+	next, err = r.leases.Update(ctx, key, reg, cur)
 	if err != nil {
-		return e.Revision(), fmt.Errorf("renew registration %s: %w", key, err)
+		return cur, fmt.Errorf("renew registration %s: %w", key, err)
 	}
 	return next, nil
 }
 
-// heartbeat renews the registration written at revision rev every interval, and at once
-// after a reconnect, until ctx is done or the runtime is replaced. A failed renewal is
-// retried after a quarter of the interval, or a second if that is shorter.
-func (r *Runtime) heartbeat(ctx context.Context, every time.Duration, reg []byte, rev uint64) {
+// selfLease is what an incarnation knows of its own registration: when a renewal that
+// succeeded was sent last. An incarnation publishes (outputs, acks, declines, snapshots)
+// only while that is recent; after a longer gap (the process was paused, or starved) it
+// first has the heartbeat confirm the registration, which finds out if a newer incarnation
+// took over meanwhile. See docs/semantics.md, "One writer per instance".
+type selfLease struct {
+	// origin is the reference of confirmed, read on the monotonic clock.
+	origin time.Time
+	// confirmed is when the last successful renewal was sent, in nanoseconds since origin;
+	// 0 before the first.
+	confirmed atomic.Int64
+	// every is the heartbeat interval; set before the heartbeat starts.
+	every time.Duration
+	// confirm carries a publisher's request for a renewal now to the heartbeat, with the
+	// channel its result goes to.
+	confirm chan chan error
+	// done is closed when the heartbeat ends; set before it starts.
+	done chan struct{}
+}
+
+// fresh reports whether the registration was confirmed within one and a half heartbeat
+// intervals.
+func (l *selfLease) fresh() bool {
+	c := l.confirmed.Load()
+	return c != 0 && time.Since(l.origin)-time.Duration(c) < l.every*3/2
+}
+
+// renewed records a successful renewal sent at sent.
+func (l *selfLease) renewed(sent time.Time) {
+	l.confirmed.Store(max(int64(sent.Sub(l.origin)), 1))
+}
+
+// errHeartbeatStopped is returned by mayPublish once the heartbeat has ended.
+var errHeartbeatStopped = errors.New("registration no longer kept: the runtime is stopping")
+
+// mayPublish returns nil when this incarnation may publish: its registration was confirmed
+// recently, or the heartbeat confirms it now. It returns an error wrapping ErrReplaced when
+// a newer incarnation took over, and another error when the registration cannot be
+// confirmed (the caller retries, or declines).
+func (r *Runtime) mayPublish(ctx context.Context) error {
+	if r.isFenced() {
+		return r.replacedError()
+	}
+	if r.lease.fresh() {
+		return nil
+	}
+	reply := make(chan error, 1)
+	select {
+	case r.lease.confirm <- reply:
+	case <-r.lease.done:
+		return errHeartbeatStopped
+	case <-r.fencedCh:
+		return r.replacedError()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-reply:
+		return err
+	case <-r.fencedCh:
+		return r.replacedError()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// heartbeat renews the registration written at revision rev every interval, at once after
+// a reconnect, and when a publisher asks for it (mayPublish), until ctx is done or the
+// runtime is replaced. A failed renewal is retried after a quarter of the interval, or a
+// second if that is shorter.
+func (r *Runtime) heartbeat(ctx context.Context, reg []byte, rev uint64) {
+	every := r.lease.every
 	retry := max(min(every/4, time.Second), 10*time.Millisecond)
 	reconnected := r.nc.StatusChanged(nats.CONNECTED)
 	defer r.nc.RemoveStatusListener(reconnected)
@@ -161,17 +236,30 @@ func (r *Runtime) heartbeat(ctx context.Context, every time.Duration, reg []byte
 	defer t.Stop()
 	failing := false
 	for {
+		var asked chan error
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		case <-reconnected:
 			r.log.Info("reconnected: renewing the registration")
+		case asked = <-r.lease.confirm:
+			if r.lease.fresh() {
+				asked <- nil
+				continue
+			}
 		}
+		sent := time.Now()
 		pctx, cancel := context.WithTimeout(ctx, min(every, cleanupTimeout))
 		var err error
 		rev, err = r.renew(pctx, reg, rev)
 		cancel()
+		if err == nil {
+			r.lease.renewed(sent)
+		}
+		if asked != nil {
+			asked <- err
+		}
 		switch {
 		case errors.Is(err, ErrReplaced):
 			r.log.Error("replaced by a newer incarnation of this instance: stopping at once, publishing nothing more", "replaced_by", r.replacedBy)
@@ -209,11 +297,13 @@ func (r *Runtime) replacedError() error {
 }
 
 // deregister deletes the registration, unless another incarnation of this instance has
-// replaced it meanwhile. A heartbeat put abandoned on cancellation may still land after the
-// read, so a revision mismatch reads again.
+// replaced it meanwhile, and records the stop in the instance record (which it never
+// deletes). A heartbeat put abandoned on cancellation may still land after the read, so a
+// revision mismatch reads again.
 func (r *Runtime) deregister(ctx context.Context) {
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	defer cancel()
+	defer r.markStopped(dctx)
 	key := cjs.RegistrationKey(r.cfg.Job, r.cfg.Instance)
 	for range 5 {
 		e, err := r.leases.Get(dctx, key)

@@ -14,8 +14,8 @@ import (
 // lookupTimeout bounds one look-up attempt of a resource.
 const lookupTimeout = 10 * time.Second
 
-// lookup looks up the resources the runtime uses, and only those: the CAIRN_MANIFESTS and
-// CAIRN_LEASES buckets, the CAIRN_SNAPSHOTS object store, the input stream, the
+// lookup looks up the resources the runtime uses, and only those: the CAIRN_MANIFESTS,
+// CAIRN_LEASES and CAIRN_INSTANCES buckets, the CAIRN_SNAPSHOTS object store, the input stream, the
 // CAIRN_CHECKPOINTS stream (member events) and, for a Producer, the output stream. While
 // one does not exist yet it waits with Retry, logging one line when it starts waiting for
 // it, until ctx ends.
@@ -29,6 +29,12 @@ func (r *Runtime) lookup(ctx context.Context) error {
 	}
 	if err = r.await(ctx, "bucket", cjs.LeaseBucket, func(ctx context.Context) (err error) {
 		r.leases, err = r.js.KeyValue(ctx, cjs.LeaseBucket)
+		return err
+	}); err != nil {
+		return err
+	}
+	if err = r.await(ctx, "bucket", cjs.InstanceBucket, func(ctx context.Context) (err error) {
+		r.instances, err = r.js.KeyValue(ctx, cjs.InstanceBucket)
 		return err
 	}); err != nil {
 		return err

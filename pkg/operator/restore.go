@@ -62,7 +62,7 @@ type membership struct {
 // holds a usable snapshot of it (latest first, then the retained ones, newest first;
 // every unusable snapshot is logged at error level). A member with none fails with
 // ErrNoUsableSnapshot, unless Config.ResetState starts it empty on purpose.
-func (r *Runtime) restore(ctx context.Context) (restored, error) {
+func (r *Runtime) restore(ctx context.Context, h history) (restored, error) {
 	if r.cfg.RestoreFrom != "" {
 		return r.restoreChosen(ctx)
 	}
@@ -71,11 +71,23 @@ func (r *Runtime) restore(ctx context.Context) (restored, error) {
 		return restored{}, err
 	}
 	if !ms.member {
-		r.log.Info("not a member of the job (no retained checkpoint holds this instance): new instance, starting empty and reading the input from the start")
-		return restored{}, nil
+		lost, err := r.lostHistory(ctx, h, ms)
+		if err != nil {
+			return restored{}, err
+		}
+		if lost == "" {
+			r.log.Info("not a member of the job (no retained checkpoint holds this instance): new instance, starting empty and reading the input from the start")
+			return restored{}, nil
+		}
+		if !r.cfg.ResetState {
+			return restored{}, fmt.Errorf("%w: job %s, instance %s: no manifest holds it, but it had state: %s; its checkpoints are lost, and starting it as new would read only what is left of its input. Start it with --reset-state (Config.ResetState) to start empty on purpose",
+				ErrNoUsableSnapshot, r.cfg.Job, r.cfg.Instance, lost)
+		}
+		r.log.Error("history lost: no manifest holds this member, which had state; resetting on purpose", "evidence", lost)
+		return restored{}, r.resetState(ctx, ms, "its checkpoints are lost ("+lost+")")
 	}
 	if r.cfg.ResetState {
-		return restored{}, r.resetState(ctx, ms)
+		return restored{}, r.resetState(ctx, ms, "")
 	}
 	var tried []string
 	for _, mf := range ms.manifests {
@@ -239,8 +251,9 @@ func (r *Runtime) readManifest(ctx context.Context, key string) (*messages.Manif
 }
 
 // resetState starts a member empty on purpose: it logs at warn level and records a
-// reset_state member event, which must be stored for the start to go on.
-func (r *Runtime) resetState(ctx context.Context, ms membership) error {
+// reset_state member event, which must be stored for the start to go on. why, when set,
+// says why the member's state could not be restored.
+func (r *Runtime) resetState(ctx context.Context, ms membership, why string) error {
 	var dropped uint64
 	detail := "started empty on purpose (reset state); input is read from the start of what remains"
 	if len(ms.manifests) > 0 {
@@ -249,8 +262,52 @@ func (r *Runtime) resetState(ctx context.Context, ms membership) error {
 		detail = fmt.Sprintf("started empty on purpose (reset state), dropping the state of checkpoint %d (snapshot %s, from checkpoint %d); input is read from the start of what remains",
 			mf.CheckpointID, mf.Instances[r.cfg.Instance].Snapshot.Object, mf.Instances[r.cfg.Instance].From(mf.CheckpointID))
 	}
+	if why != "" {
+		detail += "; " + why
+	}
 	r.log.Warn("reset state: member starting empty on purpose, reading the input from the start of what remains", "dropped_checkpoint", dropped)
 	return r.memberEvent(ctx, messages.MemberResetState, dropped, detail)
+}
+
+// history is what tells, outside the manifests, whether the instance had state: its
+// instance record as this incarnation found it.
+type history struct {
+	// record is the instance record before this incarnation claimed it; nil when there was
+	// none.
+	record *messages.InstanceRecord
+	// unreadable is set when the record could not be decoded.
+	unreadable error
+}
+
+// lostHistory says why an instance that no manifest holds had state nonetheless (its
+// checkpoints were lost: the manifests bucket or its keys deleted, or unreadable), or ""
+// when nothing says so and it is new. The evidence: its instance record says it became a
+// member (only a member removal clears that) or cannot be read, a manifest of the job could
+// not be read, or the job's last completed checkpoint event lists it as a participant.
+func (r *Runtime) lostHistory(ctx context.Context, h history, ms membership) (string, error) {
+	var why []string
+	switch {
+	case h.unreadable != nil:
+		why = append(why, "its instance record in "+cjs.InstanceBucket+" is unreadable ("+h.unreadable.Error()+")")
+	case h.record != nil && h.record.Member != 0:
+		why = append(why, fmt.Sprintf("its instance record in %s says it became a member at checkpoint %d and was not removed since", cjs.InstanceBucket, h.record.Member))
+	}
+	if len(ms.unreadable) > 0 {
+		why = append(why, "manifests of the job are unreadable: "+strings.Join(ms.unreadable, "; "))
+	}
+	subject := r.cfg.Subjects.CheckpointEvent(r.cfg.Job, messages.Completed.String())
+	m, err := cjs.LastMsgCurrent(ctx, r.nc, cjs.CheckpointStream, subject)
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+	case err != nil:
+		return "", fmt.Errorf("read the last completed checkpoint event of job %s: %w", r.cfg.Job, err)
+	default:
+		var ev messages.CheckpointEvent
+		if messages.Unmarshal(m.Data, &ev) == nil && slices.Contains(ev.Participants, r.cfg.Instance) {
+			why = append(why, fmt.Sprintf("the job's last completed checkpoint %d lists it as a participant (%s)", ev.CheckpointID, subject))
+		}
+	}
+	return strings.Join(why, "; "), nil
 }
 
 // retainedIDs lists the checkpoint ids of the job's retained manifests, newest first.

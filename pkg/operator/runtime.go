@@ -13,6 +13,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
+
+	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
 )
 
 // Errors returned by the Runtime.
@@ -54,6 +56,7 @@ type Runtime struct {
 	// manifests, leases and snapshots are looked up by Run before anything else uses them.
 	manifests   manifestReader
 	leases      leaseStore
+	instances   cjs.KVWriter
 	snapshots   objectStore
 	m           Machine
 	log         *slog.Logger
@@ -77,9 +80,15 @@ type Runtime struct {
 	fencedCh   chan struct{}
 	replacedBy string
 
+	// lease is this incarnation's own view of its registration: when it was last known to
+	// be its own, and the channel on which a publisher asks the heartbeat to confirm it.
+	lease selfLease
+
 	position atomic.Uint64
 	stats    counters
 	acks     recentAcks
+	// untrusted counts the barriers ignored because they are not in line with the lease.
+	untrusted noisyLog
 }
 
 // doRequest asks the processing goroutine to run fn and close done.
@@ -163,6 +172,7 @@ func New(nc *nats.Conn, cfg Config, m Machine) (*Runtime, error) {
 		stopped:     make(chan struct{}),
 		doCh:        make(chan doRequest),
 		fencedCh:    make(chan struct{}),
+		lease:       selfLease{confirm: make(chan chan error), origin: time.Now()},
 	}, nil
 }
 
@@ -255,7 +265,11 @@ func (r *Runtime) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	rs, err := r.restore(ctx)
+	var h history
+	if h.record, h.unreadable, err = r.claim(ctx); err != nil {
+		return err
+	}
+	rs, err := r.restore(ctx, h)
 	if err != nil {
 		return err
 	}
@@ -265,6 +279,16 @@ func (r *Runtime) run(ctx context.Context) error {
 		}
 		return err
 	}
+	if rs.checkpoint != 0 {
+		if err := r.markMember(ctx, rs.checkpoint); err != nil {
+			return fmt.Errorf("record the membership of instance %s in %s: %w", r.cfg.Instance, cjs.InstanceBucket, err)
+		}
+	}
+	input, err := r.inputAnchor(ctx, rs.position)
+	if err != nil {
+		return err
+	}
+	input.stall = every
 	r.position.Store(rs.position)
 	r.restoredCheckpoint, r.restoredFrom = rs.checkpoint, rs.from
 
@@ -291,7 +315,7 @@ func (r *Runtime) run(ctx context.Context) error {
 		}()
 	}
 
-	records := make(chan Record, recordBuffer)
+	records := make(chan delivery, recordBuffer)
 	cc, err := r.consume(ctx, rs.position, records)
 	if err != nil {
 		return err
@@ -302,6 +326,7 @@ func (r *Runtime) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	registeredAt := time.Now()
 	rev, err := r.register(ctx, reg)
 	if err != nil {
 		return err
@@ -310,9 +335,11 @@ func (r *Runtime) run(ctx context.Context) error {
 	hbCtx, stopHeartbeat := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopHeartbeat()
 	heartbeatDone := make(chan struct{})
+	r.lease.every, r.lease.done = every, heartbeatDone
+	r.lease.renewed(registeredAt)
 	go func() {
 		defer close(heartbeatDone)
-		r.heartbeat(hbCtx, every, reg, rev)
+		r.heartbeat(hbCtx, reg, rev)
 	}()
 	drainCtx, cancelDrain := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelDrain()
@@ -328,13 +355,19 @@ func (r *Runtime) run(ctx context.Context) error {
 		"input_stream", r.cfg.InputStream, "input_filters", r.cfg.InputFilters, "heartbeat", every)
 	close(r.ready)
 
-	st := loopState{position: rs.position, lastBarrier: rs.checkpoint}
+	st := loopState{position: rs.position, lastBarrier: rs.checkpoint, input: input}
 	r.restoredOutcome(rs)
 	queue, err := r.process(ctx, st, records, barriers, outcomes, jobs)
 	r.stop()
 	cc.Stop()
 	r.unsubscribe(sub)
-	if err != nil && !r.isFenced() {
+	removed := errors.Is(err, ErrInputRemoved)
+	switch {
+	case r.isFenced():
+	case removed:
+		r.log.Error("input removed under the running consumer: stopping before any record after the gap, publishing nothing of it",
+			"error", err, "position", r.Position())
+	case err != nil:
 		r.log.Warn("processing stopped at a record whose outputs are not all stored: the position stays before it and no snapshot is taken after it",
 			"error", err, "position", r.Position())
 	}
@@ -361,6 +394,9 @@ func (r *Runtime) run(ctx context.Context) error {
 		return err
 	}
 	r.deregister(ctx)
+	if removed {
+		return err
+	}
 	r.log.Info("operator stopped")
 	return nil
 }
@@ -383,7 +419,7 @@ func (r *Runtime) flush(ctx context.Context) error {
 
 // consume starts the ordered consumer on the input filters after position; its records
 // go to records in stream order until ctx is done.
-func (r *Runtime) consume(ctx context.Context, position uint64, records chan<- Record) (jetstream.ConsumeContext, error) {
+func (r *Runtime) consume(ctx context.Context, position uint64, records chan<- delivery) (jetstream.ConsumeContext, error) {
 	cfg := jetstream.OrderedConsumerConfig{
 		FilterSubjects: r.cfg.InputFilters,
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
@@ -403,7 +439,12 @@ func (r *Runtime) consume(ctx context.Context, position uint64, records chan<- R
 			r.log.Warn("input message without JetStream metadata skipped", "error", err, "subject", msg.Subject())
 			return
 		}
-		rec := Record{Subject: msg.Subject(), Data: msg.Data(), Header: msg.Headers(), Sequence: md.Sequence.Stream}
+		rec := delivery{
+			Record:   Record{Subject: msg.Subject(), Data: msg.Data(), Header: msg.Headers(), Sequence: md.Sequence.Stream},
+			consumer: md.Consumer,
+			pending:  md.NumPending,
+			at:       time.Now(),
+		}
 		select {
 		case records <- rec:
 		case <-done:

@@ -30,7 +30,7 @@ func TestSnapshotOnBarrier(t *testing.T) {
 	if ack.Job != testJob || ack.Instance != "counter-0" || ack.Incarnation != r.rt.Incarnation() {
 		t.Fatalf("ack names %s/%s/%s, want %s/counter-0/%s", ack.Job, ack.Instance, ack.Incarnation, testJob, r.rt.Incarnation())
 	}
-	if want := cjs.ObjectName(testJob, 1, "counter-0"); ack.Snapshot.Object != want {
+	if want := cjs.ObjectName(testJob, 1, "counter-0", r.rt.Incarnation()); ack.Snapshot.Object != want {
 		t.Fatalf("object %q, want %q", ack.Snapshot.Object, want)
 	}
 	size, digest := e.objectDigest(ack.Snapshot.Object)
@@ -151,7 +151,7 @@ func TestUnchangedStateIsNotUploadedAgain(t *testing.T) {
 	// A changed state is uploaded under the new checkpoint's name.
 	e.publishEvents("counter-0", map[string]messages.KeyTotals{}, event{"c", 1})
 	waitPosition(t, r2.rt, last+1)
-	if fourth := e.checkpoint(4); fourth.Snapshot.Object != cjs.ObjectName(testJob, 4, "counter-0") {
+	if fourth := e.checkpoint(4); fourth.Snapshot.Object != cjs.ObjectName(testJob, 4, "counter-0", r2.rt.Incarnation()) {
 		t.Fatalf("changed state acked with %+v", fourth.Snapshot)
 	}
 	if objs := e.objects(); len(objs) != 2 {

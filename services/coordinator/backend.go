@@ -11,6 +11,11 @@ import (
 // moved the job past this one: this coordinator must stop coordinating the job at once.
 var ErrFenced = errors.New("coordinator fenced: another coordinator has moved the job on")
 
+// errManifestsLost is returned (wrapped) by a backend when the job's newest manifest is gone
+// though checkpoints of the job completed before: CAIRN_MANIFESTS or its keys were deleted,
+// or the bucket was created again. Nothing was written.
+var errManifestsLost = errors.New("the job's manifests are lost")
+
 // backend is everything one job's loop does to the outside world; it is used only by that
 // loop's goroutine. The NATS implementation is natsBackend; unit tests use a fake.
 type backend interface {
@@ -22,10 +27,18 @@ type backend interface {
 	sendBarrier(b *messages.Barrier) error
 	// writeManifest stores the manifest under <job>.<id> and moves <job>.latest to it from
 	// the predecessor prev (0: none); ErrFenced when <job>.latest holds another manifest
-	// than prev (another coordinator wrote one: m would drop its members).
+	// than prev (another coordinator wrote one: m would drop its members), errManifestsLost
+	// when it holds none though prev is not 0.
 	writeManifest(ctx context.Context, m *messages.Manifest, prev uint64) error
-	// latestManifest returns the job's newest manifest, or nil when there is none.
+	// latestManifest returns the job's newest manifest, or nil when there is none;
+	// errManifestsLost when there is none though a checkpoint of the job completed before.
 	latestManifest(ctx context.Context) (*messages.Manifest, error)
+	// markMember records in the instance's record in CAIRN_INSTANCES that it is a member as
+	// of checkpoint id (incarnation took the snapshot), unless the record says so already.
+	markMember(ctx context.Context, instance, incarnation string, id uint64) error
+	// clearMember records in the instance's record that it is no longer a member (removed
+	// on purpose), so that it may start again as a new instance.
+	clearMember(ctx context.Context, instance string) error
 	// unfinished returns the ids a previous coordinator issued after completed (the
 	// newest manifest's id) that ended neither completed nor aborted (at most
 	// MaxMaxConcurrent of the newest), and the last id it issued (at least the newest

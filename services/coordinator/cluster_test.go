@@ -214,7 +214,7 @@ func (c *cluster) simulate(job, instance string) (stop func()) {
 		}
 		data, err := messages.Marshal(&messages.Ack{
 			Schema: messages.SchemaVersion, Job: job, CheckpointID: b.CheckpointID, Instance: instance, Incarnation: inc, Kind: messages.AckDone,
-			Snapshot:  messages.SnapshotRef{Object: cjs.ObjectName(job, b.CheckpointID, instance), Size: 1, Digest: "SHA-256=sim"},
+			Snapshot:  messages.SnapshotRef{Object: cjs.ObjectName(job, b.CheckpointID, instance, "sim"), Size: 1, Digest: "SHA-256=sim"},
 			Positions: map[string]uint64{cjs.InputStream: b.CheckpointID},
 		})
 		if err == nil {

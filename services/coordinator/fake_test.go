@@ -27,6 +27,8 @@ type fakeBackend struct {
 	memberEvents []*messages.MemberEvent
 	// savepointsByName are the savepoints written and not deleted.
 	savepointsByName map[string]*messages.Manifest
+	// members are the instance records' memberships: instance → checkpoint.
+	members map[string]uint64
 	// slow, when set, is called (without the lock) at the start of nextID, latestManifest
 	// and writeManifest with the call's context and name: a slow or hanging store.
 	slow func(ctx context.Context, op string)
@@ -87,6 +89,25 @@ func (f *fakeBackend) latestManifest(ctx context.Context) (*messages.Manifest, e
 		return nil, f.failRead
 	}
 	return f.latest, nil
+}
+
+func (f *fakeBackend) markMember(_ context.Context, instance, _ string, id uint64) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.members == nil {
+		f.members = map[string]uint64{}
+	}
+	if f.members[instance] == 0 {
+		f.members[instance] = id
+	}
+	return nil
+}
+
+func (f *fakeBackend) clearMember(_ context.Context, instance string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.members, instance)
+	return nil
 }
 
 func (f *fakeBackend) publishMemberEvent(_ context.Context, e *messages.MemberEvent) error {

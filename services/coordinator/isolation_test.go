@@ -265,7 +265,7 @@ func TestAJobWithAHangingStoreDoesNotDelayTheOthers(t *testing.T) {
 func ackData(job string, id uint64, instance string) []byte {
 	data, _ := messages.Marshal(&messages.Ack{
 		Schema: messages.SchemaVersion, Job: job, CheckpointID: id, Instance: instance, Incarnation: "sim", Kind: messages.AckDone,
-		Snapshot: messages.SnapshotRef{Object: cjs.ObjectName(job, id, instance), Size: 8, Digest: "SHA-256=sim"},
+		Snapshot: messages.SnapshotRef{Object: cjs.ObjectName(job, id, instance, "sim"), Size: 8, Digest: "SHA-256=sim"},
 	})
 	return data
 }

@@ -81,7 +81,9 @@ type job struct {
 	completed     uint64
 	aborted       uint64
 	lateAcks      uint64
-	inherited     uint64 // the last id issued before this coordinator took the job
+	// droppedAcks counts acks of instances or incarnations a checkpoint did not expect.
+	droppedAcks uint64
+	inherited   uint64 // the last id issued before this coordinator took the job
 	// prepared is the id of the next barrier, taken from the counter up to prepareLead
 	// before it is due so that no KV round trip sits between the timer and the barrier;
 	// 0 when none is taken. It belongs to the lease's tenure: fence drops it.
@@ -114,6 +116,11 @@ type job struct {
 	// take-over or when first needed, kept up to date by this loop.
 	savepoints   map[string]*messages.Manifest
 	savepointsOK bool
+	// marked holds, per member, the incarnation whose membership its instance record holds
+	// (markMembers).
+	marked map[string]string
+	// lost is the manifests_lost alarm, set while this coordinator holds the lease.
+	lost *messages.Alarm
 }
 
 func newJob(name, coordID string, b backend, log zerolog.Logger) *job {
@@ -131,6 +138,7 @@ func newJob(name, coordID string, b backend, log zerolog.Logger) *job {
 		instances: map[string]string{},
 		left:      map[string]time.Time{},
 		removals:  map[string]*removal{},
+		marked:    map[string]string{},
 	}
 }
 
@@ -325,7 +333,7 @@ func (j *job) takeOver(ctx context.Context) {
 	j.lastTrigger, j.lastComplete = now, time.Time{}
 	cctx, cancel := j.callCtx(ctx)
 	defer cancel()
-	m, err := j.b.latestManifest(cctx)
+	m, err := j.latest(cctx)
 	j.prev, j.prevOK = m, err == nil
 	if err != nil {
 		// Without the newest manifest there is no telling which inherited ids completed:
@@ -369,6 +377,8 @@ func (j *job) fence(ctx context.Context, why string) {
 	j.prev, j.prevOK = nil, false
 	j.savepoints, j.savepointsOK = nil, false
 	j.written, j.unretained = nil, 0 // the holder's retention takes over
+	j.lost = nil
+	clear(j.marked)
 	j.failRemovals(func(*removal) bool { return true }, codeUnavailable, "this coordinator stopped coordinating the job ("+why+"); nothing was removed")
 	j.failManual("this coordinator stopped coordinating the job (" + why + "); the checkpoint did not complete, try again")
 	j.log.Warn().Str("why", why).Msg("stopped coordinating the job")
@@ -509,9 +519,11 @@ func (j *job) handleAck(ctx context.Context, a *messages.Ack) {
 	dropped := func() *zerolog.Event {
 		return j.log.Debug().Uint64("checkpoint", a.CheckpointID).Str("instance", a.Instance)
 	}
-	j.noteAck(a)
 	p := j.find(a.CheckpointID)
 	if p == nil {
+		if j.instances[a.Instance] == a.Incarnation {
+			j.noteAck(a)
+		}
 		j.lateAcks++
 		if a.CheckpointID <= j.inherited {
 			dropped().Stringer("kind", a.Kind).Msg("ack for a checkpoint of a previous coordinator dropped")
@@ -521,9 +533,11 @@ func (j *job) handleAck(ctx context.Context, a *messages.Ack) {
 		return
 	}
 	if inc, ok := p.expected[a.Instance]; !ok || inc != a.Incarnation {
+		j.droppedAcks++
 		dropped().Str("incarnation", a.Incarnation).Msg("ack dropped: instance or incarnation not expected")
 		return
 	}
+	j.noteAck(a)
 	if a.Kind == messages.AckDeclined {
 		reason := messages.AbortDeclined
 		if a.StorageFull {
@@ -551,7 +565,7 @@ func (j *job) complete(ctx context.Context, p *pending) {
 	defer cancel()
 	if !j.prevOK {
 		// Never write a manifest without its predecessor: it would drop the absent members.
-		prev, err := j.b.latestManifest(cctx)
+		prev, err := j.latest(cctx)
 		if !j.valid(time.Now()) {
 			j.fence(ctx, "lease validity ended while reading the latest manifest; no manifest written")
 			return
@@ -588,7 +602,14 @@ func (j *job) complete(ctx context.Context, p *pending) {
 		j.fence(ctx, "lease validity ended before the manifest was written; no manifest written")
 		return
 	}
-	if err := j.b.writeManifest(cctx, m, prevID); err != nil {
+	err := j.b.writeManifest(cctx, m, prevID)
+	if errors.Is(err, errManifestsLost) {
+		// m carries every member of its predecessor forward: written as the first manifest
+		// of the job, it keeps what this coordinator still knows of them.
+		j.manifestsLost(err)
+		err = j.b.writeManifest(cctx, m, 0)
+	}
+	if err != nil {
 		if errors.Is(err, ErrFenced) {
 			j.fence(ctx, err.Error())
 			return
@@ -605,6 +626,7 @@ func (j *job) complete(ctx context.Context, p *pending) {
 	for inst := range p.acks {
 		delete(j.left, inst)
 	}
+	j.markMembers(cctx, m)
 	j.remove(p)
 	for _, older := range slices.Clone(j.pending) {
 		if older.id < p.id {

@@ -564,7 +564,7 @@ func TestManifestAtTheDeltaLimitFitsMaxPayload(t *testing.T) {
 		limit := j.deltaBudget()
 		for inst := range j.instances {
 			ref := func() messages.SnapshotRef {
-				return messages.SnapshotRef{Object: cjs.ObjectName(job, math.MaxUint64, inst), Size: math.MaxUint64, Digest: "SHA-256=" + strings.Repeat("A", 43) + "="}
+				return messages.SnapshotRef{Object: cjs.ObjectName(job, math.MaxUint64, inst, "sim"), Size: math.MaxUint64, Digest: "SHA-256=" + strings.Repeat("A", 43) + "="}
 			}
 			is := messages.InstanceSnapshot{
 				Incarnation: "oxHueRSEVl3qDnGuJYOYDV", Snapshot: ref(), Checkpoint: math.MaxUint64,

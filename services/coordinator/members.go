@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -140,13 +141,20 @@ func (j *job) finishRemovals(ctx context.Context, m *messages.Manifest) {
 		}
 		delete(j.removals, inst)
 		delete(j.left, inst)
+		delete(j.marked, inst)
+		cctx, cancel := j.callCtx(ctx)
+		if err := j.b.clearMember(cctx, inst); err != nil {
+			j.log.Error().Err(err).Str("instance", inst).
+				Msg("member removed, but its instance record still says it is a member: a new start of the instance is refused as one whose state was lost until started with --reset-state")
+		}
+		cancel()
 		d := r.dropped
 		detail := fmt.Sprintf("state of checkpoint %d dropped (positions %v)", d.Checkpoint, d.Positions)
 		ev := &messages.MemberEvent{
 			Schema: messages.SchemaVersion, Job: j.name, Instance: inst, Kind: messages.MemberRemoved, At: m.CompletedAt,
 			Incarnation: d.Incarnation, Checkpoint: m.CheckpointID, By: j.coordID, Detail: detail,
 		}
-		cctx, cancel := j.callCtx(ctx)
+		cctx, cancel = j.callCtx(ctx)
 		err := j.b.publishMemberEvent(cctx, ev)
 		cancel()
 		if err != nil {
@@ -174,4 +182,47 @@ func (j *job) failRemovals(match func(*removal) bool, code, msg string) {
 			w(nil, &replyError{code, msg})
 		}
 	}
+}
+
+// markMembers records, in the instance record of each member of manifest m whose
+// incarnation it has not recorded yet, that the instance is a member: a member whose
+// manifests are lost later finds it there and refuses to start as new. A failure is logged
+// and the member tried again at the next completion.
+func (j *job) markMembers(ctx context.Context, m *messages.Manifest) {
+	for inst, s := range m.Instances {
+		if j.marked[inst] == s.Incarnation {
+			continue
+		}
+		if err := j.b.markMember(ctx, inst, s.Incarnation, s.From(m.CheckpointID)); err != nil {
+			j.log.Warn().Err(err).Str("instance", inst).Msg("cannot record the membership in the instance record; trying again at the next completion")
+			continue
+		}
+		j.marked[inst] = s.Incarnation
+	}
+}
+
+// latest reads the job's newest manifest. Lost manifests (errManifestsLost) raise the
+// manifests_lost alarm and read as none: the next manifest starts the job's history again,
+// carrying forward what this coordinator still holds of its members.
+func (j *job) latest(ctx context.Context) (*messages.Manifest, error) {
+	m, err := j.b.latestManifest(ctx)
+	if errors.Is(err, errManifestsLost) {
+		j.manifestsLost(err)
+		return nil, nil
+	}
+	return m, err
+}
+
+// manifestsLost raises the manifests_lost alarm, logged at error level once per tenure.
+func (j *job) manifestsLost(err error) {
+	if j.lost != nil {
+		return
+	}
+	j.lost = &messages.Alarm{
+		Kind:  messages.AlarmManifestsLost,
+		Since: time.Now().UTC(),
+		Detail: err.Error() + ": CAIRN_MANIFESTS or the job's keys were deleted, or the bucket was created again. " +
+			"Checkpoints go on for the registered instances; a member whose state no manifest holds refuses to start until started with --reset-state.",
+	}
+	j.log.Error().Err(err).Msg("the job's manifests are lost: checkpoints go on for the registered instances; members whose state no manifest holds refuse to start until reset on purpose")
 }

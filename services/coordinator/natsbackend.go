@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -45,6 +46,9 @@ type natsBackend struct {
 	js        streamPublisher
 	async     asyncPublisher
 	manifests jetstream.KeyValue
+	// instances is CAIRN_INSTANCES, written through req (compare-and-set on leader reads).
+	instances cjs.KVWriter
+	req       cjs.Requester
 	events    lastMsgReader
 	log       zerolog.Logger
 
@@ -173,6 +177,9 @@ func (b *natsBackend) writeManifest(ctx context.Context, m *messages.Manifest, p
 			if cur != nil {
 				curID = cur.CheckpointID
 			}
+			if cur == nil && prev != 0 {
+				return fmt.Errorf("%w: %s is gone, and it held checkpoint %d, the predecessor of checkpoint %d", errManifestsLost, key, prev, m.CheckpointID)
+			}
 			if curID != prev {
 				return fmt.Errorf("%w: %s holds checkpoint %d, not the predecessor %d of checkpoint %d", ErrFenced, key, curID, prev, m.CheckpointID)
 			}
@@ -227,8 +234,57 @@ func (b *natsBackend) latestManifest(ctx context.Context) (*messages.Manifest, e
 	b.latestRev, b.latestOK, b.relist = rev, true, true
 	if m != nil {
 		b.used = max(b.used, m.CheckpointID)
+		return m, nil
 	}
-	return m, nil
+	subject := b.subjects.CheckpointEvent(b.job, messages.Completed.String())
+	raw, err := b.events.GetLastMsgForSubject(ctx, subject)
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("read the last completed event to tell a new job from lost manifests: %w", err)
+	}
+	var ev messages.CheckpointEvent
+	if messages.Unmarshal(raw.Data, &ev) != nil {
+		return nil, nil
+	}
+	return nil, fmt.Errorf("%w: %s holds no manifest, yet checkpoint %d completed at %s (%s)",
+		errManifestsLost, cjs.LatestKey(b.job), ev.CheckpointID, ev.FinishedAt.Format(time.RFC3339), subject)
+}
+
+func (b *natsBackend) markMember(ctx context.Context, instance, incarnation string, id uint64) error {
+	_, err := cjs.UpdateKey(ctx, b.req, b.instances, cjs.InstanceKey(b.job, instance), func(cur []byte) ([]byte, error) {
+		rec := messages.InstanceRecord{Schema: messages.SchemaVersion, Job: b.job, Instance: instance, Incarnation: incarnation}
+		if cur != nil {
+			if err := messages.Unmarshal(cur, &rec); err != nil {
+				return nil, fmt.Errorf("instance record %s: %w", instance, err)
+			}
+		}
+		if rec.Member != 0 {
+			return nil, cjs.ErrNoChange
+		}
+		rec.Member = id
+		return messages.Marshal(&rec)
+	})
+	return err
+}
+
+func (b *natsBackend) clearMember(ctx context.Context, instance string) error {
+	_, err := cjs.UpdateKey(ctx, b.req, b.instances, cjs.InstanceKey(b.job, instance), func(cur []byte) ([]byte, error) {
+		var rec messages.InstanceRecord
+		if cur == nil {
+			return nil, cjs.ErrNoChange
+		}
+		if err := messages.Unmarshal(cur, &rec); err != nil {
+			return nil, fmt.Errorf("instance record %s: %w", instance, err)
+		}
+		if rec.Member == 0 {
+			return nil, cjs.ErrNoChange
+		}
+		rec.Member = 0
+		return messages.Marshal(&rec)
+	})
+	return err
 }
 
 func (b *natsBackend) publishEvent(ctx context.Context, e *messages.CheckpointEvent) error {

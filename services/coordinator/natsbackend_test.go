@@ -16,8 +16,8 @@ func TestManifestWriteIsFencedByAManifestItDidNotKnow(t *testing.T) {
 	srv := natstest.Start(t)
 	_, _, res := srv.Resources(t, cjs.Options{})
 	ctx := context.Background()
-	mine := &natsBackend{job: "w", manifests: res.Manifests, log: zerolog.Nop()}
-	other := &natsBackend{job: "w", manifests: res.Manifests, log: zerolog.Nop()}
+	mine := &natsBackend{job: "w", manifests: res.Manifests, events: res.Checkpoints, log: zerolog.Nop()}
+	other := &natsBackend{job: "w", manifests: res.Manifests, events: res.Checkpoints, log: zerolog.Nop()}
 	manifest := func(id uint64) *messages.Manifest {
 		return &messages.Manifest{Schema: messages.SchemaVersion, Job: "w", CheckpointID: id, Instances: map[string]messages.InstanceSnapshot{}}
 	}
@@ -41,5 +41,86 @@ func TestManifestWriteIsFencedByAManifestItDidNotKnow(t *testing.T) {
 	}
 	if err := mine.writeManifest(ctx, manifest(3), 1); err != nil {
 		t.Fatalf("write after its predecessor: %v", err)
+	}
+}
+
+// TestLostManifestsAreTold: a job whose checkpoints completed (a completed event is on
+// record) but whose <job>.latest is gone reads as errManifestsLost, not as a new job, and a
+// write that expected a predecessor finds it lost rather than fenced.
+func TestLostManifestsAreTold(t *testing.T) {
+	srv := natstest.Start(t)
+	nc, js, res := srv.Resources(t, cjs.Options{})
+	ctx := context.Background()
+	b := &natsBackend{job: "l", subjects: cjs.Subjects{}, js: js, manifests: res.Manifests, events: res.Checkpoints, log: zerolog.Nop()}
+	m := &messages.Manifest{Schema: messages.SchemaVersion, Job: "l", CheckpointID: 1, Instances: map[string]messages.InstanceSnapshot{}}
+	if err := b.writeManifest(ctx, m, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.publishEvent(ctx, &messages.CheckpointEvent{Schema: messages.SchemaVersion, Job: "l", CheckpointID: 1, Outcome: messages.Aborted, Reason: messages.AbortTimeout}); err != nil {
+		t.Fatal(err)
+	}
+	if err := res.Manifests.Delete(ctx, cjs.LatestKey("l")); err != nil {
+		t.Fatal(err)
+	}
+	// Only an aborted event: nothing completed that a manifest would hold.
+	if got, err := b.latestManifest(ctx); err != nil || got != nil {
+		t.Fatalf("latest with only an aborted event: %v, %v; want none", got, err)
+	}
+	data, err := messages.Marshal(&messages.CheckpointEvent{Schema: messages.SchemaVersion, Job: "l", CheckpointID: 1, Outcome: messages.Completed})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(ctx, b.subjects.CheckpointEvent("l", "completed"), data); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.latestManifest(ctx); !errors.Is(err, errManifestsLost) {
+		t.Fatalf("latest after a completed checkpoint, with <job>.latest gone: %v, want errManifestsLost", err)
+	}
+	next := &messages.Manifest{Schema: messages.SchemaVersion, Job: "l", CheckpointID: 2, Instances: map[string]messages.InstanceSnapshot{}}
+	b.latestOK = false
+	if err := b.writeManifest(ctx, next, 1); !errors.Is(err, errManifestsLost) {
+		t.Fatalf("write after predecessor 1 with <job>.latest gone: %v, want errManifestsLost", err)
+	}
+	_ = nc
+}
+
+// TestMembershipIsRecordedAndCleared: the coordinator's marks in CAIRN_INSTANCES keep
+// what the operator wrote (its incarnation) and set the membership once; a removal clears
+// it.
+func TestMembershipIsRecordedAndCleared(t *testing.T) {
+	srv := natstest.Start(t)
+	nc, _, res := srv.Resources(t, cjs.Options{})
+	ctx := context.Background()
+	b := &natsBackend{job: "r", instances: res.Instances, req: nc, log: zerolog.Nop()}
+	read := func() messages.InstanceRecord {
+		t.Helper()
+		e, err := res.Instances.Get(ctx, cjs.InstanceKey("r", "i"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rec messages.InstanceRecord
+		if err := messages.Unmarshal(e.Value(), &rec); err != nil {
+			t.Fatal(err)
+		}
+		return rec
+	}
+	// No record yet (an operator older than records): one is written.
+	if err := b.markMember(ctx, "i", "inc-1", 4); err != nil {
+		t.Fatal(err)
+	}
+	if rec := read(); rec.Member != 4 || rec.Incarnation != "inc-1" {
+		t.Fatalf("record %+v, want member 4 of incarnation inc-1", rec)
+	}
+	if err := b.markMember(ctx, "i", "inc-2", 9); err != nil {
+		t.Fatal(err)
+	}
+	if rec := read(); rec.Member != 4 || rec.Incarnation != "inc-1" {
+		t.Fatalf("second mark changed the record: %+v", rec)
+	}
+	if err := b.clearMember(ctx, "i"); err != nil {
+		t.Fatal(err)
+	}
+	if rec := read(); rec.Member != 0 || rec.Incarnation != "inc-1" {
+		t.Fatalf("after the removal: %+v, want no membership", rec)
 	}
 }

@@ -131,7 +131,7 @@ func partialRetainer(t *testing.T, job string) (jetstream.JetStream, *cjs.Resour
 }
 
 func newTestRetainer(js jetstream.JetStream, res *cjs.Resources, job string) *retainer {
-	b := &natsBackend{job: job, manifests: res.Manifests, log: zerolog.Nop()}
+	b := &natsBackend{job: job, manifests: res.Manifests, events: res.Checkpoints, log: zerolog.Nop()}
 	lookup := func(ctx context.Context, name string) (streamPurger, error) { return js.Stream(ctx, name) }
 	store := &batchStore{ObjectStore: res.Snapshots, nc: js.Conn(), bucket: cjs.SnapshotBucket}
 	return newRetainer(b, store, &objectPurger{bucket: cjs.SnapshotBucket, lookup: lookup}, nil)
@@ -160,7 +160,7 @@ func TestRetentionLeavesNoMarkers(t *testing.T) {
 	ctx := context.Background()
 	r := newTestRetainer(js, res, "m")
 	for id := uint64(1); id <= 6; id++ {
-		name := cjs.ObjectName("m", id, "a")
+		name := cjs.ObjectName("m", id, "a", "sim")
 		info, err := res.Snapshots.PutBytes(ctx, name, []byte(name))
 		if err != nil {
 			t.Fatal(err)
@@ -185,7 +185,7 @@ func TestRetentionLeavesNoMarkers(t *testing.T) {
 	if _, _, _, err := r.pass(ctx, retainRequest{keep: 2, scan: true}); err != nil {
 		t.Fatal(err)
 	}
-	if got := names(t, res.Snapshots); !slices.Equal(got, []string{"m/5/a", "m/6/a"}) {
+	if got := names(t, res.Snapshots); !slices.Equal(got, []string{"m/5/a/sim", "m/6/a/sim"}) {
 		t.Fatalf("objects after the pass: %v", got)
 	}
 	if n := streamMsgs(t, js, "OBJ_"+cjs.SnapshotBucket); n != 4 {

@@ -259,7 +259,8 @@ func (s *Service) lookup(name string) *job {
 func (s *Service) start(ctx context.Context, name string) *job {
 	log := s.log.With().Str("job", name).Logger()
 	b := &natsBackend{
-		job: name, subjects: s.cfg.Subjects, nc: s.nc, js: s.js, async: s.async, manifests: s.res.Manifests, events: s.res.Checkpoints, log: log,
+		job: name, subjects: s.cfg.Subjects, nc: s.nc, js: s.js, async: s.async, manifests: s.res.Manifests,
+		instances: s.res.Instances, req: s.nc, events: s.res.Checkpoints, log: log,
 		retainCh: make(chan retainRequest, 1),
 	}
 	var jb backend = b

@@ -22,12 +22,16 @@ func (j *job) view(now time.Time) messages.Status {
 		Completed:           j.completed,
 		Aborted:             j.aborted,
 		LateAcks:            j.lateAcks,
+		DroppedAcks:         j.droppedAcks,
 		StaleConfigEvents:   j.staleConfigs + j.mail.staleConfigs.Load(),
 		ConsecutiveFailures: j.failures,
 		Failed:              j.failed(),
 	}
 	st.EffectiveInterval = st.Config.Interval
 	st.Savepoints = j.savepointHolds()
+	if j.lost != nil {
+		st.Alarms = append(st.Alarms, *j.lost)
+	}
 	if !j.appliedAt.IsZero() {
 		t := j.appliedAt.UTC()
 		st.AppliedAt = &t

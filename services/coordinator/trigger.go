@@ -117,7 +117,7 @@ func (j *job) ensurePrev(ctx context.Context) error {
 	}
 	cctx, cancel := j.callCtx(ctx)
 	defer cancel()
-	prev, err := j.b.latestManifest(cctx)
+	prev, err := j.latest(cctx)
 	if err != nil {
 		return err
 	}

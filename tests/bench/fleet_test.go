@@ -404,7 +404,7 @@ func ackBarrier(sim *nats.Conn, shape fleetShape, a arrival[[]byte], rec, sched 
 		data, err := messages.Marshal(&messages.Ack{
 			Schema: messages.SchemaVersion, Job: br.Job, CheckpointID: br.CheckpointID, Instance: inst,
 			Incarnation: "sim-" + inst, Kind: messages.AckDone,
-			Snapshot:  messages.SnapshotRef{Object: cjs.ObjectName(br.Job, br.CheckpointID, inst), Size: 64, Digest: "SHA-256=sim"},
+			Snapshot:  messages.SnapshotRef{Object: cjs.ObjectName(br.Job, br.CheckpointID, inst, "sim"), Size: 64, Digest: "SHA-256=sim"},
 			Positions: map[string]uint64{cjs.InputStream: br.CheckpointID},
 		})
 		if err != nil {

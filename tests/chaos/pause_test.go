@@ -60,7 +60,7 @@ func (s *fencingSim) onBarrier(nc *nats.Conn, m *nats.Msg) {
 			data, _ := messages.Marshal(&messages.Ack{
 				Schema: messages.SchemaVersion, Job: s.job, CheckpointID: b.CheckpointID, Instance: inst, Incarnation: "sim-" + inst,
 				Kind:     messages.AckDone,
-				Snapshot: messages.SnapshotRef{Object: cjs.ObjectName(s.job, b.CheckpointID, inst), Size: 8, Digest: "SHA-256=sim"},
+				Snapshot: messages.SnapshotRef{Object: cjs.ObjectName(s.job, b.CheckpointID, inst, "sim"), Size: 8, Digest: "SHA-256=sim"},
 			})
 			_ = nc.Publish(cjs.Subjects{}.Ack(s.job), data)
 		}

@@ -11,7 +11,7 @@ import (
 )
 
 // streams are the streams behind Cairn's streams, KV buckets and object store.
-var streams = []string{"CAIRN_CONFIG", "CAIRN_CHECKPOINTS", "CAIRN_INPUT", "CAIRN_OUTPUT", "KV_CAIRN_MANIFESTS", "KV_CAIRN_LEASES", "OBJ_CAIRN_SNAPSHOTS"}
+var streams = []string{"CAIRN_CONFIG", "CAIRN_CHECKPOINTS", "CAIRN_INPUT", "CAIRN_OUTPUT", "KV_CAIRN_MANIFESTS", "KV_CAIRN_LEASES", "KV_CAIRN_INSTANCES", "OBJ_CAIRN_SNAPSHOTS"}
 
 func TestCluster(t *testing.T) {
 	requireDocker(t)

@@ -101,7 +101,7 @@ func (f *fakeInstance) seen(after uint64) uint64 {
 func (f *fakeInstance) ack(id, pos uint64, decline string) {
 	f.s.t.Helper()
 	ctx := context.Background()
-	name := cjs.ObjectName(f.job, id, f.instance)
+	name := cjs.ObjectName(f.job, id, f.instance, "sim")
 	info, err := f.s.res.Snapshots.PutBytes(ctx, name, fmt.Appendf(nil, "%s at %d", f.instance, pos))
 	if err != nil {
 		f.s.t.Fatal(err)

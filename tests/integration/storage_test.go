@@ -248,7 +248,7 @@ func TestStorageFullAbortsAndRecovers(t *testing.T) {
 	junk := 0
 	for size := 16 << 10; size >= 16; size /= 4 {
 		for {
-			_, err := s.res.Snapshots.PutBytes(ctx, cjs.ObjectName(job, 0, fmt.Sprintf("junk-%d", junk)), make([]byte, size))
+			_, err := s.res.Snapshots.PutBytes(ctx, cjs.ObjectName(job, 0, fmt.Sprintf("junk-%d", junk), "sim"), make([]byte, size))
 			if cjs.IsStorageFull(err) {
 				break
 			}
