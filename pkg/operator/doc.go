@@ -7,7 +7,7 @@
 // The common case is one call: Run(ctx, nc, cfg, machine). New returns the Runtime for
 // the rest (AddEndpoint, Do, Position, Stats, Info). A Runtime drives one operator
 // instance: it waits for the streams and buckets it uses to exist (CAIRN_MANIFESTS,
-// CAIRN_LEASES, CAIRN_SNAPSHOTS, CAIRN_CHECKPOINTS, the input stream and, for a Producer,
+// CAIRN_LEASES, CAIRN_INSTANCES, CAIRN_SNAPSHOTS, CAIRN_CHECKPOINTS, the input stream and, for a Producer,
 // the output stream; nothing else), restores the instance's state from the newest
 // completed checkpoint that holds a usable snapshot of it (or the one Config.RestoreFrom
 // names), registers the instance in KV CAIRN_LEASES with a fresh incarnation id and keeps
@@ -64,9 +64,19 @@
 //
 // # Fencing
 //
-// The registration is compare-and-set: the newest incarnation of an instance id takes the
-// key over, and an older one that finds another incarnation there at its next heartbeat
-// stops at once, publishes nothing more and returns ErrReplaced.
+// An instance id has one writer. Every Runtime is a new incarnation: before it restores it
+// claims the instance's record in KV CAIRN_INSTANCES, which a clean stop marks and nothing
+// deletes, and then registers, taking the key over from any older incarnation. An older
+// incarnation that finds another one registered, or finds its registration gone while the
+// record names a newer incarnation (it was paused while a newer one ran), stops at once,
+// publishes nothing more and returns ErrReplaced. It publishes (outputs, acks, snapshots)
+// only while its registration was confirmed within one and a half heartbeats, or after
+// confirming it again. Snapshot objects are named after the incarnation, so no upload
+// replaces another's. Barriers are followed only when their id and token are in line with
+// the job's id counter and lease; others are ignored. A consumer that finds input removed
+// under it stops (ErrInputRemoved) rather than skip it. A non-member whose record (or the
+// job's last completed checkpoint) says it had state refuses to start as new
+// (ErrNoUsableSnapshot) unless Config.ResetState.
 //
 // # Storage efficiency
 //

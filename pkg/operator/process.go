@@ -65,14 +65,14 @@ func (r *Runtime) process(ctx context.Context, st loopState, records <-chan deli
 				return st.queue, nil
 			}
 			if err := r.apply(ctx, &st, rec); err != nil {
-				return st.queue, err
+				return st.queue, r.diagnose(ctx, err)
 			}
 		case msg := <-barriers:
 			if r.stopping(ctx) {
 				return st.queue, nil
 			}
 			if err := r.barrier(ctx, &st, msg); err != nil {
-				return st.queue, err
+				return st.queue, r.diagnose(ctx, err)
 			}
 		case msg := <-outcomes:
 			r.outcome(&st, msg)
@@ -84,6 +84,19 @@ func (r *Runtime) process(ctx context.Context, st loopState, records <-chan deli
 			st.queue = st.queue[1:]
 		}
 	}
+}
+
+// diagnose returns the error that stops processing: for input removed under the
+// consumer, ErrReplaced instead when a newer incarnation took over (the likelier cause,
+// and the one to tell), found by renewing the registration now.
+func (r *Runtime) diagnose(ctx context.Context, err error) error {
+	if !errors.Is(err, ErrInputRemoved) {
+		return err
+	}
+	if cerr := r.confirm(ctx, true); errors.Is(cerr, ErrReplaced) {
+		return cerr
+	}
+	return err
 }
 
 // stopping reports whether ctx is done or the runtime has been replaced.

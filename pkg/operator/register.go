@@ -170,9 +170,8 @@ type selfLease struct {
 	confirmed atomic.Int64
 	// every is the heartbeat interval; set before the heartbeat starts.
 	every time.Duration
-	// confirm carries a publisher's request for a renewal now to the heartbeat, with the
-	// channel its result goes to.
-	confirm chan chan error
+	// confirm carries a request for a renewal now to the heartbeat.
+	confirm chan confirmRequest
 	// done is closed when the heartbeat ends; set before it starts.
 	done chan struct{}
 }
@@ -189,6 +188,13 @@ func (l *selfLease) renewed(sent time.Time) {
 	l.confirmed.Store(max(int64(sent.Sub(l.origin)), 1))
 }
 
+// confirmRequest asks the heartbeat to renew the registration now, unless force is false
+// and it was confirmed recently; the result goes to reply.
+type confirmRequest struct {
+	force bool
+	reply chan error
+}
+
 // errHeartbeatStopped is returned by mayPublish once the heartbeat has ended.
 var errHeartbeatStopped = errors.New("registration no longer kept: the runtime is stopping")
 
@@ -203,9 +209,15 @@ func (r *Runtime) mayPublish(ctx context.Context) error {
 	if r.lease.fresh() {
 		return nil
 	}
-	reply := make(chan error, 1)
+	return r.confirm(ctx, false)
+}
+
+// confirm has the heartbeat renew the registration now (with force, even if it was
+// confirmed recently) and returns the outcome as mayPublish does.
+func (r *Runtime) confirm(ctx context.Context, force bool) error {
+	req := confirmRequest{force: force, reply: make(chan error, 1)}
 	select {
-	case r.lease.confirm <- reply:
+	case r.lease.confirm <- req:
 	case <-r.lease.done:
 		return errHeartbeatStopped
 	case <-r.fencedCh:
@@ -214,7 +226,7 @@ func (r *Runtime) mayPublish(ctx context.Context) error {
 		return ctx.Err()
 	}
 	select {
-	case err := <-reply:
+	case err := <-req.reply:
 		return err
 	case <-r.fencedCh:
 		return r.replacedError()
@@ -243,11 +255,12 @@ func (r *Runtime) heartbeat(ctx context.Context, reg []byte, rev uint64) {
 		case <-t.C:
 		case <-reconnected:
 			r.log.Info("reconnected: renewing the registration")
-		case asked = <-r.lease.confirm:
-			if r.lease.fresh() {
-				asked <- nil
+		case req := <-r.lease.confirm:
+			if !req.force && r.lease.fresh() {
+				req.reply <- nil
 				continue
 			}
+			asked = req.reply
 		}
 		sent := time.Now()
 		pctx, cancel := context.WithTimeout(ctx, min(every, cleanupTimeout))

@@ -172,7 +172,7 @@ func New(nc *nats.Conn, cfg Config, m Machine) (*Runtime, error) {
 		stopped:     make(chan struct{}),
 		doCh:        make(chan doRequest),
 		fencedCh:    make(chan struct{}),
-		lease:       selfLease{confirm: make(chan chan error), origin: time.Now()},
+		lease:       selfLease{confirm: make(chan confirmRequest), origin: time.Now()},
 	}, nil
 }
 

@@ -25,7 +25,9 @@ import (
 const (
 	job       = "chaos"
 	instances = 3
-	keys      = 16
+	// keys is enough for the keyed store's chains of deltas to outlive the duplicate start
+	// and the kills up to the final restore: a checkpoint changes a few keys of thousands.
+	keys = 3000
 	// rate is events per second per instance.
 	rate = 40.0
 	// stormLength is how long the chaos schedule runs.

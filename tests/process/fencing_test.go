@@ -3,6 +3,8 @@ package process
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -10,19 +12,33 @@ import (
 	"github.com/cairn-stream/cairn/internal/proctest"
 )
 
-// TestDuplicateInstance is acceptance 3 of issue 7: a second process starts with an
-// instance id already running while events flow. Within 15 s exactly one of the two has
-// exited non-zero, with an ERROR naming the incarnation that replaced it; checkpoints keep
-// completing (at 200 ms, at least 5 in the next 3 s); the survivor's totals are exact. The
-// input is purged below the oldest retained checkpoint before the second process starts,
-// so a survivor that replayed from sequence 1 could not be exact.
+// TestDuplicateInstance is acceptance 3 of issue 7 and acceptance 2 of issue 13. The
+// instance holds 3 000 keys in the keyed store, so that its checkpoints are chains of
+// deltas that outlive every restart below.
+//
+// First a second process starts with an instance id already running while events flow.
+// Within 15 s exactly one of the two has exited non-zero, with an ERROR naming the
+// incarnation that replaced it; checkpoints keep completing (at 200 ms, at least 5 in the
+// next 3 s); the survivor's totals are exact. The input is purged below the oldest
+// retained checkpoint before the second process starts, so a survivor that replayed from
+// sequence 1 could not be exact.
+//
+// Then, twice, the running incarnation is SIGSTOPped, a newer one starts, and the old one
+// is SIGCONTed while the newer runs and the keys change: the old one must exit non-zero
+// without touching the job. Finally every operator is SIGKILLed and the input purged below
+// the retained checkpoints: every object a retained manifest references has the size and
+// digest the manifest says, and a restart restores exact.
 func TestDuplicateInstance(t *testing.T) {
-	s := newStack(t, stackOptions{instances: three})
-	ctx := ctxFor(t, 90*time.Second)
+	s := newStack(t, stackOptions{instances: three, keys: 3000})
+	ctx := ctxFor(t, 180*time.Second)
 	const inst = "counter-0"
-	stop := s.feed(ctx, inst, 5*time.Millisecond, 1)
+	seeded, err := s.publish(ctx, inst, 3000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := s.feed(ctx, inst, 5*time.Millisecond, 2)
 	defer stop()
-	if _, err := s.waitCovered(ctx, inst, 200); err != nil {
+	if _, err := s.waitCovered(ctx, inst, seeded); err != nil {
 		t.Fatal(err)
 	}
 	if first, err := s.trimBelowRetained(ctx, inst); err != nil || first <= 1 {
@@ -63,22 +79,77 @@ func TestDuplicateInstance(t *testing.T) {
 
 	wctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	seen := s.completions()
-	err := s.waitCompletions(wctx, seen, 5)
+	err = s.waitCompletions(wctx, seen, 5)
 	cancel()
 	if err != nil {
 		t.Errorf("fewer than 5 checkpoints completed in the 3 s after the duplicate exited (%d): %v", s.completions()-seen, err)
+	}
+
+	losers := []*proctest.Proc{loser}
+	for round := range 2 {
+		old := survivor
+		if _, err := old.Pause(); err != nil {
+			t.Fatal(err)
+		}
+		newer := s.operatorProc(fmt.Sprintf("%s-round-%d", inst, round+1), inst, false)
+		s.extra = append(s.extra, newer)
+		if err := newer.Start(); err != nil {
+			t.Fatal(err)
+		}
+		if err := newer.WaitReady(ctx); err != nil {
+			t.Fatal(err)
+		}
+		// The keys change while the newer runs: a checkpoint of its own covers new events.
+		seq, err := s.publish(ctx, inst, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.waitCovered(ctx, inst, seq); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := old.Resume(); err != nil {
+			t.Fatal(err)
+		}
+		code, err := old.Wait(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if code == 0 {
+			t.Fatalf("round %d: %s exited with code 0 after it resumed; want non-zero. Last lines:\n%s", round+1, old.Name, old.Tail(10))
+		}
+		t.Logf("round %d: %s, resumed while %s ran, exited %d", round+1, old.Name, newer.Name, code)
+		losers = append(losers, old)
+		survivor = newer
 	}
 
 	last, err := stop()
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.assertExact(ctx, inst, last)
-	if !survivor.Running() {
-		t.Errorf("the survivor %s exited", survivor.Name)
+	if _, err := s.waitCovered(ctx, inst, last); err != nil {
+		t.Fatal(err)
 	}
+	for _, p := range append([]*proctest.Proc{survivor}, s.ops["counter-1"], s.ops["counter-2"]) {
+		if _, err := p.Kill(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	checkReferencedObjects(ctx, t, s)
+	for _, i := range three {
+		if _, err := s.trimBelowRetained(ctx, i); err != nil && i == inst {
+			t.Fatal(err)
+		}
+	}
+	restarted := s.operatorProc(inst+"-restarted", inst, false)
+	s.ops[inst] = restarted
+	for _, p := range []*proctest.Proc{restarted, s.ops["counter-1"], s.ops["counter-2"]} {
+		if err := p.Start(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.assertExact(ctx, inst, last)
 	for _, e := range s.unexpected() {
-		if !strings.HasPrefix(e, loser.Name+" ") {
+		if !slices.ContainsFunc(losers, func(l *proctest.Proc) bool { return strings.HasPrefix(e, l.Name+" ") }) {
 			t.Errorf("unexpected exit: %s", e)
 		}
 	}

@@ -1,6 +1,7 @@
 package process
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -75,6 +76,7 @@ type stack struct {
 	configsvc, coordinator *proctest.Proc
 	ops                    map[string]*proctest.Proc
 	extra                  []*proctest.Proc // further processes (a duplicate instance)
+	keys                   int              // how many distinct keys the events spread over
 
 	mu        sync.Mutex
 	values    map[string][]int64 // per instance, the values published in order
@@ -88,6 +90,11 @@ type stackOptions struct {
 	instances []string
 	// output makes every operator emit its key updates on cairn.output.<job>.<instance>.
 	output bool
+	// keys is how many distinct keys the events spread over; 0 means the constant keys.
+	keys int
+	// snapshotMaxBytes is CAIRN_SNAPSHOTS' size limit; 0 means the default. A smaller one
+	// leaves the server room to create a bucket again.
+	snapshotMaxBytes int64
 }
 
 // newStack starts the nats-server, configsvc, the coordinator and the operators, sets
@@ -100,9 +107,9 @@ func newStack(t *testing.T, o stackOptions) *stack {
 		t.Fatal(err)
 	}
 	srv := natstest.Start(t)
-	nc, js, res := srv.Resources(t, cjs.Options{LeaseTTL: leaseTTL})
+	nc, js, res := srv.Resources(t, cjs.Options{LeaseTTL: leaseTTL, SnapshotMaxBytes: o.snapshotMaxBytes})
 	s := &stack{
-		t: t, job: jobName(t), srv: srv, nc: nc, js: js, res: res, bin: bin,
+		t: t, job: jobName(t), srv: srv, nc: nc, js: js, res: res, bin: bin, keys: cmp.Or(o.keys, keys),
 		env: proctest.ServiceEnv(srv.URL), dir: t.TempDir(),
 		ops: map[string]*proctest.Proc{}, values: map[string][]int64{}, changed: make(chan struct{}),
 	}
@@ -322,8 +329,14 @@ func (s *stack) state(ctx context.Context, inst string) (messages.OperatorState,
 // value is the n-th event value of an instance: deterministic, 1 to 100.
 func value(inst string, n int) int64 { return 1 + int64((n*37+len(inst)*11+n*n)%100) }
 
-// keyOf is the key of the n-th event of an instance.
-func keyOf(n int) string { return fmt.Sprintf("k%d", n%keys) }
+// keyOf is the key of the n-th event of an instance of a stack with the default keys.
+func keyOf(n int) string { return keyIn(n, keys) }
+
+// keyOf is the key of the n-th event of an instance of s.
+func (s *stack) keyOf(n int) string { return keyIn(n, s.keys) }
+
+// keyIn is the key of the n-th event when events spread over keys keys.
+func keyIn(n, keys int) string { return fmt.Sprintf("k%d", n%keys) }
 
 // publish stores n more events for inst, each with a deterministic Nats-Msg-Id, and
 // returns the stream sequence of the last one.
@@ -333,7 +346,7 @@ func (s *stack) publish(ctx context.Context, inst string, n int) (uint64, error)
 		s.mu.Lock()
 		i := len(s.values[inst])
 		s.mu.Unlock()
-		data, err := json.Marshal(messages.InputEvent{Key: keyOf(i), Value: value(inst, i)})
+		data, err := json.Marshal(messages.InputEvent{Key: s.keyOf(i), Value: value(inst, i)})
 		if err != nil {
 			return 0, err
 		}
@@ -360,10 +373,10 @@ func (s *stack) published(inst string) []int64 {
 func (s *stack) expected(inst string) map[string]messages.KeyTotals {
 	want := map[string]messages.KeyTotals{}
 	for i, v := range s.published(inst) {
-		kt := want[keyOf(i)]
+		kt := want[s.keyOf(i)]
 		kt.Count++
 		kt.Sum += v
-		want[keyOf(i)] = kt
+		want[s.keyOf(i)] = kt
 	}
 	return want
 }
