@@ -38,7 +38,11 @@ func TestDuplicateInstance(t *testing.T) {
 	}
 	stop := s.feed(ctx, inst, 5*time.Millisecond, 2)
 	defer stop()
+	// Two checkpoints cover the seeded keys: every retained one has read some input.
 	if _, err := s.waitCovered(ctx, inst, seeded); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.waitCovered(ctx, inst, seeded+1); err != nil {
 		t.Fatal(err)
 	}
 	if first, err := s.trimBelowRetained(ctx, inst); err != nil || first <= 1 {

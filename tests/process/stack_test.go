@@ -598,6 +598,10 @@ func (s *stack) trimBelowRetained(ctx context.Context, inst string) (uint64, err
 			continue
 		}
 		pos := is.Positions[cjs.InputStream]
+		if pos == 0 {
+			// WithPurgeSequence(0) would purge the whole subject.
+			return 0, fmt.Errorf("the oldest retained checkpoint holding %s (%d) has read nothing of its input", inst, m.CheckpointID)
+		}
 		subject := subjects.Input(s.job, inst)
 		if err := s.res.Input.Purge(ctx, jetstream.WithPurgeSubject(subject), jetstream.WithPurgeSequence(pos)); err != nil {
 			return 0, fmt.Errorf("purge %s below %d: %w", subject, pos, err)
