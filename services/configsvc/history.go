@@ -31,19 +31,30 @@ func (s *Service) handleHistory(ctx context.Context, req micro.Request) {
 // history reads every config event of job from the stream, oldest first, keeping the
 // newest messages.MaxHistory and skipping messages that are not valid config events. It
 // walks the subject with direct gets ("the next message on this subject at or after
-// sequence n"), so it needs no consumer.
+// sequence n"), so it needs no consumer. The job's head ends the list when it is newer
+// than the newest event listed: garbage published on the subject pushed that event out.
+// Truncated is set when the list does not start at version 1: older versions are left
+// out, or no longer in the stream.
 func (s *Service) history(ctx context.Context, job string) (messages.ConfigHistory, error) {
 	h := messages.ConfigHistory{Job: job, Versions: []messages.ConfigView{}}
 	if err := messages.ValidateName("job", job); err != nil {
 		return h, err
 	}
 	subject := s.cfg.Subjects.ConfigEvents(job)
+	var newest uint64
+	add := func(ev *messages.ConfigEvent) {
+		h.Versions = append(h.Versions, messages.NewConfigView(job, ev.Version, ev.Config, ev.Time))
+		newest = max(newest, ev.Version)
+		if len(h.Versions) > messages.MaxHistory {
+			h.Versions = h.Versions[1:]
+		}
+	}
 	for seq := uint64(1); ; {
 		gctx, cancel := context.WithTimeout(ctx, opTimeout)
 		msg, err := s.last.GetMsg(gctx, seq, jetstream.WithGetMsgSubject(subject))
 		cancel()
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			return h, nil
+			break
 		}
 		if err != nil {
 			return h, fmt.Errorf("%w: read the history of %s at sequence %d: %w", ErrUnavailable, subject, seq, err)
@@ -54,9 +65,16 @@ func (s *Service) history(ctx context.Context, job string) (messages.ConfigHisto
 			s.skipped.Log(s.log, job, []configlog.Skipped{{Seq: msg.Sequence, Err: err}})
 			continue
 		}
-		h.Versions = append(h.Versions, messages.NewConfigView(job, ev.Version, ev.Config, ev.Time))
-		if len(h.Versions) > messages.MaxHistory {
-			h.Versions, h.Truncated = h.Versions[1:], true
-		}
+		add(ev)
 	}
+	head, _, skipped, err := configlog.ReadHead(ctx, s.last, s.cfg.Subjects, job, opTimeout)
+	if err != nil {
+		return h, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	s.skipped.Log(s.log, job, skipped)
+	if head != nil && head.Version > newest {
+		add(head)
+	}
+	h.Truncated = len(h.Versions) > 0 && h.Versions[0].Version > 1
+	return h, nil
 }
