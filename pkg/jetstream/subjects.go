@@ -34,6 +34,12 @@ func (s Subjects) ConfigHistory(job string) string { return s.join("config", "hi
 // ConfigEvents is the subject config events of job are published on ("*" for all).
 func (s Subjects) ConfigEvents(job string) string { return s.join("config", "events", job) }
 
+// ConfigHead is the subject of job's config head in CAIRN_CONFIG ("*" for all): a copy of
+// the newest config event configsvc accepted, written after each, so that whatever else is
+// published on ConfigEvents(job) can neither hide the version in force nor push it out. It
+// has one token more than ConfigEvents, so ConfigEvents("*") does not match it.
+func (s Subjects) ConfigHead(job string) string { return s.join("config", "events", job, "head") }
+
 // Barrier is the subject barriers of job are sent on.
 func (s Subjects) Barrier(job string) string { return s.join("barrier", job) }
 

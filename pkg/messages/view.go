@@ -40,7 +40,9 @@ func NewConfigView(job string, version uint64, c Config, updated time.Time) Conf
 type ConfigHistory struct {
 	Job      string       `json:"job"`
 	Versions []ConfigView `json:"versions"`
-	// Truncated is true when older versions exist that the reply leaves out.
+	// Truncated is true when the list does not start at version 1: older versions exist
+	// that the reply leaves out (over MaxHistory), or garbage published on the job's
+	// subject pushed them out of the stream.
 	Truncated bool `json:"truncated,omitempty"`
 }
 

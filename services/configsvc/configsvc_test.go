@@ -354,6 +354,16 @@ func TestConcurrentSettersOnTwoReplicas(t *testing.T) {
 	if wins != 1 {
 		t.Fatalf("%d compare-and-set winners, want 1", wins)
 	}
+	// The head only moves forward, whichever replica wrote it, and holds the last version.
+	heads := h.heads(t, "race")
+	for i := 1; i < len(heads); i++ {
+		if heads[i] <= heads[i-1] {
+			t.Fatalf("heads %v: not increasing", heads)
+		}
+	}
+	if len(heads) == 0 || heads[len(heads)-1] != n+1 {
+		t.Fatalf("heads %v, want the last at version %d", heads, n+1)
+	}
 }
 
 func TestCustomPrefix(t *testing.T) {
@@ -400,7 +410,7 @@ func TestStorageFailuresAnswer503(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, r := range []reply{h.get(t, "gone"), h.set(t, "gone", `{"retain":2}`)} {
-		if r.code != "503" || !strings.Contains(r.err, "config storage unavailable: read the last event of cairn.config.events.gone") {
+		if r.code != "503" || !strings.Contains(r.err, "config storage unavailable: read the last message of cairn.config.events.gone") {
 			t.Fatalf("missing stream answered %s %q", r.code, r.err)
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/nats-io/nats.go/micro"
+	"github.com/rs/zerolog"
 
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
@@ -16,7 +17,7 @@ func (s *Service) handleGet(ctx context.Context, req micro.Request) {
 	defer cancel()
 	job := strings.TrimPrefix(req.Subject(), s.cfg.Subjects.ConfigGet(""))
 	log := s.log.With().Str("job", job).Logger()
-	view, err := s.get(ctx, job)
+	view, err := s.get(ctx, log, job)
 	if err != nil {
 		fail(req, log, "get", err)
 		return
@@ -25,7 +26,8 @@ func (s *Service) handleGet(ctx context.Context, req micro.Request) {
 }
 
 // get returns the config in force for job: version 0 and the defaults when it has none.
-func (s *Service) get(ctx context.Context, job string) (messages.ConfigView, error) {
+// It writes the job's head when the head is behind (repairHead).
+func (s *Service) get(ctx context.Context, log zerolog.Logger, job string) (messages.ConfigView, error) {
 	if err := messages.ValidateName("job", job); err != nil {
 		return messages.ConfigView{}, err
 	}
@@ -33,5 +35,6 @@ func (s *Service) get(ctx context.Context, job string) (messages.ConfigView, err
 	if err != nil {
 		return messages.ConfigView{}, err
 	}
+	s.repairHead(ctx, log, cur)
 	return messages.NewConfigView(job, cur.version, cur.config, cur.updated), nil
 }

@@ -31,10 +31,16 @@ type harness struct {
 
 func newHarness(t *testing.T, prefix string) *harness {
 	t.Helper()
+	return newHarnessWith(t, cjs.Options{Subjects: cjs.Subjects{Prefix: prefix}})
+}
+
+// newHarnessWith is newHarness with the resources made with opts (in memory).
+func newHarnessWith(t *testing.T, opts cjs.Options) *harness {
+	t.Helper()
 	srv := natstest.Start(t)
-	subj := cjs.Subjects{Prefix: prefix}
-	nc, js, res := srv.Resources(t, cjs.Options{Subjects: subj, Memory: true})
-	return &harness{srv: srv, nc: nc, js: js, res: res, subj: subj}
+	opts.Memory = true
+	nc, js, res := srv.Resources(t, opts)
+	return &harness{srv: srv, nc: nc, js: js, res: res, subj: opts.Subjects}
 }
 
 // startReplica runs a Service on its own connection until the test ends, and returns a
@@ -182,7 +188,8 @@ func (h *harness) mustSet(t *testing.T, job, body string) messages.ConfigView {
 	return r.view
 }
 
-// events returns every event of the config stream in order, with its headers.
+// events returns every message on the config stream's events subjects (not the heads)
+// in order, decoded, with its headers.
 func (h *harness) events(t *testing.T) ([]messages.ConfigEvent, []*jetstream.RawStreamMsg) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -197,6 +204,9 @@ func (h *harness) events(t *testing.T) ([]messages.ConfigEvent, []*jetstream.Raw
 		m, err := h.res.Config.GetMsg(ctx, seq)
 		if err != nil {
 			t.Fatalf("get message %d: %v", seq, err)
+		}
+		if h.subj.Token(m.Subject, 3) != "" {
+			continue // a head
 		}
 		var ev messages.ConfigEvent
 		if err := messages.Unmarshal(m.Data, &ev); err != nil {

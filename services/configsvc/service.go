@@ -36,6 +36,11 @@ const (
 // or stream is nil.
 var ErrMissingDependency = errors.New("configsvc: missing dependency")
 
+// consumerCreator creates a consumer of the config stream; jetstream.Stream implements it.
+type consumerCreator interface {
+	CreateConsumer(ctx context.Context, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error)
+}
+
 // publisher publishes a config event to JetStream and waits for its acknowledgement.
 type publisher interface {
 	PublishMsg(ctx context.Context, msg *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error)
@@ -47,6 +52,8 @@ type Service struct {
 	nc   *nats.Conn
 	pub  publisher
 	last configlog.Reader
+	// consumers reads a job's history in one pass.
+	consumers consumerCreator
 	// stream is the config stream's name; publishes expect it, so that a subject bound to
 	// another stream is an error rather than a silent write elsewhere.
 	stream string
@@ -73,13 +80,14 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, stream jetstream.Str
 		name = info.Config.Name
 	}
 	return &Service{
-		cfg:    cfg,
-		nc:     nc,
-		pub:    js,
-		last:   stream,
-		stream: name,
-		log:    log.With().Str("service", ServiceName).Logger(),
-		now:    time.Now,
+		cfg:       cfg,
+		nc:        nc,
+		pub:       js,
+		last:      stream,
+		consumers: stream,
+		stream:    name,
+		log:       log.With().Str("service", ServiceName).Logger(),
+		now:       time.Now,
 	}, nil
 }
 

@@ -81,6 +81,11 @@ func (s *Service) set(ctx context.Context, log zerolog.Logger, job, contentType 
 		}
 		err = s.publish(ctx, &ev, cur.seq)
 		if err == nil {
+			if err := s.keepHead(ctx, &ev, cur); err != nil {
+				// The version is stored and in force; the next request writes the head.
+				log.Error().Err(err).Uint64("version", ev.Version).
+					Msg("config head not written: until a request writes it, garbage on the events subject could hide this version")
+			}
 			log.Info().Uint64("version", ev.Version).Str("interval", merged.Interval.String()).Str("timeout", merged.Timeout.String()).
 				Str("min_pause", merged.MinPause.String()).Int("max_concurrent", merged.MaxConcurrent).
 				Int("tolerable_failures", merged.TolerableFailures).Int("retain", merged.Retain).Msg("config changed")

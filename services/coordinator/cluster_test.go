@@ -98,10 +98,11 @@ func newCluster(t *testing.T, ttl time.Duration) *cluster {
 	return c
 }
 
-// start starts coordinator replica id on its own connection.
-func (c *cluster) start(id string) *Service {
+// start starts coordinator replica id on its own connection, restricted to jobs when
+// some are given (Config.Jobs).
+func (c *cluster) start(id string, jobs ...string) *Service {
 	c.t.Helper()
-	svc, nc := c.newService(id)
+	svc, nc := c.newService(id, jobs...)
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &replicaRun{nc: nc, svc: svc, cancel: cancel, done: make(chan error, 1)}
 	go func() { r.done <- svc.Run(ctx) }()
@@ -111,8 +112,9 @@ func (c *cluster) start(id string) *Service {
 	return svc
 }
 
-// newService returns coordinator replica id, not running, on a connection of its own.
-func (c *cluster) newService(id string) (*Service, *nats.Conn) {
+// newService returns coordinator replica id, not running, on a connection of its own,
+// restricted to jobs when some are given.
+func (c *cluster) newService(id string, jobs ...string) (*Service, *nats.Conn) {
 	c.t.Helper()
 	nc := c.srv.Connect(c.t)
 	js, err := jetstream.New(nc)
@@ -124,7 +126,7 @@ func (c *cluster) newService(id string) (*Service, *nats.Conn) {
 		c.t.Fatal(err)
 	}
 	cfg := DefaultConfig()
-	cfg.ID = id
+	cfg.ID, cfg.Jobs = id, jobs
 	svc, err := New(cfg, nc, js, res, testLog())
 	if err != nil {
 		c.t.Fatal(err)

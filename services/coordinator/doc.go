@@ -1,5 +1,6 @@
 // Package coordinator is Cairn's checkpoint coordinator. For every job it follows the
-// versioned config events and the registered operator instances, holds the job's lease,
+// versioned config events (and heads, which keep the newest version when garbage pushed
+// its event out) and the registered operator instances, holds the job's lease,
 // emits barriers on the schedule
 //
 //	next = max(lastTrigger + interval, lastComplete + min_pause, now)

@@ -29,6 +29,8 @@ type jobEntry struct {
 	stop context.CancelFunc
 	// parkGen tells a park timer whether the job woke (and maybe idled again) since.
 	parkGen uint64
+	// headed is set once a valid config head of the job was seen.
+	headed bool
 }
 
 // idle reports whether nothing keeps the job running.

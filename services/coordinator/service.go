@@ -97,6 +97,8 @@ type Service struct {
 	syncOnce sync.Once
 	// skipped logs each invalid config event once.
 	skipped configlog.SkipLog
+	// lookups runs one config look-up per job at a time (lookUpConfig).
+	lookups lookups
 	// retaining holds a slot per retention pass in progress, over every job
 	// (retentionSlots).
 	retaining chan struct{}
@@ -177,11 +179,13 @@ func (s *Service) run(ctx context.Context) error {
 	s.wg.Go(func() { s.followRegistrations(ctx, regs) })
 	s.wg.Go(func() { s.runReplica(ctx, ttl, s.synced) })
 
-	filters := []string{s.cfg.Subjects.ConfigEvents("*")}
+	// Config events and heads: a head is a copy of the newest event configsvc accepted,
+	// on a subject that garbage published on the events subject cannot reach.
+	filters := []string{s.cfg.Subjects.ConfigEvents("*"), s.cfg.Subjects.ConfigHead("*")}
 	if len(s.cfg.Jobs) > 0 {
 		filters = filters[:0]
 		for _, j := range s.cfg.Jobs {
-			filters = append(filters, s.cfg.Subjects.ConfigEvents(j))
+			filters = append(filters, s.cfg.Subjects.ConfigEvents(j), s.cfg.Subjects.ConfigHead(j))
 		}
 	}
 	cons, err := s.js.OrderedConsumer(ctx, cjs.ConfigStream, jetstream.OrderedConsumerConfig{
@@ -293,28 +297,38 @@ func (s *Service) onConfig(ctx context.Context, m jetstream.Msg) {
 	if !s.wanted(job) || messages.ValidateName("job", job) != nil {
 		return
 	}
+	head := m.Subject() == s.cfg.Subjects.ConfigHead(job)
 	ev, err := configlog.Decode(m.Data(), job)
-	if err != nil {
-		// The consumer delivers only the last event of each subject at start: look back
-		// for the newest valid one instead of leaving the job on the defaults. A valid
-		// event this was already newer than is ignored by the job as stale.
-		s.wg.Go(func() { s.newestValidConfig(ctx, job) })
-		return
+	switch {
+	case err == nil && head:
+		s.noteNewest(ctx, job, ev, true)
+	case err == nil:
+		s.noteConfig(ctx, job, ev)
+	case !head && s.headed(job):
+		// The head holds the newest version configsvc issued: an invalid event hides none.
+		var seq uint64
+		if md, merr := m.Metadata(); merr == nil {
+			seq = md.Sequence.Stream
+		}
+		s.skipped.Log(s.log, job, []configlog.Skipped{{Seq: seq, Err: err}})
+	default:
+		// The consumer delivers only the last message of each subject at start: look for
+		// the config in force (configlog.Read) instead of leaving the job on the defaults.
+		s.lookUpConfig(ctx, job)
 	}
-	s.noteConfig(ctx, job, ev)
 }
 
-// newestValidConfig hands job the newest valid config event on its subject, logging the
-// invalid ones after it once each.
+// newestValidConfig hands job its config in force (configlog.Read: the newer of its head
+// and its last valid event), logging the invalid messages read once each.
 func (s *Service) newestValidConfig(ctx context.Context, job string) {
-	l, err := configlog.Read(ctx, s.res.Config, s.cfg.Subjects.ConfigEvents(job), job, 2*time.Second)
+	l, err := configlog.Read(ctx, s.res.Config, s.cfg.Subjects, job, 2*time.Second)
 	if err != nil {
-		s.log.Error().Err(err).Str("job", job).Msg("invalid config event: cannot look back for the newest valid one")
+		s.log.Error().Err(err).Str("job", job).Msg("invalid config event: cannot read the config in force")
 		return
 	}
 	s.skipped.Log(s.log, job, l.Skipped)
 	if l.Event != nil {
-		s.noteConfig(ctx, job, l.Event)
+		s.noteNewest(ctx, job, l.Event, l.Head != nil)
 	}
 }
 

@@ -82,6 +82,7 @@ func TestSingleNode(t *testing.T) {
 		}{
 			{"set config", []string{"req", "cairn.config.set." + job, `{"interval":"100ms"}`}, "cairn.config.set." + job},
 			{"publish a config event", []string{"pub", "cairn.config.events." + job, `{"interval":"100ms"}`}, "cairn.config.events." + job},
+			{"publish a config head", []string{"pub", "cairn.config.events." + job + ".head", `{"interval":"100ms"}`}, "cairn.config.events." + job + `.head"`},
 			{"purge the input stream", []string{"stream", "purge", "CAIRN_INPUT", "--subject", probe, "-f"}, "$JS.API.STREAM.PURGE.CAIRN_INPUT"},
 			{"purge the config stream", []string{"stream", "purge", "CAIRN_CONFIG", "-f"}, "$JS.API.STREAM."},
 			{"delete the checkpoint stream", []string{"stream", "rm", "CAIRN_CHECKPOINTS", "-f"}, "$JS.API.STREAM."},

@@ -1,0 +1,89 @@
+package coordinator
+
+import (
+	"context"
+	"sync"
+
+	"github.com/cairn-stream/cairn/pkg/messages"
+)
+
+// noteNewest records a config that is not itself an event (a head, or what a look-up
+// read) and hands it to the job's loop only when it is newer than the newest config seen:
+// an older one or a copy of an applied event is dropped without counting as stale.
+// headed records that the job has a valid head.
+func (s *Service) noteNewest(ctx context.Context, name string, ev *messages.ConfigEvent, headed bool) {
+	s.mu.Lock()
+	e := s.entry(name)
+	e.headed = e.headed || headed
+	newer := e.config == nil || ev.Version > e.config.Version
+	if newer {
+		e.config = ev
+	}
+	j := s.jobs[name]
+	s.mu.Unlock()
+	if newer && j != nil {
+		j.mail.offerConfig(ev)
+	}
+}
+
+// headed reports whether a valid config head of the job was seen.
+func (s *Service) headed(name string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.known[name]
+	return e != nil && e.headed
+}
+
+// lookUpConfig runs newestValidConfig for the job in the background, at most one at a
+// time per job: a request while one runs makes it run once more afterwards, so a burst
+// of invalid events costs a few look-ups, not one each.
+func (s *Service) lookUpConfig(ctx context.Context, job string) {
+	if !s.lookups.begin(job) {
+		return
+	}
+	s.wg.Go(func() {
+		for {
+			s.newestValidConfig(ctx, job)
+			if !s.lookups.again(job) {
+				return
+			}
+		}
+	})
+}
+
+// lookups tracks the config look-ups running, per job. The zero value is ready to use.
+type lookups struct {
+	mu sync.Mutex
+	// rerun holds the jobs with a look-up running, and whether another was asked for since
+	// it started.
+	rerun map[string]bool
+}
+
+// begin reports whether a look-up for job should start; when one runs already it asks it
+// to run again instead.
+func (l *lookups) begin(job string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, running := l.rerun[job]; running {
+		l.rerun[job] = true
+		return false
+	}
+	if l.rerun == nil {
+		l.rerun = map[string]bool{}
+	}
+	l.rerun[job] = false
+	return true
+}
+
+// again reports whether the running look-up for job must run once more; when not, the
+// look-up ends.
+func (l *lookups) again(job string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.rerun[job] {
+		l.rerun[job] = false
+		return true
+	}
+	delete(l.rerun, job)
+	return false
+}
