@@ -56,6 +56,7 @@ type Runtime struct {
 	leases      leaseStore
 	snapshots   objectStore
 	m           Machine
+	cp          checkpointer
 	log         *slog.Logger
 	incarnation string
 	endpoints   []endpoint
@@ -94,9 +95,12 @@ type Stats struct {
 	Applied uint64
 	// Rejected counts records Machine.Apply rejected.
 	Rejected uint64
-	// Emitted counts outputs stored (a replayed output the duplicate window drops counts
-	// again).
+	// Emitted counts outputs published and stored (a retried publish the duplicate window
+	// drops counts once).
 	Emitted uint64
+	// Suppressed counts outputs of replayed input records that were not published again
+	// because the output stream already held them (see Producer).
+	Suppressed uint64
 	// Acked counts barriers answered with a stored snapshot.
 	Acked uint64
 	// Declined counts barriers declined.
@@ -109,7 +113,7 @@ type Stats struct {
 
 // counters are the atomic form of Stats.
 type counters struct {
-	applied, rejected, emitted, acked, declined, reused, bytesUploaded atomic.Uint64
+	applied, rejected, emitted, suppressed, acked, declined, reused, bytesUploaded atomic.Uint64
 }
 
 // Run runs machine as the instance cfg names until ctx is done: New, then Runtime.Run.
@@ -123,7 +127,9 @@ func Run(ctx context.Context, nc *nats.Conn, cfg Config, machine Machine) error 
 }
 
 // New validates cfg and returns a Runtime for the instance it names, driving m over nc.
-// m must be in its initial, empty state. Nothing touches the server before Run.
+// m must be in its initial, empty state. Nothing touches the server before Run. New
+// refuses a Machine that embeds *Keyed (ErrWrappedKeyed: give it the *Keyed itself), and
+// Config.ReemitOutputs for a Machine that is not a Producer.
 //
 // nc stays the caller's: the Runtime neither drains nor closes it, and renews the
 // instance's registration at once after a reconnect. Connect with
@@ -138,6 +144,13 @@ func New(nc *nats.Conn, cfg Config, m Machine) (*Runtime, error) {
 		return nil, errors.New("operator runtime: nil NATS connection")
 	case m == nil:
 		return nil, errors.New("operator runtime: nil Machine")
+	}
+	cp, err := checkpointerOf(m)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.ReemitOutputs && cp.producer() == nil {
+		return nil, fmt.Errorf("%w: reemit outputs: the Machine (%T) emits no outputs (it is not a Producer)", ErrInvalidConfig, m)
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -157,6 +170,7 @@ func New(nc *nats.Conn, cfg Config, m Machine) (*Runtime, error) {
 		streams:     js,
 		outputs:     js,
 		m:           m,
+		cp:          cp,
 		log:         log.With("job", cfg.Job, "instance", cfg.Instance, "incarnation", incarnation),
 		incarnation: incarnation,
 		ready:       make(chan struct{}),
@@ -186,6 +200,7 @@ func (r *Runtime) Stats() Stats {
 		Applied:       r.stats.applied.Load(),
 		Rejected:      r.stats.rejected.Load(),
 		Emitted:       r.stats.emitted.Load(),
+		Suppressed:    r.stats.suppressed.Load(),
 		Acked:         r.stats.acked.Load(),
 		Declined:      r.stats.declined.Load(),
 		Reused:        r.stats.reused.Load(),
@@ -265,6 +280,10 @@ func (r *Runtime) run(ctx context.Context) error {
 		}
 		return err
 	}
+	outs, err := r.startOutputs(ctx, rs)
+	if err != nil {
+		return err
+	}
 	r.position.Store(rs.position)
 	r.restoredCheckpoint, r.restoredFrom = rs.checkpoint, rs.from
 
@@ -279,7 +298,7 @@ func (r *Runtime) run(ctx context.Context) error {
 	}
 
 	outcomes := make(chan *nats.Msg, barrierBuffer)
-	if _, ok := r.m.(CheckpointListener); ok {
+	if r.cp.listener() != nil {
 		subs, err := r.subscribeOutcomes(ctx, outcomes)
 		if err != nil {
 			return err
@@ -328,13 +347,13 @@ func (r *Runtime) run(ctx context.Context) error {
 		"input_stream", r.cfg.InputStream, "input_filters", r.cfg.InputFilters, "heartbeat", every)
 	close(r.ready)
 
-	st := loopState{position: rs.position, lastBarrier: rs.checkpoint}
+	st := loopState{position: rs.position, lastBarrier: rs.checkpoint, outputs: outs}
 	r.restoredOutcome(rs)
 	queue, err := r.process(ctx, st, records, barriers, outcomes, jobs)
 	r.stop()
 	cc.Stop()
 	r.unsubscribe(sub)
-	if err != nil && !r.isFenced() {
+	if err != nil && !r.isFenced() && !errors.Is(err, ErrWrappedKeyed) {
 		r.log.Warn("processing stopped at a record whose outputs are not all stored: the position stays before it and no snapshot is taken after it",
 			"error", err, "position", r.Position())
 	}
@@ -361,6 +380,10 @@ func (r *Runtime) run(ctx context.Context) error {
 		return err
 	}
 	r.deregister(ctx)
+	if errors.Is(err, ErrWrappedKeyed) {
+		r.log.Error("operator stopped: its Machine cannot be checkpointed", "error", err)
+		return err
+	}
 	r.log.Info("operator stopped")
 	return nil
 }
