@@ -88,6 +88,8 @@ type stackOptions struct {
 	instances []string
 	// output makes every operator emit its key updates on cairn.output.<job>.<instance>.
 	output bool
+	// outputWindow, when set, is CAIRN_OUTPUT's duplicate window instead of the default.
+	outputWindow time.Duration
 }
 
 // newStack starts the nats-server, configsvc, the coordinator and the operators, sets
@@ -101,6 +103,11 @@ func newStack(t *testing.T, o stackOptions) *stack {
 	}
 	srv := natstest.Start(t)
 	nc, js, res := srv.Resources(t, cjs.Options{LeaseTTL: leaseTTL})
+	if o.outputWindow > 0 {
+		if err := natstest.SetDuplicateWindow(t.Context(), js, cjs.OutputStream, o.outputWindow); err != nil {
+			t.Fatal(err)
+		}
+	}
 	s := &stack{
 		t: t, job: jobName(t), srv: srv, nc: nc, js: js, res: res, bin: bin,
 		env: proctest.ServiceEnv(srv.URL), dir: t.TempDir(),
