@@ -146,7 +146,7 @@ func (r *Runtime) storedBefore(ctx context.Context, outs *outputState, subject s
 	}
 	outs.done = true
 	if outs.suppressed+outs.reemitted > 0 {
-		r.log.Info("replayed outputs the output stream already held were not stored again; outputs resume",
+		r.log.Info("replayed outputs already stored end here: publishing resumes",
 			"suppressed", outs.suppressed, "reemitted", outs.reemitted, "seq", pos.seq, "index", pos.n)
 	}
 	return false, nil

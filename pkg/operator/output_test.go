@@ -129,7 +129,7 @@ func TestReplayedOutputsAreNotStoredAgain(t *testing.T) {
 	}
 	keys, _, _ := aggState(t, r.rt, agg)
 	checkTotals(t, keys, totals)
-	if !e.logged("replayed outputs the output stream already held were not stored again", `"suppressed":6`) {
+	if !e.logged("replayed outputs already stored end here", `"suppressed":6`) {
 		t.Fatal("the end of the suppressed outputs was not logged")
 	}
 	r.stop(t)

@@ -237,7 +237,8 @@ func (r *Runtime) Do(ctx context.Context, fn func()) error {
 // ErrReplaced when a newer incarnation of the instance registered: it then stops at once,
 // publishes nothing more and leaves the registration in place. With Config.RestoreFrom it
 // refuses to start with an error wrapping ErrRestoreFrom when that checkpoint cannot be
-// restored.
+// restored. It returns an error wrapping ErrWrappedKeyed at the first barrier when the
+// Machine wraps a *Keyed (its checkpoints could not be restored), having declined it.
 func (r *Runtime) Run(ctx context.Context) error {
 	if !r.started.CompareAndSwap(false, true) {
 		return ErrAlreadyStarted
