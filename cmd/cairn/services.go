@@ -105,6 +105,11 @@ func runOperator(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	reemitDefault, err := envBool("CAIRN_REEMIT_OUTPUTS")
+	if err != nil {
+		return err
+	}
+	reemit := fs.Bool("reemit-outputs", reemitDefault, "publish again, on purpose, the outputs of the replayed input that the output stream already holds (new code after an upgrade), under new message ids; logged and recorded as a member event. Without it they are not published again. Use for one start only [$CAIRN_REEMIT_OUTPUTS]")
 	resetState := fs.Bool("reset-state", resetDefault, "start this member empty on purpose, dropping the state its checkpoints hold, and read the input from the start of what remains; logged and recorded as a member event. Use for one start only [$CAIRN_RESET_STATE]")
 	acceptGap := fs.Bool("accept-input-gap", gapDefault, "go on after a restore although input after the restored position may have been removed by the input stream's limits; logged and recorded as a member event [$CAIRN_ACCEPT_INPUT_GAP]")
 	if err := parse(fs, args, stderr); err != nil {
@@ -122,6 +127,7 @@ func runOperator(ctx context.Context, args []string, stderr io.Writer) error {
 	cfg.ResetState = *resetState
 	cfg.AcceptInputGap = *acceptGap
 	cfg.RestoreFrom = *restoreFrom
+	cfg.ReemitOutputs = *reemit
 	if err := cfg.Validate(); err != nil {
 		return err
 	}

@@ -14,7 +14,8 @@
 // published restores that checkpoint, whose snapshot still holds the writes, and the
 // runtime calls CheckpointCompleted for it again: the writes are published again under
 // the same ids, and SINK_OUT's duplicate window drops those already stored. Exactly-once
-// therefore holds within the duplicate window of SINK_OUT (2 minutes by default).
+// therefore holds within the duplicate window of SINK_OUT (2 minutes by default);
+// examples/keyedsink lifts that limit by reading the last write stored before publishing.
 //
 //	NATS_URL=nats://localhost:4222 INSTANCE=sink-0 go run ./examples/txsink
 package main

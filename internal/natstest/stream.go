@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 )
 
 // FirstSeq returns the stream sequence of the first message left on subject in stream, 0
@@ -52,4 +54,46 @@ func ReadSubject(ctx context.Context, stream jetstream.Stream, subject string) (
 		out = append(out, m)
 	}
 	return out, nil
+}
+
+// SetDuplicateWindow changes the duplicate window of stream name to d, so that a test
+// proves a deduplication that does not rely on the window.
+func SetDuplicateWindow(ctx context.Context, js jetstream.JetStream, name string, d time.Duration) error {
+	st, err := js.Stream(ctx, name)
+	if err != nil {
+		return err
+	}
+	cfg := st.CachedInfo().Config
+	cfg.Duplicates = d
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		return fmt.Errorf("set the duplicate window of %s to %s: %w", name, d, err)
+	}
+	return nil
+}
+
+// PassDuplicateWindow publishes a probe on subject with a new Nats-Msg-Id and publishes
+// it again, every 100 ms, until the stream stores it again instead of dropping it as a
+// duplicate: the stream's duplicate window then no longer holds any id published before
+// the probe. It returns when ctx ends first. The subject gets two probe messages.
+func PassDuplicateWindow(ctx context.Context, js jetstream.JetStream, subject string) error {
+	id := "window-probe-" + nuid.Next()
+	if _, err := js.Publish(ctx, subject, []byte("probe"), jetstream.WithMsgID(id)); err != nil {
+		return fmt.Errorf("publish the duplicate window probe on %s: %w", subject, err)
+	}
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for the duplicate window of %s to pass: %w", subject, ctx.Err())
+		case <-tick.C:
+		}
+		ack, err := js.Publish(ctx, subject, []byte("probe"), jetstream.WithMsgID(id))
+		if err != nil {
+			return fmt.Errorf("publish the duplicate window probe on %s: %w", subject, err)
+		}
+		if !ack.Duplicate {
+			return nil
+		}
+	}
 }

@@ -63,10 +63,11 @@ func (o Options) wants(name string) bool { return len(o.Only) == 0 || slices.Con
 // exist yet.
 var ErrMissing = errors.New("resource does not exist yet")
 
-// Limits of CAIRN_OUTPUT. Both are far longer than its 2-minute duplicate window, which
-// bounds exactly-once output: an output replayed after a restore is dropped only while the
-// first copy's id is still in the window. When the stream reaches MaxBytes the oldest
-// outputs are discarded (never new ones refused). CAIRN_INPUT has no limits: Cairn trims
+// Limits of CAIRN_OUTPUT. They also bound exactly-once output: a restored operator reads
+// the newest output of each of its subjects to know which replayed outputs are stored, so
+// an operator restored from state older than every output a subject still holds stores
+// those outputs again (the duplicate window only drops retried publishes). When the
+// stream reaches MaxBytes the oldest outputs are discarded (never new ones refused). CAIRN_INPUT has no limits: Cairn trims
 // each member's input below the oldest retained checkpoint that holds it, and a limit would
 // remove input a restore still needs.
 const (
@@ -182,7 +183,7 @@ func (o Options) StreamConfigs() []jetstream.StreamConfig {
 		},
 		{
 			Name:        OutputStream,
-			Description: "Cairn operator outputs; the duplicate window drops outputs replayed after a restore",
+			Description: "Cairn operator outputs; a restored operator does not store again the outputs it replays",
 			Subjects:    []string{s.join("output", ">")},
 			MaxAge:      OutputMaxAge,
 			MaxBytes:    o.outputMaxBytes(),

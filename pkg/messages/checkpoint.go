@@ -237,6 +237,10 @@ const (
 	// MemberInputGapAccepted: the member restored a checkpoint whose input had been
 	// partly removed, and was told to go on (--accept-input-gap).
 	MemberInputGapAccepted MemberEventKind = 3
+	// MemberOutputsReemitted: the member was told to publish again the outputs of the
+	// input it replays after its restore that were already stored (--reemit-outputs),
+	// under message ids no earlier output has.
+	MemberOutputsReemitted MemberEventKind = 4
 )
 
 // String returns the kind's name.
@@ -248,6 +252,8 @@ func (k MemberEventKind) String() string {
 		return "reset_state"
 	case MemberInputGapAccepted:
 		return "input_gap_accepted"
+	case MemberOutputsReemitted:
+		return "outputs_reemitted"
 	}
 	return fmt.Sprintf("MemberEventKind(%d)", int(k))
 }
@@ -260,12 +266,13 @@ type MemberEvent struct {
 	Instance string          `msgpack:"instance"`
 	Kind     MemberEventKind `msgpack:"kind"`
 	At       time.Time       `msgpack:"at"`
-	// Incarnation is the operator process that reset or accepted a gap; for a removal, the
+	// Incarnation is the operator process that reset, accepted a gap or re-emitted
+	// outputs; for a removal, the
 	// incarnation the member's last state came from.
 	Incarnation string `msgpack:"incarnation,omitempty"`
 	// Checkpoint is, for a removal, the first checkpoint whose manifest no longer holds
-	// the member; for a reset or an accepted gap, the checkpoint whose state was dropped
-	// or restored (0: none).
+	// the member; for a reset, an accepted gap or re-emitted outputs, the checkpoint whose
+	// state was dropped or restored (0: none).
 	Checkpoint uint64 `msgpack:"checkpoint,omitempty"`
 	// By names who asked (a coordinator id for a removal).
 	By string `msgpack:"by,omitempty"`
@@ -287,7 +294,7 @@ func (e *MemberEvent) Validate() error {
 	// Kinds newer than this build are accepted: member events are an audit record that
 	// readers show, never act on.
 	if e.Kind < MemberRemoved {
-		return fmt.Errorf("member event: kind %d; allowed: %d-%d or a newer one", int(e.Kind), int(MemberRemoved), int(MemberInputGapAccepted))
+		return fmt.Errorf("member event: kind %d; allowed: %d-%d or a newer one", int(e.Kind), int(MemberRemoved), int(MemberOutputsReemitted))
 	}
 	return nil
 }

@@ -77,7 +77,11 @@ func samples() map[string]messages.Message {
 			Schema: 1, Job: "demo", Instance: "counter-2", Kind: messages.MemberRemoved, At: at(1_700_000_000, 0),
 			Incarnation: "inc-1", Checkpoint: 12, By: "coord-1", Detail: "state of checkpoint 7 dropped",
 		},
-		"member reset":          &messages.MemberEvent{Schema: 1, Job: "demo", Instance: "counter-2", Kind: messages.MemberResetState},
+		"member reset": &messages.MemberEvent{Schema: 1, Job: "demo", Instance: "counter-2", Kind: messages.MemberResetState},
+		"member reemitted": &messages.MemberEvent{
+			Schema: 1, Job: "demo", Instance: "counter-0", Kind: messages.MemberOutputsReemitted, At: at(1_700_000_000, 0),
+			Incarnation: "inc-3", Checkpoint: 4, Detail: "outputs replayed after sequence 42 published again",
+		},
 		"manifest no instances": &messages.Manifest{Schema: 1, Job: "demo", CheckpointID: 1},
 		"manifest savepoint": &messages.Manifest{
 			Schema: 1, Job: "demo", CheckpointID: 4, Savepoint: "before-upgrade", Token: 3,

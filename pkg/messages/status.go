@@ -181,9 +181,12 @@ type OperatorInfo struct {
 
 // OperatorStats are an operator instance's counters in OperatorInfo.
 type OperatorStats struct {
-	Applied       uint64 `json:"applied"`
-	Rejected      uint64 `json:"rejected"`
-	Emitted       uint64 `json:"emitted"`
+	Applied  uint64 `json:"applied"`
+	Rejected uint64 `json:"rejected"`
+	Emitted  uint64 `json:"emitted"`
+	// Suppressed counts outputs of replayed input records that were not published again
+	// because the output stream already held them.
+	Suppressed    uint64 `json:"suppressed"`
 	Acked         uint64 `json:"acked"`
 	Declined      uint64 `json:"declined"`
 	Reused        uint64 `json:"reused"`

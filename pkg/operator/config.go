@@ -54,6 +54,14 @@ type Config struct {
 	// or the input after it is gone, Run refuses to start with an error wrapping
 	// ErrRestoreFrom. Empty restores the newest usable checkpoint.
 	RestoreFrom string
+	// ReemitOutputs publishes again, on purpose, the outputs of the input records replayed
+	// after the restore that the output stream already holds (new code after an upgrade,
+	// say), under message ids that end with the incarnation, so that no duplicate window
+	// drops them. It is logged at warn level and recorded as an outputs_reemitted member
+	// event; the start fails if the event cannot be stored. Without it those outputs are
+	// not published again (see Producer). Only for a Producer; it applies at every start
+	// it is given to: set it for one start only.
+	ReemitOutputs bool
 	// Logger receives the runtime's log records, with the attributes job, instance and
 	// incarnation; nil means no logging.
 	Logger *slog.Logger

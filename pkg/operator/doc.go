@@ -26,7 +26,8 @@
 // written and uploaded.
 //
 // A Machine may implement optional interfaces, discovered as net/http discovers
-// http.Flusher: Producer (outputs published with deterministic message ids),
+// http.Flusher: Producer (outputs published in order with their input position, never
+// stored twice after a restore however long the instance was down: see Producer),
 // CheckpointSnapshotter (the checkpoint id at snapshot time) and CheckpointListener (the
 // outcome of every checkpoint it took a snapshot for, in id order, on the processing
 // goroutine: what a transactional sink needs). BytesSnapshot serves states that are one
@@ -36,7 +37,10 @@
 //
 // A Machine whose state is a map of keys to values can instead be a KeyedMachine, run by
 // NewKeyed: its Apply reads and writes a state.Store that the runtime owns, and it writes
-// no Snapshot or Restore code. Keyed checkpoints are incremental: each uploads one delta
+// no Snapshot or Restore code. It may implement Producer, KeyedSnapshotter (the checkpoint
+// id its changes go into) and CheckpointListener. The *Keyed itself is the Machine given to
+// New or Run: a Machine that embeds or wraps it is refused (ErrWrappedKeyed), since its
+// checkpoints could not be restored. Keyed checkpoints are incremental: each uploads one delta
 // segment with the changes since the instance's last completed checkpoint, captured in
 // O(keys changed); the manifest holds the instance's base and chain of deltas; a new base
 // is written, from a frozen view while records go on, when the chain passes the bounds of
@@ -55,7 +59,9 @@
 // no usable snapshot refuses to start (ErrNoUsableSnapshot) unless Config.ResetState
 // starts it empty on purpose. Before consuming, the input stream is checked for records
 // after the restored position that its limits may have removed (ErrInputGap, unless
-// Config.AcceptInputGap). Resets and accepted gaps are recorded as member events.
+// Config.AcceptInputGap). A Producer's replayed outputs that the output stream already
+// holds are not published again (Config.ReemitOutputs publishes them again on purpose).
+// Resets, accepted gaps and re-emits are recorded as member events.
 //
 // Config.RestoreFrom restores a chosen checkpoint instead: a checkpoint id (manifest
 // <job>.<id>) or a savepoint name (manifest <job>.savepoint.<name>), with no fallback;

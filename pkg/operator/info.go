@@ -78,7 +78,7 @@ func (r *Runtime) Info() messages.OperatorInfo {
 		InputFilters: slices.Clone(r.cfg.InputFilters),
 		Position:     r.Position(),
 		Stats: messages.OperatorStats{
-			Applied: st.Applied, Rejected: st.Rejected, Emitted: st.Emitted, Acked: st.Acked,
+			Applied: st.Applied, Rejected: st.Rejected, Emitted: st.Emitted, Suppressed: st.Suppressed, Acked: st.Acked,
 			Declined: st.Declined, Reused: st.Reused, BytesUploaded: st.BytesUploaded,
 		},
 	}

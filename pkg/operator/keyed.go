@@ -1,6 +1,7 @@
 package operator
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -12,13 +13,28 @@ import (
 
 // KeyedMachine is an operator's stateful logic whose state lives in a keyed state store
 // that the runtime owns and checkpoints incrementally: it writes no Snapshot or Restore
-// code. Wrap it with Keyed to run it. It may also implement Producer and
-// CheckpointListener.
+// code. Wrap it with NewKeyed and give the *Keyed itself to New or Run (a Machine that
+// wraps or embeds the *Keyed is refused, ErrWrappedKeyed). It may also implement, and the
+// runtime discovers on it: Producer (outputs), KeyedSnapshotter (the checkpoint id its
+// changes go into) and CheckpointListener (the outcome of each checkpoint). All are called
+// on the processing goroutine, where the store may be used: a listener keeps the store
+// Keyed.Store returns, since CheckpointListener's methods do not carry it.
 type KeyedMachine interface {
 	// Apply applies one input record to st, on the processing goroutine. An error means
 	// the record is malformed: it is counted as rejected and skipped, never retried. The
 	// changes it made to st before returning the error stay.
 	Apply(rec Record, st *state.Store) error
+}
+
+// KeyedSnapshotter is implemented by a KeyedMachine that needs the id of the checkpoint
+// its changes go into, as a transactional sink tags the writes a checkpoint covers: the
+// keyed form of CheckpointSnapshotter.
+type KeyedSnapshotter interface {
+	// SnapshotFor is called when checkpoint id's barrier arrives, before the store's
+	// changes are captured: the changes since the last capture, and those SnapshotFor
+	// makes to st, go into checkpoint id (and, when it aborts, into the next one). An
+	// error declines the barrier; the changes stay and go into the next checkpoint.
+	SnapshotFor(id uint64, st *state.Store) error
 }
 
 // Defaults of KeyedConfig.
@@ -123,16 +139,20 @@ type Keyed struct {
 }
 
 var (
-	_ Machine               = (*Keyed)(nil)
-	_ CheckpointSnapshotter = (*Keyed)(nil)
-	_ CheckpointListener    = (*Keyed)(nil)
+	_ Machine      = (*Keyed)(nil)
+	_ checkpointer = (*Keyed)(nil)
 )
 
 // NewKeyed returns the Machine that runs m on a new, empty state.Store, with the chain
-// bounds cfg (its zero value: the defaults).
+// bounds cfg (its zero value: the defaults). It refuses a KeyedMachine that implements
+// CheckpointSnapshotter, which a keyed store would never call (KeyedSnapshotter is its
+// keyed form).
 func NewKeyed(m KeyedMachine, cfg KeyedConfig) (*Keyed, error) {
 	if m == nil {
 		return nil, errors.New("keyed state: nil KeyedMachine")
+	}
+	if _, ok := m.(CheckpointSnapshotter); ok {
+		return nil, fmt.Errorf("keyed state: %T implements CheckpointSnapshotter (SnapshotFor(id) (Snapshot, error)), which a keyed state store never calls: implement KeyedSnapshotter (SnapshotFor(id uint64, st *state.Store) error) instead", m)
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -147,11 +167,12 @@ func (k *Keyed) Store() *state.Store { return k.store }
 // Apply implements Machine.
 func (k *Keyed) Apply(rec Record) error { return k.m.Apply(rec, k.store) }
 
-// errKeyedSnapshot is returned by Keyed.Snapshot: the runtime calls SnapshotFor.
-var errKeyedSnapshot = errors.New("keyed state: snapshots are taken per checkpoint (SnapshotFor)")
-
-// Snapshot implements Machine; the runtime calls SnapshotFor instead.
-func (k *Keyed) Snapshot() (Snapshot, error) { return nil, errKeyedSnapshot }
+// Snapshot implements Machine. The runtime never calls it on a Keyed it runs (it takes
+// incremental snapshots per checkpoint): it fails with ErrWrappedKeyed, for a Machine that
+// wraps the Keyed and calls it.
+func (k *Keyed) Snapshot() (Snapshot, error) {
+	return nil, fmt.Errorf("keyed state: Snapshot called on a *Keyed by a Machine that wraps it: %w; give the *Keyed itself to New or Run", ErrWrappedKeyed)
+}
 
 // Restore implements Machine: it replaces the state with a single base segment read from
 // r. The runtime restores a chain with restoreChain instead.
@@ -163,11 +184,22 @@ func (k *Keyed) Restore(r io.Reader) error {
 	return nil
 }
 
-// SnapshotFor implements CheckpointSnapshotter: it captures the changes since the last
-// snapshot and returns the snapshot of checkpoint id, which writes the changes since
-// the last completed checkpoint as a delta, or a new base when the chain is past its
-// bounds (or there is no base yet).
-func (k *Keyed) SnapshotFor(id uint64) (Snapshot, error) {
+// machine implements checkpointer: a type that embeds *Keyed gets this method promoted,
+// and returns the embedded *Keyed, which New tells from the Machine it was given.
+func (k *Keyed) machine() Machine { return k }
+
+// snapshot implements checkpointer: it takes the barrier's chain limit, lets a
+// KeyedSnapshotter act first, captures the changes since the last snapshot and returns
+// the snapshot of checkpoint id, which writes the changes since the last completed
+// checkpoint as a delta, or a new base when the chain is past its bounds (or there is no
+// base yet).
+func (k *Keyed) snapshot(id uint64, maxDeltas int) (Snapshot, error) {
+	k.limit = maxDeltas
+	if s, ok := k.m.(KeyedSnapshotter); ok {
+		if err := s.SnapshotFor(id, k.store); err != nil {
+			return nil, fmt.Errorf("keyed snapshot for checkpoint %d: %w", id, err)
+		}
+	}
 	k.pending = append(k.pending, capture{id: id, changes: k.store.Capture()})
 	snap := &keyedSnapshot{k: k, id: id, prev: k.completed}
 	var size uint64
@@ -193,9 +225,37 @@ func (k *Keyed) pastBounds(size uint64) bool {
 		float64(c.deltaSize()+size) >= k.cfg.DeltaRatio*float64(c.base.Size)
 }
 
-// CheckpointCompleted implements CheckpointListener: the chain acked for id becomes the
-// one the next deltas build on, and the captures it covers are dropped.
-func (k *Keyed) CheckpointCompleted(id uint64) {
+// save implements checkpointer: see persister.storeKeyed.
+func (k *Keyed) save(ctx context.Context, p *persister, j persistJob) (messages.SnapshotRef, []messages.SnapshotRef, uint64, error) {
+	s, ok := j.snap.(*keyedSnapshot)
+	if !ok {
+		return messages.SnapshotRef{}, nil, 0, fmt.Errorf("keyed state: snapshot %T was not taken by the keyed store", j.snap)
+	}
+	return p.storeKeyed(ctx, j, s)
+}
+
+// restore implements checkpointer: it loads the instance's base and deltas.
+func (k *Keyed) restore(ctx context.Context, r *Runtime, inst messages.InstanceSnapshot) error {
+	return r.restoreChain(ctx, k, inst)
+}
+
+// listener implements checkpointer: the Keyed hears every outcome (its chain depends on
+// them) and passes it on to a KeyedMachine that is a CheckpointListener.
+func (k *Keyed) listener() CheckpointListener { return keyedOutcomes{k} }
+
+// producer implements checkpointer: the KeyedMachine, when it is a Producer.
+func (k *Keyed) producer() Producer {
+	p, _ := k.m.(Producer)
+	return p
+}
+
+// keyedOutcomes is a Keyed's CheckpointListener.
+type keyedOutcomes struct{ k *Keyed }
+
+// CheckpointCompleted: the chain acked for id becomes the one the next deltas build on,
+// the captures it covers are dropped, and the KeyedMachine hears of it.
+func (o keyedOutcomes) CheckpointCompleted(id uint64) {
+	k := o.k
 	k.mu.Lock()
 	c, ok := k.results[id]
 	for i := range k.results {
@@ -217,9 +277,10 @@ func (k *Keyed) CheckpointCompleted(id uint64) {
 	}
 }
 
-// CheckpointAborted implements CheckpointListener: the changes captured for id stay
-// pending and go into the next delta.
-func (k *Keyed) CheckpointAborted(id uint64, reason string) {
+// CheckpointAborted: the changes captured for id stay pending and go into the next delta,
+// and the KeyedMachine hears of it.
+func (o keyedOutcomes) CheckpointAborted(id uint64, reason string) {
+	k := o.k
 	k.mu.Lock()
 	delete(k.results, id)
 	k.mu.Unlock()
@@ -236,23 +297,8 @@ func (k *Keyed) stored(id uint64, c chain) {
 	k.mu.Unlock()
 }
 
-// limitDeltas takes the limit of a checkpoint's barrier (Barrier.MaxDeltas) before its
-// SnapshotFor.
-func (k *Keyed) limitDeltas(n int) { k.limit = n }
-
 // restored makes c the chain of the restored, completed checkpoint.
 func (k *Keyed) restored(c chain) { k.completed, k.pending = c, nil }
-
-// producer returns the Producer of a Machine: the Machine itself, or the KeyedMachine a
-// Keyed runs.
-func producer(m Machine) (Producer, bool) {
-	if k, ok := m.(*Keyed); ok {
-		p, ok := k.m.(Producer)
-		return p, ok
-	}
-	p, ok := m.(Producer)
-	return p, ok
-}
 
 // keyedSnapshot is a Keyed's snapshot for one checkpoint.
 type keyedSnapshot struct {

@@ -139,8 +139,8 @@ func (r *Runtime) subscribeOutcomes(ctx context.Context, ch chan *nats.Msg) ([]*
 
 // outcome hands one checkpoint event to the Machine's CheckpointListener.
 func (r *Runtime) outcome(st *loopState, msg *nats.Msg) {
-	l, ok := r.m.(CheckpointListener)
-	if !ok {
+	l := r.cp.listener()
+	if l == nil {
 		return
 	}
 	var ev messages.CheckpointEvent
@@ -156,7 +156,7 @@ func (r *Runtime) outcome(st *loopState, msg *nats.Msg) {
 
 // restoredOutcome tells a CheckpointListener that the restored checkpoint completed.
 func (r *Runtime) restoredOutcome(rs restored) {
-	if l, ok := r.m.(CheckpointListener); ok && rs.checkpoint > 0 {
+	if l := r.cp.listener(); l != nil && rs.checkpoint > 0 {
 		l.CheckpointCompleted(rs.checkpoint)
 	}
 }

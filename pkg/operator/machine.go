@@ -45,17 +45,34 @@ type Record struct {
 
 // Output is a record a Machine emits while applying an input record.
 type Output struct {
-	// Subject to publish on; it must be captured by a stream with a duplicate window.
+	// Subject to publish on. It must be stored by Config.OutputStream, and should be
+	// published to by this instance only (see Producer).
 	Subject string
 	// Data is the payload.
 	Data []byte
 }
 
 // Producer is implemented by a Machine that emits outputs. After each Apply the runtime
-// takes the outputs and publishes each to JetStream with the Nats-Msg-Id
-// "<job>.<instance>.<input sequence>.<n>", retrying until it is stored. A restored
-// instance replays the records after its snapshot and publishes the same ids again, which
-// the stream's duplicate window drops: exactly-once output within that window.
+// takes the outputs and publishes them one at a time, in order, to JetStream, each with
+// the Nats-Msg-Id "<job>.<instance>.<input sequence>.<n>" and the headers
+// Cairn-Input-Sequence (the input sequence) and Cairn-Output-Index (n, its index among the
+// record's outputs), retrying until it is stored.
+//
+// A restarted instance replays the input after its restored snapshot. The outputs of the
+// replayed records that the output stream already holds are not published again,
+// however long the instance was down and however old the checkpoint it restored: before
+// publishing on a subject for the first time after the start, the runtime reads the
+// subject's last message from the stream leader, and an output at or below the position
+// it carries is suppressed (counted in Stats.Suppressed). Since outputs are stored in
+// order, the first output above its subject's mark ends the checks. The stream's
+// duplicate window only drops publishes retried after a lost reply. Config.ReemitOutputs
+// publishes the suppressed outputs again on purpose.
+//
+// This holds when the outputs depend only on the state and the input record (replaying a
+// record emits the same outputs on the same subjects), each of the instance's output
+// subjects is published to by this instance alone, and the output stream still holds the
+// last output of each subject. Otherwise it does not: docs/semantics.md says what happens
+// then.
 type Producer interface {
 	// TakeOutputs returns the outputs of the last Apply and forgets them.
 	TakeOutputs() []Output

@@ -78,15 +78,7 @@ func (p *persister) persist(ctx context.Context, j persistJob) {
 		written uint64
 		err     error
 	)
-	if ks, ok := j.snap.(*keyedSnapshot); ok {
-		ref, deltas, written, err = p.storeKeyed(ctx, j, ks)
-	} else {
-		var uploaded bool
-		ref, uploaded, err = p.store(ctx, j)
-		if uploaded {
-			written = ref.Size
-		}
-	}
+	ref, deltas, written, err = p.r.cp.save(ctx, p, j)
 	if err != nil {
 		p.r.declineAck(ctx, j.log, j.checkpoint, err.Error(), cjs.IsStorageFull(err))
 		return

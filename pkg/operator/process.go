@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
@@ -35,6 +34,8 @@ type loopState struct {
 	counter uint64
 	// input tracks what is needed to notice input removed under the consumer.
 	input anchorState
+	// outputs decides which outputs of replayed records are already stored.
+	outputs outputState
 }
 
 // process is the processing goroutine: it applies records, takes snapshots on barriers and
@@ -126,9 +127,9 @@ func (r *Runtime) apply(ctx context.Context, st *loopState, d delivery) error {
 	} else {
 		r.stats.applied.Add(1)
 	}
-	if p, ok := producer(r.m); ok {
+	if p := r.cp.producer(); p != nil {
 		for i, out := range p.TakeOutputs() {
-			if err := r.emit(ctx, rec.Sequence, i, out); err != nil {
+			if err := r.output(ctx, &st.outputs, outputPos{seq: rec.Sequence, n: i}, out); err != nil {
 				return err
 			}
 		}
@@ -221,20 +222,15 @@ func (r *Runtime) barrier(ctx context.Context, st *loopState, msg *nats.Msg) err
 			return nil
 		}
 	}
-	var snap Snapshot
-	if k, ok := r.m.(*Keyed); ok {
-		k.limitDeltas(b.MaxDeltas)
-	}
-	if cs, ok := r.m.(CheckpointSnapshotter); ok {
-		snap, err = cs.SnapshotFor(b.CheckpointID)
-	} else {
-		snap, err = r.m.Snapshot()
-	}
+	snap, err := r.cp.snapshot(b.CheckpointID, b.MaxDeltas)
 	if err != nil {
 		r.decline(ctx, log, b.CheckpointID, "snapshot: "+err.Error())
+		if errors.Is(err, ErrWrappedKeyed) {
+			return err
+		}
 		return nil
 	}
-	if l, ok := r.m.(CheckpointListener); ok {
+	if l := r.cp.listener(); l != nil {
 		st.outcomes.snapshotted(l, b.CheckpointID)
 	}
 	log.Debug("snapshot taken", "position", st.position)
@@ -245,47 +241,4 @@ func (r *Runtime) barrier(ctx context.Context, st *loopState, msg *nats.Msg) err
 		log:        log,
 	})
 	return nil
-}
-
-// outputPublisher publishes outputs to JetStream.
-type outputPublisher interface {
-	PublishMsg(ctx context.Context, m *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error)
-}
-
-// emit publishes output n of the record at seq with its deterministic message id,
-// retrying with backoff until it is stored. It gives up with an error when ctx ends or the
-// runtime is replaced first; the caller then leaves the position before the record and
-// takes no further snapshot, so that no ack covers the record and a restore replays it,
-// publishing the output again under the same id.
-func (r *Runtime) emit(ctx context.Context, seq uint64, n int, out Output) error {
-	id := fmt.Sprintf("%s.%s.%d.%d", r.cfg.Job, r.cfg.Instance, seq, n)
-	wait := 50 * time.Millisecond
-	for {
-		if r.isFenced() {
-			return fmt.Errorf("output %s (msg id %s) not published: %w", out.Subject, id, r.replacedError())
-		}
-		m := nats.NewMsg(out.Subject)
-		m.Data = out.Data
-		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err := r.mayPublish(pctx)
-		if err == nil {
-			_, err = r.outputs.PublishMsg(pctx, m, jetstream.WithMsgID(id))
-		}
-		cancel()
-		if err == nil {
-			r.stats.emitted.Add(1)
-			return nil
-		}
-		r.log.Warn("output not stored; retrying", "error", err, "msg_id", id, "subject", out.Subject)
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return fmt.Errorf("output %s (msg id %s) not stored when the runtime stopped: %w", out.Subject, id, err)
-		case <-r.fencedCh:
-			t.Stop()
-		case <-t.C:
-		}
-		wait = min(wait*2, 2*time.Second)
-	}
 }

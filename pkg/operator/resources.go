@@ -46,7 +46,7 @@ func (r *Runtime) lookup(ctx context.Context) error {
 		return err
 	}
 	streams := []string{r.cfg.InputStream, cjs.CheckpointStream}
-	if _, ok := producer(r.m); ok {
+	if r.cp.producer() != nil {
 		streams = append(streams, r.cfg.OutputStream)
 	}
 	for _, name := range streams {

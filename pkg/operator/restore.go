@@ -342,15 +342,7 @@ func (r *Runtime) restoreFrom(ctx context.Context, mf *messages.Manifest) (resto
 		return restored{}, fmt.Errorf("checkpoint %d: snapshot %s has no position in input stream %s", mf.CheckpointID, inst.Snapshot.Object, r.cfg.InputStream)
 	}
 	start := time.Now()
-	var err error
-	if k, ok := r.m.(*Keyed); ok {
-		err = r.restoreChain(ctx, k, inst)
-	} else if len(inst.Deltas) > 0 {
-		err = fmt.Errorf("snapshot %s has %d delta segments: it was taken by a keyed state store (operator.Keyed), and this Machine is not one", inst.Snapshot.Object, len(inst.Deltas))
-	} else {
-		err = r.fetchAndRestore(ctx, inst.Snapshot)
-	}
-	if err != nil {
+	if err := r.cp.restore(ctx, r, inst); err != nil {
 		return restored{}, fmt.Errorf("checkpoint %d: %w", mf.CheckpointID, err)
 	}
 	r.log.Info("state restored", "checkpoint", mf.CheckpointID, "state_from", inst.From(mf.CheckpointID),

@@ -59,6 +59,7 @@ type Runtime struct {
 	instances   cjs.KVWriter
 	snapshots   objectStore
 	m           Machine
+	cp          checkpointer
 	log         *slog.Logger
 	incarnation string
 	endpoints   []endpoint
@@ -103,9 +104,12 @@ type Stats struct {
 	Applied uint64
 	// Rejected counts records Machine.Apply rejected.
 	Rejected uint64
-	// Emitted counts outputs stored (a replayed output the duplicate window drops counts
-	// again).
+	// Emitted counts outputs published and stored (a retried publish the duplicate window
+	// drops counts once).
 	Emitted uint64
+	// Suppressed counts outputs of replayed input records that were not published again
+	// because the output stream already held them (see Producer).
+	Suppressed uint64
 	// Acked counts barriers answered with a stored snapshot.
 	Acked uint64
 	// Declined counts barriers declined.
@@ -118,7 +122,7 @@ type Stats struct {
 
 // counters are the atomic form of Stats.
 type counters struct {
-	applied, rejected, emitted, acked, declined, reused, bytesUploaded atomic.Uint64
+	applied, rejected, emitted, suppressed, acked, declined, reused, bytesUploaded atomic.Uint64
 }
 
 // Run runs machine as the instance cfg names until ctx is done: New, then Runtime.Run.
@@ -132,7 +136,9 @@ func Run(ctx context.Context, nc *nats.Conn, cfg Config, machine Machine) error 
 }
 
 // New validates cfg and returns a Runtime for the instance it names, driving m over nc.
-// m must be in its initial, empty state. Nothing touches the server before Run.
+// m must be in its initial, empty state. Nothing touches the server before Run. New
+// refuses a Machine that embeds *Keyed (ErrWrappedKeyed: give it the *Keyed itself), and
+// Config.ReemitOutputs for a Machine that is not a Producer.
 //
 // nc stays the caller's: the Runtime neither drains nor closes it, and renews the
 // instance's registration at once after a reconnect. Connect with
@@ -147,6 +153,13 @@ func New(nc *nats.Conn, cfg Config, m Machine) (*Runtime, error) {
 		return nil, errors.New("operator runtime: nil NATS connection")
 	case m == nil:
 		return nil, errors.New("operator runtime: nil Machine")
+	}
+	cp, err := checkpointerOf(m)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.ReemitOutputs && cp.producer() == nil {
+		return nil, fmt.Errorf("%w: reemit outputs: the Machine (%T) emits no outputs (it is not a Producer)", ErrInvalidConfig, m)
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -166,6 +179,7 @@ func New(nc *nats.Conn, cfg Config, m Machine) (*Runtime, error) {
 		streams:     js,
 		outputs:     js,
 		m:           m,
+		cp:          cp,
 		log:         log.With("job", cfg.Job, "instance", cfg.Instance, "incarnation", incarnation),
 		incarnation: incarnation,
 		ready:       make(chan struct{}),
@@ -196,6 +210,7 @@ func (r *Runtime) Stats() Stats {
 		Applied:       r.stats.applied.Load(),
 		Rejected:      r.stats.rejected.Load(),
 		Emitted:       r.stats.emitted.Load(),
+		Suppressed:    r.stats.suppressed.Load(),
 		Acked:         r.stats.acked.Load(),
 		Declined:      r.stats.declined.Load(),
 		Reused:        r.stats.reused.Load(),
@@ -232,7 +247,8 @@ func (r *Runtime) Do(ctx context.Context, fn func()) error {
 // ErrReplaced when a newer incarnation of the instance registered: it then stops at once,
 // publishes nothing more and leaves the registration in place. With Config.RestoreFrom it
 // refuses to start with an error wrapping ErrRestoreFrom when that checkpoint cannot be
-// restored.
+// restored. It returns an error wrapping ErrWrappedKeyed at the first barrier when the
+// Machine wraps a *Keyed (its checkpoints could not be restored), having declined it.
 func (r *Runtime) Run(ctx context.Context) error {
 	if !r.started.CompareAndSwap(false, true) {
 		return ErrAlreadyStarted
@@ -289,6 +305,10 @@ func (r *Runtime) run(ctx context.Context) error {
 		return err
 	}
 	input.stall = every
+	outs, err := r.startOutputs(ctx, rs)
+	if err != nil {
+		return err
+	}
 	r.position.Store(rs.position)
 	r.restoredCheckpoint, r.restoredFrom = rs.checkpoint, rs.from
 
@@ -303,7 +323,7 @@ func (r *Runtime) run(ctx context.Context) error {
 	}
 
 	outcomes := make(chan *nats.Msg, barrierBuffer)
-	if _, ok := r.m.(CheckpointListener); ok {
+	if r.cp.listener() != nil {
 		subs, err := r.subscribeOutcomes(ctx, outcomes)
 		if err != nil {
 			return err
@@ -355,7 +375,7 @@ func (r *Runtime) run(ctx context.Context) error {
 		"input_stream", r.cfg.InputStream, "input_filters", r.cfg.InputFilters, "heartbeat", every)
 	close(r.ready)
 
-	st := loopState{position: rs.position, lastBarrier: rs.checkpoint, input: input}
+	st := loopState{position: rs.position, lastBarrier: rs.checkpoint, input: input, outputs: outs}
 	r.restoredOutcome(rs)
 	queue, err := r.process(ctx, st, records, barriers, outcomes, jobs)
 	r.stop()
@@ -364,6 +384,7 @@ func (r *Runtime) run(ctx context.Context) error {
 	removed := errors.Is(err, ErrInputRemoved)
 	switch {
 	case r.isFenced():
+	case errors.Is(err, ErrWrappedKeyed):
 	case removed:
 		r.log.Error("input removed under the running consumer: stopping before any record after the gap, publishing nothing of it",
 			"error", err, "position", r.Position())
@@ -395,6 +416,10 @@ func (r *Runtime) run(ctx context.Context) error {
 	}
 	r.deregister(ctx)
 	if removed {
+		return err
+	}
+	if errors.Is(err, ErrWrappedKeyed) {
+		r.log.Error("operator stopped: its Machine cannot be checkpointed", "error", err)
 		return err
 	}
 	r.log.Info("operator stopped")

@@ -32,5 +32,8 @@ func (c Config) Validate() error {
 	if c.Output != "" && (strings.ContainsAny(c.Output, "*> \t\r\n") || slices.Contains(strings.Split(c.Output, "."), "")) {
 		return fmt.Errorf("%w: output subject %q: a subject of non-empty tokens without wildcards is required", op.ErrInvalidConfig, c.Output)
 	}
+	if c.ReemitOutputs && c.Output == "" {
+		return fmt.Errorf("%w: reemit outputs needs an output subject (--output): without one the operator emits nothing", op.ErrInvalidConfig)
+	}
 	return nil
 }

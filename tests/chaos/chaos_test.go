@@ -639,6 +639,14 @@ func (r *run) checkOutputs(ctx context.Context) {
 	values, _, _ := r.load.totals()
 	wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
+	st, err := r.obs.js.Stream(wctx, cjs.OutputStream)
+	if err != nil {
+		r.t.Fatalf("look up %s: %v", cjs.OutputStream, err)
+	}
+	window := st.CachedInfo().Config.Duplicates
+	if window != outputWindow {
+		r.t.Errorf("%s has a duplicate window of %s, want %s: the exactly-once output checked would be the window's", cjs.OutputStream, window, outputWindow)
+	}
 	exact := true
 	total := 0
 	for i := range instances {
@@ -665,7 +673,9 @@ func (r *run) checkOutputs(ctx context.Context) {
 	if !exact {
 		verdict = "NOT EXACT"
 	}
-	r.rep.add(func(rep *report) { rep.outputs = fmt.Sprintf("%d outputs, %s", total, verdict) })
+	r.rep.add(func(rep *report) {
+		rep.outputs = fmt.Sprintf("%d outputs, %s (duplicate window of %s: %s)", total, verdict, cjs.OutputStream, window)
+	})
 }
 
 // checkHistory reads back the config and checkpoint streams and checks them and the

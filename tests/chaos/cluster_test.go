@@ -12,8 +12,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/cairn-stream/cairn/internal/natstest"
 	"github.com/cairn-stream/cairn/internal/proctest"
+	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
 )
 
 // binaries are the programs the harness runs.
@@ -90,15 +93,53 @@ func startCluster(t *testing.T, bins binaries, logDir, storeDir string) *cluster
 		c.dups = append(c.dups, mk("operator "+instanceName(i)+" duplicate", bins.cairn, env, args...))
 	}
 	t.Cleanup(c.stop)
+	if err := c.nats.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c.createOutputStream()
 	for _, p := range c.all() {
-		if slices.Contains(c.dups, p) {
-			continue // started only by the duplicate action
+		if p == c.nats || slices.Contains(c.dups, p) {
+			continue // started already, or only by the duplicate action
 		}
 		if err := p.Start(); err != nil {
 			t.Fatal(err)
 		}
 	}
 	return c
+}
+
+// outputWindow is CAIRN_OUTPUT's duplicate window in the harness: far shorter than most
+// operator downtimes and replays of the storm, so that the exactly-once output it checks
+// is Cairn's deduplication, not the window's.
+const outputWindow = 2 * time.Second
+
+// createOutputStream creates CAIRN_OUTPUT as Cairn's services would, but with
+// outputWindow, before any service starts (they use a stream that exists as it is).
+func (c *cluster) createOutputStream() {
+	c.t.Helper()
+	nc, err := cjs.Connect(cjs.ConnectOptions{URLs: c.url, Name: "cairn-chaos-setup"})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := waitNATS(ctx, func(ctx context.Context) error { _, err := js.AccountInfo(ctx); return err }); err != nil {
+		c.t.Fatal(err)
+	}
+	for _, cfg := range (cjs.Options{}).StreamConfigs() {
+		if cfg.Name != cjs.OutputStream {
+			continue
+		}
+		cfg.Duplicates = outputWindow
+		if _, err := js.CreateStream(ctx, cfg); err != nil {
+			c.t.Fatalf("create %s with a %s duplicate window: %v", cfg.Name, outputWindow, err)
+		}
+	}
 }
 
 // natsConfig is the nats-server's config: one server on 127.0.0.1:port with JetStream

@@ -25,7 +25,8 @@ import (
 // TestCheckpointRequestsUnderDeployedPermissions runs two coordinators and an operator
 // as the users of deploy/nats/auth.conf; the admin triggers checkpoints and savepoints,
 // lists and deletes them, through both coordinators (the standby forwards to the lease
-// holder), and the server logs no permission violation.
+// holder), the operator stores an output (reading its output mark first), and the
+// server logs no permission violation.
 func TestCheckpointRequestsUnderDeployedPermissions(t *testing.T) {
 	auth, err := os.ReadFile(filepath.Join("..", "..", "deploy", "nats", "auth.conf"))
 	if err != nil {
@@ -82,6 +83,7 @@ func TestCheckpointRequestsUnderDeployedPermissions(t *testing.T) {
 		run(id, svc.Run)
 	}
 	opc := operator.DefaultConfig("perm", "p-0")
+	opc.Output = subjects.Output("perm", "p-0")
 	op, err := operator.NewService(opc, connect("operator"), testLog().With().Str("service", "p-0").Logger())
 	if err != nil {
 		t.Fatal(err)
@@ -142,6 +144,15 @@ func TestCheckpointRequestsUnderDeployedPermissions(t *testing.T) {
 			t.Fatalf("delete %s: %+v, want checkpoint %d", name, d, r.ID)
 		}
 	}
+	// An input event: the operator reads its output subject's last message (the output
+	// mark) and stores the output.
+	if _, err := ajs.Publish(ctx, subjects.Input("perm", "p-0"), []byte(`{"key":"a","value":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 20*time.Second, "the operator's output was not stored", func() bool {
+		st, err := ajs.Stream(ctx, cjs.OutputStream)
+		return err == nil && st.CachedInfo().State.Msgs == 1
+	})
 	if strings.Contains(log.String(), "Permissions Violation") {
 		t.Fatalf("permission violations:\n%s", log.String())
 	}

@@ -8,5 +8,6 @@
 // Every exactly-once test reads trimmed input (purged by the test, or trimmed by the
 // coordinator and checked to be), so an instance that replays its input from sequence 1
 // instead of restoring its checkpoint cannot end exact. docs/failure-model.md describes
-// the guarantees; each test names the acceptance item of issue 7 it checks.
+// the guarantees; each test names the acceptance item (of issue 7, or 14 for outputs after
+// long downtimes and old savepoints) it checks.
 package process

@@ -95,6 +95,8 @@ type stackOptions struct {
 	// snapshotMaxBytes is CAIRN_SNAPSHOTS' size limit; 0 means the default. A smaller one
 	// leaves the server room to create a bucket again.
 	snapshotMaxBytes int64
+	// outputWindow, when set, is CAIRN_OUTPUT's duplicate window instead of the default.
+	outputWindow time.Duration
 }
 
 // newStack starts the nats-server, configsvc, the coordinator and the operators, sets
@@ -108,6 +110,11 @@ func newStack(t *testing.T, o stackOptions) *stack {
 	}
 	srv := natstest.Start(t)
 	nc, js, res := srv.Resources(t, cjs.Options{LeaseTTL: leaseTTL, SnapshotMaxBytes: o.snapshotMaxBytes})
+	if o.outputWindow > 0 {
+		if err := natstest.SetDuplicateWindow(t.Context(), js, cjs.OutputStream, o.outputWindow); err != nil {
+			t.Fatal(err)
+		}
+	}
 	s := &stack{
 		t: t, job: jobName(t), srv: srv, nc: nc, js: js, res: res, bin: bin, keys: cmp.Or(o.keys, keys),
 		env: proctest.ServiceEnv(srv.URL), dir: t.TempDir(),
