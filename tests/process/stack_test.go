@@ -78,6 +78,7 @@ type stack struct {
 	extra                  []*proctest.Proc // further processes (a duplicate instance)
 	keys                   int              // how many distinct keys the events spread over
 
+	pubMu     sync.Mutex // held by publish
 	mu        sync.Mutex
 	values    map[string][]int64 // per instance, the values published in order
 	exits     []string           // exits the test did not cause
@@ -346,8 +347,12 @@ func (s *stack) keyOf(n int) string { return keyIn(n, s.keys) }
 func keyIn(n, keys int) string { return fmt.Sprintf("k%d", n%keys) }
 
 // publish stores n more events for inst, each with a deterministic Nats-Msg-Id, and
-// returns the stream sequence of the last one.
+// returns the stream sequence of the last one. It may be called from several goroutines.
 func (s *stack) publish(ctx context.Context, inst string, n int) (uint64, error) {
+	// One publisher at a time: an event's index (its key, value and message id) is the
+	// number published before it.
+	s.pubMu.Lock()
+	defer s.pubMu.Unlock()
 	var last uint64
 	for range n {
 		s.mu.Lock()
