@@ -14,10 +14,10 @@ import (
 
 func TestManifestWriteIsFencedByAManifestItDidNotKnow(t *testing.T) {
 	srv := natstest.Start(t)
-	_, _, res := srv.Resources(t, cjs.Options{})
+	nc, _, res := srv.Resources(t, cjs.Options{})
 	ctx := context.Background()
-	mine := &natsBackend{job: "w", manifests: res.Manifests, log: zerolog.Nop()}
-	other := &natsBackend{job: "w", manifests: res.Manifests, log: zerolog.Nop()}
+	mine := &natsBackend{job: "w", manifests: res.Manifests, leader: nc, log: zerolog.Nop()}
+	other := &natsBackend{job: "w", manifests: res.Manifests, leader: nc, log: zerolog.Nop()}
 	manifest := func(id uint64) *messages.Manifest {
 		return &messages.Manifest{Schema: messages.SchemaVersion, Job: "w", CheckpointID: id, Instances: map[string]messages.InstanceSnapshot{}}
 	}

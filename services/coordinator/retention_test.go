@@ -131,7 +131,7 @@ func partialRetainer(t *testing.T, job string) (jetstream.JetStream, *cjs.Resour
 }
 
 func newTestRetainer(js jetstream.JetStream, res *cjs.Resources, job string) *retainer {
-	b := &natsBackend{job: job, manifests: res.Manifests, log: zerolog.Nop()}
+	b := &natsBackend{job: job, manifests: res.Manifests, leader: js.Conn(), log: zerolog.Nop()}
 	lookup := func(ctx context.Context, name string) (streamPurger, error) { return js.Stream(ctx, name) }
 	store := &batchStore{ObjectStore: res.Snapshots, nc: js.Conn(), bucket: cjs.SnapshotBucket}
 	return newRetainer(b, store, &objectPurger{bucket: cjs.SnapshotBucket, lookup: lookup}, nil)

@@ -259,7 +259,7 @@ func (s *Service) lookup(name string) *job {
 func (s *Service) start(ctx context.Context, name string) *job {
 	log := s.log.With().Str("job", name).Logger()
 	b := &natsBackend{
-		job: name, subjects: s.cfg.Subjects, nc: s.nc, js: s.js, async: s.async, manifests: s.res.Manifests, events: s.res.Checkpoints, log: log,
+		job: name, subjects: s.cfg.Subjects, nc: s.nc, js: s.js, async: s.async, manifests: s.res.Manifests, leader: s.nc, events: s.res.Checkpoints, log: log,
 		retainCh: make(chan retainRequest, 1),
 	}
 	var jb backend = b
@@ -269,7 +269,7 @@ func (s *Service) start(ctx context.Context, name string) *job {
 	}
 	j := newJob(name, s.cfg.ID, jb, s.log)
 	j.manifestBytes = s.nc.MaxPayload() / 2
-	k := &leaseKeeper{kv: s.res.Leases, conn: s.nc, key: cjs.LeaseKey(name), job: name, holder: s.cfg.ID, ttl: s.ttl, out: j.mail.offerLease, log: log, place: s.replicas}
+	k := &leaseKeeper{kv: s.res.Leases, conn: s.nc, leader: s.nc, key: cjs.LeaseKey(name), job: name, holder: s.cfg.ID, ttl: s.ttl, out: j.mail.offerLease, log: log, place: s.replicas}
 	s.jobs[name] = j
 	s.wg.Go(func() { j.run(ctx) })
 	s.wg.Go(func() { k.run(ctx) })
