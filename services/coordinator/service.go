@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/cairn-stream/cairn/internal/configlog"
+	"github.com/cairn-stream/cairn/internal/lograte"
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
@@ -100,6 +101,9 @@ type Service struct {
 	// retaining holds a slot per retention pass in progress, over every job
 	// (retentionSlots).
 	retaining chan struct{}
+	// noise rate-limits the warnings that input from outside or an outage repeats
+	// (noisePeriod).
+	noise *lograte.Limiter
 	// faults, when set (tests only), wraps a job's backend and snapshot store as the job
 	// is first seen: fault injection for one job among real ones.
 	faults func(job string, b backend, store objectStore) (backend, objectStore)
@@ -113,8 +117,9 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, res *cjs.Resources, 
 	if cfg.ID == "" {
 		cfg.ID = nuid.Next()
 	}
+	log = log.With().Str("coordinator", cfg.ID).Logger()
 	s := &Service{
-		cfg: cfg, nc: nc, js: js, res: res, log: log.With().Str("coordinator", cfg.ID).Logger(),
+		cfg: cfg, nc: nc, js: js, res: res, log: log, noise: lograte.Zerolog(log, noisePeriod),
 		jobs: map[string]*job{}, known: map[string]*jobEntry{}, replicas: newReplicaSet(cfg.ID, cfg.Jobs), synced: make(chan struct{}),
 		retaining: make(chan struct{}, retentionSlots),
 	}
@@ -126,11 +131,19 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, res *cjs.Resources, 
 	return s, nil
 }
 
+// noisePeriod is how often a warning that repeats is logged at most (lograte): the first
+// of its kind at once, then one line per period with the count of those suppressed.
+const noisePeriod = 10 * time.Second
+
 // eventFailed logs a checkpoint event published asynchronously that JetStream did not
 // store.
 func (s *Service) eventFailed(_ jetstream.JetStream, m *nats.Msg, err error) {
+	const msg = "cannot publish the checkpoint event"
+	if !s.noise.Allow(msg) {
+		return
+	}
 	s.log.Error().Err(err).Str("subject", m.Subject).Str("checkpoint", m.Header.Get(messages.HeaderCheckpointID)).
-		Msg("cannot publish the checkpoint event")
+		Msg(msg)
 }
 
 // ID returns the coordinator's id.
@@ -337,7 +350,9 @@ func (s *Service) followRegistrations(ctx context.Context, w jetstream.KeyWatche
 			if w, err = s.res.Leases.Watch(ctx, cjs.RegistrationKey("*", "*")); err == nil {
 				break
 			}
-			s.log.Warn().Err(err).Msg("cannot watch registrations; retrying")
+			if msg := "cannot watch registrations; retrying"; s.noise.Allow(msg) {
+				s.log.Warn().Err(err).Msg(msg)
+			}
 			t := time.NewTimer(time.Second)
 			select {
 			case <-ctx.Done():
@@ -399,7 +414,9 @@ func (s *Service) registration(e jetstream.KeyValueEntry) (string, regUpdate, bo
 	if e.Operation() == jetstream.KeyValuePut {
 		var r messages.Registration
 		if err := messages.Unmarshal(e.Value(), &r); err != nil || r.Job != parts[1] || r.Instance != parts[2] {
-			s.log.Error().Err(err).Str("key", e.Key()).Msg("registration skipped: cannot decode or does not match its key")
+			if msg := "registration skipped: cannot decode or does not match its key"; s.noise.Allow(msg) {
+				s.log.Error().Err(err).Str("key", e.Key()).Msg(msg)
+			}
 			return "", regUpdate{}, false
 		}
 		u.incarnation = r.Incarnation
@@ -407,19 +424,25 @@ func (s *Service) registration(e jetstream.KeyValueEntry) (string, regUpdate, bo
 	return parts[1], u, true
 }
 
+// onAck hands an ack to its job's loop. An ack dropped here is logged rate-limited
+// (noise): anyone may publish on the ack subjects.
 func (s *Service) onAck(m *nats.Msg) {
 	var a messages.Ack
 	if err := messages.Unmarshal(m.Data, &a); err != nil {
-		s.log.Warn().Err(err).Str("subject", m.Subject).Msg("ack dropped: cannot decode")
+		if msg := "ack dropped: cannot decode"; s.noise.Allow(msg) {
+			s.log.Warn().Err(err).Str("subject", m.Subject).Msg(msg)
+		}
 		return
 	}
 	if s.cfg.Subjects.Token(m.Subject, 1) != a.Job {
-		s.log.Warn().Str("subject", m.Subject).Str("ack_job", a.Job).Msg("ack dropped: job does not match its subject")
+		if msg := "ack dropped: job does not match its subject"; s.noise.Allow(msg) {
+			s.log.Warn().Str("subject", m.Subject).Str("ack_job", a.Job).Msg(msg)
+		}
 		return
 	}
 	if j := s.lookup(a.Job); j != nil && !j.mail.offerAck(&a) {
-		if n := j.mail.droppedAcks.Load(); n&(n-1) == 0 {
-			s.log.Warn().Str("job", a.Job).Uint64("dropped_acks", n).Msg("ack dropped: the job's mailbox is full (its loop is slow); a resent barrier or the timeout recovers")
+		if msg := "ack dropped: the job's mailbox is full (its loop is slow); a resent barrier or the timeout recovers"; s.noise.Allow(msg) {
+			s.log.Warn().Str("job", a.Job).Uint64("dropped_acks", j.mail.droppedAcks.Load()).Msg(msg)
 		}
 	}
 }
@@ -537,7 +560,9 @@ func respondError(r micro.Request, code, msg string) {
 // publishReply sends a reply composed off the handler's goroutine.
 func (s *Service) publishReply(m *nats.Msg) {
 	if err := s.nc.PublishMsg(m); err != nil {
-		s.log.Warn().Err(err).Str("subject", m.Subject).Msg("reply not sent")
+		if msg := "reply not sent"; s.noise.Allow(msg) {
+			s.log.Warn().Err(err).Str("subject", m.Subject).Msg(msg)
+		}
 	}
 }
 
