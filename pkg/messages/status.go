@@ -51,6 +51,11 @@ type Status struct {
 	ConsecutiveFailures int `json:"consecutive_failures"`
 	// Failed is true while ConsecutiveFailures exceeds tolerable_failures.
 	Failed bool `json:"failed"`
+	// Alarm is set while the job's alarm is raised: one abort reason ended several
+	// checkpoints in a row (the coordinator's threshold, 5), whatever tolerable_failures
+	// says; it clears when a checkpoint completes. Absent otherwise, and from coordinators
+	// before it.
+	Alarm *Alarm `json:"alarm,omitempty"`
 	// Savepoints are the job's savepoints, by name, and the input they keep.
 	Savepoints []SavepointHold `json:"savepoints,omitempty"`
 }

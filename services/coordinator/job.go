@@ -98,6 +98,12 @@ type job struct {
 	failures      int
 	dropped       []messages.SnapshotRef // acked for checkpoints aborted, not yet freed by retention
 	acked         map[string]ackedObject // per instance, the object of its newest ack (noteAck)
+
+	// aborts is the current run of aborts with one reason (nil after a completion), alarm
+	// the run that raised the job's alarm, until a completion clears it (alarm.go).
+	aborts *abortRun
+	alarm  *abortRun
+
 	// written are the manifests written since the last retention request, unretained the
 	// completions since then (retainCompleted), retainedAt when it was made.
 	written    []*messages.Manifest
@@ -643,6 +649,7 @@ func (j *job) complete(ctx context.Context, p *pending) {
 	}
 	j.lastComplete, j.failures = now, 0
 	j.completed++
+	j.noteCompletion(ctx, p.id, now)
 	participants, bytes := p.participants(), m.Bytes()
 	j.lastCompleted = &messages.CompletedCheckpoint{
 		ID: p.id, ConfigVersion: p.version, TriggeredAt: m.TriggeredAt, CompletedAt: m.CompletedAt,
@@ -718,6 +725,7 @@ func (j *job) abort(ctx context.Context, p *pending, reason messages.AbortReason
 	}
 	e.Uint64("checkpoint", p.id).Stringer("reason", reason).Str("detail", detail).Int("consecutive_failures", j.failures).
 		Bool("failed", failed).Msg("checkpoint aborted")
+	j.noteAbort(ctx, p.id, reason, detail, now)
 	j.failRemovals(func(r *removal) bool { return r.checkpoint == p.id }, codeUnavailable,
 		fmt.Sprintf("checkpoint %d, which was to remove the member, aborted (%s: %s); nothing was removed, the member stays", p.id, reason, detail))
 	j.abortManual(p, reason, detail, now)

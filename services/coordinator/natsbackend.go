@@ -273,6 +273,18 @@ func (b *natsBackend) publishMemberEvent(ctx context.Context, e *messages.Member
 	return nil
 }
 
+func (b *natsBackend) publishAlarm(ctx context.Context, e *messages.AlarmEvent) error {
+	data, err := messages.Marshal(e)
+	if err != nil {
+		return err
+	}
+	id := fmt.Sprintf("%s.alarm.%s.%d", b.job, e.Kind, e.Checkpoint)
+	if _, err := b.js.PublishMsg(ctx, &nats.Msg{Subject: b.subjects.Alarms(b.job), Data: data}, jetstream.WithMsgID(id)); err != nil {
+		return fmt.Errorf("publish alarm %s event: %w", e.Kind, err)
+	}
+	return nil
+}
+
 func (b *natsBackend) unfinished(ctx context.Context, completed uint64) ([]uint64, uint64, error) {
 	b.used = max(b.used, completed)
 	if err := b.readCounter(ctx, false); err != nil {

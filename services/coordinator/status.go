@@ -27,6 +27,9 @@ func (j *job) view(now time.Time) messages.Status {
 		Failed:              j.failed(),
 	}
 	st.EffectiveInterval = st.Config.Interval
+	if j.alarm != nil {
+		st.Alarm = j.alarm.view()
+	}
 	st.Savepoints = j.savepointHolds()
 	if !j.appliedAt.IsZero() {
 		t := j.appliedAt.UTC()
