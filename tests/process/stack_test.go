@@ -88,6 +88,8 @@ type stackOptions struct {
 	instances []string
 	// output makes every operator emit its key updates on cairn.output.<job>.<instance>.
 	output bool
+	// snapshotMaxBytes is CAIRN_SNAPSHOTS' size limit (cjs.Options.SnapshotMaxBytes).
+	snapshotMaxBytes int64
 }
 
 // newStack starts the nats-server, configsvc, the coordinator and the operators, sets
@@ -100,7 +102,7 @@ func newStack(t *testing.T, o stackOptions) *stack {
 		t.Fatal(err)
 	}
 	srv := natstest.Start(t)
-	nc, js, res := srv.Resources(t, cjs.Options{LeaseTTL: leaseTTL})
+	nc, js, res := srv.Resources(t, cjs.Options{LeaseTTL: leaseTTL, SnapshotMaxBytes: o.snapshotMaxBytes})
 	s := &stack{
 		t: t, job: jobName(t), srv: srv, nc: nc, js: js, res: res, bin: bin,
 		env: proctest.ServiceEnv(srv.URL), dir: t.TempDir(),
