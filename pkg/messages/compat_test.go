@@ -149,11 +149,11 @@ func nextFixtures() []nextFixture {
 		},
 		{
 			file: "alarm_event_unknown_kind",
-			record: future(map[string]any{"schema": 1, "job": "j", "kind": 3, "at": at(1_700_000_001, 0), "reason": 9, "count": 5,
-				"since": at(1_700_000_000, 0), "checkpoint": 12, "detail": "d", "coordinator": "c-1", "severity": "page"}),
+			record: future(map[string]any{"schema": 1, "job": "j", "kind": "lease_flapping", "state": 3, "at": at(1_700_000_001, 0),
+				"since": at(1_700_000_000, 0), "reason": 9, "count": 5, "checkpoint": 12, "detail": "d", "coordinator": "c-1", "severity": "page"}),
 			into: &messages.AlarmEvent{},
-			want: &messages.AlarmEvent{Schema: 1, Job: "j", Kind: 3, At: at(1_700_000_001, 0), Reason: 9, Count: 5,
-				Since: at(1_700_000_000, 0), Checkpoint: 12, Detail: "d", Coordinator: "c-1"},
+			want: &messages.AlarmEvent{Schema: 1, Job: "j", Kind: "lease_flapping", State: 3, At: at(1_700_000_001, 0),
+				Since: at(1_700_000_000, 0), Reason: 9, Count: 5, Checkpoint: 12, Detail: "d", Coordinator: "c-1"},
 		},
 	}
 }
@@ -227,8 +227,8 @@ func TestUnknownEnumValuesAreShownAsNumbers(t *testing.T) {
 	if got := messages.MemberEventKind(8).String(); got != "MemberEventKind(8)" {
 		t.Errorf("unknown member event kind shows as %q", got)
 	}
-	if got := messages.AlarmKind(3).String(); got != "AlarmKind(3)" {
-		t.Errorf("unknown alarm kind shows as %q", got)
+	if got := messages.AlarmState(3).String(); got != "AlarmState(3)" {
+		t.Errorf("unknown alarm state shows as %q", got)
 	}
 }
 

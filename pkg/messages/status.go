@@ -51,13 +51,36 @@ type Status struct {
 	ConsecutiveFailures int `json:"consecutive_failures"`
 	// Failed is true while ConsecutiveFailures exceeds tolerable_failures.
 	Failed bool `json:"failed"`
-	// Alarm is set while the job's alarm is raised: one abort reason ended several
-	// checkpoints in a row (the coordinator's threshold, 5), whatever tolerable_failures
-	// says; it clears when a checkpoint completes. Absent otherwise, and from coordinators
-	// before it.
-	Alarm *Alarm `json:"alarm,omitempty"`
 	// Savepoints are the job's savepoints, by name, and the input they keep.
 	Savepoints []SavepointHold `json:"savepoints,omitempty"`
+	// Alarms are conditions of the job that need a person's attention, oldest first.
+	Alarms []Alarm `json:"alarms,omitempty"`
+}
+
+// AlarmKind names a condition in Alarm. Append-only.
+type AlarmKind string
+
+// AlarmKind values.
+const (
+	// AlarmAbortsRepeated: one abort reason ended several checkpoints in a row (the
+	// coordinator's threshold, 5), whatever tolerable_failures says. It clears when a
+	// checkpoint completes.
+	AlarmAbortsRepeated AlarmKind = "aborts_repeated"
+)
+
+// Alarm is a condition of a job in Status that needs a person's attention. It stays
+// while the coordinator answering holds the job's lease.
+type Alarm struct {
+	Kind AlarmKind `json:"kind"`
+	// Since is when the coordinator first saw the condition.
+	Since time.Time `json:"since"`
+	// Detail says what was seen and what to do.
+	Detail string `json:"detail"`
+	// Reason, Count and Checkpoint describe an aborts_repeated alarm: the abort reason,
+	// how many checkpoints in a row it ended so far, and the newest of them.
+	Reason     string `json:"reason,omitempty"`
+	Count      int    `json:"count,omitempty"`
+	Checkpoint uint64 `json:"checkpoint,omitempty"`
 }
 
 // Member is one member of a job in Status.

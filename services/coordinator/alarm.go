@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/cairn-stream/cairn/pkg/messages"
@@ -14,7 +15,7 @@ import (
 const alarmAfter = 5
 
 // abortRun is a run of consecutive aborts with one reason since the last completion; the
-// job's alarm, once raised, is the run that raised it.
+// job's aborts_repeated alarm, once raised, is the run that raised it.
 type abortRun struct {
 	reason messages.AbortReason
 	count  int
@@ -22,20 +23,23 @@ type abortRun struct {
 	// last is the newest checkpoint of the run, detail its abort's detail.
 	last   uint64
 	detail string
-	// raisedAt is when the run raised the alarm (zero for a run that has not).
-	raisedAt time.Time
 }
 
-// view is the run as an alarm in status.
-func (r *abortRun) view() *messages.Alarm {
-	return &messages.Alarm{Reason: r.reason.String(), Count: r.count, Since: r.since.UTC(), RaisedAt: r.raisedAt.UTC(), LastCheckpoint: r.last, Detail: r.detail}
+// view is the run as an aborts_repeated alarm in status.
+func (r *abortRun) view() messages.Alarm {
+	return messages.Alarm{
+		Kind: messages.AlarmAbortsRepeated, Since: r.since.UTC(),
+		Detail: fmt.Sprintf("%s ended the last %d checkpoints in a row (checkpoint %d: %s); it clears when a checkpoint completes",
+			r.reason, r.count, r.last, r.detail),
+		Reason: r.reason.String(), Count: r.count, Checkpoint: r.last,
+	}
 }
 
-// event is the run as an alarm event of kind at checkpoint id.
-func (r *abortRun) event(j *job, kind messages.AlarmKind, id uint64, now time.Time) *messages.AlarmEvent {
+// event is the run as an aborts_repeated alarm event of state at checkpoint id.
+func (r *abortRun) event(j *job, state messages.AlarmState, id uint64, now time.Time) *messages.AlarmEvent {
 	return &messages.AlarmEvent{
-		Schema: messages.SchemaVersion, Job: j.name, Kind: kind, At: now.UTC(), Reason: r.reason, Count: r.count,
-		Since: r.since.UTC(), Checkpoint: id, Detail: r.detail, Coordinator: j.coordID,
+		Schema: messages.SchemaVersion, Job: j.name, Kind: messages.AlarmAbortsRepeated, State: state, At: now.UTC(),
+		Since: r.since.UTC(), Reason: r.reason, Count: r.count, Checkpoint: id, Detail: r.detail, Coordinator: j.coordID,
 	}
 }
 
@@ -55,7 +59,6 @@ func (j *job) noteAbort(ctx context.Context, id uint64, reason messages.AbortRea
 	if j.aborts.count != alarmAfter {
 		return
 	}
-	j.aborts.raisedAt = now
 	j.alarm = j.aborts
 	j.log.Error().Stringer("reason", reason).Int("count", j.aborts.count).Time("since", j.aborts.since).Uint64("checkpoint", id).Str("detail", detail).
 		Msg("alarm raised: the same abort reason ended several checkpoints in a row")
@@ -80,6 +83,6 @@ func (j *job) publishAlarm(ctx context.Context, e *messages.AlarmEvent) {
 	cctx, cancel := j.callCtx(ctx)
 	defer cancel()
 	if err := j.b.publishAlarm(cctx, e); err != nil {
-		j.log.Error().Err(err).Stringer("kind", e.Kind).Msg("cannot publish the alarm event")
+		j.log.Error().Err(err).Str("kind", string(e.Kind)).Stringer("state", e.State).Msg("cannot publish the alarm event")
 	}
 }

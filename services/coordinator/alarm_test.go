@@ -44,25 +44,26 @@ func TestRepeatedAbortReasonRaisesAnAlarm(t *testing.T) {
 		for range alarmAfter - 1 {
 			h.declineFull(next(), "a")
 		}
-		if st := h.status(); st.Alarm != nil || len(h.f.alarmEvents()) != 0 {
-			t.Fatalf("alarm %+v, events %+v after %d storage_full aborts; want none yet", st.Alarm, h.f.alarmEvents(), alarmAfter-1)
+		if st := h.status(); len(st.Alarms) != 0 || len(h.f.alarmEvents()) != 0 {
+			t.Fatalf("alarms %+v, events %+v after %d storage_full aborts; want none yet", st.Alarms, h.f.alarmEvents(), alarmAfter-1)
 		}
 		h.declineFull(next(), "a")
 		st := h.status()
 		if st.Failed {
 			t.Fatal("job failed with tolerable_failures -1")
 		}
-		if st.Alarm == nil || st.Alarm.Reason != "storage_full" || st.Alarm.Count != alarmAfter || st.Alarm.LastCheckpoint != id ||
-			!st.Alarm.Since.Equal(h.t0.Add(s).UTC()) {
-			t.Fatalf("alarm %+v after %d storage_full aborts, want storage_full × %d since the first, last %d", st.Alarm, alarmAfter, alarmAfter, id)
+		if len(st.Alarms) != 1 || st.Alarms[0].Kind != messages.AlarmAbortsRepeated || st.Alarms[0].Reason != "storage_full" ||
+			st.Alarms[0].Count != alarmAfter || st.Alarms[0].Checkpoint != id || !st.Alarms[0].Since.Equal(h.t0.Add(s).UTC()) {
+			t.Fatalf("alarms %+v after %d storage_full aborts, want aborts_repeated storage_full × %d since the first, last %d", st.Alarms, alarmAfter, alarmAfter, id)
 		}
 		ev := h.f.alarmEvents()
-		if len(ev) != 1 || ev[0].Kind != messages.AlarmRaised || ev[0].Reason != messages.AbortStorageFull || ev[0].Count != alarmAfter || ev[0].Checkpoint != id {
+		if len(ev) != 1 || ev[0].Kind != messages.AlarmAbortsRepeated || ev[0].State != messages.AlarmRaised || ev[0].Reason != messages.AbortStorageFull ||
+			ev[0].Count != alarmAfter || ev[0].Checkpoint != id {
 			t.Fatalf("alarm events %+v, want one raised storage_full at checkpoint %d", ev, id)
 		}
 		h.declineFull(next(), "a")
-		if st := h.status(); st.Alarm == nil || st.Alarm.Count != alarmAfter+1 || st.Alarm.LastCheckpoint != id {
-			t.Fatalf("alarm %+v after one more, want the count and last checkpoint to follow", st.Alarm)
+		if st := h.status(); len(st.Alarms) != 1 || st.Alarms[0].Count != alarmAfter+1 || st.Alarms[0].Checkpoint != id {
+			t.Fatalf("alarms %+v after one more, want the count and last checkpoint to follow", st.Alarms)
 		}
 		if len(h.f.alarmEvents()) != 1 {
 			t.Fatalf("alarm events %+v, want no new event while it stays raised", h.f.alarmEvents())
@@ -70,11 +71,11 @@ func TestRepeatedAbortReasonRaisesAnAlarm(t *testing.T) {
 		// A completion clears the alarm.
 		h.ack(next(), "", "a")
 		st = h.status()
-		if st.Alarm != nil {
-			t.Fatalf("alarm %+v after a completion, want none", st.Alarm)
+		if len(st.Alarms) != 0 {
+			t.Fatalf("alarms %+v after a completion, want none", st.Alarms)
 		}
 		ev = h.f.alarmEvents()
-		if len(ev) != 2 || ev[1].Kind != messages.AlarmCleared || ev[1].Reason != messages.AbortStorageFull || ev[1].Count != alarmAfter+1 || ev[1].Checkpoint != id {
+		if len(ev) != 2 || ev[1].State != messages.AlarmCleared || ev[1].Reason != messages.AbortStorageFull || ev[1].Count != alarmAfter+1 || ev[1].Checkpoint != id {
 			t.Fatalf("alarm events %+v, want a cleared storage_full × %d at checkpoint %d", ev, alarmAfter+1, id)
 		}
 		// Four of one reason, then another: no alarm.
@@ -82,8 +83,8 @@ func TestRepeatedAbortReasonRaisesAnAlarm(t *testing.T) {
 			h.declineFull(next(), "a")
 		}
 		h.ack(next(), "not now", "a")
-		if st := h.status(); st.Alarm != nil || len(h.f.alarmEvents()) != 2 {
-			t.Fatalf("alarm %+v, events %+v after a run broken by another reason; want none raised", st.Alarm, h.f.alarmEvents())
+		if st := h.status(); len(st.Alarms) != 0 || len(h.f.alarmEvents()) != 2 {
+			t.Fatalf("alarms %+v, events %+v after a run broken by another reason; want none raised", st.Alarms, h.f.alarmEvents())
 		}
 	})
 }

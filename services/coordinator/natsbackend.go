@@ -278,9 +278,9 @@ func (b *natsBackend) publishAlarm(ctx context.Context, e *messages.AlarmEvent) 
 	if err != nil {
 		return err
 	}
-	id := fmt.Sprintf("%s.alarm.%s.%d", b.job, e.Kind, e.Checkpoint)
+	id := fmt.Sprintf("%s.alarm.%s.%s.%d", b.job, e.Kind, e.State, e.Checkpoint)
 	if _, err := b.js.PublishMsg(ctx, &nats.Msg{Subject: b.subjects.Alarms(b.job), Data: data}, jetstream.WithMsgID(id)); err != nil {
-		return fmt.Errorf("publish alarm %s event: %w", e.Kind, err)
+		return fmt.Errorf("publish alarm %s %s event: %w", e.Kind, e.State, err)
 	}
 	return nil
 }

@@ -28,7 +28,7 @@ func (j *job) view(now time.Time) messages.Status {
 	}
 	st.EffectiveInterval = st.Config.Interval
 	if j.alarm != nil {
-		st.Alarm = j.alarm.view()
+		st.Alarms = append(st.Alarms, j.alarm.view())
 	}
 	st.Savepoints = j.savepointHolds()
 	if !j.appliedAt.IsZero() {

@@ -130,22 +130,24 @@ func TestPersistentStorageFullRaisesAnAlarm(t *testing.T) {
 	if err := proctest.Poll(ctx, 50*time.Millisecond, "the storage_full alarm in status", func() (bool, error) {
 		var err error
 		st, err = s.status(ctx)
-		return st.Alarm != nil, err
+		return len(st.Alarms) > 0, err
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if a := st.Alarm; a.Reason != "storage_full" || a.Count < 5 || st.Failed || st.Config.TolerableFailures != -1 {
-		t.Fatalf("alarm %+v (failed %v, tolerable_failures %d), want storage_full after at least 5 aborts, the job not failed under -1",
-			a, st.Failed, st.Config.TolerableFailures)
+	if a := st.Alarms[0]; len(st.Alarms) != 1 || a.Kind != messages.AlarmAbortsRepeated || a.Reason != "storage_full" || a.Count < 5 ||
+		st.Failed || st.Config.TolerableFailures != -1 {
+		t.Fatalf("alarms %+v (failed %v, tolerable_failures %d), want aborts_repeated storage_full after at least 5 aborts, the job not failed under -1",
+			st.Alarms, st.Failed, st.Config.TolerableFailures)
 	}
 	raised, err := s.lastAlarm(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if raised.Kind != messages.AlarmRaised || raised.Reason != messages.AbortStorageFull || raised.Count != 5 || raised.Checkpoint > st.Alarm.LastCheckpoint {
-		t.Fatalf("alarm event %+v, want raised storage_full × 5 (status: %+v)", raised, st.Alarm)
+	if raised.Kind != messages.AlarmAbortsRepeated || raised.State != messages.AlarmRaised || raised.Reason != messages.AbortStorageFull ||
+		raised.Count != 5 || raised.Checkpoint > st.Alarms[0].Checkpoint {
+		t.Fatalf("alarm event %+v, want aborts_repeated raised, storage_full × 5 (status: %+v)", raised, st.Alarms)
 	}
-	t.Logf("alarm raised at checkpoint %d: %+v", raised.Checkpoint, st.Alarm)
+	t.Logf("alarm raised at checkpoint %d: %+v", raised.Checkpoint, st.Alarms[0])
 
 	stopFill()
 	fill.Wait()
@@ -162,15 +164,15 @@ func TestPersistentStorageFullRaisesAnAlarm(t *testing.T) {
 	if err := proctest.Poll(ctx, 50*time.Millisecond, "the alarm cleared by a completed checkpoint", func() (bool, error) {
 		var err error
 		st, err = s.status(ctx)
-		return st.Alarm == nil && st.LastCompleted != nil && st.LastCompleted.ID > raised.Checkpoint, err
+		return len(st.Alarms) == 0 && st.LastCompleted != nil && st.LastCompleted.ID > raised.Checkpoint, err
 	}); err != nil {
-		t.Fatalf("%v (alarm %+v)", err, st.Alarm)
+		t.Fatalf("%v (alarms %+v)", err, st.Alarms)
 	}
 	cleared, err := s.lastAlarm(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cleared.Kind != messages.AlarmCleared || cleared.Reason != messages.AbortStorageFull || cleared.Count < 5 || cleared.Checkpoint <= raised.Checkpoint {
+	if cleared.State != messages.AlarmCleared || cleared.Reason != messages.AbortStorageFull || cleared.Count < 5 || cleared.Checkpoint <= raised.Checkpoint {
 		t.Fatalf("alarm event %+v after the completion, want cleared storage_full", cleared)
 	}
 	if _, err := stopFeed(); err != nil {
