@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
@@ -67,7 +68,7 @@ func main() {
 
 // run runs instance until ctx ends, answering cairn.op.orders.<instance>.totals.
 func run(ctx context.Context, url, instance string, log *slog.Logger) error {
-	nc, err := nats.Connect(url, nats.MaxReconnects(-1)) // "" is nats://127.0.0.1:4222
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.PingInterval(3*time.Second), nats.MaxPingsOutstanding(2)) // "" is nats://127.0.0.1:4222
 	if err != nil {
 		return err
 	}

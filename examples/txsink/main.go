@@ -149,7 +149,7 @@ func main() {
 
 // run runs the sink instance until ctx ends.
 func run(ctx context.Context, url, instance string, log *slog.Logger) error {
-	nc, err := nats.Connect(url, nats.MaxReconnects(-1))
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.PingInterval(3*time.Second), nats.MaxPingsOutstanding(2))
 	if err != nil {
 		return err
 	}

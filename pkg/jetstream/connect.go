@@ -53,12 +53,27 @@ func ConnectOptionsFromEnv(name string) ConnectOptions {
 	}
 }
 
+// Liveness of a connection: the client pings its server every PingInterval and gives the
+// connection up as stale when MaxPingsOutstanding pings are unanswered at the next tick, so
+// a server that hangs (SIGSTOP, a frozen VM, a half-open TCP connection) is left between
+// MaxPingsOutstanding and MaxPingsOutstanding+1 intervals after its last answer: 6 to 9 s.
+// nats.go's defaults (2 minutes, 2) take 4 to 6 minutes. HungServerBound is that worst
+// case.
+const (
+	PingInterval        = 3 * time.Second
+	MaxPingsOutstanding = 2
+	HungServerBound     = (MaxPingsOutstanding + 1) * PingInterval
+)
+
 // ErrConflictingAuth is returned when both a user and a credentials file are given.
 var ErrConflictingAuth = errors.New("give either NATS_USER/NATS_PASSWORD or NATS_CREDS, not both")
 
 // Connect connects to NATS. It retries the first connection and reconnects forever with
 // jittered backoff, so a service started before its server, or outliving a server restart,
-// carries on without operator action.
+// carries on without operator action. It pings the server every PingInterval and leaves
+// one that stops answering within HungServerBound, for the next seed URL or a server the
+// cluster announced (nats.go adds those to its pool; the pool is shuffled, so the seeds'
+// order is no preference).
 func Connect(o ConnectOptions) (*nats.Conn, error) {
 	if o.User != "" && o.Creds != "" {
 		return nil, ErrConflictingAuth
@@ -80,6 +95,8 @@ func Connect(o ConnectOptions) (*nats.Conn, error) {
 			return d/2 + rand.N(d/2+1)
 		}),
 		nats.ReconnectBufSize(8 << 20),
+		nats.PingInterval(PingInterval),
+		nats.MaxPingsOutstanding(MaxPingsOutstanding),
 	}
 	if o.User != "" {
 		opts = append(opts, nats.UserInfo(o.User, o.Password))

@@ -108,7 +108,9 @@ const kvOperation = "KV-Operation"
 
 // CurrentEntry reads key of KV bucket from the bucket stream's leader (LastMsgCurrent)
 // and returns its value and revision; jetstream.ErrKeyNotFound when the key is absent,
-// deleted or purged.
+// deleted or purged, or expired: a bucket with LimitMarkerTTL leaves a marker with a
+// Nats-Marker-Reason header (MaxAge, Purge, Remove) where a key expired or was removed,
+// which nats.go's KV Get reports as deleted too.
 func CurrentEntry(ctx context.Context, nc Requester, bucket, key string) ([]byte, uint64, error) {
 	m, err := LastMsgCurrent(ctx, nc, "KV_"+bucket, "$KV."+bucket+"."+key)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -118,6 +120,9 @@ func CurrentEntry(ctx context.Context, nc Requester, bucket, key string) ([]byte
 		return nil, 0, err
 	}
 	if op := m.Header.Get(kvOperation); strings.EqualFold(op, "DEL") || strings.EqualFold(op, "PURGE") || m.Header.Get(jetstream.MarkerReasonHeader) != "" {
+		return nil, 0, jetstream.ErrKeyNotFound
+	}
+	if m.Header.Get(jetstream.MarkerReasonHeader) != "" {
 		return nil, 0, jetstream.ErrKeyNotFound
 	}
 	return m.Data, m.Sequence, nil

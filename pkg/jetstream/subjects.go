@@ -56,6 +56,9 @@ func (s Subjects) CheckpointEvent(job, outcome string) string {
 // for all).
 func (s Subjects) MemberEvents(job string) string { return s.join("checkpoints", job, "members") }
 
+// Alarms is the subject of job's alarm events in CAIRN_CHECKPOINTS ("*" for all).
+func (s Subjects) Alarms(job string) string { return s.join("checkpoints", job, "alarms") }
+
 // MembersRemove is the subject of member removal requests for job ("*" for all).
 func (s Subjects) MembersRemove(job string) string { return s.join("job", "members", "remove", job) }
 

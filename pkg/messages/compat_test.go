@@ -147,6 +147,14 @@ func nextFixtures() []nextFixture {
 			into:   &messages.MemberEvent{},
 			want:   &messages.MemberEvent{Schema: 1, Job: "j", Instance: "i-0", Kind: 8, At: at(1_700_000_000, 0), Detail: "rescaled"},
 		},
+		{
+			file: "alarm_event_unknown_kind",
+			record: future(map[string]any{"schema": 1, "job": "j", "kind": "lease_flapping", "state": 3, "at": at(1_700_000_001, 0),
+				"since": at(1_700_000_000, 0), "reason": 9, "count": 5, "checkpoint": 12, "detail": "d", "coordinator": "c-1", "severity": "page"}),
+			into: &messages.AlarmEvent{},
+			want: &messages.AlarmEvent{Schema: 1, Job: "j", Kind: "lease_flapping", State: 3, At: at(1_700_000_001, 0),
+				Since: at(1_700_000_000, 0), Reason: 9, Count: 5, Checkpoint: 12, Detail: "d", Coordinator: "c-1"},
+		},
 	}
 }
 
@@ -218,6 +226,9 @@ func TestUnknownEnumValuesAreShownAsNumbers(t *testing.T) {
 	}
 	if got := messages.MemberEventKind(8).String(); got != "MemberEventKind(8)" {
 		t.Errorf("unknown member event kind shows as %q", got)
+	}
+	if got := messages.AlarmState(3).String(); got != "AlarmState(3)" {
+		t.Errorf("unknown alarm state shows as %q", got)
 	}
 }
 

@@ -98,6 +98,8 @@ func FuzzUnmarshalLease(f *testing.F) { fuzzUnmarshal[messages.Lease](f) }
 
 func FuzzUnmarshalMemberEvent(f *testing.F) { fuzzUnmarshal[messages.MemberEvent](f) }
 
+func FuzzUnmarshalAlarmEvent(f *testing.F) { fuzzUnmarshal[messages.AlarmEvent](f) }
+
 // patchMsgpack encodes p as a msgpack set request.
 func patchMsgpack(t *testing.T, p messages.ConfigPatch) []byte {
 	t.Helper()

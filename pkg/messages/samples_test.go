@@ -82,6 +82,12 @@ func samples() map[string]messages.Message {
 			Schema: 1, Job: "demo", Instance: "counter-0", Kind: messages.MemberOutputsReemitted, At: at(1_700_000_000, 0),
 			Incarnation: "inc-3", Checkpoint: 4, Detail: "outputs replayed after sequence 42 published again",
 		},
+		"alarm raised": &messages.AlarmEvent{
+			Schema: 1, Job: "demo", Kind: messages.AlarmAbortsRepeated, State: messages.AlarmRaised, At: at(1_700_000_005, 0),
+			Since: at(1_700_000_000, 0), Reason: messages.AbortStorageFull, Count: 5, Checkpoint: 12,
+			Detail: "counter-0 declined: snapshot store full", Coordinator: "coord-1",
+		},
+		"alarm cleared":         &messages.AlarmEvent{Schema: 1, Job: "demo", Kind: messages.AlarmAbortsRepeated, State: messages.AlarmCleared},
 		"manifest no instances": &messages.Manifest{Schema: 1, Job: "demo", CheckpointID: 1},
 		"manifest savepoint": &messages.Manifest{
 			Schema: 1, Job: "demo", CheckpointID: 4, Savepoint: "before-upgrade", Token: 3,

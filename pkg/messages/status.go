@@ -69,6 +69,10 @@ const (
 	// completed (CAIRN_MANIFESTS or its keys deleted, or the bucket created again). Members
 	// whose state no manifest holds any more refuse to start until reset on purpose.
 	AlarmManifestsLost AlarmKind = "manifests_lost"
+	// AlarmAbortsRepeated: one abort reason ended several checkpoints in a row (the
+	// coordinator's threshold, 5), whatever tolerable_failures says. It clears when a
+	// checkpoint completes.
+	AlarmAbortsRepeated AlarmKind = "aborts_repeated"
 )
 
 // Alarm is a condition of a job in Status that needs a person's attention. It stays
@@ -79,6 +83,11 @@ type Alarm struct {
 	Since time.Time `json:"since"`
 	// Detail says what was seen and what to do.
 	Detail string `json:"detail"`
+	// Reason, Count and Checkpoint describe an aborts_repeated alarm: the abort reason,
+	// how many checkpoints in a row it ended so far, and the newest of them.
+	Reason     string `json:"reason,omitempty"`
+	Count      int    `json:"count,omitempty"`
+	Checkpoint uint64 `json:"checkpoint,omitempty"`
 }
 
 // Member is one member of a job in Status.

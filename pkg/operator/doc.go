@@ -15,6 +15,9 @@
 // consumer, answers the coordinator's barriers with snapshots stored in the object store,
 // and serves cairn.op.<job>.<instance>.info through the micro service "cairn-operator".
 //
+// The connection is the embedder's; New says which connect options keep an instance
+// going when its server hangs or goes away, and warns when they are missing.
+//
 // The package's import graph is its promise to embedders: no nats-server and no logging
 // library. It logs through the *slog.Logger in Config (nil: silent) and returns errors
 // wrapping its sentinels.

@@ -26,9 +26,19 @@ const (
 	// firstRetryWait and maxRetryWait bound the backoff between upload attempts.
 	firstRetryWait = 250 * time.Millisecond
 	maxRetryWait   = 4 * time.Second
-	// infoTimeout bounds the look-up of an earlier object before reusing it.
-	infoTimeout = 5 * time.Second
+	// infoTimeout bounds the look-up of an earlier object before reusing it (when it
+	// fails, the snapshot is uploaded again).
+	infoTimeout = 2 * time.Second
 )
+
+// attemptBudget bounds one upload attempt of size bytes: 2 s plus 1 s per 4 MiB, at most
+// a third of transferBudget. An attempt begins with a look-up of the object's info, a
+// direct get that any replica of the store may answer: one routed to a node that hangs
+// gets no answer, and the next attempt most likely reaches another, so a small snapshot
+// does not wait long on it.
+func attemptBudget(size uint64) time.Duration {
+	return min(transferBudget(size)/3, 2*time.Second+time.Duration(size/(4<<20))*time.Second)
+}
 
 // objectStore is the part of the CAIRN_SNAPSHOTS object store the runtime uses.
 type objectStore interface {
@@ -215,7 +225,7 @@ func (p *persister) upload(ctx context.Context, j persistJob, ref messages.Snaps
 		if err != nil {
 			return err
 		}
-		actx, acancel := context.WithTimeout(uctx, transferBudget(ref.Size)/3)
+		actx, acancel := context.WithTimeout(uctx, attemptBudget(ref.Size))
 		var info *jetstream.ObjectInfo
 		err = p.r.mayPublish(actx)
 		if err == nil {

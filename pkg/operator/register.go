@@ -19,9 +19,9 @@ import (
 // more (no ack, decline or output), and left the registration to its successor.
 var ErrReplaced = errors.New("instance replaced by a newer incarnation")
 
-// leaseStore is the part of the CAIRN_LEASES bucket the runtime uses.
+// leaseStore is the part of the CAIRN_LEASES bucket the runtime uses. The registration is
+// read with registrationOf, from the bucket stream's leader.
 type leaseStore interface {
-	Get(ctx context.Context, key string) (jetstream.KeyValueEntry, error)
 	Create(ctx context.Context, key string, value []byte, opts ...jetstream.KVCreateOpt) (uint64, error)
 	Update(ctx context.Context, key string, value []byte, revision uint64) (uint64, error)
 	Delete(ctx context.Context, key string, opts ...jetstream.KVDeleteOpt) error
@@ -70,8 +70,8 @@ func (r *Runtime) registration(startedAt time.Time) ([]byte, error) {
 	return data, nil
 }
 
-// incarnationOf returns the incarnation a registration names; an unreadable one names none
-// this runtime could be.
+// incarnationOf returns the incarnation a registration names; an unreadable one names
+// none this runtime could be.
 func incarnationOf(value []byte) string {
 	var reg messages.Registration
 	if err := messages.Unmarshal(value, &reg); err != nil {
@@ -80,13 +80,21 @@ func incarnationOf(value []byte) string {
 	return reg.Incarnation
 }
 
+// registrationOf reads the instance's registration and its revision from the bucket
+// stream's leader (cjs.CurrentEntry), never from a replica that may lag: a stale read
+// could show an incarnation this one has already replaced, and stop it as replaced.
+// jetstream.ErrKeyNotFound when there is none.
+func (r *Runtime) registrationOf(ctx context.Context, key string) ([]byte, uint64, error) {
+	return cjs.CurrentEntry(ctx, r.nc, cjs.LeaseBucket, key)
+}
+
 // register claims the instance's key with compare-and-set: it creates it when absent and
 // otherwise replaces whatever incarnation holds it (the newer incarnation wins; the older
 // one notices at its next heartbeat and stops). It returns the revision written.
 func (r *Runtime) register(ctx context.Context, reg []byte) (uint64, error) {
 	key := cjs.RegistrationKey(r.cfg.Job, r.cfg.Instance)
 	for range registerAttempts {
-		e, err := r.leases.Get(ctx, key)
+		value, cur, err := r.registrationOf(ctx, key)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			rev, err := r.leases.Create(ctx, key, reg)
 			if err == nil {
@@ -100,11 +108,11 @@ func (r *Runtime) register(ctx context.Context, reg []byte) (uint64, error) {
 		if err != nil {
 			return 0, fmt.Errorf("read registration %s in %s: %w", key, cjs.LeaseBucket, err)
 		}
-		if other := incarnationOf(e.Value()); other != r.incarnation {
+		if other := incarnationOf(value); other != r.incarnation {
 			r.log.Warn("replacing the registration of another incarnation of this instance: the newer incarnation wins, and the other one stops if it still runs",
 				"replaced_incarnation", other)
 		}
-		rev, err := r.leases.Update(ctx, key, reg, e.Revision())
+		rev, err := r.leases.Update(ctx, key, reg, cur)
 		if err == nil {
 			return rev, nil
 		}
@@ -131,7 +139,7 @@ func (r *Runtime) renew(ctx context.Context, reg []byte, rev uint64) (uint64, er
 	if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !errors.Is(err, jetstream.ErrKeyNotFound) {
 		return rev, fmt.Errorf("renew registration %s: %w", key, err)
 	}
-	val, cur, err := cjs.CurrentEntry(ctx, r.nc, cjs.LeaseBucket, key)
+	value, cur, err := r.registrationOf(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		if err := r.newest(ctx); err != nil {
 			return rev, err
@@ -146,7 +154,7 @@ func (r *Runtime) renew(ctx context.Context, reg []byte, rev uint64) (uint64, er
 	if err != nil {
 		return rev, fmt.Errorf("read registration %s: %w", key, err)
 	}
-	if other := incarnationOf(val); other != r.incarnation {
+	if other := incarnationOf(value); other != r.incarnation {
 		r.fence(other)
 		return rev, r.replacedError()
 	}
@@ -319,7 +327,7 @@ func (r *Runtime) deregister(ctx context.Context) {
 	defer r.markStopped(dctx)
 	key := cjs.RegistrationKey(r.cfg.Job, r.cfg.Instance)
 	for range 5 {
-		e, err := r.leases.Get(dctx, key)
+		value, rev, err := r.registrationOf(dctx, key)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			return
 		}
@@ -328,11 +336,11 @@ func (r *Runtime) deregister(ctx context.Context) {
 			return
 		}
 		var cur messages.Registration
-		if err := messages.Unmarshal(e.Value(), &cur); err == nil && cur.Incarnation != r.incarnation {
+		if err := messages.Unmarshal(value, &cur); err == nil && cur.Incarnation != r.incarnation {
 			r.log.Warn("registration belongs to another incarnation; left in place", "other_incarnation", cur.Incarnation)
 			return
 		}
-		err = r.leases.Delete(dctx, key, jetstream.LastRevision(e.Revision()))
+		err = r.leases.Delete(dctx, key, jetstream.LastRevision(rev))
 		if err == nil {
 			return
 		}

@@ -18,9 +18,9 @@ import (
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
-// manifestReader is the part of the CAIRN_MANIFESTS bucket the runtime uses.
+// manifestReader is the part of the CAIRN_MANIFESTS bucket the runtime uses; manifests
+// themselves are read with readManifest, from the bucket stream's leader.
 type manifestReader interface {
-	Get(ctx context.Context, key string) (jetstream.KeyValueEntry, error)
 	ListKeysFiltered(ctx context.Context, filters ...string) (jetstream.KeyLister, error)
 }
 
@@ -234,9 +234,11 @@ func (r *Runtime) membership(ctx context.Context) (membership, error) {
 // errUnreadableManifest is wrapped when a manifest cannot be decoded.
 var errUnreadableManifest = errors.New("manifest unreadable")
 
-// readManifest reads and decodes the manifest under key.
+// readManifest reads and decodes the manifest under key, from the bucket stream's leader
+// (cjs.CurrentEntry): a replica that lags may not yet hold the newest <job>.latest, and
+// an instance that joined the job since would take itself for a new one and start empty.
 func (r *Runtime) readManifest(ctx context.Context, key string) (*messages.Manifest, error) {
-	e, err := r.manifests.Get(ctx, key)
+	value, _, err := cjs.CurrentEntry(ctx, r.nc, cjs.ManifestBucket, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, err
 	}
@@ -244,7 +246,7 @@ func (r *Runtime) readManifest(ctx context.Context, key string) (*messages.Manif
 		return nil, fmt.Errorf("read manifest %s: %w", key, err)
 	}
 	var mf messages.Manifest
-	if err := messages.Unmarshal(e.Value(), &mf); err != nil {
+	if err := messages.Unmarshal(value, &mf); err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", errUnreadableManifest, key, err)
 	}
 	return &mf, nil

@@ -49,6 +49,8 @@ type backend interface {
 	publishEvent(ctx context.Context, e *messages.CheckpointEvent) error
 	// publishMemberEvent publishes a member audit event.
 	publishMemberEvent(ctx context.Context, e *messages.MemberEvent) error
+	// publishAlarm publishes an alarm event.
+	publishAlarm(ctx context.Context, e *messages.AlarmEvent) error
 	// retain deletes, in the background, the job's manifests beyond the newest req.keep
 	// and the snapshot objects that neither a retained manifest nor req.live references:
 	// those of dropped manifests and req.dropped (acked for aborted checkpoints) once older

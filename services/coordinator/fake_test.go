@@ -25,6 +25,8 @@ type fakeBackend struct {
 	retained retainRequest
 	// memberEvents are the member audit events published.
 	memberEvents []*messages.MemberEvent
+	// alarms are the alarm events published.
+	alarms []*messages.AlarmEvent
 	// savepointsByName are the savepoints written and not deleted.
 	savepointsByName map[string]*messages.Manifest
 	// members are the instance records' memberships: instance → checkpoint.
@@ -114,6 +116,13 @@ func (f *fakeBackend) publishMemberEvent(_ context.Context, e *messages.MemberEv
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.memberEvents = append(f.memberEvents, e)
+	return nil
+}
+
+func (f *fakeBackend) publishAlarm(_ context.Context, e *messages.AlarmEvent) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.alarms = append(f.alarms, e)
 	return nil
 }
 

@@ -218,7 +218,7 @@ func (s *Service) idleStatus(ctx context.Context, name string, ev *messages.Conf
 	st.EffectiveInterval = st.Config.Interval
 	gctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	if m, _, err := (&natsBackend{job: name, manifests: s.res.Manifests}).readLatest(gctx); err != nil {
+	if m, _, err := (&natsBackend{job: name, manifests: s.res.Manifests, leader: s.nc}).readLatest(gctx); err != nil {
 		s.log.Debug().Err(err).Str("job", name).Msg("cannot read the newest manifest of an idle job for its status")
 	} else if m != nil {
 		st.Members = absentMembers(m)

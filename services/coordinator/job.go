@@ -11,6 +11,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/cairn-stream/cairn/internal/lograte"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
@@ -46,7 +47,9 @@ type pending struct {
 	expected    map[string]string // instance → incarnation at trigger time
 	acks        map[string]*messages.Ack
 	barrier     *messages.Barrier
-	resent      int
+	// resent counts the barrier's resends, the last at sentAt (the trigger before any).
+	resent int
+	sentAt time.Time
 	// savepoint names the savepoint the checkpoint is taken as; empty for others.
 	savepoint string
 }
@@ -57,7 +60,9 @@ type job struct {
 	name    string
 	coordID string
 	log     zerolog.Logger
-	b       backend
+	// noise rate-limits the job's warnings that an outage repeats (noisePeriod).
+	noise *lograte.Limiter
+	b     backend
 
 	// mail receives config events, registrations, acks and lease states without ever
 	// blocking the sender.
@@ -95,6 +100,12 @@ type job struct {
 	failures      int
 	dropped       []messages.SnapshotRef // acked for checkpoints aborted, not yet freed by retention
 	acked         map[string]ackedObject // per instance, the object of its newest ack (noteAck)
+
+	// aborts is the current run of aborts with one reason (nil after a completion), alarm
+	// the run that raised the job's alarm, until a completion clears it (alarm.go).
+	aborts *abortRun
+	alarm  *abortRun
+
 	// written are the manifests written since the last retention request, unretained the
 	// completions since then (retainCompleted), retainedAt when it was made.
 	written    []*messages.Manifest
@@ -124,10 +135,12 @@ type job struct {
 }
 
 func newJob(name, coordID string, b backend, log zerolog.Logger) *job {
+	log = log.With().Str("job", name).Logger()
 	return &job{
 		name:      name,
 		coordID:   coordID,
-		log:       log.With().Str("job", name).Logger(),
+		log:       log,
+		noise:     lograte.Zerolog(log, noisePeriod),
 		b:         b,
 		mail:      newMailbox(),
 		status:    make(chan chan messages.Status),
@@ -407,7 +420,9 @@ func (j *job) prepare(ctx context.Context, now time.Time) bool {
 			j.fence(ctx, err.Error())
 			return false
 		}
-		j.log.Error().Err(err).Msg("cannot allocate a checkpoint id; retrying")
+		if msg := "cannot allocate a checkpoint id; retrying"; j.noise.Allow(msg) {
+			j.log.Error().Err(err).Msg(msg)
+		}
 		return false
 	}
 	j.prepared = id
@@ -438,10 +453,12 @@ func (j *job) trigger(ctx context.Context, now time.Time) {
 	}
 	if err := j.b.sendBarrier(b); err != nil {
 		j.retryAt = now.Add(min(j.cfg.Interval, time.Second))
-		j.log.Error().Err(err).Uint64("checkpoint", id).Msg("cannot send the barrier; retrying with a new id")
+		if msg := "cannot send the barrier; retrying with a new id"; j.noise.Allow(msg) {
+			j.log.Error().Err(err).Uint64("checkpoint", id).Msg(msg)
+		}
 		return
 	}
-	p.barrier = b
+	p.barrier, p.sentAt = b, now
 	j.pending = append(j.pending, p)
 	j.lastTrigger, j.retryAt = now, time.Time{}
 	for _, r := range j.removals {
@@ -487,28 +504,44 @@ func (j *job) deltaBudget() int {
 }
 
 // resendAfter is how long a checkpoint waits for an instance's ack before a heartbeat of
-// that instance makes the coordinator send its barrier again.
-const resendAfter = 250 * time.Millisecond
+// that instance makes the coordinator send its barrier again; resendMaxGap bounds the
+// gap between two resends of one barrier (resendGap).
+const (
+	resendAfter  = 250 * time.Millisecond
+	resendMaxGap = 4 * time.Second
+)
+
+// resendGap is how long after its last sending a barrier resent n times may go out again:
+// resendAfter, doubling with each resend, at most resendMaxGap. A barrier reaches every
+// instance at once, so one resend answers every instance that asks within the gap, and a
+// checkpoint's resends are bounded by its age, not by how many instances ask (300
+// registrations that never acked once made 2 510 resends in 20 s). Within a checkpoint's
+// first 20 s: at most 8.
+func resendGap(n int) time.Duration { return min(resendAfter<<min(n, 5), resendMaxGap) }
 
 // resend sends again the barrier of every pending checkpoint that still waits for the
 // instance, when the instance announces itself (a heartbeat, or the re-registration right
-// after a reconnect). Barriers are core NATS messages: one sent while the instance was
-// cut off (a NATS restart) is lost, and the checkpoint would otherwise wait for its
-// timeout. Instances ignore barriers they have already handled.
+// after a reconnect) and the barrier's resendGap has passed. Barriers are core NATS
+// messages: one sent while the instance was cut off (a NATS restart) is lost, and the
+// checkpoint would otherwise wait for its timeout. An instance that asks within the gap
+// asks again at its next heartbeat. Instances ignore barriers they have already handled.
 func (j *job) resend(instance, incarnation string) {
-	if !j.valid(time.Now()) {
+	now := time.Now()
+	if !j.valid(now) {
 		return
 	}
 	for _, p := range j.pending {
 		_, acked := p.acks[instance]
-		if acked || p.expected[instance] != incarnation || time.Since(p.triggeredAt) < resendAfter {
+		if acked || p.expected[instance] != incarnation || now.Sub(p.sentAt) < resendGap(p.resent) {
 			continue
 		}
 		if err := j.b.sendBarrier(p.barrier); err != nil {
-			j.log.Warn().Err(err).Uint64("checkpoint", p.id).Msg("cannot send the barrier again")
+			if msg := "cannot send the barrier again"; j.noise.Allow(msg) {
+				j.log.Warn().Err(err).Uint64("checkpoint", p.id).Msg(msg)
+			}
 			continue
 		}
-		p.resent++
+		p.resent, p.sentAt = p.resent+1, now
 		j.log.Debug().Uint64("checkpoint", p.id).Str("instance", instance).Msg("barrier sent again: the instance has not acked")
 	}
 }
@@ -638,6 +671,7 @@ func (j *job) complete(ctx context.Context, p *pending) {
 	}
 	j.lastComplete, j.failures = now, 0
 	j.completed++
+	j.noteCompletion(ctx, p.id, now)
 	participants, bytes := p.participants(), m.Bytes()
 	j.lastCompleted = &messages.CompletedCheckpoint{
 		ID: p.id, ConfigVersion: p.version, TriggeredAt: m.TriggeredAt, CompletedAt: m.CompletedAt,
@@ -713,6 +747,7 @@ func (j *job) abort(ctx context.Context, p *pending, reason messages.AbortReason
 	}
 	e.Uint64("checkpoint", p.id).Stringer("reason", reason).Str("detail", detail).Int("consecutive_failures", j.failures).
 		Bool("failed", failed).Msg("checkpoint aborted")
+	j.noteAbort(ctx, p.id, reason, detail, now)
 	j.failRemovals(func(r *removal) bool { return r.checkpoint == p.id }, codeUnavailable,
 		fmt.Sprintf("checkpoint %d, which was to remove the member, aborted (%s: %s); nothing was removed, the member stays", p.id, reason, detail))
 	j.abortManual(p, reason, detail, now)

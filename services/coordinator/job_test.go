@@ -450,6 +450,45 @@ func TestRegistrationSyncDropsVanishedInstances(t *testing.T) {
 	})
 }
 
+// TestGhostRegistrationsResendTheBarrierBoundedly: 300 registered instances that never
+// ack, each heartbeating every 1.5 s, make the pending barrier go out again at most 8
+// times in 20 s (resendGap), not once per heartbeat.
+func TestGhostRegistrationsResendTheBarrierBoundedly(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ghosts := make([]string, 300)
+		for i := range ghosts {
+			ghosts[i] = fmt.Sprintf("ghost-%d", i)
+		}
+		h := newHarness(t, ghosts...)
+		defer h.stop()
+		h.config(1, func(c *messages.Config) { c.Interval, c.Timeout = s, time.Hour })
+		h.at(s)
+		h.wantBarriers(s)
+		const beat = 1500 * time.Millisecond
+		heartbeats := 0
+		for at := s + beat/300; at < 21*s; at += beat / 300 { // the heartbeats spread evenly
+			h.at(at)
+			g := ghosts[heartbeats%len(ghosts)]
+			h.j.mail.offerReg(regUpdate{instance: g, incarnation: "inc-" + g})
+			heartbeats++
+		}
+		synctest.Wait()
+		sent := h.barrierTimes()
+		t.Logf("%d heartbeats in 20 s: barrier sent at %v", heartbeats, sent)
+		if len(sent) < 2 || len(sent) > 1+8 {
+			t.Fatalf("barrier sent %d times (%v) for %d heartbeats of instances that never ack, want 2 to 9", len(sent), sent, heartbeats)
+		}
+		for i := 2; i < len(sent); i++ {
+			if gap, want := sent[i]-sent[i-1], resendGap(i-1); gap < want {
+				t.Fatalf("resend %d came %s after the one before, want at least %s: %v", i, gap, want, sent)
+			}
+		}
+		if st := h.status(); st.Pending[0].Resent != len(sent)-1 {
+			t.Fatalf("status counts %d resends, want %d", st.Pending[0].Resent, len(sent)-1)
+		}
+	})
+}
+
 func TestHeartbeatOfAWaitedForInstanceResendsTheBarrier(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newHarness(t, "a", "b")

@@ -9,12 +9,13 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
 // leaseKV is what the lease keeper needs of KV CAIRN_LEASES.
 type leaseKV interface {
-	Get(ctx context.Context, key string) (jetstream.KeyValueEntry, error)
+	Bucket() string
 	Create(ctx context.Context, key string, value []byte, opts ...jetstream.KVCreateOpt) (uint64, error)
 	Update(ctx context.Context, key string, value []byte, revision uint64) (uint64, error)
 	Delete(ctx context.Context, key string, opts ...jetstream.KVDeleteOpt) error
@@ -36,8 +37,11 @@ type statusNotifier interface {
 // TTL and a grace period, so that a job is never left unled when its preferred replica
 // cannot take it. A holder that is not the preferred replica hands the lease over.
 type leaseKeeper struct {
-	kv     leaseKV
-	conn   statusNotifier
+	kv   leaseKV
+	conn statusNotifier
+	// leader answers reads of the lease key, which go to the bucket stream's leader
+	// (cjs.CurrentEntry), never to a replica that may lag.
+	leader cjs.Requester
 	key    string
 	job    string
 	holder string
@@ -343,17 +347,18 @@ func (k *leaseKeeper) step(ctx context.Context) time.Duration {
 	}
 }
 
-// current reads who holds the lease and at which revision; ok is false when it cannot tell.
+// current reads who holds the lease and at which revision, from the bucket stream's
+// leader; ok is false when it cannot tell.
 func (k *leaseKeeper) current(ctx context.Context) (holder string, rev uint64, ok bool) {
-	e, err := k.kv.Get(ctx, k.key)
+	value, rev, err := cjs.CurrentEntry(ctx, k.leader, k.kv.Bucket(), k.key)
 	if err != nil {
 		return "", 0, false
 	}
 	var l messages.Lease
-	if messages.Unmarshal(e.Value(), &l) != nil {
+	if messages.Unmarshal(value, &l) != nil {
 		return "", 0, false
 	}
-	return l.Holder, e.Revision(), true
+	return l.Holder, rev, true
 }
 
 // release deletes the lease if held, so a standby takes it at once.

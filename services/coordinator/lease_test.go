@@ -29,7 +29,7 @@ func TestOnlyOneKeeperHoldsTheLease(t *testing.T) {
 			held[who] = st.held
 			both = both || (held["a"] && held["b"])
 		}
-		k := &leaseKeeper{kv: res.Leases, conn: nc, key: cjs.LeaseKey("j"), job: "j", holder: who, ttl: time.Second, out: out, log: zerolog.Nop()}
+		k := &leaseKeeper{kv: res.Leases, conn: nc, leader: nc, key: cjs.LeaseKey("j"), job: "j", holder: who, ttl: time.Second, out: out, log: zerolog.Nop()}
 		go k.run(ctx)
 	}
 	// The observation window: three TTLs in which the two keepers never hold the lease at once.
@@ -50,7 +50,7 @@ func TestOnlyOneKeeperHoldsTheLease(t *testing.T) {
 // and reports the lease lost when it names another coordinator.
 func TestLeaseKeeperAdoptsItsOwnLostWrite(t *testing.T) {
 	srv := natstest.Start(t)
-	_, _, res := srv.Resources(t, cjs.Options{LeaseTTL: time.Minute})
+	nc, _, res := srv.Resources(t, cjs.Options{LeaseTTL: time.Minute})
 	ctx := context.Background()
 	for _, tc := range []struct {
 		holder   string
@@ -77,7 +77,7 @@ func TestLeaseKeeperAdoptsItsOwnLostWrite(t *testing.T) {
 				t.Fatal(err)
 			}
 			var got []leaseState
-			k := &leaseKeeper{kv: res.Leases, key: key, job: "j", holder: "me", ttl: time.Minute, log: zerolog.Nop(),
+			k := &leaseKeeper{kv: res.Leases, leader: nc, key: key, job: "j", holder: "me", ttl: time.Minute, log: zerolog.Nop(),
 				out: func(st leaseState) { got = append(got, st) },
 				rev: seen, value: mine, state: leaseState{held: true, validUntil: time.Now().Add(time.Minute), holder: "me", rev: seen, tenure: seen}}
 			k.step(ctx)

@@ -46,11 +46,15 @@ type natsBackend struct {
 	js        streamPublisher
 	async     asyncPublisher
 	manifests jetstream.KeyValue
-	// instances is CAIRN_INSTANCES, written through req (compare-and-set on leader reads).
+	// instances is CAIRN_INSTANCES, written with compare-and-set on reads from leader.
 	instances cjs.KVWriter
-	req       cjs.Requester
-	events    lastMsgReader
-	log       zerolog.Logger
+	// leader answers the reads of the id counter and <job>.latest, which go to the bucket
+	// stream's leader (cjs.CurrentEntry): a KV Get may be answered by a replica that lags
+	// (one that was paused or cut off answers with what it had), and a stale counter or
+	// predecessor makes every compare-and-set after it fail.
+	leader cjs.Requester
+	events lastMsgReader
+	log    zerolog.Logger
 
 	counter    uint64 // last id issued, valid while counterOK
 	counterRev uint64
@@ -105,12 +109,13 @@ func (b *natsBackend) nextID(ctx context.Context) (uint64, error) {
 	return 0, fmt.Errorf("advance checkpoint id counter: %w", ErrFenced)
 }
 
-// readCounter re-reads the id counter and, with latest, the newest manifest's id: a
-// counter that was lost or fell behind is then advanced past every id already used
-// instead of starting again at 1.
+// readCounter re-reads the id counter from the bucket stream's leader and, with latest,
+// the newest manifest's id: a counter that was lost is then advanced past every id
+// already used instead of starting again at 1. Whatever it reads, nextID advances the
+// counter only with compare-and-set on the revision read, so no id is issued twice.
 func (b *natsBackend) readCounter(ctx context.Context, latest bool) error {
 	key := cjs.CounterKey(b.job)
-	e, err := b.manifests.Get(ctx, key)
+	value, rev, err := cjs.CurrentEntry(ctx, b.leader, b.manifests.Bucket(), key)
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound):
 		b.counter, b.counterRev = 0, 0
@@ -118,13 +123,13 @@ func (b *natsBackend) readCounter(ctx context.Context, latest bool) error {
 		return fmt.Errorf("read checkpoint id counter: %w", err)
 	default:
 		var c messages.Counter
-		if err := messages.Unmarshal(e.Value(), &c); err != nil {
+		if err := messages.Unmarshal(value, &c); err != nil {
 			// As good as lost: overwrite it (compare-and-set on its revision) with an id
 			// above every one used, rather than never issue an id again.
 			b.log.Error().Err(err).Str("key", key).Msg("checkpoint id counter cannot be read; replacing it")
 			c.Last = 0
 		}
-		b.counter, b.counterRev = c.Last, e.Revision()
+		b.counter, b.counterRev = c.Last, rev
 	}
 	if latest {
 		m, _, err := b.readLatest(ctx)
@@ -210,9 +215,10 @@ func (b *natsBackend) writeManifest(ctx context.Context, m *messages.Manifest, p
 	return fmt.Errorf("move %s: %w", key, ErrFenced)
 }
 
-// readLatest returns the manifest under <job>.latest and its revision (nil, 0 when none).
+// readLatest returns the manifest under <job>.latest and its revision (nil, 0 when none),
+// read from the bucket stream's leader.
 func (b *natsBackend) readLatest(ctx context.Context) (*messages.Manifest, uint64, error) {
-	e, err := b.manifests.Get(ctx, cjs.LatestKey(b.job))
+	value, rev, err := cjs.CurrentEntry(ctx, b.leader, b.manifests.Bucket(), cjs.LatestKey(b.job))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, 0, nil
 	}
@@ -220,10 +226,10 @@ func (b *natsBackend) readLatest(ctx context.Context) (*messages.Manifest, uint6
 		return nil, 0, fmt.Errorf("read latest manifest: %w", err)
 	}
 	var m messages.Manifest
-	if err := messages.Unmarshal(e.Value(), &m); err != nil {
+	if err := messages.Unmarshal(value, &m); err != nil {
 		return nil, 0, fmt.Errorf("latest manifest of %s: %w", b.job, err)
 	}
-	return &m, e.Revision(), nil
+	return &m, rev, nil
 }
 
 func (b *natsBackend) latestManifest(ctx context.Context) (*messages.Manifest, error) {
@@ -253,7 +259,7 @@ func (b *natsBackend) latestManifest(ctx context.Context) (*messages.Manifest, e
 }
 
 func (b *natsBackend) markMember(ctx context.Context, instance, incarnation string, id uint64) error {
-	_, err := cjs.UpdateKey(ctx, b.req, b.instances, cjs.InstanceKey(b.job, instance), func(cur []byte) ([]byte, error) {
+	_, err := cjs.UpdateKey(ctx, b.leader, b.instances, cjs.InstanceKey(b.job, instance), func(cur []byte) ([]byte, error) {
 		rec := messages.InstanceRecord{Schema: messages.SchemaVersion, Job: b.job, Instance: instance, Incarnation: incarnation}
 		if cur != nil {
 			if err := messages.Unmarshal(cur, &rec); err != nil {
@@ -270,7 +276,7 @@ func (b *natsBackend) markMember(ctx context.Context, instance, incarnation stri
 }
 
 func (b *natsBackend) clearMember(ctx context.Context, instance string) error {
-	_, err := cjs.UpdateKey(ctx, b.req, b.instances, cjs.InstanceKey(b.job, instance), func(cur []byte) ([]byte, error) {
+	_, err := cjs.UpdateKey(ctx, b.leader, b.instances, cjs.InstanceKey(b.job, instance), func(cur []byte) ([]byte, error) {
 		var rec messages.InstanceRecord
 		if cur == nil {
 			return nil, cjs.ErrNoChange
@@ -318,6 +324,18 @@ func (b *natsBackend) publishMemberEvent(ctx context.Context, e *messages.Member
 	id := fmt.Sprintf("%s.%s.%s.%d", b.job, e.Instance, e.Kind, e.Checkpoint)
 	if _, err := b.js.PublishMsg(ctx, &nats.Msg{Subject: b.subjects.MemberEvents(b.job), Data: data}, jetstream.WithMsgID(id)); err != nil {
 		return fmt.Errorf("publish member %s event: %w", e.Kind, err)
+	}
+	return nil
+}
+
+func (b *natsBackend) publishAlarm(ctx context.Context, e *messages.AlarmEvent) error {
+	data, err := messages.Marshal(e)
+	if err != nil {
+		return err
+	}
+	id := fmt.Sprintf("%s.alarm.%s.%s.%d", b.job, e.Kind, e.State, e.Checkpoint)
+	if _, err := b.js.PublishMsg(ctx, &nats.Msg{Subject: b.subjects.Alarms(b.job), Data: data}, jetstream.WithMsgID(id)); err != nil {
+		return fmt.Errorf("publish alarm %s %s event: %w", e.Kind, e.State, err)
 	}
 	return nil
 }

@@ -14,10 +14,10 @@ import (
 
 func TestManifestWriteIsFencedByAManifestItDidNotKnow(t *testing.T) {
 	srv := natstest.Start(t)
-	_, _, res := srv.Resources(t, cjs.Options{})
+	nc, _, res := srv.Resources(t, cjs.Options{})
 	ctx := context.Background()
-	mine := &natsBackend{job: "w", manifests: res.Manifests, events: res.Checkpoints, log: zerolog.Nop()}
-	other := &natsBackend{job: "w", manifests: res.Manifests, events: res.Checkpoints, log: zerolog.Nop()}
+	mine := &natsBackend{job: "w", manifests: res.Manifests, events: res.Checkpoints, leader: nc, log: zerolog.Nop()}
+	other := &natsBackend{job: "w", manifests: res.Manifests, events: res.Checkpoints, leader: nc, log: zerolog.Nop()}
 	manifest := func(id uint64) *messages.Manifest {
 		return &messages.Manifest{Schema: messages.SchemaVersion, Job: "w", CheckpointID: id, Instances: map[string]messages.InstanceSnapshot{}}
 	}
@@ -51,7 +51,7 @@ func TestLostManifestsAreTold(t *testing.T) {
 	srv := natstest.Start(t)
 	nc, js, res := srv.Resources(t, cjs.Options{})
 	ctx := context.Background()
-	b := &natsBackend{job: "l", subjects: cjs.Subjects{}, js: js, manifests: res.Manifests, events: res.Checkpoints, log: zerolog.Nop()}
+	b := &natsBackend{job: "l", subjects: cjs.Subjects{}, js: js, manifests: res.Manifests, events: res.Checkpoints, leader: nc, log: zerolog.Nop()}
 	m := &messages.Manifest{Schema: messages.SchemaVersion, Job: "l", CheckpointID: 1, Instances: map[string]messages.InstanceSnapshot{}}
 	if err := b.writeManifest(ctx, m, 0); err != nil {
 		t.Fatal(err)
@@ -81,7 +81,6 @@ func TestLostManifestsAreTold(t *testing.T) {
 	if err := b.writeManifest(ctx, next, 1); !errors.Is(err, errManifestsLost) {
 		t.Fatalf("write after predecessor 1 with <job>.latest gone: %v, want errManifestsLost", err)
 	}
-	_ = nc
 }
 
 // TestMembershipIsRecordedAndCleared: the coordinator's marks in CAIRN_INSTANCES keep
@@ -91,7 +90,7 @@ func TestMembershipIsRecordedAndCleared(t *testing.T) {
 	srv := natstest.Start(t)
 	nc, _, res := srv.Resources(t, cjs.Options{})
 	ctx := context.Background()
-	b := &natsBackend{job: "r", instances: res.Instances, req: nc, log: zerolog.Nop()}
+	b := &natsBackend{job: "r", instances: res.Instances, leader: nc, log: zerolog.Nop()}
 	read := func() messages.InstanceRecord {
 		t.Helper()
 		e, err := res.Instances.Get(ctx, cjs.InstanceKey("r", "i"))

@@ -201,7 +201,9 @@ func (s *Service) runReplica(ctx context.Context, ttl time.Duration, ready <-cha
 			_ = w.Stop()
 		}
 		if w, err = s.res.Leases.Watch(ctx, cjs.ReplicaKey("*")); err != nil {
-			s.log.Warn().Err(err).Msg("cannot watch the coordinator replicas; retrying")
+			if msg := "cannot watch the coordinator replicas; retrying"; s.noise.Allow(msg) {
+				s.log.Warn().Err(err).Msg(msg)
+			}
 			w = nil
 			return nil
 		}
@@ -265,7 +267,9 @@ func (s *Service) runReplica(ctx context.Context, ttl time.Duration, ready <-cha
 			if ready == nil {
 				pctx, cancel := context.WithTimeout(ctx, ttl/3)
 				if _, err := s.res.Leases.Put(pctx, key, value); err != nil {
-					s.log.Warn().Err(err).Msg("cannot renew the replica announcement")
+					if msg := "cannot renew the replica announcement"; s.noise.Allow(msg) {
+						s.log.Warn().Err(err).Msg(msg)
+					}
 				}
 				cancel()
 			}
@@ -286,7 +290,9 @@ func (s *Service) replica(e jetstream.KeyValueEntry) (id string, jobs []string, 
 	}
 	var r messages.Replica
 	if err := messages.Unmarshal(e.Value(), &r); err != nil || r.ID != id {
-		s.log.Error().Err(err).Str("key", e.Key()).Msg("replica announcement skipped: cannot decode or does not match its key")
+		if msg := "replica announcement skipped: cannot decode or does not match its key"; s.noise.Allow(msg) {
+			s.log.Error().Err(err).Str("key", e.Key()).Msg(msg)
+		}
 		return "", nil, false
 	}
 	return id, r.Jobs, true

@@ -366,18 +366,34 @@ func (r *retainer) purgeManifest(ctx context.Context, id uint64) error {
 	return nil
 }
 
+// errStaleListing is returned by a pass whose listing of the job's keys lacks the
+// manifest <job>.latest names.
+var errStaleListing = errors.New("the listing of the job's keys lacks its newest manifest (a replica that lags answered it); the next pass lists again")
+
 // list lists the job's manifest ids and savepoint keys (listManifestKeys) and reads the
-// savepoints. The manifests kept follow the listing: those no longer listed are dropped,
+// savepoints. The listing is a consumer that any replica of the bucket may serve, and one
+// that lags (a node that was stopped or cut off) would leave out the newest manifests:
+// the pass would then free what only they reference. So <job>.latest is read from the
+// bucket's leader first, and the listing must hold the manifest it names (a replica that
+// holds it holds every key written before it); otherwise the pass fails with
+// errStaleListing. The manifests kept follow the listing: those no longer listed are dropped,
 // new ones added unread. Between listings the pass relies on the manifests the job's loop
 // hands over: while this coordinator holds the lease, only its loop writes the job's keys,
 // and the loop asks for a listing (retainRequest.list) whenever they may have changed
 // otherwise. A listing every fullScanEvery passes catches anything else.
 func (r *retainer) list(ctx context.Context) error {
+	latest, _, err := r.b.readLatest(ctx)
+	if err != nil {
+		return err
+	}
 	ids, savepointKeys, err := listManifestKeys(ctx, r.b.manifests, r.b.job)
 	if err != nil {
 		return err
 	}
-	savepoints, err := readSavepointKeys(ctx, r.b.manifests, r.b.job, savepointKeys)
+	if latest != nil && !slices.Contains(ids, latest.CheckpointID) {
+		return fmt.Errorf("%w: manifest %d is not listed", errStaleListing, latest.CheckpointID)
+	}
+	savepoints, err := readSavepointKeys(ctx, r.b.leader, r.b.manifests, r.b.job, savepointKeys)
 	if err != nil {
 		return err
 	}
@@ -422,7 +438,7 @@ func (r *retainer) manifest(ctx context.Context, id uint64) (*messages.Manifest,
 	if m := r.manifests[id]; m != nil {
 		return m, nil
 	}
-	m, err := readManifestKey(ctx, r.b.manifests, cjs.ManifestKey(r.b.job, id))
+	m, err := readManifestKey(ctx, r.b.leader, r.b.manifests, cjs.ManifestKey(r.b.job, id))
 	if err != nil {
 		return nil, err
 	}

@@ -88,6 +88,39 @@ func TestRetentionListsWhenAsked(t *testing.T) {
 	}
 }
 
+// TestRetentionRefusesAListingBehindTheLeader: a listing of the job's keys that lacks the
+// manifest <job>.latest names fails the pass before anything is deleted; once it holds
+// it, the pass goes on. The leader holds manifests 1, 2 and 3 (3, this coordinator's own,
+// is handed over), and the listing, as a replica that lags answers it, only manifest 1:
+// without the check the pass would keep 3 and 1 and free the object only 2 references.
+func TestRetentionRefusesAListingBehindTheLeader(t *testing.T) {
+	_, res, r := partialRetainer(t, "s")
+	ctx := context.Background()
+	a1, a2, a3 := putSnapshot(t, res, "s/1/a"), putSnapshot(t, res, "s/2/a"), putSnapshot(t, res, "s/3/a")
+	m1, m2, m3 := testManifest("s", 1, a1), testManifest("s", 2, a2), testManifest("s", 3, a3)
+	putManifest(t, res, cjs.ManifestKey("s", 1), m1)
+	putManifest(t, res, cjs.LatestKey("s"), m3)
+	_, _, _, err := r.pass(ctx, retainRequest{keep: 2, scan: true, written: []*messages.Manifest{m3}})
+	if !errors.Is(err, errStaleListing) {
+		t.Fatalf("pass over a listing without the newest manifest: %v, want errStaleListing", err)
+	}
+	if got := names(t, res.Snapshots); !slices.Equal(got, []string{"s/1/a", "s/2/a", "s/3/a"}) {
+		t.Fatalf("after the refused pass: %v, want nothing deleted", got)
+	}
+	if _, err := res.Manifests.Get(ctx, cjs.ManifestKey("s", 1)); err != nil {
+		t.Fatalf("manifest 1 after the refused pass: %v", err)
+	}
+	// The listing catches up.
+	putManifest(t, res, cjs.ManifestKey("s", 2), m2)
+	putManifest(t, res, cjs.ManifestKey("s", 3), m3)
+	if _, _, _, err := r.pass(ctx, retainRequest{keep: 2, scan: true}); err != nil {
+		t.Fatalf("pass over a current listing: %v", err)
+	}
+	if got := names(t, res.Snapshots); !slices.Equal(got, []string{"s/2/a", "s/3/a"}) {
+		t.Fatalf("after the pass: %v, want only manifest 1's object gone", got)
+	}
+}
+
 // putSnapshot stores an object name (its content is its name) and returns its reference.
 func putSnapshot(t *testing.T, res *cjs.Resources, name string) messages.SnapshotRef {
 	t.Helper()
@@ -131,7 +164,7 @@ func partialRetainer(t *testing.T, job string) (jetstream.JetStream, *cjs.Resour
 }
 
 func newTestRetainer(js jetstream.JetStream, res *cjs.Resources, job string) *retainer {
-	b := &natsBackend{job: job, manifests: res.Manifests, events: res.Checkpoints, log: zerolog.Nop()}
+	b := &natsBackend{job: job, manifests: res.Manifests, events: res.Checkpoints, leader: js.Conn(), log: zerolog.Nop()}
 	lookup := func(ctx context.Context, name string) (streamPurger, error) { return js.Stream(ctx, name) }
 	store := &batchStore{ObjectStore: res.Snapshots, nc: js.Conn(), bucket: cjs.SnapshotBucket}
 	return newRetainer(b, store, &objectPurger{bucket: cjs.SnapshotBucket, lookup: lookup}, nil)

@@ -30,11 +30,11 @@ type deleteRequest struct {
 
 // savepoints reads the job's savepoints (<job>.savepoint.<name>), by name.
 func (b *natsBackend) savepoints(ctx context.Context) (map[string]*messages.Manifest, error) {
-	return readSavepoints(ctx, b.manifests, b.job)
+	return readSavepoints(ctx, b.leader, b.manifests, b.job)
 }
 
 // readSavepoints reads job's savepoints from the manifest bucket, by name.
-func readSavepoints(ctx context.Context, kv jetstream.KeyValue, job string) (map[string]*messages.Manifest, error) {
+func readSavepoints(ctx context.Context, leader cjs.Requester, kv jetstream.KeyValue, job string) (map[string]*messages.Manifest, error) {
 	lister, err := kv.ListKeysFiltered(ctx, cjs.SavepointKey(job, "*"))
 	if err != nil {
 		return nil, fmt.Errorf("list savepoints: %w", err)
@@ -44,14 +44,14 @@ func readSavepoints(ctx context.Context, kv jetstream.KeyValue, job string) (map
 	for k := range lister.Keys() {
 		keys = append(keys, k)
 	}
-	return readSavepointKeys(ctx, kv, job, keys)
+	return readSavepointKeys(ctx, leader, kv, job, keys)
 }
 
 // readSavepointKeys reads job's savepoints under keys, by name; those gone are left out.
-func readSavepointKeys(ctx context.Context, kv jetstream.KeyValue, job string, keys []string) (map[string]*messages.Manifest, error) {
+func readSavepointKeys(ctx context.Context, leader cjs.Requester, kv jetstream.KeyValue, job string, keys []string) (map[string]*messages.Manifest, error) {
 	out := make(map[string]*messages.Manifest, len(keys))
 	for _, k := range keys {
-		m, err := readManifestKey(ctx, kv, k)
+		m, err := readManifestKey(ctx, leader, kv, k)
 		if err != nil {
 			return nil, err
 		}
@@ -62,9 +62,12 @@ func readSavepointKeys(ctx context.Context, kv jetstream.KeyValue, job string, k
 	return out, nil
 }
 
-// readManifestKey reads the manifest under key; nil when it is gone.
-func readManifestKey(ctx context.Context, kv jetstream.KeyValue, key string) (*messages.Manifest, error) {
-	e, err := kv.Get(ctx, key)
+// readManifestKey reads the manifest under key of bucket kv from the bucket stream's
+// leader; nil when it is gone. Never from a replica that may lag: retention takes a
+// manifest it reads as gone for deleted, and would free what only that manifest
+// references.
+func readManifestKey(ctx context.Context, leader cjs.Requester, kv jetstream.KeyValue, key string) (*messages.Manifest, error) {
+	value, _, err := cjs.CurrentEntry(ctx, leader, kv.Bucket(), key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, nil
 	}
@@ -72,7 +75,7 @@ func readManifestKey(ctx context.Context, kv jetstream.KeyValue, key string) (*m
 		return nil, fmt.Errorf("read %s: %w", key, err)
 	}
 	var m messages.Manifest
-	if err := messages.Unmarshal(e.Value(), &m); err != nil {
+	if err := messages.Unmarshal(value, &m); err != nil {
 		return nil, fmt.Errorf("%s: %w", key, err)
 	}
 	return &m, nil
@@ -96,7 +99,7 @@ func (b *natsBackend) writeSavepoint(ctx context.Context, m *messages.Manifest) 
 func (b *natsBackend) deleteSavepoint(ctx context.Context, name string) (*messages.Manifest, error) {
 	b.relist = true
 	key := cjs.SavepointKey(b.job, name)
-	m, err := readManifestKey(ctx, b.manifests, key)
+	m, err := readManifestKey(ctx, b.leader, b.manifests, key)
 	if err != nil || m == nil {
 		return nil, err
 	}
@@ -299,7 +302,7 @@ func (s *Service) listCheckpoints(ctx context.Context, job string) (*messages.Ch
 	slices.Reverse(ids)
 	list := &messages.CheckpointList{Job: job, Checkpoints: []messages.CheckpointInfo{}, Savepoints: []messages.CheckpointInfo{}}
 	for _, id := range ids {
-		m, err := readManifestKey(ctx, s.res.Manifests, cjs.ManifestKey(job, id))
+		m, err := readManifestKey(ctx, s.nc, s.res.Manifests, cjs.ManifestKey(job, id))
 		if err != nil {
 			return nil, err
 		}
@@ -307,7 +310,7 @@ func (s *Service) listCheckpoints(ctx context.Context, job string) (*messages.Ch
 			list.Checkpoints = append(list.Checkpoints, messages.NewCheckpointInfo(m))
 		}
 	}
-	sps, err := readSavepointKeys(ctx, s.res.Manifests, job, savepointKeys)
+	sps, err := readSavepointKeys(ctx, s.nc, s.res.Manifests, job, savepointKeys)
 	if err != nil {
 		return nil, err
 	}

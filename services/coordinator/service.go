@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/cairn-stream/cairn/internal/configlog"
+	"github.com/cairn-stream/cairn/internal/lograte"
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
@@ -102,6 +103,9 @@ type Service struct {
 	// retaining holds a slot per retention pass in progress, over every job
 	// (retentionSlots).
 	retaining chan struct{}
+	// noise rate-limits the warnings that input from outside or an outage repeats
+	// (noisePeriod).
+	noise *lograte.Limiter
 	// faults, when set (tests only), wraps a job's backend and snapshot store as the job
 	// is first seen: fault injection for one job among real ones.
 	faults func(job string, b backend, store objectStore) (backend, objectStore)
@@ -115,8 +119,9 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, res *cjs.Resources, 
 	if cfg.ID == "" {
 		cfg.ID = nuid.Next()
 	}
+	log = log.With().Str("coordinator", cfg.ID).Logger()
 	s := &Service{
-		cfg: cfg, nc: nc, js: js, res: res, log: log.With().Str("coordinator", cfg.ID).Logger(),
+		cfg: cfg, nc: nc, js: js, res: res, log: log, noise: lograte.Zerolog(log, noisePeriod),
 		jobs: map[string]*job{}, known: map[string]*jobEntry{}, replicas: newReplicaSet(cfg.ID, cfg.Jobs), synced: make(chan struct{}),
 		retaining: make(chan struct{}, retentionSlots),
 	}
@@ -128,11 +133,19 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, res *cjs.Resources, 
 	return s, nil
 }
 
+// noisePeriod is how often a warning that repeats is logged at most (lograte): the first
+// of its kind at once, then one line per period with the count of those suppressed.
+const noisePeriod = 10 * time.Second
+
 // eventFailed logs a checkpoint event published asynchronously that JetStream did not
 // store.
 func (s *Service) eventFailed(_ jetstream.JetStream, m *nats.Msg, err error) {
+	const msg = "cannot publish the checkpoint event"
+	if !s.noise.Allow(msg) {
+		return
+	}
 	s.log.Error().Err(err).Str("subject", m.Subject).Str("checkpoint", m.Header.Get(messages.HeaderCheckpointID)).
-		Msg("cannot publish the checkpoint event")
+		Msg(msg)
 }
 
 // ID returns the coordinator's id.
@@ -264,7 +277,7 @@ func (s *Service) start(ctx context.Context, name string) *job {
 	log := s.log.With().Str("job", name).Logger()
 	b := &natsBackend{
 		job: name, subjects: s.cfg.Subjects, nc: s.nc, js: s.js, async: s.async, manifests: s.res.Manifests,
-		instances: s.res.Instances, req: s.nc, events: s.res.Checkpoints, log: log,
+		instances: s.res.Instances, leader: s.nc, events: s.res.Checkpoints, log: log,
 		retainCh: make(chan retainRequest, 1),
 	}
 	var jb backend = b
@@ -274,7 +287,7 @@ func (s *Service) start(ctx context.Context, name string) *job {
 	}
 	j := newJob(name, s.cfg.ID, jb, s.log)
 	j.manifestBytes = s.nc.MaxPayload() / 2
-	k := &leaseKeeper{kv: s.res.Leases, conn: s.nc, key: cjs.LeaseKey(name), job: name, holder: s.cfg.ID, ttl: s.ttl, out: j.mail.offerLease, log: log, place: s.replicas}
+	k := &leaseKeeper{kv: s.res.Leases, conn: s.nc, leader: s.nc, key: cjs.LeaseKey(name), job: name, holder: s.cfg.ID, ttl: s.ttl, out: j.mail.offerLease, log: log, place: s.replicas}
 	s.jobs[name] = j
 	s.wg.Go(func() { j.run(ctx) })
 	s.wg.Go(func() { k.run(ctx) })
@@ -352,7 +365,9 @@ func (s *Service) followRegistrations(ctx context.Context, w jetstream.KeyWatche
 			if w, err = s.res.Leases.Watch(ctx, cjs.RegistrationKey("*", "*")); err == nil {
 				break
 			}
-			s.log.Warn().Err(err).Msg("cannot watch registrations; retrying")
+			if msg := "cannot watch registrations; retrying"; s.noise.Allow(msg) {
+				s.log.Warn().Err(err).Msg(msg)
+			}
 			t := time.NewTimer(time.Second)
 			select {
 			case <-ctx.Done():
@@ -414,7 +429,9 @@ func (s *Service) registration(e jetstream.KeyValueEntry) (string, regUpdate, bo
 	if e.Operation() == jetstream.KeyValuePut {
 		var r messages.Registration
 		if err := messages.Unmarshal(e.Value(), &r); err != nil || r.Job != parts[1] || r.Instance != parts[2] {
-			s.log.Error().Err(err).Str("key", e.Key()).Msg("registration skipped: cannot decode or does not match its key")
+			if msg := "registration skipped: cannot decode or does not match its key"; s.noise.Allow(msg) {
+				s.log.Error().Err(err).Str("key", e.Key()).Msg(msg)
+			}
 			return "", regUpdate{}, false
 		}
 		u.incarnation = r.Incarnation
@@ -422,19 +439,25 @@ func (s *Service) registration(e jetstream.KeyValueEntry) (string, regUpdate, bo
 	return parts[1], u, true
 }
 
+// onAck hands an ack to its job's loop. An ack dropped here is logged rate-limited
+// (noise): anyone may publish on the ack subjects.
 func (s *Service) onAck(m *nats.Msg) {
 	var a messages.Ack
 	if err := messages.Unmarshal(m.Data, &a); err != nil {
-		s.log.Warn().Err(err).Str("subject", m.Subject).Msg("ack dropped: cannot decode")
+		if msg := "ack dropped: cannot decode"; s.noise.Allow(msg) {
+			s.log.Warn().Err(err).Str("subject", m.Subject).Msg(msg)
+		}
 		return
 	}
 	if s.cfg.Subjects.Token(m.Subject, 1) != a.Job {
-		s.log.Warn().Str("subject", m.Subject).Str("ack_job", a.Job).Msg("ack dropped: job does not match its subject")
+		if msg := "ack dropped: job does not match its subject"; s.noise.Allow(msg) {
+			s.log.Warn().Str("subject", m.Subject).Str("ack_job", a.Job).Msg(msg)
+		}
 		return
 	}
 	if j := s.lookup(a.Job); j != nil && !j.mail.offerAck(&a) {
-		if n := j.mail.droppedAcks.Load(); n&(n-1) == 0 {
-			s.log.Warn().Str("job", a.Job).Uint64("dropped_acks", n).Msg("ack dropped: the job's mailbox is full (its loop is slow); a resent barrier or the timeout recovers")
+		if msg := "ack dropped: the job's mailbox is full (its loop is slow); a resent barrier or the timeout recovers"; s.noise.Allow(msg) {
+			s.log.Warn().Str("job", a.Job).Uint64("dropped_acks", j.mail.droppedAcks.Load()).Msg(msg)
 		}
 	}
 }
@@ -552,7 +575,9 @@ func respondError(r micro.Request, code, msg string) {
 // publishReply sends a reply composed off the handler's goroutine.
 func (s *Service) publishReply(m *nats.Msg) {
 	if err := s.nc.PublishMsg(m); err != nil {
-		s.log.Warn().Err(err).Str("subject", m.Subject).Msg("reply not sent")
+		if msg := "reply not sent"; s.noise.Allow(msg) {
+			s.log.Warn().Err(err).Str("subject", m.Subject).Msg(msg)
+		}
 	}
 }
 

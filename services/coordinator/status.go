@@ -28,6 +28,9 @@ func (j *job) view(now time.Time) messages.Status {
 		Failed:              j.failed(),
 	}
 	st.EffectiveInterval = st.Config.Interval
+	if j.alarm != nil {
+		st.Alarms = append(st.Alarms, j.alarm.view())
+	}
 	st.Savepoints = j.savepointHolds()
 	if j.lost != nil {
 		st.Alarms = append(st.Alarms, *j.lost)

@@ -717,8 +717,8 @@ func (r *run) checkHistory(ctx context.Context) {
 	}
 	events := make([]messages.CheckpointEvent, 0, len(msgs))
 	for _, m := range msgs {
-		if m.Subject() == subjects.MemberEvents(job) {
-			continue // a member audit event, not a checkpoint event
+		if m.Subject() == subjects.MemberEvents(job) || m.Subject() == subjects.Alarms(job) {
+			continue // a member audit or alarm event, not a checkpoint event
 		}
 		var e messages.CheckpointEvent
 		if err := messages.Unmarshal(m.Data(), &e); err != nil {

@@ -12,7 +12,12 @@
 // twice or out of order, and that config versions were applied in order; its report gives
 // the seed, the counts and the fail-over gaps.
 //
-// The test is skipped unless CAIRN_CHAOS=1, so `go test ./...` stays fast;
-// CAIRN_CHAOS_SEED=<n> replays a run's schedule. docs/chaos.md explains how to run it and
-// what it checks.
+// TestHungNode, also with CAIRN_CHAOS=1, runs Cairn on a 3-node JetStream cluster of
+// nats-server processes and SIGSTOPs for 60 s the node that leads every Cairn stream,
+// with the coordinator and an operator connected to it alone: checkpoints must resume
+// within 20 s, no id may be issued twice, and a restore from trimmed input must be exact.
+//
+// Both are skipped unless CAIRN_CHAOS=1, so `go test ./...` stays fast;
+// CAIRN_CHAOS_SEED=<n> replays TestChaos's schedule. docs/chaos.md explains how to run
+// them and what they check.
 package chaos

@@ -112,8 +112,8 @@ func (o *observer) answered(instance string, id uint64) bool {
 }
 
 func (o *observer) onEvent(m *nats.Msg) {
-	if m.Subject == subjects.MemberEvents(job) {
-		return // member audit events share the checkpoint events' subject space
+	if m.Subject == subjects.MemberEvents(job) || m.Subject == subjects.Alarms(job) {
+		return // member audit and alarm events share the checkpoint events' subject space
 	}
 	at := time.Now()
 	var e messages.CheckpointEvent

@@ -265,8 +265,8 @@ func (s *system) events(job string) <-chan *messages.CheckpointEvent {
 	s.t.Helper()
 	ch := make(chan *messages.CheckpointEvent, 1024)
 	sub, err := s.nc.Subscribe(subjects.CheckpointEvent(job, "*"), func(m *nats.Msg) {
-		if m.Subject == subjects.MemberEvents(job) {
-			return // member audit events share the prefix
+		if m.Subject == subjects.MemberEvents(job) || m.Subject == subjects.Alarms(job) {
+			return // member audit and alarm events share the prefix
 		}
 		var e messages.CheckpointEvent
 		if err := messages.Unmarshal(m.Data, &e); err != nil {
