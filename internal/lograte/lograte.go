@@ -3,8 +3,6 @@ package lograte
 import (
 	"sync"
 	"time"
-
-	"github.com/rs/zerolog"
 )
 
 // Limiter decides which lines of each kind to log. A kind is a fixed string (the line's
@@ -62,12 +60,4 @@ func (l *Limiter) end(kind string, w *window) {
 	if n > 0 {
 		l.report(kind, n)
 	}
-}
-
-// Zerolog returns a Limiter whose reports are warnings through log: the kind as the
-// message, with the fields suppressed (the count) and period.
-func Zerolog(log zerolog.Logger, period time.Duration) *Limiter {
-	return New(period, func(kind string, suppressed uint64) {
-		log.Warn().Uint64("suppressed", suppressed).Dur("period", period).Msg(kind)
-	})
 }

@@ -1,15 +1,10 @@
 package lograte_test
 
 import (
-	"bytes"
-	"encoding/json"
-	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
-
-	"github.com/rs/zerolog"
 
 	"github.com/cairn-stream/cairn/internal/lograte"
 )
@@ -67,30 +62,6 @@ func TestLimiter(t *testing.T) {
 		defer mu.Unlock()
 		if got := reports["a"]; len(got) != 2 || got[1] != 2 {
 			t.Fatalf("reports of a: %v, want [2009 2]", got)
-		}
-	})
-}
-
-// TestZerolog: the report is a warning with the kind as its message and the count.
-func TestZerolog(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		var buf bytes.Buffer
-		l := lograte.Zerolog(zerolog.New(&buf), time.Second)
-		for range 5 {
-			l.Allow("ack dropped: cannot decode")
-		}
-		time.Sleep(time.Second)
-		synctest.Wait()
-		var line struct {
-			Level      string `json:"level"`
-			Message    string `json:"message"`
-			Suppressed uint64 `json:"suppressed"`
-		}
-		if err := json.Unmarshal([]byte(strings.TrimSpace(buf.String())), &line); err != nil {
-			t.Fatalf("%q: %v", buf.String(), err)
-		}
-		if line.Level != "warn" || line.Message != "ack dropped: cannot decode" || line.Suppressed != 4 {
-			t.Fatalf("report %+v, want a warning of 4 suppressed", line)
 		}
 	})
 }

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/cairn-stream/cairn/internal/lograte"
 )
 
 // New returns a *slog.Logger that writes through l, at l's level.
@@ -147,4 +149,12 @@ func add(f fields, prefix string, a slog.Attr) {
 			f.any(k, x)
 		}
 	}
+}
+
+// RateLimited returns a lograte.Limiter whose reports are warnings through log: the kind
+// as the message, with the fields suppressed (the count) and period.
+func RateLimited(log zerolog.Logger, period time.Duration) *lograte.Limiter {
+	return lograte.New(period, func(kind string, suppressed uint64) {
+		log.Warn().Uint64("suppressed", suppressed).Dur("period", period).Msg(kind)
+	})
 }

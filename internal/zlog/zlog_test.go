@@ -2,9 +2,12 @@ package zlog_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"log/slog"
+	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -36,4 +39,28 @@ func TestHandler(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRateLimited: the report is a warning with the kind as its message and the count.
+func TestRateLimited(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var buf bytes.Buffer
+		l := zlog.RateLimited(zerolog.New(&buf), time.Second)
+		for range 5 {
+			l.Allow("ack dropped: cannot decode")
+		}
+		time.Sleep(time.Second)
+		synctest.Wait()
+		var line struct {
+			Level      string `json:"level"`
+			Message    string `json:"message"`
+			Suppressed uint64 `json:"suppressed"`
+		}
+		if err := json.Unmarshal([]byte(strings.TrimSpace(buf.String())), &line); err != nil {
+			t.Fatalf("%q: %v", buf.String(), err)
+		}
+		if line.Level != "warn" || line.Message != "ack dropped: cannot decode" || line.Suppressed != 4 {
+			t.Fatalf("report %+v, want a warning of 4 suppressed", line)
+		}
+	})
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 
+	"github.com/cairn-stream/cairn/internal/lograte"
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
 )
 
@@ -88,8 +89,8 @@ type Runtime struct {
 	position atomic.Uint64
 	stats    counters
 	acks     recentAcks
-	// untrusted counts the barriers ignored because they are not in line with the lease.
-	untrusted noisyLog
+	// noise rate-limits the warnings that strangers can cause at will (warnNoisy).
+	noise *lograte.Limiter
 }
 
 // doRequest asks the processing goroutine to run fn and close done.
@@ -176,7 +177,7 @@ func New(nc *nats.Conn, cfg Config, m Machine) (*Runtime, error) {
 	}
 	incarnation := nuid.Next()
 	checkConn(nc, log.With("job", cfg.Job, "instance", cfg.Instance))
-	return &Runtime{
+	r := &Runtime{
 		cfg:         cfg,
 		nc:          nc,
 		js:          js,
@@ -192,7 +193,11 @@ func New(nc *nats.Conn, cfg Config, m Machine) (*Runtime, error) {
 		doCh:        make(chan doRequest),
 		fencedCh:    make(chan struct{}),
 		lease:       selfLease{confirm: make(chan confirmRequest), origin: time.Now()},
-	}, nil
+	}
+	r.noise = lograte.New(noisePeriod, func(kind string, suppressed uint64) {
+		r.log.Warn(kind, "suppressed", suppressed, "period", noisePeriod)
+	})
+	return r, nil
 }
 
 // Config returns the config the Runtime runs with, defaults filled in (Heartbeat stays 0

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -31,7 +30,7 @@ func (r *Runtime) trusted(ctx context.Context, st *loopState, b *messages.Barrie
 			return false, fmt.Errorf("read the lease of job %s: %w", r.cfg.Job, err)
 		}
 		if b.Token > rev {
-			r.untrusted.note(r, "barrier ignored: its fencing token is above the revision of the job's lease, so no lease holder sent it",
+			r.warnNoisy("barrier ignored: its fencing token is above the revision of the job's lease, so no lease holder sent it",
 				"checkpoint", b.CheckpointID, "token", b.Token, "lease_revision", rev, "coordinator", b.Coordinator)
 			return false, nil
 		}
@@ -49,7 +48,7 @@ func (r *Runtime) trusted(ctx context.Context, st *loopState, b *messages.Barrie
 		}
 		st.counter = max(st.counter, c.Last)
 		if b.CheckpointID > st.counter {
-			r.untrusted.note(r, "barrier ignored: its checkpoint id is above the job's id counter, so no lease holder sent it",
+			r.warnNoisy("barrier ignored: its checkpoint id is above the job's id counter, so no lease holder sent it",
 				"checkpoint", b.CheckpointID, "counter", c.Last, "last_barrier", st.lastBarrier, "token", b.Token, "coordinator", b.Coordinator)
 			return false, nil
 		}
@@ -57,29 +56,14 @@ func (r *Runtime) trusted(ctx context.Context, st *loopState, b *messages.Barrie
 	return true, nil
 }
 
-// quietPeriod is how long a noisyLog stays quiet after a line.
-const quietPeriod = 10 * time.Second
+// noisePeriod is how long a warning that strangers can cause at will stays quiet after
+// it was logged; the lines suppressed meanwhile are counted in one line at its end.
+const noisePeriod = 10 * time.Second
 
-// noisyLog logs a warning that strangers can cause at will at most once per quietPeriod,
-// with the number of occurrences since the last line.
-type noisyLog struct {
-	mu     sync.Mutex
-	last   time.Time
-	missed int
-}
-
-// note logs msg with args at warn level, unless it logged within quietPeriod; then it only
-// counts.
-func (n *noisyLog) note(r *Runtime, msg string, args ...any) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if !n.last.IsZero() && time.Since(n.last) < quietPeriod {
-		n.missed++
-		return
+// warnNoisy logs msg with args at warn level, at most once per noisePeriod (msg is the
+// kind: a fixed string).
+func (r *Runtime) warnNoisy(msg string, args ...any) {
+	if r.noise.Allow(msg) {
+		r.log.Warn(msg, args...)
 	}
-	if n.missed > 0 {
-		args = append(args, "not_logged_since_last", n.missed)
-	}
-	n.last, n.missed = time.Now(), 0
-	r.log.Warn(msg, args...)
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/cairn-stream/cairn/internal/lograte"
+	"github.com/cairn-stream/cairn/internal/zlog"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
@@ -140,7 +141,7 @@ func newJob(name, coordID string, b backend, log zerolog.Logger) *job {
 		name:      name,
 		coordID:   coordID,
 		log:       log,
-		noise:     lograte.Zerolog(log, noisePeriod),
+		noise:     zlog.RateLimited(log, noisePeriod),
 		b:         b,
 		mail:      newMailbox(),
 		status:    make(chan chan messages.Status),
@@ -566,8 +567,12 @@ func (j *job) handleAck(ctx context.Context, a *messages.Ack) {
 		return
 	}
 	if inc, ok := p.expected[a.Instance]; !ok || inc != a.Incarnation {
+		// A replaced process, or a stranger: counted, and warned about at a bounded rate.
 		j.droppedAcks++
-		dropped().Str("incarnation", a.Incarnation).Msg("ack dropped: instance or incarnation not expected")
+		if msg := "ack dropped: instance or incarnation not expected"; j.noise.Allow(msg) {
+			j.log.Warn().Uint64("checkpoint", a.CheckpointID).Str("instance", a.Instance).Str("incarnation", a.Incarnation).
+				Str("expected_incarnation", inc).Msg(msg)
+		}
 		return
 	}
 	j.noteAck(a)

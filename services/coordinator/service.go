@@ -17,6 +17,7 @@ import (
 
 	"github.com/cairn-stream/cairn/internal/configlog"
 	"github.com/cairn-stream/cairn/internal/lograte"
+	"github.com/cairn-stream/cairn/internal/zlog"
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
@@ -121,7 +122,7 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, res *cjs.Resources, 
 	}
 	log = log.With().Str("coordinator", cfg.ID).Logger()
 	s := &Service{
-		cfg: cfg, nc: nc, js: js, res: res, log: log, noise: lograte.Zerolog(log, noisePeriod),
+		cfg: cfg, nc: nc, js: js, res: res, log: log, noise: zlog.RateLimited(log, noisePeriod),
 		jobs: map[string]*job{}, known: map[string]*jobEntry{}, replicas: newReplicaSet(cfg.ID, cfg.Jobs), synced: make(chan struct{}),
 		retaining: make(chan struct{}, retentionSlots),
 	}
