@@ -65,7 +65,7 @@ func getCurrent(ctx context.Context, nc Requester, stream string, get msgGetRequ
 	if err != nil {
 		return nil, err
 	}
-	reply, err := nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+stream, req)
+	reply, err := leaderRequest(ctx, nc, "$JS.API.STREAM.MSG.GET."+stream, req)
 	if err != nil {
 		return nil, fmt.Errorf("read %s in %s from its leader: %w", what, stream, err)
 	}
@@ -126,4 +126,43 @@ func CurrentEntry(ctx context.Context, nc Requester, bucket, key string) ([]byte
 		return nil, 0, jetstream.ErrKeyNotFound
 	}
 	return m.Data, m.Sequence, nil
+}
+
+// Backoff of leaderRequest while the stream has no leader.
+const (
+	leaderFirstWait = 25 * time.Millisecond
+	leaderMaxWait   = 500 * time.Millisecond
+)
+
+// leaderRequest sends a JetStream API request that the stream's leader answers, again
+// while no server answers or the reply says JetStream is temporarily unavailable (code
+// 503: the stream is electing a leader, as after a node hung or restarted), until ctx
+// ends. It returns the first other reply.
+func leaderRequest(ctx context.Context, nc Requester, subject string, req []byte) (*nats.Msg, error) {
+	wait := leaderFirstWait
+	for {
+		reply, err := nc.RequestWithContext(ctx, subject, req)
+		if err == nil && !unavailable(reply.Data) || err != nil && !errors.Is(err, nats.ErrNoResponders) {
+			return reply, err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			if err == nil {
+				return reply, nil
+			}
+			return nil, err
+		case <-t.C:
+		}
+		wait = min(2*wait, leaderMaxWait)
+	}
+}
+
+// unavailable reports whether a JetStream API reply is an error with code 503.
+func unavailable(data []byte) bool {
+	var resp struct {
+		Error *jetstream.APIError `json:"error"`
+	}
+	return json.Unmarshal(data, &resp) == nil && resp.Error != nil && resp.Error.Code == 503
 }

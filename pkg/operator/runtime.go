@@ -292,7 +292,12 @@ func (r *Runtime) run(ctx context.Context) error {
 		return err
 	}
 	var h history
-	if h.record, h.unreadable, err = r.claim(ctx); err != nil {
+	if err := Retry(ctx, func(ctx context.Context) (err error) {
+		h.record, h.unreadable, err = r.claim(ctx)
+		return err
+	}, func(err error, wait time.Duration) {
+		r.log.Warn("cannot claim the instance record; retrying", "error", err, "retry_in", wait)
+	}); err != nil {
 		return err
 	}
 	rs, err := r.restore(ctx, h)

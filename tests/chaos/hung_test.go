@@ -294,7 +294,7 @@ func (r *hungRun) leadEverything(ctx context.Context, nc *nats.Conn, js jetstrea
 
 // cairnStreams are the streams behind Cairn's streams, buckets and object store.
 var cairnStreams = []string{cjs.ConfigStream, cjs.CheckpointStream, cjs.InputStream, cjs.OutputStream,
-	"KV_" + cjs.ManifestBucket, "KV_" + cjs.LeaseBucket, "OBJ_" + cjs.SnapshotBucket}
+	"KV_" + cjs.ManifestBucket, "KV_" + cjs.LeaseBucket, "KV_" + cjs.InstanceBucket, "OBJ_" + cjs.SnapshotBucket}
 
 // leaders names the leader of every Cairn stream.
 func (r *hungRun) leaders(ctx context.Context, js jetstream.JetStream) string {
