@@ -139,7 +139,7 @@ func (r *Runtime) subscribeOutcomes(ctx context.Context, ch chan *nats.Msg) ([]*
 
 // outcome hands one checkpoint event to the Machine's CheckpointListener.
 func (r *Runtime) outcome(st *loopState, msg *nats.Msg) {
-	l := r.cp.listener()
+	l := r.listener()
 	if l == nil {
 		return
 	}
@@ -156,7 +156,7 @@ func (r *Runtime) outcome(st *loopState, msg *nats.Msg) {
 
 // restoredOutcome tells a CheckpointListener that the restored checkpoint completed.
 func (r *Runtime) restoredOutcome(rs restored) {
-	if l := r.cp.listener(); l != nil && rs.checkpoint > 0 {
+	if l := r.listener(); l != nil && rs.checkpoint > 0 {
 		l.CheckpointCompleted(rs.checkpoint)
 	}
 }

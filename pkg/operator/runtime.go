@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nuid"
 
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
 // Errors returned by the Runtime.
@@ -86,8 +87,10 @@ type Runtime struct {
 	lease selfLease
 
 	position atomic.Uint64
-	stats    counters
-	acks     recentAcks
+	// halted is set, once, when processing stopped under PoisonStop.
+	halted atomic.Pointer[messages.OperatorStopped]
+	stats  counters
+	acks   recentAcks
 	// untrusted counts the barriers ignored because they are not in line with the lease.
 	untrusted noisyLog
 }
@@ -118,11 +121,19 @@ type Stats struct {
 	Reused uint64
 	// BytesUploaded is the total size of the snapshots uploaded.
 	BytesUploaded uint64
+	// DeadLettered counts records written to CAIRN_DEADLETTER and skipped (PoisonDeadLetter).
+	DeadLettered uint64
+	// DeadLettersReplayed counts replayed records found dead-lettered before: applied
+	// again, their outputs not published, not dead-lettered again.
+	DeadLettersReplayed uint64
+	// Panics counts the panics of the Machine's code the runtime recovered.
+	Panics uint64
 }
 
 // counters are the atomic form of Stats.
 type counters struct {
 	applied, rejected, emitted, suppressed, acked, declined, reused, bytesUploaded atomic.Uint64
+	deadLettered, deadLettersReplayed, panics                                      atomic.Uint64
 }
 
 // Run runs machine as the instance cfg names until ctx is done: New, then Runtime.Run.
@@ -215,6 +226,10 @@ func (r *Runtime) Stats() Stats {
 		Declined:      r.stats.declined.Load(),
 		Reused:        r.stats.reused.Load(),
 		BytesUploaded: r.stats.bytesUploaded.Load(),
+
+		DeadLettered:        r.stats.deadLettered.Load(),
+		DeadLettersReplayed: r.stats.deadLettersReplayed.Load(),
+		Panics:              r.stats.panics.Load(),
 	}
 }
 
@@ -309,6 +324,10 @@ func (r *Runtime) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	known, err := r.knownDeadLetters(ctx, rs.position)
+	if err != nil {
+		return err
+	}
 	r.position.Store(rs.position)
 	r.restoredCheckpoint, r.restoredFrom = rs.checkpoint, rs.from
 
@@ -375,7 +394,7 @@ func (r *Runtime) run(ctx context.Context) error {
 		"input_stream", r.cfg.InputStream, "input_filters", r.cfg.InputFilters, "heartbeat", every)
 	close(r.ready)
 
-	st := loopState{position: rs.position, lastBarrier: rs.checkpoint, input: input, outputs: outs}
+	st := loopState{position: rs.position, lastBarrier: rs.checkpoint, input: input, outputs: outs, deadLetters: known, stopInput: cc.Stop}
 	r.restoredOutcome(rs)
 	queue, err := r.process(ctx, st, records, barriers, outcomes, jobs)
 	r.stop()
@@ -391,6 +410,8 @@ func (r *Runtime) run(ctx context.Context) error {
 	case err != nil:
 		r.log.Warn("processing stopped at a record whose outputs are not all stored: the position stays before it and no snapshot is taken after it",
 			"error", err, "position", r.Position())
+	case r.halted.Load() != nil:
+		r.log.Warn("operator stopping: its processing had stopped under the poison policy stop", "reason", stoppedReason(r.halted.Load()))
 	}
 	if r.isFenced() {
 		// Replaced: publish nothing more; the persister releases what it is handed.
