@@ -30,7 +30,9 @@ import (
 // by key). Outcomes arrive as core NATS messages on the job's
 // cairn.checkpoints.<job>.completed and .aborted subjects; one lost in a disconnection is
 // reported through the next completion. Snapshots still pending when Run stops get no
-// call.
+// call. A panic in either method is recovered, logged with its stack and counted
+// (Stats.Panics): under PoisonDeadLetter the runtime goes on and that outcome is not
+// reported again, under PoisonStop processing stops (see PoisonStop).
 type CheckpointListener interface {
 	// CheckpointCompleted reports that checkpoint id completed.
 	CheckpointCompleted(id uint64)
