@@ -180,13 +180,12 @@ type OperatorInfo struct {
 	// PoisonPolicy is what the instance does with a record it cannot process:
 	// "dead-letter" or "stop". Absent from operators older than the policy.
 	PoisonPolicy string `json:"poison_policy,omitempty"`
-	// Stopped is set when the instance stopped processing under the stop policy: it
-	// stays up, declines every barrier, and is unhealthy.
+	// Stopped is set when the instance stopped processing (the stop policy, or a dead
+	// letter refused for good): it stays up, declines every barrier, and is unhealthy.
 	Stopped *OperatorStopped `json:"stopped,omitempty"`
 }
 
-// OperatorStopped says where and why an operator instance stopped processing under the
-// stop policy.
+// OperatorStopped says where and why an operator instance stopped processing.
 type OperatorStopped struct {
 	// Reason says what failed.
 	Reason PoisonReason `json:"reason"`

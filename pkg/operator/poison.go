@@ -17,8 +17,8 @@ var (
 	// a CheckpointListener's methods). Run returns an error wrapping it when Restore
 	// panicked: the state may be half replaced, so the start is refused.
 	ErrPanic = errors.New("the Machine panicked")
-	// ErrProcessingStopped is wrapped by Runtime.Health once the runtime stopped processing
-	// under PoisonStop.
+	// ErrProcessingStopped is wrapped by Runtime.Health once the runtime stopped processing:
+	// under PoisonStop, or because a record's dead letter could not be stored for good.
 	ErrProcessingStopped = errors.New("processing stopped by the poison-record policy")
 )
 
@@ -124,25 +124,29 @@ func (r *Runtime) halt(seq uint64, subject string, fail *recordFailure) {
 	if !r.halted.CompareAndSwap(nil, h) {
 		return
 	}
-	r.log.Error("processing stopped (poison policy stop): the instance stays up, applies nothing more and declines every barrier until it is restarted",
+	r.log.Error("processing stopped: the instance stays up, applies nothing more and declines every barrier until it is restarted",
 		"seq", seq, "subject", subject, "reason", string(fail.reason), "error", fail.err.Error(), "position", h.Position)
 }
 
-// stoppedReason says why a stopped runtime declines a barrier, and what to do.
-func stoppedReason(h *messages.OperatorStopped) string {
+// stoppedReason says why a stopped runtime declines barriers, and what to do.
+func (r *Runtime) stoppedReason(h *messages.OperatorStopped) string {
 	at := "after a CheckpointListener panicked"
 	if h.Sequence != 0 {
 		at = fmt.Sprintf("at input sequence %d (subject %s of %s)", h.Sequence, h.Subject, h.Stream)
 	}
-	return fmt.Sprintf("processing stopped %s by the poison policy %s: %s: %s; restart the instance once the Machine is fixed, or with the policy %s to skip the record",
-		at, PoisonStop, h.Reason, h.Error, PoisonDeadLetter)
+	todo := fmt.Sprintf("restart the instance once the Machine is fixed, or with the policy %s to skip the record", PoisonDeadLetter)
+	if r.cfg.OnPoison != PoisonStop {
+		todo = "restart the instance once its dead letter can be stored"
+	}
+	return fmt.Sprintf("processing stopped %s (poison policy %s): %s: %s; %s", at, r.cfg.OnPoison, h.Reason, h.Error, todo)
 }
 
 // Health returns nil while the runtime processes its input, and an error wrapping
-// ErrProcessingStopped, naming the record, once it stopped under PoisonStop.
+// ErrProcessingStopped, naming the record, once it stopped processing: under PoisonStop,
+// or at a record whose dead letter JetStream refused for good.
 func (r *Runtime) Health() error {
 	if h := r.halted.Load(); h != nil {
-		return fmt.Errorf("%w: %s", ErrProcessingStopped, stoppedReason(h))
+		return fmt.Errorf("%w: %s", ErrProcessingStopped, r.stoppedReason(h))
 	}
 	return nil
 }

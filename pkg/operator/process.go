@@ -52,10 +52,10 @@ func (st *loopState) advance(r *Runtime, seq uint64) {
 // runs Do requests, one at a time, until ctx is done, the runtime is replaced, or an
 // output cannot be stored (then it returns that error). Cancellation and replacement have
 // priority: once either happened, no further record or barrier is taken. Once processing
-// stopped under PoisonStop (halt) it stops the input consumer and takes no record, and
-// goes on declining barriers and running Do requests. It returns the snapshots not yet
-// handed to the persister; they were taken before the stop, so they cover only records
-// whose outputs are all stored.
+// stopped (halt) it stops the input consumer and takes no record, and goes on declining
+// barriers and running Do requests. It returns the snapshots not yet handed to the
+// persister; they were taken before the stop, so they cover only records whose outputs
+// are all stored.
 func (r *Runtime) process(ctx context.Context, st loopState, records <-chan delivery, barriers, outcomes <-chan *nats.Msg, jobs chan<- persistJob) ([]persistJob, error) {
 	for {
 		if r.stopping(ctx) {
@@ -244,7 +244,7 @@ func (r *Runtime) barrier(ctx context.Context, st *loopState, msg *nats.Msg) err
 	if h := r.halted.Load(); h != nil {
 		// The Machine may hold the record processing stopped at, which the position does
 		// not cover: no snapshot may be taken.
-		r.decline(ctx, log, b.CheckpointID, stoppedReason(h))
+		r.decline(ctx, log, b.CheckpointID, r.stoppedReason(h))
 		return nil
 	}
 	if len(st.queue) >= maxQueuedSnapshots {

@@ -87,7 +87,7 @@ type Runtime struct {
 	lease selfLease
 
 	position atomic.Uint64
-	// halted is set, once, when processing stopped under PoisonStop.
+	// halted is set, once, when processing stopped (halt).
 	halted atomic.Pointer[messages.OperatorStopped]
 	stats  counters
 	acks   recentAcks
@@ -411,7 +411,7 @@ func (r *Runtime) run(ctx context.Context) error {
 		r.log.Warn("processing stopped at a record whose outputs are not all stored: the position stays before it and no snapshot is taken after it",
 			"error", err, "position", r.Position())
 	case r.halted.Load() != nil:
-		r.log.Warn("operator stopping: its processing had stopped under the poison policy stop", "reason", stoppedReason(r.halted.Load()))
+		r.log.Warn("operator stopping: its processing had stopped", "reason", r.stoppedReason(r.halted.Load()))
 	}
 	if r.isFenced() {
 		// Replaced: publish nothing more; the persister releases what it is handed.
