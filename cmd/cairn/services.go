@@ -171,6 +171,8 @@ func logOperatorFailure(log zerolog.Logger, cfg operator.Config, err error) {
 		msg = "refusing to start: the checkpoint --restore-from names cannot be restored"
 	case errors.Is(err, op.ErrReplaced):
 		msg = "stopped: replaced by a newer incarnation of this instance"
+	case errors.Is(err, op.ErrPanic):
+		msg = "refusing to start: restoring the state panicked (the stack is logged above)"
 	}
 	log.Error().Str("job", cfg.Job).Str("instance", cfg.Instance).Err(err).Msg(msg)
 }
