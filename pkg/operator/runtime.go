@@ -218,15 +218,14 @@ func (r *Runtime) Ready() <-chan struct{} { return r.ready }
 // Stats returns the Runtime's counters.
 func (r *Runtime) Stats() Stats {
 	return Stats{
-		Applied:       r.stats.applied.Load(),
-		Rejected:      r.stats.rejected.Load(),
-		Emitted:       r.stats.emitted.Load(),
-		Suppressed:    r.stats.suppressed.Load(),
-		Acked:         r.stats.acked.Load(),
-		Declined:      r.stats.declined.Load(),
-		Reused:        r.stats.reused.Load(),
-		BytesUploaded: r.stats.bytesUploaded.Load(),
-
+		Applied:             r.stats.applied.Load(),
+		Rejected:            r.stats.rejected.Load(),
+		Emitted:             r.stats.emitted.Load(),
+		Suppressed:          r.stats.suppressed.Load(),
+		Acked:               r.stats.acked.Load(),
+		Declined:            r.stats.declined.Load(),
+		Reused:              r.stats.reused.Load(),
+		BytesUploaded:       r.stats.bytesUploaded.Load(),
 		DeadLettered:        r.stats.deadLettered.Load(),
 		DeadLettersReplayed: r.stats.deadLettersReplayed.Load(),
 		Panics:              r.stats.panics.Load(),
@@ -263,7 +262,10 @@ func (r *Runtime) Do(ctx context.Context, fn func()) error {
 // publishes nothing more and leaves the registration in place. With Config.RestoreFrom it
 // refuses to start with an error wrapping ErrRestoreFrom when that checkpoint cannot be
 // restored. It returns an error wrapping ErrWrappedKeyed at the first barrier when the
-// Machine wraps a *Keyed (its checkpoints could not be restored), having declined it.
+// Machine wraps a *Keyed (its checkpoints could not be restored), having declined it, and
+// one wrapping ErrPanic when the Machine's Restore panicked. A record it cannot process
+// goes to Config.OnPoison; under PoisonStop Run keeps running, processing nothing, until
+// ctx is done.
 func (r *Runtime) Run(ctx context.Context) error {
 	if !r.started.CompareAndSwap(false, true) {
 		return ErrAlreadyStarted
