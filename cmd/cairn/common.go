@@ -168,14 +168,20 @@ func ensureResources(ctx context.Context, js jetstream.JetStream, o cjs.Options,
 }
 
 // serveHealth serves /healthz on the health address, if one is set, reporting ready while
-// the NATS connection is up. It returns at once; the server stops with ctx.
-func (c *common) serveHealth(ctx context.Context, nc *nats.Conn, log zerolog.Logger) {
+// the NATS connection is up and every check returns nil. It returns at once; the server
+// stops with ctx.
+func (c *common) serveHealth(ctx context.Context, nc *nats.Conn, log zerolog.Logger, checks ...func() error) {
 	if c.healthAddr == "" {
 		return
 	}
 	ready := func() error {
 		if !nc.IsConnected() {
 			return fmt.Errorf("NATS connection %s", nc.Status())
+		}
+		for _, check := range checks {
+			if err := check(); err != nil {
+				return err
+			}
 		}
 		return nil
 	}

@@ -27,7 +27,9 @@ Exit status: 0 after a clean stop (SIGTERM, Ctrl-C), 2 for a usage error, 1 for 
 error. An operator exits 1 with an ERROR log line naming the job, the instance and the cause
 when it refuses to start (a member with no usable snapshot: --reset-state; input after its
 restored position possibly removed: --accept-input-gap; the checkpoint --restore-from names
-is gone) or was replaced by a newer process with the same instance id.
+is gone; its Restore panicked) or was replaced by a newer process with the same instance id.
+A record it cannot process is dead-lettered and skipped (--on-poison stop: it stops there
+and stays up, unhealthy).
 `
 
 func main() {

@@ -44,6 +44,7 @@ func TestUsageAndUnknownCommands(t *testing.T) {
 		{"bad job list", []string{"coordinator", "--jobs", "a.b"}, 1},
 		{"bad trim stream", []string{"coordinator", "--trim-streams", "IN.PUT"}, 1},
 		{"operator without a job", []string{"operator", "--instance", "i"}, 1},
+		{"operator with an unknown poison policy", []string{"operator", "--job", "j", "--instance", "i", "--on-poison", "skip"}, 1},
 		{"bad log level", []string{"configsvc", "--log-level", "loud"}, 1},
 		{"dev with too many operators", []string{"dev", "--operators", "100"}, 1},
 	}

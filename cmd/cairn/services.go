@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"os"
 	"strings"
@@ -97,6 +98,7 @@ func runOperator(ctx context.Context, args []string, stderr io.Writer) error {
 	input := fs.String("input", os.Getenv("CAIRN_INPUT_SUBJECT"), "input subject filters of the input stream, comma-separated; empty: <prefix>.input.<job>.<instance> [$CAIRN_INPUT_SUBJECT]")
 	restoreFrom := fs.String("restore-from", os.Getenv("CAIRN_RESTORE_FROM"), "restore this checkpoint id or savepoint name instead of the newest checkpoint, and resume the input at its positions; refused when it, this instance's snapshot in it or its input is gone. Use for one start only [$CAIRN_RESTORE_FROM]")
 	output := fs.String("output", os.Getenv("CAIRN_OUTPUT_SUBJECT"), "emit each key's new totals on this subject (e.g. <prefix>.output.<job>.<instance>); empty: no output [$CAIRN_OUTPUT_SUBJECT]")
+	onPoison := fs.String("on-poison", envOr("CAIRN_ON_POISON", string(op.PoisonDeadLetter)), "what to do with a record that cannot be processed (the operator panics on it, or an output of it can never be stored): dead-letter (write it to CAIRN_DEADLETTER and skip it) or stop (stop processing, stay up and unhealthy) [$CAIRN_ON_POISON]")
 	resetDefault, err := envBool("CAIRN_RESET_STATE")
 	if err != nil {
 		return err
@@ -119,6 +121,10 @@ func runOperator(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	policy, err := op.ParsePoisonPolicy(*onPoison)
+	if err != nil {
+		return fmt.Errorf("--on-poison: %w", err)
+	}
 	cfg := operator.DefaultConfig(*job, *instance)
 	cfg.Subjects = c.subjects()
 	cfg.InputStream = *inputStream
@@ -128,6 +134,7 @@ func runOperator(ctx context.Context, args []string, stderr io.Writer) error {
 	cfg.AcceptInputGap = *acceptGap
 	cfg.RestoreFrom = *restoreFrom
 	cfg.ReemitOutputs = *reemit
+	cfg.OnPoison = policy
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
@@ -143,7 +150,7 @@ func runOperator(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	c.serveHealth(ctx, nc, log)
+	c.serveHealth(ctx, nc, log, svc.Runtime().Health)
 	if err := svc.Run(ctx); err != nil {
 		logOperatorFailure(log, cfg, err)
 		return err
@@ -164,6 +171,8 @@ func logOperatorFailure(log zerolog.Logger, cfg operator.Config, err error) {
 		msg = "refusing to start: the checkpoint --restore-from names cannot be restored"
 	case errors.Is(err, op.ErrReplaced):
 		msg = "stopped: replaced by a newer incarnation of this instance"
+	case errors.Is(err, op.ErrPanic):
+		msg = "refusing to start: restoring the state panicked (the stack is logged above)"
 	}
 	log.Error().Str("job", cfg.Job).Str("instance", cfg.Instance).Err(err).Msg(msg)
 }

@@ -16,6 +16,7 @@ const (
 	CheckpointStream = "CAIRN_CHECKPOINTS"
 	InputStream      = "CAIRN_INPUT"
 	OutputStream     = "CAIRN_OUTPUT"
+	DeadLetterStream = "CAIRN_DEADLETTER"
 	ManifestBucket   = "CAIRN_MANIFESTS"
 	LeaseBucket      = "CAIRN_LEASES"
 	InstanceBucket   = "CAIRN_INSTANCES"
@@ -81,6 +82,18 @@ const (
 	DuplicateWindow = 2 * time.Minute
 )
 
+// Limits of CAIRN_DEADLETTER, the input records operators could not process. It has no
+// MaxBytes: JetStream reserves a stream's MaxBytes from the server's store when the stream
+// is created, and a deployment sized for the other streams would then refuse to create
+// it. Each dead letter holds at most one message of the server's max_payload.
+const (
+	// DeadLetterMaxAge is how long CAIRN_DEADLETTER keeps a dead letter.
+	DeadLetterMaxAge = 7 * 24 * time.Hour
+	// DeadLettersPerInstance is how many dead letters CAIRN_DEADLETTER keeps per instance
+	// (per subject); beyond it the oldest go.
+	DeadLettersPerInstance = 1000
+)
+
 // Defaults of the storage bounds.
 const (
 	// DefaultMarkerTTL is Options.MarkerTTL's default: a purged manifest's marker is gone
@@ -104,6 +117,7 @@ type Resources struct {
 	Checkpoints jetstream.Stream
 	Input       jetstream.Stream
 	Output      jetstream.Stream
+	DeadLetter  jetstream.Stream
 	Manifests   jetstream.KeyValue
 	Leases      jetstream.KeyValue
 	Instances   jetstream.KeyValue
@@ -192,6 +206,17 @@ func (o Options) StreamConfigs() []jetstream.StreamConfig {
 			Replicas:    o.replicas(),
 			Duplicates:  DuplicateWindow,
 		},
+		{
+			Name:              DeadLetterStream,
+			Description:       "Cairn dead letters: input records an operator could not process, with their position and error, one subject per instance",
+			Subjects:          []string{s.DeadLetter("*", "*")},
+			MaxAge:            DeadLetterMaxAge,
+			MaxMsgsPerSubject: DeadLettersPerInstance,
+			Discard:           jetstream.DiscardOld,
+			Storage:           o.storage(),
+			Replicas:          o.replicas(),
+			Duplicates:        DuplicateWindow,
+		},
 	}
 }
 
@@ -199,7 +224,7 @@ func (o Options) StreamConfigs() []jetstream.StreamConfig {
 // run from several processes at once.
 func Ensure(ctx context.Context, js jetstream.JetStream, o Options) (*Resources, error) {
 	var r Resources
-	streams := []*jetstream.Stream{&r.Config, &r.Checkpoints, &r.Input, &r.Output}
+	streams := []*jetstream.Stream{&r.Config, &r.Checkpoints, &r.Input, &r.Output, &r.DeadLetter}
 	for i, cfg := range o.StreamConfigs() {
 		if !o.wants(cfg.Name) {
 			continue

@@ -32,8 +32,8 @@ func TestEnsureIsIdempotent(t *testing.T) {
 	for n := range names.Name() {
 		got = append(got, n)
 	}
-	if len(got) != 8 {
-		t.Fatalf("streams = %v, want 4 streams + 3 KV + 1 object store", got)
+	if len(got) != 9 {
+		t.Fatalf("streams = %v, want 5 streams + 3 KV + 1 object store", got)
 	}
 }
 
@@ -98,7 +98,7 @@ func TestEnsureLookupOnlyReportsMissing(t *testing.T) {
 	}
 }
 
-func TestOutputIsBoundedAndInputIsNot(t *testing.T) {
+func TestOutputAndDeadLettersAreBoundedAndInputIsNot(t *testing.T) {
 	for _, o := range []cjs.Options{{}, {Memory: true}} {
 		for _, cfg := range o.StreamConfigs() {
 			switch cfg.Name {
@@ -109,6 +109,12 @@ func TestOutputIsBoundedAndInputIsNot(t *testing.T) {
 			case cjs.InputStream:
 				if cfg.MaxAge != 0 || cfg.MaxBytes > 0 || cfg.MaxMsgs > 0 || cfg.MaxMsgsPerSubject > 0 {
 					t.Fatalf("%s has limits %+v: they would remove input a restore needs; Cairn trims it", cfg.Name, cfg)
+				}
+			case cjs.DeadLetterStream:
+				// Bounded by age and per instance; no MaxBytes, which JetStream would reserve.
+				if cfg.MaxAge < cfg.Duplicates || cfg.MaxMsgsPerSubject <= 0 || cfg.MaxBytes > 0 || cfg.Discard != jetstream.DiscardOld ||
+					len(cfg.Subjects) != 1 || cfg.Subjects[0] != o.Subjects.DeadLetter("*", "*") {
+					t.Fatalf("memory=%v: %s config %+v", o.Memory, cfg.Name, cfg)
 				}
 			}
 		}

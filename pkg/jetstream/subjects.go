@@ -100,6 +100,12 @@ func (s Subjects) Input(job, instance string) string { return s.join("input", jo
 // Output is the default output subject of a reference operator instance.
 func (s Subjects) Output(job, instance string) string { return s.join("output", job, instance) }
 
+// DeadLetter is the subject of an operator instance's dead letters in CAIRN_DEADLETTER
+// ("*" for all): the input records it could not process.
+func (s Subjects) DeadLetter(job, instance string) string {
+	return s.join("deadletter", job, instance)
+}
+
 // OperatorState is the subject an operator instance answers state requests on.
 func (s Subjects) OperatorState(job, instance string) string {
 	return s.join("op", job, instance, "state")

@@ -186,7 +186,53 @@ type OperatorInfo struct {
 	RestoredFrom       string `json:"restored_from,omitempty"`
 	// Stats are the runtime's counters since the process started.
 	Stats OperatorStats `json:"stats"`
+	// PoisonPolicy is what the instance does with a record it cannot process:
+	// "dead-letter" or "stop". Absent from operators older than the policy.
+	PoisonPolicy string `json:"poison_policy,omitempty"`
+	// Stopped is set when the instance stopped processing (the stop policy, or a dead
+	// letter refused for good): it stays up, declines every barrier, and is unhealthy.
+	Stopped *OperatorStopped `json:"stopped,omitempty"`
 }
+
+// OperatorStopped says where and why an operator instance stopped processing.
+type OperatorStopped struct {
+	// Reason says what failed.
+	Reason PoisonReason `json:"reason"`
+	// Sequence, Stream and Subject name the record it stopped at: the first record not
+	// applied; absent when no record is to blame (a CheckpointListener panicked).
+	Sequence uint64 `json:"sequence,omitempty"`
+	Stream   string `json:"stream,omitempty"`
+	Subject  string `json:"subject,omitempty"`
+	// Position is the input sequence of the last record applied.
+	Position uint64 `json:"position"`
+	// Error is the error, or the panic's value.
+	Error string `json:"error"`
+	// At is when it stopped.
+	At time.Time `json:"at"`
+}
+
+// PoisonReason says why an operator could not process a record, on a dead letter
+// (HeaderDeadLetterReason) and in OperatorStopped. The values are append-only; a reader
+// shows one it does not know as it is.
+type PoisonReason string
+
+// Reasons a record could not be processed.
+const (
+	// PoisonPanic: the Machine panicked applying the record (Apply or TakeOutputs).
+	PoisonPanic PoisonReason = "panic"
+	// PoisonOutputTooLarge: an output of the record exceeds the server's max_payload
+	// (with its headers) or the output stream's maximum message size.
+	PoisonOutputTooLarge PoisonReason = "output_too_large"
+	// PoisonOutputRefused: an output of the record can never be stored: its subject is
+	// not a subject to publish to, or JetStream refused it with an error that is not
+	// transient, a few times in a row.
+	PoisonOutputRefused PoisonReason = "output_refused"
+	// PoisonListenerPanic: a CheckpointListener panicked (OperatorStopped only).
+	PoisonListenerPanic PoisonReason = "listener_panic"
+	// PoisonDeadLetterRefused: the record's dead letter itself could not be stored for
+	// good, so the instance stopped at it instead (OperatorStopped only).
+	PoisonDeadLetterRefused PoisonReason = "dead_letter_refused"
+)
 
 // OperatorStats are an operator instance's counters in OperatorInfo.
 type OperatorStats struct {
@@ -200,6 +246,14 @@ type OperatorStats struct {
 	Declined      uint64 `json:"declined"`
 	Reused        uint64 `json:"reused"`
 	BytesUploaded uint64 `json:"bytes_uploaded"`
+	// DeadLettered counts records written to CAIRN_DEADLETTER and skipped.
+	DeadLettered uint64 `json:"dead_lettered"`
+	// DeadLettersReplayed counts replayed records that CAIRN_DEADLETTER already held:
+	// applied again to the restored state, their outputs not published, not written
+	// again.
+	DeadLettersReplayed uint64 `json:"dead_letters_replayed"`
+	// Panics counts the panics of the Machine's code the runtime recovered.
+	Panics uint64 `json:"panics"`
 }
 
 // KeyTotals is one key's aggregate in OperatorState.

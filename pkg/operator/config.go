@@ -62,16 +62,56 @@ type Config struct {
 	// not published again (see Producer). Only for a Producer; it applies at every start
 	// it is given to: set it for one start only.
 	ReemitOutputs bool
+	// OnPoison is what the runtime does with a record it cannot process: the Machine
+	// panics applying it, or one of its outputs can never be stored (see PoisonPolicy).
+	// Empty means PoisonDeadLetter.
+	OnPoison PoisonPolicy
 	// Logger receives the runtime's log records, with the attributes job, instance and
 	// incarnation; nil means no logging.
 	Logger *slog.Logger
+}
+
+// PoisonPolicy is what the runtime does with a record whose processing fails for good:
+// the Machine panics applying it (Apply or TakeOutputs), or one of its outputs can never
+// be stored (it exceeds the server's max_payload or the output stream's maximum message
+// size, its subject cannot be published to, or JetStream refuses it with an error that
+// is not transient three times in a row). Failures that pass (a NATS outage, a stream
+// without a leader, a full store) are retried until the output is stored, never counted.
+type PoisonPolicy string
+
+// The poison-record policies.
+const (
+	// PoisonDeadLetter writes the record to CAIRN_DEADLETTER (subject
+	// <prefix>.deadletter.<job>.<instance>) with its position, subject, error and the
+	// incarnation, and skips it: its outputs not yet stored are dropped, the position
+	// moves past it, and records after it are applied. A restore that replays it finds it
+	// there: it is applied again (so the state is the one the instance had), its outputs
+	// are not published and it is not written again. The default.
+	PoisonDeadLetter PoisonPolicy = "dead-letter"
+	// PoisonStop stops processing at the record: the instance stays up and registered,
+	// applies nothing more, declines every barrier with the record named in the reason,
+	// reports it in its info (messages.OperatorInfo.Stopped), and Runtime.Health returns
+	// an error wrapping ErrProcessingStopped, until it is restarted. A restart meets the
+	// record again. A CheckpointListener that panics stops processing too.
+	PoisonStop PoisonPolicy = "stop"
+)
+
+// ParsePoisonPolicy reads a policy: "dead-letter", "stop", or "" for the default.
+func ParsePoisonPolicy(s string) (PoisonPolicy, error) {
+	switch p := PoisonPolicy(s); p {
+	case "":
+		return PoisonDeadLetter, nil
+	case PoisonDeadLetter, PoisonStop:
+		return p, nil
+	}
+	return "", fmt.Errorf("poison policy %q: allowed: %s, %s", s, PoisonDeadLetter, PoisonStop)
 }
 
 // DefaultConfig returns the config of instance of job with every other field at its
 // default. InputFilters stays empty, meaning the instance's default subject under
 // whatever Subjects prefix is set afterwards.
 func DefaultConfig(job, instance string) Config {
-	return Config{Job: job, Instance: instance, InputStream: cjs.InputStream, OutputStream: cjs.OutputStream}
+	return Config{Job: job, Instance: instance, InputStream: cjs.InputStream, OutputStream: cjs.OutputStream, OnPoison: PoisonDeadLetter}
 }
 
 // withDefaults fills the optional fields whose defaults need no server.
@@ -84,6 +124,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.OutputStream == "" {
 		c.OutputStream = cjs.OutputStream
+	}
+	if c.OnPoison == "" {
+		c.OnPoison = PoisonDeadLetter
 	}
 	return c
 }
@@ -111,6 +154,9 @@ func (c Config) Validate() error {
 	}
 	if c.Heartbeat < 0 {
 		return fmt.Errorf("%w: heartbeat %s is negative; allowed: 0 (a third of the lease TTL) or a positive duration", ErrInvalidConfig, c.Heartbeat)
+	}
+	if _, err := ParsePoisonPolicy(string(c.OnPoison)); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
 	if c.RestoreFrom != "" && c.ResetState {
 		return fmt.Errorf("%w: restore from %q and reset state exclude each other; give one", ErrInvalidConfig, c.RestoreFrom)

@@ -87,6 +87,25 @@
 // job's last completed checkpoint) says it had state refuses to start as new
 // (ErrNoUsableSnapshot) unless Config.ResetState.
 //
+// # Poison records and panics
+//
+// A record whose processing fails for good goes to the poison-record policy,
+// Config.OnPoison: the Machine panics applying it (Apply or TakeOutputs), or one of its
+// outputs can never be stored (larger than the server's max_payload with its headers,
+// checked before publishing, or than the output stream's maximum message size; a subject
+// with a wildcard; refused by JetStream with an error that is not transient three times
+// in a row). Everything else, an outage first, is retried until the output is stored.
+// PoisonDeadLetter (the default) stores the record, with headers naming its position,
+// subject, reason, error and the incarnation, on <prefix>.deadletter.<job>.<instance> in
+// CAIRN_DEADLETTER, and skips it. The dead letter is the record of the skip: a restore
+// whose replay meets the record again reads it there (at start), applies the record again
+// (the restored state predates it) and publishes none of its outputs, nor a second dead
+// letter. PoisonStop stops processing at the record: the instance stays up, declines
+// barriers naming it, and reports it in its info and Health. Panics elsewhere are
+// recovered too and logged with their stack: in Snapshot, SnapshotFor or Persist the
+// checkpoint is declined, in Restore the start is refused (ErrPanic), in a
+// CheckpointListener the policy decides. docs/failure-model.md has the details.
+//
 // # Storage efficiency
 //
 // A Keyed machine's checkpoints cost about what changed (see Keyed). For other machines,

@@ -80,7 +80,13 @@ func (r *Runtime) Info() messages.OperatorInfo {
 		Stats: messages.OperatorStats{
 			Applied: st.Applied, Rejected: st.Rejected, Emitted: st.Emitted, Suppressed: st.Suppressed, Acked: st.Acked,
 			Declined: st.Declined, Reused: st.Reused, BytesUploaded: st.BytesUploaded,
+			DeadLettered: st.DeadLettered, DeadLettersReplayed: st.DeadLettersReplayed, Panics: st.Panics,
 		},
+		PoisonPolicy: string(r.cfg.OnPoison),
+	}
+	if h := r.halted.Load(); h != nil {
+		stopped := *h
+		info.Stopped = &stopped
 	}
 	select {
 	case <-r.ready:

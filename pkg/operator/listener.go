@@ -30,7 +30,9 @@ import (
 // by key). Outcomes arrive as core NATS messages on the job's
 // cairn.checkpoints.<job>.completed and .aborted subjects; one lost in a disconnection is
 // reported through the next completion. Snapshots still pending when Run stops get no
-// call.
+// call. A panic in either method is recovered, logged with its stack and counted
+// (Stats.Panics): under PoisonDeadLetter the runtime goes on and that outcome is not
+// reported again, under PoisonStop processing stops (see PoisonStop).
 type CheckpointListener interface {
 	// CheckpointCompleted reports that checkpoint id completed.
 	CheckpointCompleted(id uint64)
@@ -139,7 +141,7 @@ func (r *Runtime) subscribeOutcomes(ctx context.Context, ch chan *nats.Msg) ([]*
 
 // outcome hands one checkpoint event to the Machine's CheckpointListener.
 func (r *Runtime) outcome(st *loopState, msg *nats.Msg) {
-	l := r.cp.listener()
+	l := r.listener()
 	if l == nil {
 		return
 	}
@@ -156,7 +158,7 @@ func (r *Runtime) outcome(st *loopState, msg *nats.Msg) {
 
 // restoredOutcome tells a CheckpointListener that the restored checkpoint completed.
 func (r *Runtime) restoredOutcome(rs restored) {
-	if l := r.cp.listener(); l != nil && rs.checkpoint > 0 {
+	if l := r.listener(); l != nil && rs.checkpoint > 0 {
 		l.CheckpointCompleted(rs.checkpoint)
 	}
 }

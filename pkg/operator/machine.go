@@ -10,14 +10,18 @@ import (
 // calls Apply, Snapshot and Restore on one goroutine, never concurrently.
 type Machine interface {
 	// Apply applies one input record. An error means the record is malformed: it is
-	// counted as rejected and skipped, never retried.
+	// counted as rejected and skipped, never retried. A panic is recovered: the record
+	// goes to the poison-record policy (Config.OnPoison), and the changes Apply made
+	// before it panicked stay, as those of a rejected record do.
 	Apply(rec Record) error
 	// Snapshot captures the state quickly, between two records. The Snapshot must not
-	// share mutable data with the Machine: Apply keeps running while it is persisted.
+	// share mutable data with the Machine: Apply keeps running while it is persisted. An
+	// error or a panic declines the checkpoint.
 	Snapshot() (Snapshot, error)
 	// Restore replaces all state with the one read from r. It must leave the state
 	// unchanged when it returns an error, so that the runtime can fall back to an older
-	// snapshot.
+	// snapshot. A panic refuses the start (Run returns an error wrapping ErrPanic): the
+	// state may be half replaced.
 	Restore(r io.Reader) error
 }
 
@@ -25,7 +29,7 @@ type Machine interface {
 type Snapshot interface {
 	// Persist writes the state to w. Equal states should give equal bytes, so that an
 	// unchanged state is not uploaded again. It must return: Run waits for the Persist in
-	// progress when it stops.
+	// progress when it stops. An error or a panic declines the checkpoint.
 	Persist(w io.Writer) error
 	// Release is called once when the runtime is done with the snapshot, persisted or not.
 	Release()

@@ -215,21 +215,40 @@ func (r *Runtime) ownOutput(m *cjs.CurrentMsg) (outputPos, bool) {
 // emit publishes the output at pos with message id id and the position headers, retrying
 // with backoff until it is stored. It gives up with an error when ctx ends or the runtime
 // is replaced first; the caller then leaves the position before the record and takes no
-// further snapshot, so that no ack covers the record and a restore replays it.
+// further snapshot, so that no ack covers the record and a restore replays it. An output
+// that can never be stored is not retried: emit returns a *recordFailure at once when its
+// subject cannot be published to or it exceeds the server's max_payload, and after a few
+// attempts when JetStream refuses it with an error that is not transient (see refusal).
 func (r *Runtime) emit(ctx context.Context, outs *outputState, id string, pos outputPos, out Output) error {
+	failed := func(f *recordFailure) error {
+		return &recordFailure{reason: f.reason, err: fmt.Errorf("output %d of input sequence %d (subject %q, msg id %s): %w", pos.n, pos.seq, out.Subject, id, f.err)}
+	}
+	if err := validPublishSubject(out.Subject); err != nil {
+		return failed(&recordFailure{reason: messages.PoisonOutputRefused, err: fmt.Errorf("not a subject to publish to: %w", err)})
+	}
 	m := nats.NewMsg(out.Subject)
 	m.Data = out.Data
+	m.Header.Set(jetstream.MsgIDHeader, id)
 	m.Header.Set(messages.HeaderInputSequence, strconv.FormatUint(pos.seq, 10))
 	m.Header.Set(messages.HeaderOutputIndex, strconv.Itoa(pos.n))
+	if f := tooLarge(m, r.nc.MaxPayload()); f != nil {
+		return failed(f)
+	}
 	var ack *jetstream.PubAck
+	attempts := 0
 	err := r.untilDone(ctx, "output not stored; retrying", []any{"msg_id", id, "subject", out.Subject}, func(ctx context.Context) error {
 		if err := r.mayPublish(ctx); err != nil {
 			return err
 		}
+		attempts++
 		var err error
-		ack, err = r.outputs.PublishMsg(ctx, m, jetstream.WithMsgID(id))
-		return err
+		ack, err = r.outputs.PublishMsg(ctx, m)
+		return refusal(err, attempts)
 	})
+	var refused *recordFailure
+	if errors.As(err, &refused) {
+		return failed(refused)
+	}
 	if err != nil {
 		return fmt.Errorf("output %s (msg id %s) not stored: %w", out.Subject, id, err)
 	}
@@ -245,9 +264,24 @@ func (r *Runtime) emit(ctx context.Context, outs *outputState, id string, pos ou
 	return nil
 }
 
+// validPublishSubject checks that s is a subject a message can be published to: a subject
+// (validateSubject) without wildcards.
+func validPublishSubject(s string) error {
+	if err := validateSubject(s); err != nil {
+		return err
+	}
+	for t := range strings.SplitSeq(s, ".") {
+		if t == "*" || t == ">" {
+			return errors.New("a wildcard is not allowed")
+		}
+	}
+	return nil
+}
+
 // untilDone calls try, each attempt bounded by outputTimeout, until it succeeds, logging
 // each failure at warn level with msg and attrs and waiting outputFirstWait, then twice as
-// long up to outputMaxWait. It gives up when ctx ends or the runtime is replaced.
+// long up to outputMaxWait. It gives up when ctx ends or the runtime is replaced, and
+// returns at once an error of try that is a *recordFailure (it would fail again).
 func (r *Runtime) untilDone(ctx context.Context, msg string, attrs []any, try func(context.Context) error) error {
 	wait := outputFirstWait
 	for {
@@ -259,6 +293,9 @@ func (r *Runtime) untilDone(ctx context.Context, msg string, attrs []any, try fu
 		cancel()
 		if err == nil {
 			return nil
+		}
+		if _, ok := errors.AsType[*recordFailure](err); ok {
+			return err
 		}
 		r.log.Warn(msg, append([]any{"error", err}, attrs...)...)
 		t := time.NewTimer(wait)

@@ -71,9 +71,13 @@ func (p *persister) run(ctx context.Context, jobs <-chan persistJob) {
 	}
 }
 
-// persist stores one snapshot and acks it, or declines it, and releases it.
+// persist stores one snapshot and acks it, or declines it, and releases it. A panic in
+// the snapshot's Persist (or Release) declines the checkpoint; it is logged with its
+// stack.
 func (p *persister) persist(ctx context.Context, j persistJob) {
-	defer j.snap.Release()
+	defer func() {
+		_ = p.r.guard("Release", func() error { j.snap.Release(); return nil }, "checkpoint", j.checkpoint)
+	}()
 	if p.r.isFenced() {
 		return
 	}
@@ -88,7 +92,10 @@ func (p *persister) persist(ctx context.Context, j persistJob) {
 		written uint64
 		err     error
 	)
-	ref, deltas, written, err = p.r.cp.save(ctx, p, j)
+	err = p.r.guard("Persist", func() (err error) {
+		ref, deltas, written, err = p.r.cp.save(ctx, p, j)
+		return err
+	}, "checkpoint", j.checkpoint)
 	if err != nil {
 		p.r.declineAck(ctx, j.log, j.checkpoint, err.Error(), cjs.IsStorageFull(err))
 		return

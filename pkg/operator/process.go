@@ -36,18 +36,36 @@ type loopState struct {
 	input anchorState
 	// outputs decides which outputs of replayed records are already stored.
 	outputs outputState
+	// deadLetters are the records after the restored position dead-lettered before.
+	deadLetters deadLetters
+	// stopInput stops the input consumer; called once processing stopped (halt).
+	stopInput func()
+}
+
+// advance moves the position past the record at seq.
+func (st *loopState) advance(r *Runtime, seq uint64) {
+	st.position = seq
+	r.position.Store(seq)
 }
 
 // process is the processing goroutine: it applies records, takes snapshots on barriers and
 // runs Do requests, one at a time, until ctx is done, the runtime is replaced, or an
 // output cannot be stored (then it returns that error). Cancellation and replacement have
-// priority: once either happened, no further record or barrier is taken. It returns the
-// snapshots not yet handed to the persister; they were taken before the stop, so they
-// cover only records whose outputs are all stored.
+// priority: once either happened, no further record or barrier is taken. Once processing
+// stopped (halt) it stops the input consumer and takes no record, and goes on declining
+// barriers and running Do requests. It returns the snapshots not yet handed to the
+// persister; they were taken before the stop, so they cover only records whose outputs
+// are all stored.
 func (r *Runtime) process(ctx context.Context, st loopState, records <-chan delivery, barriers, outcomes <-chan *nats.Msg, jobs chan<- persistJob) ([]persistJob, error) {
 	for {
 		if r.stopping(ctx) {
 			return st.queue, nil
+		}
+		if records != nil && r.halted.Load() != nil {
+			records = nil
+			if st.stopInput != nil {
+				st.stopInput()
+			}
 		}
 		var out chan<- persistJob
 		var head persistJob
@@ -104,11 +122,14 @@ func (r *Runtime) diagnose(ctx context.Context, err error) error {
 func (r *Runtime) stopping(ctx context.Context) bool { return ctx.Err() != nil || r.isFenced() }
 
 // apply hands one record to the Machine, publishes what it emitted, and advances the
-// position once every output is stored. When an output cannot be stored it returns the
-// error and the position stays before the record: the Machine then holds a record the
-// position does not cover, so the caller must take no further snapshot. A delivery that
-// may follow removed records is first checked (checkInput); removed records stop the
-// runtime before the record is applied.
+// position once every output is stored. A record whose processing fails for good (the
+// Machine panics, an output can never be stored) goes to the poison-record policy
+// (poisoned). A record dead-lettered before (st.deadLetters) is applied again, since the
+// restored state predates it, and its outputs are dropped. When an output cannot be
+// stored because the runtime stops, it returns the error and the position stays before
+// the record: the Machine then holds a record the position does not cover, so the caller
+// must take no further snapshot. A delivery that may follow removed records is first
+// checked (checkInput); removed records stop the runtime before the record is applied.
 func (r *Runtime) apply(ctx context.Context, st *loopState, d delivery) error {
 	rec := d.Record
 	if rec.Sequence <= st.position {
@@ -121,21 +142,33 @@ func (r *Runtime) apply(ctx context.Context, st *loopState, d delivery) error {
 		}
 	}
 	st.input.delivered(d)
-	if err := r.m.Apply(rec); err != nil {
+	known := st.deadLetters.replayed(r, rec)
+	outs, applyErr, fail := r.applyRecord(rec)
+	switch {
+	case known:
+		r.stats.deadLettersReplayed.Add(1)
+		r.log.Info("replayed record was dead-lettered before: applied again, its outputs not published, not dead-lettered again",
+			"seq", rec.Sequence, "subject", rec.Subject, "outputs_dropped", len(outs))
+		st.advance(r, rec.Sequence)
+		return nil
+	case fail != nil:
+		return r.poisoned(ctx, st, rec, fail)
+	case applyErr != nil:
 		r.stats.rejected.Add(1)
-		r.log.Debug("input record rejected", "error", err, "seq", rec.Sequence, "subject", rec.Subject)
-	} else {
+		r.log.Debug("input record rejected", "error", applyErr, "seq", rec.Sequence, "subject", rec.Subject)
+	default:
 		r.stats.applied.Add(1)
 	}
-	if p := r.cp.producer(); p != nil {
-		for i, out := range p.TakeOutputs() {
-			if err := r.output(ctx, &st.outputs, outputPos{seq: rec.Sequence, n: i}, out); err != nil {
-				return err
-			}
+	for i, out := range outs {
+		err := r.output(ctx, &st.outputs, outputPos{seq: rec.Sequence, n: i}, out)
+		if f, ok := errors.AsType[*recordFailure](err); ok {
+			return r.poisoned(ctx, st, rec, f)
+		}
+		if err != nil {
+			return err
 		}
 	}
-	st.position = rec.Sequence
-	r.position.Store(rec.Sequence)
+	st.advance(r, rec.Sequence)
 	return nil
 }
 
@@ -208,6 +241,12 @@ func (r *Runtime) barrier(ctx context.Context, st *loopState, msg *nats.Msg) err
 	}
 	st.token = max(st.token, b.Token)
 	st.lastBarrier = b.CheckpointID
+	if h := r.halted.Load(); h != nil {
+		// The Machine may hold the record processing stopped at, which the position does
+		// not cover: no snapshot may be taken.
+		r.decline(ctx, log, b.CheckpointID, r.stoppedReason(h))
+		return nil
+	}
 	if len(st.queue) >= maxQueuedSnapshots {
 		r.decline(ctx, log, b.CheckpointID, fmt.Sprintf("%d snapshots are already waiting to be stored", len(st.queue)))
 		return nil
@@ -222,7 +261,11 @@ func (r *Runtime) barrier(ctx context.Context, st *loopState, msg *nats.Msg) err
 			return nil
 		}
 	}
-	snap, err := r.cp.snapshot(b.CheckpointID, b.MaxDeltas)
+	var snap Snapshot
+	err = r.guard("Snapshot", func() (err error) {
+		snap, err = r.cp.snapshot(b.CheckpointID, b.MaxDeltas)
+		return err
+	}, "checkpoint", b.CheckpointID)
 	if err != nil {
 		r.decline(ctx, log, b.CheckpointID, "snapshot: "+err.Error())
 		if errors.Is(err, ErrWrappedKeyed) {
@@ -230,7 +273,7 @@ func (r *Runtime) barrier(ctx context.Context, st *loopState, msg *nats.Msg) err
 		}
 		return nil
 	}
-	if l := r.cp.listener(); l != nil {
+	if l := r.listener(); l != nil {
 		st.outcomes.snapshotted(l, b.CheckpointID)
 	}
 	log.Debug("snapshot taken", "position", st.position)

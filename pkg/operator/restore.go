@@ -92,6 +92,10 @@ func (r *Runtime) restore(ctx context.Context, h history) (restored, error) {
 	var tried []string
 	for _, mf := range ms.manifests {
 		rs, err := r.restoreFrom(ctx, mf)
+		if errors.Is(err, ErrPanic) {
+			// The state may be half replaced: no older checkpoint can be restored into it.
+			return restored{}, fmt.Errorf("job %s, instance %s: refusing to start: %w", r.cfg.Job, r.cfg.Instance, err)
+		}
 		if err == nil {
 			rs.from = "latest"
 			if mf != ms.manifests[0] {
@@ -344,7 +348,8 @@ func (r *Runtime) restoreFrom(ctx context.Context, mf *messages.Manifest) (resto
 		return restored{}, fmt.Errorf("checkpoint %d: snapshot %s has no position in input stream %s", mf.CheckpointID, inst.Snapshot.Object, r.cfg.InputStream)
 	}
 	start := time.Now()
-	if err := r.cp.restore(ctx, r, inst); err != nil {
+	err := r.guard("Restore", func() error { return r.cp.restore(ctx, r, inst) }, "checkpoint", mf.CheckpointID, "object", inst.Snapshot.Object)
+	if err != nil {
 		return restored{}, fmt.Errorf("checkpoint %d: %w", mf.CheckpointID, err)
 	}
 	r.log.Info("state restored", "checkpoint", mf.CheckpointID, "state_from", inst.From(mf.CheckpointID),

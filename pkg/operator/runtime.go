@@ -16,6 +16,7 @@ import (
 
 	"github.com/cairn-stream/cairn/internal/lograte"
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
 // Errors returned by the Runtime.
@@ -87,8 +88,10 @@ type Runtime struct {
 	lease selfLease
 
 	position atomic.Uint64
-	stats    counters
-	acks     recentAcks
+	// halted is set, once, when processing stopped (halt).
+	halted atomic.Pointer[messages.OperatorStopped]
+	stats  counters
+	acks   recentAcks
 	// noise rate-limits the warnings that strangers can cause at will (warnNoisy).
 	noise *lograte.Limiter
 }
@@ -119,11 +122,19 @@ type Stats struct {
 	Reused uint64
 	// BytesUploaded is the total size of the snapshots uploaded.
 	BytesUploaded uint64
+	// DeadLettered counts records written to CAIRN_DEADLETTER and skipped (PoisonDeadLetter).
+	DeadLettered uint64
+	// DeadLettersReplayed counts replayed records found dead-lettered before: applied
+	// again, their outputs not published, not dead-lettered again.
+	DeadLettersReplayed uint64
+	// Panics counts the panics of the Machine's code the runtime recovered.
+	Panics uint64
 }
 
 // counters are the atomic form of Stats.
 type counters struct {
 	applied, rejected, emitted, suppressed, acked, declined, reused, bytesUploaded atomic.Uint64
+	deadLettered, deadLettersReplayed, panics                                      atomic.Uint64
 }
 
 // Run runs machine as the instance cfg names until ctx is done: New, then Runtime.Run.
@@ -217,14 +228,17 @@ func (r *Runtime) Ready() <-chan struct{} { return r.ready }
 // Stats returns the Runtime's counters.
 func (r *Runtime) Stats() Stats {
 	return Stats{
-		Applied:       r.stats.applied.Load(),
-		Rejected:      r.stats.rejected.Load(),
-		Emitted:       r.stats.emitted.Load(),
-		Suppressed:    r.stats.suppressed.Load(),
-		Acked:         r.stats.acked.Load(),
-		Declined:      r.stats.declined.Load(),
-		Reused:        r.stats.reused.Load(),
-		BytesUploaded: r.stats.bytesUploaded.Load(),
+		Applied:             r.stats.applied.Load(),
+		Rejected:            r.stats.rejected.Load(),
+		Emitted:             r.stats.emitted.Load(),
+		Suppressed:          r.stats.suppressed.Load(),
+		Acked:               r.stats.acked.Load(),
+		Declined:            r.stats.declined.Load(),
+		Reused:              r.stats.reused.Load(),
+		BytesUploaded:       r.stats.bytesUploaded.Load(),
+		DeadLettered:        r.stats.deadLettered.Load(),
+		DeadLettersReplayed: r.stats.deadLettersReplayed.Load(),
+		Panics:              r.stats.panics.Load(),
 	}
 }
 
@@ -258,7 +272,10 @@ func (r *Runtime) Do(ctx context.Context, fn func()) error {
 // publishes nothing more and leaves the registration in place. With Config.RestoreFrom it
 // refuses to start with an error wrapping ErrRestoreFrom when that checkpoint cannot be
 // restored. It returns an error wrapping ErrWrappedKeyed at the first barrier when the
-// Machine wraps a *Keyed (its checkpoints could not be restored), having declined it.
+// Machine wraps a *Keyed (its checkpoints could not be restored), having declined it, and
+// one wrapping ErrPanic when the Machine's Restore panicked. A record it cannot process
+// goes to Config.OnPoison; under PoisonStop Run keeps running, processing nothing, until
+// ctx is done.
 func (r *Runtime) Run(ctx context.Context) error {
 	if !r.started.CompareAndSwap(false, true) {
 		return ErrAlreadyStarted
@@ -321,6 +338,10 @@ func (r *Runtime) run(ctx context.Context) error {
 	}
 	input.stall = every
 	outs, err := r.startOutputs(ctx, rs)
+	if err != nil {
+		return err
+	}
+	known, err := r.knownDeadLetters(ctx, rs.position)
 	if err != nil {
 		return err
 	}
@@ -390,7 +411,7 @@ func (r *Runtime) run(ctx context.Context) error {
 		"input_stream", r.cfg.InputStream, "input_filters", r.cfg.InputFilters, "heartbeat", every)
 	close(r.ready)
 
-	st := loopState{position: rs.position, lastBarrier: rs.checkpoint, input: input, outputs: outs}
+	st := loopState{position: rs.position, lastBarrier: rs.checkpoint, input: input, outputs: outs, deadLetters: known, stopInput: cc.Stop}
 	r.restoredOutcome(rs)
 	queue, err := r.process(ctx, st, records, barriers, outcomes, jobs)
 	r.stop()
@@ -406,6 +427,8 @@ func (r *Runtime) run(ctx context.Context) error {
 	case err != nil:
 		r.log.Warn("processing stopped at a record whose outputs are not all stored: the position stays before it and no snapshot is taken after it",
 			"error", err, "position", r.Position())
+	case r.halted.Load() != nil:
+		r.log.Warn("operator stopping: its processing had stopped", "reason", r.stoppedReason(r.halted.Load()))
 	}
 	if r.isFenced() {
 		// Replaced: publish nothing more; the persister releases what it is handed.

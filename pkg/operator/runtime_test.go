@@ -329,6 +329,8 @@ func TestConfigValidate(t *testing.T) {
 		{name: "trailing wildcard", edit: func(c *operator.Config) { c.InputFilters = []string{"events.>"} }, ok: true},
 		{name: "restore from an id", edit: func(c *operator.Config) { c.RestoreFrom = "17" }, ok: true},
 		{name: "restore from a savepoint", edit: func(c *operator.Config) { c.RestoreFrom = "before-upgrade" }, ok: true},
+		{name: "stop policy", edit: func(c *operator.Config) { c.OnPoison = operator.PoisonStop }, ok: true},
+		{name: "default poison policy", edit: func(c *operator.Config) { c.OnPoison = "" }, ok: true},
 		{name: "empty job", edit: func(c *operator.Config) { c.Job = "" }},
 		{name: "job with a dot", edit: func(c *operator.Config) { c.Job = "a.b" }},
 		{name: "instance with a wildcard", edit: func(c *operator.Config) { c.Instance = "i*" }},
@@ -342,6 +344,7 @@ func TestConfigValidate(t *testing.T) {
 		{name: "restore from a bad name", edit: func(c *operator.Config) { c.RestoreFrom = "a.b" }},
 		{name: "restore from and reset state", edit: func(c *operator.Config) { c.RestoreFrom, c.ResetState = "3", true }},
 		{name: "negative heartbeat", edit: func(c *operator.Config) { c.Heartbeat = -time.Second }},
+		{name: "unknown poison policy", edit: func(c *operator.Config) { c.OnPoison = "skip" }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -25,8 +25,9 @@ import (
 // TestCheckpointRequestsUnderDeployedPermissions runs two coordinators and an operator
 // as the users of deploy/nats/auth.conf; the admin triggers checkpoints and savepoints,
 // lists and deletes them, through both coordinators (the standby forwards to the lease
-// holder), the operator stores an output (reading its output mark first), and the
-// server logs no permission violation.
+// holder), the operator stores an output (reading its output mark first), dead-letters a
+// record whose output exceeds max_payload and, restarted, reads its dead letters to
+// replay that record, and the server logs no permission violation.
 func TestCheckpointRequestsUnderDeployedPermissions(t *testing.T) {
 	auth, err := os.ReadFile(filepath.Join("..", "..", "deploy", "nats", "auth.conf"))
 	if err != nil {
@@ -88,9 +89,12 @@ func TestCheckpointRequestsUnderDeployedPermissions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	run("p-0", op.Run)
+	opCtx, stopOp := context.WithCancel(ctx)
+	opDone := make(chan error, 1)
+	go func() { opDone <- op.Run(opCtx) }()
 	defer func() {
 		cancel()
+		stopOp()
 		for _, ch := range done {
 			if err := <-ch; err != nil {
 				t.Errorf("Run: %v", err)
@@ -152,6 +156,28 @@ func TestCheckpointRequestsUnderDeployedPermissions(t *testing.T) {
 	natstest.Eventually(t, 20*time.Second, "the operator's output was not stored", func() bool {
 		st, err := ajs.Stream(ctx, cjs.OutputStream)
 		return err == nil && st.CachedInfo().State.Msgs == 1
+	})
+	// An event whose output exceeds max_payload: dead-lettered on the instance's subject.
+	big := fmt.Appendf(nil, `{"key":%q,"value":1}`, strings.Repeat("k", int(admin.MaxPayload())-40))
+	if _, err := ajs.Publish(ctx, subjects.Input("perm", "p-0"), big); err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 20*time.Second, "the record was not dead-lettered", func() bool {
+		st, err := ajs.Stream(ctx, cjs.DeadLetterStream)
+		return err == nil && st.CachedInfo().State.Msgs == 1
+	})
+	// Restarted from a checkpoint before it, the operator reads its dead letters.
+	stopOp()
+	if err := <-opDone; err != nil {
+		t.Fatalf("operator: %v", err)
+	}
+	op, err = operator.NewService(opc, connect("operator"), testLog().With().Str("service", "p-0").Logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	run("p-0 again", op.Run)
+	natstest.Eventually(t, 20*time.Second, "the restarted operator did not replay the dead-lettered record", func() bool {
+		return op.Runtime().Stats().DeadLettersReplayed == 1
 	})
 	if strings.Contains(log.String(), "Permissions Violation") {
 		t.Fatalf("permission violations:\n%s", log.String())

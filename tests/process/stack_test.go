@@ -60,6 +60,12 @@ var cairnBin = sync.OnceValues(func() (string, error) {
 	return t.Out, proctest.BuildErr(t)
 })
 
+// panicopBin builds the test operator ./tests/process/panicop once.
+var panicopBin = sync.OnceValues(func() (string, error) {
+	t := proctest.Target{Out: filepath.Join(buildDir, "panicop"), Pkg: "./tests/process/panicop"}
+	return t.Out, proctest.BuildErr(t)
+})
+
 // stack is Cairn as separate processes against an embedded nats-server: configsvc, one
 // coordinator for the test's job and operator instances, plus what the test published.
 type stack struct {
@@ -72,6 +78,9 @@ type stack struct {
 	bin string
 	env []string
 	dir string // logs
+	// opBin, when set, runs the operators instead of `cairn operator`, with the same
+	// flags (the test operator panicop).
+	opBin string
 
 	configsvc, coordinator *proctest.Proc
 	ops                    map[string]*proctest.Proc
@@ -98,6 +107,10 @@ type stackOptions struct {
 	snapshotMaxBytes int64
 	// outputWindow, when set, is CAIRN_OUTPUT's duplicate window instead of the default.
 	outputWindow time.Duration
+	// panicop runs the operators with the test operator panicop, which panics on the key
+	// "poison", instead of `cairn operator`; opArgs are further flags of every operator.
+	panicop bool
+	opArgs  []string
 }
 
 // newStack starts the nats-server, configsvc, the coordinator and the operators, sets
@@ -121,6 +134,11 @@ func newStack(t *testing.T, o stackOptions) *stack {
 		env: proctest.ServiceEnv(srv.URL), dir: t.TempDir(),
 		ops: map[string]*proctest.Proc{}, values: map[string][]int64{}, changed: make(chan struct{}),
 	}
+	if o.panicop {
+		if s.opBin, err = panicopBin(); err != nil {
+			t.Fatal(err)
+		}
+	}
 	t.Cleanup(s.stop)
 	if _, err := nc.Subscribe(subjects.CheckpointEvent(s.job, "completed"), s.onCompleted); err != nil {
 		t.Fatal(err)
@@ -136,7 +154,7 @@ func newStack(t *testing.T, o stackOptions) *stack {
 		}
 	}
 	for _, inst := range o.instances {
-		s.ops[inst] = s.operatorProc(inst, inst, o.output)
+		s.ops[inst] = s.operatorProc(inst, inst, o.output, o.opArgs...)
 		if err := s.ops[inst].Start(); err != nil {
 			t.Fatal(err)
 		}
@@ -184,7 +202,13 @@ func jobName(t *testing.T) string {
 // proc prepares a cairn process logging to its own file.
 func (s *stack) proc(name string, args ...string) *proctest.Proc {
 	s.t.Helper()
-	p, err := proctest.New(name, filepath.Join(s.dir, name+".log"), s.bin, s.env, args...)
+	return s.procOf(s.bin, name, args...)
+}
+
+// procOf prepares a process of bin logging to its own file.
+func (s *stack) procOf(bin, name string, args ...string) *proctest.Proc {
+	s.t.Helper()
+	p, err := proctest.New(name, filepath.Join(s.dir, name+".log"), bin, s.env, args...)
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -192,13 +216,18 @@ func (s *stack) proc(name string, args ...string) *proctest.Proc {
 	return p
 }
 
-// operatorProc prepares a `cairn operator` process of instance inst, named name.
-func (s *stack) operatorProc(name, inst string, output bool) *proctest.Proc {
-	args := []string{"operator", "--job", s.job, "--instance", inst}
+// operatorProc prepares a `cairn operator` process (or one of s.opBin) of instance inst,
+// named name, with extra flags.
+func (s *stack) operatorProc(name, inst string, output bool, extra ...string) *proctest.Proc {
+	args := []string{"--job", s.job, "--instance", inst}
 	if output {
 		args = append(args, "--output", subjects.Output(s.job, inst))
 	}
-	return s.proc(name, args...)
+	args = append(args, extra...)
+	if s.opBin != "" {
+		return s.procOf(s.opBin, name, args...)
+	}
+	return s.proc(name, append([]string{"operator"}, args...)...)
 }
 
 // exited records an exit the test did not cause.
