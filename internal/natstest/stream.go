@@ -97,3 +97,27 @@ func PassDuplicateWindow(ctx context.Context, js jetstream.JetStream, subject st
 		}
 	}
 }
+
+// asyncBatch is how many publishes PublishMany has in flight: with more than the client's
+// limit of pending async publishes (4 000), a loaded machine stalls the publisher into an
+// error.
+const asyncBatch = 500
+
+// PublishMany publishes n messages on subject, the i-th with payload(i), asynchronously in
+// batches that wait for their acks, and returns once every one is stored or ctx ends.
+func PublishMany(ctx context.Context, js jetstream.JetStream, subject string, n int, payload func(i int) []byte) error {
+	for i := range n {
+		if _, err := js.PublishAsync(subject, payload(i)); err != nil {
+			return fmt.Errorf("publish message %d of %d on %s: %w", i+1, n, subject, err)
+		}
+		if (i+1)%asyncBatch != 0 && i+1 != n {
+			continue
+		}
+		select {
+		case <-js.PublishAsyncComplete():
+		case <-ctx.Done():
+			return fmt.Errorf("messages on %s not acknowledged: %w", subject, ctx.Err())
+		}
+	}
+	return nil
+}

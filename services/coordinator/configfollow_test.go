@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -34,15 +35,10 @@ func (c *cluster) publishConfig(job string, v uint64, interval time.Duration, he
 // garbage publishes n invalid messages on job's events subject.
 func (c *cluster) garbage(job string, n int) {
 	c.t.Helper()
-	for i := range n {
-		if _, err := c.js.PublishAsync(cjs.Subjects{}.ConfigEvents(job), fmt.Appendf(nil, "garbage %d", i)); err != nil {
-			c.t.Fatal(err)
-		}
-	}
-	select {
-	case <-c.js.PublishAsyncComplete():
-	case <-time.After(30 * time.Second):
-		c.t.Fatal("garbage not acknowledged within 30s")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := natstest.PublishMany(ctx, c.js, cjs.Subjects{}.ConfigEvents(job), n, func(i int) []byte { return fmt.Appendf(nil, "garbage %d", i) }); err != nil {
+		c.t.Fatal(err)
 	}
 }
 
