@@ -82,7 +82,7 @@ func runDev(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	defer nc.Close()
-	res, err := ensureResources(ctx, js, cjs.Options{SnapshotMaxBytes: maxBytes}, log)
+	res, err := ensureResources(ctx, js, cjs.Options{}, log)
 	if err != nil {
 		return err
 	}
@@ -120,7 +120,9 @@ func runDev(ctx context.Context, args []string, stderr io.Writer) error {
 	})
 	if err == nil {
 		err = spawn("coordinator", func(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, log zerolog.Logger) error {
-			svc, err := coordinator.New(coordinator.DefaultConfig(), nc, js, res, log)
+			cfg := coordinator.DefaultConfig()
+			cfg.Snapshots.SnapshotMaxBytes = maxBytes
+			svc, err := coordinator.New(cfg, nc, js, res, log)
 			if err != nil {
 				return err
 			}

@@ -22,12 +22,7 @@ func runConfigsvc(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("cairn configsvc", flag.ContinueOnError)
 	var c common
 	c.register(fs)
-	maxBytes := registerSnapshotMaxBytes(fs)
 	if err := parse(fs, args, stderr); err != nil {
-		return err
-	}
-	var err error
-	if c.snapshotMaxBytes, err = parseSize("snapshot-max-bytes", *maxBytes); err != nil {
 		return err
 	}
 	log, err := newLogger(c.logLevel, false, stderr)
@@ -58,8 +53,8 @@ func runCoordinator(ctx context.Context, args []string, stderr io.Writer) error 
 	if err := parse(fs, args, stderr); err != nil {
 		return err
 	}
-	var err error
-	if c.snapshotMaxBytes, err = parseSize("snapshot-max-bytes", *maxBytes); err != nil {
+	snapshotMaxBytes, err := parseSize("snapshot-max-bytes", *maxBytes)
+	if err != nil {
 		return err
 	}
 	log, err := newLogger(c.logLevel, false, stderr)
@@ -71,6 +66,7 @@ func runCoordinator(ctx context.Context, args []string, stderr io.Writer) error 
 	cfg.Subjects = c.subjects()
 	cfg.Jobs = splitList(*jobs)
 	cfg.TrimStreams = splitList(*trim)
+	cfg.Snapshots = cjs.Options{Replicas: c.replicas, SnapshotMaxBytes: snapshotMaxBytes}
 	if err := cfg.Validate(); err != nil {
 		return err
 	}

@@ -361,7 +361,7 @@ func (r *Runtime) fetchAndRestore(ctx context.Context, ref messages.SnapshotRef)
 			r.log.Warn("remove restore spool", "error", err)
 		}
 	}()
-	o := openObject(ctx, r.snapshots, ref)
+	o := r.openSnapshot(ctx, ref)
 	defer o.close()
 	buf := make([]byte, fetchChunk)
 	for {

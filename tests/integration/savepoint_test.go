@@ -157,10 +157,12 @@ func TestCheckpointRequestsAreRefusedSpecifically(t *testing.T) {
 	}
 }
 
-// objectExists reports whether the snapshot store holds object name.
+// objectExists reports whether the snapshot store of the object's job (its name's first
+// part) holds object name.
 func (s *system) objectExists(name string) bool {
 	s.t.Helper()
-	_, err := s.res.Snapshots.GetInfo(context.Background(), name)
+	job, _, _ := strings.Cut(name, "/")
+	_, err := s.snapshots(job).GetInfo(context.Background(), name)
 	if errors.Is(err, jetstream.ErrObjectNotFound) {
 		return false
 	}

@@ -45,6 +45,8 @@ type system struct {
 	nc  *nats.Conn
 	js  jetstream.JetStream
 	res *cjs.Resources
+	// opts are what the resources, and the coordinators' snapshot stores, are created with.
+	opts cjs.Options
 
 	mu       sync.Mutex
 	services map[string]*running
@@ -66,7 +68,7 @@ func startSystemWith(t *testing.T, opts cjs.Options, job string, instances ...st
 	t.Helper()
 	srv := natstest.Start(t)
 	nc, js, res := srv.Resources(t, opts)
-	s := &system{t: t, srv: srv, nc: nc, js: js, res: res, services: map[string]*running{}}
+	s := &system{t: t, srv: srv, nc: nc, js: js, res: res, opts: opts, services: map[string]*running{}}
 	t.Cleanup(s.stopAll)
 	s.start("configsvc", func(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, res *cjs.Resources) error {
 		svc, err := configsvc.New(configsvc.DefaultConfig(), nc, js, res.Config, testLog().With().Str("service", "configsvc").Logger())
@@ -109,6 +111,7 @@ func (s *system) startCoordinator(name string) {
 	s.start(name, func(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, res *cjs.Resources) error {
 		cfg := coordinator.DefaultConfig()
 		cfg.ID = name
+		cfg.Snapshots = s.opts
 		svc, err := coordinator.New(cfg, nc, js, res, testLog().With().Str("service", name).Logger())
 		if err != nil {
 			return err
@@ -127,6 +130,19 @@ func (s *system) startOperator(job, instance string) {
 		}
 		return svc.Run(ctx)
 	})
+}
+
+// snapshots returns job's snapshot store, creating it as the coordinator does when it is
+// not there yet.
+func (s *system) snapshots(job string) jetstream.ObjectStore {
+	s.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	obs, err := cjs.EnsureSnapshotStore(ctx, s.js, s.opts, job)
+	if err != nil {
+		s.t.Fatalf("snapshot store of %s: %v", job, err)
+	}
+	return obs
 }
 
 // take removes a service from the running set and returns it, or nil.

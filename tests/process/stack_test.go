@@ -93,9 +93,6 @@ type stackOptions struct {
 	output bool
 	// keys is how many distinct keys the events spread over; 0 means the constant keys.
 	keys int
-	// snapshotMaxBytes is CAIRN_SNAPSHOTS' size limit; 0 means the default. A smaller one
-	// leaves the server room to create a bucket again.
-	snapshotMaxBytes int64
 	// outputWindow, when set, is CAIRN_OUTPUT's duplicate window instead of the default.
 	outputWindow time.Duration
 }
@@ -110,7 +107,7 @@ func newStack(t *testing.T, o stackOptions) *stack {
 		t.Fatal(err)
 	}
 	srv := natstest.Start(t)
-	nc, js, res := srv.Resources(t, cjs.Options{LeaseTTL: leaseTTL, SnapshotMaxBytes: o.snapshotMaxBytes})
+	nc, js, res := srv.Resources(t, cjs.Options{LeaseTTL: leaseTTL})
 	if o.outputWindow > 0 {
 		if err := natstest.SetDuplicateWindow(t.Context(), js, cjs.OutputStream, o.outputWindow); err != nil {
 			t.Fatal(err)
@@ -487,6 +484,16 @@ func (s *stack) waitCovered(ctx context.Context, inst string, seq uint64) (messa
 		return ok && is.From(m.CheckpointID) == m.CheckpointID && is.Positions[cjs.InputStream] >= seq, nil
 	})
 	return m, err
+}
+
+// snapshots returns the job's snapshot store, which the coordinator created.
+func (s *stack) snapshots(ctx context.Context) jetstream.ObjectStore {
+	s.t.Helper()
+	obs, err := s.js.ObjectStore(ctx, cjs.SnapshotStore(s.job))
+	if err != nil {
+		s.t.Fatalf("snapshot store of %s: %v", s.job, err)
+	}
+	return obs
 }
 
 // retained returns the retained manifests (<job>.<id>), oldest first.
