@@ -30,7 +30,7 @@ const (
 	infoTimeout = 5 * time.Second
 )
 
-// objectStore is the part of the CAIRN_SNAPSHOTS object store the runtime uses.
+// objectStore is the part of a snapshot object store the runtime uses.
 type objectStore interface {
 	Get(ctx context.Context, name string, opts ...jetstream.GetObjectOpt) (jetstream.ObjectResult, error)
 	GetInfo(ctx context.Context, name string, opts ...jetstream.GetObjectInfoOpt) (*jetstream.ObjectInfo, error)

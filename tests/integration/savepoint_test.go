@@ -68,7 +68,7 @@ func (s *system) list(job string) messages.CheckpointList {
 
 // startOperatorWith starts a reference operator whose config mutate changes.
 func (s *system) startOperatorWith(job, instance string, mutate func(*operator.Config)) {
-	s.start(instance, func(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, res *cjs.Resources) error {
+	s.startConn(instance, func(ctx context.Context, nc *nats.Conn) error {
 		cfg := operator.DefaultConfig(job, instance)
 		cfg.Output = subjects.Output(job, instance)
 		mutate(&cfg)
