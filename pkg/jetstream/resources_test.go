@@ -114,3 +114,18 @@ func TestOutputIsBoundedAndInputIsNot(t *testing.T) {
 		}
 	}
 }
+
+func TestSnapshotStoreNames(t *testing.T) {
+	if got := cjs.SnapshotStore("demo"); got != "CAIRN_SNAPSHOTS_demo" {
+		t.Fatalf("SnapshotStore = %s", got)
+	}
+	if got := cjs.SnapshotStoreOf(""); got != cjs.SnapshotBucket {
+		t.Fatalf("SnapshotStoreOf(\"\") = %s, want the store of before", got)
+	}
+	if got := cjs.SnapshotStoreOf("CAIRN_SNAPSHOTS_demo"); got != "CAIRN_SNAPSHOTS_demo" {
+		t.Fatalf("SnapshotStoreOf = %s", got)
+	}
+	if got := cjs.ObjectStream(cjs.SnapshotStore("a-b_c")); got != "OBJ_CAIRN_SNAPSHOTS_a-b_c" {
+		t.Fatalf("ObjectStream = %s", got)
+	}
+}
