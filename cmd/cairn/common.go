@@ -30,9 +30,12 @@ type common struct {
 	healthAddr string
 	prefix     string
 	replicas   int
-	// snapshotMaxBytes is CAIRN_SNAPSHOTS' size limit for a service that creates it
-	// (cjs.Options.SnapshotMaxBytes); services that only look resources up leave it 0.
-	snapshotMaxBytes int64
+	// nkey, nkeySeed, ca and inboxPrefix are the nkey credential, the CA that verifies
+	// the server, and the reply subject prefix (cjs.ConnectOptions).
+	nkey        string
+	nkeySeed    string
+	ca          string
+	inboxPrefix string
 }
 
 func envOr(key, def string) string {
@@ -68,6 +71,10 @@ func (c *common) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.user, "user", os.Getenv(cjs.EnvUser), "NATS user [$NATS_USER]")
 	fs.StringVar(&c.password, "password", os.Getenv(cjs.EnvPassword), "NATS password [$NATS_PASSWORD]")
 	fs.StringVar(&c.creds, "creds", os.Getenv(cjs.EnvCreds), "NATS credentials file [$NATS_CREDS]")
+	fs.StringVar(&c.nkey, "nkey", os.Getenv(cjs.EnvNKey), "file holding the NATS user's nkey seed, e.g. one cairn auth wrote [$NATS_NKEY]")
+	c.nkeySeed = os.Getenv(cjs.EnvNKeySeed) // a secret: from the environment only, never a flag
+	fs.StringVar(&c.ca, "ca", os.Getenv(cjs.EnvCA), "PEM file of the CA that signed the NATS server's certificate: connect with TLS and verify the server against it [$NATS_CA]")
+	fs.StringVar(&c.inboxPrefix, "inbox-prefix", os.Getenv(cjs.EnvInboxPrefix), "prefix of reply subjects instead of _INBOX; cairn auth gives each user its own [$NATS_INBOX_PREFIX]")
 	fs.StringVar(&c.logLevel, "log-level", os.Getenv("LOG_LEVEL"), "trace, debug, info, warn or error; empty means info [$LOG_LEVEL]")
 	fs.StringVar(&c.healthAddr, "health-addr", os.Getenv("CAIRN_HEALTH_ADDR"), "serve GET /healthz on this host:port; empty: off [$CAIRN_HEALTH_ADDR]")
 	fs.StringVar(&c.prefix, "prefix", envOr("CAIRN_PREFIX", cjs.DefaultPrefix), "subject prefix [$CAIRN_PREFIX]")
@@ -115,7 +122,8 @@ func (c *common) subjects() cjs.Subjects { return cjs.Subjects{Prefix: c.prefix}
 // connect connects with reconnect-forever and logs connection events.
 func (c *common) connect(name string, log zerolog.Logger) (*nats.Conn, error) {
 	return cjs.Connect(cjs.ConnectOptions{
-		URLs: c.natsURL, User: c.user, Password: c.password, Creds: c.creds, Name: name,
+		URLs: c.natsURL, User: c.user, Password: c.password, Creds: c.creds, NKeyFile: c.nkey, NKeySeed: c.nkeySeed,
+		CA: c.ca, InboxPrefix: c.inboxPrefix, Name: name,
 		OnDisconnect: func(err error) {
 			if err == nil {
 				log.Debug().Msg("disconnected from NATS")
@@ -141,7 +149,7 @@ func (c *common) setup(ctx context.Context, name string, lookupOnly bool, only [
 		nc.Close()
 		return nil, nil, nil, err
 	}
-	res, err := ensureResources(ctx, js, cjs.Options{Subjects: c.subjects(), Replicas: c.replicas, SnapshotMaxBytes: c.snapshotMaxBytes, LookupOnly: lookupOnly, Only: only}, log)
+	res, err := ensureResources(ctx, js, cjs.Options{Subjects: c.subjects(), Replicas: c.replicas, LookupOnly: lookupOnly, Only: only}, log)
 	if err != nil {
 		nc.Close()
 		return nil, nil, nil, err

@@ -82,7 +82,7 @@ func runDev(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	defer nc.Close()
-	res, err := ensureResources(ctx, js, cjs.Options{SnapshotMaxBytes: maxBytes}, log)
+	res, err := ensureResources(ctx, js, cjs.Options{}, log)
 	if err != nil {
 		return err
 	}
@@ -120,7 +120,10 @@ func runDev(ctx context.Context, args []string, stderr io.Writer) error {
 	})
 	if err == nil {
 		err = spawn("coordinator", func(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, log zerolog.Logger) error {
-			svc, err := coordinator.New(coordinator.DefaultConfig(), nc, js, res, log)
+			cfg := coordinator.DefaultConfig()
+			cfg.Snapshots.SnapshotMaxBytes = maxBytes
+			cfg.Snapshots.SharedSnapshotStore = true // one store, CAIRN_SNAPSHOTS: plain on loopback
+			svc, err := coordinator.New(cfg, nc, js, res, log)
 			if err != nil {
 				return err
 			}
@@ -134,6 +137,7 @@ func runDev(ctx context.Context, args []string, stderr io.Writer) error {
 		err = spawn(inst, func(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, log zerolog.Logger) error {
 			cfg := operator.DefaultConfig(*job, inst)
 			cfg.Output = cjs.Subjects{}.Output(*job, inst)
+			cfg.SharedSnapshotStore = true
 			svc, err := operator.NewService(cfg, nc, log)
 			if err != nil {
 				return err

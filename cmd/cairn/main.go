@@ -20,6 +20,7 @@ Usage:
   cairn operator     run a reference operator (--job J --instance I)
   cairn loadgen      publish input events for reference operators
   cairn health       probe a service's health endpoint (exit 0 when healthy)
+  cairn auth         generate the NATS users, permissions, nkeys and TLS certificates of a deployment
 
 Run 'cairn <command> -h' for the flags; every flag also reads an environment variable.
 
@@ -47,6 +48,7 @@ var commands = map[string]func(ctx context.Context, args []string, stderr io.Wri
 	"operator":    runOperator,
 	"loadgen":     runLoadgen,
 	"health":      runHealth,
+	"auth":        runAuth,
 }
 
 // run dispatches to a subcommand and turns its error into an exit code.

@@ -41,22 +41,25 @@ func TestOperatorWithoutUsableSnapshotExitsNonZero(t *testing.T) {
 		t.Skip("builds and runs the binary")
 	}
 	s := natstest.Start(t)
-	_, _, res := s.Resources(t, cjs.Options{})
+	_, js, res := s.Resources(t, cjs.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := cjs.EnsureSnapshotStore(ctx, js, cjs.Options{}, "orders"); err != nil {
+		t.Fatal(err)
+	}
 	// A manifest holds counter-0, but its snapshot object was never stored.
 	data, err := messages.Marshal(&messages.Manifest{
 		Schema: messages.SchemaVersion, Job: "orders", CheckpointID: 3, ConfigVersion: 1,
 		TriggeredAt: time.Now().UTC(), CompletedAt: time.Now().UTC(),
 		Instances: map[string]messages.InstanceSnapshot{"counter-0": {
 			Incarnation: "gone",
-			Snapshot:    messages.SnapshotRef{Object: cjs.ObjectName("orders", 3, "counter-0", "sim"), Size: 10, Digest: "SHA-256=x"},
+			Snapshot:    messages.SnapshotRef{Store: cjs.SnapshotStore("orders"), Object: cjs.ObjectName("orders", 3, "counter-0", "sim"), Size: 10, Digest: "SHA-256=x"},
 			Positions:   map[string]uint64{cjs.InputStream: 7},
 		}},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
 	for _, k := range []string{cjs.ManifestKey("orders", 3), cjs.LatestKey("orders")} {
 		if _, err := res.Manifests.Put(ctx, k, data); err != nil {
 			t.Fatal(err)

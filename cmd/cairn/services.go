@@ -23,12 +23,7 @@ func runConfigsvc(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("cairn configsvc", flag.ContinueOnError)
 	var c common
 	c.register(fs)
-	maxBytes := registerSnapshotMaxBytes(fs)
 	if err := parse(fs, args, stderr); err != nil {
-		return err
-	}
-	var err error
-	if c.snapshotMaxBytes, err = parseSize("snapshot-max-bytes", *maxBytes); err != nil {
 		return err
 	}
 	log, err := newLogger(c.logLevel, false, stderr)
@@ -56,11 +51,15 @@ func runCoordinator(ctx context.Context, args []string, stderr io.Writer) error 
 	jobs := fs.String("jobs", os.Getenv("CAIRN_JOBS"), "coordinate only these jobs, comma-separated; empty: every job [$CAIRN_JOBS]")
 	trim := fs.String("trim-streams", os.Getenv("CAIRN_TRIM_STREAMS"), "streams besides CAIRN_INPUT in which to trim each member's input below the oldest retained checkpoint, comma-separated [$CAIRN_TRIM_STREAMS]")
 	maxBytes := registerSnapshotMaxBytes(fs)
+	shared, err := registerSharedSnapshotStore(fs)
+	if err != nil {
+		return err
+	}
 	if err := parse(fs, args, stderr); err != nil {
 		return err
 	}
-	var err error
-	if c.snapshotMaxBytes, err = parseSize("snapshot-max-bytes", *maxBytes); err != nil {
+	snapshotMaxBytes, err := parseSize("snapshot-max-bytes", *maxBytes)
+	if err != nil {
 		return err
 	}
 	log, err := newLogger(c.logLevel, false, stderr)
@@ -72,6 +71,7 @@ func runCoordinator(ctx context.Context, args []string, stderr io.Writer) error 
 	cfg.Subjects = c.subjects()
 	cfg.Jobs = splitList(*jobs)
 	cfg.TrimStreams = splitList(*trim)
+	cfg.Snapshots = cjs.Options{Replicas: c.replicas, SnapshotMaxBytes: snapshotMaxBytes, SharedSnapshotStore: *shared}
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
@@ -112,6 +112,10 @@ func runOperator(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	reemit := fs.Bool("reemit-outputs", reemitDefault, "publish again, on purpose, the outputs of the replayed input that the output stream already holds (new code after an upgrade), under new message ids; logged and recorded as a member event. Without it they are not published again. Use for one start only [$CAIRN_REEMIT_OUTPUTS]")
+	shared, err := registerSharedSnapshotStore(fs)
+	if err != nil {
+		return err
+	}
 	resetState := fs.Bool("reset-state", resetDefault, "start this member empty on purpose, dropping the state its checkpoints hold, and read the input from the start of what remains; logged and recorded as a member event. Use for one start only [$CAIRN_RESET_STATE]")
 	acceptGap := fs.Bool("accept-input-gap", gapDefault, "go on after a restore although input after the restored position may have been removed by the input stream's limits; logged and recorded as a member event [$CAIRN_ACCEPT_INPUT_GAP]")
 	if err := parse(fs, args, stderr); err != nil {
@@ -135,6 +139,7 @@ func runOperator(ctx context.Context, args []string, stderr io.Writer) error {
 	cfg.RestoreFrom = *restoreFrom
 	cfg.ReemitOutputs = *reemit
 	cfg.OnPoison = policy
+	cfg.SharedSnapshotStore = *shared
 	if err := cfg.Validate(); err != nil {
 		return err
 	}

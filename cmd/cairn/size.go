@@ -12,11 +12,11 @@ import (
 // envSnapshotMaxBytes is the environment variable of --snapshot-max-bytes.
 const envSnapshotMaxBytes = "CAIRN_SNAPSHOT_MAX_BYTES"
 
-// registerSnapshotMaxBytes adds --snapshot-max-bytes, the size limit given to
-// CAIRN_SNAPSHOTS by a service that creates it, to fs.
+// registerSnapshotMaxBytes adds --snapshot-max-bytes, the size limit the coordinator gives
+// each job's snapshot store (CAIRN_SNAPSHOTS_<job>) when it creates it, to fs.
 func registerSnapshotMaxBytes(fs *flag.FlagSet) *string {
 	return fs.String("snapshot-max-bytes", os.Getenv(envSnapshotMaxBytes),
-		"size limit of the CAIRN_SNAPSHOTS object store when this process creates it, e.g. 2GiB, 512MiB or bytes; -1: none; empty: 1GiB (an existing store keeps its limit) ["+"$"+envSnapshotMaxBytes+"]")
+		"size limit of each job's snapshot store (CAIRN_SNAPSHOTS_<job>) when this process creates it, e.g. 2GiB, 512MiB or bytes; empty or -1: none of its own, the server's and account's storage limits bound it (an existing store keeps its limit) ["+"$"+envSnapshotMaxBytes+"]")
 }
 
 // sizeUnits are the suffixes parseSize accepts, longest first within each family.
@@ -51,4 +51,17 @@ func parseSize(flagName, s string) (int64, error) {
 		return 0, fmt.Errorf("--%s %q: allowed: a positive number of bytes, optionally with a unit (KiB, MiB, GiB, TiB, KB, MB, GB, TB), or -1 for no limit", flagName, s)
 	}
 	return n * factor, nil
+}
+
+// envSharedSnapshotStore is the environment variable of --shared-snapshot-store.
+const envSharedSnapshotStore = "CAIRN_SHARED_SNAPSHOT_STORE"
+
+// registerSharedSnapshotStore registers --shared-snapshot-store, which coordinators and
+// operators of a job must be given alike.
+func registerSharedSnapshotStore(fs *flag.FlagSet) (*bool, error) {
+	def, err := envBool(envSharedSnapshotStore)
+	if err != nil {
+		return nil, err
+	}
+	return fs.Bool("shared-snapshot-store", def, "keep every job's snapshots in the one store CAIRN_SNAPSHOTS instead of a store per job (CAIRN_SNAPSHOTS_<job>), as cairn dev does; NATS permissions cannot keep jobs apart in it. Give coordinators and operators the same choice [$"+envSharedSnapshotStore+"]"), nil
 }

@@ -7,8 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"maps"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/cairn-stream/cairn/internal/authgen"
 	"github.com/cairn-stream/cairn/internal/cairntest"
 	"github.com/cairn-stream/cairn/internal/natstest"
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
@@ -55,23 +54,35 @@ func waitPosition(t *testing.T, nc *nats.Conn, seq uint64) messages.OperatorInfo
 func TestOrders(t *testing.T) {
 	s := natstest.Start(t)
 	nc, js, res := s.Resources(t, cjs.Options{Memory: true})
-	exercise(t, nc, js, res, s.URL)
+	exercise(t, nc, js, res, cjs.ConnectOptions{URLs: s.URL})
 }
 
-// TestOrdersWithTemplatePermissions runs the operator as a user with exactly the
-// permissions of deploy/nats/operator-template.conf, and finds no permission violation.
-func TestOrdersWithTemplatePermissions(t *testing.T) {
-	template, err := os.ReadFile(filepath.Join("..", "..", "deploy", "nats", "operator-template.conf"))
+// TestOrdersWithGeneratedPermissions runs the operator as the user `cairn auth` generates
+// for it (its input stream and filters in the spec), with its nkey and inbox prefix, and
+// finds no permission violation.
+func TestOrdersWithGeneratedPermissions(t *testing.T) {
+	spec := authgen.Spec{Jobs: []authgen.Job{{Name: "orders", Instances: []string{instance},
+		Input: &authgen.Stream{Stream: "ORDERS", Subjects: []string{"orders.eu.>", "orders.us.>"}}}}}
+	users, err := authgen.Generate(spec, authgen.NoSeeds)
 	if err != nil {
 		t.Fatal(err)
 	}
+	var conf strings.Builder
+	if err := authgen.WriteServerConfig(&conf, spec, users, t.Name()); err != nil {
+		t.Fatal(err)
+	}
 	var log natstest.LogBuffer
-	s := natstest.StartConfig(t, fmt.Sprintf(`%s
-accounts { CAIRN { jetstream: enabled, users: [
-  { user: admin, password: admin }
-  { user: orders, password: orders, permissions: $MY_OPERATOR_PERMISSIONS }
-] } }`, template), &log)
-	admin, err := nats.Connect(s.URL, nats.UserInfo("admin", "admin"))
+	s := natstest.StartConfig(t, conf.String(), &log)
+	connect := func(name string) cjs.ConnectOptions {
+		for _, u := range users {
+			if u.Name == name {
+				return cjs.ConnectOptions{URLs: s.URL, NKeySeed: string(u.Seed), InboxPrefix: u.InboxPrefix, Name: name}
+			}
+		}
+		t.Fatalf("no user %s", name)
+		return cjs.ConnectOptions{}
+	}
+	admin, err := cjs.Connect(connect("admin.admin"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,16 +97,16 @@ accounts { CAIRN { jetstream: enabled, users: [
 	if err != nil {
 		t.Fatal(err)
 	}
-	exercise(t, admin, js, res, strings.Replace(s.URL, "nats://", "nats://orders:orders@", 1))
-	if strings.Contains(log.String(), "Permissions Violation") {
+	exercise(t, admin, js, res, connect("op.orders."+instance))
+	if strings.Contains(log.String(), "Violation") {
 		t.Fatalf("permission violations:\n%s", log.String())
 	}
 }
 
-// exercise starts the operator at url before its stream exists, feeds it orders, takes a
+// exercise starts the operator connecting with opts before its stream exists, feeds it orders, takes a
 // checkpoint, restarts it after more orders and checks its totals; nc, js and res are an
 // admin's, playing the coordinator.
-func exercise(t *testing.T, nc *nats.Conn, js jetstream.JetStream, res *cjs.Resources, url string) {
+func exercise(t *testing.T, nc *nats.Conn, js jetstream.JetStream, res *cjs.Resources, opts cjs.ConnectOptions) {
 	t.Helper()
 	coord := cairntest.NewCoordinator(t, nc, res.Manifests, "orders")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -105,7 +116,7 @@ func exercise(t *testing.T, nc *nats.Conn, js jetstream.JetStream, res *cjs.Reso
 	start := func() (stop func()) {
 		rctx, rcancel := context.WithCancel(ctx)
 		done := make(chan error, 1)
-		go func() { done <- run(rctx, url, instance, log) }()
+		go func() { done <- run(rctx, opts, instance, log) }()
 		return func() {
 			rcancel()
 			if err := <-done; err != nil {

@@ -24,14 +24,25 @@ type Coordinator struct {
 	job       string
 	subj      cjs.Subjects
 	acks      chan *nats.Msg
+	snapshots jetstream.ObjectStore
 }
 
-// NewCoordinator returns a coordinator of job that has subscribed to its acks; manifests
-// is the CAIRN_MANIFESTS bucket.
+// NewCoordinator returns a coordinator of job that has created the job's snapshot store
+// (as a coordinator does before the job's first barrier) and subscribed to its acks on
+// every instance's subject; manifests is the CAIRN_MANIFESTS bucket.
 func NewCoordinator(t testing.TB, nc *nats.Conn, manifests jetstream.KeyValue, job string) *Coordinator {
 	t.Helper()
 	c := &Coordinator{t: t, nc: nc, manifests: manifests, job: job, acks: make(chan *nats.Msg, 64)}
-	sub, err := nc.ChanSubscribe(c.subj.Ack(job), c.acks)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), Wait)
+	defer cancel()
+	if c.snapshots, err = cjs.EnsureSnapshotStore(ctx, js, cjs.Options{}, job); err != nil {
+		t.Fatalf("create the snapshot store of %s: %v", job, err)
+	}
+	sub, err := nc.ChanSubscribe(c.subj.InstanceAck(job, "*"), c.acks)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,6 +52,9 @@ func NewCoordinator(t testing.TB, nc *nats.Conn, manifests jetstream.KeyValue, j
 	}
 	return c
 }
+
+// Snapshots returns the job's snapshot store.
+func (c *Coordinator) Snapshots() jetstream.ObjectStore { return c.snapshots }
 
 // Barrier sends the barrier of checkpoint id, without a fencing token.
 func (c *Coordinator) Barrier(id uint64) {
@@ -62,6 +76,13 @@ func (c *Coordinator) SendBarrier(b messages.Barrier) {
 	c.t.Helper()
 	c.hold(b.CheckpointID, b.Token)
 	c.SendForged(b)
+}
+
+// AdvanceCounter advances the job's id counter to id, as a lease holder does before it
+// sends barrier id, when it is below.
+func (c *Coordinator) AdvanceCounter(id uint64) {
+	c.t.Helper()
+	c.hold(id, 0)
 }
 
 // SendForged sends b as SendBarrier does, without touching the counter or the lease: a

@@ -10,8 +10,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 )
 
-// StartConfig starts a nats-server from the server config conf (e.g. accounts and users
-// that include deploy/nats files) on a free port of 127.0.0.1, with JetStream storing in
+// StartConfig starts a nats-server from the server config conf (e.g. the accounts and
+// users `cairn auth` generates) on a free port of 127.0.0.1, with JetStream storing in
 // a t.TempDir; a "jetstream" block and the listen address are added. The server's
 // notices, warnings and errors (permission violations among them) go to log. It is shut
 // down when the test ends.

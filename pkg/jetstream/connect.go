@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
 )
 
 // Environment variables read by ConnectOptionsFromEnv.
@@ -17,6 +18,16 @@ const (
 	EnvUser     = "NATS_USER"
 	EnvPassword = "NATS_PASSWORD"
 	EnvCreds    = "NATS_CREDS"
+	// EnvNKey names a file holding an nkey seed (as `cairn auth` writes them).
+	EnvNKey = "NATS_NKEY"
+	// EnvNKeySeed holds an nkey seed itself (compose passes it so).
+	EnvNKeySeed = "NATS_NKEY_SEED"
+	// EnvCA names the PEM file of the certificate authorities that sign the server's
+	// certificate; the client then verifies the server against them (and only them).
+	EnvCA = "NATS_CA"
+	// EnvInboxPrefix is the prefix of the client's reply subjects instead of _INBOX: a
+	// credential from `cairn auth` may subscribe to its own prefix only.
+	EnvInboxPrefix = "NATS_INBOX_PREFIX"
 )
 
 // ConnectOptions says where and how to connect.
@@ -28,6 +39,17 @@ type ConnectOptions struct {
 	Password string
 	// Creds is the path of a credentials file; exclusive with User.
 	Creds string
+	// NKeyFile is the path of a file holding an nkey seed, NKeySeed a seed itself:
+	// authenticate as that nkey's public key. Each is exclusive with the other ways.
+	NKeyFile string
+	NKeySeed string
+	// CA is the path of a PEM file of certificate authorities: the server's certificate
+	// must be signed by one of them (TLS). Empty: TLS only if a URL says tls:// or the
+	// server requires it, verified against the system's roots.
+	CA string
+	// InboxPrefix replaces _INBOX as the prefix of the connection's reply subjects; empty
+	// keeps _INBOX.
+	InboxPrefix string
 	// Name is the connection name shown in server monitoring.
 	Name string
 	// ReconnectWait is the base wait between reconnect attempts; it grows with each failed
@@ -41,15 +63,20 @@ type ConnectOptions struct {
 	Extra []nats.Option
 }
 
-// ConnectOptionsFromEnv fills URLs and credentials from NATS_URL, NATS_USER,
-// NATS_PASSWORD and NATS_CREDS.
+// ConnectOptionsFromEnv fills URLs, credentials, the CA and the inbox prefix from
+// NATS_URL, NATS_USER, NATS_PASSWORD, NATS_CREDS, NATS_NKEY, NATS_NKEY_SEED, NATS_CA and
+// NATS_INBOX_PREFIX.
 func ConnectOptionsFromEnv(name string) ConnectOptions {
 	return ConnectOptions{
-		URLs:     os.Getenv(EnvURL),
-		User:     os.Getenv(EnvUser),
-		Password: os.Getenv(EnvPassword),
-		Creds:    os.Getenv(EnvCreds),
-		Name:     name,
+		URLs:        os.Getenv(EnvURL),
+		User:        os.Getenv(EnvUser),
+		Password:    os.Getenv(EnvPassword),
+		Creds:       os.Getenv(EnvCreds),
+		NKeyFile:    os.Getenv(EnvNKey),
+		NKeySeed:    os.Getenv(EnvNKeySeed),
+		CA:          os.Getenv(EnvCA),
+		InboxPrefix: os.Getenv(EnvInboxPrefix),
+		Name:        name,
 	}
 }
 
@@ -65,8 +92,47 @@ const (
 	HungServerBound     = (MaxPingsOutstanding + 1) * PingInterval
 )
 
-// ErrConflictingAuth is returned when both a user and a credentials file are given.
-var ErrConflictingAuth = errors.New("give either NATS_USER/NATS_PASSWORD or NATS_CREDS, not both")
+// ErrConflictingAuth is returned when more than one way to authenticate is given.
+var ErrConflictingAuth = errors.New("give one of NATS_USER/NATS_PASSWORD, NATS_CREDS, NATS_NKEY or NATS_NKEY_SEED, not several")
+
+// authOptions returns the nats.go options of o's one way to authenticate (none: no
+// option).
+func (o ConnectOptions) authOptions() ([]nats.Option, error) {
+	given := 0
+	for _, v := range []string{o.User, o.Creds, o.NKeyFile, o.NKeySeed} {
+		if v != "" {
+			given++
+		}
+	}
+	switch {
+	case given > 1:
+		return nil, ErrConflictingAuth
+	case o.User != "":
+		return []nats.Option{nats.UserInfo(o.User, o.Password)}, nil
+	case o.Creds != "":
+		return []nats.Option{nats.UserCredentials(o.Creds)}, nil
+	case o.NKeyFile != "":
+		opt, err := nats.NkeyOptionFromSeed(o.NKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("nkey seed file %s: %w", o.NKeyFile, err)
+		}
+		return []nats.Option{opt}, nil
+	case o.NKeySeed != "":
+		kp, err := nkeys.FromSeed([]byte(strings.TrimSpace(o.NKeySeed)))
+		if err != nil {
+			return nil, fmt.Errorf("nkey seed: %w", err)
+		}
+		pub, err := kp.PublicKey()
+		if err != nil {
+			return nil, fmt.Errorf("nkey seed: %w", err)
+		}
+		if !nkeys.IsValidPublicUserKey(pub) {
+			return nil, fmt.Errorf("nkey seed: not a user seed (public key %s); a user seed starts with SU", pub)
+		}
+		return []nats.Option{nats.Nkey(pub, kp.Sign)}, nil
+	}
+	return nil, nil
+}
 
 // Connect connects to NATS. It retries the first connection and reconnects forever with
 // jittered backoff, so a service started before its server, or outliving a server restart,
@@ -75,8 +141,9 @@ var ErrConflictingAuth = errors.New("give either NATS_USER/NATS_PASSWORD or NATS
 // cluster announced (nats.go adds those to its pool; the pool is shuffled, so the seeds'
 // order is no preference).
 func Connect(o ConnectOptions) (*nats.Conn, error) {
-	if o.User != "" && o.Creds != "" {
-		return nil, ErrConflictingAuth
+	auth, err := o.authOptions()
+	if err != nil {
+		return nil, err
 	}
 	urls := o.URLs
 	if strings.TrimSpace(urls) == "" {
@@ -98,11 +165,12 @@ func Connect(o ConnectOptions) (*nats.Conn, error) {
 		nats.PingInterval(PingInterval),
 		nats.MaxPingsOutstanding(MaxPingsOutstanding),
 	}
-	if o.User != "" {
-		opts = append(opts, nats.UserInfo(o.User, o.Password))
+	opts = append(opts, auth...)
+	if o.CA != "" {
+		opts = append(opts, nats.RootCAs(o.CA))
 	}
-	if o.Creds != "" {
-		opts = append(opts, nats.UserCredentials(o.Creds))
+	if o.InboxPrefix != "" {
+		opts = append(opts, nats.CustomInboxPrefix(o.InboxPrefix))
 	}
 	if o.OnDisconnect != nil {
 		opts = append(opts, nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { o.OnDisconnect(err) }))

@@ -24,7 +24,7 @@ const (
 const maxBytesExceeded = "maximum bytes exceeded"
 
 // IsStorageFull reports whether err (or an error it wraps) is JetStream refusing a
-// message for want of space: the stream's MaxBytes (CAIRN_SNAPSHOTS' size limit) or the
+// message for want of space: the stream's MaxBytes (a snapshot store's size limit) or the
 // account's or server's storage limit. Measured on nats-server 2.15: an object store Put
 // into a full store fails with API error 10077 "maximum bytes exceeded"; its chunks are
 // purged, but its meta message may remain (an object without chunks, which coordinator

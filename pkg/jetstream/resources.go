@@ -20,8 +20,42 @@ const (
 	ManifestBucket   = "CAIRN_MANIFESTS"
 	LeaseBucket      = "CAIRN_LEASES"
 	InstanceBucket   = "CAIRN_INSTANCES"
-	SnapshotBucket   = "CAIRN_SNAPSHOTS"
+	// SnapshotBucket is the object store every job's snapshots went to before each job
+	// had its own (SnapshotStore). Nothing creates it any more; references to its objects
+	// (messages.SnapshotRef with an empty Store) are restored and retained from it while
+	// retained checkpoints hold them (docs/compatibility.md).
+	SnapshotBucket = "CAIRN_SNAPSHOTS"
+	// snapshotStorePrefix starts the name of a job's snapshot store.
+	snapshotStorePrefix = SnapshotBucket + "_"
 )
+
+// SnapshotStore is the name of job's snapshot object store, CAIRN_SNAPSHOTS_<job>: each
+// job has its own, so that a NATS permission can give an operator's credential its own
+// job's snapshots and no other's (object subjects, $O.<store>.C.<nuid> and
+// $O.<store>.M.<base64 name>, say nothing of the job within one store). Job names are
+// tokens [A-Za-z0-9_-]{1,64}, which bucket names allow.
+func SnapshotStore(job string) string { return snapshotStorePrefix + job }
+
+// SnapshotStoreFor is the store job's snapshots are uploaded into: the job's own
+// (SnapshotStore), or with shared the store every job shares (SnapshotBucket).
+func SnapshotStoreFor(job string, shared bool) string {
+	if shared {
+		return SnapshotBucket
+	}
+	return SnapshotStore(job)
+}
+
+// SnapshotStoreOf returns the store a snapshot reference's object is in: its Store, or
+// SnapshotBucket for a reference written before stores were per job (empty Store).
+func SnapshotStoreOf(store string) string {
+	if store == "" {
+		return SnapshotBucket
+	}
+	return store
+}
+
+// ObjectStream is the name of the stream that holds object store bucket.
+func ObjectStream(bucket string) string { return "OBJ_" + bucket }
 
 // Options configures the resources Ensure creates. Existing resources are used as they
 // are and never updated, so a service with no right to change a stream can still start.
@@ -45,15 +79,23 @@ type Options struct {
 	// CAIRN_MANIFESTS (its LimitMarkerTTL); 0 means DefaultMarkerTTL. Fixed when the bucket
 	// is created; tests shorten it.
 	MarkerTTL time.Duration
-	// SnapshotMaxBytes is the size limit of CAIRN_SNAPSHOTS; an upload that does not fit
-	// is refused (the checkpoint aborts with storage_full). 0 means DefaultSnapshotMaxBytes,
-	// or MemorySnapshotMaxBytes with Memory; -1 means no limit. Fixed when the object store
-	// is created. JetStream reserves it: it must fit the server's max_file_store (or
-	// max_memory_store) together with CAIRN_OUTPUT's limit.
+	// SnapshotMaxBytes is the size limit of each job's snapshot store (SnapshotStore), set
+	// by EnsureSnapshotStore when it creates one; an upload that does not fit is refused
+	// (the checkpoint aborts with storage_full). 0 or -1 means no limit of its own: the
+	// account's and the server's storage limits bound the store, and a full server is
+	// reported as storage_full too. JetStream reserves a stream's MaxBytes whether used or
+	// not, so the limits of every job's store together must fit the server's
+	// max_file_store (or max_memory_store) besides CAIRN_OUTPUT's. Fixed when a store is
+	// created.
 	SnapshotMaxBytes int64
-	// Only restricts Ensure to these resources (stream, bucket or object store names, e.g.
-	// InputStream, ManifestBucket); the others stay nil in Resources. Empty means all. A
-	// service that looks up only what it uses needs no rights on the rest.
+	// SharedSnapshotStore puts every job's snapshots in the one store SnapshotBucket
+	// instead of a store per job (SnapshotStoreFor): what cairn dev runs, plain on
+	// loopback, where no permission keeps jobs apart anyway. The coordinator creates that
+	// store; operators must be given the same choice (operator.Config.SharedSnapshotStore).
+	SharedSnapshotStore bool
+	// Only restricts Ensure to these resources (stream or bucket names, e.g. InputStream,
+	// ManifestBucket); the others stay nil in Resources. Empty means all. A service that
+	// looks up only what it uses needs no rights on the rest.
 	Only []string
 }
 
@@ -100,18 +142,13 @@ const (
 	// within it. No Cairn service watches manifests, so it is short: at 10 checkpoints a
 	// second a job keeps about 50 markers.
 	DefaultMarkerTTL = 5 * time.Second
-	// DefaultSnapshotMaxBytes is Options.SnapshotMaxBytes's default (1 GiB: with
-	// CAIRN_OUTPUT's 1 GiB it fits a server with max_file_store 2GB, since JetStream
-	// reserves both).
-	DefaultSnapshotMaxBytes = 1 << 30
-	// MemorySnapshotMaxBytes is Options.SnapshotMaxBytes's default with Options.Memory.
-	MemorySnapshotMaxBytes = 128 << 20
 )
 
 // DefaultLeaseTTL is the TTL of registrations and leases when Options.LeaseTTL is 0.
 const DefaultLeaseTTL = 5 * time.Second
 
-// Resources are the streams, buckets and object store Cairn uses.
+// Resources are the streams and buckets every job shares. Each job's snapshot store is
+// apart (EnsureSnapshotStore).
 type Resources struct {
 	Config      jetstream.Stream
 	Checkpoints jetstream.Stream
@@ -121,7 +158,6 @@ type Resources struct {
 	Manifests   jetstream.KeyValue
 	Leases      jetstream.KeyValue
 	Instances   jetstream.KeyValue
-	Snapshots   jetstream.ObjectStore
 }
 
 func (o Options) storage() jetstream.StorageType {
@@ -146,15 +182,10 @@ func (o Options) markerTTL() time.Duration {
 }
 
 func (o Options) snapshotMaxBytes() int64 {
-	switch {
-	case o.SnapshotMaxBytes < 0:
-		return -1
-	case o.SnapshotMaxBytes > 0:
+	if o.SnapshotMaxBytes > 0 {
 		return o.SnapshotMaxBytes
-	case o.Memory:
-		return MemorySnapshotMaxBytes
 	}
-	return DefaultSnapshotMaxBytes
+	return -1
 }
 
 func (o Options) replicas() int { return max(o.Replicas, 1) }
@@ -279,22 +310,31 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) (*Resources,
 			return nil, err
 		}
 	}
-	if o.wants(SnapshotBucket) {
-		r.Snapshots, err = ensureObjectStore(ctx, js, o.LookupOnly, jetstream.ObjectStoreConfig{
-			Bucket:      SnapshotBucket,
-			Description: "Cairn operator snapshots, <job>/<checkpoint>/<instance>",
-			MaxBytes:    o.snapshotMaxBytes(),
-			Storage:     o.storage(),
-			Replicas:    o.replicas(),
-		})
-		if IsStorageFull(err) {
-			err = fmt.Errorf("%w: JetStream reserves the store's size limit of %d bytes; lower it (--snapshot-max-bytes, CAIRN_SNAPSHOT_MAX_BYTES) or raise the server's max_file_store", err, o.snapshotMaxBytes())
-		}
-		if err != nil {
-			return nil, err
-		}
-	}
 	return &r, nil
+}
+
+// SnapshotStoreConfig is the config EnsureSnapshotStore creates job's snapshot store with.
+func (o Options) SnapshotStoreConfig(job string) jetstream.ObjectStoreConfig {
+	return jetstream.ObjectStoreConfig{
+		Bucket:      SnapshotStoreFor(job, o.SharedSnapshotStore),
+		Description: "Cairn snapshots, <job>/<checkpoint>/<instance>/<incarnation>",
+		MaxBytes:    o.snapshotMaxBytes(),
+		Storage:     o.storage(),
+		Replicas:    o.replicas(),
+	}
+}
+
+// EnsureSnapshotStore looks up job's snapshot store (SnapshotStoreFor) and creates it when
+// it is missing, unless o.LookupOnly (then ErrMissing, wrapped). The coordinator creates
+// it when it first coordinates the job; operators only look it up. An existing store is
+// used as it is.
+func EnsureSnapshotStore(ctx context.Context, js jetstream.JetStream, o Options, job string) (jetstream.ObjectStore, error) {
+	cfg := o.SnapshotStoreConfig(job)
+	obs, err := ensureObjectStore(ctx, js, o.LookupOnly, cfg)
+	if IsStorageFull(err) && cfg.MaxBytes > 0 {
+		err = fmt.Errorf("%w: JetStream reserves the store's size limit of %d bytes; lower it (--snapshot-max-bytes, CAIRN_SNAPSHOT_MAX_BYTES) or raise the server's max_file_store", err, cfg.MaxBytes)
+	}
+	return obs, err
 }
 
 func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig, lookupOnly bool) (jetstream.Stream, error) {

@@ -32,8 +32,8 @@ func TestEnsureIsIdempotent(t *testing.T) {
 	for n := range names.Name() {
 		got = append(got, n)
 	}
-	if len(got) != 9 {
-		t.Fatalf("streams = %v, want 5 streams + 3 KV + 1 object store", got)
+	if len(got) != 8 {
+		t.Fatalf("streams = %v, want 5 streams + 3 KV (each job's snapshot store is apart)", got)
 	}
 }
 
@@ -81,7 +81,7 @@ func TestEnsureOnlyLooksUpWhatItIsAskedFor(t *testing.T) {
 	if r.Input == nil || r.Leases == nil {
 		t.Fatalf("asked-for resources missing: %+v", r)
 	}
-	if r.Config != nil || r.Checkpoints != nil || r.Output != nil || r.Manifests != nil || r.Snapshots != nil {
+	if r.Config != nil || r.Checkpoints != nil || r.Output != nil || r.Manifests != nil {
 		t.Fatalf("resources not asked for were looked up: %+v", r)
 	}
 }
@@ -118,5 +118,20 @@ func TestOutputAndDeadLettersAreBoundedAndInputIsNot(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+func TestSnapshotStoreNames(t *testing.T) {
+	if got := cjs.SnapshotStore("demo"); got != "CAIRN_SNAPSHOTS_demo" {
+		t.Fatalf("SnapshotStore = %s", got)
+	}
+	if got := cjs.SnapshotStoreOf(""); got != cjs.SnapshotBucket {
+		t.Fatalf("SnapshotStoreOf(\"\") = %s, want the store of before", got)
+	}
+	if got := cjs.SnapshotStoreOf("CAIRN_SNAPSHOTS_demo"); got != "CAIRN_SNAPSHOTS_demo" {
+		t.Fatalf("SnapshotStoreOf = %s", got)
+	}
+	if got := cjs.ObjectStream(cjs.SnapshotStore("a-b_c")); got != "OBJ_CAIRN_SNAPSHOTS_a-b_c" {
+		t.Fatalf("ObjectStream = %s", got)
 	}
 }

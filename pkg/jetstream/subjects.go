@@ -43,8 +43,32 @@ func (s Subjects) ConfigHead(job string) string { return s.join("config", "event
 // Barrier is the subject barriers of job are sent on.
 func (s Subjects) Barrier(job string) string { return s.join("barrier", job) }
 
-// Ack is the subject acks and declines of job are sent on ("*" for all).
+// InstanceAck is the subject instance of job sends its acks and declines on ("*" for
+// all): one subject per instance, so that a NATS permission can let an operator's
+// credential ack as its own instance only. Coordinators drop an ack whose job or instance
+// differs from its subject's.
+func (s Subjects) InstanceAck(job, instance string) string { return s.join("ack", job, instance) }
+
+// Ack is the subject on which operators older than InstanceAck send the acks and
+// declines of job ("*" for all). Coordinators still take acks on it, for a rolling
+// upgrade (docs/compatibility.md); an auth config denies it once every operator is
+// upgraded.
 func (s Subjects) Ack(job string) string { return s.join("ack", job) }
+
+// ParseAck returns the job and instance an ack subject names: InstanceAck's job and
+// instance, or Ack's job and an empty instance. ok is false for any other subject.
+func (s Subjects) ParseAck(subject string) (job, instance string, ok bool) {
+	rest, found := strings.CutPrefix(subject, s.join("ack")+".")
+	if !found {
+		return "", "", false
+	}
+	job, instance, two := strings.Cut(rest, ".")
+	switch {
+	case job == "", two && (instance == "" || strings.Contains(instance, ".")):
+		return "", "", false
+	}
+	return job, instance, true
+}
 
 // CheckpointEvent is the subject of checkpoint events of job with the outcome
 // ("completed", "aborted", or "*").

@@ -79,8 +79,12 @@ func (k AckKind) String() string {
 	return fmt.Sprintf("AckKind(%d)", int(k))
 }
 
-// SnapshotRef locates one instance's snapshot in the object store.
+// SnapshotRef locates one instance's snapshot in an object store.
 type SnapshotRef struct {
+	// Store is the object store that holds it: the job's own (CAIRN_SNAPSHOTS_<job>),
+	// written by operators since snapshots are stored per job; empty for an object in the
+	// store shared by every job before (CAIRN_SNAPSHOTS), where older operators put them.
+	Store string `msgpack:"store,omitempty"`
 	// Object is the object name, <job>/<checkpoint>/<instance> of the checkpoint that
 	// uploaded it (an unchanged snapshot keeps referencing the older object).
 	Object string `msgpack:"object"`
@@ -88,6 +92,27 @@ type SnapshotRef struct {
 	Size uint64 `msgpack:"size"`
 	// Digest is the object store's digest, "SHA-256=<base64url>".
 	Digest string `msgpack:"digest"`
+}
+
+// maxStoreLen bounds SnapshotRef.Store: a JetStream stream name is at most 255 bytes, and
+// an object store's stream is OBJ_<store>.
+const maxStoreLen = 251
+
+// validateStore checks that Store is empty or an object store name: 1-251 characters from
+// [A-Za-z0-9_-].
+func (r SnapshotRef) validateStore() error {
+	if r.Store == "" {
+		return nil
+	}
+	ok := len(r.Store) <= maxStoreLen
+	for i := 0; ok && i < len(r.Store); i++ {
+		c := r.Store[i]
+		ok = c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-'
+	}
+	if !ok {
+		return fmt.Errorf("snapshot %s: store %q is not an object store name; allowed: empty or 1-%d characters from [A-Za-z0-9_-]", r.Object, r.Store, maxStoreLen)
+	}
+	return nil
 }
 
 // bytesOf is the total size of refs.
@@ -99,7 +124,8 @@ func bytesOf(refs []SnapshotRef) uint64 {
 	return n
 }
 
-// Ack is an instance's answer to a barrier on cairn.ack.<job>.
+// Ack is an instance's answer to a barrier on cairn.ack.<job>.<instance> (before acks
+// were per instance, on cairn.ack.<job>).
 type Ack struct {
 	Schema int    `msgpack:"schema"`
 	Job    string `msgpack:"job"`
@@ -149,6 +175,11 @@ func (a *Ack) Validate() error {
 	}
 	if a.Incarnation == "" {
 		return errors.New("ack: incarnation is empty")
+	}
+	for _, ref := range a.Refs() {
+		if err := ref.validateStore(); err != nil {
+			return fmt.Errorf("ack: %w", err)
+		}
 	}
 	switch a.Kind {
 	case AckDone, AckChain:

@@ -203,6 +203,11 @@ func (m *Manifest) Validate() error {
 		if s.Snapshot.Object == "" || s.Snapshot.Digest == "" {
 			return fmt.Errorf("manifest: instance %s has no snapshot object or digest", name)
 		}
+		for _, ref := range s.Refs() {
+			if err := ref.validateStore(); err != nil {
+				return fmt.Errorf("manifest: instance %s: %w", name, err)
+			}
+		}
 		for i, d := range s.Deltas {
 			if d.Object == "" || d.Digest == "" {
 				return fmt.Errorf("manifest: instance %s: delta %d has no object or digest", name, i)

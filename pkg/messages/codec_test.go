@@ -207,6 +207,8 @@ func TestUnmarshalIsStrict(t *testing.T) {
 		{"config out of range", &messages.ConfigEvent{}, enc(t, with(configEvent, "config", with(cfg, "interval", int64(time.Millisecond)))), "interval 1ms is out of range; allowed: 100ms to 24h"},
 		{"unknown ack kind", &messages.Ack{}, enc(t, with(ack, "kind", 4)), "kind 4; allowed: 1 (ack), 2 (decline) or 3 (chain)"},
 		{"deltas in a plain ack", &messages.Ack{}, enc(t, with(ack, "deltas", []any{map[string]any{"object": "o", "size": 1, "digest": "d"}})), "deltas need kind 3 (chain)"},
+		{"snapshot store not a bucket name", &messages.Ack{}, enc(t, with(ack, "snapshot", map[string]any{"store": "A.B", "object": "o", "size": 1, "digest": "d"})), `store "A.B" is not an object store name`},
+		{"manifest snapshot store", &messages.Manifest{}, enc(t, map[string]any{"schema": 1, "job": "j", "id": 1, "instances": map[string]any{"i": map[string]any{"incarnation": "x", "snapshot": map[string]any{"store": "*", "object": "o", "size": 1, "digest": "d"}}}}), `store "*" is not an object store name`},
 		{"barrier id zero", &messages.Barrier{}, enc(t, map[string]any{"schema": 1, "job": "j", "id": 0}), "checkpoint id 0"},
 		{"barrier negative max deltas", &messages.Barrier{}, enc(t, map[string]any{"schema": 1, "job": "j", "id": 3, "max_deltas": -1}), "max deltas -1"},
 		{"aborted without reason", &messages.CheckpointEvent{}, enc(t, map[string]any{"schema": 1, "job": "j", "id": 1, "outcome": 2}), "abort reason 0; allowed: 1-7"},

@@ -42,8 +42,8 @@ func nextFixtures() []nextFixture {
 		"max_concurrent": 2, "tolerable_failures": -1, "retain": 3, "jitter": "250ms",
 	}
 	wantCfg := messages.Config{Interval: 2 * time.Second, Timeout: time.Minute, MaxConcurrent: 2, TolerableFailures: -1, Retain: 3}
-	ref := map[string]any{"object": "j/7/i-0", "size": 10, "digest": "SHA-256=abc", "compression": "zstd"}
-	wantRef := messages.SnapshotRef{Object: "j/7/i-0", Size: 10, Digest: "SHA-256=abc"}
+	ref := map[string]any{"store": "CAIRN_SNAPSHOTS_j", "object": "j/7/i-0", "size": 10, "digest": "SHA-256=abc", "compression": "zstd"}
+	wantRef := messages.SnapshotRef{Store: "CAIRN_SNAPSHOTS_j", Object: "j/7/i-0", Size: 10, Digest: "SHA-256=abc"}
 	ack := map[string]any{
 		"schema": 1, "job": "j", "id": 7, "instance": "i-0", "incarnation": "inc", "kind": 1,
 		"snapshot": ref, "positions": map[string]uint64{"CAIRN_INPUT": 42}, "watermark": at(1_700_000_000, 0),

@@ -75,6 +75,10 @@ type CheckpointInfo struct {
 
 // CheckpointInstance is one member's part of a CheckpointInfo.
 type CheckpointInstance struct {
+	// Store is the object store that holds Object: the job's own, CAIRN_SNAPSHOTS_<job>,
+	// or "" for the store every job shared before (CAIRN_SNAPSHOTS). A member's chain
+	// whose base is in the job's store has its deltas there too.
+	Store  string `json:"store"`
 	Object string `json:"object"`
 	Size   uint64 `json:"size"`
 	// Checkpoint is the checkpoint the state comes from (older than the checkpoint's own
@@ -91,7 +95,7 @@ func NewCheckpointInfo(m *Manifest) CheckpointInfo {
 		Instances: make(map[string]CheckpointInstance, len(m.Instances)),
 	}
 	for inst, s := range m.Instances {
-		ci.Instances[inst] = CheckpointInstance{Object: s.Snapshot.Object, Size: s.Snapshot.Size, Checkpoint: s.From(m.CheckpointID), Positions: s.Positions}
+		ci.Instances[inst] = CheckpointInstance{Store: s.Snapshot.Store, Object: s.Snapshot.Object, Size: s.Snapshot.Size, Checkpoint: s.From(m.CheckpointID), Positions: s.Positions}
 	}
 	return ci
 }

@@ -34,7 +34,7 @@ func (r *Runtime) restoreChain(ctx context.Context, k *Keyed, inst messages.Inst
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	refs := append([]messages.SnapshotRef{inst.Snapshot}, inst.Deltas...)
-	streams := fetchSegments(ctx, &wg, refs, func(ref messages.SnapshotRef) *verifiedObject { return openObject(ctx, r.snapshots, ref) }, restoreFetchers, restoreBuffer)
+	streams := fetchSegments(ctx, &wg, refs, func(ref messages.SnapshotRef) *verifiedObject { return r.openSnapshot(ctx, ref) }, restoreFetchers, restoreBuffer)
 	readers := make([]io.Reader, len(streams))
 	for i, st := range streams {
 		readers[i] = st

@@ -54,6 +54,13 @@ type Config struct {
 	// or the input after it is gone, Run refuses to start with an error wrapping
 	// ErrRestoreFrom. Empty restores the newest usable checkpoint.
 	RestoreFrom string
+	// SharedSnapshotStore uploads snapshots into the store every job shares,
+	// CAIRN_SNAPSHOTS, instead of the job's own, CAIRN_SNAPSHOTS_<job>: what cairn dev runs,
+	// plain on loopback. NATS permissions cannot keep jobs apart in a shared store; the
+	// job's coordinators must make the same choice (their snapshot options'
+	// SharedSnapshotStore), since they create the store and take only acks of snapshots in
+	// it.
+	SharedSnapshotStore bool
 	// ReemitOutputs publishes again, on purpose, the outputs of the input records replayed
 	// after the restore that the output stream already holds (new code after an upgrade,
 	// say), under message ids that end with the incarnation, so that no duplicate window

@@ -7,12 +7,14 @@
 // The common case is one call: Run(ctx, nc, cfg, machine). New returns the Runtime for
 // the rest (AddEndpoint, Do, Position, Stats, Info). A Runtime drives one operator
 // instance: it waits for the streams and buckets it uses to exist (CAIRN_MANIFESTS,
-// CAIRN_LEASES, CAIRN_INSTANCES, CAIRN_SNAPSHOTS, CAIRN_CHECKPOINTS, the input stream and, for a Producer,
-// the output stream; nothing else), restores the instance's state from the newest
+// CAIRN_LEASES, CAIRN_INSTANCES, CAIRN_CHECKPOINTS, the input stream and, for a Producer,
+// the output stream; nothing else; the job's snapshot store CAIRN_SNAPSHOTS_<job>, which
+// the coordinator creates, when it first stores or restores a snapshot), restores the instance's state from the newest
 // completed checkpoint that holds a usable snapshot of it (or the one Config.RestoreFrom
 // names), registers the instance in KV CAIRN_LEASES with a fresh incarnation id and keeps
 // the registration alive, follows the input stream's subject filters with one ordered
-// consumer, answers the coordinator's barriers with snapshots stored in the object store,
+// consumer, answers the coordinator's barriers (acking on cairn.ack.<job>.<instance>)
+// with snapshots stored in the job's object store,
 // and serves cairn.op.<job>.<instance>.info through the micro service "cairn-operator".
 //
 // The connection is the embedder's; New says which connect options keep an instance

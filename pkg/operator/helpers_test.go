@@ -256,7 +256,7 @@ func (e *env) writeManifest(id uint64, acks ...messages.Ack) {
 // store's form.
 func (e *env) objectDigest(name string) (uint64, string) {
 	e.t.Helper()
-	data, err := e.res.Snapshots.GetBytes(e.ctx(), name)
+	data, err := e.coord.Snapshots().GetBytes(e.ctx(), name)
 	if err != nil {
 		e.t.Fatalf("get object %s: %v", name, err)
 	}
@@ -267,7 +267,7 @@ func (e *env) objectDigest(name string) (uint64, string) {
 // objects lists the object names in the snapshot store.
 func (e *env) objects() []string {
 	e.t.Helper()
-	infos, err := e.res.Snapshots.List(e.ctx())
+	infos, err := e.coord.Snapshots().List(e.ctx())
 	if err != nil && !errors.Is(err, jetstream.ErrNoObjectsFound) {
 		e.t.Fatal(err)
 	}

@@ -29,9 +29,8 @@ type endpoint struct {
 
 // AddEndpoint adds an endpoint to the instance's micro service ("cairn-operator", which
 // also serves InfoEndpoint) on subject, for a Machine's own requests such as a state
-// query; name is the endpoint's name in micro. The permissions of
-// deploy/nats/operator-template.conf let an operator serve subjects under
-// cairn.op.<job>.<instance>. Call it before Run (after, it returns ErrAlreadyStarted);
+// query; name is the endpoint's name in micro. The permissions `cairn auth` generates let
+// an operator serve subjects under cairn.op.<job>.<instance>. Call it before Run (after, it returns ErrAlreadyStarted);
 // the handler runs on micro's goroutine, so it reads the Machine through Do and answers
 // failures with RespondError.
 func (r *Runtime) AddEndpoint(name, subject string, h micro.Handler) error {

@@ -214,14 +214,15 @@ func (k *Keyed) snapshot(id uint64, maxDeltas int) (Snapshot, error) {
 }
 
 // pastBounds reports whether a chain that grows by a delta of about size bytes passes
-// the bounds.
+// the bounds, or has its base in the snapshot store shared before stores were per job (a
+// new base in the job's store lets references to that store die out).
 func (k *Keyed) pastBounds(size uint64) bool {
 	c := k.completed
 	most := k.cfg.MaxDeltas
 	if k.limit > 0 {
 		most = min(most, k.limit)
 	}
-	return len(c.deltas)+1 >= most ||
+	return c.base.Store == "" || len(c.deltas)+1 >= most ||
 		float64(c.deltaSize()+size) >= k.cfg.DeltaRatio*float64(c.base.Size)
 }
 

@@ -209,7 +209,7 @@ func TestKeyedChainFallback(t *testing.T) {
 // overwrite replaces an object with other bytes.
 func (e *env) overwrite(ref messages.SnapshotRef) {
 	e.t.Helper()
-	if _, err := e.res.Snapshots.PutBytes(e.ctx(), ref.Object, []byte("not the segment")); err != nil {
+	if _, err := e.coord.Snapshots().PutBytes(e.ctx(), ref.Object, []byte("not the segment")); err != nil {
 		e.t.Fatal(err)
 	}
 }
@@ -217,7 +217,7 @@ func (e *env) overwrite(ref messages.SnapshotRef) {
 // remove deletes an object.
 func (e *env) remove(ref messages.SnapshotRef) {
 	e.t.Helper()
-	if err := e.res.Snapshots.Delete(e.ctx(), ref.Object); err != nil {
+	if err := e.coord.Snapshots().Delete(e.ctx(), ref.Object); err != nil {
 		e.t.Fatal(err)
 	}
 }

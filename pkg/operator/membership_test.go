@@ -62,10 +62,10 @@ func (e *env) memberEvents() []messages.MemberEvent {
 func TestMemberWithoutUsableSnapshotRefusesToStart(t *testing.T) {
 	e := newEnv(t)
 	ack1, ack2, totals := memberWithTwoCheckpoints(e)
-	if err := e.res.Snapshots.Delete(e.ctx(), ack2.Snapshot.Object); err != nil {
+	if err := e.coord.Snapshots().Delete(e.ctx(), ack2.Snapshot.Object); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.res.Snapshots.PutBytes(e.ctx(), ack1.Snapshot.Object, []byte("not the snapshot")); err != nil {
+	if _, err := e.coord.Snapshots().PutBytes(e.ctx(), ack1.Snapshot.Object, []byte("not the snapshot")); err != nil {
 		t.Fatal(err)
 	}
 
@@ -140,7 +140,7 @@ func TestMembershipFromRetainedManifestsWhenLatestIsUnreadable(t *testing.T) {
 	// Without a usable snapshot in the retained manifests it refuses, naming the
 	// unreadable latest manifest.
 	r.stop(t)
-	if err := e.res.Snapshots.Delete(e.ctx(), ack1.Snapshot.Object); err != nil {
+	if err := e.coord.Snapshots().Delete(e.ctx(), ack1.Snapshot.Object); err != nil {
 		t.Fatal(err)
 	}
 	err := e.startErr(operator.DefaultConfig(testJob, "counter-0"), refop.NewAggregator())

@@ -40,7 +40,7 @@ func attemptBudget(size uint64) time.Duration {
 	return min(transferBudget(size)/3, 2*time.Second+time.Duration(size/(4<<20))*time.Second)
 }
 
-// objectStore is the part of the CAIRN_SNAPSHOTS object store the runtime uses.
+// objectStore is the part of a snapshot object store the runtime uses.
 type objectStore interface {
 	Get(ctx context.Context, name string, opts ...jetstream.GetObjectOpt) (jetstream.ObjectResult, error)
 	GetInfo(ctx context.Context, name string, opts ...jetstream.GetObjectInfoOpt) (*jetstream.ObjectInfo, error)
@@ -158,15 +158,16 @@ func (p *persister) storeKeyed(ctx context.Context, j persistJob, s *keyedSnapsh
 }
 
 // store persists the snapshot into a spool while hashing it, then references the last
-// acked object when it holds the same bytes, or uploads the spool. uploaded reports
-// whether bytes were written to the object store.
+// acked object when it holds the same bytes and is in the job's store (an object of the
+// store shared before is not referenced again, so that its references die out), or
+// uploads the spool. uploaded reports whether bytes were written to the object store.
 func (p *persister) store(ctx context.Context, j persistJob) (ref messages.SnapshotRef, uploaded bool, err error) {
 	ref, sp, err := p.spoolSnapshot(j, cjs.ObjectName(p.r.cfg.Job, j.checkpoint, p.r.cfg.Instance, p.r.incarnation))
 	defer p.closeSpool(j, sp)
 	if err != nil {
 		return ref, false, err
 	}
-	if p.last != nil && p.last.Digest == ref.Digest && p.last.Size == ref.Size && p.exists(ctx, j.log, *p.last) {
+	if p.last != nil && p.last.Store == ref.Store && p.last.Digest == ref.Digest && p.last.Size == ref.Size && p.exists(ctx, j.log, *p.last) {
 		return *p.last, false, nil
 	}
 	if err := p.upload(ctx, j, ref, sp); err != nil {
@@ -176,7 +177,8 @@ func (p *persister) store(ctx context.Context, j persistJob) (ref messages.Snaps
 }
 
 // spoolSnapshot persists the snapshot into a spool while hashing it, and returns its
-// reference under the object name. The caller closes the spool (closeSpool).
+// reference under the object name in the job's store. The caller closes the spool
+// (closeSpool).
 func (p *persister) spoolSnapshot(j persistJob, name string) (messages.SnapshotRef, *spool, error) {
 	sp := newSpool(spoolMemLimit)
 	h := sha256.New()
@@ -187,7 +189,7 @@ func (p *persister) spoolSnapshot(j persistJob, name string) (messages.SnapshotR
 		// Replaced: publish nothing more.
 		return messages.SnapshotRef{}, sp, p.r.replacedError()
 	}
-	return messages.SnapshotRef{Object: name, Size: uint64(sp.Size()), Digest: digest(h)}, sp, nil
+	return messages.SnapshotRef{Store: p.r.uploadStore(), Object: name, Size: uint64(sp.Size()), Digest: digest(h)}, sp, nil
 }
 
 // closeSpool frees a spool, logging a temporary file it could not remove.
@@ -201,7 +203,12 @@ func (p *persister) closeSpool(j persistJob, sp *spool) {
 func (p *persister) exists(ctx context.Context, log *slog.Logger, ref messages.SnapshotRef) bool {
 	ictx, cancel := context.WithTimeout(ctx, infoTimeout)
 	defer cancel()
-	info, err := p.r.snapshots.GetInfo(ictx, ref.Object)
+	store, err := p.r.stores.get(ictx, cjs.SnapshotStoreOf(ref.Store))
+	if err != nil {
+		log.Warn("look up the previous snapshot's store; uploading again", "error", err, "object", ref.Object)
+		return false
+	}
+	info, err := store.GetInfo(ictx, ref.Object)
 	if err != nil {
 		if !errors.Is(err, jetstream.ErrObjectNotFound) {
 			log.Warn("look up the previous snapshot; uploading again", "error", err, "object", ref.Object)
@@ -211,7 +218,8 @@ func (p *persister) exists(ctx context.Context, log *slog.Logger, ref messages.S
 	return info.Digest == ref.Digest && info.Size == ref.Size
 }
 
-// upload puts the spool under ref.Object, retrying with backoff within transferBudget.
+// upload puts the spool under ref.Object in the job's store, retrying with backoff within
+// transferBudget.
 func (p *persister) upload(ctx context.Context, j persistJob, ref messages.SnapshotRef, sp *spool) error {
 	uctx, cancel := context.WithTimeout(ctx, transferBudget(ref.Size))
 	defer cancel()
@@ -234,9 +242,13 @@ func (p *persister) upload(ctx context.Context, j persistJob, ref messages.Snaps
 		}
 		actx, acancel := context.WithTimeout(uctx, attemptBudget(ref.Size))
 		var info *jetstream.ObjectInfo
-		err = p.r.mayPublish(actx)
+		var store objectStore
+		store, err = p.r.jobStore(actx)
 		if err == nil {
-			info, err = p.r.snapshots.Put(actx, meta, rd)
+			err = p.r.mayPublish(actx)
+		}
+		if err == nil {
+			info, err = store.Put(actx, meta, rd)
 		}
 		acancel()
 		if errors.Is(err, ErrReplaced) {
@@ -285,11 +297,14 @@ func (r *Runtime) publishAck(ctx context.Context, log *slog.Logger, ack *message
 		log.Error("encode ack", "error", err)
 		return
 	}
-	if err := r.nc.Publish(r.cfg.Subjects.Ack(r.cfg.Job), data); err != nil {
+	if err := r.nc.Publish(r.ackSubject(), data); err != nil {
 		log.Error("publish ack", "error", err, "kind", ack.Kind.String())
 	}
 	r.acks.add(ack.CheckpointID, data)
 }
+
+// ackSubject is the subject the instance acks on: its own, cairn.ack.<job>.<instance>.
+func (r *Runtime) ackSubject() string { return r.cfg.Subjects.InstanceAck(r.cfg.Job, r.cfg.Instance) }
 
 // recentAcks remembers the last acks and declines sent, so that a barrier the coordinator
 // sends again (its ack was lost, e.g. across a NATS restart) is answered again. A mutex

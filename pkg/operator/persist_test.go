@@ -54,7 +54,7 @@ func TestSlowPersistDoesNotBlockProcessing(t *testing.T) {
 	if ack.Kind != messages.AckDone || ack.Positions[cjs.InputStream] != before {
 		t.Fatalf("ack %+v, want the snapshot at position %d", ack, before)
 	}
-	data, err := e.res.Snapshots.GetString(e.ctx(), ack.Snapshot.Object)
+	data, err := e.coord.Snapshots().GetString(e.ctx(), ack.Snapshot.Object)
 	if err != nil || data != "3" {
 		t.Fatalf("snapshot %q (%v), want the 3 records before the barrier", data, err)
 	}
@@ -70,7 +70,7 @@ func TestLargeSnapshotSpoolsAndRoundTrips(t *testing.T) {
 	if ack.Snapshot.Size != size {
 		t.Fatalf("acked size %d, want %d", ack.Snapshot.Size, size)
 	}
-	info, err := e.res.Snapshots.GetInfo(e.ctx(), ack.Snapshot.Object)
+	info, err := e.coord.Snapshots().GetInfo(e.ctx(), ack.Snapshot.Object)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -222,7 +222,7 @@ func (r *Runtime) barrier(ctx context.Context, st *loopState, msg *nats.Msg) err
 				log.Debug("ack not sent again", "error", err)
 				return nil
 			}
-			if err := r.nc.Publish(r.cfg.Subjects.Ack(r.cfg.Job), data); err != nil {
+			if err := r.nc.Publish(r.ackSubject(), data); err != nil {
 				log.Warn("publish ack again", "error", err)
 			}
 			log.Debug("barrier seen before: ack sent again")

@@ -15,10 +15,12 @@ import (
 const lookupTimeout = 10 * time.Second
 
 // lookup looks up the resources the runtime uses, and only those: the CAIRN_MANIFESTS,
-// CAIRN_LEASES and CAIRN_INSTANCES buckets, the CAIRN_SNAPSHOTS object store, the input stream, the
-// CAIRN_CHECKPOINTS stream (member events) and, for a Producer, the output stream. While
-// one does not exist yet it waits with Retry, logging one line when it starts waiting for
-// it, until ctx ends.
+// CAIRN_LEASES and CAIRN_INSTANCES buckets, the input stream, the CAIRN_CHECKPOINTS stream
+// (member events) and, for a Producer, the output stream. While one does not exist yet it
+// waits with Retry, logging one line when it starts waiting for it, until ctx ends. The
+// job's snapshot store is looked up when first used (snapshotStores): the coordinator
+// creates it when it starts coordinating the job, which may be after the instance
+// registers.
 func (r *Runtime) lookup(ctx context.Context) error {
 	var err error
 	if err = r.await(ctx, "bucket", cjs.ManifestBucket, func(ctx context.Context) (err error) {
@@ -35,12 +37,6 @@ func (r *Runtime) lookup(ctx context.Context) error {
 	}
 	if err = r.await(ctx, "bucket", cjs.InstanceBucket, func(ctx context.Context) (err error) {
 		r.instances, err = r.js.KeyValue(ctx, cjs.InstanceBucket)
-		return err
-	}); err != nil {
-		return err
-	}
-	if err = r.await(ctx, "object store", cjs.SnapshotBucket, func(ctx context.Context) (err error) {
-		r.snapshots, err = r.js.ObjectStore(ctx, cjs.SnapshotBucket)
 		return err
 	}); err != nil {
 		return err

@@ -21,6 +21,7 @@ import (
 // manifestReader is the part of the CAIRN_MANIFESTS bucket the runtime uses; manifests
 // themselves are read with readManifest, from the bucket stream's leader.
 type manifestReader interface {
+	Get(ctx context.Context, key string) (jetstream.KeyValueEntry, error)
 	ListKeysFiltered(ctx context.Context, filters ...string) (jetstream.KeyLister, error)
 }
 
@@ -238,11 +239,14 @@ func (r *Runtime) membership(ctx context.Context) (membership, error) {
 // errUnreadableManifest is wrapped when a manifest cannot be decoded.
 var errUnreadableManifest = errors.New("manifest unreadable")
 
-// readManifest reads and decodes the manifest under key, from the bucket stream's leader
-// (cjs.CurrentEntry): a replica that lags may not yet hold the newest <job>.latest, and
-// an instance that joined the job since would take itself for a new one and start empty.
+// readManifest reads and decodes the manifest under key with a KV get by the key's
+// subject, which a job's permissions can scope to its own keys. A replica that lags may
+// answer: an older <job>.latest restores an older retained checkpoint and replays more
+// input (exact); one without a member that joined since would make it look new, which the
+// instance record and the job's last completed event, read from their leaders, refuse
+// (lostHistory).
 func (r *Runtime) readManifest(ctx context.Context, key string) (*messages.Manifest, error) {
-	value, _, err := cjs.CurrentEntry(ctx, r.nc, cjs.ManifestBucket, key)
+	e, err := r.manifests.Get(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, err
 	}
@@ -250,7 +254,7 @@ func (r *Runtime) readManifest(ctx context.Context, key string) (*messages.Manif
 		return nil, fmt.Errorf("read manifest %s: %w", key, err)
 	}
 	var mf messages.Manifest
-	if err := messages.Unmarshal(value, &mf); err != nil {
+	if err := messages.Unmarshal(e.Value(), &mf); err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", errUnreadableManifest, key, err)
 	}
 	return &mf, nil
@@ -368,7 +372,7 @@ func (r *Runtime) fetchAndRestore(ctx context.Context, ref messages.SnapshotRef)
 			r.log.Warn("remove restore spool", "error", err)
 		}
 	}()
-	o := openObject(ctx, r.snapshots, ref)
+	o := r.openSnapshot(ctx, ref)
 	defer o.close()
 	buf := make([]byte, fetchChunk)
 	for {

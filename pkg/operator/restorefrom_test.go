@@ -93,7 +93,7 @@ func TestRestoreFrom(t *testing.T) {
 		{name: "input gone", from: "before-upgrade", instance: "counter-0", prepare: func() { g.publishTo(g.own, 5) }, gap: true,
 			says: []string{"savepoint before-upgrade", "includes sequence 5", "limit max_msgs 12"}},
 		{name: "snapshot gone", from: "1", instance: "counter-0", prepare: func() {
-			if err := g.res.Snapshots.Delete(g.ctx(), ack1.Snapshot.Object); err != nil {
+			if err := g.coord.Snapshots().Delete(g.ctx(), ack1.Snapshot.Object); err != nil {
 				t.Fatal(err)
 			}
 		}, says: []string{"checkpoint 1", ack1.Snapshot.Object, "missing"}},

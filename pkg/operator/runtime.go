@@ -55,11 +55,12 @@ type Runtime struct {
 	consumers orderedConsumers
 	streams   inputStreams
 	outputs   outputPublisher
-	// manifests, leases and snapshots are looked up by Run before anything else uses them.
+	// manifests, leases and instances are looked up by Run before anything else uses them;
+	// the snapshot stores when a snapshot is stored or restored.
 	manifests   manifestReader
 	leases      leaseStore
 	instances   cjs.KVWriter
-	snapshots   objectStore
+	stores      *snapshotStores
 	m           Machine
 	cp          checkpointer
 	log         *slog.Logger
@@ -195,6 +196,7 @@ func New(nc *nats.Conn, cfg Config, m Machine) (*Runtime, error) {
 		consumers:   js,
 		streams:     js,
 		outputs:     js,
+		stores:      &snapshotStores{js: js},
 		m:           m,
 		cp:          cp,
 		log:         log.With("job", cfg.Job, "instance", cfg.Instance, "incarnation", incarnation),

@@ -37,7 +37,7 @@ func TestSnapshotOnBarrier(t *testing.T) {
 	if size != ack.Snapshot.Size || digest != ack.Snapshot.Digest {
 		t.Fatalf("object has %d bytes, %s; ack says %d, %s", size, digest, ack.Snapshot.Size, ack.Snapshot.Digest)
 	}
-	info, err := e.res.Snapshots.GetInfo(e.ctx(), ack.Snapshot.Object)
+	info, err := e.coord.Snapshots().GetInfo(e.ctx(), ack.Snapshot.Object)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,22 +165,22 @@ func TestFallsBackToRetainedManifest(t *testing.T) {
 		damage func(e *env, object string)
 	}{
 		{name: "object missing", damage: func(e *env, object string) {
-			if err := e.res.Snapshots.Delete(e.ctx(), object); err != nil {
+			if err := e.coord.Snapshots().Delete(e.ctx(), object); err != nil {
 				e.t.Fatal(err)
 			}
 		}},
 		{name: "object replaced", damage: func(e *env, object string) {
-			if _, err := e.res.Snapshots.PutBytes(e.ctx(), object, []byte("not the snapshot")); err != nil {
+			if _, err := e.coord.Snapshots().PutBytes(e.ctx(), object, []byte("not the snapshot")); err != nil {
 				e.t.Fatal(err)
 			}
 		}},
 		{name: "object with a flipped byte", damage: func(e *env, object string) {
-			data, err := e.res.Snapshots.GetBytes(e.ctx(), object)
+			data, err := e.coord.Snapshots().GetBytes(e.ctx(), object)
 			if err != nil {
 				e.t.Fatal(err)
 			}
 			data[len(data)-1] ^= 1
-			if _, err := e.res.Snapshots.PutBytes(e.ctx(), object, data); err != nil {
+			if _, err := e.coord.Snapshots().PutBytes(e.ctx(), object, data); err != nil {
 				e.t.Fatal(err)
 			}
 		}},

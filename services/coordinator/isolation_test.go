@@ -32,8 +32,21 @@ func (h *hangingBackend) writeManifest(ctx context.Context, _ *messages.Manifest
 	return fmt.Errorf("put manifest: %w", ctx.Err())
 }
 
+// hangingStores open every snapshot store at once as a hangingStore; the job's own is
+// the one of job.
+type hangingStores struct{ job string }
+
+func (hangingStores) open(context.Context, string) (objectStore, error) { return hangingStore{}, nil }
+
+func (h hangingStores) own() string { return cjs.SnapshotStore(h.job) }
+
 // hangingStore is a snapshot store whose every call hangs until its context ends.
 type hangingStore struct{}
+
+func (hangingStore) purge(ctx context.Context, _ *jetstream.ObjectInfo) error {
+	<-ctx.Done()
+	return ctx.Err()
+}
 
 func (hangingStore) List(ctx context.Context, _ ...jetstream.ListObjectsOpt) ([]*jetstream.ObjectInfo, error) {
 	<-ctx.Done()
@@ -139,13 +152,13 @@ func TestAJobWithAHangingStoreDoesNotDelayTheOthers(t *testing.T) {
 		t.Fatal(err)
 	}
 	var hung atomic.Pointer[hangingBackend]
-	svc.faults = func(job string, b backend, store objectStore) (backend, objectStore) {
+	svc.faults = func(job string, b backend, stores snapshotStores) (backend, snapshotStores) {
 		if job != stuck {
-			return b, store
+			return b, stores
 		}
 		h := &hangingBackend{backend: b}
 		hung.Store(h)
-		return h, hangingStore{}
+		return h, hangingStores{job: job}
 	}
 	done := make(chan error, 1)
 	go func() { done <- svc.Run(ctx) }()

@@ -55,6 +55,10 @@ type natsBackend struct {
 	leader cjs.Requester
 	events lastMsgReader
 	log    zerolog.Logger
+	// stores are the job's snapshot stores; the job's own is created before the first id
+	// is issued (storeOK once it exists).
+	stores  snapshotStores
+	storeOK bool
 
 	counter    uint64 // last id issued, valid while counterOK
 	counterRev uint64
@@ -76,6 +80,13 @@ type natsBackend struct {
 var _ backend = (*natsBackend)(nil)
 
 func (b *natsBackend) nextID(ctx context.Context) (uint64, error) {
+	if !b.storeOK {
+		// Operators upload into the job's store as soon as a barrier arrives.
+		if _, err := b.stores.open(ctx, b.stores.own()); err != nil {
+			return 0, fmt.Errorf("create the job's snapshot store %s: %w", b.stores.own(), err)
+		}
+		b.storeOK = true
+	}
 	key := cjs.CounterKey(b.job)
 	for range 8 {
 		if !b.counterOK {

@@ -10,6 +10,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
 )
 
 // objectPurger removes snapshot objects without leaving a marker behind. The object
@@ -28,7 +30,7 @@ type objectPurger struct {
 // purge purges the chunks and then the meta subject of the object info describes.
 func (o *objectPurger) purge(ctx context.Context, info *jetstream.ObjectInfo) error {
 	if o.stream == nil {
-		st, err := o.lookup(ctx, "OBJ_"+o.bucket)
+		st, err := o.lookup(ctx, cjs.ObjectStream(o.bucket))
 		if err != nil {
 			return fmt.Errorf("look up the stream of object store %s: %w", o.bucket, err)
 		}
@@ -56,16 +58,23 @@ func metaSubject(bucket, name string) string {
 // 1024 messages a request.
 const infoBatch = 256
 
-// batchStore is the snapshot store with look-ups of many objects' infos in one request
+// batchStore is a snapshot store with look-ups of many objects' infos in one request
 // each: a batched direct get of their meta subjects' last messages (server 2.11+, the
-// stream allows direct gets as every object store's does).
+// stream allows direct gets as every object store's does), and removals that leave no
+// marker (objectPurger).
 type batchStore struct {
 	jetstream.ObjectStore
 	nc     *nats.Conn
 	bucket string
+	purger objectPurger
 }
 
 var _ objectStore = (*batchStore)(nil)
+
+// purge removes the object info describes, leaving no marker.
+func (s *batchStore) purge(ctx context.Context, info *jetstream.ObjectInfo) error {
+	return s.purger.purge(ctx, info)
+}
 
 // infos returns the infos of those of names that have a meta message, deleted objects
 // included, by name.
@@ -112,7 +121,7 @@ func (s *batchStore) lookup(ctx context.Context, names []string, out map[string]
 		return fmt.Errorf("look up snapshots: %w", err)
 	}
 	defer func() { _ = sub.Unsubscribe() }()
-	if err := s.nc.PublishRequest("$JS.API.DIRECT.GET.OBJ_"+s.bucket, inbox, data); err != nil {
+	if err := s.nc.PublishRequest("$JS.API.DIRECT.GET."+cjs.ObjectStream(s.bucket), inbox, data); err != nil {
 		return fmt.Errorf("look up snapshots: %w", err)
 	}
 	for range len(names) + 1 {
@@ -128,6 +137,8 @@ func (s *batchStore) lookup(ctx context.Context, names []string, out map[string]
 				return nil
 			case "404":
 				return nil // none of them exists
+			case "503":
+				return fmt.Errorf("look up snapshots: %w: %s (no responders)", errStoreMissing, s.bucket)
 			case "":
 			default:
 				return fmt.Errorf("look up snapshots: status %s %s", status, m.Header.Get(descriptionHeader))

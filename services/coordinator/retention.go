@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
@@ -57,23 +58,29 @@ type retainRequest struct {
 	written []*messages.Manifest
 }
 
-// objectStore is what retention needs of the snapshot store (batchStore).
+// objectStore is what retention needs of a snapshot store (batchStore).
 type objectStore interface {
 	List(ctx context.Context, opts ...jetstream.ListObjectsOpt) ([]*jetstream.ObjectInfo, error)
 	// infos returns the infos of those of names that exist (deleted ones too), by name.
 	infos(ctx context.Context, names []string) (map[string]*jetstream.ObjectInfo, error)
+	// purge removes the object info describes, leaving no marker.
+	purge(ctx context.Context, info *jetstream.ObjectInfo) error
 }
 
 // retainer is the retention worker's state, owned by its goroutine.
 type retainer struct {
-	b     *natsBackend
-	store objectStore
-	// purger purges subjects of the snapshot store's stream (objectPurger).
-	purger *objectPurger
+	b *natsBackend
+	// stores are the job's snapshot stores; own is the name of the job's store.
+	stores snapshotStores
+	own    string
 	passes int
 	// candidates are objects that may be unreferenced, waiting until they are older than
-	// the newest manifest.
-	candidates map[string]bool
+	// the newest manifest, each with the store it is in. Object names are unique across
+	// stores (they end in the uploader's incarnation).
+	candidates map[string]string
+	// legacy is set once a reference to the store shared before stores were per job
+	// (cjs.SnapshotBucket) was seen: full scans then list that store too.
+	legacy bool
 	// trim trims the members' input after each pass.
 	trim *trimmer
 	// markerTTL is the TTL given to manifest purge markers: the manifest bucket's
@@ -94,8 +101,20 @@ type retainer struct {
 	purged uint64
 }
 
-func newRetainer(b *natsBackend, store objectStore, purger *objectPurger, trim *trimmer) *retainer {
-	return &retainer{b: b, store: store, purger: purger, candidates: map[string]bool{}, trim: trim, manifests: map[uint64]*messages.Manifest{}}
+func newRetainer(b *natsBackend, stores snapshotStores, trim *trimmer) *retainer {
+	return &retainer{b: b, stores: stores, own: stores.own(), candidates: map[string]string{}, trim: trim, manifests: map[uint64]*messages.Manifest{}}
+}
+
+// candidate makes ref's object a candidate for deletion.
+func (r *retainer) candidate(ref messages.SnapshotRef) {
+	r.candidates[ref.Object] = cjs.SnapshotStoreOf(ref.Store)
+	r.legacy = r.legacy || ref.Store == ""
+}
+
+// reference marks ref's object referenced in referenced.
+func (r *retainer) reference(referenced map[string]bool, ref messages.SnapshotRef) {
+	referenced[ref.Object] = true
+	r.legacy = r.legacy || ref.Store == ""
 }
 
 // retain queues a retention pass; a newer request replaces one not yet started, keeping
@@ -127,8 +146,8 @@ func (b *natsBackend) retain(req retainRequest) {
 // live snapshots. A pass runs only while it holds a slot of slots, which the retention
 // workers of every job share: retention is background work, and many jobs' passes at once
 // must not delay the lease renewals and checkpoints that share the connection.
-func (b *natsBackend) runRetention(ctx context.Context, store objectStore, purger *objectPurger, trim *trimmer, slots chan struct{}) {
-	r := newRetainer(b, store, purger, trim)
+func (b *natsBackend) runRetention(ctx context.Context, stores snapshotStores, trim *trimmer, slots chan struct{}) {
+	r := newRetainer(b, stores, trim)
 	quiet := time.NewTimer(quietScanAfter)
 	quiet.Stop()
 	defer quiet.Stop()
@@ -186,11 +205,11 @@ func (r *retainer) run(ctx context.Context, req retainRequest) {
 func (r *retainer) pass(ctx context.Context, req retainRequest) (manifests, objects int, retained []*messages.Manifest, err error) {
 	b := r.b
 	for _, ref := range req.dropped {
-		r.candidates[ref.Object] = true
+		r.candidate(ref)
 	}
 	freed := map[string]bool{}
 	for _, ref := range req.freed {
-		r.candidates[ref.Object] = true
+		r.candidate(ref)
 		freed[ref.Object] = true
 	}
 	if err := r.readMarkerTTL(ctx); err != nil {
@@ -220,7 +239,7 @@ func (r *retainer) pass(ctx context.Context, req retainRequest) (manifests, obje
 		if m != nil {
 			for _, s := range m.Instances {
 				for _, ref := range s.Refs() {
-					r.candidates[ref.Object] = true
+					r.candidate(ref)
 				}
 			}
 		}
@@ -233,7 +252,7 @@ func (r *retainer) pass(ctx context.Context, req retainRequest) (manifests, obje
 	}
 	referenced := map[string]bool{}
 	for _, ref := range req.live {
-		referenced[ref.Object] = true
+		r.reference(referenced, ref)
 	}
 	for _, id := range ids[:keep] {
 		m, err := r.manifest(ctx, id)
@@ -246,7 +265,7 @@ func (r *retainer) pass(ctx context.Context, req retainRequest) (manifests, obje
 		retained = append(retained, m)
 		for _, s := range m.Instances {
 			for _, ref := range s.Refs() {
-				referenced[ref.Object] = true
+				r.reference(referenced, ref)
 			}
 		}
 	}
@@ -255,7 +274,7 @@ func (r *retainer) pass(ctx context.Context, req retainRequest) (manifests, obje
 		retained = append(retained, m)
 		for _, s := range m.Instances {
 			for _, ref := range s.Refs() {
-				referenced[ref.Object] = true
+				r.reference(referenced, ref)
 			}
 		}
 	}
@@ -269,8 +288,9 @@ func (r *retainer) pass(ctx context.Context, req retainRequest) (manifests, obje
 	}
 	r.passes++
 	newest := ids[0]
-	var remove, unknown []string
-	for name := range r.candidates {
+	var remove []string
+	unknown := map[string][]string{} // store → names
+	for name, store := range r.candidates {
 		id, ok := objectCheckpoint(b.job, name)
 		switch {
 		case !ok || referenced[name]:
@@ -281,11 +301,21 @@ func (r *retainer) pass(ctx context.Context, req retainRequest) (manifests, obje
 		}
 		remove = append(remove, name)
 		if infos[name] == nil {
-			unknown = append(unknown, name)
+			unknown[store] = append(unknown[store], name)
 		}
 	}
-	if len(unknown) > 0 {
-		found, err := r.store.infos(ctx, unknown)
+	for store, names := range unknown {
+		st, err := r.stores.open(ctx, store)
+		if errors.Is(err, errStoreMissing) {
+			continue // nothing to delete there
+		}
+		if err != nil {
+			return manifests, objects, nil, fmt.Errorf("open snapshot store %s: %w", store, err)
+		}
+		found, err := st.infos(ctx, names)
+		if errors.Is(err, errStoreMissing) {
+			continue // deleted since it was opened
+		}
 		if err != nil {
 			return manifests, objects, nil, err
 		}
@@ -293,7 +323,12 @@ func (r *retainer) pass(ctx context.Context, req retainRequest) (manifests, obje
 	}
 	for _, name := range remove {
 		if info := infos[name]; info != nil {
-			if err := r.purger.purge(ctx, info); err != nil {
+			store := r.candidates[name]
+			st, err := r.stores.open(ctx, store)
+			if err != nil {
+				return manifests, objects, nil, fmt.Errorf("open snapshot store %s: %w", store, err)
+			}
+			if err := st.purge(ctx, info); err != nil {
 				return manifests, objects, nil, err
 			}
 			objects++
@@ -303,29 +338,46 @@ func (r *retainer) pass(ctx context.Context, req retainRequest) (manifests, obje
 	return manifests, objects, retained, nil
 }
 
-// scan lists the whole snapshot store: every object of the job becomes a candidate (its
-// info kept in infos), and the delete markers of the job's deleted objects — left by
+// scan lists the job's snapshot store, and the store shared before stores were per job
+// while references to it were seen: every object of the job becomes a candidate (its info
+// kept in infos), and the delete markers of the job's deleted objects — left by
 // deployments before markers were removed, or by a pass interrupted between the two purges
 // of a removal — are removed. It returns how many markers it removed.
 func (r *retainer) scan(ctx context.Context, infos map[string]*jetstream.ObjectInfo) (int, error) {
-	list, err := r.store.List(ctx, jetstream.ListObjectsShowDeleted())
-	if err != nil && !errors.Is(err, jetstream.ErrNoObjectsFound) {
-		return 0, fmt.Errorf("list snapshots: %w", err)
+	names := []string{r.own}
+	if r.legacy {
+		names = append(names, cjs.SnapshotBucket)
 	}
 	removed := 0
-	for _, info := range list {
-		if _, ok := objectCheckpoint(r.b.job, info.Name); !ok {
+	for _, name := range names {
+		st, err := r.stores.open(ctx, name)
+		if errors.Is(err, errStoreMissing) {
 			continue
 		}
-		if info.Deleted {
-			if err := r.purger.purge(ctx, info); err != nil {
-				return removed, err
+		if err != nil {
+			return removed, fmt.Errorf("open snapshot store %s: %w", name, err)
+		}
+		list, err := st.List(ctx, jetstream.ListObjectsShowDeleted())
+		if (errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, nats.ErrStreamNotFound)) && name != r.own {
+			continue // deleted since it was opened (the listing's consumer reports it as nats.go's legacy API does)
+		}
+		if err != nil && !errors.Is(err, jetstream.ErrNoObjectsFound) {
+			return removed, fmt.Errorf("list snapshots in %s: %w", name, err)
+		}
+		for _, info := range list {
+			if _, ok := objectCheckpoint(r.b.job, info.Name); !ok {
+				continue
 			}
-			removed++
-			continue
+			if info.Deleted {
+				if err := st.purge(ctx, info); err != nil {
+					return removed, err
+				}
+				removed++
+				continue
+			}
+			r.candidates[info.Name] = name
+			infos[info.Name] = info
 		}
-		r.candidates[info.Name] = true
-		infos[info.Name] = info
 	}
 	return removed, nil
 }

@@ -18,7 +18,8 @@ import (
 func TestRetentionPass(t *testing.T) {
 	js, res, r := partialRetainer(t, "r")
 	ctx := context.Background()
-	put := func(name string) messages.SnapshotRef { return putSnapshot(t, res, name) }
+	obs := jobStore(t, js, "r")
+	put := func(name string) messages.SnapshotRef { return putSnapshot(t, obs, name) }
 	manifest := func(id uint64, refs ...messages.SnapshotRef) {
 		putManifest(t, res, cjs.ManifestKey("r", id), testManifest("r", id, refs...))
 	}
@@ -36,7 +37,7 @@ func TestRetentionPass(t *testing.T) {
 	if _, _, _, err := r.pass(ctx, retainRequest{keep: 2, live: []messages.SnapshotRef{live}, dropped: []messages.SnapshotRef{aborted, live}}); err != nil {
 		t.Fatal(err)
 	}
-	if got := names(t, res.Snapshots); !slices.Equal(got, []string{"other/1/a", "r/1/a", "r/4/b", "r/5/b", "r/6/b", "r/7/b", "r/9/b"}) {
+	if got := names(t, obs); !slices.Equal(got, []string{"other/1/a", "r/1/a", "r/4/b", "r/5/b", "r/6/b", "r/7/b", "r/9/b"}) {
 		t.Fatalf("after a targeted pass: %v", got)
 	}
 	if _, err := res.Manifests.Get(ctx, cjs.ManifestKey("r", 2)); !errors.Is(err, jetstream.ErrKeyNotFound) {
@@ -46,12 +47,12 @@ func TestRetentionPass(t *testing.T) {
 	if _, _, _, err := r.pass(ctx, retainRequest{keep: 2}); err != nil {
 		t.Fatal(err)
 	}
-	if got := names(t, res.Snapshots); !slices.Equal(got, []string{"other/1/a", "r/1/a", "r/6/b", "r/7/b", "r/9/b"}) {
+	if got := names(t, obs); !slices.Equal(got, []string{"other/1/a", "r/1/a", "r/6/b", "r/7/b", "r/9/b"}) {
 		t.Fatalf("after a full scan: %v (orphan %s and unreferenced %s should go; %s, %s, %s stay)", got, orphan.Object, live.Object, inFlight.Object, other.Object, shared.Object)
 	}
 	// Nothing is left of the deleted objects: one chunk and one meta message per object.
-	if n := streamMsgs(t, js, "OBJ_"+cjs.SnapshotBucket); n != 2*5 {
-		t.Fatalf("OBJ_%s holds %d messages for 5 one-chunk objects: markers of deleted objects left", cjs.SnapshotBucket, n)
+	if n := streamMsgs(t, js, cjs.ObjectStream(cjs.SnapshotStore("r"))); n != 2*5 {
+		t.Fatalf("%s holds %d messages for 5 one-chunk objects: markers of deleted objects left", cjs.ObjectStream(cjs.SnapshotStore("r")), n)
 	}
 }
 
@@ -59,9 +60,10 @@ func TestRetentionPass(t *testing.T) {
 // between listings, and lists the job's keys when asked: a savepoint written since the
 // last listing keeps its objects.
 func TestRetentionListsWhenAsked(t *testing.T) {
-	_, res, r := partialRetainer(t, "l")
+	js, res, r := partialRetainer(t, "l")
 	ctx := context.Background()
-	a1, a2, a3 := putSnapshot(t, res, "l/1/a"), putSnapshot(t, res, "l/2/a"), putSnapshot(t, res, "l/3/a")
+	obs := jobStore(t, js, "l")
+	a1, a2, a3 := putSnapshot(t, obs, "l/1/a"), putSnapshot(t, obs, "l/2/a"), putSnapshot(t, obs, "l/3/a")
 	m1 := testManifest("l", 1, a1)
 	putManifest(t, res, cjs.ManifestKey("l", 1), m1)
 	if _, _, _, err := r.pass(ctx, retainRequest{keep: 1}); err != nil { // the first pass lists
@@ -83,7 +85,7 @@ func TestRetentionListsWhenAsked(t *testing.T) {
 	if _, _, _, err := r.pass(ctx, retainRequest{keep: 1, written: []*messages.Manifest{m3}}); err != nil {
 		t.Fatal(err)
 	}
-	if got := names(t, res.Snapshots); !slices.Equal(got, []string{"l/2/a", "l/3/a"}) {
+	if got := names(t, obs); !slices.Equal(got, []string{"l/2/a", "l/3/a"}) {
 		t.Fatalf("after manifest 2 was retained out: %v (%s of savepoint keep must stay)", got, a2.Object)
 	}
 }
@@ -94,9 +96,10 @@ func TestRetentionListsWhenAsked(t *testing.T) {
 // is handed over), and the listing, as a replica that lags answers it, only manifest 1:
 // without the check the pass would keep 3 and 1 and free the object only 2 references.
 func TestRetentionRefusesAListingBehindTheLeader(t *testing.T) {
-	_, res, r := partialRetainer(t, "s")
+	js, res, r := partialRetainer(t, "s")
 	ctx := context.Background()
-	a1, a2, a3 := putSnapshot(t, res, "s/1/a"), putSnapshot(t, res, "s/2/a"), putSnapshot(t, res, "s/3/a")
+	obs := jobStore(t, js, "s")
+	a1, a2, a3 := putSnapshot(t, obs, "s/1/a"), putSnapshot(t, obs, "s/2/a"), putSnapshot(t, obs, "s/3/a")
 	m1, m2, m3 := testManifest("s", 1, a1), testManifest("s", 2, a2), testManifest("s", 3, a3)
 	putManifest(t, res, cjs.ManifestKey("s", 1), m1)
 	putManifest(t, res, cjs.LatestKey("s"), m3)
@@ -104,7 +107,7 @@ func TestRetentionRefusesAListingBehindTheLeader(t *testing.T) {
 	if !errors.Is(err, errStaleListing) {
 		t.Fatalf("pass over a listing without the newest manifest: %v, want errStaleListing", err)
 	}
-	if got := names(t, res.Snapshots); !slices.Equal(got, []string{"s/1/a", "s/2/a", "s/3/a"}) {
+	if got := names(t, obs); !slices.Equal(got, []string{"s/1/a", "s/2/a", "s/3/a"}) {
 		t.Fatalf("after the refused pass: %v, want nothing deleted", got)
 	}
 	if _, err := res.Manifests.Get(ctx, cjs.ManifestKey("s", 1)); err != nil {
@@ -116,19 +119,35 @@ func TestRetentionRefusesAListingBehindTheLeader(t *testing.T) {
 	if _, _, _, err := r.pass(ctx, retainRequest{keep: 2, scan: true}); err != nil {
 		t.Fatalf("pass over a current listing: %v", err)
 	}
-	if got := names(t, res.Snapshots); !slices.Equal(got, []string{"s/2/a", "s/3/a"}) {
+	if got := names(t, obs); !slices.Equal(got, []string{"s/2/a", "s/3/a"}) {
 		t.Fatalf("after the pass: %v, want only manifest 1's object gone", got)
 	}
 }
 
-// putSnapshot stores an object name (its content is its name) and returns its reference.
-func putSnapshot(t *testing.T, res *cjs.Resources, name string) messages.SnapshotRef {
+// putSnapshot stores an object name in obs (its content is its name) and returns its
+// reference: in the store shared before stores were per job (an empty Store) when obs is
+// that store.
+func putSnapshot(t *testing.T, obs jetstream.ObjectStore, name string) messages.SnapshotRef {
 	t.Helper()
-	info, err := res.Snapshots.PutBytes(context.Background(), name, []byte(name))
+	info, err := obs.PutBytes(context.Background(), name, []byte(name))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return messages.SnapshotRef{Object: name, Size: info.Size, Digest: info.Digest}
+	ref := messages.SnapshotRef{Store: info.Bucket, Object: name, Size: info.Size, Digest: info.Digest}
+	if ref.Store == cjs.SnapshotBucket {
+		ref.Store = ""
+	}
+	return ref
+}
+
+// jobStore creates job's snapshot store.
+func jobStore(t *testing.T, js jetstream.JetStream, job string) jetstream.ObjectStore {
+	t.Helper()
+	obs, err := cjs.EnsureSnapshotStore(context.Background(), js, cjs.Options{}, job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return obs
 }
 
 // testManifest returns manifest id of job with one member per ref (a, b, …).
@@ -166,8 +185,7 @@ func partialRetainer(t *testing.T, job string) (jetstream.JetStream, *cjs.Resour
 func newTestRetainer(js jetstream.JetStream, res *cjs.Resources, job string) *retainer {
 	b := &natsBackend{job: job, manifests: res.Manifests, events: res.Checkpoints, leader: js.Conn(), log: zerolog.Nop()}
 	lookup := func(ctx context.Context, name string) (streamPurger, error) { return js.Stream(ctx, name) }
-	store := &batchStore{ObjectStore: res.Snapshots, nc: js.Conn(), bucket: cjs.SnapshotBucket}
-	return newRetainer(b, store, &objectPurger{bucket: cjs.SnapshotBucket, lookup: lookup}, nil)
+	return newRetainer(b, &jobStores{job: job, js: js, nc: js.Conn(), stream: lookup}, nil)
 }
 
 // streamMsgs returns how many messages the stream holds.
@@ -192,14 +210,11 @@ func TestRetentionLeavesNoMarkers(t *testing.T) {
 	_, js, res := srv.Resources(t, cjs.Options{MarkerTTL: time.Second})
 	ctx := context.Background()
 	r := newTestRetainer(js, res, "m")
+	obs := jobStore(t, js, "m")
 	for id := uint64(1); id <= 6; id++ {
-		name := cjs.ObjectName("m", id, "a", "sim")
-		info, err := res.Snapshots.PutBytes(ctx, name, []byte(name))
-		if err != nil {
-			t.Fatal(err)
-		}
+		ref := putSnapshot(t, obs, cjs.ObjectName("m", id, "a", "sim"))
 		m := &messages.Manifest{Schema: messages.SchemaVersion, Job: "m", CheckpointID: id, CompletedAt: time.Now(),
-			Instances: map[string]messages.InstanceSnapshot{"a": {Incarnation: "x", Snapshot: messages.SnapshotRef{Object: name, Size: info.Size, Digest: info.Digest}}}}
+			Instances: map[string]messages.InstanceSnapshot{"a": {Incarnation: "x", Snapshot: ref}}}
 		data, err := messages.Marshal(m)
 		if err != nil {
 			t.Fatal(err)
@@ -209,20 +224,20 @@ func TestRetentionLeavesNoMarkers(t *testing.T) {
 		}
 	}
 	// A marker as an object store Delete leaves it, of an object retention never saw.
-	if _, err := res.Snapshots.PutBytes(ctx, "m/0/old", []byte("old")); err != nil {
+	if _, err := obs.PutBytes(ctx, "m/0/old", []byte("old")); err != nil {
 		t.Fatal(err)
 	}
-	if err := res.Snapshots.Delete(ctx, "m/0/old"); err != nil {
+	if err := obs.Delete(ctx, "m/0/old"); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, _, err := r.pass(ctx, retainRequest{keep: 2, scan: true}); err != nil {
 		t.Fatal(err)
 	}
-	if got := names(t, res.Snapshots); !slices.Equal(got, []string{"m/5/a/sim", "m/6/a/sim"}) {
+	if got := names(t, obs); !slices.Equal(got, []string{"m/5/a/sim", "m/6/a/sim"}) {
 		t.Fatalf("objects after the pass: %v", got)
 	}
-	if n := streamMsgs(t, js, "OBJ_"+cjs.SnapshotBucket); n != 4 {
-		t.Fatalf("OBJ_%s holds %d messages for 2 one-chunk objects, want 4: markers left", cjs.SnapshotBucket, n)
+	if n := streamMsgs(t, js, cjs.ObjectStream(cjs.SnapshotStore("m"))); n != 4 {
+		t.Fatalf("%s holds %d messages for 2 one-chunk objects, want 4: markers left", cjs.ObjectStream(cjs.SnapshotStore("m")), n)
 	}
 	// Four purge markers now, gone after the 1 s marker TTL; the two retained manifests stay.
 	natstest.Eventually(t, 10*time.Second, "manifest purge markers did not expire", func() bool {
@@ -311,7 +326,8 @@ func TestRetentionKeepsChains(t *testing.T) {
 	srv := natstest.Start(t)
 	_, js, res := srv.Resources(t, cjs.Options{})
 	ctx := context.Background()
-	put := func(name string) messages.SnapshotRef { return putSnapshot(t, res, name) }
+	obs := jobStore(t, js, "c")
+	put := func(name string) messages.SnapshotRef { return putSnapshot(t, obs, name) }
 	manifest := func(id uint64, base messages.SnapshotRef, deltas ...messages.SnapshotRef) {
 		m := testManifest("c", id, base)
 		m.Instances["a"] = messages.InstanceSnapshot{Incarnation: "x", Snapshot: base, Deltas: deltas}
@@ -331,14 +347,85 @@ func TestRetentionKeepsChains(t *testing.T) {
 	}
 	// Manifest 3 is retained: the old base and both its deltas stay, although d2 belongs
 	// to checkpoint 2, whose manifest is gone.
-	if got := names(t, res.Snapshots); !slices.Equal(got, []string{"c/1/a.base", "c/2/a", "c/3/a", "c/4/a.base", "c/5/a", "c/6/a"}) {
+	if got := names(t, obs); !slices.Equal(got, []string{"c/1/a.base", "c/2/a", "c/3/a", "c/4/a.base", "c/5/a", "c/6/a"}) {
 		t.Fatalf("retaining manifests 3-6: %v", got)
 	}
 	r.passes = 0 // a full scan
 	if _, _, _, err := r.pass(ctx, retainRequest{keep: 3}); err != nil {
 		t.Fatal(err)
 	}
-	if got := names(t, res.Snapshots); !slices.Equal(got, []string{"c/4/a.base", "c/5/a", "c/6/a"}) {
+	if got := names(t, obs); !slices.Equal(got, []string{"c/4/a.base", "c/5/a", "c/6/a"}) {
 		t.Fatalf("retaining manifests 4-6: %v (the old chain %s %s %s should go)", got, oldBase.Object, d2.Object, d3.Object)
+	}
+}
+
+// TestRetentionAcrossStores covers a job upgraded from the store every job shared
+// (CAIRN_SNAPSHOTS) to its own: manifests reference objects of both; retention deletes
+// each unreferenced object from the store it is in, and a full scan lists the shared store
+// too (for the job's objects only) once a reference to it was seen. A job whose references
+// are all in its own store never looks the shared store up.
+func TestRetentionAcrossStores(t *testing.T) {
+	js, res, r := partialRetainer(t, "u")
+	ctx := context.Background()
+	obs := jobStore(t, js, "u")
+	shared, err := js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: cjs.SnapshotBucket})
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldA, oldB := putSnapshot(t, shared, "u/1/a"), putSnapshot(t, shared, "u/1/b")
+	orphan := putSnapshot(t, shared, "u/1/c") // uploaded by an old operator, never acked
+	other := putSnapshot(t, shared, "v/1/a")  // another job's
+	if oldA.Store != "" || orphan.Store != "" {
+		t.Fatalf("references to the shared store have store %q, want none", oldA.Store)
+	}
+	m1 := testManifest("u", 1, oldA, oldB)
+	putManifest(t, res, cjs.ManifestKey("u", 1), m1)
+	// Checkpoint 2: a's new snapshot in the job's store, b unchanged (still the old object).
+	newA := putSnapshot(t, obs, "u/2/a")
+	m2 := testManifest("u", 2, newA, oldB)
+	putManifest(t, res, cjs.ManifestKey("u", 2), m2)
+	if _, _, _, err := r.pass(ctx, retainRequest{keep: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if got := names(t, shared); !slices.Equal(got, []string{"u/1/b", "u/1/c", "v/1/a"}) {
+		t.Fatalf("shared store after manifest 1 was retained out: %v (%s should go, %s stays referenced)", got, oldA.Object, oldB.Object)
+	}
+	r.passes = 0 // a full scan
+	if _, _, _, err := r.pass(ctx, retainRequest{keep: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if got := names(t, shared); !slices.Equal(got, []string{"u/1/b", "v/1/a"}) {
+		t.Fatalf("shared store after a full scan: %v (the orphan %s should go, %s of another job stays)", got, orphan.Object, other.Object)
+	}
+	if got := names(t, obs); !slices.Equal(got, []string{"u/2/a"}) {
+		t.Fatalf("job's store: %v", got)
+	}
+
+	// A job that never referenced the shared store: full scans list its own store only, and
+	// a shared store that does not exist is no error either.
+	fresh := newTestRetainer(js, res, "w")
+	wobs := jobStore(t, js, "w")
+	w1, w2 := putSnapshot(t, wobs, "w/1/a"), putSnapshot(t, wobs, "w/2/a")
+	putManifest(t, res, cjs.ManifestKey("w", 1), testManifest("w", 1, w1))
+	putManifest(t, res, cjs.ManifestKey("w", 2), testManifest("w", 2, w2))
+	putSnapshot(t, shared, "w/0/stray")
+	if _, _, _, err := fresh.pass(ctx, retainRequest{keep: 1, scan: true}); err != nil {
+		t.Fatal(err)
+	}
+	if got := names(t, wobs); !slices.Equal(got, []string{"w/2/a"}) {
+		t.Fatalf("job w's store: %v", got)
+	}
+	if got := names(t, shared); !slices.Contains(got, "w/0/stray") {
+		t.Fatalf("a job with no reference to the shared store scanned it: %v", got)
+	}
+	if err := js.DeleteObjectStore(ctx, cjs.SnapshotBucket); err != nil {
+		t.Fatal(err)
+	}
+	r.passes = 0
+	if _, _, _, err := r.pass(ctx, retainRequest{keep: 1}); err != nil {
+		t.Fatalf("a full scan with the shared store gone: %v", err)
+	}
+	if _, _, _, err := r.pass(ctx, retainRequest{keep: 1, dropped: []messages.SnapshotRef{{Object: "u/1/z", Size: 1, Digest: "SHA-256=z"}}}); err != nil {
+		t.Fatalf("a pass deleting an object of the shared store, gone: %v", err)
 	}
 }

@@ -40,6 +40,10 @@ type Config struct {
 	// that holds it. The coordinator's NATS user needs $JS.API.STREAM.INFO.<stream> and
 	// $JS.API.STREAM.PURGE.<stream> on each.
 	TrimStreams []string
+	// Snapshots is what the coordinator creates each job's snapshot store
+	// (cjs.SnapshotStore) with, before the job's first barrier: Replicas, Memory and
+	// SnapshotMaxBytes (the other fields do not apply).
+	Snapshots cjs.Options
 }
 
 // DefaultConfig returns a config coordinating every job.
@@ -107,9 +111,9 @@ type Service struct {
 	// noise rate-limits the warnings that input from outside or an outage repeats
 	// (noisePeriod).
 	noise *lograte.Limiter
-	// faults, when set (tests only), wraps a job's backend and snapshot store as the job
+	// faults, when set (tests only), wraps a job's backend and snapshot stores as the job
 	// is first seen: fault injection for one job among real ones.
-	faults func(job string, b backend, store objectStore) (backend, objectStore)
+	faults func(job string, b backend, stores snapshotStores) (backend, snapshotStores)
 }
 
 // New builds a coordinator; Run starts it.
@@ -180,11 +184,22 @@ func (s *Service) run(ctx context.Context) error {
 	}
 	s.ttl = ttl
 
-	ackSub, err := s.nc.Subscribe(s.cfg.Subjects.Ack("*"), s.onAck)
-	if err != nil {
-		return fmt.Errorf("subscribe to acks: %w", err)
+	// Acks on each instance's own subject, and on the job's subject of operators from
+	// before (a rolling upgrade; docs/compatibility.md): of the given jobs only, when
+	// restricted, so that a NATS user need not read any other job's.
+	ackJobs := s.cfg.Jobs
+	if len(ackJobs) == 0 {
+		ackJobs = []string{"*"}
 	}
-	defer func() { _ = ackSub.Unsubscribe() }()
+	for _, job := range ackJobs {
+		for _, subject := range []string{s.cfg.Subjects.InstanceAck(job, "*"), s.cfg.Subjects.Ack(job)} {
+			sub, err := s.nc.Subscribe(subject, s.onAck)
+			if err != nil {
+				return fmt.Errorf("subscribe to acks on %s: %w", subject, err)
+			}
+			defer func() { _ = sub.Unsubscribe() }()
+		}
+	}
 
 	regs, err := s.res.Leases.Watch(ctx, cjs.RegistrationKey("*", "*"))
 	if err != nil {
@@ -282,10 +297,11 @@ func (s *Service) start(ctx context.Context, name string) *job {
 		retainCh: make(chan retainRequest, 1),
 	}
 	var jb backend = b
-	var store objectStore = &batchStore{ObjectStore: s.res.Snapshots, nc: s.nc, bucket: cjs.SnapshotBucket}
+	var stores snapshotStores = &jobStores{job: name, js: s.js, nc: s.nc, opts: s.cfg.Snapshots, stream: s.stream}
 	if s.faults != nil {
-		jb, store = s.faults(name, b, store)
+		jb, stores = s.faults(name, b, stores)
 	}
+	b.stores = stores
 	j := newJob(name, s.cfg.ID, jb, s.log)
 	j.manifestBytes = s.nc.MaxPayload() / 2
 	k := &leaseKeeper{kv: s.res.Leases, conn: s.nc, leader: s.nc, key: cjs.LeaseKey(name), job: name, holder: s.cfg.ID, ttl: s.ttl, out: j.mail.offerLease, log: log, place: s.replicas}
@@ -293,8 +309,7 @@ func (s *Service) start(ctx context.Context, name string) *job {
 	s.wg.Go(func() { j.run(ctx) })
 	s.wg.Go(func() { k.run(ctx) })
 	trim := newTrimmer(s.cfg.trimStreams(), s.stream, log)
-	purger := &objectPurger{bucket: cjs.SnapshotBucket, lookup: s.stream}
-	s.wg.Go(func() { b.runRetention(ctx, store, purger, trim, s.retaining) })
+	s.wg.Go(func() { b.runRetention(ctx, stores, trim, s.retaining) })
 	return j
 }
 
@@ -450,11 +465,19 @@ func (s *Service) onAck(m *nats.Msg) {
 		}
 		return
 	}
-	if s.cfg.Subjects.Token(m.Subject, 1) != a.Job {
-		if msg := "ack dropped: job does not match its subject"; s.noise.Allow(msg) {
-			s.log.Warn().Str("subject", m.Subject).Str("ack_job", a.Job).Msg(msg)
+	job, instance, _ := s.cfg.Subjects.ParseAck(m.Subject)
+	if job != a.Job || instance != "" && instance != a.Instance {
+		if msg := "ack dropped: its job or instance does not match its subject"; s.noise.Allow(msg) {
+			s.log.Warn().Str("subject", m.Subject).Str("ack_job", a.Job).Str("ack_instance", a.Instance).Msg(msg)
 		}
 		return
+	}
+	for _, ref := range a.Refs() {
+		if ref.Store != "" && ref.Store != cjs.SnapshotStoreFor(a.Job, s.cfg.Snapshots.SharedSnapshotStore) {
+			s.log.Warn().Str("subject", m.Subject).Str("store", ref.Store).Str("object", ref.Object).
+				Msg("ack dropped: it references a snapshot store other than its job's")
+			return
+		}
 	}
 	if j := s.lookup(a.Job); j != nil && !j.mail.offerAck(&a) {
 		if msg := "ack dropped: the job's mailbox is full (its loop is slow); a resent barrier or the timeout recovers"; s.noise.Allow(msg) {

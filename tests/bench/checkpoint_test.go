@@ -122,7 +122,7 @@ func BenchmarkCheckpoint8x1MiB(b *testing.B) {
 	b.Log(table(figs, notes...))
 }
 
-// deletions counts the snapshot objects of the job deleted from CAIRN_SNAPSHOTS, as seen
+// deletions counts the snapshot objects of the job deleted from its snapshot store, as seen
 // on the object store's meta subjects.
 type deletions struct {
 	ch    chan struct{}
@@ -132,7 +132,7 @@ type deletions struct {
 func followDeletions(c *cluster) *deletions {
 	c.b.Helper()
 	d := &deletions{ch: make(chan struct{}, 4096)}
-	subject := fmt.Sprintf("$O.%s.M.>", cjs.SnapshotBucket)
+	subject := fmt.Sprintf("$O.%s.M.>", cjs.SnapshotStore(job))
 	sub, err := c.obs.Subscribe(subject, func(m *nats.Msg) {
 		var info jetstream.ObjectInfo
 		if err := json.Unmarshal(m.Data, &info); err != nil {
@@ -241,7 +241,7 @@ func newPutFloor(c *cluster, writers, size int) *putFloor {
 	defer cancel()
 	for i := range writers {
 		_, js := c.connect()
-		obs, err := js.ObjectStore(ctx, cjs.SnapshotBucket)
+		obs, err := cjs.EnsureSnapshotStore(ctx, js, cjs.Options{}, job)
 		if err != nil {
 			c.b.Fatalf("floor object store: %v", err)
 		}

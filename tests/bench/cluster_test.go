@@ -46,6 +46,22 @@ func newCluster(b *testing.B) *cluster {
 	return &cluster{b: b, srv: srv, nc: nc, obs: srv.Connect(b), res: res}
 }
 
+// snapshots returns the job's snapshot store, creating it as the coordinator does.
+func (c *cluster) snapshots() jetstream.ObjectStore {
+	c.b.Helper()
+	js, err := jetstream.New(c.nc)
+	if err != nil {
+		c.b.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	obs, err := cjs.EnsureSnapshotStore(ctx, js, cjs.Options{}, job)
+	if err != nil {
+		c.b.Fatalf("snapshot store of %s: %v", job, err)
+	}
+	return obs
+}
+
 // connect opens a connection of its own, closed when the benchmark ends.
 func (c *cluster) connect() (*nats.Conn, jetstream.JetStream) {
 	c.b.Helper()

@@ -410,7 +410,7 @@ func ackBarrier(sim *nats.Conn, shape fleetShape, a arrival[[]byte], rec, sched 
 		if err != nil {
 			return err
 		}
-		if err := sim.Publish(cjs.Subjects{}.Ack(br.Job), data); err != nil {
+		if err := sim.Publish(cjs.Subjects{}.InstanceAck(br.Job, inst), data); err != nil {
 			return err
 		}
 	}

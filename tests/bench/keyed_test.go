@@ -285,7 +285,7 @@ func runKV(b *testing.B, shape keyedShape, p kvPath) kvRun {
 	natstest.Eventually(b, 2*waitTimeout, "a checkpoint covering the load", func() bool {
 		return latestPosition(b, c, inst) >= last
 	})
-	acks := follow[messages.Ack](c, c.subjects.Ack(job))
+	acks := follow[messages.Ack](c, c.subjects.InstanceAck(job, "*"))
 	events := follow[messages.CheckpointEvent](c, c.subjects.CheckpointEvent(job, "completed"))
 	for _, every := range []time.Duration{time.Second, 100 * time.Millisecond} {
 		c.set(fmt.Sprintf(`{"interval":%q}`, every))
@@ -407,7 +407,7 @@ func timeRestores(b *testing.B, c *cluster, inst string, p kvPath, rt *op.Runtim
 		}
 		start = time.Now()
 		for _, r := range refs {
-			obj, err := c.res.Snapshots.Get(context.Background(), r.Object)
+			obj, err := c.snapshots().Get(context.Background(), r.Object)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -505,7 +505,7 @@ func heapInUse() uint64 {
 
 // storeBytes is how many bytes the snapshot object store's stream holds.
 func storeBytes(b *testing.B, c *cluster) uint64 {
-	st, err := c.res.Snapshots.Status(context.Background())
+	st, err := c.snapshots().Status(context.Background())
 	if err != nil {
 		b.Fatal(err)
 	}

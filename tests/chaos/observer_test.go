@@ -32,7 +32,7 @@ type eventSeen struct {
 }
 
 // observer watches the job from the harness's own connection, which reconnects forever:
-// every barrier on cairn.barrier.<job>, every ack on cairn.ack.<job> and every checkpoint
+// every barrier on cairn.barrier.<job>, every ack on cairn.ack.<job>.<instance> and every checkpoint
 // event published on cairn.checkpoints.<job>.* (the member audit events on
 // cairn.checkpoints.<job>.members are not checkpoint events and are skipped). All are core
 // subscriptions, so what is published while the nats-server is down is not seen here; the
@@ -59,7 +59,7 @@ func newObserver(nc *nats.Conn) (*observer, error) {
 	if _, err := nc.Subscribe(subjects.Barrier(job), o.onBarrier); err != nil {
 		return nil, err
 	}
-	if _, err := nc.Subscribe(subjects.Ack(job), o.onAck); err != nil {
+	if _, err := nc.Subscribe(subjects.InstanceAck(job, "*"), o.onAck); err != nil {
 		return nil, err
 	}
 	if _, err := nc.Subscribe(subjects.CheckpointEvent(job, "*"), o.onEvent); err != nil {

@@ -62,7 +62,7 @@ func (s *fencingSim) onBarrier(nc *nats.Conn, m *nats.Msg) {
 				Kind:     messages.AckDone,
 				Snapshot: messages.SnapshotRef{Object: cjs.ObjectName(s.job, b.CheckpointID, inst, "sim"), Size: 8, Digest: "SHA-256=sim"},
 			})
-			_ = nc.Publish(cjs.Subjects{}.Ack(s.job), data)
+			_ = nc.Publish(cjs.Subjects{}.InstanceAck(s.job, inst), data)
 		}
 	}
 	s.barriers = append(s.barriers, seen)

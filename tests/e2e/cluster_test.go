@@ -10,13 +10,13 @@ import (
 	"time"
 )
 
-// streams are the streams behind Cairn's streams, KV buckets and object store.
-var streams = []string{"CAIRN_CONFIG", "CAIRN_CHECKPOINTS", "CAIRN_INPUT", "CAIRN_OUTPUT", "KV_CAIRN_MANIFESTS", "KV_CAIRN_LEASES", "KV_CAIRN_INSTANCES", "OBJ_CAIRN_SNAPSHOTS"}
+// streams are the streams behind Cairn's streams, KV buckets and the job's object store.
+var streams = []string{"CAIRN_CONFIG", "CAIRN_CHECKPOINTS", "CAIRN_INPUT", "CAIRN_OUTPUT", "KV_CAIRN_MANIFESTS", "KV_CAIRN_LEASES", "KV_CAIRN_INSTANCES", "OBJ_CAIRN_SNAPSHOTS_" + job}
 
 func TestCluster(t *testing.T) {
 	requireDocker(t)
 	s := startStack(t, true)
-	v := s.setConfig(t, "admin", `{"interval":"1s"}`)
+	v := s.setConfig(t, admin, `{"interval":"1s"}`)
 	s.waitApplied(t, v.Version)
 	s.waitCompleted(t, 0, 90*time.Second)
 

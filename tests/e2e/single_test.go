@@ -38,6 +38,15 @@ func TestSingleNode(t *testing.T) {
 		}
 	})
 
+	t.Run("a client without the CA is refused", func(t *testing.T) {
+		// The admin's own credential, but the server's certificate cannot be verified: the
+		// TLS handshake fails before any credential is sent.
+		stdout, stderr, err := s.runNatsCA(admin, false, "req", "cairn.status."+job, "")
+		if err == nil || !strings.Contains(stderr+stdout, "certificate signed by unknown authority") {
+			t.Fatalf("without the CA: err = %v, output %s%s; want the server's certificate refused", err, stderr, stdout)
+		}
+	})
+
 	t.Run("barrier cadence follows the interval", func(t *testing.T) {
 		barriers := s.barriers(t)
 		for _, tc := range []struct {
@@ -48,7 +57,7 @@ func TestSingleNode(t *testing.T) {
 			{interval: "500ms", want: 500 * time.Millisecond, tol: 50 * time.Millisecond, gaps: 12},
 			{interval: "3s", want: 3 * time.Second, tol: 150 * time.Millisecond, gaps: 4},
 		} {
-			v := s.setConfig(t, "admin", fmt.Sprintf(`{"interval":%q}`, tc.interval))
+			v := s.setConfig(t, admin, fmt.Sprintf(`{"interval":%q}`, tc.interval))
 			if v.Interval != tc.interval {
 				t.Fatalf("set interval %s: reply says %s", tc.interval, v.Interval)
 			}
@@ -87,9 +96,12 @@ func TestSingleNode(t *testing.T) {
 			{"purge the config stream", []string{"stream", "purge", "CAIRN_CONFIG", "-f"}, "$JS.API.STREAM."},
 			{"delete the checkpoint stream", []string{"stream", "rm", "CAIRN_CHECKPOINTS", "-f"}, "$JS.API.STREAM."},
 			{"update the input stream", []string{"stream", "edit", "CAIRN_INPUT", "--max-msgs", "10", "-f"}, "$JS.API.STREAM.UPDATE.CAIRN_INPUT"},
+			{"ack for another instance", []string{"pub", "cairn.ack." + job + ".counter-1", "x"}, "cairn.ack." + job + `.counter-1"`},
+			{"send a barrier", []string{"pub", "cairn.barrier." + job, "x"}, "cairn.barrier." + job + `"`},
+			{"register as another instance", []string{"pub", "$KV.CAIRN_LEASES.instance." + job + ".counter-1", "x"}, "$KV.CAIRN_LEASES.instance." + job + `.counter-1"`},
 		}
 		for _, d := range denied {
-			stdout, stderr, _ := s.runNats("operator", d.args...)
+			stdout, stderr, _ := s.runNats(operator, d.args...)
 			if !strings.Contains(stderr, violation+d.want) {
 				t.Errorf("operator %s: want %s%s..., got:\n%s%s", d.name, violation, d.want, stderr, stdout)
 			}
@@ -142,7 +154,7 @@ func TestSingleNode(t *testing.T) {
 		last := s.lastSeqFor(t, "CAIRN_INPUT", subject)
 		var st messages.OperatorState
 		eventually(t, 60*time.Second, instance+" reaches the end of its input", func() error {
-			out, err := s.natsAs("admin", "req", "cairn.op."+job+"."+instance+".state", "", "--raw")
+			out, err := s.natsAs(admin, "req", "cairn.op."+job+"."+instance+".state", "", "--raw")
 			if err != nil {
 				return err
 			}
@@ -189,7 +201,7 @@ func restoredCheckpoint(t *testing.T, logs string) uint64 {
 // status returns the job's status from cairn.status.<job>, as the job's lease holder sees it.
 func (s *stack) status() (messages.Status, error) {
 	var st messages.Status
-	out, err := s.natsAs("admin", "req", "cairn.status."+job, "", "--raw")
+	out, err := s.natsAs(admin, "req", "cairn.status."+job, "", "--raw")
 	if err != nil {
 		return st, err
 	}

@@ -18,8 +18,18 @@ import (
 	"github.com/cairn-stream/cairn/internal/natstest"
 )
 
-// envFile holds the sample passwords the stacks run with; the tests never create a .env.
+// envFile holds the sample settings the stacks run with; the tests never create a .env.
 const envFile = ".env.example"
+
+// authDir is where `make up` has `cairn auth` write the stacks' users, seeds and
+// certificates (the Makefile's AUTH_DIR), relative to the repository root.
+const authDir = "deploy/nats/generated"
+
+// Generated users the tests connect as.
+const (
+	admin    = "admin.admin"
+	operator = "op." + job + ".counter-0"
+)
 
 // stack is one compose project started through the Makefile.
 type stack struct {
@@ -31,8 +41,6 @@ type stack struct {
 	ports []int
 	// env are the variables every make, compose and docker command gets.
 	env []string
-	// passwords by NATS user, from envFile.
-	passwords map[string]string
 }
 
 // startStack brings a stack up with `make up` (or `make up-cluster`) on free ports and tears
@@ -40,7 +48,7 @@ type stack struct {
 // first.
 func startStack(t *testing.T, cluster bool) *stack {
 	t.Helper()
-	s := &stack{project: "cairn-e2e", files: []string{"compose.yaml"}, passwords: readEnvFile(t)}
+	s := &stack{project: "cairn-e2e", files: []string{"compose.yaml"}}
 	up, down, projectVar := "up", "down", "PROJECT"
 	nodes := 1
 	if cluster {
@@ -132,12 +140,19 @@ func (s *stack) servers() string {
 	return strings.Join(urls, ",")
 }
 
-// natsCmd builds a nats CLI command for user ("" for an anonymous connection) against
-// servers, isolated from the user's nats contexts.
-func (s *stack) natsCmd(ctx context.Context, servers, user string, args ...string) *exec.Cmd {
+// natsCmd builds a nats CLI command for a generated user ("" for an anonymous
+// connection) against servers, isolated from the user's nats contexts: with the user's
+// nkey and inbox prefix, and with ca the generated CA to verify the server (TLS).
+func (s *stack) natsCmd(ctx context.Context, servers, user string, ca bool, args ...string) *exec.Cmd {
 	a := []string{"--no-context", "--server", servers, "--timeout", "5s"}
 	if user != "" {
-		a = append(a, "--user", user, "--password", s.passwords[user])
+		a = append(a, "--nkey", filepath.Join(root, authDir, "nkeys", user+".nk"))
+		if prefix := inboxPrefix(user); prefix != "" {
+			a = append(a, "--inbox-prefix", prefix)
+		}
+	}
+	if ca {
+		a = append(a, "--tlsca", filepath.Join(root, authDir, "tls", "ca.pem"))
 	}
 	cmd := exec.CommandContext(ctx, natsCLI, append(a, args...)...)
 	cmd.Env = []string{"HOME=" + cliHome, "XDG_CONFIG_HOME=" + filepath.Join(cliHome, ".config"), "PATH=" + os.Getenv("PATH")}
@@ -155,9 +170,15 @@ func (s *stack) natsAs(user string, args ...string) (string, error) {
 
 // runNats runs the nats CLI as user and returns what it printed.
 func (s *stack) runNats(user string, args ...string) (stdout, stderr string, err error) {
+	return s.runNatsCA(user, true, args...)
+}
+
+// runNatsCA runs the nats CLI as user, verifying the server with the generated CA or not,
+// and returns what it printed.
+func (s *stack) runNatsCA(user string, ca bool, args ...string) (stdout, stderr string, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	cmd := s.natsCmd(ctx, s.servers(), user, args...)
+	cmd := s.natsCmd(ctx, s.servers(), user, ca, args...)
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e
 	err = cmd.Run()
@@ -167,7 +188,7 @@ func (s *stack) runNats(user string, args ...string) (stdout, stderr string, err
 // admin runs the nats CLI as admin and fails the test on error.
 func (s *stack) admin(t *testing.T, args ...string) string {
 	t.Helper()
-	out, err := s.natsAs("admin", args...)
+	out, err := s.natsAs(admin, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,7 +200,7 @@ func (s *stack) admin(t *testing.T, args ...string) string {
 func (s *stack) follow(t *testing.T, servers string, args ...string) <-chan line {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	cmd := s.natsCmd(ctx, servers, "admin", args...)
+	cmd := s.natsCmd(ctx, servers, admin, true, args...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.StdoutPipe()
@@ -236,31 +257,19 @@ func eventually(t *testing.T, timeout time.Duration, what string, check func() e
 	}
 }
 
-// readEnvFile returns the NATS users' passwords from envFile.
-func readEnvFile(t *testing.T) map[string]string {
-	t.Helper()
-	data, err := os.ReadFile(filepath.Join(root, envFile))
+// inboxPrefix returns the inbox prefix of a generated user, from its env file; "" when
+// it has none (an admin).
+func inboxPrefix(user string) string {
+	data, err := os.ReadFile(filepath.Join(root, authDir, "env", user+".env"))
 	if err != nil {
-		t.Fatal(err)
+		return ""
 	}
-	users := map[string]string{
-		"CAIRN_ADMIN_PASSWORD":       "admin",
-		"CAIRN_CONFIGSVC_PASSWORD":   "configsvc",
-		"CAIRN_COORDINATOR_PASSWORD": "coordinator",
-		"CAIRN_OPERATOR_PASSWORD":    "operator",
-		"CAIRN_LOADGEN_PASSWORD":     "loadgen",
-	}
-	pw := map[string]string{}
 	for l := range strings.Lines(string(data)) {
-		k, v, ok := strings.Cut(strings.TrimSpace(l), "=")
-		if user, known := users[k]; ok && known {
-			pw[user] = v
+		if p, ok := strings.CutPrefix(strings.TrimSpace(l), "NATS_INBOX_PREFIX="); ok {
+			return p
 		}
 	}
-	if len(pw) != len(users) {
-		t.Fatalf("%s: found passwords for %v, want all of %v", envFile, pw, users)
-	}
-	return pw
+	return ""
 }
 
 // atoi parses a decimal number the CLI printed, perhaps with thousands separators

@@ -51,7 +51,7 @@ func TestCheckpointWithThreeOperatorsCompletes(t *testing.T) {
 	}
 	for _, inst := range instances {
 		snap := m.Instances[inst]
-		obj, err := s.res.Snapshots.Get(ctx, snap.Snapshot.Object)
+		obj, err := s.snapshots("demo").Get(ctx, snap.Snapshot.Object)
 		if err != nil {
 			t.Fatalf("%s: object %s: %v", inst, snap.Snapshot.Object, err)
 		}

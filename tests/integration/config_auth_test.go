@@ -2,15 +2,13 @@ package integration
 
 import (
 	"context"
-	"os"
-	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/cairn-stream/cairn/internal/authgen"
 	"github.com/cairn-stream/cairn/internal/configlog"
 	"github.com/cairn-stream/cairn/internal/natstest"
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
@@ -18,33 +16,20 @@ import (
 	"github.com/cairn-stream/cairn/services/configsvc"
 )
 
-// TestOnlyConfigsvcPublishesConfig runs configsvc as the configsvc user of
-// deploy/nats/auth.conf: its sets write the events and heads, and its gets and history
-// read them, with no permission violation. Every other user of the file is denied
-// publishing on a job's events subject and on its head subject: the server logs each
-// violation and the stream receives nothing.
+// TestOnlyConfigsvcPublishesConfig runs configsvc as its user of the authorization `cairn
+// auth` generates: its sets write the events and heads, and its gets and history read
+// them, with no permission violation. Every other user is denied publishing on a job's
+// events subject and on its head subject: the server logs each violation and the stream
+// receives nothing.
 func TestOnlyConfigsvcPublishesConfig(t *testing.T) {
-	auth, err := os.ReadFile(filepath.Join("..", "..", "deploy", "nats", "auth.conf"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	users := []string{"admin", "configsvc", "coordinator", "operator", "loadgen"}
-	for _, u := range users {
-		t.Setenv("CAIRN_"+strings.ToUpper(u)+"_PASSWORD", u)
-	}
-	var log natstest.LogBuffer
-	srv := natstest.StartConfig(t, string(auth), &log)
-	connect := func(user string) *nats.Conn {
-		nc, err := nats.Connect(srv.URL, nats.UserInfo(user, user), nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}))
-		if err != nil {
-			t.Fatalf("connect as %s: %v", user, err)
-		}
-		t.Cleanup(nc.Close)
-		return nc
-	}
+	a := startAuthServer(t, authgen.Spec{
+		Jobs:     []authgen.Job{{Name: "guarded", Instances: []string{"g-0"}}},
+		Loadgens: []authgen.Member{{Name: "feed"}},
+	})
+	connect := func(user string) *nats.Conn { return a.connect(user, nil) }
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	admin := connect("admin")
+	admin := connect("admin.admin")
 	ajs, err := jetstream.New(admin)
 	if err != nil {
 		t.Fatal(err)
@@ -54,7 +39,7 @@ func TestOnlyConfigsvcPublishesConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	nc := connect("configsvc")
+	nc := connect("configsvc.configsvc")
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
@@ -95,17 +80,14 @@ func TestOnlyConfigsvcPublishesConfig(t *testing.T) {
 	if err != nil || head == nil || head.Version != 2 {
 		t.Fatalf("head %+v (%v), want version 2", head, err)
 	}
-	// The server logs "Publish Violation - Subject ..." and "Subscription Violation - ...".
-	if strings.Contains(log.String(), "Violation") {
-		t.Fatalf("configsvc met permission violations:\n%s", log.String())
-	}
+	a.noViolations()
 
 	info, err := res.Config.Info(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	denied := []string{subjects.ConfigEvents(job), subjects.ConfigHead(job)}
-	others := []string{"admin", "coordinator", "operator", "loadgen"}
+	others := []string{"admin.admin", "coord.coordinator", "op.guarded.g-0", "loadgen.feed"}
 	for _, u := range others {
 		c := connect(u)
 		for _, subject := range denied {
@@ -119,10 +101,7 @@ func TestOnlyConfigsvcPublishesConfig(t *testing.T) {
 	}
 	for _, u := range others {
 		for _, subject := range denied {
-			violation := `user:` + u + `" - Publish Violation - Subject "` + subject + `"`
-			natstest.Eventually(t, 10*time.Second, violation+" logged", func() bool {
-				return strings.Contains(log.String(), violation)
-			})
+			a.waitViolation(u, `Publish Violation - Subject "`+subject+`"`)
 		}
 	}
 	after, err := res.Config.Info(ctx)

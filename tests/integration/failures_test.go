@@ -94,7 +94,7 @@ func TestRetentionKeepsSnapshotsSharedByRetainedManifests(t *testing.T) {
 	var objects map[string]bool
 	natstest.Eventually(t, 10*time.Second, "retention settles to the retained manifests' objects", func() bool {
 		objects = map[string]bool{}
-		for name := range s.liveObjects() {
+		for name := range s.liveObjects("ret") {
 			objects[name] = true
 		}
 		return len(objects) <= 2
@@ -113,7 +113,7 @@ func TestRetentionKeepsSnapshotsSharedByRetainedManifests(t *testing.T) {
 		if !objects[ref.Object] {
 			t.Fatalf("manifest %d references %s, which retention deleted (objects: %v)", m.CheckpointID, ref.Object, objects)
 		}
-		if _, err := s.res.Snapshots.GetInfo(ctx, ref.Object); err != nil {
+		if _, err := s.snapshots("ret").GetInfo(ctx, ref.Object); err != nil {
 			t.Fatalf("object %s of retained manifest %d: %v", ref.Object, m.CheckpointID, err)
 		}
 		referenced++
@@ -171,7 +171,7 @@ func TestCorruptNewestSnapshotFallsBackToThePreviousCheckpoint(t *testing.T) {
 	// Overwrite the newest snapshot with garbage: same name, wrong digest. The reference
 	// operator's state is a chain (keyed state store): its newest segment is the last.
 	refs := m.Instances["c-0"].Refs()
-	if _, err := s.res.Snapshots.PutBytes(ctx, refs[len(refs)-1].Object, []byte("not a snapshot")); err != nil {
+	if _, err := s.snapshots("cor").PutBytes(ctx, refs[len(refs)-1].Object, []byte("not a snapshot")); err != nil {
 		t.Fatal(err)
 	}
 	want = add(want, s.publish("cor", "c-0", 100, 25))

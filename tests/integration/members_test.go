@@ -102,13 +102,13 @@ func (f *fakeInstance) ack(id, pos uint64, decline string) {
 	f.s.t.Helper()
 	ctx := context.Background()
 	name := cjs.ObjectName(f.job, id, f.instance, "sim")
-	info, err := f.s.res.Snapshots.PutBytes(ctx, name, fmt.Appendf(nil, "%s at %d", f.instance, pos))
+	info, err := f.s.snapshots(f.job).PutBytes(ctx, name, fmt.Appendf(nil, "%s at %d", f.instance, pos))
 	if err != nil {
 		f.s.t.Fatal(err)
 	}
 	a := &messages.Ack{
 		Schema: messages.SchemaVersion, Job: f.job, CheckpointID: id, Instance: f.instance, Incarnation: "fake", Kind: messages.AckDone,
-		Snapshot:  messages.SnapshotRef{Object: name, Size: info.Size, Digest: info.Digest},
+		Snapshot:  messages.SnapshotRef{Store: cjs.SnapshotStore(f.job), Object: name, Size: info.Size, Digest: info.Digest},
 		Positions: map[string]uint64{cjs.InputStream: pos},
 		Filters:   map[string][]string{cjs.InputStream: {subjects.Input(f.job, f.instance)}},
 	}
@@ -119,7 +119,7 @@ func (f *fakeInstance) ack(id, pos uint64, decline string) {
 	if err != nil {
 		f.s.t.Fatal(err)
 	}
-	if err := f.s.nc.Publish(subjects.Ack(f.job), data); err != nil {
+	if err := f.s.nc.Publish(subjects.InstanceAck(f.job, f.instance), data); err != nil {
 		f.s.t.Fatal(err)
 	}
 }
@@ -173,7 +173,7 @@ func TestAbsentMemberOutlivesRetainAndRestoresExactly(t *testing.T) {
 			t.Fatalf("retained manifest %d holds a-1 as %+v (ok %v), want the state of checkpoint %d carried forward", m.CheckpointID, got, ok, from)
 		}
 	}
-	if _, err := s.res.Snapshots.GetInfo(context.Background(), state.Snapshot.Object); err != nil {
+	if _, err := s.snapshots("away").GetInfo(context.Background(), state.Snapshot.Object); err != nil {
 		t.Fatalf("absent member's snapshot %s deleted: %v", state.Snapshot.Object, err)
 	}
 	var member messages.Member

@@ -4,17 +4,15 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/cairn-stream/cairn/internal/authgen"
 	"github.com/cairn-stream/cairn/internal/natstest"
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
 	"github.com/cairn-stream/cairn/pkg/messages"
@@ -23,84 +21,23 @@ import (
 )
 
 // TestCheckpointRequestsUnderDeployedPermissions runs two coordinators and an operator
-// as the users of deploy/nats/auth.conf; the admin triggers checkpoints and savepoints,
-// lists and deletes them, through both coordinators (the standby forwards to the lease
-// holder), the operator stores an output (reading its output mark first), dead-letters a
-// record whose output exceeds max_payload and, restarted, reads its dead letters to
-// replay that record, and the server logs no permission violation.
+// as their users of the authorization `cairn auth` generates; the admin triggers
+// checkpoints and savepoints, lists and deletes them, through both coordinators (the
+// standby forwards to the lease holder), the operator stores an output (reading its
+// output mark first), dead-letters a record whose output exceeds max_payload and,
+// restarted, reads its dead letters to replay that record, and the server logs no
+// permission violation.
 func TestCheckpointRequestsUnderDeployedPermissions(t *testing.T) {
-	auth, err := os.ReadFile(filepath.Join("..", "..", "deploy", "nats", "auth.conf"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, u := range []string{"ADMIN", "CONFIGSVC", "COORDINATOR", "OPERATOR", "LOADGEN"} {
-		t.Setenv("CAIRN_"+u+"_PASSWORD", strings.ToLower(u))
-	}
-	var log natstest.LogBuffer
-	srv := natstest.StartConfig(t, string(auth), &log)
-	connect := func(user string) *nats.Conn {
-		nc, err := nats.Connect(srv.URL, nats.UserInfo(user, user))
-		if err != nil {
-			t.Fatalf("connect as %s: %v", user, err)
-		}
-		t.Cleanup(nc.Close)
-		return nc
-	}
-	admin := connect("admin")
-	ajs, err := jetstream.New(admin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	ectx, ecancel := context.WithTimeout(ctx, 10*time.Second)
-	defer ecancel()
-	if _, err := cjs.Ensure(ectx, ajs, cjs.Options{Memory: true, LeaseTTL: leaseTTL}); err != nil {
-		t.Fatal(err)
-	}
-
-	var done []chan error
-	run := func(name string, f func(ctx context.Context) error) {
-		ch := make(chan error, 1)
-		done = append(done, ch)
-		go func() { ch <- f(ctx) }()
-	}
-	for _, id := range []string{"c1", "c2"} {
-		nc := connect("coordinator")
-		js, err := jetstream.New(nc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		res, err := cjs.Ensure(ectx, js, cjs.Options{LookupOnly: true})
-		if err != nil {
-			t.Fatalf("coordinator %s: resources: %v", id, err)
-		}
-		cfg := coordinator.DefaultConfig()
-		cfg.ID = id
-		svc, err := coordinator.New(cfg, nc, js, res, testLog().With().Str("service", id).Logger())
-		if err != nil {
-			t.Fatal(err)
-		}
-		run(id, svc.Run)
-	}
-	opc := operator.DefaultConfig("perm", "p-0")
-	opc.Output = subjects.Output("perm", "p-0")
-	op, err := operator.NewService(opc, connect("operator"), testLog().With().Str("service", "p-0").Logger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	opCtx, stopOp := context.WithCancel(ctx)
-	opDone := make(chan error, 1)
-	go func() { opDone <- op.Run(opCtx) }()
-	defer func() {
-		cancel()
-		stopOp()
-		for _, ch := range done {
-			if err := <-ch; err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		}
-	}()
+	a := startAuthServer(t, authgen.Spec{
+		Jobs:         []authgen.Job{{Name: "perm", Instances: []string{"p-0"}}},
+		Coordinators: []authgen.Member{{Name: "c1"}, {Name: "c2"}},
+	})
+	s := a.system(cjs.Options{Memory: true, LeaseTTL: leaseTTL})
+	admin, ajs := s.nc, s.js
+	ctx := context.Background()
+	s.startCoordinator("c1")
+	s.startCoordinator("c2")
+	s.startOperatorWith("perm", "p-0", func(c *operator.Config) { c.Output = subjects.Output("perm", "p-0") })
 
 	call := func(subject, body string, v any) {
 		t.Helper()
@@ -167,21 +104,14 @@ func TestCheckpointRequestsUnderDeployedPermissions(t *testing.T) {
 		return err == nil && st.CachedInfo().State.Msgs == 1
 	})
 	// Restarted from a checkpoint before it, the operator reads its dead letters.
-	stopOp()
-	if err := <-opDone; err != nil {
-		t.Fatalf("operator: %v", err)
-	}
-	op, err = operator.NewService(opc, connect("operator"), testLog().With().Str("service", "p-0").Logger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	run("p-0 again", op.Run)
+	s.stop("p-0")
+	s.startOperatorWith("perm", "p-0", func(c *operator.Config) { c.Output = subjects.Output("perm", "p-0") })
 	natstest.Eventually(t, 20*time.Second, "the restarted operator did not replay the dead-lettered record", func() bool {
-		return op.Runtime().Stats().DeadLettersReplayed == 1
+		var info messages.OperatorInfo
+		_, err := natstest.RequestJSON(ctx, admin, subjects.OperatorInfo("perm", "p-0"), nil, &info)
+		return err == nil && info.Stats.DeadLettersReplayed == 1
 	})
-	if strings.Contains(log.String(), "Permissions Violation") {
-		t.Fatalf("permission violations:\n%s", log.String())
-	}
+	a.noViolations()
 }
 
 // servedAll reports whether each of the n coordinators has received at least one request

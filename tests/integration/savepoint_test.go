@@ -68,7 +68,7 @@ func (s *system) list(job string) messages.CheckpointList {
 
 // startOperatorWith starts a reference operator whose config mutate changes.
 func (s *system) startOperatorWith(job, instance string, mutate func(*operator.Config)) {
-	s.start(instance, func(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, res *cjs.Resources) error {
+	s.startConn(instance, func(ctx context.Context, nc *nats.Conn) error {
 		cfg := operator.DefaultConfig(job, instance)
 		cfg.Output = subjects.Output(job, instance)
 		mutate(&cfg)
@@ -157,10 +157,12 @@ func TestCheckpointRequestsAreRefusedSpecifically(t *testing.T) {
 	}
 }
 
-// objectExists reports whether the snapshot store holds object name.
+// objectExists reports whether the snapshot store of the object's job (its name's first
+// part) holds object name.
 func (s *system) objectExists(name string) bool {
 	s.t.Helper()
-	_, err := s.res.Snapshots.GetInfo(context.Background(), name)
+	job, _, _ := strings.Cut(name, "/")
+	_, err := s.snapshots(job).GetInfo(context.Background(), name)
 	if errors.Is(err, jetstream.ErrObjectNotFound) {
 		return false
 	}

@@ -60,18 +60,19 @@ func (s *system) streamState(name string) jetstream.StreamState {
 	return info.State
 }
 
-// liveObjects lists the snapshot store: object name → info. A listing can miss the end
+// liveObjects lists job's snapshot store: object name → info. A listing can miss the end
 // of its initial pass when the last metadata message is removed between nats.go's check
 // for an empty store and its consumer's start (retention and marker expiry do that): it
 // then stops at its deadline, and is tried again with a new one.
-func (s *system) liveObjects() map[string]*jetstream.ObjectInfo {
+func (s *system) liveObjects(job string) map[string]*jetstream.ObjectInfo {
 	s.t.Helper()
 	var infos []*jetstream.ObjectInfo
+	obs := s.snapshots(job)
 	natstest.Eventually(s.t, 30*time.Second, "a listing of the snapshot store", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		defer cancel()
 		var err error
-		infos, err = s.res.Snapshots.List(ctx)
+		infos, err = obs.List(ctx)
 		if errors.Is(err, context.DeadlineExceeded) {
 			return false
 		}
@@ -136,7 +137,7 @@ func (s *system) checkRetainedReadable(job string) {
 func (s *system) checkReadable(job string, id uint64, inst string, ref messages.SnapshotRef) {
 	s.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	data, err := s.res.Snapshots.GetBytes(ctx, ref.Object)
+	data, err := s.snapshots(job).GetBytes(ctx, ref.Object)
 	cancel()
 	if err != nil {
 		// A manifest retention dropped after the listing is no loss (its objects may be
@@ -156,7 +157,7 @@ func (s *system) checkReadable(job string, id uint64, inst string, ref messages.
 
 // TestStorageStaysBounded is acceptance 2 of issue 8: 300 checkpoints at 100 ms with
 // retain 2 and changing state, then the interval set to 1 h: once quiet, CAIRN_MANIFESTS
-// holds at most 20 messages and CAIRN_SNAPSHOTS only the live objects' chunks and
+// holds at most 20 messages and the job's snapshot store only the live objects' chunks and
 // metadata, and every retained manifest's snapshots are still readable. The marker TTL is
 // 1 s here (the product default is 30 s) so that the test does not wait for it.
 func TestStorageStaysBounded(t *testing.T) {
@@ -193,14 +194,14 @@ func TestStorageStaysBounded(t *testing.T) {
 	var want uint64
 	defer func() {
 		if t.Failed() {
-			t.Logf("last seen: KV_%s %d messages, OBJ_%s %d messages (%d for the live objects)",
-				cjs.ManifestBucket, manifests.Msgs, cjs.SnapshotBucket, snapshots.Msgs, want)
+			t.Logf("last seen: KV_%s %d messages, %s %d messages (%d for the live objects)",
+				cjs.ManifestBucket, manifests.Msgs, cjs.ObjectStream(cjs.SnapshotStore(job)), snapshots.Msgs, want)
 		}
 	}()
 	natstest.Eventually(t, 50*time.Second, "storage did not settle", func() bool {
 		manifests = s.streamState("KV_" + cjs.ManifestBucket)
-		snapshots = s.streamState("OBJ_" + cjs.SnapshotBucket)
-		objects := s.liveObjects()
+		snapshots = s.streamState(cjs.ObjectStream(cjs.SnapshotStore(job)))
+		objects := s.liveObjects(job)
 		want = 0
 		for _, info := range objects {
 			want += uint64(info.Chunks) + 1
@@ -221,8 +222,8 @@ func TestStorageStaysBounded(t *testing.T) {
 		return manifests.Msgs <= 20 && snapshots.Msgs == want && time.Since(quietFrom) > 22*time.Second
 	})
 	s.checkRetainedReadable(job)
-	t.Logf("quiet: KV_%s %d messages, OBJ_%s %d messages (%d for the live objects)",
-		cjs.ManifestBucket, manifests.Msgs, cjs.SnapshotBucket, snapshots.Msgs, want)
+	t.Logf("quiet: KV_%s %d messages, %s %d messages (%d for the live objects)",
+		cjs.ManifestBucket, manifests.Msgs, cjs.ObjectStream(cjs.SnapshotStore(job)), snapshots.Msgs, want)
 }
 
 // TestStorageFullAbortsAndRecovers fills a small snapshot store with objects no manifest
@@ -248,7 +249,7 @@ func TestStorageFullAbortsAndRecovers(t *testing.T) {
 	junk := 0
 	for size := 16 << 10; size >= 16; size /= 4 {
 		for {
-			_, err := s.res.Snapshots.PutBytes(ctx, cjs.ObjectName(job, 0, fmt.Sprintf("junk-%d", junk), "sim"), make([]byte, size))
+			_, err := s.snapshots(job).PutBytes(ctx, cjs.ObjectName(job, 0, fmt.Sprintf("junk-%d", junk), "sim"), make([]byte, size))
 			if cjs.IsStorageFull(err) {
 				break
 			}
@@ -279,7 +280,7 @@ func TestStorageFullAbortsAndRecovers(t *testing.T) {
 	if done.CheckpointID <= full.CheckpointID || done.Written == 0 {
 		t.Fatalf("completed %d (written %d) after storage_full %d", done.CheckpointID, done.Written, full.CheckpointID)
 	}
-	for name := range s.liveObjects() {
+	for name := range s.liveObjects(job) {
 		if strings.HasPrefix(name, job+"/0/") {
 			t.Fatalf("orphan %s still stored after the store was full", name)
 		}

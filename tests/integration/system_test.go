@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"maps"
 	"os"
 	"sync"
@@ -45,6 +46,14 @@ type system struct {
 	nc  *nats.Conn
 	js  jetstream.JetStream
 	res *cjs.Resources
+	// opts are what the resources, and the coordinators' snapshot stores, are created with.
+	opts cjs.Options
+	// connect opens a service's connection, by the service's name.
+	connect func(name string) *nats.Conn
+	// coordinatorJobs are the jobs the coordinators coordinate; nil: every job.
+	coordinatorJobs []string
+	// coordLogs holds the messages of the coordinators' warnings and errors.
+	coordLogs natstest.LogBuffer
 
 	mu       sync.Mutex
 	services map[string]*running
@@ -66,8 +75,16 @@ func startSystemWith(t *testing.T, opts cjs.Options, job string, instances ...st
 	t.Helper()
 	srv := natstest.Start(t)
 	nc, js, res := srv.Resources(t, opts)
-	s := &system{t: t, srv: srv, nc: nc, js: js, res: res, services: map[string]*running{}}
+	s := &system{t: t, srv: srv, nc: nc, js: js, res: res, opts: opts, services: map[string]*running{}}
+	s.connect = func(string) *nats.Conn { return srv.Connect(t) }
 	t.Cleanup(s.stopAll)
+	s.startServices(job, instances...)
+	return s
+}
+
+// startServices starts configsvc, a coordinator named coordinator and the instances of job.
+func (s *system) startServices(job string, instances ...string) {
+	s.t.Helper()
 	s.start("configsvc", func(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, res *cjs.Resources) error {
 		svc, err := configsvc.New(configsvc.DefaultConfig(), nc, js, res.Config, testLog().With().Str("service", "configsvc").Logger())
 		if err != nil {
@@ -79,29 +96,36 @@ func startSystemWith(t *testing.T, opts cjs.Options, job string, instances ...st
 	for _, i := range instances {
 		s.startOperator(job, i)
 	}
-	return s
 }
 
 // start runs a service on its own connection, with resources bound to it, until stop.
 func (s *system) start(name string, run func(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, res *cjs.Resources) error) {
 	s.t.Helper()
-	nc := s.srv.Connect(s.t)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	ectx, ecancel := context.WithTimeout(context.Background(), 10*time.Second)
-	res, err := cjs.Ensure(ectx, js, cjs.Options{LookupOnly: true})
-	ecancel()
-	if err != nil {
-		s.t.Fatalf("%s: resources: %v", name, err)
-	}
+	s.startConn(name, func(ctx context.Context, nc *nats.Conn) error {
+		js, err := jetstream.New(nc)
+		if err != nil {
+			return err
+		}
+		ectx, ecancel := context.WithTimeout(ctx, 10*time.Second)
+		res, err := cjs.Ensure(ectx, js, cjs.Options{LookupOnly: true})
+		ecancel()
+		if err != nil {
+			return fmt.Errorf("%s: resources: %w", name, err)
+		}
+		return run(ctx, nc, js, res)
+	})
+}
+
+// startConn runs a service on its own connection until stop.
+func (s *system) startConn(name string, run func(ctx context.Context, nc *nats.Conn) error) {
+	s.t.Helper()
+	nc := s.connect(name)
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{nc: nc, cancel: cancel, done: make(chan error, 1)}
 	s.mu.Lock()
 	s.services[name] = r
 	s.mu.Unlock()
-	go func() { r.done <- run(ctx, nc, js, res) }()
+	go func() { r.done <- run(ctx, nc) }()
 }
 
 // startCoordinator starts a coordinator whose id is its name.
@@ -109,7 +133,9 @@ func (s *system) startCoordinator(name string) {
 	s.start(name, func(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, res *cjs.Resources) error {
 		cfg := coordinator.DefaultConfig()
 		cfg.ID = name
-		svc, err := coordinator.New(cfg, nc, js, res, testLog().With().Str("service", name).Logger())
+		cfg.Snapshots = s.opts
+		cfg.Jobs = s.coordinatorJobs
+		svc, err := coordinator.New(cfg, nc, js, res, s.coordinatorLogger(name))
 		if err != nil {
 			return err
 		}
@@ -117,16 +143,38 @@ func (s *system) startCoordinator(name string) {
 	})
 }
 
-func (s *system) startOperator(job, instance string) {
-	s.start(instance, func(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, res *cjs.Resources) error {
-		cfg := operator.DefaultConfig(job, instance)
-		cfg.Output = subjects.Output(job, instance)
-		svc, err := operator.NewService(cfg, nc, testLog().With().Str("service", instance).Logger())
-		if err != nil {
-			return err
+// coordinatorLogger is a coordinator's logger: testLog's, with the messages of its
+// warnings and errors also kept in s.coordLogs.
+func (s *system) coordinatorLogger(name string) zerolog.Logger {
+	log := testLog()
+	if log.GetLevel() == zerolog.Disabled {
+		log = zerolog.New(io.Discard).Level(zerolog.WarnLevel)
+	}
+	return log.Hook(zerolog.HookFunc(func(_ *zerolog.Event, l zerolog.Level, msg string) {
+		if l >= zerolog.WarnLevel {
+			fmt.Fprintln(&s.coordLogs, msg)
 		}
-		return svc.Run(ctx)
-	})
+	})).With().Str("service", name).Logger()
+}
+
+// coordinatorLog returns the messages of the coordinators' warnings and errors.
+func (s *system) coordinatorLog() string { return s.coordLogs.String() }
+
+func (s *system) startOperator(job, instance string) {
+	s.startOperatorWith(job, instance, func(*operator.Config) {})
+}
+
+// snapshots returns job's snapshot store, creating it as the coordinator does when it is
+// not there yet.
+func (s *system) snapshots(job string) jetstream.ObjectStore {
+	s.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	obs, err := cjs.EnsureSnapshotStore(ctx, s.js, s.opts, job)
+	if err != nil {
+		s.t.Fatalf("snapshot store of %s: %v", job, err)
+	}
+	return obs
 }
 
 // take removes a service from the running set and returns it, or nil.
@@ -197,6 +245,17 @@ func (s *system) set(job, body string) messages.ConfigView {
 	var v messages.ConfigView
 	if err := json.Unmarshal(m.Data, &v); err != nil {
 		s.t.Fatalf("set reply %q: %v", m.Data, err)
+	}
+	return v
+}
+
+// get returns job's config in force.
+func (s *system) get(job string) messages.ConfigView {
+	s.t.Helper()
+	m := s.request(subjects.ConfigGet(job), "")
+	var v messages.ConfigView
+	if err := json.Unmarshal(m.Data, &v); err != nil || m.Header.Get("Nats-Service-Error-Code") != "" {
+		s.t.Fatalf("get %s: %s (%v)", job, m.Data, err)
 	}
 	return v
 }

@@ -89,25 +89,30 @@ func TestGarbageAcksMakeAHandfulOfLines(t *testing.T) {
 	}
 }
 
-// TestPersistentStorageFullRaisesAnAlarm is acceptance 4 of issue 15 (alarm): a snapshot
-// store kept full by objects of another job (which this job's retention never frees)
+// TestPersistentStorageFullRaisesAnAlarm is acceptance 4 of issue 15 (alarm): the job's
+// snapshot store (given a small limit by the coordinator) kept full by objects that are not
+// the job's (which its retention never frees)
 // makes every checkpoint abort with storage_full; with tolerable_failures at its default
 // (-1, never failed) the fifth in a row raises the job's alarm, in status and as an event
 // on cairn.checkpoints.<job>.alarms; raising the store's limit lets a checkpoint
 // complete, which clears it.
 func TestPersistentStorageFullRaisesAnAlarm(t *testing.T) {
 	const inst = "counter-0"
-	s := newStack(t, stackOptions{instances: []string{inst}, snapshotMaxBytes: 256 << 10})
+	s := newStack(t, stackOptions{instances: []string{inst}, coordinatorArgs: []string{"--snapshot-max-bytes", "262144"}})
 	ctx := ctxFor(t, 90*time.Second)
 	stopFeed := s.feed(ctx, inst, 50*time.Millisecond, 2) // every checkpoint has new state to upload
 
-	// Keep the store full with another job's objects until told to stop.
+	// Keep the job's store full with objects that are not the job's until told to stop.
+	store, err := s.js.ObjectStore(ctx, cjs.SnapshotStore(s.job))
+	if err != nil {
+		t.Fatal(err)
+	}
 	fillCtx, stopFill := context.WithCancel(ctx)
 	var fill sync.WaitGroup
 	fill.Go(func() {
 		junk := 0
 		for size := 16 << 10; fillCtx.Err() == nil; size = max(size/4, 16) {
-			_, err := s.res.Snapshots.PutBytes(fillCtx, cjs.ObjectName("junk", 0, fmt.Sprintf("j-%d", junk), "sim"), make([]byte, size))
+			_, err := store.PutBytes(fillCtx, cjs.ObjectName("junk", 0, fmt.Sprintf("j-%d", junk), "sim"), make([]byte, size))
 			switch {
 			case err == nil:
 				junk++
@@ -152,7 +157,7 @@ func TestPersistentStorageFullRaisesAnAlarm(t *testing.T) {
 	stopFill()
 	fill.Wait()
 	// What an administrator does (docs/failure-model.md, storage bounds): raise the limit.
-	stream, err := s.js.Stream(ctx, "OBJ_"+cjs.SnapshotBucket)
+	stream, err := s.js.Stream(ctx, cjs.ObjectStream(cjs.SnapshotStore(s.job)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -102,15 +102,14 @@ type stackOptions struct {
 	output bool
 	// keys is how many distinct keys the events spread over; 0 means the constant keys.
 	keys int
-	// snapshotMaxBytes is CAIRN_SNAPSHOTS' size limit; 0 means the default. A smaller one
-	// leaves the server room to create a bucket again.
-	snapshotMaxBytes int64
 	// outputWindow, when set, is CAIRN_OUTPUT's duplicate window instead of the default.
 	outputWindow time.Duration
 	// panicop runs the operators with the test operator panicop, which panics on the key
 	// "poison", instead of `cairn operator`; opArgs are further flags of every operator.
 	panicop bool
 	opArgs  []string
+	// coordinatorArgs are further flags of the coordinator.
+	coordinatorArgs []string
 }
 
 // newStack starts the nats-server, configsvc, the coordinator and the operators, sets
@@ -123,7 +122,7 @@ func newStack(t *testing.T, o stackOptions) *stack {
 		t.Fatal(err)
 	}
 	srv := natstest.Start(t)
-	nc, js, res := srv.Resources(t, cjs.Options{LeaseTTL: leaseTTL, SnapshotMaxBytes: o.snapshotMaxBytes})
+	nc, js, res := srv.Resources(t, cjs.Options{LeaseTTL: leaseTTL})
 	if o.outputWindow > 0 {
 		if err := natstest.SetDuplicateWindow(t.Context(), js, cjs.OutputStream, o.outputWindow); err != nil {
 			t.Fatal(err)
@@ -147,7 +146,7 @@ func newStack(t *testing.T, o stackOptions) *stack {
 		t.Fatal(err)
 	}
 	s.configsvc = s.proc("configsvc", "configsvc")
-	s.coordinator = s.proc("coordinator", "coordinator", "--jobs", s.job)
+	s.coordinator = s.proc("coordinator", append([]string{"coordinator", "--jobs", s.job}, o.coordinatorArgs...)...)
 	for _, p := range []*proctest.Proc{s.configsvc, s.coordinator} {
 		if err := p.Start(); err != nil {
 			t.Fatal(err)
@@ -516,6 +515,16 @@ func (s *stack) waitCovered(ctx context.Context, inst string, seq uint64) (messa
 		return ok && is.From(m.CheckpointID) == m.CheckpointID && is.Positions[cjs.InputStream] >= seq, nil
 	})
 	return m, err
+}
+
+// snapshots returns the job's snapshot store, which the coordinator created.
+func (s *stack) snapshots(ctx context.Context) jetstream.ObjectStore {
+	s.t.Helper()
+	obs, err := s.js.ObjectStore(ctx, cjs.SnapshotStore(s.job))
+	if err != nil {
+		s.t.Fatalf("snapshot store of %s: %v", s.job, err)
+	}
+	return obs
 }
 
 // retained returns the retained manifests (<job>.<id>), oldest first.

@@ -120,7 +120,7 @@ func TestPausedIncarnationIsFencedWhenItResumes(t *testing.T) {
 // reset_state member event records why.
 func TestLostManifestsBucketRefusesANewStart(t *testing.T) {
 	const inst = "counter-0"
-	s := newStack(t, stackOptions{instances: []string{inst}, snapshotMaxBytes: 256 << 20})
+	s := newStack(t, stackOptions{instances: []string{inst}})
 	ctx := ctxFor(t, 120*time.Second)
 	stop := s.feed(ctx, inst, 5*time.Millisecond, 1)
 	if _, err := s.waitCovered(ctx, inst, 100); err != nil {
@@ -272,7 +272,7 @@ func checkReferencedObjects(ctx context.Context, t *testing.T, s *stack) {
 	for _, m := range ms {
 		for inst, is := range m.Instances {
 			for _, ref := range is.Refs() {
-				info, err := s.res.Snapshots.GetInfo(ctx, ref.Object)
+				info, err := s.snapshots(ctx).GetInfo(ctx, ref.Object)
 				switch {
 				case errors.Is(err, jetstream.ErrObjectNotFound):
 					t.Errorf("manifest %d, %s: object %s is gone", m.CheckpointID, inst, ref.Object)

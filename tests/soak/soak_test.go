@@ -110,7 +110,7 @@ func TestSoak(t *testing.T) {
 	// handful of messages per member, whatever the run's length.
 	last := samples[len(samples)-1]
 	for stream, bound := range map[string]uint64{
-		"KV_" + cjs.ManifestBucket: 100, "OBJ_" + cjs.SnapshotBucket: 100, "KV_" + cjs.LeaseBucket: 50, cjs.InputStream: 20000,
+		"KV_" + cjs.ManifestBucket: 100, cjs.ObjectStream(cjs.SnapshotStore(job)): 100, "KV_" + cjs.LeaseBucket: 50, cjs.InputStream: 20000,
 	} {
 		if n := last.msgs[stream]; n > bound {
 			t.Errorf("%s holds %d messages after %d minutes, over its bound %d", stream, n, minutes, bound)
