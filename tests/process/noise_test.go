@@ -76,7 +76,7 @@ func TestGarbageAcksMakeAHandfulOfLines(t *testing.T) {
 				counted[l.Message]++
 			}
 		}
-		return len(counted) == 2 && counted["ack dropped: cannot decode"] == 1000 && counted["ack dropped: job does not match its subject"] == 1000, nil
+		return len(counted) == 2 && counted["ack dropped: cannot decode"] == 1000 && counted["ack dropped: its job or instance does not match its subject"] == 1000, nil
 	}); err != nil {
 		t.Fatalf("%v: counted %v in %d warning lines: %+v", err, counted, len(lines), lines)
 	}
