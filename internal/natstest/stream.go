@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -96,4 +97,44 @@ func PassDuplicateWindow(ctx context.Context, js jetstream.JetStream, subject st
 			return nil
 		}
 	}
+}
+
+// publishBatch is how many messages Publish has in flight at most.
+const publishBatch = 500
+
+// batchWait bounds the wait for the acks of one batch of Publish: a bound per batch, not
+// for the whole series, which a loaded machine may need far longer for.
+const batchWait = 30 * time.Second
+
+// Publish publishes payloads on subject in order, asynchronously in batches of
+// publishBatch that wait for their acks, and returns the stream sequence of the last. With
+// more in flight than the client's limit (4 000), a loaded machine stalls the publisher
+// into an error; one synchronous publish at a time is slow.
+func Publish(ctx context.Context, js jetstream.JetStream, subject string, payloads [][]byte) (uint64, error) {
+	var last uint64
+	for batch := range slices.Chunk(payloads, publishBatch) {
+		acks := make([]jetstream.PubAckFuture, len(batch))
+		for i, p := range batch {
+			f, err := js.PublishAsync(subject, p)
+			if err != nil {
+				return last, fmt.Errorf("publish on %s: %w", subject, err)
+			}
+			acks[i] = f
+		}
+		bctx, cancel := context.WithTimeout(ctx, batchWait)
+		for _, f := range acks {
+			select {
+			case ack := <-f.Ok():
+				last = max(last, ack.Sequence)
+			case err := <-f.Err():
+				cancel()
+				return last, fmt.Errorf("publish on %s: %w", subject, err)
+			case <-bctx.Done():
+				cancel()
+				return last, fmt.Errorf("%d publishes on %s not acknowledged: %w", len(batch), subject, bctx.Err())
+			}
+		}
+		cancel()
+	}
+	return last, nil
 }

@@ -34,15 +34,12 @@ func (c *cluster) publishConfig(job string, v uint64, interval time.Duration, he
 // garbage publishes n invalid messages on job's events subject.
 func (c *cluster) garbage(job string, n int) {
 	c.t.Helper()
-	for i := range n {
-		if _, err := c.js.PublishAsync(cjs.Subjects{}.ConfigEvents(job), fmt.Appendf(nil, "garbage %d", i)); err != nil {
-			c.t.Fatal(err)
-		}
+	payloads := make([][]byte, n)
+	for i := range payloads {
+		payloads[i] = fmt.Appendf(nil, "garbage %d", i)
 	}
-	select {
-	case <-c.js.PublishAsyncComplete():
-	case <-time.After(30 * time.Second):
-		c.t.Fatal("garbage not acknowledged within 30s")
+	if _, err := natstest.Publish(c.t.Context(), c.js, cjs.Subjects{}.ConfigEvents(job), payloads); err != nil {
+		c.t.Fatal(err)
 	}
 }
 

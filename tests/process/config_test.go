@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/cairn-stream/cairn/internal/configlog"
+	"github.com/cairn-stream/cairn/internal/natstest"
 	"github.com/cairn-stream/cairn/internal/proctest"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
@@ -42,21 +43,12 @@ func TestGarbageCannotTakeConfigVersionsBack(t *testing.T) {
 
 	start := time.Now()
 	events := subjects.ConfigEvents(s.job)
-	// In batches that wait for their acks: with more in flight than the client's async
-	// limit (4 000), a loaded machine stalls the publisher into an error.
-	const batch = 500
-	for i := range garbageRecords {
-		if _, err := s.js.PublishAsync(events, fmt.Appendf(nil, "garbage %d", i)); err != nil {
-			t.Fatal(err)
-		}
-		if (i+1)%batch != 0 && i+1 != garbageRecords {
-			continue
-		}
-		select {
-		case <-s.js.PublishAsyncComplete():
-		case <-ctx.Done():
-			t.Fatal("garbage not acknowledged")
-		}
+	garbage := make([][]byte, garbageRecords)
+	for i := range garbage {
+		garbage[i] = fmt.Appendf(nil, "garbage %d", i)
+	}
+	if _, err := natstest.Publish(ctx, s.js, events, garbage); err != nil {
+		t.Fatal(err)
 	}
 	t.Logf("%d garbage records published in %s", garbageRecords, time.Since(start).Round(time.Millisecond))
 	first, err := s.res.Config.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(events))
