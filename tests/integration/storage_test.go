@@ -60,26 +60,15 @@ func (s *system) streamState(name string) jetstream.StreamState {
 	return info.State
 }
 
-// liveObjects lists the snapshot store: object name → info. A listing can miss the end
-// of its initial pass when the last metadata message is removed between nats.go's check
-// for an empty store and its consumer's start (retention and marker expiry do that): it
-// then stops at its deadline, and is tried again with a new one.
+// liveObjects lists the snapshot store: object name → info.
 func (s *system) liveObjects() map[string]*jetstream.ObjectInfo {
 	s.t.Helper()
-	var infos []*jetstream.ObjectInfo
-	natstest.Eventually(s.t, 30*time.Second, "a listing of the snapshot store", func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		defer cancel()
-		var err error
-		infos, err = s.res.Snapshots.List(ctx)
-		if errors.Is(err, context.DeadlineExceeded) {
-			return false
-		}
-		if err != nil && !errors.Is(err, jetstream.ErrNoObjectsFound) {
-			s.t.Fatal(err)
-		}
-		return true
-	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	infos, err := natstest.Objects(ctx, s.res.Snapshots)
+	if err != nil {
+		s.t.Fatal(err)
+	}
 	out := map[string]*jetstream.ObjectInfo{}
 	for _, i := range infos {
 		out[i.Name] = i
