@@ -34,7 +34,21 @@ func Start(t testing.TB) *Server {
 // down when the test ends; restarting on the same dir and port simulates a server restart.
 func StartIn(t testing.TB, dir string, port int) *Server {
 	t.Helper()
-	s, err := embedded.Start(embedded.Options{Port: port, StoreDir: dir, MaxMemory: 512 << 20, MaxStore: 2 << 30})
+	return StartWith(t, embedded.Options{Port: port, StoreDir: dir, MaxMemory: 512 << 20, MaxStore: 2 << 30})
+}
+
+// StartWith starts an embedded nats-server with o, shut down when the test ends. A zero
+// Port means a free one (not embedded's 4222), an empty StoreDir a t.TempDir; zero limits
+// are embedded's defaults, those of `cairn dev`.
+func StartWith(t testing.TB, o embedded.Options) *Server {
+	t.Helper()
+	if o.Port == 0 {
+		o.Port = -1
+	}
+	if o.StoreDir == "" {
+		o.StoreDir = t.TempDir()
+	}
+	s, err := embedded.Start(o)
 	if err != nil {
 		t.Fatalf("start nats-server: %v", err)
 	}
@@ -42,7 +56,7 @@ func StartIn(t testing.TB, dir string, port int) *Server {
 		s.Shutdown()
 		s.WaitForShutdown()
 	})
-	return &Server{Server: s, URL: s.ClientURL(), Dir: dir}
+	return &Server{Server: s, URL: s.ClientURL(), Dir: o.StoreDir}
 }
 
 // Connect opens a client connection that is closed when the test ends.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -98,26 +99,42 @@ func PassDuplicateWindow(ctx context.Context, js jetstream.JetStream, subject st
 	}
 }
 
-// asyncBatch is how many publishes PublishMany has in flight: with more than the client's
-// limit of pending async publishes (4 000), a loaded machine stalls the publisher into an
-// error.
-const asyncBatch = 500
+// publishBatch is how many messages Publish has in flight at most.
+const publishBatch = 500
 
-// PublishMany publishes n messages on subject, the i-th with payload(i), asynchronously in
-// batches that wait for their acks, and returns once every one is stored or ctx ends.
-func PublishMany(ctx context.Context, js jetstream.JetStream, subject string, n int, payload func(i int) []byte) error {
-	for i := range n {
-		if _, err := js.PublishAsync(subject, payload(i)); err != nil {
-			return fmt.Errorf("publish message %d of %d on %s: %w", i+1, n, subject, err)
+// batchWait bounds the wait for the acks of one batch of Publish: a bound per batch, not
+// for the whole series, which a loaded machine may need far longer for.
+const batchWait = 30 * time.Second
+
+// Publish publishes payloads on subject in order, asynchronously in batches of
+// publishBatch that wait for their acks, and returns the stream sequence of the last. With
+// more in flight than the client's limit (4 000), a loaded machine stalls the publisher
+// into an error; one synchronous publish at a time is slow.
+func Publish(ctx context.Context, js jetstream.JetStream, subject string, payloads [][]byte) (uint64, error) {
+	var last uint64
+	for batch := range slices.Chunk(payloads, publishBatch) {
+		acks := make([]jetstream.PubAckFuture, len(batch))
+		for i, p := range batch {
+			f, err := js.PublishAsync(subject, p)
+			if err != nil {
+				return last, fmt.Errorf("publish on %s: %w", subject, err)
+			}
+			acks[i] = f
 		}
-		if (i+1)%asyncBatch != 0 && i+1 != n {
-			continue
+		bctx, cancel := context.WithTimeout(ctx, batchWait)
+		for _, f := range acks {
+			select {
+			case ack := <-f.Ok():
+				last = max(last, ack.Sequence)
+			case err := <-f.Err():
+				cancel()
+				return last, fmt.Errorf("publish on %s: %w", subject, err)
+			case <-bctx.Done():
+				cancel()
+				return last, fmt.Errorf("%d publishes on %s not acknowledged: %w", len(batch), subject, bctx.Err())
+			}
 		}
-		select {
-		case <-js.PublishAsyncComplete():
-		case <-ctx.Done():
-			return fmt.Errorf("messages on %s not acknowledged: %w", subject, ctx.Err())
-		}
+		cancel()
 	}
-	return nil
+	return last, nil
 }

@@ -200,14 +200,9 @@ type event struct {
 // publish publishes raw payloads to instance's input subject and returns the last sequence.
 func (e *env) publish(instance string, payloads ...[]byte) uint64 {
 	e.t.Helper()
-	var seq uint64
-	ctx := e.ctx()
-	for _, p := range payloads {
-		ack, err := e.js.Publish(ctx, e.subj.Input(testJob, instance), p)
-		if err != nil {
-			e.t.Fatal(err)
-		}
-		seq = ack.Sequence
+	seq, err := natstest.Publish(e.t.Context(), e.js, e.subj.Input(testJob, instance), payloads)
+	if err != nil {
+		e.t.Fatal(err)
 	}
 	return seq
 }

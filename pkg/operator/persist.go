@@ -104,6 +104,14 @@ func (p *persister) persist(ctx context.Context, j persistJob) {
 	if len(deltas) > 0 {
 		kind = messages.AckChain
 	}
+	// Counted before the ack is published: whoever has seen the ack sees it counted.
+	p.last = &ref
+	p.r.stats.acked.Add(1)
+	if written > 0 {
+		p.r.stats.bytesUploaded.Add(written)
+	} else {
+		p.r.stats.reused.Add(1)
+	}
 	p.r.publishAck(ctx, j.log, &messages.Ack{
 		Schema:       messages.SchemaVersion,
 		Job:          p.r.cfg.Job,
@@ -117,13 +125,6 @@ func (p *persister) persist(ctx context.Context, j persistJob) {
 		Positions:    j.positions,
 		Filters:      map[string][]string{p.r.cfg.InputStream: slices.Clone(p.r.cfg.InputFilters)},
 	})
-	p.last = &ref
-	p.r.stats.acked.Add(1)
-	if written > 0 {
-		p.r.stats.bytesUploaded.Add(written)
-	} else {
-		p.r.stats.reused.Add(1)
-	}
 	j.log.Debug("snapshot stored and acked", "object", ref.Object, "size", ref.Size, "deltas", len(deltas), "bytes_written", written,
 		"reused", written == 0, "took", time.Since(start))
 }
@@ -297,10 +298,12 @@ func (r *Runtime) publishAck(ctx context.Context, log *slog.Logger, ack *message
 		log.Error("encode ack", "error", err)
 		return
 	}
+	// Remembered before it is published: a barrier sent again once the ack is out (the
+	// coordinator lost it) always finds it.
+	r.acks.add(ack.CheckpointID, data)
 	if err := r.nc.Publish(r.ackSubject(), data); err != nil {
 		log.Error("publish ack", "error", err, "kind", ack.Kind.String())
 	}
-	r.acks.add(ack.CheckpointID, data)
 }
 
 // ackSubject is the subject the instance acks on: its own, cairn.ack.<job>.<instance>.

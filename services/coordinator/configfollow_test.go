@@ -1,7 +1,6 @@
 package coordinator
 
 import (
-	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -35,9 +34,11 @@ func (c *cluster) publishConfig(job string, v uint64, interval time.Duration, he
 // garbage publishes n invalid messages on job's events subject.
 func (c *cluster) garbage(job string, n int) {
 	c.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := natstest.PublishMany(ctx, c.js, cjs.Subjects{}.ConfigEvents(job), n, func(i int) []byte { return fmt.Appendf(nil, "garbage %d", i) }); err != nil {
+	payloads := make([][]byte, n)
+	for i := range payloads {
+		payloads[i] = fmt.Appendf(nil, "garbage %d", i)
+	}
+	if _, err := natstest.Publish(c.t.Context(), c.js, cjs.Subjects{}.ConfigEvents(job), payloads); err != nil {
 		c.t.Fatal(err)
 	}
 }

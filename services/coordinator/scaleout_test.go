@@ -36,8 +36,16 @@ func TestSixJobsSpreadOverTwoCoordinators(t *testing.T) {
 	}
 }
 
+// spreadTTL is the lease TTL of TestLeasesSpreadAndMoveWithReplicas, twice scaleTTL: its
+// 30 jobs on 3 replicas (90 lease keepers renewing every TTL/3, 60 checkpoints a second)
+// load a -race run enough that, on a busy machine, renewals with scaleTTL's 600 ms of room
+// missed it ("lease not renewed in time" dozens of times a run) and the leases kept moving
+// for more than placeWithin.
+const spreadTTL = 2 * scaleTTL
+
 func TestLeasesSpreadAndMoveWithReplicas(t *testing.T) {
-	c := newCluster(t, scaleTTL)
+	c := newCluster(t, spreadTTL)
+	const placeWithin = 10 * spreadTTL
 	jobs := jobNames("spread", 30)
 	c.configure(1, 500*time.Millisecond, jobs...)
 	for _, j := range jobs {

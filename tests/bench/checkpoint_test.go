@@ -3,18 +3,20 @@ package bench
 import (
 	"bytes"
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/cairn-stream/cairn/internal/natstest"
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
 	"github.com/cairn-stream/cairn/pkg/messages"
 	"github.com/cairn-stream/cairn/pkg/operator"
@@ -32,18 +34,19 @@ const (
 // BenchmarkCheckpoint8x1MiB measures trigger→completed of a checkpoint of 8 operator
 // runtimes (pkg/operator.New) whose state is 1 MiB of random bytes that differ from
 // one checkpoint to the next, so every checkpoint uploads 8 MiB; a real configsvc and
-// coordinator, file storage. Checkpoints are fired on demand (see trigger) so that nothing
-// else runs meanwhile. Each sample is the arrival of the completed event at a subscriber
-// minus the barrier's TriggeredAt (the coordinator's stamp; one process, one clock): id
-// allocation, barrier, 8 × (spool and hash, object put, ack), manifest write, completed
-// event. The table also gives the event's FinishedAt − TriggeredAt, which the coordinator
-// stamps before it writes the manifest.
+// coordinator, file storage. The job runs on interval 24h and each checkpoint is asked for
+// with a manual trigger (cairn.checkpoint.trigger.<job>), so that nothing else runs
+// meanwhile. Each sample is the arrival of the completed event at a subscriber minus the
+// barrier's TriggeredAt (the coordinator's stamp; one process, one clock): id allocation,
+// barrier, 8 × (spool and hash, object put, ack), manifest write, completed event. The
+// table also gives the event's FinishedAt − TriggeredAt, which the coordinator stamps
+// before it writes the manifest.
 //
-// The floor is measured before each checkpoint, once the coordinator's retention pass for
-// the previous one has deleted the objects that fell out of retention: 8 goroutines on 8
-// connections each put 1 MiB of random bytes into CAIRN_SNAPSHOTS with the runtime's chunk
-// size, timed until the last put returns; the objects are then deleted (not timed). The
-// floor and the checkpoint each start after the same idle pause.
+// The floor is measured before each checkpoint, once no retention pass runs (see
+// retention.settled): 8 goroutines on 8 connections each put 1 MiB of random bytes into
+// CAIRN_SNAPSHOTS with the runtime's chunk size, timed until the last put returns; the
+// objects are then deleted (not timed). The floor and the checkpoint each start after the
+// same idle pause.
 func BenchmarkCheckpoint8x1MiB(b *testing.B) {
 	c := newCluster(b)
 	c.startConfigsvc()
@@ -52,28 +55,26 @@ func BenchmarkCheckpoint8x1MiB(b *testing.B) {
 	for i := range operators {
 		runtimes[i] = c.startOperator(fmt.Sprintf("op-%d", i), newNoiseMachine(stateSize, uint64(i)))
 	}
-	trig := newTrigger(c)
 	events := follow[messages.CheckpointEvent](c, c.subjects.CheckpointEvent(job, "*"))
-	deletions := followDeletions(c)
-	c.waitStatus("lease held and 8 operators registered", leading(operators))
+	version := c.set(`{"interval":"24h"}`).Version
+	c.waitStatus("lease held, 8 operators registered and interval 24h applied", func(st messages.Status) bool {
+		return leading(operators)(st) && st.Config.Version == version
+	})
+	retention := newRetention(c)
 
-	// settle waits until no checkpoint is pending and retention (of the default number of
-	// checkpoints) has deleted the objects of the checkpoint that fell out of it; it counts
-	// checkpoints the schedule fired by itself, which would mean postpone came too late.
-	retain := messages.DefaultConfig().Retain
-	completions, extra := 0, 0
+	// settle waits until no checkpoint is pending (the first may have started on the
+	// default interval) and no retention pass runs.
 	settle := func() {
-		if n := int(trig.quiet().Completed); n != completions {
-			extra += n - completions
-			completions = n
-		}
-		deletions.await(b, operators*(completions-retain))
+		c.waitStatus("no checkpoint pending", func(st messages.Status) bool { return len(st.Pending) == 0 })
+		retention.settled()
 	}
 	checkpoint := func() arrival[*messages.CheckpointEvent] {
-		_, _, _, br := trig.fire()
-		trig.postpone()
+		var r messages.CheckpointResult
+		if code := c.request(c.subjects.CheckpointTrigger(job), "", &r); code != "" {
+			b.Fatalf("manual checkpoint: error %s", code)
+		}
 		e := next(b, events, "end of the checkpoint", func(a arrival[*messages.CheckpointEvent]) bool {
-			return a.msg.CheckpointID == br.msg.CheckpointID
+			return a.msg.CheckpointID == r.ID
 		})
 		switch {
 		case e.msg.Outcome != messages.Completed:
@@ -81,10 +82,9 @@ func BenchmarkCheckpoint8x1MiB(b *testing.B) {
 		case len(e.msg.Participants) != operators || e.msg.Bytes != operators*stateSize:
 			b.Fatalf("checkpoint %d: %d participants, %d bytes; want %d and %d", e.msg.CheckpointID, len(e.msg.Participants), e.msg.Bytes, operators, operators*stateSize)
 		}
-		completions++
 		return e
 	}
-	for range retain + 1 {
+	for range messages.DefaultConfig().Retain + 1 {
 		settle()
 		checkpoint()
 	}
@@ -115,57 +115,122 @@ func BenchmarkCheckpoint8x1MiB(b *testing.B) {
 	}
 	figs[0].report(b, "", true)
 	figs[1].report(b, "stamped-", false)
-	var notes []string
-	if extra > 0 {
-		notes = append(notes, fmt.Sprintf("%d checkpoints were triggered by the schedule rather than on demand", extra))
-	}
-	b.Log(table(figs, notes...))
+	b.Log(table(figs))
 }
 
-// deletions counts the snapshot objects of the job deleted from its snapshot store, as seen
-// on the object store's meta subjects.
-type deletions struct {
-	ch    chan struct{}
-	count int
+// retention tells, between measurements, when no retention pass of the job runs. It
+// learns the objects each manifest references when it first sees the manifest (a manifest
+// is retained for several checkpoints, and settled runs after each).
+type retention struct {
+	c *cluster
+	// refs are the objects of each manifest seen and not yet seen removed with their
+	// objects.
+	refs map[uint64][]string
 }
 
-func followDeletions(c *cluster) *deletions {
-	c.b.Helper()
-	d := &deletions{ch: make(chan struct{}, 4096)}
-	subject := fmt.Sprintf("$O.%s.M.>", cjs.SnapshotStore(job))
-	sub, err := c.obs.Subscribe(subject, func(m *nats.Msg) {
-		var info jetstream.ObjectInfo
-		if err := json.Unmarshal(m.Data, &info); err != nil {
-			c.b.Errorf("object meta on %s: %v", m.Subject, err)
-			return
-		}
-		if info.Deleted && strings.HasPrefix(info.Name, job+"/") {
-			d.ch <- struct{}{}
-		}
+func newRetention(c *cluster) *retention { return &retention{c: c, refs: map[uint64][]string{}} }
+
+// settled waits until no retention pass runs: the job's manifests stay the same over an
+// idle pause, and the objects of every manifest retention purged are gone, unless a
+// manifest still there references them (a pass purges the manifests it drops first, then
+// their objects). Retention is paced (every 10 completions or 10 s, see
+// docs/semantics.md), so the manifests and objects of checkpoints that fell out of
+// retention may still be stored; what matters is that no pass runs beside the floor or the
+// checkpoint. A completion asks for its pass before the job answers the status that shows
+// it ended, and the pass starts at once, so it changes the manifests during the pause.
+func (r *retention) settled() {
+	r.c.b.Helper()
+	before := r.manifests()
+	natstest.Eventually(r.c.b, waitTimeout, "a retention pass to end", func() bool {
+		rest()
+		after := r.manifests()
+		stable := slices.Equal(after, before)
+		before = after
+		return r.learn(after) && r.removed(after) && stable
 	})
-	if err != nil {
-		c.b.Fatalf("subscribe %s: %v", subject, err)
-	}
-	if err := c.obs.Flush(); err != nil {
-		c.b.Fatalf("subscribe %s: %v", subject, err)
-	}
-	c.b.Cleanup(func() { _ = sub.Unsubscribe() })
-	return d
 }
 
-// await waits until n objects of the job have been deleted in all.
-func (d *deletions) await(b *testing.B, n int) {
-	b.Helper()
-	deadline := time.NewTimer(waitTimeout)
-	defer deadline.Stop()
-	for d.count < n {
-		select {
-		case <-d.ch:
-			d.count++
-		case <-deadline.C:
-			b.Fatalf("retention deleted %d snapshot objects within %s; want %d", d.count, waitTimeout, n)
+// manifests returns the ids of the job's manifests (<job>.<id>), sorted.
+func (r *retention) manifests() []uint64 {
+	r.c.b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	keys, err := natstest.Keys(ctx, r.c.res.Manifests, job+".*")
+	if err != nil {
+		r.c.b.Fatalf("list manifests: %v", err)
+	}
+	var ids []uint64
+	for _, k := range keys {
+		if id, err := strconv.ParseUint(strings.TrimPrefix(k, job+"."), 10, 64); err == nil {
+			ids = append(ids, id)
 		}
 	}
+	slices.Sort(ids)
+	return ids
+}
+
+// learn reads the objects of the manifests of ids not seen before; false when one was
+// purged meanwhile.
+func (r *retention) learn(ids []uint64) bool {
+	r.c.b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	for _, id := range ids {
+		if _, ok := r.refs[id]; ok {
+			continue
+		}
+		e, err := r.c.res.Manifests.Get(ctx, cjs.ManifestKey(job, id))
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return false
+		}
+		if err != nil {
+			r.c.b.Fatalf("read manifest %d: %v", id, err)
+		}
+		var m messages.Manifest
+		if err := messages.Unmarshal(e.Value(), &m); err != nil {
+			r.c.b.Fatalf("manifest %d: %v", id, err)
+		}
+		r.refs[id] = []string{}
+		for _, is := range m.Instances {
+			for _, ref := range is.Refs() {
+				r.refs[id] = append(r.refs[id], ref.Object)
+			}
+		}
+	}
+	return true
+}
+
+// removed reports whether the objects of every manifest seen but no longer among ids are
+// gone, those a manifest of ids references aside; it forgets the manifests found so.
+func (r *retention) removed(ids []uint64) bool {
+	r.c.b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	live := map[string]bool{}
+	for _, id := range ids {
+		for _, name := range r.refs[id] {
+			live[name] = true
+		}
+	}
+	for id, names := range r.refs {
+		if slices.Contains(ids, id) {
+			continue
+		}
+		for _, name := range names {
+			if live[name] {
+				continue
+			}
+			_, err := r.c.snapshots().GetInfo(ctx, name)
+			if err == nil {
+				return false
+			}
+			if !errors.Is(err, jetstream.ErrObjectNotFound) {
+				r.c.b.Fatalf("look up object %s: %v", name, err)
+			}
+		}
+		delete(r.refs, id)
+	}
+	return true
 }
 
 // noiseMachine is an operator Machine whose state is random bytes that differ from one

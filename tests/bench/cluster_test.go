@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/cairn-stream/cairn/internal/natstest"
+	"github.com/cairn-stream/cairn/pkg/embedded"
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
 	"github.com/cairn-stream/cairn/pkg/messages"
 	op "github.com/cairn-stream/cairn/pkg/operator"
@@ -27,8 +28,10 @@ const job = "bench"
 // (something is broken), it is not a speed limit.
 const waitTimeout = 30 * time.Second
 
-// cluster is Cairn running in this process on one embedded nats-server with file storage,
-// as `cairn dev` runs it: every service on a connection of its own.
+// cluster is Cairn running in this process on one embedded nats-server with file storage
+// and the limits of `cairn dev` (4 GiB of file store: CAIRN_OUTPUT and CAIRN_SNAPSHOTS
+// reserve 1 GiB each, and a benchmark's own streams need room beside them), every service
+// on a connection of its own.
 type cluster struct {
 	b        *testing.B
 	srv      *natstest.Server
@@ -41,7 +44,7 @@ type cluster struct {
 
 func newCluster(b *testing.B) *cluster {
 	b.Helper()
-	srv := natstest.Start(b)
+	srv := natstest.StartWith(b, embedded.Options{})
 	nc, _, res := srv.Resources(b, cjs.Options{})
 	return &cluster{b: b, srv: srv, nc: nc, obs: srv.Connect(b), res: res}
 }

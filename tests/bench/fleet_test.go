@@ -22,7 +22,9 @@ import (
 )
 
 // fleetShape is the size of BenchmarkCoordinatorFleet; CAIRN_FLEET_JOBS,
-// CAIRN_FLEET_INSTANCES and CAIRN_FLEET_WINDOW (a duration) override the defaults.
+// CAIRN_FLEET_INSTANCES and CAIRN_FLEET_WINDOW (a duration) override the defaults, which
+// are 1000 jobs × 4 instances and 20 s, or 20 jobs × 2 instances and 3 s in the short mode
+// (-short).
 type fleetShape struct {
 	jobs, instances int
 	interval        time.Duration
@@ -31,6 +33,9 @@ type fleetShape struct {
 
 func fleetFromEnv(b *testing.B) fleetShape {
 	s := fleetShape{jobs: 1000, instances: 4, interval: time.Second, window: 20 * time.Second}
+	if testing.Short() {
+		s.jobs, s.instances, s.window = 20, 2, 3*time.Second
+	}
 	for key, dst := range map[string]*int{"CAIRN_FLEET_JOBS": &s.jobs, "CAIRN_FLEET_INSTANCES": &s.instances} {
 		if v := os.Getenv(key); v != "" {
 			n, err := strconv.Atoi(v)
@@ -69,12 +74,13 @@ func fleetFromEnv(b *testing.B) fleetShape {
 // It is measured twice: alone before the fleet starts, and alongside the fleet in the
 // same window (the machine's scheduling delays under the run's load).
 //
-// It runs only with CAIRN_FLEET=1, one window per iteration:
+// It runs only with CAIRN_FLEET=1, one window per iteration, or scaled down in the short
+// mode (-short):
 //
 //	CAIRN_FLEET=1 go test -run '^$' -bench CoordinatorFleet -benchtime=1x -timeout 20m ./tests/bench/
 func BenchmarkCoordinatorFleet(b *testing.B) {
-	if os.Getenv("CAIRN_FLEET") != "1" {
-		b.Skip("set CAIRN_FLEET=1 to run the fleet benchmark (minutes)")
+	if os.Getenv("CAIRN_FLEET") != "1" && !testing.Short() {
+		b.Skip("set CAIRN_FLEET=1 to run the fleet benchmark (minutes), or -short for the short mode")
 	}
 	if _, err := os.Stat("/proc/self/stat"); err != nil {
 		b.Skip("needs /proc to read the coordinator's CPU time")

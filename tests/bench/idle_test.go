@@ -24,17 +24,21 @@ import (
 // hold no lease and run no timer: the only lease bucket writes are the replica's own
 // announcement, one every TTL/3. Goal: under 1 % of a core.
 //
-// It runs only with CAIRN_IDLE=1:
+// It runs only with CAIRN_IDLE=1, or scaled down (1000 jobs, a 5 s window) in the short
+// mode (-short):
 //
 //	CAIRN_IDLE=1 go test -run '^$' -bench IdleJobs -benchtime=1x -timeout 10m ./tests/bench/
 func BenchmarkIdleJobs(b *testing.B) {
-	if os.Getenv("CAIRN_IDLE") != "1" {
-		b.Skip("set CAIRN_IDLE=1 to run the idle jobs benchmark (a minute)")
+	if os.Getenv("CAIRN_IDLE") != "1" && !testing.Short() {
+		b.Skip("set CAIRN_IDLE=1 to run the idle jobs benchmark (a minute), or -short for the short mode")
 	}
 	if _, err := os.Stat("/proc/self/stat"); err != nil {
 		b.Skip("needs /proc to read the coordinator's CPU time")
 	}
 	jobs, window := 10000, 30*time.Second
+	if testing.Short() {
+		jobs, window = 1000, 5*time.Second
+	}
 	if v := os.Getenv("CAIRN_IDLE_JOBS"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 {

@@ -29,7 +29,8 @@ import (
 
 // keyedShape is the workload of BenchmarkKeyedState: keys distinct keys of valueSize-byte
 // values, changed fraction changed per checkpoint. CAIRN_KEYED_KEYS and
-// CAIRN_KEYED_WINDOW (how long each interval is measured) override the defaults.
+// CAIRN_KEYED_WINDOW (how long each interval is measured) override the defaults, which
+// are 1 M keys and 30 s, or 10 000 keys and 3 s in the short mode (-short).
 type keyedShape struct {
 	keys   int
 	window time.Duration
@@ -52,6 +53,9 @@ const (
 
 func keyedFromEnv(b *testing.B) keyedShape {
 	s := keyedShape{keys: 1_000_000, window: 30 * time.Second}
+	if testing.Short() {
+		s = keyedShape{keys: 10_000, window: 3 * time.Second}
+	}
 	if v := os.Getenv("CAIRN_KEYED_KEYS"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1000 {
@@ -201,13 +205,14 @@ type kvInterval struct {
 // object-store get of the same objects (medians of restoreSamples, after the 100 ms window,
 // where the chain has deltas, and after the bursts, where it is a new base), heap ÷ raw
 // key+value bytes, and the most bytes the snapshot store held. It runs only with
-// CAIRN_KEYED=1 and -benchtime=1x (minutes); CAIRN_KEYED_PATHS=keyed runs one path (a
-// comma-separated list of "keyed" and "whole-state"):
+// CAIRN_KEYED=1 and -benchtime=1x (minutes), or scaled down in the short mode (-short);
+// CAIRN_KEYED_PATHS=keyed runs one path (a comma-separated list of "keyed" and
+// "whole-state"):
 //
 //	CAIRN_KEYED=1 go test -run '^$' -bench KeyedState -benchtime=1x -timeout 30m ./tests/bench/
 func BenchmarkKeyedState(b *testing.B) {
-	if os.Getenv("CAIRN_KEYED") != "1" {
-		b.Skip("set CAIRN_KEYED=1 to run (minutes)")
+	if os.Getenv("CAIRN_KEYED") != "1" && !testing.Short() {
+		b.Skip("set CAIRN_KEYED=1 to run (minutes), or -short for the short mode")
 	}
 	shape := keyedFromEnv(b)
 	paths := []kvPath{

@@ -34,9 +34,7 @@ func TestServicesSurviveANATSRestart(t *testing.T) {
 }
 
 func TestServicesSurviveNATSUnreachableFor30s(t *testing.T) {
-	if testing.Short() {
-		t.Skip("a 30 s outage")
-	}
+	slowTier(t, "a 30 s outage, about 35 s")
 	testOutage(t, 30*time.Second)
 }
 

@@ -43,7 +43,11 @@ func TestGarbageCannotTakeConfigVersionsBack(t *testing.T) {
 
 	start := time.Now()
 	events := subjects.ConfigEvents(s.job)
-	if err := natstest.PublishMany(ctx, s.js, events, garbageRecords, func(i int) []byte { return fmt.Appendf(nil, "garbage %d", i) }); err != nil {
+	garbage := make([][]byte, garbageRecords)
+	for i := range garbage {
+		garbage[i] = fmt.Appendf(nil, "garbage %d", i)
+	}
+	if _, err := natstest.Publish(ctx, s.js, events, garbage); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("%d garbage records published in %s", garbageRecords, time.Since(start).Round(time.Millisecond))

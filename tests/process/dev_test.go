@@ -80,7 +80,7 @@ func TestDevInputBounded(t *testing.T) {
 
 	// Trimming keeps up: within a few completions of reading the retained manifests, no
 	// subject holds a message below the oldest one's position.
-	ms, err := s.retained(ctx)
+	ms, err := s.manifests(ctx)
 	if err != nil || len(ms) == 0 {
 		t.Fatalf("retained manifests: %d, %v", len(ms), err)
 	}
@@ -131,7 +131,7 @@ func TestDevInputBounded(t *testing.T) {
 	srv := natstest.StartIn(t, store, -1)
 	_, _, res = srv.Resources(t, cjs.Options{LookupOnly: true})
 	s.nc, s.res = nil, res
-	ms, err = s.retained(ctx)
+	ms, err = s.manifests(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

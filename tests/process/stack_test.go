@@ -527,8 +527,21 @@ func (s *stack) snapshots(ctx context.Context) jetstream.ObjectStore {
 	return obs
 }
 
-// retained returns the retained manifests (<job>.<id>), oldest first.
+// retained returns the manifests the coordinator retains under the stack's config: the
+// newest retain of the job's manifests, oldest first. The others are retained out: a
+// retention pass, paced (docs/semantics.md, Retention), deletes them and their objects at
+// any moment, and trimming does not keep their input.
 func (s *stack) retained(ctx context.Context) ([]messages.Manifest, error) {
+	ms, err := s.manifests(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return ms[max(len(ms)-retain, 0):], nil
+}
+
+// manifests returns every manifest (<job>.<id>) still in CAIRN_MANIFESTS, retained or
+// waiting for a retention pass, oldest first.
+func (s *stack) manifests(ctx context.Context) ([]messages.Manifest, error) {
 	keys, err := natstest.Keys(ctx, s.res.Manifests, s.job+".*")
 	if err != nil {
 		return nil, err

@@ -81,7 +81,7 @@ func TestPausedIncarnationIsFencedWhenItResumes(t *testing.T) {
 	}
 
 	// No manifest written after B's first holds anything of A's.
-	ms, err := s.retained(ctx)
+	ms, err := s.manifests(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
