@@ -115,23 +115,21 @@ func (a *anchorState) delivered(d delivery) {
 // verifyInput checks that the input stream still holds the anchor's message (from its
 // leader) and moves the anchor to position: every record delivered up to now was
 // delivered with nothing before it removed. It returns an error wrapping ErrInputRemoved
-// when the message is gone, and another error when the stream cannot be read.
+// when the message is gone, and another error when the stream cannot be read. Without an
+// anchor (nothing delivered yet, and the restored position's message gone) there is
+// nothing to check, and the anchor stays unset until the first record.
 func (r *Runtime) verifyInput(ctx context.Context, a *anchorState, position uint64) error {
-	if a.off {
+	if a.off || a.anchor == 0 {
 		return nil
 	}
-	if a.anchor != 0 {
-		_, err := cjs.MsgCurrent(ctx, r.nc, r.cfg.InputStream, a.anchor)
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			return fmt.Errorf("%w: job %s, instance %s: input stream %s no longer holds sequence %d, a record this incarnation applied, so records after it may have been removed before they were delivered (a newer incarnation of the instance checkpointed past it, or the input was purged or hit a stream limit); the position is %d",
-				ErrInputRemoved, r.cfg.Job, r.cfg.Instance, r.cfg.InputStream, a.anchor, position)
-		}
-		if err != nil {
-			return fmt.Errorf("check message %d of input stream %s: %w", a.anchor, r.cfg.InputStream, err)
-		}
+	_, err := cjs.MsgCurrent(ctx, r.nc, r.cfg.InputStream, a.anchor)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return fmt.Errorf("%w: job %s, instance %s: input stream %s no longer holds sequence %d, a record this incarnation applied, so records after it may have been removed before they were delivered (a newer incarnation of the instance checkpointed past it, or the input was purged or hit a stream limit); the position is %d",
+			ErrInputRemoved, r.cfg.Job, r.cfg.Instance, r.cfg.InputStream, a.anchor, position)
 	}
-	if position != 0 {
-		a.anchor = position
+	if err != nil {
+		return fmt.Errorf("check message %d of input stream %s: %w", a.anchor, r.cfg.InputStream, err)
 	}
+	a.anchor = position
 	return nil
 }
