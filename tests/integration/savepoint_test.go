@@ -205,8 +205,11 @@ func TestSavepointOutlivesRetentionAndKeepsItsInput(t *testing.T) {
 		s.waitApplied(job, "s-1", int64(5+5*i))
 		last = s.trigger(job, "")
 	}
+	// Retention is paced (docs/semantics.md, Retention): after the last of these
+	// completions its pass may come up to 10 s later (retainAfter), and then takes its
+	// time on a loaded machine.
 	var oldest messages.CheckpointInfo
-	natstest.Eventually(t, 10*time.Second, "retention keeps the 2 newest checkpoints and trims s-1's input below the older", func() bool {
+	natstest.Eventually(t, 30*time.Second, "retention keeps the 2 newest checkpoints and trims s-1's input below the older", func() bool {
 		l = s.list(job)
 		if len(l.Checkpoints) != 2 || l.Checkpoints[0].ID != last.ID {
 			return false
