@@ -86,7 +86,10 @@ func hungNode(t *testing.T, bins binaries) {
 	if err := poll(ctx, 200*time.Millisecond, "the cluster's resources, R3", func() (bool, error) {
 		ectx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
-		_, err := cjs.Ensure(ectx, js, cjs.Options{Replicas: 3})
+		if _, err := cjs.Ensure(ectx, js, cjs.Options{Replicas: 3}); err != nil {
+			return false, nil
+		}
+		_, err := cjs.EnsureSnapshotStore(ectx, js, cjs.Options{Replicas: 3}, job)
 		return err == nil, nil
 	}); err != nil {
 		t.Fatal(err)
@@ -292,9 +295,9 @@ func (r *hungRun) leadEverything(ctx context.Context, nc *nats.Conn, js jetstrea
 	}
 }
 
-// cairnStreams are the streams behind Cairn's streams, buckets and object store.
+// cairnStreams are the streams behind Cairn's streams, buckets and the job's object store.
 var cairnStreams = []string{cjs.ConfigStream, cjs.CheckpointStream, cjs.InputStream, cjs.OutputStream,
-	"KV_" + cjs.ManifestBucket, "KV_" + cjs.LeaseBucket, "KV_" + cjs.InstanceBucket, "OBJ_" + cjs.SnapshotBucket}
+	"KV_" + cjs.ManifestBucket, "KV_" + cjs.LeaseBucket, "KV_" + cjs.InstanceBucket, "OBJ_" + cjs.SnapshotStore(job)}
 
 // leaders names the leader of every Cairn stream.
 func (r *hungRun) leaders(ctx context.Context, js jetstream.JetStream) string {
