@@ -156,11 +156,10 @@ func Run(ctx context.Context, nc *nats.Conn, cfg Config, machine Machine) error 
 // nc stays the caller's: the Runtime neither drains nor closes it, and renews the
 // instance's registration at once after a reconnect. Connect with nats.MaxReconnects(-1),
 // so that the connection outlives a server outage longer than nats.go's default 60
-// attempts, and with nats.PingInterval(3*time.Second) and nats.MaxPingsOutstanding(2)
-// (cjs.PingInterval, cjs.MaxPingsOutstanding), so that a server that hangs is left for
-// another within 9 s instead of nats.go's default 4 to 6 minutes; pass every seed URL.
-// New warns through Config.Logger when nc is connected otherwise; pkg/jetstream.Connect
-// sets all of it.
+// attempts, and with nats.PingInterval(3*time.Second) and nats.MaxPingsOutstanding(2),
+// so that a server that hangs is left for another within 9 s instead of nats.go's default
+// 4 to 6 minutes; pass every seed URL. New warns through Config.Logger when nc is
+// connected otherwise; Connect in Cairn's pkg/jetstream sets all of it.
 func New(nc *nats.Conn, cfg Config, m Machine) (*Runtime, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -351,7 +350,7 @@ func (r *Runtime) run(ctx context.Context) error {
 	r.restoredCheckpoint, r.restoredFrom = rs.checkpoint, rs.from
 
 	barriers := make(chan *nats.Msg, barrierBuffer)
-	sub, err := r.nc.ChanSubscribe(r.cfg.Subjects.Barrier(r.cfg.Job), barriers)
+	sub, err := r.nc.ChanSubscribe(r.cfg.subjects().Barrier(r.cfg.Job), barriers)
 	if err != nil {
 		return fmt.Errorf("subscribe to barriers: %w", err)
 	}

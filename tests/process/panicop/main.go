@@ -87,7 +87,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	subject := cfg.Subjects.OperatorState(*job, *instance)
+	subject := cjs.Subjects{Prefix: cfg.SubjectPrefix}.OperatorState(*job, *instance)
 	if err := rt.AddEndpoint("state", subject, micro.HandlerFunc(func(req micro.Request) {
 		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
