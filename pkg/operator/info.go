@@ -1,13 +1,13 @@
 package operator
 
 import (
-	"encoding/json"
 	"fmt"
 	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/cairn-stream/cairn/internal/reply"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
@@ -31,9 +31,9 @@ type endpoint struct {
 // AddEndpoint adds an endpoint to the instance's micro service ("cairn-operator", which
 // also serves InfoEndpoint) on subject, for a Machine's own requests such as a state
 // query; name is the endpoint's name in micro. The permissions `cairn auth` generates let
-// an operator serve subjects under cairn.op.<job>.<instance>. Call it before Run (after, it returns ErrAlreadyStarted);
-// the handler runs on micro's goroutine, so it reads the Machine through Do and answers
-// failures with RespondError.
+// an operator serve subjects under cairn.op.<job>.<instance>. Call it before Run (after,
+// it returns ErrAlreadyStarted); the handler runs on micro's goroutine, so it reads the
+// Machine through Do and answers failures with micro's Request.Error.
 func (r *Runtime) AddEndpoint(name, subject string, h micro.Handler) error {
 	if r.started.Load() {
 		return ErrAlreadyStarted
@@ -162,20 +162,10 @@ func (r *Runtime) handleInfo(req micro.Request) {
 	select {
 	case <-r.ready:
 	default:
-		RespondError(req, "503", "instance "+r.cfg.Instance+" is restoring its state; retry shortly")
+		_ = reply.Error(req, "503", "instance "+r.cfg.Instance+" is restoring its state; retry shortly")
 		return
 	}
 	if err := req.RespondJSON(infoMessage(r.Info())); err != nil {
 		r.log.Warn("respond to info request", "error", err)
 	}
-}
-
-// RespondError answers req with a micro error: code (e.g. "503") and description in the
-// headers and a JSON body {"error":description}, the form every Cairn endpoint uses.
-func RespondError(req micro.Request, code, description string) error {
-	body, err := json.Marshal(messages.ErrorBody{Error: description})
-	if err != nil {
-		return err
-	}
-	return req.Error(code, description, body)
 }

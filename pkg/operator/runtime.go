@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nuid"
 
 	"github.com/cairn-stream/cairn/internal/lograte"
+	"github.com/cairn-stream/cairn/internal/retry"
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
@@ -310,7 +311,7 @@ func (r *Runtime) run(ctx context.Context) error {
 		return err
 	}
 	var h history
-	if err := Retry(ctx, func(ctx context.Context) (err error) {
+	if err := retry.Do(ctx, func(ctx context.Context) (err error) {
 		h.record, h.unreadable, err = r.claim(ctx)
 		return err
 	}, func(err error, wait time.Duration) {

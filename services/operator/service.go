@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 	"github.com/rs/zerolog"
 
+	"github.com/cairn-stream/cairn/internal/reply"
 	"github.com/cairn-stream/cairn/internal/zlog"
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
 	"github.com/cairn-stream/cairn/pkg/messages"
@@ -110,7 +111,7 @@ func (s *Service) handleState(req micro.Request) {
 }
 
 func (s *Service) respondError(req micro.Request, code, description string) {
-	if err := op.RespondError(req, code, description); err != nil {
+	if err := reply.Error(req, code, description); err != nil {
 		s.log.Warn().Err(err).Msg("respond to state request")
 	}
 }
