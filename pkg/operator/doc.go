@@ -43,13 +43,13 @@
 // A Machine whose state is a map of keys to values can instead be a KeyedMachine, run by
 // NewKeyed: its Apply reads and writes a state.Store that the runtime owns, and it writes
 // no Snapshot or Restore code. It may implement Producer, KeyedSnapshotter (the checkpoint
-// id its changes go into) and CheckpointListener. The *Keyed itself is the Machine given to
-// New or Run: a Machine that embeds or wraps it is refused (ErrWrappedKeyed), since its
-// checkpoints could not be restored. Keyed checkpoints are incremental: each uploads one delta
-// segment with the changes since the instance's last completed checkpoint, captured in
-// O(keys changed); the manifest holds the instance's base and chain of deltas; a new base
-// is written, from a frozen view while records go on, when the chain passes the bounds of
-// KeyedConfig. See Keyed and docs/state-segments.md.
+// id its changes go into) and CheckpointListener. The Keyed that NewKeyed returns is
+// itself the Machine given to New or Run: a Machine that embeds or wraps it is refused
+// (ErrWrappedKeyed), since its checkpoints could not be restored. Keyed checkpoints are
+// incremental: each uploads one delta segment with the changes since the instance's last
+// completed checkpoint, captured in O(keys changed); the manifest holds the instance's
+// base and chain of deltas; a new base is written, from a frozen view while records go on,
+// when the chain passes the bounds of KeyedConfig. See Keyed and docs/state-segments.md.
 //
 // # Restore
 //

@@ -151,7 +151,7 @@ func Run(ctx context.Context, nc *nats.Conn, cfg Config, machine Machine) error 
 
 // New validates cfg and returns a Runtime for the instance it names, driving m over nc.
 // m must be in its initial, empty state. Nothing touches the server before Run. New
-// refuses a Machine that embeds *Keyed (ErrWrappedKeyed: give it the *Keyed itself), and
+// refuses a Machine that embeds a Keyed (ErrWrappedKeyed: give it the Keyed itself), and
 // Config.ReemitOutputs for a Machine that is not a Producer.
 //
 // nc stays the caller's: the Runtime neither drains nor closes it, and renews the
@@ -274,7 +274,7 @@ func (r *Runtime) Do(ctx context.Context, fn func()) error {
 // publishes nothing more and leaves the registration in place. With Config.RestoreFrom it
 // refuses to start with an error wrapping ErrRestoreFrom when that checkpoint cannot be
 // restored. It returns an error wrapping ErrWrappedKeyed at the first barrier when the
-// Machine wraps a *Keyed (its checkpoints could not be restored), having declined it, and
+// Machine wraps a Keyed (its checkpoints could not be restored), having declined it, and
 // one wrapping ErrPanic when the Machine's Restore panicked. A record it cannot process
 // goes to Config.OnPoison; under PoisonStop Run keeps running, processing nothing, until
 // ctx is done.

@@ -29,7 +29,7 @@ const stateTimeout = 5 * time.Second
 // the runtime's info endpoint.
 type Service struct {
 	cfg   Config
-	keyed *op.Keyed
+	keyed op.Keyed
 	rt    *op.Runtime
 	log   zerolog.Logger
 }
