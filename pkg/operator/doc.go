@@ -116,4 +116,10 @@
 // snapshot's digest equals that of the last snapshot this instance acked (or restored) and
 // that object still exists, the ack references the existing object and nothing is
 // uploaded. A Machine whose Persist output is deterministic benefits from this.
+//
+// # Testing
+//
+// Package operatortest tests a Machine without Cairn's services: StartServer runs an
+// embedded nats-server with Cairn's streams and buckets, and its Coordinator sends each
+// barrier, reads each ack and completes or aborts each checkpoint when the test says.
 package operator

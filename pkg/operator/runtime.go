@@ -264,8 +264,9 @@ func (r *Runtime) Do(ctx context.Context, fn func()) error {
 // Run waits for the resources it uses to exist (logging one line for each it waits for),
 // serves the instance's info, restores the state, checks the input for a gap, subscribes
 // to barriers and checkpoint outcomes, starts the input consumer, registers the instance
-// and processes records and barriers until ctx is done. It then stops reading, finishes persisting and acking the snapshots already taken
-// (for at most 10s), deletes the registration and returns nil.
+// and processes records and barriers until ctx is done. It then stops reading, finishes
+// persisting and acking the snapshots already taken (for at most 10s), deletes the
+// registration and returns nil.
 //
 // It returns an error when it cannot start, unless ctx ended meanwhile: one wrapping
 // ErrNoUsableSnapshot for a member none of whose snapshots can be restored, ErrInputGap
