@@ -150,7 +150,7 @@ func TestRangeEmptyKey(t *testing.T) {
 // timers in order up to the first one not due yet, fires (deletes) the one that is due,
 // and sets a new timer later than all the others. "sort-every-call" is Range as it was
 // (rangeBySort: the whole table scanned and the timers sorted per call); "kept-order" is
-// Range now.
+// Range now, after a first Range (which sorts) outside the timing.
 func BenchmarkRangeTimers(b *testing.B) {
 	for _, n := range []int{10_000, 100_000, 1_000_000} {
 		for _, impl := range []struct {
@@ -172,6 +172,8 @@ func BenchmarkRangeTimers(b *testing.B) {
 				next := timers
 				prefix := []byte("timer/")
 				var fire []byte
+				s.Capture()                                                  // the changes so far are not the benchmark's
+				impl.rng(s, prefix, func(_, _ []byte) bool { return false }) // the first Range sorts: not timed
 				b.ResetTimer()
 				for b.Loop() {
 					fire = fire[:0]
@@ -198,6 +200,10 @@ func BenchmarkPutNewKey(b *testing.B) {
 				s := New()
 				for i := range n {
 					s.Put(fmt.Appendf(nil, "k/%016x", uint64(i)*0x9e3779b97f4a7c15), []byte("v"))
+				}
+				s.Capture()
+				if kept {
+					s.Range(nil, func(_, _ []byte) bool { return false }) // the first Range sorts: not timed
 				}
 				i := 0
 				b.ResetTimer()
