@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -27,9 +28,9 @@ func runDev(ctx context.Context, args []string, stderr io.Writer) error {
 	store := fs.String("store", os.Getenv("CAIRN_STORE"), "JetStream store directory; empty: a temporary one removed at exit [$CAIRN_STORE]")
 	host := fs.String("host", "127.0.0.1", "address the embedded NATS server listens on")
 	port := fs.Int("port", envInt("CAIRN_PORT", 4222), "port the embedded NATS server listens on [$CAIRN_PORT]")
-	job := fs.String("job", "demo", "job name")
-	operators := fs.Int("operators", 3, "reference operator instances (counter-0 …)")
-	rate := fs.Float64("rate", 5, "input events per second per operator")
+	job := fs.String("job", "demo", "name of the demo job the reference operators run")
+	operators := fs.Int("operators", 3, "reference operator instances of the demo job (counter-0 …), fed by a load generator, all jobs' snapshots in one store CAIRN_SNAPSHOTS; 0: neither, only NATS, configsvc and a coordinator, each job's snapshots in its own store CAIRN_SNAPSHOTS_<job>")
+	rate := fs.Float64("rate", 5, "input events per second per reference operator")
 	logLevel := fs.String("log-level", os.Getenv("LOG_LEVEL"), "trace, debug, info, warn or error [$LOG_LEVEL]")
 	maxBytesFlag := registerSnapshotMaxBytes(fs)
 	if err := parse(fs, args, stderr); err != nil {
@@ -43,8 +44,8 @@ func runDev(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if *operators < 1 || *operators > 64 {
-		return fmt.Errorf("--operators %d is out of range; allowed: 1 to 64", *operators)
+	if *operators < 0 || *operators > 64 {
+		return fmt.Errorf("--operators %d is out of range; allowed: 0 (no demo job) to 64", *operators)
 	}
 	dir := *store
 	if dir == "" {
@@ -92,12 +93,14 @@ func runDev(ctx context.Context, args []string, stderr io.Writer) error {
 	var wg sync.WaitGroup
 	var errOnce sync.Once
 	var firstErr error
+	var started []string
 	spawn := func(name string, run func(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, log zerolog.Logger) error) error {
 		snc, sjs, err := conn(name)
 		if err != nil {
 			return err
 		}
 		slog := log.With().Str("service", name).Logger()
+		started = append(started, name)
 		wg.Go(func() {
 			defer drain(snc)
 			if err := run(ctx, snc, sjs, slog); err != nil {
@@ -122,7 +125,11 @@ func runDev(ctx context.Context, args []string, stderr io.Writer) error {
 		err = spawn("coordinator", func(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, log zerolog.Logger) error {
 			cfg := coordinator.DefaultConfig()
 			cfg.Snapshots.SnapshotMaxBytes = maxBytes
-			cfg.Snapshots.SharedSnapshotStore = true // one store, CAIRN_SNAPSHOTS: plain on loopback
+			// With the demo job, one store, CAIRN_SNAPSHOTS, plain on loopback, which the
+			// reference operators use too. With no demo operator, each job's own store
+			// (CAIRN_SNAPSHOTS_<job>), as pkg/operator's DefaultConfig and a deployment do, so
+			// that an operator of one's own runs against it unchanged.
+			cfg.Snapshots.SharedSnapshotStore = len(instances) > 0
 			svc, err := coordinator.New(cfg, nc, js, res, log)
 			if err != nil {
 				return err
@@ -145,7 +152,7 @@ func runDev(ctx context.Context, args []string, stderr io.Writer) error {
 			return svc.Run(ctx)
 		})
 	}
-	if err == nil {
+	if err == nil && len(instances) > 0 {
 		err = spawn("loadgen", func(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, log zerolog.Logger) error {
 			cfg := loadgen.DefaultConfig(*job, instances...)
 			cfg.Rate = *rate
@@ -157,9 +164,14 @@ func runDev(ctx context.Context, args []string, stderr io.Writer) error {
 		wg.Wait()
 		return err
 	}
-	log.Info().Dur("startup", time.Since(start)).Str("job", *job).Msgf(
-		"Cairn dev is up. Try: nats -s %s req cairn.config.set.%s '{\"interval\":\"2s\"}'   ·   nats -s %s req cairn.status.%s ''",
-		url, *job, url, *job)
+	up := log.Info().Dur("startup", time.Since(start)).Str("services", strings.Join(started, ","))
+	if len(instances) == 0 {
+		up.Msgf("Cairn dev is up, with no demo job. Try: nats -s %s micro ls", url)
+	} else {
+		up.Str("job", *job).Msgf(
+			"Cairn dev is up. Try: nats -s %s req cairn.config.set.%s '{\"interval\":\"2s\"}'   ·   nats -s %s req cairn.status.%s ''",
+			url, *job, url, *job)
+	}
 	<-ctx.Done()
 	log.Info().Msg("stopping")
 	wg.Wait()

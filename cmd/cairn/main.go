@@ -15,6 +15,7 @@ const usage = `cairn: distributed, consistent checkpoints on NATS JetStream
 
 Usage:
   cairn dev          run NATS, configsvc, coordinator, 3 operators and a load generator in one process
+                     (--operators 0: no demo job, only NATS, configsvc and coordinator)
   cairn configsvc    serve cairn.config.set.<job> / cairn.config.get.<job>
   cairn coordinator  trigger and track checkpoints (--jobs a,b to restrict)
   cairn operator     run a reference operator (--job J --instance I)

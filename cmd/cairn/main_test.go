@@ -10,14 +10,18 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cairn-stream/cairn/internal/natstest"
+	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
 	"github.com/cairn-stream/cairn/pkg/messages"
+	op "github.com/cairn-stream/cairn/pkg/operator"
 )
 
 // buildCairn builds the cairn binary once per test binary run.
@@ -47,6 +51,7 @@ func TestUsageAndUnknownCommands(t *testing.T) {
 		{"operator with an unknown poison policy", []string{"operator", "--job", "j", "--instance", "i", "--on-poison", "skip"}, 1},
 		{"bad log level", []string{"configsvc", "--log-level", "loud"}, 1},
 		{"dev with too many operators", []string{"dev", "--operators", "100"}, 1},
+		{"dev with fewer than no operators", []string{"dev", "--operators", "-1"}, 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -119,4 +124,126 @@ func TestDevRunsAndDrainsOnSIGTERM(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("cairn dev did not exit within 20s of SIGTERM")
 	}
+}
+
+var servicesInLog = regexp.MustCompile(`Cairn dev is up.* services=([a-z0-9,-]+)`)
+
+// TestDevWithoutOperators runs cairn dev --operators 0 in the test's process: NATS,
+// configsvc and a coordinator answer, and neither reference operator nor load generator
+// runs, so the demo job gets no input and no instance.
+func TestDevWithoutOperators(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs an embedded NATS server and the services")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	pr, pw := io.Pipe()
+	code := make(chan int, 1)
+	go func() {
+		code <- run(ctx, []string{"dev", "--operators", "0", "--port", "-1", "--store", t.TempDir()}, pw)
+		pw.Close()
+	}()
+	urls, services := make(chan string, 1), make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			if m := urlInLog.FindStringSubmatch(sc.Text()); m != nil {
+				select {
+				case urls <- m[1]:
+				default:
+				}
+			}
+			if m := servicesInLog.FindStringSubmatch(sc.Text()); m != nil {
+				services <- m[1]
+			}
+		}
+	}()
+	var url, started string
+	for url == "" || started == "" {
+		select {
+		case url = <-urls:
+		case started = <-services:
+		case c := <-code:
+			t.Fatalf("cairn dev --operators 0 exited with %d before it was up", c)
+		case <-time.After(30 * time.Second):
+			t.Fatal("cairn dev --operators 0 was not up within 30s")
+		}
+	}
+	if started != "configsvc,coordinator" {
+		t.Fatalf("cairn dev --operators 0 started %s, want configsvc,coordinator", started)
+	}
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	for _, svc := range []string{"cairn-config", "cairn-coordinator"} {
+		natstest.Eventually(t, 20*time.Second, svc+" answers a micro ping", func() bool {
+			_, err := nc.Request("$SRV.PING."+svc, nil, time.Second)
+			return err == nil
+		})
+	}
+	if _, err := nc.Request("$SRV.PING.cairn-operator", nil, time.Second); !errors.Is(err, nats.ErrNoResponders) {
+		t.Fatalf("a reference operator answers a micro ping: %v", err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := js.Stream(ctx, cjs.InputStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err := in.Info(ctx); err != nil || info.State.Msgs != 0 {
+		t.Fatalf("input stream %s: %v, %+v: want no message, no load generator runs", cjs.InputStream, err, info)
+	}
+
+	// An operator of one's own, on pkg/operator's defaults (the job's own snapshot store),
+	// gets its checkpoints completed by dev's coordinator.
+	opCtx, stopOp := context.WithCancel(ctx)
+	opDone := make(chan error, 1)
+	go func() {
+		opDone <- op.Run(opCtx, nc, op.DefaultConfig("own", "own-0"), &countMachine{})
+	}()
+	natstest.Eventually(t, 30*time.Second, "a checkpoint of job own completes", func() bool {
+		m, err := nc.Request("cairn.checkpoint.trigger.own", nil, 10*time.Second)
+		var res messages.CheckpointResult
+		return err == nil && json.Unmarshal(m.Data, &res) == nil && res.Outcome == "completed"
+	})
+	stopOp()
+	if err := <-opDone; err != nil {
+		t.Fatalf("operator of job own: %v", err)
+	}
+
+	cancel()
+	select {
+	case c := <-code:
+		if c != 0 {
+			t.Fatalf("cairn dev --operators 0 exited with %d after its context ended, want 0", c)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("cairn dev --operators 0 did not stop within 20s")
+	}
+}
+
+// countMachine counts the records it applied: a Machine of one's own.
+type countMachine struct{ n int }
+
+func (m *countMachine) Apply(op.Record) error { m.n++; return nil }
+
+func (m *countMachine) Snapshot() (op.Snapshot, error) {
+	return op.BytesSnapshot([]byte(strconv.Itoa(m.n))), nil
+}
+
+func (m *countMachine) Restore(r io.Reader) error {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
+	n, err := strconv.Atoi(string(b))
+	if err != nil {
+		return err
+	}
+	m.n = n
+	return nil
 }

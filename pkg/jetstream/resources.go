@@ -110,9 +110,9 @@ var ErrMissing = errors.New("resource does not exist yet")
 // the newest output of each of its subjects to know which replayed outputs are stored, so
 // an operator restored from state older than every output a subject still holds stores
 // those outputs again (the duplicate window only drops retried publishes). When the
-// stream reaches MaxBytes the oldest outputs are discarded (never new ones refused). CAIRN_INPUT has no limits: Cairn trims
-// each member's input below the oldest retained checkpoint that holds it, and a limit would
-// remove input a restore still needs.
+// stream reaches MaxBytes the oldest outputs are discarded (never new ones refused).
+// CAIRN_INPUT has no limits: Cairn trims each member's input below the oldest retained
+// checkpoint that holds it, and a limit would remove input a restore still needs.
 const (
 	// OutputMaxAge is how long CAIRN_OUTPUT keeps an output.
 	OutputMaxAge = 24 * time.Hour

@@ -7,7 +7,7 @@ import (
 	"time"
 )
 
-// Bounds of the config fields, as documented in DESIGN.md and README.md (Change the interval).
+// Bounds of the config fields, as documented in README.md (Change the interval while it runs).
 const (
 	MinInterval          = 100 * time.Millisecond
 	MaxInterval          = 24 * time.Hour

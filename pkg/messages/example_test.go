@@ -2,6 +2,7 @@ package messages_test
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
@@ -21,12 +22,16 @@ func ExampleParseConfigPatch() {
 	}
 	fmt.Println(cfg.Interval, cfg.MaxConcurrent, cfg.Timeout, cfg.Retain)
 
-	_, err = messages.ParseConfigPatch([]byte(`{"interval":5}`))
-	fmt.Println(err)
-	_, err = messages.ParseConfigPatch([]byte(`{"max_concurrent":17}`))
-	fmt.Println(err)
+	// Each error is printed on two lines, split at "; ": what is wrong, then what is allowed.
+	for _, body := range []string{`{"interval":5}`, `{"max_concurrent":17}`} {
+		_, err = messages.ParseConfigPatch([]byte(body))
+		wrong, allowed, _ := strings.Cut(err.Error(), "; ")
+		fmt.Printf("%s;\n  %s\n", wrong, allowed)
+	}
 	// Output:
 	// 2s 2 10m0s 3
-	// bad request: interval: a number is not a duration (the unit would be a guess); give a duration string such as "750ms", "10s" or "5m"
-	// bad request: max_concurrent: 17 is out of range; give a whole number from 1 to 16
+	// bad request: interval: a number is not a duration (the unit would be a guess);
+	//   give a duration string such as "750ms", "10s" or "5m"
+	// bad request: max_concurrent: 17 is out of range;
+	//   give a whole number from 1 to 16
 }

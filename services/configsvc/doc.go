@@ -19,7 +19,7 @@
 // request or job name, 409 version conflict, 503 storage unavailable, 500 a bug — and a
 // JSON body {"error":"..."} naming the field and what is allowed.
 //
-// Decisions beyond DESIGN.md: a field given twice is refused (400) rather than the last
+// Decisions beyond README.md's config table: a field given twice is refused (400) rather than the last
 // one winning; a msgpack request must use str, not bin, for durations; Content-Type is
 // matched as a media type (case-insensitive, parameters ignored) and anything other than
 // application/msgpack is read as JSON; a request published without a reply subject is

@@ -63,7 +63,7 @@ func (s *Store) Load(segs ...io.Reader) error {
 			}
 		}
 	}
-	s.e, s.over, s.view, s.n, s.size = e, nil, nil, e.n, size
+	s.e, s.over, s.view, s.n, s.size, s.ord = e, nil, nil, e.n, size, nil
 	s.dirty = make(map[string]struct{})
 	return nil
 }
