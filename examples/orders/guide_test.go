@@ -82,8 +82,8 @@ func TestGuideIsTheExample(t *testing.T) {
 
 // buildGuide builds the guide's program as section 1 of the guide does, in a module of
 // its own outside the repository that requires github.com/cairn-stream/cairn and replaces
-// it with this checkout, and returns the binary. Instead of the guide's go mod tidy, which
-// may download modules only tests of dependencies need, go.sum is the repository's and
+// it with this checkout, and returns the binary. Instead of the guide's go get ., which
+// downloads the program's requirements, go.sum is the repository's and
 // -mod=mod lets go build add the requirements of the program's imports: it then needs
 // nothing the repository's own build has not put in the module cache.
 func buildGuide(t *testing.T) string {
