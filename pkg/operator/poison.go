@@ -41,9 +41,10 @@ func (r *Runtime) guard(in string, fn func() error, attrs ...any) (err error) {
 		if v == nil {
 			return
 		}
-		r.stats.panics.Add(1)
 		err = &panicError{in: in, value: v}
 		r.log.Error("recovered a panic of the Machine", append([]any{"in", in, "panic", fmt.Sprint(v), "stack", string(debug.Stack())}, attrs...)...)
+		// Counted once logged: whoever sees the count finds the line.
+		r.stats.panics.Add(1)
 	}()
 	return fn()
 }
