@@ -22,7 +22,7 @@ func (s *Service) noteNewest(ctx context.Context, name string, ev *messages.Conf
 	j := s.jobs[name]
 	s.mu.Unlock()
 	if newer && j != nil {
-		j.mail.offerConfig(ev)
+		j.OfferConfig(ev)
 	}
 }
 

@@ -12,6 +12,8 @@ import (
 
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
 	"github.com/cairn-stream/cairn/pkg/messages"
+	"github.com/cairn-stream/cairn/services/coordinator/internal/loop"
+	"github.com/cairn-stream/cairn/services/coordinator/internal/store"
 )
 
 // jobEntry is what the coordinator knows of a job whether its loop runs or not. A job
@@ -61,37 +63,37 @@ func (s *Service) noteConfig(ctx context.Context, name string, ev *messages.Conf
 	j := s.jobs[name]
 	s.mu.Unlock()
 	if j != nil {
-		j.mail.offerConfig(ev)
+		j.OfferConfig(ev)
 	}
 }
 
 // noteRegistration records a registration change, wakes the job on its first instance
 // and hands the change to its loop; the job is parked a while after its last instance
 // left.
-func (s *Service) noteRegistration(ctx context.Context, name string, u regUpdate) {
+func (s *Service) noteRegistration(ctx context.Context, name string, u loop.Registration) {
 	s.mu.Lock()
 	e, known := s.known[name]
-	if !known && u.incarnation == "" {
+	if !known && u.Incarnation == "" {
 		s.mu.Unlock()
 		return
 	}
 	if !known {
 		e = s.entry(name)
 	}
-	if u.incarnation == "" {
-		delete(e.instances, u.instance)
+	if u.Incarnation == "" {
+		delete(e.instances, u.Instance)
 	} else {
-		e.instances[u.instance] = u.incarnation
+		e.instances[u.Instance] = u.Incarnation
 	}
 	j := s.jobs[name]
-	woke := j == nil && u.incarnation != ""
+	woke := j == nil && u.Incarnation != ""
 	if woke {
 		j = s.wake(ctx, name, e)
 	}
 	s.settle(name, e)
 	s.mu.Unlock()
 	if j != nil && !woke {
-		j.mail.offerReg(u)
+		j.OfferRegistration(u)
 	}
 }
 
@@ -99,7 +101,7 @@ func (s *Service) noteRegistration(ctx context.Context, name string, u regUpdate
 // that have one and hands the running ones their set.
 func (s *Service) syncRegistrations(ctx context.Context, all map[string]map[string]string) {
 	type syncTo struct {
-		j   *job
+		j   *loop.Job
 		all map[string]string
 	}
 	var syncs []syncTo
@@ -121,20 +123,20 @@ func (s *Service) syncRegistrations(ctx context.Context, all map[string]map[stri
 	}
 	s.mu.Unlock()
 	for _, x := range syncs {
-		x.j.mail.offerReg(regUpdate{sync: true, all: x.all})
+		x.j.OfferRegistration(loop.Registration{Sync: true, All: x.all})
 	}
 }
 
 // wake starts the job's loop and hands it the config and registrations known so far,
 // before anyone else can reach it; s.mu is held.
-func (s *Service) wake(ctx context.Context, name string, e *jobEntry) *job {
+func (s *Service) wake(ctx context.Context, name string, e *jobEntry) *loop.Job {
 	jctx, cancel := context.WithCancel(ctx)
 	e.stop = cancel
 	j := s.start(jctx, name)
 	if e.config != nil {
-		j.mail.offerConfig(e.config)
+		j.OfferConfig(e.config)
 	}
-	j.mail.offerReg(regUpdate{sync: true, all: maps.Clone(e.instances)})
+	j.OfferRegistration(loop.Registration{Sync: true, All: maps.Clone(e.instances)})
 	s.log.Debug().Str("job", name).Int("instances", len(e.instances)).Int("removals", e.pins).Msg("job woke")
 	return j
 }
@@ -218,7 +220,7 @@ func (s *Service) idleStatus(ctx context.Context, name string, ev *messages.Conf
 	st.EffectiveInterval = st.Config.Interval
 	gctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	if m, _, err := (&natsBackend{job: name, manifests: s.res.Manifests, leader: s.nc}).readLatest(gctx); err != nil {
+	if m, _, err := store.ReadLatest(gctx, s.nc, s.res.Manifests, name); err != nil {
 		s.log.Debug().Err(err).Str("job", name).Msg("cannot read the newest manifest of an idle job for its status")
 	} else if m != nil {
 		st.Members = absentMembers(m)
@@ -257,7 +259,7 @@ func absentMembers(m *messages.Manifest) []messages.Member {
 // replica (otherwise after the grace period). When it cannot, or the job was never heard
 // of, it calls fail with the reason (unchanged says what the caller can rely on) and
 // returns a nil loop.
-func (s *Service) wakeFor(ctx context.Context, name, unchanged string, fail func(*replyError)) (*job, func()) {
+func (s *Service) wakeFor(ctx context.Context, name, unchanged string, fail func(*replyError)) (*loop.Job, func()) {
 	release, known := s.pin(ctx, name)
 	if !known {
 		fail(&replyError{codeNotFound, fmt.Sprintf("unknown job %q: it has no config and no registered instance", name)})

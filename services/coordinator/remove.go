@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/cairn-stream/cairn/pkg/messages"
+	"github.com/cairn-stream/cairn/services/coordinator/internal/loop"
 )
 
 // forwardRemovalWait is how long a standby waits for the lease holder's answer to a
@@ -89,11 +90,11 @@ func (s *Service) removeLocally(ctx context.Context, name, instance string, done
 	}
 	qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	decided := func(out *messages.MemberRemoval, e *replyError) {
+	decided := func(out *messages.MemberRemoval, e *loop.Error) {
 		release()
-		done(out, e)
+		done(out, fromLoop(e))
 	}
-	if !send(qctx, j.removes, removeRequest{instance: instance, done: decided}) {
-		decided(nil, &replyError{codeUnavailable, "coordinator busy or stopping; nothing was removed, try again"})
+	if !j.RemoveMember(qctx, instance, decided) {
+		decided(nil, &loop.Error{Kind: loop.Unavailable, Msg: "coordinator busy or stopping; nothing was removed, try again"})
 	}
 }

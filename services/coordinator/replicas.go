@@ -16,6 +16,7 @@ import (
 
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
 	"github.com/cairn-stream/cairn/pkg/messages"
+	"github.com/cairn-stream/cairn/services/coordinator/internal/store"
 )
 
 // loadSlack is how far above an even share a replica's load may go before a job is
@@ -23,18 +24,10 @@ import (
 // preferred for more than ceil(1.1·n/r), so 30 jobs on 3 replicas give each 8 to 11.
 const loadSlack = 1.1
 
-// placement tells a lease keeper which replica should hold a job's lease.
-type placement interface {
-	// preferred returns the id of the replica that should hold the job's lease.
-	preferred(job string) string
-	// changes returns a channel closed at the next change of the placement.
-	changes() <-chan struct{}
-}
-
 // replicaSet is the live coordinator replicas and the active jobs (those with a registered
 // instance), and places each active job on one replica: rendezvous (highest random
 // weight) hashing of (job, replica) with bounded loads. Every replica sees the same
-// announcements and registrations, so all agree on the placement once their watches
+// announcements and registrations, so all agree on the store.Placement once their watches
 // have caught up; a disagreement meanwhile costs at most a failed compare-and-set or a
 // grace period, never a second holder (the lease is compare-and-set).
 type replicaSet struct {
@@ -47,7 +40,7 @@ type replicaSet struct {
 	changed chan struct{}
 }
 
-var _ placement = (*replicaSet)(nil)
+var _ store.Placement = (*replicaSet)(nil)
 
 func newReplicaSet(self string, jobs []string) *replicaSet {
 	return &replicaSet{
@@ -59,13 +52,13 @@ func newReplicaSet(self string, jobs []string) *replicaSet {
 }
 
 // changes implements placement.
-func (r *replicaSet) changes() <-chan struct{} {
+func (r *replicaSet) Changes() <-chan struct{} {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.changed
 }
 
-// touch drops the cached placement and wakes every waiter; r.mu is held.
+// touch drops the cached store.Placement and wakes every waiter; r.mu is held.
 func (r *replicaSet) touch() {
 	r.assign = nil
 	close(r.changed)
@@ -110,7 +103,7 @@ func (r *replicaSet) ids() []string {
 
 // preferred implements placement. An inactive job (one woken only for a member removal)
 // gets its plain rendezvous winner.
-func (r *replicaSet) preferred(job string) string {
+func (r *replicaSet) Preferred(job string) string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.assign == nil {

@@ -20,6 +20,8 @@ import (
 	"github.com/cairn-stream/cairn/internal/zlog"
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
 	"github.com/cairn-stream/cairn/pkg/messages"
+	"github.com/cairn-stream/cairn/services/coordinator/internal/loop"
+	"github.com/cairn-stream/cairn/services/coordinator/internal/store"
 )
 
 // ServiceName is the micro service name of the coordinator.
@@ -81,7 +83,7 @@ type Service struct {
 	nc  *nats.Conn
 	js  jetstream.JetStream
 	// async publishes the completed events without waiting for their acks; a failure
-	// (an error or no ack within callCap) is logged by eventFailed.
+	// (an error or no ack within loop.CallCap) is logged by eventFailed.
 	async jetstream.JetStream
 	res   *cjs.Resources
 	log   zerolog.Logger
@@ -90,12 +92,12 @@ type Service struct {
 	// Lock order: mu before replicas' own mutex, never the other way.
 	mu sync.Mutex
 	// jobs are the running loops; known is every job seen, running or parked.
-	jobs  map[string]*job
+	jobs  map[string]*loop.Job
 	known map[string]*jobEntry
 	wg    sync.WaitGroup
 	// ttl is CAIRN_LEASES' TTL, set when Run starts.
 	ttl time.Duration
-	// replicas are the live coordinator replicas and the placement of jobs on them.
+	// replicas are the live coordinator replicas and the store.Placement of jobs on them.
 	replicas *replicaSet
 	// synced is closed once the registrations have been read (the jobs with an instance
 	// run); syncOnce closes it.
@@ -109,11 +111,11 @@ type Service struct {
 	// (retentionSlots).
 	retaining chan struct{}
 	// noise rate-limits the warnings that input from outside or an outage repeats
-	// (noisePeriod).
+	// (loop.NoisePeriod).
 	noise *lograte.Limiter
 	// faults, when set (tests only), wraps a job's backend and snapshot stores as the job
 	// is first seen: fault injection for one job among real ones.
-	faults func(job string, b backend, stores snapshotStores) (backend, snapshotStores)
+	faults func(job string, b loop.Backend, stores store.Stores) (loop.Backend, store.Stores)
 }
 
 // New builds a coordinator; Run starts it.
@@ -126,21 +128,17 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, res *cjs.Resources, 
 	}
 	log = log.With().Str("coordinator", cfg.ID).Logger()
 	s := &Service{
-		cfg: cfg, nc: nc, js: js, res: res, log: log, noise: zlog.RateLimited(log, noisePeriod),
-		jobs: map[string]*job{}, known: map[string]*jobEntry{}, replicas: newReplicaSet(cfg.ID, cfg.Jobs), synced: make(chan struct{}),
+		cfg: cfg, nc: nc, js: js, res: res, log: log, noise: zlog.RateLimited(log, loop.NoisePeriod),
+		jobs: map[string]*loop.Job{}, known: map[string]*jobEntry{}, replicas: newReplicaSet(cfg.ID, cfg.Jobs), synced: make(chan struct{}),
 		retaining: make(chan struct{}, retentionSlots),
 	}
-	async, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(callCap), jetstream.WithPublishAsyncErrHandler(s.eventFailed))
+	async, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(loop.CallCap), jetstream.WithPublishAsyncErrHandler(s.eventFailed))
 	if err != nil {
 		return nil, err
 	}
 	s.async = async
 	return s, nil
 }
-
-// noisePeriod is how often a warning that repeats is logged at most (lograte): the first
-// of its kind at once, then one line per period with the count of those suppressed.
-const noisePeriod = 10 * time.Second
 
 // eventFailed logs a checkpoint event published asynchronously that JetStream did not
 // store.
@@ -281,7 +279,7 @@ func (s *Service) wanted(name string) bool {
 }
 
 // lookup returns the job's loop, or nil when it has none.
-func (s *Service) lookup(name string) *job {
+func (s *Service) lookup(name string) *loop.Job {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.jobs[name]
@@ -289,32 +287,29 @@ func (s *Service) lookup(name string) *job {
 
 // start starts the job's loop, lease keeper and retention worker, which run until ctx is
 // done; s.mu is held.
-func (s *Service) start(ctx context.Context, name string) *job {
+func (s *Service) start(ctx context.Context, name string) *loop.Job {
 	log := s.log.With().Str("job", name).Logger()
-	b := &natsBackend{
-		job: name, subjects: s.cfg.Subjects, nc: s.nc, js: s.js, async: s.async, manifests: s.res.Manifests,
-		instances: s.res.Instances, leader: s.nc, events: s.res.Checkpoints, log: log,
-		retainCh: make(chan retainRequest, 1),
-	}
-	var jb backend = b
-	var stores snapshotStores = &jobStores{job: name, js: s.js, nc: s.nc, opts: s.cfg.Snapshots, stream: s.stream}
+	b := store.NewBackend(store.BackendConfig{
+		Job: name, Subjects: s.cfg.Subjects, Conn: s.nc, JS: s.js, Async: s.async, Resources: s.res, Log: log,
+	})
+	var jb loop.Backend = b
+	var stores store.Stores = store.NewJobStores(name, s.js, s.cfg.Snapshots, s.stream)
 	if s.faults != nil {
 		jb, stores = s.faults(name, b, stores)
 	}
-	b.stores = stores
-	j := newJob(name, s.cfg.ID, jb, s.log)
-	j.manifestBytes = s.nc.MaxPayload() / 2
-	k := &leaseKeeper{kv: s.res.Leases, conn: s.nc, leader: s.nc, key: cjs.LeaseKey(name), job: name, holder: s.cfg.ID, ttl: s.ttl, out: j.mail.offerLease, log: log, place: s.replicas}
+	b.SetStores(stores)
+	j := loop.New(loop.Config{Job: name, Coordinator: s.cfg.ID, ManifestBytes: s.nc.MaxPayload() / 2}, jb, s.log)
+	k := store.NewLeaseKeeper(s.res.Leases, s.nc, name, s.cfg.ID, s.ttl, s.replicas, j.OfferLease, log)
 	s.jobs[name] = j
-	s.wg.Go(func() { j.run(ctx) })
-	s.wg.Go(func() { k.run(ctx) })
-	trim := newTrimmer(s.cfg.trimStreams(), s.stream, log)
-	s.wg.Go(func() { b.runRetention(ctx, stores, trim, s.retaining) })
+	s.wg.Go(func() { j.Run(ctx) })
+	s.wg.Go(func() { k.Run(ctx) })
+	trim := store.NewTrimmer(s.cfg.trimStreams(), s.stream, log)
+	s.wg.Go(func() { b.RunRetention(ctx, trim, s.retaining) })
 	return j
 }
 
 // stream looks up a stream to trim.
-func (s *Service) stream(ctx context.Context, name string) (streamPurger, error) {
+func (s *Service) stream(ctx context.Context, name string) (store.StreamPurger, error) {
 	if name == cjs.InputStream && s.res.Input != nil {
 		return s.res.Input, nil
 	}
@@ -421,11 +416,11 @@ func (s *Service) routeRegistrations(ctx context.Context, w jetstream.KeyWatcher
 				continue
 			}
 			if initial != nil {
-				if u.incarnation != "" {
+				if u.Incarnation != "" {
 					if initial[job] == nil {
 						initial[job] = map[string]string{}
 					}
-					initial[job][u.instance] = u.incarnation
+					initial[job][u.Instance] = u.Incarnation
 				}
 				continue
 			}
@@ -436,21 +431,21 @@ func (s *Service) routeRegistrations(ctx context.Context, w jetstream.KeyWatcher
 
 // registration decodes a registration entry into its job and update; ok is false for an
 // entry to skip.
-func (s *Service) registration(e jetstream.KeyValueEntry) (string, regUpdate, bool) {
+func (s *Service) registration(e jetstream.KeyValueEntry) (string, loop.Registration, bool) {
 	parts := strings.Split(e.Key(), ".")
 	if len(parts) != 3 || !s.wanted(parts[1]) {
-		return "", regUpdate{}, false
+		return "", loop.Registration{}, false
 	}
-	u := regUpdate{instance: parts[2]}
+	u := loop.Registration{Instance: parts[2]}
 	if e.Operation() == jetstream.KeyValuePut {
 		var r messages.Registration
 		if err := messages.Unmarshal(e.Value(), &r); err != nil || r.Job != parts[1] || r.Instance != parts[2] {
 			if msg := "registration skipped: cannot decode or does not match its key"; s.noise.Allow(msg) {
 				s.log.Error().Err(err).Str("key", e.Key()).Msg(msg)
 			}
-			return "", regUpdate{}, false
+			return "", loop.Registration{}, false
 		}
-		u.incarnation = r.Incarnation
+		u.Incarnation = r.Incarnation
 	}
 	return parts[1], u, true
 }
@@ -479,9 +474,9 @@ func (s *Service) onAck(m *nats.Msg) {
 			return
 		}
 	}
-	if j := s.lookup(a.Job); j != nil && !j.mail.offerAck(&a) {
+	if j := s.lookup(a.Job); j != nil && !j.OfferAck(&a) {
 		if msg := "ack dropped: the job's mailbox is full (its loop is slow); a resent barrier or the timeout recovers"; s.noise.Allow(msg) {
-			s.log.Warn().Str("job", a.Job).Uint64("dropped_acks", j.mail.droppedAcks.Load()).Msg(msg)
+			s.log.Warn().Str("job", a.Job).Uint64("dropped_acks", j.DroppedAcks()).Msg(msg)
 		}
 	}
 }
@@ -547,7 +542,7 @@ func (s *Service) onDirectStatus(ctx context.Context, m *nats.Msg) {
 func (s *Service) localStatus(ctx context.Context, name string) (st messages.Status, code, msg string) {
 	defer func() {
 		if code == "" {
-			st.Preferred, st.Replicas = s.replicas.preferred(name), s.replicas.ids()
+			st.Preferred, st.Replicas = s.replicas.Preferred(name), s.replicas.ids()
 		}
 	}()
 	s.mu.Lock()
@@ -563,18 +558,13 @@ func (s *Service) localStatus(ctx context.Context, name string) (st messages.Sta
 	if j == nil {
 		return st, codeNotFound, fmt.Sprintf("unknown job %q: it has no config and no registered instance", name)
 	}
-	reply := make(chan messages.Status, 1)
 	qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	if !send(qctx, j.status, reply) {
+	st, ok := j.Status(qctx)
+	if !ok {
 		return st, codeUnavailable, "coordinator busy or stopping; try again"
 	}
-	select {
-	case st = <-reply:
-		return st, "", ""
-	case <-qctx.Done():
-		return st, codeUnavailable, "coordinator busy or stopping; try again"
-	}
+	return st, "", ""
 }
 
 // Error codes of the coordinator's replies (micro's Nats-Service-Error-Code).
@@ -588,6 +578,17 @@ const (
 // replyError is an error reply: a code and a message saying what was wrong.
 type replyError struct {
 	code, msg string
+}
+
+// loopCodes are the reply codes of the loop's error kinds.
+var loopCodes = map[loop.ErrorKind]string{loop.Unavailable: codeUnavailable, loop.Conflict: codeConflict, loop.NotFound: codeNotFound}
+
+// fromLoop is the error reply of a request the loop refused; nil for nil.
+func fromLoop(e *loop.Error) *replyError {
+	if e == nil {
+		return nil
+	}
+	return &replyError{loopCodes[e.Kind], e.Msg}
 }
 
 // respondError replies with micro's error headers and a JSON body {"error": msg}.
@@ -614,3 +615,6 @@ func errorReply(subject, code, msg string) *nats.Msg {
 	reply.Data, _ = json.Marshal(messages.ErrorBody{Error: msg})
 	return reply
 }
+
+// retentionSlots is how many retention passes of a coordinator's jobs run at once.
+const retentionSlots = 4

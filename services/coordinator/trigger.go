@@ -12,27 +12,13 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/cairn-stream/cairn/pkg/messages"
+	"github.com/cairn-stream/cairn/services/coordinator/internal/loop"
 )
 
 // forwardTriggerWait is how long a standby waits for the lease holder's answer to a
 // forwarded trigger: the holder answers when the checkpoint has ended, which takes as
 // long as a checkpoint (and the pending ones before it, under max_concurrent).
 const forwardTriggerWait = time.Minute
-
-// triggerRequest asks the job's loop for a manual checkpoint, kept as a savepoint when
-// savepoint is set; done is called once, from the loop, when the checkpoint has ended or
-// the request is refused.
-type triggerRequest struct {
-	savepoint string
-	done      func(*messages.CheckpointResult, *replyError)
-}
-
-// manualTrigger is a trigger request recorded by the loop.
-type manualTrigger struct {
-	triggerRequest
-	// checkpoint is the checkpoint triggered for the request; 0 until it is triggered.
-	checkpoint uint64
-}
 
 // parseTriggerRequest decodes a trigger body strictly: empty, or a JSON object whose only
 // field is savepoint, a valid savepoint name.
@@ -101,152 +87,13 @@ func (s *Service) triggerLocally(ctx context.Context, name, savepoint string, do
 	}
 	qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	req := triggerRequest{savepoint: savepoint, done: func(out *messages.CheckpointResult, e *replyError) {
+	decided := func(out *messages.CheckpointResult, e *loop.Error) {
 		release()
-		done(out, e)
-	}}
-	if !send(qctx, j.triggers, req) {
-		req.done(nil, &replyError{codeUnavailable, "coordinator busy or stopping; no checkpoint was triggered, try again"})
+		done(out, fromLoop(e))
 	}
-}
-
-// ensurePrev reads the newest manifest unless the loop already holds it.
-func (j *job) ensurePrev(ctx context.Context) error {
-	if j.prevOK {
-		return nil
+	if !j.Trigger(qctx, savepoint, decided) {
+		decided(nil, &loop.Error{Kind: loop.Unavailable, Msg: "coordinator busy or stopping; no checkpoint was triggered, try again"})
 	}
-	cctx, cancel := j.callCtx(ctx)
-	defer cancel()
-	prev, err := j.latest(cctx)
-	if err != nil {
-		return err
-	}
-	j.prev, j.prevOK = prev, true
-	return nil
-}
-
-// requestTrigger records a manual checkpoint request; the next barrier, sent as soon as
-// max_concurrent allows, serves it, and the request is answered when that checkpoint ends.
-func (j *job) requestTrigger(ctx context.Context, req triggerRequest) {
-	if !j.lease.held {
-		req.done(nil, &replyError{codeUnavailable, fmt.Sprintf("coordinator %s does not hold the lease of job %s; no checkpoint was triggered, try again", j.coordID, j.name)})
-		return
-	}
-	if err := j.ensurePrev(ctx); err != nil {
-		req.done(nil, &replyError{codeUnavailable, fmt.Sprintf("cannot read the latest manifest of job %s: %v; no checkpoint was triggered", j.name, err)})
-		return
-	}
-	if len(j.members()) == 0 {
-		req.done(nil, &replyError{codeNotFound, fmt.Sprintf("job %s has no members: no registered instance and no completed checkpoint holds one; nothing to checkpoint", j.name)})
-		return
-	}
-	if req.savepoint != "" {
-		if err := j.ensureSavepoints(ctx); err != nil {
-			req.done(nil, &replyError{codeUnavailable, fmt.Sprintf("cannot read the savepoints of job %s: %v; no checkpoint was triggered", j.name, err)})
-			return
-		}
-		if m, ok := j.savepoints[req.savepoint]; ok {
-			req.done(nil, &replyError{codeConflict, fmt.Sprintf("savepoint %s of job %s already exists (checkpoint %d); delete it first or choose another name", req.savepoint, j.name, m.CheckpointID)})
-			return
-		}
-		for _, t := range j.manual {
-			if t.savepoint == req.savepoint {
-				req.done(nil, &replyError{codeConflict, fmt.Sprintf("savepoint %s of job %s is being taken by another request; choose another name", req.savepoint, j.name)})
-				return
-			}
-		}
-	}
-	j.manual = append(j.manual, &manualTrigger{triggerRequest: req})
-	j.log.Info().Str("savepoint", req.savepoint).Msg("manual checkpoint requested")
-}
-
-// manualDue reports whether a manual request waits for a checkpoint to be triggered.
-func (j *job) manualDue() bool {
-	for _, t := range j.manual {
-		if t.checkpoint == 0 {
-			return true
-		}
-	}
-	return false
-}
-
-// attachManual lets checkpoint p serve the waiting manual requests: every plain one and
-// the oldest savepoint request (a checkpoint is one savepoint at most; the others wait for
-// the next barrier).
-func (j *job) attachManual(p *pending) {
-	for _, t := range j.manual {
-		if t.checkpoint != 0 || (t.savepoint != "" && p.savepoint != "") {
-			continue
-		}
-		t.checkpoint = p.id
-		if t.savepoint != "" {
-			p.savepoint = t.savepoint
-		}
-	}
-}
-
-// finishManual answers the manual requests checkpoint p served, once its manifest m is
-// written: a savepoint request after the savepoint is stored as well.
-func (j *job) finishManual(ctx context.Context, p *pending, m *messages.Manifest) {
-	waiters := j.takeManual(p.id)
-	if len(waiters) == 0 {
-		return
-	}
-	c := j.lastCompleted
-	res := messages.CheckpointResult{
-		Job: j.name, ID: p.id, Outcome: messages.Completed.String(), ConfigVersion: c.ConfigVersion,
-		TriggeredAt: c.TriggeredAt, FinishedAt: c.CompletedAt, Duration: c.Duration,
-		Bytes: c.Bytes, BytesWritten: c.BytesWritten, Participants: c.Participants,
-	}
-	var spErr *replyError
-	if p.savepoint != "" {
-		spErr = j.storeSavepoint(ctx, m)
-	}
-	for _, t := range waiters {
-		r := res
-		if t.savepoint != "" {
-			if spErr != nil {
-				t.done(nil, spErr)
-				continue
-			}
-			r.Savepoint = t.savepoint
-		}
-		t.done(&r, nil)
-	}
-}
-
-// abortManual answers the manual requests checkpoint p served: it was aborted.
-func (j *job) abortManual(p *pending, reason messages.AbortReason, detail string, at time.Time) {
-	for _, t := range j.takeManual(p.id) {
-		t.done(&messages.CheckpointResult{
-			Job: j.name, ID: p.id, Outcome: messages.Aborted.String(), Reason: reason.String(), Detail: detail,
-			Savepoint: t.savepoint, ConfigVersion: p.version, TriggeredAt: p.triggeredAt.UTC(), FinishedAt: at.UTC(),
-			Duration: at.Sub(p.triggeredAt).String(), Participants: p.participants(),
-		}, nil)
-	}
-}
-
-// failManual refuses every manual request still waiting or in flight: the loop stops
-// coordinating the job.
-func (j *job) failManual(msg string) {
-	for _, t := range j.manual {
-		t.done(nil, &replyError{codeUnavailable, msg})
-	}
-	j.manual = nil
-}
-
-// takeManual removes and returns the manual requests checkpoint id served.
-func (j *job) takeManual(id uint64) []*manualTrigger {
-	var out, rest []*manualTrigger
-	for _, t := range j.manual {
-		if t.checkpoint == id {
-			out = append(out, t)
-		} else {
-			rest = append(rest, t)
-		}
-	}
-	j.manual = rest
-	return out
 }
 
 // addCheckpointEndpoints adds the manual checkpoint and savepoint endpoints: trigger,
