@@ -2,7 +2,6 @@ package coordinator
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -11,7 +10,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nats.go/micro"
 	"github.com/nats-io/nuid"
 	"github.com/rs/zerolog"
 
@@ -228,45 +226,11 @@ func (s *Service) run(ctx context.Context) error {
 	}
 	defer cc.Stop()
 
-	direct, err := s.nc.Subscribe(s.cfg.Subjects.CoordinatorStatus(s.cfg.ID, "*"), func(m *nats.Msg) { s.onDirectStatus(ctx, m) })
-	if err != nil {
-		return fmt.Errorf("subscribe to direct status requests: %w", err)
-	}
-	defer func() { _ = direct.Unsubscribe() }()
-
-	directRemove, err := s.nc.Subscribe(s.cfg.Subjects.CoordinatorMembersRemove(s.cfg.ID, "*"), func(m *nats.Msg) { s.onDirectRemove(ctx, m) })
-	if err != nil {
-		return fmt.Errorf("subscribe to direct member removal requests: %w", err)
-	}
-	defer func() { _ = directRemove.Unsubscribe() }()
-
-	stopDirect, err := s.subscribeCheckpointDirect(ctx)
+	stop, err := s.serveEndpoints(ctx)
 	if err != nil {
 		return err
 	}
-	defer stopDirect()
-
-	svc, err := micro.AddService(s.nc, micro.Config{
-		Name:        ServiceName,
-		Version:     "0.1.0",
-		Description: "Cairn checkpoint coordinator: barriers, acks, manifests, job status, member removal, manual checkpoints and savepoints",
-		Metadata:    map[string]string{"id": s.cfg.ID},
-	})
-	if err != nil {
-		return fmt.Errorf("add micro service: %w", err)
-	}
-	defer func() { _ = svc.Stop() }()
-	if err := svc.AddEndpoint("status", micro.HandlerFunc(func(r micro.Request) { s.onStatus(ctx, r) }),
-		micro.WithEndpointSubject(s.cfg.Subjects.Status("*"))); err != nil {
-		return fmt.Errorf("add status endpoint: %w", err)
-	}
-	if err := svc.AddEndpoint("members-remove", micro.HandlerFunc(func(r micro.Request) { s.onRemove(ctx, r) }),
-		micro.WithEndpointSubject(s.cfg.Subjects.MembersRemove("*"))); err != nil {
-		return fmt.Errorf("add member removal endpoint: %w", err)
-	}
-	if err := s.addCheckpointEndpoints(ctx, svc); err != nil {
-		return err
-	}
+	defer stop()
 	s.log.Info().Strs("jobs", s.cfg.Jobs).Dur("lease_ttl", ttl).Msg("coordinator running")
 	<-ctx.Done()
 	s.log.Info().Msg("coordinator stopping")
@@ -481,62 +445,6 @@ func (s *Service) onAck(m *nats.Msg) {
 	}
 }
 
-// onStatus answers cairn.status.<job>. Any replica may receive it (micro's queue group);
-// a standby forwards it to the lease holder, which knows the pending and completed
-// checkpoints, and answers with its own view only when the holder does not answer.
-// Waiting for the job's loop (up to 2 s) or for the holder (up to 1 s) happens on a
-// goroutine of its own, so that one stuck job or an unresponsive holder delays no other
-// status request; the answer goes to the reply subject, not through r, whose state micro
-// reads once the handler has returned.
-func (s *Service) onStatus(ctx context.Context, r micro.Request) {
-	name := s.cfg.Subjects.Token(r.Subject(), 1)
-	if err := messages.ValidateName("job", name); err != nil {
-		respondError(r, codeBadRequest, err.Error())
-		return
-	}
-	reply := r.Reply()
-	s.wg.Go(func() { s.answerStatus(ctx, name, reply) })
-}
-
-// answerStatus answers a status request of job name on the reply subject.
-func (s *Service) answerStatus(ctx context.Context, name, reply string) {
-	st, code, msg := s.localStatus(ctx, name)
-	if code != "" {
-		s.publishReply(errorReply(reply, code, msg))
-		return
-	}
-	if st.Holder != "" && st.Holder != s.cfg.ID {
-		m, err := s.nc.Request(s.cfg.Subjects.CoordinatorStatus(st.Holder, name), nil, time.Second)
-		if err == nil && m.Header.Get(micro.ErrorCodeHeader) == "" {
-			out := nats.NewMsg(reply)
-			out.Header.Set("Content-Type", "application/json")
-			out.Data = m.Data
-			s.publishReply(out)
-			return
-		}
-		s.log.Debug().Err(err).Str("holder", st.Holder).Msg("holder did not answer a forwarded status request; answering with this standby's view")
-	}
-	out := nats.NewMsg(reply)
-	out.Data, _ = json.Marshal(st)
-	s.publishReply(out)
-}
-
-// onDirectStatus answers a status request forwarded to this coordinator, on a goroutine of
-// its own (see onStatus).
-func (s *Service) onDirectStatus(ctx context.Context, m *nats.Msg) {
-	name := s.cfg.Subjects.Token(m.Subject, 3)
-	s.wg.Go(func() {
-		reply := nats.NewMsg(m.Reply)
-		st, code, msg := s.localStatus(ctx, name)
-		if code != "" {
-			reply = errorReply(m.Reply, code, msg)
-		} else {
-			reply.Data, _ = json.Marshal(st)
-		}
-		s.publishReply(reply)
-	})
-}
-
 // localStatus asks the job's loop for its status; on failure it returns an error code and
 // message instead.
 func (s *Service) localStatus(ctx context.Context, name string) (st messages.Status, code, msg string) {
@@ -565,55 +473,6 @@ func (s *Service) localStatus(ctx context.Context, name string) (st messages.Sta
 		return st, codeUnavailable, "coordinator busy or stopping; try again"
 	}
 	return st, "", ""
-}
-
-// Error codes of the coordinator's replies (micro's Nats-Service-Error-Code).
-const (
-	codeBadRequest  = "400"
-	codeNotFound    = "404"
-	codeConflict    = "409"
-	codeUnavailable = "503"
-)
-
-// replyError is an error reply: a code and a message saying what was wrong.
-type replyError struct {
-	code, msg string
-}
-
-// loopCodes are the reply codes of the loop's error kinds.
-var loopCodes = map[loop.ErrorKind]string{loop.Unavailable: codeUnavailable, loop.Conflict: codeConflict, loop.NotFound: codeNotFound}
-
-// fromLoop is the error reply of a request the loop refused; nil for nil.
-func fromLoop(e *loop.Error) *replyError {
-	if e == nil {
-		return nil
-	}
-	return &replyError{loopCodes[e.Kind], e.Msg}
-}
-
-// respondError replies with micro's error headers and a JSON body {"error": msg}.
-func respondError(r micro.Request, code, msg string) {
-	body, _ := json.Marshal(messages.ErrorBody{Error: msg})
-	_ = r.Error(code, msg, body)
-}
-
-// publishReply sends a reply composed off the handler's goroutine.
-func (s *Service) publishReply(m *nats.Msg) {
-	if err := s.nc.PublishMsg(m); err != nil {
-		if msg := "reply not sent"; s.noise.Allow(msg) {
-			s.log.Warn().Err(err).Str("subject", m.Subject).Msg(msg)
-		}
-	}
-}
-
-// errorReply is a core NATS reply carrying micro's error headers and a JSON body, for
-// the direct subjects a standby forwards to.
-func errorReply(subject, code, msg string) *nats.Msg {
-	reply := nats.NewMsg(subject)
-	reply.Header.Set(micro.ErrorCodeHeader, code)
-	reply.Header.Set(micro.ErrorHeader, msg)
-	reply.Data, _ = json.Marshal(messages.ErrorBody{Error: msg})
-	return reply
 }
 
 // retentionSlots is how many retention passes of a coordinator's jobs run at once.
