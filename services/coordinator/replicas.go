@@ -11,7 +11,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
@@ -186,28 +185,18 @@ func (s *Service) runReplica(ctx context.Context, ttl time.Duration, ready <-cha
 		s.log.Error().Err(err).Msg("cannot encode the replica announcement; this coordinator takes jobs only after their grace period")
 		return
 	}
-	reconnected := s.nc.StatusChanged(nats.CONNECTED)
-	defer s.nc.RemoveStatusListener(reconnected)
-	var w jetstream.KeyWatcher
+	f := store.NewFollow(s.res.Leases, s.nc, cjs.ReplicaKey("*"))
+	defer f.Close()
 	watch := func() <-chan jetstream.KeyValueEntry {
-		if w != nil {
-			_ = w.Stop()
-		}
-		if w, err = s.res.Leases.Watch(ctx, cjs.ReplicaKey("*")); err != nil {
+		updates, err := f.Start(ctx)
+		if err != nil {
 			if msg := "cannot watch the coordinator replicas; retrying"; s.noise.Allow(msg) {
 				s.log.Warn().Err(err).Msg(msg)
 			}
-			w = nil
-			return nil
 		}
-		return w.Updates()
+		return updates
 	}
 	updates := watch()
-	defer func() {
-		if w != nil {
-			_ = w.Stop()
-		}
-	}()
 	var snapshot map[string][]string // replicas of the watch's initial values, until they end
 	if updates != nil {
 		snapshot = map[string][]string{}
@@ -227,7 +216,7 @@ func (s *Service) runReplica(ctx context.Context, ttl time.Duration, ready <-cha
 		case <-ready:
 			ready = nil
 			timer.Reset(0)
-		case <-reconnected:
+		case <-f.Reconnected():
 			updates, snapshot = watch(), map[string][]string{}
 			timer.Reset(0)
 		case e, ok := <-updates:

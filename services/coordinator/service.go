@@ -197,11 +197,16 @@ func (s *Service) run(ctx context.Context) error {
 		}
 	}
 
-	regs, err := s.res.Leases.Watch(ctx, cjs.RegistrationKey("*", "*"))
+	regs := store.NewFollow(s.res.Leases, s.nc, cjs.RegistrationKey("*", "*"))
+	updates, err := regs.Start(ctx)
 	if err != nil {
+		regs.Close()
 		return fmt.Errorf("watch registrations: %w", err)
 	}
-	s.wg.Go(func() { s.followRegistrations(ctx, regs) })
+	s.wg.Go(func() {
+		defer regs.Close()
+		s.followRegistrations(ctx, regs, updates)
+	})
 	s.wg.Go(func() { s.runReplica(ctx, ttl, s.synced) })
 
 	// Config events and heads: a head is a copy of the newest event configsvc accepted,
@@ -326,18 +331,11 @@ func (s *Service) newestValidConfig(ctx context.Context, job string) {
 // reconnect the watch is restarted at once: a KV watch notices a server restart only after
 // missed heartbeats, seconds later, and a stale participant set would make checkpoints
 // wait for dead incarnations.
-func (s *Service) followRegistrations(ctx context.Context, w jetstream.KeyWatcher) {
-	reconnected := s.nc.StatusChanged(nats.CONNECTED)
-	defer s.nc.RemoveStatusListener(reconnected)
-	for {
-		restart := s.routeRegistrations(ctx, w, reconnected)
-		_ = w.Stop()
-		if !restart {
-			return
-		}
+func (s *Service) followRegistrations(ctx context.Context, f *store.Follow, updates <-chan jetstream.KeyValueEntry) {
+	for s.routeRegistrations(ctx, updates, f.Reconnected()) {
 		for {
 			var err error
-			if w, err = s.res.Leases.Watch(ctx, cjs.RegistrationKey("*", "*")); err == nil {
+			if updates, err = f.Start(ctx); err == nil {
 				break
 			}
 			if msg := "cannot watch registrations; retrying"; s.noise.Allow(msg) {
@@ -356,7 +354,7 @@ func (s *Service) followRegistrations(ctx context.Context, w jetstream.KeyWatche
 
 // routeRegistrations consumes one watch until ctx ends (false) or the connection was
 // re-established or the watch closed (true: watch again).
-func (s *Service) routeRegistrations(ctx context.Context, w jetstream.KeyWatcher, reconnected <-chan nats.Status) bool {
+func (s *Service) routeRegistrations(ctx context.Context, updates <-chan jetstream.KeyValueEntry, reconnected <-chan nats.Status) bool {
 	initial := map[string]map[string]string{} // job → instance → incarnation, until the snapshot ends
 	for {
 		select {
@@ -365,7 +363,7 @@ func (s *Service) routeRegistrations(ctx context.Context, w jetstream.KeyWatcher
 		case <-reconnected:
 			s.log.Info().Msg("reconnected: re-reading registrations")
 			return true
-		case e, ok := <-w.Updates():
+		case e, ok := <-updates:
 			if !ok {
 				return ctx.Err() == nil
 			}

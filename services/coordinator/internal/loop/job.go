@@ -11,6 +11,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/cairn-stream/cairn/internal/backoff"
 	"github.com/cairn-stream/cairn/internal/lograte"
 	"github.com/cairn-stream/cairn/internal/zlog"
 	"github.com/cairn-stream/cairn/pkg/messages"
@@ -510,7 +511,7 @@ func (j *Job) prepare(ctx context.Context, now time.Time) bool {
 		return false
 	}
 	if err != nil {
-		j.sched.retryAt = now.Add(min(j.config.cfg.Interval, time.Second))
+		j.retryLater(now)
 		if errors.Is(err, ErrFenced) {
 			j.fence(ctx, err.Error())
 			return false
@@ -547,7 +548,7 @@ func (j *Job) trigger(ctx context.Context, now time.Time) {
 		return
 	}
 	if err := j.b.SendBarrier(b); err != nil {
-		j.sched.retryAt = now.Add(min(j.config.cfg.Interval, time.Second))
+		j.retryLater(now)
 		if msg := "cannot send the barrier; retrying with a new id"; j.noise.Allow(msg) {
 			j.log.Error().Err(err).Uint64("checkpoint", id).Msg(msg)
 		}
@@ -612,7 +613,7 @@ const (
 // checkpoint's resends are bounded by its age, not by how many instances ask (300
 // registrations that never acked once made 2 510 resends in 20 s). Within a checkpoint's
 // first 20 s: at most 8.
-func resendGap(n int) time.Duration { return min(resendAfter<<min(n, 5), resendMaxGap) }
+func resendGap(n int) time.Duration { return backoff.Doubling(resendAfter, n, resendMaxGap) }
 
 // resend sends again the barrier of every pending checkpoint that still waits for the
 // instance, when the instance announces itself (a heartbeat, or the re-registration right

@@ -27,3 +27,9 @@ func later(a, b time.Time) time.Time {
 	}
 	return a
 }
+
+// retryLater holds the next barrier back after a failed trigger at now: an interval later,
+// at most a second.
+func (j *Job) retryLater(now time.Time) {
+	j.sched.retryAt = now.Add(min(j.config.cfg.Interval, time.Second))
+}

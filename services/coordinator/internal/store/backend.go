@@ -135,18 +135,13 @@ func (b *Backend) NextID(ctx context.Context) (uint64, error) {
 		if err := expired(ctx); err != nil {
 			return 0, fmt.Errorf("advance checkpoint id counter: %w", err)
 		}
-		var rev uint64
-		if b.counterRev == 0 {
-			rev, err = b.manifests.Create(ctx, key, data)
-		} else {
-			rev, err = b.manifests.Update(ctx, key, data, b.counterRev)
-		}
+		rev, err := cjs.CompareAndSet(ctx, b.manifests, key, data, b.counterRev)
 		if err == nil {
 			b.counter, b.counterRev, b.used = next, rev, next
 			return next, nil
 		}
 		b.counterOK = false
-		if !errors.Is(err, jetstream.ErrKeyExists) && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		if !cjs.IsConflict(err) {
 			return 0, fmt.Errorf("advance checkpoint id counter: %w", err)
 		}
 	}
@@ -241,18 +236,13 @@ func (b *Backend) WriteManifest(ctx context.Context, m *messages.Manifest, prev 
 		if err := expired(ctx); err != nil {
 			return fmt.Errorf("move %s: %w", key, err)
 		}
-		var rev uint64
-		if b.latestRev == 0 {
-			rev, err = b.manifests.Create(ctx, key, data)
-		} else {
-			rev, err = b.manifests.Update(ctx, key, data, b.latestRev)
-		}
+		rev, err := cjs.CompareAndSet(ctx, b.manifests, key, data, b.latestRev)
 		if err == nil {
 			b.latestRev, b.used = rev, max(b.used, m.CheckpointID)
 			return nil
 		}
 		b.latestOK = false
-		if !errors.Is(err, jetstream.ErrKeyExists) && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		if !cjs.IsConflict(err) {
 			return fmt.Errorf("move %s: %w", key, err)
 		}
 	}

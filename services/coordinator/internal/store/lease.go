@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/cairn-stream/cairn/internal/backoff"
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
 	"github.com/cairn-stream/cairn/pkg/messages"
 	"github.com/cairn-stream/cairn/services/coordinator/internal/loop"
@@ -16,17 +17,9 @@ import (
 
 // leaseKV is what the lease keeper needs of KV CAIRN_LEASES.
 type leaseKV interface {
-	Bucket() string
-	Create(ctx context.Context, key string, value []byte, opts ...jetstream.KVCreateOpt) (uint64, error)
-	Update(ctx context.Context, key string, value []byte, revision uint64) (uint64, error)
+	cjs.KVWriter
 	Delete(ctx context.Context, key string, opts ...jetstream.KVDeleteOpt) error
 	Watch(ctx context.Context, keys string, opts ...jetstream.WatchOpt) (jetstream.KeyWatcher, error)
-}
-
-// statusNotifier tells about connection state changes (*nats.Conn).
-type statusNotifier interface {
-	StatusChanged(statuses ...nats.Status) chan nats.Status
-	RemoveStatusListener(ch chan nats.Status)
 }
 
 // Placement tells a lease keeper which replica should hold a job's lease.
@@ -105,7 +98,7 @@ func (k *LeaseKeeper) keep(to string, now time.Time) {
 	} else {
 		k.keepFrom, k.keepFails = to, 1
 	}
-	k.keepUntil = now.Add(k.ttl << k.keepFails)
+	k.keepUntil = now.Add(backoff.Doubling(k.ttl, k.keepFails, k.ttl<<6))
 }
 
 // renewEvery is how often a held lease is renewed, and margin how long before the
@@ -131,28 +124,18 @@ func (k *LeaseKeeper) Run(ctx context.Context) {
 		k.log.Error().Err(err).Msg("cannot encode the lease")
 		return
 	}
-	reconnected := k.conn.StatusChanged(nats.CONNECTED)
-	defer k.conn.RemoveStatusListener(reconnected)
-	var w jetstream.KeyWatcher
+	f := NewFollow(k.kv, k.conn, k.key)
+	defer f.Close()
 	watch := func() <-chan jetstream.KeyValueEntry {
-		if w != nil {
-			_ = w.Stop()
-		}
 		k.sawEntry = false
-		if w, err = k.kv.Watch(ctx, k.key); err != nil {
+		updates, err := f.Start(ctx)
+		if err != nil {
 			k.log.Warn().Err(err).Msg("cannot watch the lease; relying on retries")
-			w = nil
-			return nil
 		}
-		return w.Updates()
+		return updates
 	}
 	updates := watch()
 	watching := true
-	defer func() {
-		if w != nil {
-			_ = w.Stop()
-		}
-	}()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	var moved <-chan struct{}
@@ -162,10 +145,8 @@ func (k *LeaseKeeper) Run(ctx context.Context) {
 	for {
 		switch {
 		case k.state.Held && watching:
-			if w != nil {
-				_ = w.Stop()
-			}
-			w, updates, watching = nil, nil, false
+			f.Stop()
+			updates, watching = nil, false
 		case !k.state.Held && !watching:
 			updates, watching = watch(), true
 		}
@@ -176,7 +157,7 @@ func (k *LeaseKeeper) Run(ctx context.Context) {
 		case <-moved:
 			moved = k.place.Changes()
 			k.reconsider(timer)
-		case <-reconnected:
+		case <-f.Reconnected():
 			if watching {
 				updates = watch()
 			}
@@ -306,29 +287,27 @@ func (k *LeaseKeeper) step(ctx context.Context) time.Duration {
 	graced := !k.state.Held && k.place != nil && k.place.Preferred(k.job) != k.holder
 	cctx, cancel := context.WithTimeout(ctx, k.renewEvery())
 	defer cancel()
-	var rev uint64
-	var err error
+	var from uint64 // the revision the write expects; 0: the key must be absent
+	takeOver := !k.state.Held && k.seenRev != 0 && time.Since(k.seenAt) >= k.ttl
 	switch {
 	case k.state.Held:
-		rev, err = k.kv.Update(cctx, k.key, k.value, k.rev)
-	case k.seenRev != 0 && time.Since(k.seenAt) >= k.ttl:
+		from = k.rev
+	case takeOver:
 		// The holder has not renewed for a TTL: it stopped acting a margin ago. Take the
 		// lease from the revision last seen, without waiting for the server to expire it;
 		// the compare-and-set fails if the holder renewed after all.
-		rev, err = k.kv.Update(cctx, k.key, k.value, k.seenRev)
-		k.seenRev = 0
-		if err == nil {
-			k.log.Info().Msg("took over a lease its holder stopped renewing")
-		}
-	default:
-		rev, err = k.kv.Create(cctx, k.key, k.value)
+		from, k.seenRev = k.seenRev, 0
 	}
-	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists) {
+	rev, err := cjs.CompareAndSet(cctx, k.kv, k.key, k.value, from)
+	if takeOver && err == nil {
+		k.log.Info().Msg("took over a lease its holder stopped renewing")
+	}
+	if cjs.IsConflict(err) {
 		// A write of ours whose reply was lost (a timeout across a reconnect) may have
 		// landed after all: if the key still names this coordinator, adopt its revision.
 		// Otherwise note the other holder's revision.
 		if holder, r, ok := k.current(cctx); ok && holder == k.holder {
-			rev, err = k.kv.Update(cctx, k.key, k.value, r)
+			rev, err = cjs.CompareAndSet(cctx, k.kv, k.key, k.value, r)
 		} else if ok && !k.state.Held {
 			k.seen(r)
 		}
