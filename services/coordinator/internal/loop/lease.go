@@ -2,7 +2,10 @@ package loop
 
 import (
 	"context"
+	"slices"
 	"time"
+
+	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
 // CallCap bounds every Backend call of a job's loop, even while the lease is valid for
@@ -41,17 +44,77 @@ func (j *Job) valid(now time.Time) bool {
 	return true
 }
 
-// drain takes what the mailbox's slots hold: the lease state first (it may fence), then
-// the newest config event, then the registration updates.
-func (j *Job) drain(ctx context.Context) {
-	lease, config, regs := j.mail.take()
-	if lease != nil {
-		j.setLease(ctx, *lease)
+func (j *Job) setLease(ctx context.Context, l Lease) {
+	was := j.lease.Held
+	if was && l.Held && l.Tenure != j.lease.Tenure {
+		// Lost and taken again between two looks at the mailbox: another coordinator may
+		// have acted in between, so what is pending belongs to the old tenure.
+		j.fence(ctx, "lease lost and taken again")
+		was = false
 	}
-	if config != nil {
-		j.applyConfig(config)
+	j.lease = l
+	switch {
+	case l.Held && !was:
+		j.takeOver(ctx)
+	case !l.Held && was:
+		j.fence(ctx, "lease lost")
 	}
-	for _, r := range regs {
-		j.register(ctx, r)
+}
+
+// takeOver starts coordinating after acquiring the lease: the schedule continues from the
+// newest manifest, or starts one interval from now when there is none.
+func (j *Job) takeOver(ctx context.Context) {
+	now := time.Now()
+	j.sched.lastTrigger, j.sched.lastComplete = now, time.Time{}
+	cctx, cancel := j.callCtx(ctx)
+	defer cancel()
+	m, err := j.latest(cctx)
+	j.stored.prev, j.stored.prevOK = m, err == nil
+	if err != nil {
+		// Without the newest manifest there is no telling which inherited ids completed:
+		// abort none of them.
+		j.log.Warn().Err(err).Msg("cannot read the latest manifest; scheduling from now")
+		return
 	}
+	var completed uint64
+	if m != nil {
+		j.sched.lastTrigger, j.sched.lastComplete, completed = m.TriggeredAt, m.CompletedAt, m.CheckpointID
+	}
+	ids, last, err := j.b.Unfinished(cctx, completed)
+	if err != nil {
+		j.log.Warn().Err(err).Msg("cannot tell which checkpoints the previous coordinator left unfinished")
+	}
+	j.stats.inherited = last
+	if err := j.ensureSavepoints(ctx); err != nil {
+		j.log.Warn().Err(err).Msg("cannot read the savepoints; reading them again when needed")
+	}
+	for _, id := range ids {
+		j.stats.aborted++
+		ev := &messages.CheckpointEvent{
+			Schema: messages.SchemaVersion, Job: j.name, CheckpointID: id, Outcome: messages.Aborted,
+			FinishedAt: now.UTC(), Reason: messages.AbortCoordinatorChange,
+			Detail: "taken by a previous coordinator that stopped before the checkpoint ended (its barrier may not have been sent)",
+		}
+		if err := j.b.PublishEvent(cctx, ev); err != nil {
+			j.log.Error().Err(err).Uint64("checkpoint", id).Msg("cannot publish the aborted event")
+		}
+	}
+	j.log.Info().Uint64("last_inherited_id", last).Uints64("aborted_unfinished", ids).Msg("took the job's lease")
+}
+
+// fence stops coordinating: every pending checkpoint is aborted.
+func (j *Job) fence(ctx context.Context, why string) {
+	j.lease.Held = false
+	j.sched.prepared = 0 // taken under the lost Tenure: another holder may have issued higher ids since
+	for _, p := range slices.Clone(j.inflight.pending) {
+		j.abort(ctx, p, messages.AbortCoordinatorChange, why)
+	}
+	j.stored.prev, j.stored.prevOK = nil, false
+	j.stored.savepoints, j.stored.savepointsOK = nil, false
+	j.pacing.written, j.pacing.unretained = nil, 0 // the holder's retention takes over
+	j.stored.lost = nil
+	clear(j.roster.marked)
+	j.failRemovals(func(*removal) bool { return true }, Unavailable, "this coordinator stopped coordinating the job ("+why+"); nothing was removed")
+	j.failManual("this coordinator stopped coordinating the job (" + why + "); the checkpoint did not complete, try again")
+	j.log.Warn().Str("why", why).Msg("stopped coordinating the job")
 }

@@ -1,6 +1,7 @@
 package loop
 
 import (
+	"context"
 	"sync"
 	"sync/atomic"
 
@@ -137,4 +138,19 @@ func (m *mailbox) take() (lease *Lease, config *messages.ConfigEvent, regs []Reg
 	m.order = m.order[:0]
 	clear(m.regs)
 	return lease, config, regs
+}
+
+// drain takes what the mailbox's slots hold: the lease state first (it may fence), then
+// the newest config event, then the registration updates.
+func (j *Job) drain(ctx context.Context) {
+	lease, config, regs := j.mail.take()
+	if lease != nil {
+		j.setLease(ctx, *lease)
+	}
+	if config != nil {
+		j.applyConfig(config)
+	}
+	for _, r := range regs {
+		j.register(ctx, r)
+	}
 }

@@ -219,3 +219,47 @@ func (j *Job) manifestsLost(err error) {
 	}
 	j.log.Error().Err(err).Msg("the job's manifests are lost: checkpoints go on for the registered instances; members whose state no manifest holds refuse to start until reset on purpose")
 }
+
+func (j *Job) register(ctx context.Context, r Registration) {
+	if r.Sync {
+		for inst := range j.roster.instances {
+			if _, ok := r.All[inst]; !ok {
+				j.register(ctx, Registration{Instance: inst})
+			}
+		}
+		for inst, inc := range r.All {
+			j.register(ctx, Registration{Instance: inst, Incarnation: inc})
+		}
+		return
+	}
+	old, had := j.roster.instances[r.Instance]
+	if old == r.Incarnation {
+		j.resend(r.Instance, r.Incarnation)
+		return
+	}
+	if r.Incarnation == "" {
+		delete(j.roster.instances, r.Instance)
+		if had {
+			j.roster.left[r.Instance] = time.Now()
+		}
+		j.log.Info().Str("instance", r.Instance).Msg("instance left")
+	} else {
+		j.roster.instances[r.Instance] = r.Incarnation
+		j.log.Info().Str("instance", r.Instance).Str("incarnation", r.Incarnation).Msg("instance registered")
+	}
+	if !had {
+		return
+	}
+	// A pending checkpoint that already holds the instance's ack keeps it: the snapshot
+	// was taken before the instance left or restarted and is still exact.
+	for _, p := range slices.Clone(j.inflight.pending) {
+		_, acked := p.acks[r.Instance]
+		if inc, ok := p.expected[r.Instance]; ok && inc == old && !acked {
+			detail := fmt.Sprintf("instance %s left", r.Instance)
+			if r.Incarnation != "" {
+				detail = fmt.Sprintf("instance %s restarted (incarnation %s → %s)", r.Instance, old, r.Incarnation)
+			}
+			j.abort(ctx, p, messages.AbortInstanceLost, detail)
+		}
+	}
+}

@@ -3,9 +3,53 @@ package coordinator
 import (
 	"context"
 	"sync"
+	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/cairn-stream/cairn/internal/configlog"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
+
+func (s *Service) onConfig(ctx context.Context, m jetstream.Msg) {
+	job := s.cfg.Subjects.Token(m.Subject(), 2)
+	if !s.wanted(job) || messages.ValidateName("job", job) != nil {
+		return
+	}
+	head := m.Subject() == s.cfg.Subjects.ConfigHead(job)
+	ev, err := configlog.Decode(m.Data(), job)
+	switch {
+	case err == nil && head:
+		s.noteNewest(ctx, job, ev, true)
+	case err == nil:
+		s.noteConfig(ctx, job, ev)
+	case !head && s.headed(job):
+		// The head holds the newest version configsvc issued: an invalid event hides none.
+		var seq uint64
+		if md, merr := m.Metadata(); merr == nil {
+			seq = md.Sequence.Stream
+		}
+		s.skipped.Log(s.log, job, []configlog.Skipped{{Seq: seq, Err: err}})
+	default:
+		// The consumer delivers only the last message of each subject at start: look for
+		// the config in force (configlog.Read) instead of leaving the job on the defaults.
+		s.lookUpConfig(ctx, job)
+	}
+}
+
+// newestValidConfig hands job its config in force (configlog.Read: the newer of its head
+// and its last valid event), logging the invalid messages read once each.
+func (s *Service) newestValidConfig(ctx context.Context, job string) {
+	l, err := configlog.Read(ctx, s.res.Config, s.cfg.Subjects, job, 2*time.Second)
+	if err != nil {
+		s.log.Error().Err(err).Str("job", job).Msg("invalid config event: cannot read the config in force")
+		return
+	}
+	s.skipped.Log(s.log, job, l.Skipped)
+	if l.Event != nil {
+		s.noteNewest(ctx, job, l.Event, l.Head != nil)
+	}
+}
 
 // noteNewest records a config that is not itself an event (a head, or what a look-up
 // read) and hands it to the job's loop only when it is newer than the newest config seen:
