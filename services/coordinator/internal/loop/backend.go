@@ -9,49 +9,49 @@ import (
 // Backend is everything one job's loop does to the outside world; it is used only by that
 // loop's goroutine. The JetStream implementation is store.Backend; unit tests use a fake.
 type Backend interface {
-	// nextID advances the job's checkpoint id counter with compare-and-set and returns
+	// NextID advances the job's checkpoint id counter with compare-and-set and returns
 	// the new id; an id is never returned twice, across restarts and fail-overs, and is
 	// always above the newest manifest's, even when the counter key was lost.
 	NextID(ctx context.Context) (uint64, error)
-	// sendBarrier publishes the barrier.
+	// SendBarrier publishes the barrier.
 	SendBarrier(b *messages.Barrier) error
-	// writeManifest stores the manifest under <job>.<id> and moves <job>.latest to it from
+	// WriteManifest stores the manifest under <job>.<id> and moves <job>.latest to it from
 	// the predecessor prev (0: none); ErrFenced when <job>.latest holds another manifest
 	// than prev (another coordinator wrote one: m would drop its members), ErrManifestsLost
 	// when it holds none though prev is not 0.
 	WriteManifest(ctx context.Context, m *messages.Manifest, prev uint64) error
-	// latestManifest returns the job's newest manifest, or nil when there is none;
+	// LatestManifest returns the job's newest manifest, or nil when there is none;
 	// ErrManifestsLost when there is none though a checkpoint of the job completed before.
 	LatestManifest(ctx context.Context) (*messages.Manifest, error)
-	// markMember records in the instance's record in CAIRN_INSTANCES that it is a member as
+	// MarkMember records in the instance's record in CAIRN_INSTANCES that it is a member as
 	// of checkpoint id (incarnation took the snapshot), unless the record says so already.
 	MarkMember(ctx context.Context, instance, incarnation string, id uint64) error
-	// clearMember records in the instance's record that it is no longer a member (removed
+	// ClearMember records in the instance's record that it is no longer a member (removed
 	// on purpose), so that it may start again as a new instance.
 	ClearMember(ctx context.Context, instance string) error
-	// unfinished returns the ids a previous coordinator issued after completed (the
+	// Unfinished returns the ids a previous coordinator issued after completed (the
 	// newest manifest's id) that ended neither completed nor aborted (at most
 	// MaxMaxConcurrent of the newest), and the last id it issued (at least the newest
 	// ended one, when the counter key was lost).
 	Unfinished(ctx context.Context, completed uint64) (ids []uint64, last uint64, err error)
-	// publishEvent publishes a checkpoint event; a completed event without waiting for
+	// PublishEvent publishes a checkpoint event; a completed event without waiting for
 	// JetStream's ack.
 	PublishEvent(ctx context.Context, e *messages.CheckpointEvent) error
-	// publishMemberEvent publishes a member audit event.
+	// PublishMemberEvent publishes a member audit event.
 	PublishMemberEvent(ctx context.Context, e *messages.MemberEvent) error
-	// publishAlarm publishes an alarm event.
+	// PublishAlarm publishes an alarm event.
 	PublishAlarm(ctx context.Context, e *messages.AlarmEvent) error
-	// retain deletes, in the background, the job's manifests beyond the newest req.Keep
+	// Retain deletes, in the background, the job's manifests beyond the newest req.Keep
 	// and the snapshot objects that neither a retained manifest nor req.Live references:
 	// those of dropped manifests and req.Dropped (acked for aborted checkpoints) once older
 	// than the newest manifest, req.Freed at once, and with req.Scan any of the job's.
 	Retain(req RetainRequest)
-	// savepoints returns the job's savepoints (<job>.savepoint.<name>), by name.
+	// Savepoints returns the job's savepoints (<job>.savepoint.<name>), by name.
 	Savepoints(ctx context.Context) (map[string]*messages.Manifest, error)
-	// writeSavepoint stores m, a written manifest, under <job>.savepoint.<m.Savepoint>;
+	// WriteSavepoint stores m, a written manifest, under <job>.savepoint.<m.Savepoint>;
 	// ErrSavepointExists when the name is in use.
 	WriteSavepoint(ctx context.Context, m *messages.Manifest) error
-	// deleteSavepoint deletes savepoint name and returns its manifest; nil when there is
+	// DeleteSavepoint deletes savepoint name and returns its manifest; nil when there is
 	// none.
 	DeleteSavepoint(ctx context.Context, name string) (*messages.Manifest, error)
 }

@@ -33,8 +33,10 @@ const (
 // Error is a request the loop refused or could not carry out, with a message that says
 // what the caller can rely on.
 type Error struct {
+	// Kind says why.
 	Kind ErrorKind
-	Msg  string
+	// Msg says what happened and what the caller can rely on.
+	Msg string
 }
 
 // Error returns the message.

@@ -31,8 +31,8 @@ type fakeBackend struct {
 	savepointsByName map[string]*messages.Manifest
 	// members are the instance records' memberships: instance → checkpoint.
 	members map[string]uint64
-	// slow, when set, is called (without the lock) at the start of nextID, latestManifest
-	// and writeManifest with the call's context and name: a slow or hanging store.
+	// slow, when set, is called (without the lock) at the start of NextID, LatestManifest
+	// and WriteManifest with the call's context and name: a slow or hanging store.
 	slow func(ctx context.Context, op string)
 }
 

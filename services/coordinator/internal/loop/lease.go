@@ -9,12 +9,12 @@ import (
 )
 
 // CallCap bounds every Backend call of a job's loop, even while the lease is valid for
-// longer; unheldCap bounds the calls made without the lease (the aborted events published
-// after losing it, which change no state another coordinator relies on).
-const (
-	CallCap   = 5 * time.Second
-	unheldCap = time.Second
-)
+// longer.
+const CallCap = 5 * time.Second
+
+// unheldCap bounds the calls made without the lease (the aborted events published after
+// losing it, which change no state another coordinator relies on).
+const unheldCap = time.Second
 
 // callCtx derives the context of one Backend call: while the lease is held its deadline
 // is the lease's validity (at most CallCap away), so a call cannot outlive the lease it

@@ -38,10 +38,10 @@ func (j *Job) noteAck(a *messages.Ack) {
 // job's keys is the costly part), at most retainEvery manifests beyond retain wait for it,
 // and a job that went quiet is retained and trimmed soon. Aborts and savepoint deletions
 // ask at once.
-const (
-	retainEvery = 10
-	RetainAfter = 10 * time.Second
-)
+const retainEvery = 10
+
+// RetainAfter is the longest a busy job goes between retention requests (see retainEvery).
+const RetainAfter = 10 * time.Second
 
 // retainPhase is where in the cycle of retainEvery completions the job's retention
 // passes fall after its first, different for different jobs: jobs started together would

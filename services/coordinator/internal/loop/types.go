@@ -9,10 +9,14 @@ import (
 // Registration reports an instance's registration (an empty Incarnation means it is gone),
 // or, with Sync, the job's full set of registered instances in All (instance → incarnation).
 type Registration struct {
-	Instance    string
+	// Instance is the instance registered or gone.
+	Instance string
+	// Incarnation is the registered process of the instance; empty when it is gone.
 	Incarnation string
-	Sync        bool
-	All         map[string]string
+	// Sync marks a full set, All, which replaces every registration the loop knows.
+	Sync bool
+	// All is the full set (instance → incarnation) when Sync is set.
+	All map[string]string
 }
 
 // Lease is what the lease keeper tells the loop: whether this coordinator holds the job's
@@ -21,11 +25,15 @@ type Registration struct {
 // grow, so a later holder's token is always higher). Tenure is the revision at which this
 // holder acquired the lease; a different tenure is a new take-over.
 type Lease struct {
-	Held       bool
+	// Held is set while this coordinator holds the lease.
+	Held bool
+	// ValidUntil is when this coordinator must stop acting on the lease: a margin before
+	// the bucket could expire it.
 	ValidUntil time.Time
-	Holder     string
-	Rev        uint64
-	Tenure     uint64
+	// Holder is the coordinator that holds the lease, when known.
+	Holder string
+	// Rev is the fencing token; Tenure the revision the lease was acquired at.
+	Rev, Tenure uint64
 }
 
 // RetainRequest asks the backend's retention worker for one pass.

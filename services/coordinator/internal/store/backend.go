@@ -67,7 +67,7 @@ type Backend struct {
 	latestRev  uint64
 	latestOK   bool
 	// used is the highest checkpoint id known to be taken: the newest manifest's, the
-	// newest ended checkpoint's and every id this backend issued. nextID never returns an
+	// newest ended checkpoint's and every id this backend issued. NextID never returns an
 	// id at or below it, even when the counter key was lost.
 	used uint64
 	// relist is set when the job's keys may have changed in a way that the manifests
@@ -82,14 +82,20 @@ var _ loop.Backend = (*Backend)(nil)
 
 // BackendConfig is what NewBackend needs: the job, its subjects and the NATS resources.
 type BackendConfig struct {
-	Job      string
+	// Job is the job's name.
+	Job string
+	// Subjects gives the subject prefix.
 	Subjects cjs.Subjects
-	// Conn sends barriers and answers reads from bucket leaders; JS publishes the events
-	// that are awaited, Async those that are not (completed events).
-	Conn      *nats.Conn
+	// Conn sends barriers and answers reads from bucket leaders.
+	Conn *nats.Conn
+	// JS publishes the events whose acks are awaited, Async those whose are not
+	// (completed events).
 	JS, Async jetstream.JetStream
+	// Resources are the buckets and streams: CAIRN_MANIFESTS, CAIRN_INSTANCES and
+	// CAIRN_CHECKPOINTS are used.
 	Resources *cjs.Resources
-	Log       zerolog.Logger
+	// Log receives the backend's and its retention worker's lines.
+	Log zerolog.Logger
 }
 
 // NewBackend returns the backend of one job. SetStores must give it the job's snapshot
@@ -112,6 +118,8 @@ func ReadLatest(ctx context.Context, leader cjs.Requester, kv jetstream.KeyValue
 	return (&Backend{job: job, manifests: kv, leader: leader}).readLatest(ctx)
 }
 
+// NextID implements loop.Backend: compare-and-set on <job>.counter in CAIRN_MANIFESTS,
+// after the job's snapshot store exists.
 func (b *Backend) NextID(ctx context.Context) (uint64, error) {
 	if !b.storeOK {
 		// Operators upload into the job's store as soon as a barrier arrives.
@@ -150,7 +158,7 @@ func (b *Backend) NextID(ctx context.Context) (uint64, error) {
 
 // readCounter re-reads the id counter from the bucket stream's leader and, with latest,
 // the newest manifest's id: a counter that was lost is then advanced past every id
-// already used instead of starting again at 1. Whatever it reads, nextID advances the
+// already used instead of starting again at 1. Whatever it reads, NextID advances the
 // counter only with compare-and-set on the revision read, so no id is issued twice.
 func (b *Backend) readCounter(ctx context.Context, latest bool) error {
 	key := cjs.CounterKey(b.job)
@@ -187,6 +195,7 @@ func (b *Backend) readCounter(ctx context.Context, latest bool) error {
 	return nil
 }
 
+// SendBarrier implements loop.Backend: a core NATS message on the job's barrier subject.
 func (b *Backend) SendBarrier(br *messages.Barrier) error {
 	data, err := messages.Marshal(br)
 	if err != nil {
@@ -199,6 +208,8 @@ func (b *Backend) SendBarrier(br *messages.Barrier) error {
 	return b.nc.PublishMsg(m)
 }
 
+// WriteManifest implements loop.Backend: a put of <job>.<id>, then compare-and-set of
+// <job>.latest on the revision last read.
 func (b *Backend) WriteManifest(ctx context.Context, m *messages.Manifest, prev uint64) error {
 	data, err := messages.Marshal(m)
 	if err != nil {
@@ -266,6 +277,8 @@ func (b *Backend) readLatest(ctx context.Context) (*messages.Manifest, uint64, e
 	return &m, rev, nil
 }
 
+// LatestManifest implements loop.Backend; without <job>.latest, the last completed event
+// tells a new job from lost manifests.
 func (b *Backend) LatestManifest(ctx context.Context) (*messages.Manifest, error) {
 	m, rev, err := b.readLatest(ctx)
 	if err != nil {
@@ -292,6 +305,7 @@ func (b *Backend) LatestManifest(ctx context.Context) (*messages.Manifest, error
 		loop.ErrManifestsLost, cjs.LatestKey(b.job), ev.CheckpointID, ev.FinishedAt.Format(time.RFC3339), subject)
 }
 
+// MarkMember implements loop.Backend on the instance record in CAIRN_INSTANCES.
 func (b *Backend) MarkMember(ctx context.Context, instance, incarnation string, id uint64) error {
 	_, err := cjs.UpdateKey(ctx, b.leader, b.instances, cjs.InstanceKey(b.job, instance), func(cur []byte) ([]byte, error) {
 		rec := messages.InstanceRecord{Schema: messages.SchemaVersion, Job: b.job, Instance: instance, Incarnation: incarnation}
@@ -309,6 +323,7 @@ func (b *Backend) MarkMember(ctx context.Context, instance, incarnation string, 
 	return err
 }
 
+// ClearMember implements loop.Backend on the instance record in CAIRN_INSTANCES.
 func (b *Backend) ClearMember(ctx context.Context, instance string) error {
 	_, err := cjs.UpdateKey(ctx, b.leader, b.instances, cjs.InstanceKey(b.job, instance), func(cur []byte) ([]byte, error) {
 		var rec messages.InstanceRecord
@@ -327,6 +342,8 @@ func (b *Backend) ClearMember(ctx context.Context, instance string) error {
 	return err
 }
 
+// PublishEvent implements loop.Backend on CAIRN_CHECKPOINTS, deduplicated by job, id and
+// outcome.
 func (b *Backend) PublishEvent(ctx context.Context, e *messages.CheckpointEvent) error {
 	data, err := messages.Marshal(e)
 	if err != nil {
@@ -339,7 +356,7 @@ func (b *Backend) PublishEvent(ctx context.Context, e *messages.CheckpointEvent)
 	id := jetstream.WithMsgID(fmt.Sprintf("%s.%d.%s", b.job, e.CheckpointID, e.Outcome))
 	if e.Outcome == messages.Completed {
 		// Nothing waits for a completed event (the manifest is the record): its ack is
-		// not awaited, and a failure is logged when it comes (Service.eventFailed).
+		// not awaited, and a failure is logged when it comes (Async's error handler).
 		_, err = b.async.PublishMsgAsync(m, id)
 	} else {
 		_, err = b.js.PublishMsg(ctx, m, id)
@@ -350,6 +367,8 @@ func (b *Backend) PublishEvent(ctx context.Context, e *messages.CheckpointEvent)
 	return nil
 }
 
+// PublishMemberEvent implements loop.Backend, deduplicated by job, instance, kind and
+// checkpoint.
 func (b *Backend) PublishMemberEvent(ctx context.Context, e *messages.MemberEvent) error {
 	data, err := messages.Marshal(e)
 	if err != nil {
@@ -362,6 +381,7 @@ func (b *Backend) PublishMemberEvent(ctx context.Context, e *messages.MemberEven
 	return nil
 }
 
+// PublishAlarm implements loop.Backend, deduplicated by job, kind, state and checkpoint.
 func (b *Backend) PublishAlarm(ctx context.Context, e *messages.AlarmEvent) error {
 	data, err := messages.Marshal(e)
 	if err != nil {
@@ -374,6 +394,8 @@ func (b *Backend) PublishAlarm(ctx context.Context, e *messages.AlarmEvent) erro
 	return nil
 }
 
+// Unfinished implements loop.Backend from the id counter and the last completed and
+// aborted events.
 func (b *Backend) Unfinished(ctx context.Context, completed uint64) ([]uint64, uint64, error) {
 	b.used = max(b.used, completed)
 	if err := b.readCounter(ctx, false); err != nil {

@@ -68,6 +68,7 @@ func readManifestKey(ctx context.Context, leader cjs.Requester, kv jetstream.Key
 	return &m, nil
 }
 
+// WriteSavepoint implements loop.Backend: a create of <job>.savepoint.<name>.
 func (b *Backend) WriteSavepoint(ctx context.Context, m *messages.Manifest) error {
 	b.relist = true
 	data, err := messages.Marshal(m)
@@ -83,6 +84,7 @@ func (b *Backend) WriteSavepoint(ctx context.Context, m *messages.Manifest) erro
 	return nil
 }
 
+// DeleteSavepoint implements loop.Backend: a read, then a purge of <job>.savepoint.<name>.
 func (b *Backend) DeleteSavepoint(ctx context.Context, name string) (*messages.Manifest, error) {
 	b.relist = true
 	key := cjs.SavepointKey(b.job, name)

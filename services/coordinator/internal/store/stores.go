@@ -49,8 +49,10 @@ func NewJobStores(job string, js jetstream.JetStream, opts cjs.Options, stream f
 	return &JobStores{job: job, js: js, nc: js.Conn(), opts: opts, stream: stream}
 }
 
+// Own implements Stores.
 func (s *JobStores) Own() string { return cjs.SnapshotStoreFor(s.job, s.opts.SharedSnapshotStore) }
 
+// Open implements Stores.
 func (s *JobStores) Open(ctx context.Context, name string) (ObjectStore, error) {
 	s.mu.Lock()
 	st, ok := s.stores[name]

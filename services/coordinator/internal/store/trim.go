@@ -39,6 +39,7 @@ type trimTarget struct {
 	stream, filter string
 }
 
+// NewTrimmer returns a trimmer of streams, looked up with lookup, that logs to log.
 func NewTrimmer(streams []string, lookup func(ctx context.Context, name string) (StreamPurger, error), log zerolog.Logger) *Trimmer {
 	return &Trimmer{streams: streams, lookup: lookup, log: log, found: map[string]StreamPurger{}, done: map[trimTarget]uint64{}}
 }
