@@ -29,9 +29,9 @@ type endpoint struct {
 	wait time.Duration
 	// ownView: a standby answers with its own status when no holder answers (status).
 	ownView bool
-	// accept checks the body and returns what serves the request here; a bad body is a
-	// 400, answered wherever the request arrives.
-	accept func(ctx context.Context, ep *endpoint, job string, body []byte) (serve func(answerFunc), e *replyError)
+	// accept checks the body and returns what serves the request here; a bad body is
+	// answered wherever the request arrives.
+	accept acceptFunc
 }
 
 // endpoints is the table of the coordinator's request endpoints.
@@ -44,18 +44,18 @@ func (s *Service) endpoints() []*endpoint {
 		},
 		{
 			name: "members-remove", subject: sub.MembersRemove("*"), direct: sub.CoordinatorMembersRemove,
-			what: "removal", unchanged: "nothing was removed", wait: forwardRemovalWait, accept: s.acceptRemove,
+			what: "removal", unchanged: "nothing was removed", wait: forwardRemovalWait, accept: atLoop(s, parseRemoveRequest, removeMember),
 		},
 		{
 			name: "checkpoint-trigger", subject: sub.CheckpointTrigger("*"),
 			direct: func(id, job string) string { return sub.CoordinatorCheckpoint(id, "trigger", job) },
-			what:   "trigger", unchanged: "no checkpoint was triggered", wait: forwardTriggerWait, accept: s.acceptTrigger,
+			what:   "trigger", unchanged: "no checkpoint was triggered", wait: forwardTriggerWait, accept: atLoop(s, parseTriggerRequest, trigger),
 		},
 		{name: "checkpoint-list", subject: sub.CheckpointList("*"), accept: s.acceptList},
 		{
 			name: "checkpoint-delete", subject: sub.CheckpointDelete("*"),
 			direct: func(id, job string) string { return sub.CoordinatorCheckpoint(id, "delete", job) },
-			what:   "deletion", unchanged: "nothing was deleted", wait: forwardRemovalWait, accept: s.acceptDelete,
+			what:   "deletion", unchanged: "nothing was deleted", wait: forwardRemovalWait, accept: atLoop(s, parseSavepointRequest, deleteSavepoint),
 		},
 	}
 }

@@ -104,45 +104,41 @@ func (s *Service) acceptStatus(ctx context.Context, _ *endpoint, job string, _ [
 	}, nil
 }
 
-// acceptRemove serves a member removal at the lease holder: the job's loop answers once a
-// manifest without the member is written.
-func (s *Service) acceptRemove(ctx context.Context, ep *endpoint, job string, body []byte) (func(answerFunc), *replyError) {
-	req, err := parseRemoveRequest(body)
-	if err != nil {
-		return nil, badRequest(err)
+// acceptFunc checks a request's body and returns what serves the request here; a bad
+// body is a 400.
+type acceptFunc func(ctx context.Context, ep *endpoint, job string, body []byte) (serve func(answerFunc), e *replyError)
+
+// atLoop is the acceptFunc of a request that the job's loop serves at the lease holder:
+// parse checks the body, and call hands the parsed request to the loop, which calls
+// decided once when it has decided it (a removal once a manifest without the member is
+// written, a trigger when its checkpoint has ended).
+func atLoop[R, T any](s *Service, parse func([]byte) (R, error),
+	call func(ctx context.Context, j *loop.Job, req R, decided func(T, *loop.Error)) bool,
+) acceptFunc {
+	return func(ctx context.Context, ep *endpoint, job string, body []byte) (func(answerFunc), *replyError) {
+		req, err := parse(body)
+		if err != nil {
+			return nil, badRequest(err)
+		}
+		return func(done answerFunc) {
+			s.toLoop(ctx, job, ep.unchanged, done, func(qctx context.Context, j *loop.Job, decided func(any, *loop.Error)) bool {
+				return call(qctx, j, req, func(out T, e *loop.Error) { decided(out, e) })
+			})
+		}, nil
 	}
-	return func(done answerFunc) {
-		toLoop(ctx, s, ep, job, done, func(j *loop.Job, qctx context.Context, decided func(*messages.MemberRemoval, *loop.Error)) bool {
-			return j.RemoveMember(qctx, req.Instance, decided)
-		})
-	}, nil
 }
 
-// acceptTrigger serves a manual checkpoint or savepoint at the lease holder: the job's
-// loop answers when the checkpoint triggered for it has ended.
-func (s *Service) acceptTrigger(ctx context.Context, ep *endpoint, job string, body []byte) (func(answerFunc), *replyError) {
-	req, err := parseTriggerRequest(body)
-	if err != nil {
-		return nil, badRequest(err)
-	}
-	return func(done answerFunc) {
-		toLoop(ctx, s, ep, job, done, func(j *loop.Job, qctx context.Context, decided func(*messages.CheckpointResult, *loop.Error)) bool {
-			return j.Trigger(qctx, req.Savepoint, decided)
-		})
-	}, nil
+// removeMember, trigger and deleteSavepoint hand a parsed request to the job's loop.
+func removeMember(ctx context.Context, j *loop.Job, r messages.MemberRemoveRequest, d func(*messages.MemberRemoval, *loop.Error)) bool {
+	return j.RemoveMember(ctx, r.Instance, d)
 }
 
-// acceptDelete serves a savepoint deletion at the lease holder.
-func (s *Service) acceptDelete(ctx context.Context, ep *endpoint, job string, body []byte) (func(answerFunc), *replyError) {
-	req, err := parseSavepointRequest(body)
-	if err != nil {
-		return nil, badRequest(err)
-	}
-	return func(done answerFunc) {
-		toLoop(ctx, s, ep, job, done, func(j *loop.Job, qctx context.Context, decided func(*messages.SavepointDeleted, *loop.Error)) bool {
-			return j.DeleteSavepoint(qctx, req.Savepoint, decided)
-		})
-	}, nil
+func trigger(ctx context.Context, j *loop.Job, r messages.TriggerRequest, d func(*messages.CheckpointResult, *loop.Error)) bool {
+	return j.Trigger(ctx, r.Savepoint, d)
+}
+
+func deleteSavepoint(ctx context.Context, j *loop.Job, r messages.SavepointRequest, d func(*messages.SavepointDeleted, *loop.Error)) bool {
+	return j.DeleteSavepoint(ctx, r.Savepoint, d)
 }
 
 // acceptList serves a checkpoint listing from the manifest bucket, which every replica
@@ -169,16 +165,16 @@ func (s *Service) acceptList(ctx context.Context, _ *endpoint, job string, body 
 // toLoop hands a request that only the lease holder answers to the job's loop (call),
 // keeping the job running until the loop has decided it (a parked job is woken); done is
 // called here when the loop cannot take it.
-func toLoop[T any](ctx context.Context, s *Service, ep *endpoint, job string, done answerFunc,
-	call func(j *loop.Job, ctx context.Context, decided func(T, *loop.Error)) bool,
+func (s *Service) toLoop(ctx context.Context, job, unchanged string, done answerFunc,
+	call func(ctx context.Context, j *loop.Job, decided func(any, *loop.Error)) bool,
 ) {
-	j, release := s.wakeFor(ctx, job, ep.unchanged, func(e *replyError) { done(nil, e) })
+	j, release := s.wakeFor(ctx, job, unchanged, func(e *replyError) { done(nil, e) })
 	if j == nil {
 		return
 	}
 	qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	decided := func(out T, e *loop.Error) {
+	decided := func(out any, e *loop.Error) {
 		release()
 		if e != nil {
 			done(nil, fromLoop(e))
@@ -186,8 +182,7 @@ func toLoop[T any](ctx context.Context, s *Service, ep *endpoint, job string, do
 		}
 		done(out, nil)
 	}
-	if !call(j, qctx, decided) {
-		var none T
-		decided(none, &loop.Error{Kind: loop.Unavailable, Msg: "coordinator busy or stopping; " + ep.unchanged + ", try again"})
+	if !call(qctx, j, decided) {
+		decided(nil, &loop.Error{Kind: loop.Unavailable, Msg: "coordinator busy or stopping; " + unchanged + ", try again"})
 	}
 }

@@ -41,12 +41,8 @@ func (j *Job) ensurePrev(ctx context.Context) error {
 // requestTrigger records a manual checkpoint request; the next barrier, sent as soon as
 // max_concurrent allows, serves it, and the request is answered when that checkpoint ends.
 func (j *Job) requestTrigger(ctx context.Context, req triggerRequest) {
-	if !j.lease.Held {
-		req.done(nil, &Error{Unavailable, fmt.Sprintf("coordinator %s does not hold the lease of job %s; no checkpoint was triggered, try again", j.coordID, j.name)})
-		return
-	}
-	if err := j.ensurePrev(ctx); err != nil {
-		req.done(nil, &Error{Unavailable, fmt.Sprintf("cannot read the latest manifest of job %s: %v; no checkpoint was triggered", j.name, err)})
+	if e := j.refusal(ctx, "no checkpoint was triggered, try again", "no checkpoint was triggered"); e != nil {
+		req.done(nil, e)
 		return
 	}
 	if len(j.members()) == 0 {

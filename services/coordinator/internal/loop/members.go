@@ -81,12 +81,8 @@ func (j *Job) memberNames() string {
 // requestRemoval records a member removal and lets the next checkpoint, triggered at once,
 // write the manifest without it; the request is answered when that manifest is written.
 func (j *Job) requestRemoval(ctx context.Context, req removeRequest) {
-	if !j.lease.Held {
-		req.done(nil, &Error{Unavailable, fmt.Sprintf("coordinator %s does not hold the lease of job %s; try again", j.coordID, j.name)})
-		return
-	}
-	if err := j.ensurePrev(ctx); err != nil {
-		req.done(nil, &Error{Unavailable, fmt.Sprintf("cannot read the latest manifest of job %s: %v; nothing was removed", j.name, err)})
+	if e := j.refusal(ctx, "try again", "nothing was removed"); e != nil {
+		req.done(nil, e)
 		return
 	}
 	inst := req.instance

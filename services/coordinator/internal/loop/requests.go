@@ -2,6 +2,7 @@ package loop
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
@@ -71,4 +72,21 @@ func send[T any](ctx context.Context, ch chan<- T, v T) bool {
 	case <-ctx.Done():
 		return false
 	}
+}
+
+// refusal says why the loop cannot serve a request that only the lease holder serves: it
+// does not hold the lease, or, unless unread is empty, it cannot read the newest manifest.
+// unheld and unread end the message of each case (what the caller can rely on); nil: the
+// loop can serve the request.
+func (j *Job) refusal(ctx context.Context, unheld, unread string) *Error {
+	if !j.lease.Held {
+		return &Error{Unavailable, fmt.Sprintf("coordinator %s does not hold the lease of job %s; %s", j.coordID, j.name, unheld)}
+	}
+	if unread == "" {
+		return nil
+	}
+	if err := j.ensurePrev(ctx); err != nil {
+		return &Error{Unavailable, fmt.Sprintf("cannot read the latest manifest of job %s: %v; %s", j.name, err, unread)}
+	}
+	return nil
 }

@@ -59,8 +59,8 @@ func (j *Job) storeSavepoint(ctx context.Context, m *messages.Manifest) *Error {
 // requestDelete deletes a savepoint and queues a retention pass that drops its objects
 // and lets its input go.
 func (j *Job) requestDelete(ctx context.Context, req deleteRequest) {
-	if !j.lease.Held {
-		req.done(nil, &Error{Unavailable, fmt.Sprintf("coordinator %s does not hold the lease of job %s; nothing was deleted, try again", j.coordID, j.name)})
+	if e := j.refusal(ctx, "nothing was deleted, try again", ""); e != nil {
+		req.done(nil, e)
 		return
 	}
 	cctx, cancel := j.callCtx(ctx)

@@ -370,12 +370,8 @@ func (b *Backend) PublishEvent(ctx context.Context, e *messages.CheckpointEvent)
 // PublishMemberEvent implements loop.Backend, deduplicated by job, instance, kind and
 // checkpoint.
 func (b *Backend) PublishMemberEvent(ctx context.Context, e *messages.MemberEvent) error {
-	data, err := messages.Marshal(e)
-	if err != nil {
-		return err
-	}
 	id := fmt.Sprintf("%s.%s.%s.%d", b.job, e.Instance, e.Kind, e.Checkpoint)
-	if _, err := b.js.PublishMsg(ctx, &nats.Msg{Subject: b.subjects.MemberEvents(b.job), Data: data}, jetstream.WithMsgID(id)); err != nil {
+	if err := b.publishStored(ctx, b.subjects.MemberEvents(b.job), id, e); err != nil {
 		return fmt.Errorf("publish member %s event: %w", e.Kind, err)
 	}
 	return nil
@@ -383,15 +379,22 @@ func (b *Backend) PublishMemberEvent(ctx context.Context, e *messages.MemberEven
 
 // PublishAlarm implements loop.Backend, deduplicated by job, kind, state and checkpoint.
 func (b *Backend) PublishAlarm(ctx context.Context, e *messages.AlarmEvent) error {
-	data, err := messages.Marshal(e)
-	if err != nil {
-		return err
-	}
 	id := fmt.Sprintf("%s.alarm.%s.%s.%d", b.job, e.Kind, e.State, e.Checkpoint)
-	if _, err := b.js.PublishMsg(ctx, &nats.Msg{Subject: b.subjects.Alarms(b.job), Data: data}, jetstream.WithMsgID(id)); err != nil {
+	if err := b.publishStored(ctx, b.subjects.Alarms(b.job), id, e); err != nil {
 		return fmt.Errorf("publish alarm %s %s event: %w", e.Kind, e.State, err)
 	}
 	return nil
+}
+
+// publishStored publishes m on subject to JetStream, deduplicated by id, and waits for
+// the ack.
+func (b *Backend) publishStored(ctx context.Context, subject, id string, m messages.Message) error {
+	data, err := messages.Marshal(m)
+	if err != nil {
+		return err
+	}
+	_, err = b.js.PublishMsg(ctx, &nats.Msg{Subject: subject, Data: data}, jetstream.WithMsgID(id))
+	return err
 }
 
 // Unfinished implements loop.Backend from the id counter and the last completed and
