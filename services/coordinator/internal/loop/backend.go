@@ -55,3 +55,26 @@ type Backend interface {
 	// none.
 	DeleteSavepoint(ctx context.Context, name string) (*messages.Manifest, error)
 }
+
+// RetainRequest asks the backend's retention worker for one pass.
+type RetainRequest struct {
+	// Keep is how many of the newest manifests stay.
+	Keep int
+	// Live are snapshots acked for checkpoints still pending.
+	Live []messages.SnapshotRef
+	// Dropped are snapshots acked for checkpoints aborted since the last request.
+	Dropped []messages.SnapshotRef
+	// Freed are dropped snapshots that no checkpoint can reference any more (the instance
+	// that uploaded them has acked a newer object since): deleted at once, even during a
+	// failure streak in which no newer manifest is written.
+	Freed []messages.SnapshotRef
+	// Scan asks for a full scan of the snapshot store in this pass (the store was full).
+	Scan bool
+	// List asks the pass to list the job's keys: they may have changed in a way the loop
+	// did not hand over (a take-over, a savepoint written or deleted).
+	List bool
+	// Written are the manifests the job's loop wrote since the last request. A manifest
+	// under <job>.<id> never changes (ids are never reused), so the worker keeps them
+	// instead of reading them back.
+	Written []*messages.Manifest
+}

@@ -118,3 +118,20 @@ func (j *Job) fence(ctx context.Context, why string) {
 	j.failManual("this coordinator stopped coordinating the job (" + why + "); the checkpoint did not complete, try again")
 	j.log.Warn().Str("why", why).Msg("stopped coordinating the job")
 }
+
+// Lease is what the lease keeper tells the loop: whether this coordinator holds the job's
+// lease, until when it may act on it, and who holds it. Rev is the lease key's revision at
+// the last take or renewal: the fencing token of barriers and manifests (KV revisions only
+// grow, so a later holder's token is always higher). Tenure is the revision at which this
+// holder acquired the lease; a different tenure is a new take-over.
+type Lease struct {
+	// Held is set while this coordinator holds the lease.
+	Held bool
+	// ValidUntil is when this coordinator must stop acting on the lease: a margin before
+	// the bucket could expire it.
+	ValidUntil time.Time
+	// Holder is the coordinator that holds the lease, when known.
+	Holder string
+	// Rev is the fencing token; Tenure the revision the lease was acquired at.
+	Rev, Tenure uint64
+}

@@ -259,3 +259,16 @@ func (j *Job) register(ctx context.Context, r Registration) {
 		}
 	}
 }
+
+// Registration reports an instance's registration (an empty Incarnation means it is gone),
+// or, with Sync, the job's full set of registered instances in All (instance → incarnation).
+type Registration struct {
+	// Instance is the instance registered or gone.
+	Instance string
+	// Incarnation is the registered process of the instance; empty when it is gone.
+	Incarnation string
+	// Sync marks a full set, All, which replaces every registration the loop knows.
+	Sync bool
+	// All is the full set (instance → incarnation) when Sync is set.
+	All map[string]string
+}
