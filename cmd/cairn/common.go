@@ -16,8 +16,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/cairn-stream/cairn/internal/health"
+	"github.com/cairn-stream/cairn/internal/retry"
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
-	op "github.com/cairn-stream/cairn/pkg/operator"
 )
 
 // common holds the flags every service command shares.
@@ -157,10 +157,10 @@ func (c *common) setup(ctx context.Context, name string, lookupOnly bool, only [
 	return nc, js, res, nil
 }
 
-// ensureResources retries cjs.Ensure with op.Retry's backoff until it succeeds or ctx ends.
+// ensureResources retries cjs.Ensure with retry.Do's backoff until it succeeds or ctx ends.
 func ensureResources(ctx context.Context, js jetstream.JetStream, o cjs.Options, log zerolog.Logger) (*cjs.Resources, error) {
 	var res *cjs.Resources
-	err := op.Retry(ctx, func(ctx context.Context) error {
+	err := retry.Do(ctx, func(ctx context.Context) error {
 		ectx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
 		var err error

@@ -130,7 +130,7 @@ func runOperator(ctx context.Context, args []string, stderr io.Writer) error {
 		return fmt.Errorf("--on-poison: %w", err)
 	}
 	cfg := operator.DefaultConfig(*job, *instance)
-	cfg.Subjects = c.subjects()
+	cfg.SubjectPrefix = c.prefix
 	cfg.InputStream = *inputStream
 	cfg.InputFilters = splitList(*input)
 	cfg.Output = *output

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/cairn-stream/cairn/internal/retry"
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
 	"github.com/cairn-stream/cairn/pkg/operator"
 	"github.com/cairn-stream/cairn/pkg/operator/state"
@@ -165,7 +166,7 @@ const publishBudget = 30 * time.Second
 func (s *Sink) readMark() error {
 	ctx, cancel := context.WithTimeout(context.Background(), publishBudget)
 	defer cancel()
-	return operator.Retry(ctx, func(ctx context.Context) error {
+	return retry.Do(ctx, func(ctx context.Context) error {
 		m, err := cjs.LastMsgCurrent(ctx, s.nc, OutputStream, s.subject)
 		switch {
 		case errors.Is(err, jetstream.ErrMsgNotFound):
@@ -192,7 +193,7 @@ func (s *Sink) publish(seq uint64, w Write) error {
 	msg := nats.NewMsg(s.subject)
 	msg.Data = w.Data
 	msg.Header.Set(HeaderSeq, strconv.FormatUint(seq, 10))
-	return operator.Retry(ctx, func(ctx context.Context) error {
+	return retry.Do(ctx, func(ctx context.Context) error {
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 		_, err := s.js.PublishMsg(pctx, msg, jetstream.WithMsgID(fmt.Sprintf("%s.%d", s.instance, seq)))

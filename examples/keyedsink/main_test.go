@@ -13,11 +13,11 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/cairn-stream/cairn/internal/cairntest"
 	"github.com/cairn-stream/cairn/internal/natstest"
 	"github.com/cairn-stream/cairn/internal/proctest"
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
 	"github.com/cairn-stream/cairn/pkg/messages"
+	"github.com/cairn-stream/cairn/pkg/operator/operatortest"
 )
 
 const (
@@ -49,14 +49,14 @@ type harness struct {
 	js    jetstream.JetStream
 	in    jetstream.Stream
 	out   jetstream.Stream
-	coord *cairntest.Coordinator
+	coord *operatortest.Coordinator
 	// inputs are the values published, in order; last is the input sequence of the last.
 	inputs []int64
 	last   uint64
 }
 
 func (h *harness) ctx() context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), cairntest.Wait)
+	ctx, cancel := context.WithTimeout(context.Background(), operatortest.Wait)
 	h.t.Cleanup(cancel)
 	return ctx
 }
@@ -82,7 +82,7 @@ func (h *harness) kill() {
 func (h *harness) info(seq uint64) messages.OperatorInfo {
 	h.t.Helper()
 	var in messages.OperatorInfo
-	natstest.Eventually(h.t, cairntest.Wait, fmt.Sprintf("sink never reached position %d", seq), func() bool {
+	operatortest.Eventually(h.t, operatortest.Wait, fmt.Sprintf("sink never reached position %d", seq), func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		_, err := natstest.RequestJSON(ctx, h.nc, cjs.Subjects{}.OperatorInfo("keyedsink", instance), nil, &in)
@@ -127,7 +127,7 @@ func (h *harness) visible() []map[string]any {
 func (h *harness) wantVisible(n int, when string) {
 	h.t.Helper()
 	var got []map[string]any
-	natstest.Eventually(h.t, cairntest.Wait, when, func() bool { got = h.visible(); return len(got) >= n })
+	operatortest.Eventually(h.t, operatortest.Wait, when, func() bool { got = h.visible(); return len(got) >= n })
 	if len(got) != n {
 		h.t.Fatalf("%s: %d writes visible, want %d", when, len(got), n)
 	}
@@ -168,8 +168,8 @@ func TestKeyedSinkExactlyOnce(t *testing.T) {
 		t.Skip("starts processes")
 	}
 	s := natstest.Start(t)
-	nc, js, res := s.Resources(t, cjs.Options{Memory: true})
-	h := &harness{t: t, nc: nc, js: js, coord: cairntest.NewCoordinator(t, nc, res.Manifests, "keyedsink")}
+	nc, js, _ := s.Resources(t, cjs.Options{Memory: true})
+	h := &harness{t: t, nc: nc, js: js, coord: operatortest.NewCoordinator(t, nc, "keyedsink")}
 	var err error
 	if h.in, err = js.CreateStream(h.ctx(), jetstream.StreamConfig{Name: InputStream, Subjects: []string{"ksink.in.>"}, Storage: jetstream.MemoryStorage}); err != nil {
 		t.Fatal(err)

@@ -13,11 +13,11 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
-	"github.com/cairn-stream/cairn/internal/cairntest"
 	"github.com/cairn-stream/cairn/internal/natstest"
 	"github.com/cairn-stream/cairn/internal/proctest"
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
 	"github.com/cairn-stream/cairn/pkg/messages"
+	"github.com/cairn-stream/cairn/pkg/operator/operatortest"
 	"github.com/cairn-stream/cairn/services/configsvc"
 	"github.com/cairn-stream/cairn/services/coordinator"
 )
@@ -80,7 +80,7 @@ func startCairn(t *testing.T, nc *nats.Conn, js jetstream.JetStream, res *cjs.Re
 			}
 		}
 	})
-	rctx, rcancel := context.WithTimeout(context.Background(), cairntest.Wait)
+	rctx, rcancel := context.WithTimeout(context.Background(), operatortest.Wait)
 	defer rcancel()
 	var applied map[string]any
 	if _, err := natstest.RequestJSON(rctx, nc, cjs.Subjects{}.ConfigSet("orders"), []byte(`{"interval":"200ms"}`), &applied); err != nil {
@@ -92,7 +92,7 @@ func startCairn(t *testing.T, nc *nats.Conn, js jetstream.JetStream, res *cjs.Re
 // of the last.
 func waitCompleted(t *testing.T, events <-chan *nats.Msg, after uint64, n int) uint64 {
 	t.Helper()
-	timeout := time.NewTimer(cairntest.Wait)
+	timeout := time.NewTimer(operatortest.Wait)
 	defer timeout.Stop()
 	for n > 0 {
 		select {
@@ -106,7 +106,7 @@ func waitCompleted(t *testing.T, events <-chan *nats.Msg, after uint64, n int) u
 				n--
 			}
 		case <-timeout.C:
-			t.Fatalf("no checkpoint after %d completed within %s", after, cairntest.Wait)
+			t.Fatalf("no checkpoint after %d completed within %s", after, operatortest.Wait)
 		}
 	}
 	return after
@@ -115,7 +115,7 @@ func waitCompleted(t *testing.T, events <-chan *nats.Msg, after uint64, n int) u
 // waitBarrier waits for the barrier of a checkpoint newer than after.
 func waitBarrier(t *testing.T, barriers <-chan *nats.Msg, after uint64) {
 	t.Helper()
-	timeout := time.NewTimer(cairntest.Wait)
+	timeout := time.NewTimer(operatortest.Wait)
 	defer timeout.Stop()
 	for {
 		select {
@@ -128,7 +128,7 @@ func waitBarrier(t *testing.T, barriers <-chan *nats.Msg, after uint64) {
 				return
 			}
 		case <-timeout.C:
-			t.Fatalf("no barrier after checkpoint %d within %s", after, cairntest.Wait)
+			t.Fatalf("no barrier after checkpoint %d within %s", after, operatortest.Wait)
 		}
 	}
 }

@@ -87,7 +87,7 @@ func run(ctx context.Context, opts cjs.ConnectOptions, instance string, log *slo
 	err = rt.AddEndpoint("totals", "cairn.op.orders."+instance+".totals", micro.HandlerFunc(func(req micro.Request) {
 		var b []byte
 		if err := rt.Do(ctx, func() { b, _ = json.Marshal(orders.totals) }); err != nil {
-			_ = operator.RespondError(req, "503", err.Error())
+			_ = req.Error("503", err.Error(), nil)
 			return
 		}
 		_ = req.Respond(b)

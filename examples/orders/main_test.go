@@ -15,10 +15,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cairn-stream/cairn/internal/authgen"
-	"github.com/cairn-stream/cairn/internal/cairntest"
 	"github.com/cairn-stream/cairn/internal/natstest"
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
 	"github.com/cairn-stream/cairn/pkg/messages"
+	"github.com/cairn-stream/cairn/pkg/operator/operatortest"
 )
 
 const instance = "orders-0"
@@ -26,7 +26,7 @@ const instance = "orders-0"
 // totals asks the operator for its totals.
 func totals(t *testing.T, nc *nats.Conn) map[string]Totals {
 	t.Helper()
-	msg, err := nc.Request("cairn.op.orders."+instance+".totals", nil, cairntest.Wait)
+	msg, err := nc.Request("cairn.op.orders."+instance+".totals", nil, operatortest.Wait)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,7 +42,7 @@ func totals(t *testing.T, nc *nats.Conn) map[string]Totals {
 func waitPosition(t *testing.T, nc *nats.Conn, seq uint64) messages.OperatorInfo {
 	t.Helper()
 	var info messages.OperatorInfo
-	natstest.Eventually(t, cairntest.Wait, fmt.Sprintf("position never reached %d", seq), func() bool {
+	operatortest.Eventually(t, operatortest.Wait, fmt.Sprintf("position never reached %d", seq), func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		_, err := natstest.RequestJSON(ctx, nc, cjs.Subjects{}.OperatorInfo("orders", instance), nil, &info)
@@ -91,7 +91,7 @@ func TestOrdersWithGeneratedPermissions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), cairntest.Wait)
+	ctx, cancel := context.WithTimeout(context.Background(), operatortest.Wait)
 	defer cancel()
 	res, err := cjs.Ensure(ctx, js, cjs.Options{Memory: true})
 	if err != nil {
@@ -108,7 +108,7 @@ func TestOrdersWithGeneratedPermissions(t *testing.T) {
 // admin's, playing the coordinator.
 func exercise(t *testing.T, nc *nats.Conn, js jetstream.JetStream, res *cjs.Resources, opts cjs.ConnectOptions) {
 	t.Helper()
-	coord := cairntest.NewCoordinator(t, nc, res.Manifests, "orders")
+	coord := operatortest.NewCoordinator(t, nc, "orders")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))

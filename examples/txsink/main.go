@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/cairn-stream/cairn/internal/retry"
 	"github.com/cairn-stream/cairn/pkg/operator"
 )
 
@@ -127,7 +128,7 @@ const publishBudget = 30 * time.Second
 func (s *Sink) publish(w Write) error {
 	ctx, cancel := context.WithTimeout(context.Background(), publishBudget)
 	defer cancel()
-	return operator.Retry(ctx, func(ctx context.Context) error {
+	return retry.Do(ctx, func(ctx context.Context) error {
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 		_, err := s.js.Publish(pctx, s.subject, w.Data, jetstream.WithMsgID(w.ID))

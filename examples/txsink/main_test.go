@@ -14,11 +14,11 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/cairn-stream/cairn/internal/cairntest"
 	"github.com/cairn-stream/cairn/internal/natstest"
 	"github.com/cairn-stream/cairn/internal/proctest"
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
 	"github.com/cairn-stream/cairn/pkg/messages"
+	"github.com/cairn-stream/cairn/pkg/operator/operatortest"
 )
 
 const instance = "sink-0"
@@ -80,7 +80,7 @@ func kill(t *testing.T, p *proctest.Proc) {
 func info(t *testing.T, nc *nats.Conn, seq uint64) messages.OperatorInfo {
 	t.Helper()
 	var in messages.OperatorInfo
-	natstest.Eventually(t, cairntest.Wait, fmt.Sprintf("sink never reached position %d", seq), func() bool {
+	operatortest.Eventually(t, operatortest.Wait, fmt.Sprintf("sink never reached position %d", seq), func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		_, err := natstest.RequestJSON(ctx, nc, cjs.Subjects{}.OperatorInfo("txsink", instance), nil, &in)
@@ -92,7 +92,7 @@ func info(t *testing.T, nc *nats.Conn, seq uint64) messages.OperatorInfo {
 // visible returns the writes stored in SINK_OUT, in order.
 func visible(t *testing.T, js jetstream.JetStream) []map[string]any {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), cairntest.Wait)
+	ctx, cancel := context.WithTimeout(context.Background(), operatortest.Wait)
 	defer cancel()
 	st, err := js.Stream(ctx, "SINK_OUT")
 	if err != nil {
@@ -125,7 +125,7 @@ func TestSinkExactlyOnce(t *testing.T) {
 		t.Skip("starts processes")
 	}
 	s := natstest.Start(t)
-	nc, js, res := s.Resources(t, cjs.Options{Memory: true})
+	nc, js, _ := s.Resources(t, cjs.Options{Memory: true})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	for _, sc := range []jetstream.StreamConfig{
@@ -136,7 +136,7 @@ func TestSinkExactlyOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	coord := cairntest.NewCoordinator(t, nc, res.Manifests, "txsink")
+	coord := operatortest.NewCoordinator(t, nc, "txsink")
 	var inputs []int64
 	var last uint64
 	publish := func(n int) {
@@ -152,7 +152,7 @@ func TestSinkExactlyOnce(t *testing.T) {
 	wantVisible := func(n int, when string) {
 		t.Helper()
 		var got []map[string]any
-		natstest.Eventually(t, cairntest.Wait, when, func() bool { got = visible(t, js); return len(got) >= n })
+		operatortest.Eventually(t, operatortest.Wait, when, func() bool { got = visible(t, js); return len(got) >= n })
 		if len(got) != n {
 			t.Fatalf("%s: %d writes visible, want %d", when, len(got), n)
 		}

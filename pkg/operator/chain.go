@@ -28,7 +28,7 @@ const (
 // and up to restoreBuffer bytes ahead of what Load has read, so that downloads overlap
 // each other and the load, and a long chain of small objects does not cost a round
 // trip each. The store is replaced only when every segment checked out.
-func (r *Runtime) restoreChain(ctx context.Context, k *Keyed, inst messages.InstanceSnapshot) error {
+func (r *Runtime) restoreChain(ctx context.Context, k *keyed, inst messages.InstanceSnapshot) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	ctx, cancel := context.WithCancel(ctx)

@@ -8,23 +8,23 @@ import (
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
-// ErrWrappedKeyed is returned (wrapped) by New for a Machine that embeds *Keyed, and by Run
+// ErrWrappedKeyed is returned (wrapped) by New for a Machine that embeds a Keyed, and by Run
 // at the first barrier for a Machine that wraps one (calls its Snapshot): a keyed state
-// store is checkpointed, and its checkpoints restored, only when the *Keyed that NewKeyed
+// store is checkpointed, and its checkpoints restored, only when the Keyed that NewKeyed
 // returned is itself the Machine given to New or Run. A wrapper or an embedding type
-// would checkpoint it as it cannot restore it. Give the *Keyed to New or Run, and
+// would checkpoint it as it cannot restore it. Give the Keyed to New or Run, and
 // implement what the wrapper added on the KeyedMachine it runs: KeyedSnapshotter (the
 // checkpoint id), CheckpointListener (outcomes), Producer (outputs).
-var ErrWrappedKeyed = errors.New("a Machine that wraps or embeds *operator.Keyed cannot checkpoint it")
+var ErrWrappedKeyed = errors.New("a Machine that wraps or embeds an operator.Keyed cannot checkpoint it")
 
 // checkpointer takes, stores and restores a Machine's snapshots and hands the runtime the
 // Machine's optional interfaces. The runtime reaches every Machine through one, never
 // through the Machine's concrete type, so that a decorator cannot change how a
-// checkpoint is taken or restored. Keyed implements it with its own methods; every other
-// Machine runs behind plainCheckpointer.
+// checkpoint is taken or restored. The Keyed NewKeyed returns implements it with its own
+// methods; every other Machine runs behind plainCheckpointer.
 type checkpointer interface {
-	// machine returns the Machine this checkpointer checkpoints; for a type that embeds
-	// *Keyed, the embedded *Keyed, not the type itself.
+	// machine returns the Machine this checkpointer checkpoints; for a type that embeds a
+	// Keyed, the embedded Keyed, not the type itself.
 	machine() Machine
 	// snapshot captures the state for checkpoint id, between two records. maxDeltas is the
 	// barrier's limit on a keyed chain (0: none).
@@ -40,14 +40,14 @@ type checkpointer interface {
 	producer() Producer
 }
 
-// checkpointerOf returns the checkpointer of m, refusing a Machine that embeds *Keyed.
+// checkpointerOf returns the checkpointer of m, refusing a Machine that embeds a Keyed.
 func checkpointerOf(m Machine) (checkpointer, error) {
 	cp, ok := m.(checkpointer)
 	if !ok {
 		return plainCheckpointer{m}, nil
 	}
 	if cp.machine() != m {
-		return nil, fmt.Errorf("operator runtime: %w: %T embeds *operator.Keyed; give the *Keyed from NewKeyed itself to New or Run, and implement KeyedSnapshotter, CheckpointListener or Producer on the KeyedMachine it runs",
+		return nil, fmt.Errorf("operator runtime: %w: %T embeds an operator.Keyed; give the Keyed from NewKeyed itself to New or Run, and implement KeyedSnapshotter, CheckpointListener or Producer on the KeyedMachine it runs",
 			ErrWrappedKeyed, m)
 	}
 	return cp, nil

@@ -15,10 +15,10 @@ import (
 	"github.com/cairn-stream/cairn/pkg/operator/state"
 )
 
-// embeddingKeyed is the trap of issue 14: a Machine that embeds *Keyed to add the
+// embeddingKeyed is the trap of issue 14: a Machine that embeds a Keyed to add the
 // checkpoint id.
 type embeddingKeyed struct {
-	*operator.Keyed
+	operator.Keyed
 	ids []uint64
 }
 
@@ -27,15 +27,15 @@ func (m *embeddingKeyed) SnapshotFor(id uint64) (operator.Snapshot, error) {
 	return m.Keyed.Snapshot()
 }
 
-// wrappingKeyed is a decorator that holds a *Keyed and forwards the Machine methods.
-type wrappingKeyed struct{ k *operator.Keyed }
+// wrappingKeyed is a decorator that holds a Keyed and forwards the Machine methods.
+type wrappingKeyed struct{ k operator.Keyed }
 
 func (w wrappingKeyed) Apply(rec operator.Record) error      { return w.k.Apply(rec) }
 func (w wrappingKeyed) Snapshot() (operator.Snapshot, error) { return w.k.Snapshot() }
 func (w wrappingKeyed) Restore(r io.Reader) error            { return w.k.Restore(r) }
 
 // TestMachineEmbeddingKeyedIsRefused is acceptance 5 of issue 14: New refuses a Machine
-// that embeds *Keyed, before anything touches the server, with an error that says what
+// that embeds a Keyed, before anything touches the server, with an error that says what
 // to do.
 func TestMachineEmbeddingKeyedIsRefused(t *testing.T) {
 	e := newEnv(t)
@@ -44,7 +44,7 @@ func TestMachineEmbeddingKeyedIsRefused(t *testing.T) {
 	if !errors.Is(err, operator.ErrWrappedKeyed) {
 		t.Fatalf("New = %v, want ErrWrappedKeyed", err)
 	}
-	for _, want := range []string{"*operator_test.embeddingKeyed embeds *operator.Keyed", "give the *Keyed from NewKeyed itself to New or Run", "KeyedSnapshotter"} {
+	for _, want := range []string{"*operator_test.embeddingKeyed embeds an operator.Keyed", "give the Keyed from NewKeyed itself to New or Run", "KeyedSnapshotter"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not say %q", err, want)
 		}
@@ -69,7 +69,7 @@ func TestMachineWrappingKeyedStopsAtTheFirstBarrier(t *testing.T) {
 	e.barrier(1)
 	a := e.nextAck()
 	if a.Kind != messages.AckDeclined || !strings.Contains(a.Reason, "wraps") {
-		t.Fatalf("ack %+v, want a decline saying the Machine wraps a *Keyed", a)
+		t.Fatalf("ack %+v, want a decline saying the Machine wraps a Keyed", a)
 	}
 	if err := r.result(t, waitLong); !errors.Is(err, operator.ErrWrappedKeyed) {
 		t.Fatalf("Run = %v, want ErrWrappedKeyed", err)
@@ -113,7 +113,7 @@ func (m *taggingKV) CheckpointAborted(id uint64, reason string) {
 	m.calls = append(m.calls, "aborted "+itoa(id)+": "+reason)
 }
 
-func newTaggingKV(t *testing.T) (*taggingKV, *operator.Keyed) {
+func newTaggingKV(t *testing.T) (*taggingKV, operator.Keyed) {
 	t.Helper()
 	m := &taggingKV{}
 	k, err := operator.NewKeyed(m, operator.KeyedConfig{})

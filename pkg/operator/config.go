@@ -23,13 +23,15 @@ type Config struct {
 	Job string
 	// Instance is the instance's stable id; a token [A-Za-z0-9_-]{1,64}.
 	Instance string
-	// Subjects gives the subject prefix of the wire contract.
-	Subjects cjs.Subjects
+	// SubjectPrefix is the first token(s) of every subject of Cairn's wire contract the
+	// instance uses (barriers, acks, checkpoint events, its info endpoint); empty means
+	// "cairn". Every service of the job must use the same prefix.
+	SubjectPrefix string
 	// InputStream is the stream the input is read from; empty means CAIRN_INPUT.
 	InputStream string
 	// InputFilters are the subject filters of InputStream the instance reads, through one
 	// ordered consumer: the records of every filter arrive in stream order, and positions
-	// stay stream sequences. Empty means Subjects.Input(Job, Instance).
+	// stay stream sequences. Empty means <prefix>.input.<job>.<instance>.
 	InputFilters []string
 	// OutputStream is the stream that stores the outputs of a Machine that is a Producer;
 	// Run waits for it to exist, and only for such a Machine. Empty means CAIRN_OUTPUT.
@@ -97,7 +99,7 @@ const (
 	PoisonDeadLetter PoisonPolicy = "dead-letter"
 	// PoisonStop stops processing at the record: the instance stays up and registered,
 	// applies nothing more, declines every barrier with the record named in the reason,
-	// reports it in its info (messages.OperatorInfo.Stopped), and Runtime.Health returns
+	// reports it in its info (Info.Stopped), and Runtime.Health returns
 	// an error wrapping ErrProcessingStopped, until it is restarted. A restart meets the
 	// record again. A CheckpointListener that panics stops processing too.
 	PoisonStop PoisonPolicy = "stop"
@@ -116,10 +118,13 @@ func ParsePoisonPolicy(s string) (PoisonPolicy, error) {
 
 // DefaultConfig returns the config of instance of job with every other field at its
 // default. InputFilters stays empty, meaning the instance's default subject under
-// whatever Subjects prefix is set afterwards.
+// whatever SubjectPrefix is set afterwards.
 func DefaultConfig(job, instance string) Config {
 	return Config{Job: job, Instance: instance, InputStream: cjs.InputStream, OutputStream: cjs.OutputStream, OnPoison: PoisonDeadLetter}
 }
+
+// subjects builds the wire contract's subjects under SubjectPrefix.
+func (c Config) subjects() cjs.Subjects { return cjs.Subjects{Prefix: c.SubjectPrefix} }
 
 // withDefaults fills the optional fields whose defaults need no server.
 func (c Config) withDefaults() Config {
@@ -127,7 +132,7 @@ func (c Config) withDefaults() Config {
 		c.InputStream = cjs.InputStream
 	}
 	if len(c.InputFilters) == 0 {
-		c.InputFilters = []string{c.Subjects.Input(c.Job, c.Instance)}
+		c.InputFilters = []string{c.subjects().Input(c.Job, c.Instance)}
 	}
 	if c.OutputStream == "" {
 		c.OutputStream = cjs.OutputStream

@@ -57,7 +57,7 @@ func (r *Runtime) deadLetter(ctx context.Context, rec Record, fail *recordFailur
 // dropped, and then the end of its payload when it still does not fit, and
 // HeaderDeadLetterTruncated says so; truncated returns the same text.
 func (r *Runtime) deadLetterMsg(rec Record, fail *recordFailure, maxPayload int64) (m *nats.Msg, truncated string) {
-	m = nats.NewMsg(r.cfg.Subjects.DeadLetter(r.cfg.Job, r.cfg.Instance))
+	m = nats.NewMsg(r.cfg.subjects().DeadLetter(r.cfg.Job, r.cfg.Instance))
 	own := nats.Header{}
 	own.Set(jetstream.MsgIDHeader, fmt.Sprintf("%s.%s.%d", r.cfg.Job, r.cfg.Instance, rec.Sequence))
 	own.Set(messages.HeaderDeadLetterSequence, strconv.FormatUint(rec.Sequence, 10))
@@ -232,7 +232,7 @@ func (d deadLetters) replayed(r *Runtime, rec Record) bool {
 // the input stream after position. A missing CAIRN_DEADLETTER holds none:
 // it is logged, and a record that cannot be processed then waits for the stream.
 func (r *Runtime) knownDeadLetters(ctx context.Context, position uint64) (deadLetters, error) {
-	subject := r.cfg.Subjects.DeadLetter(r.cfg.Job, r.cfg.Instance)
+	subject := r.cfg.subjects().DeadLetter(r.cfg.Job, r.cfg.Instance)
 	ctx, cancel := context.WithTimeout(ctx, deadLetterReadTimeout)
 	defer cancel()
 	st, err := r.streams.Stream(ctx, cjs.DeadLetterStream)

@@ -22,7 +22,7 @@ func TestImportGraph(t *testing.T) {
 		t.Fatalf("go list -deps listed %d packages: %s", len(deps), out)
 	}
 	for _, d := range deps {
-		for _, banned := range []string{"github.com/nats-io/nats-server", "github.com/rs/zerolog", "/internal/natstest", "/pkg/embedded"} {
+		for _, banned := range []string{"github.com/nats-io/nats-server", "github.com/rs/zerolog", "/internal/natstest", "/pkg/embedded", "/pkg/operator/operatortest"} {
 			if strings.Contains(d, banned) {
 				t.Errorf("pkg/operator depends on %s", d)
 			}

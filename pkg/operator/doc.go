@@ -43,13 +43,13 @@
 // A Machine whose state is a map of keys to values can instead be a KeyedMachine, run by
 // NewKeyed: its Apply reads and writes a state.Store that the runtime owns, and it writes
 // no Snapshot or Restore code. It may implement Producer, KeyedSnapshotter (the checkpoint
-// id its changes go into) and CheckpointListener. The *Keyed itself is the Machine given to
-// New or Run: a Machine that embeds or wraps it is refused (ErrWrappedKeyed), since its
-// checkpoints could not be restored. Keyed checkpoints are incremental: each uploads one delta
-// segment with the changes since the instance's last completed checkpoint, captured in
-// O(keys changed); the manifest holds the instance's base and chain of deltas; a new base
-// is written, from a frozen view while records go on, when the chain passes the bounds of
-// KeyedConfig. See Keyed and docs/state-segments.md.
+// id its changes go into) and CheckpointListener. The Keyed that NewKeyed returns is
+// itself the Machine given to New or Run: a Machine that embeds or wraps it is refused
+// (ErrWrappedKeyed), since its checkpoints could not be restored. Keyed checkpoints are
+// incremental: each uploads one delta segment with the changes since the instance's last
+// completed checkpoint, captured in O(keys changed); the manifest holds the instance's
+// base and chain of deltas; a new base is written, from a frozen view while records go on,
+// when the chain passes the bounds of KeyedConfig. See Keyed and docs/state-segments.md.
 //
 // # Restore
 //
@@ -116,4 +116,10 @@
 // snapshot's digest equals that of the last snapshot this instance acked (or restored) and
 // that object still exists, the ack references the existing object and nothing is
 // uploaded. A Machine whose Persist output is deterministic benefits from this.
+//
+// # Testing
+//
+// Package operatortest tests a Machine without Cairn's services: StartServer runs an
+// embedded nats-server with Cairn's streams and buckets, and its Coordinator sends each
+// barrier, reads each ack and completes or aborts each checkpoint when the test says.
 package operator

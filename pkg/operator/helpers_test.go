@@ -19,12 +19,12 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
-	"github.com/cairn-stream/cairn/internal/cairntest"
 	"github.com/cairn-stream/cairn/internal/natstest"
 	"github.com/cairn-stream/cairn/internal/zlog"
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
 	"github.com/cairn-stream/cairn/pkg/messages"
 	"github.com/cairn-stream/cairn/pkg/operator"
+	"github.com/cairn-stream/cairn/pkg/operator/operatortest"
 	refop "github.com/cairn-stream/cairn/services/operator"
 )
 
@@ -41,7 +41,7 @@ type env struct {
 	res   *cjs.Resources
 	subj  cjs.Subjects
 	logs  *natstest.LogBuffer
-	coord *cairntest.Coordinator
+	coord *operatortest.Coordinator
 }
 
 func newEnv(t *testing.T) *env {
@@ -53,7 +53,7 @@ func newEnv(t *testing.T) *env {
 func newEnvOn(t *testing.T, s *natstest.Server) *env {
 	t.Helper()
 	nc, js, res := s.Resources(t, cjs.Options{LeaseTTL: time.Second})
-	e := &env{t: t, nc: nc, js: js, res: res, logs: &natstest.LogBuffer{}, coord: cairntest.NewCoordinator(t, nc, res.Manifests, testJob)}
+	e := &env{t: t, nc: nc, js: js, res: res, logs: &natstest.LogBuffer{}, coord: operatortest.NewCoordinator(t, nc, testJob)}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("operator logs:\n%s", e.logs.String())

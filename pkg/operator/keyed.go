@@ -13,12 +13,13 @@ import (
 
 // KeyedMachine is an operator's stateful logic whose state lives in a keyed state store
 // that the runtime owns and checkpoints incrementally: it writes no Snapshot or Restore
-// code. Wrap it with NewKeyed and give the *Keyed itself to New or Run (a Machine that
-// wraps or embeds the *Keyed is refused, ErrWrappedKeyed). It may also implement, and the
-// runtime discovers on it: Producer (outputs), KeyedSnapshotter (the checkpoint id its
-// changes go into) and CheckpointListener (the outcome of each checkpoint). All are called
-// on the processing goroutine, where the store may be used: a listener keeps the store
-// Keyed.Store returns, since CheckpointListener's methods do not carry it.
+// code. Wrap it with NewKeyed and give the Keyed it returns to New or Run as it is (a
+// Machine that wraps or embeds the Keyed is refused, ErrWrappedKeyed). It may also
+// implement, and the runtime discovers on it: Producer (outputs), KeyedSnapshotter (the
+// checkpoint id its changes go into) and CheckpointListener (the outcome of each
+// checkpoint). All are called on the processing goroutine, where the store may be used: a
+// listener keeps the store Keyed.Store returns, since CheckpointListener's methods do not
+// carry it.
 type KeyedMachine interface {
 	// Apply applies one input record to st, on the processing goroutine. An error means
 	// the record is malformed: it is counted as rejected and skipped, never retried. The
@@ -104,20 +105,35 @@ type capture struct {
 	changes *state.Changes
 }
 
-// Keyed runs a KeyedMachine: it is the Machine handed to New or Run, and owns the
-// machine's state.Store. The runtime checkpoints that store incrementally: each
-// checkpoint uploads one delta segment holding the puts and deletes since the instance's
-// last completed checkpoint (the changes of aborted checkpoints are carried into the
-// next delta), and the manifest references the instance's base plus its chain of
-// deltas. Capturing costs O(keys changed) on the processing goroutine: the store's
-// dirty keys are swapped out and no value is copied (a stored value is never changed in
-// place). When the chain passes the bounds of KeyedConfig, the next checkpoint writes a
-// new base instead: the store is frozen in O(1), the persister writes the frozen map as
-// a base off the processing goroutine while records go on into an overlay, which is
-// folded back at the next capture. A restore loads the base and every delta in order,
-// each checked against its size and SHA-256; a missing or corrupt segment falls back to
-// an older checkpoint. Segments use the format of docs/state-segments.md.
-type Keyed struct {
+// Keyed is the handle NewKeyed returns: the Machine that runs a KeyedMachine, to give to
+// New or Run as it is, and the owner of the machine's state.Store. Only this package
+// implements it. Its Machine methods are the runtime's: the runtime checkpoints and
+// restores the store itself and never calls Snapshot or Restore (Snapshot fails with
+// ErrWrappedKeyed, for a Machine that wraps the Keyed and calls it).
+//
+// The runtime checkpoints the store incrementally: each checkpoint uploads one delta
+// segment holding the puts and deletes since the instance's last completed checkpoint
+// (the changes of aborted checkpoints are carried into the next delta), and the manifest
+// references the instance's base plus its chain of deltas. Capturing costs O(keys
+// changed) on the processing goroutine: the store's dirty keys are swapped out and no
+// value is copied (a stored value is never changed in place). When the chain passes the
+// bounds of KeyedConfig, the next checkpoint writes a new base instead: the store is
+// frozen in O(1), the persister writes the frozen map as a base off the processing
+// goroutine while records go on into an overlay, which is folded back at the next
+// capture. A restore loads the base and every delta in order, each checked against its
+// size and SHA-256; a missing or corrupt segment falls back to an older checkpoint.
+// Segments use the format of docs/state-segments.md.
+type Keyed interface {
+	Machine
+	// Store returns the state store. Use it only on the processing goroutine: in
+	// KeyedMachine.Apply, in the KeyedMachine's optional interfaces, or through
+	// Runtime.Do.
+	Store() *state.Store
+	checkpointer
+}
+
+// keyed is the Keyed NewKeyed returns.
+type keyed struct {
 	m     KeyedMachine
 	cfg   KeyedConfig
 	store *state.Store
@@ -138,16 +154,13 @@ type Keyed struct {
 	results map[uint64]chain
 }
 
-var (
-	_ Machine      = (*Keyed)(nil)
-	_ checkpointer = (*Keyed)(nil)
-)
+var _ Keyed = (*keyed)(nil)
 
-// NewKeyed returns the Machine that runs m on a new, empty state.Store, with the chain
+// NewKeyed returns the Keyed that runs m on a new, empty state.Store, with the chain
 // bounds cfg (its zero value: the defaults). It refuses a KeyedMachine that implements
 // CheckpointSnapshotter, which a keyed store would never call (KeyedSnapshotter is its
 // keyed form).
-func NewKeyed(m KeyedMachine, cfg KeyedConfig) (*Keyed, error) {
+func NewKeyed(m KeyedMachine, cfg KeyedConfig) (Keyed, error) {
 	if m == nil {
 		return nil, errors.New("keyed state: nil KeyedMachine")
 	}
@@ -157,26 +170,25 @@ func NewKeyed(m KeyedMachine, cfg KeyedConfig) (*Keyed, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Keyed{m: m, cfg: cfg.withDefaults(), store: state.New(), results: map[uint64]chain{}}, nil
+	return &keyed{m: m, cfg: cfg.withDefaults(), store: state.New(), results: map[uint64]chain{}}, nil
 }
 
-// Store returns the state store. Use it only on the processing goroutine: in
-// KeyedMachine.Apply, or through Runtime.Do.
-func (k *Keyed) Store() *state.Store { return k.store }
+// Store implements Keyed.
+func (k *keyed) Store() *state.Store { return k.store }
 
 // Apply implements Machine.
-func (k *Keyed) Apply(rec Record) error { return k.m.Apply(rec, k.store) }
+func (k *keyed) Apply(rec Record) error { return k.m.Apply(rec, k.store) }
 
 // Snapshot implements Machine. The runtime never calls it on a Keyed it runs (it takes
 // incremental snapshots per checkpoint): it fails with ErrWrappedKeyed, for a Machine that
 // wraps the Keyed and calls it.
-func (k *Keyed) Snapshot() (Snapshot, error) {
-	return nil, fmt.Errorf("keyed state: Snapshot called on a *Keyed by a Machine that wraps it: %w; give the *Keyed itself to New or Run", ErrWrappedKeyed)
+func (k *keyed) Snapshot() (Snapshot, error) {
+	return nil, fmt.Errorf("keyed state: Snapshot called on an operator.Keyed by a Machine that wraps it: %w; give the Keyed itself to New or Run", ErrWrappedKeyed)
 }
 
 // Restore implements Machine: it replaces the state with a single base segment read from
 // r. The runtime restores a chain with restoreChain instead.
-func (k *Keyed) Restore(r io.Reader) error {
+func (k *keyed) Restore(r io.Reader) error {
 	if err := k.store.Load(r); err != nil {
 		return err
 	}
@@ -184,16 +196,16 @@ func (k *Keyed) Restore(r io.Reader) error {
 	return nil
 }
 
-// machine implements checkpointer: a type that embeds *Keyed gets this method promoted,
-// and returns the embedded *Keyed, which New tells from the Machine it was given.
-func (k *Keyed) machine() Machine { return k }
+// machine implements checkpointer: a type that embeds the Keyed gets this method
+// promoted, and returns the embedded Keyed, which New tells from the Machine it was given.
+func (k *keyed) machine() Machine { return k }
 
 // snapshot implements checkpointer: it takes the barrier's chain limit, lets a
 // KeyedSnapshotter act first, captures the changes since the last snapshot and returns
 // the snapshot of checkpoint id, which writes the changes since the last completed
 // checkpoint as a delta, or a new base when the chain is past its bounds (or there is no
 // base yet).
-func (k *Keyed) snapshot(id uint64, maxDeltas int) (Snapshot, error) {
+func (k *keyed) snapshot(id uint64, maxDeltas int) (Snapshot, error) {
 	k.limit = maxDeltas
 	if s, ok := k.m.(KeyedSnapshotter); ok {
 		if err := s.SnapshotFor(id, k.store); err != nil {
@@ -216,7 +228,7 @@ func (k *Keyed) snapshot(id uint64, maxDeltas int) (Snapshot, error) {
 // pastBounds reports whether a chain that grows by a delta of about size bytes passes
 // the bounds, or has its base in the snapshot store shared before stores were per job (a
 // new base in the job's store lets references to that store die out).
-func (k *Keyed) pastBounds(size uint64) bool {
+func (k *keyed) pastBounds(size uint64) bool {
 	c := k.completed
 	most := k.cfg.MaxDeltas
 	if k.limit > 0 {
@@ -227,7 +239,7 @@ func (k *Keyed) pastBounds(size uint64) bool {
 }
 
 // save implements checkpointer: see persister.storeKeyed.
-func (k *Keyed) save(ctx context.Context, p *persister, j persistJob) (messages.SnapshotRef, []messages.SnapshotRef, uint64, error) {
+func (k *keyed) save(ctx context.Context, p *persister, j persistJob) (messages.SnapshotRef, []messages.SnapshotRef, uint64, error) {
 	s, ok := j.snap.(*keyedSnapshot)
 	if !ok {
 		return messages.SnapshotRef{}, nil, 0, fmt.Errorf("keyed state: snapshot %T was not taken by the keyed store", j.snap)
@@ -236,22 +248,22 @@ func (k *Keyed) save(ctx context.Context, p *persister, j persistJob) (messages.
 }
 
 // restore implements checkpointer: it loads the instance's base and deltas.
-func (k *Keyed) restore(ctx context.Context, r *Runtime, inst messages.InstanceSnapshot) error {
+func (k *keyed) restore(ctx context.Context, r *Runtime, inst messages.InstanceSnapshot) error {
 	return r.restoreChain(ctx, k, inst)
 }
 
 // listener implements checkpointer: the Keyed hears every outcome (its chain depends on
 // them) and passes it on to a KeyedMachine that is a CheckpointListener.
-func (k *Keyed) listener() CheckpointListener { return keyedOutcomes{k} }
+func (k *keyed) listener() CheckpointListener { return keyedOutcomes{k} }
 
 // producer implements checkpointer: the KeyedMachine, when it is a Producer.
-func (k *Keyed) producer() Producer {
+func (k *keyed) producer() Producer {
 	p, _ := k.m.(Producer)
 	return p
 }
 
 // keyedOutcomes is a Keyed's CheckpointListener.
-type keyedOutcomes struct{ k *Keyed }
+type keyedOutcomes struct{ k *keyed }
 
 // CheckpointCompleted: the chain acked for id becomes the one the next deltas build on,
 // the captures it covers are dropped, and the KeyedMachine hears of it.
@@ -292,18 +304,18 @@ func (o keyedOutcomes) CheckpointAborted(id uint64, reason string) {
 
 // stored records the chain checkpoint id is acked with; the persister calls it before
 // it publishes the ack.
-func (k *Keyed) stored(id uint64, c chain) {
+func (k *keyed) stored(id uint64, c chain) {
 	k.mu.Lock()
 	k.results[id] = c
 	k.mu.Unlock()
 }
 
 // restored makes c the chain of the restored, completed checkpoint.
-func (k *Keyed) restored(c chain) { k.completed, k.pending = c, nil }
+func (k *keyed) restored(c chain) { k.completed, k.pending = c, nil }
 
 // keyedSnapshot is a Keyed's snapshot for one checkpoint.
 type keyedSnapshot struct {
-	k  *Keyed
+	k  *keyed
 	id uint64
 	// prev is the chain of the last completed checkpoint at the capture, and captures
 	// the changes since, oldest first.

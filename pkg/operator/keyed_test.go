@@ -39,7 +39,7 @@ func (kvMachine) Apply(rec operator.Record, st *state.Store) error {
 }
 
 // newKeyed returns a Keyed running a kvMachine.
-func newKeyed(t *testing.T, cfg operator.KeyedConfig) *operator.Keyed {
+func newKeyed(t *testing.T, cfg operator.KeyedConfig) operator.Keyed {
 	t.Helper()
 	k, err := operator.NewKeyed(kvMachine{}, cfg)
 	if err != nil {
@@ -49,7 +49,7 @@ func newKeyed(t *testing.T, cfg operator.KeyedConfig) *operator.Keyed {
 }
 
 // storeContents reads a Keyed's store on the processing goroutine.
-func storeContents(t *testing.T, rt *operator.Runtime, k *operator.Keyed) map[string]string {
+func storeContents(t *testing.T, rt *operator.Runtime, k operator.Keyed) map[string]string {
 	t.Helper()
 	m := map[string]string{}
 	ctx, cancel := context.WithTimeout(context.Background(), waitLong)

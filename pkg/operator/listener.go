@@ -121,7 +121,7 @@ func (o *outcomes) report(l CheckpointListener, n int, reason string) {
 func (r *Runtime) subscribeOutcomes(ctx context.Context, ch chan *nats.Msg) ([]*nats.Subscription, error) {
 	var subs []*nats.Subscription
 	for _, outcome := range []string{"completed", "aborted"} {
-		sub, err := r.nc.ChanSubscribe(r.cfg.Subjects.CheckpointEvent(r.cfg.Job, outcome), ch)
+		sub, err := r.nc.ChanSubscribe(r.cfg.subjects().CheckpointEvent(r.cfg.Job, outcome), ch)
 		if err != nil {
 			for _, s := range subs {
 				r.unsubscribe(s)

@@ -12,7 +12,7 @@ import (
 )
 
 // memberEvent records a deliberate change to this member's state (a reset, an accepted
-// input gap) on Subjects.MemberEvents in CAIRN_CHECKPOINTS. It returns an error when the
+// input gap) on <prefix>.checkpoints.<job>.members in CAIRN_CHECKPOINTS. It returns an error when the
 // event is not stored: a change that cannot be audited is not made.
 func (r *Runtime) memberEvent(ctx context.Context, kind messages.MemberEventKind, checkpoint uint64, detail string) error {
 	data, err := messages.Marshal(&messages.MemberEvent{
@@ -28,7 +28,7 @@ func (r *Runtime) memberEvent(ctx context.Context, kind messages.MemberEventKind
 	if err != nil {
 		return fmt.Errorf("encode %s member event: %w", kind, err)
 	}
-	subject := r.cfg.Subjects.MemberEvents(r.cfg.Job)
+	subject := r.cfg.subjects().MemberEvents(r.cfg.Job)
 	m := nats.NewMsg(subject)
 	m.Data = data
 	pctx, cancel := context.WithTimeout(ctx, cleanupTimeout)

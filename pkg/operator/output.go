@@ -60,8 +60,9 @@ type outputMark struct {
 type outputState struct {
 	// done is set once an output was found not stored: every later one is new.
 	done bool
-	// inputLast is the input stream's last sequence at the start: a mark above it comes
-	// from an input stream since deleted and created again.
+	// inputLast is the input stream's last sequence, read at the start and again for a
+	// mark above it: a mark still above it comes from an input stream since deleted and
+	// created again.
 	inputLast uint64
 	// marks are the subjects read so far.
 	marks map[string]outputMark
@@ -171,17 +172,45 @@ func (r *Runtime) readMark(ctx context.Context, outs *outputState, subject strin
 		return outputMark{}, nil
 	}
 	pos, own := r.ownOutput(last)
+	reaches := true
+	if own && pos.seq > outs.inputLast {
+		if reaches, err = r.inputReaches(ctx, outs, pos.seq); err != nil {
+			return outputMark{}, err
+		}
+	}
 	switch {
 	case !own:
 		r.log.Warn("the last message on an output subject is not this instance's output: replayed outputs on it are deduplicated only within the output stream's duplicate window; give each instance output subjects of its own",
 			"subject", subject, "stream", r.cfg.OutputStream, "msg_id", last.Header.Get(jetstream.MsgIDHeader), "stream_seq", last.Sequence)
 		return outputMark{foreign: true}, nil
-	case pos.seq > outs.inputLast:
+	case !reaches:
 		r.log.Warn("the last output on a subject came from an input sequence beyond the input stream's last: the input stream was created again since, and that output does not mark this input",
 			"subject", subject, "output_input_seq", pos.seq, "input_stream", r.cfg.InputStream, "input_last_seq", outs.inputLast)
 		return outputMark{}, nil
 	}
 	return outputMark{own: true, pos: pos}, nil
+}
+
+// inputReaches reports whether the input stream's last sequence, read again now, reaches seq,
+// and keeps what it read in outs.inputLast. A mark is read after the start's read of the
+// input stream: an output stored since, by another incarnation still running, can come
+// from an input record stored after that read. The input record of an output is stored
+// before the output, so the input stream read after the mark holds it unless it was
+// created again. It retries until the info is read (or ctx ends, or the runtime is
+// replaced).
+func (r *Runtime) inputReaches(ctx context.Context, outs *outputState, seq uint64) (bool, error) {
+	err := r.untilDone(ctx, "read the input stream's info again; retrying", []any{"stream", r.cfg.InputStream}, func(ctx context.Context) error {
+		st, err := r.streams.Stream(ctx, r.cfg.InputStream)
+		if err != nil {
+			return err
+		}
+		outs.inputLast = max(outs.inputLast, st.CachedInfo().State.LastSeq)
+		return nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("read the info of input stream %s for the output checks: %w", r.cfg.InputStream, err)
+	}
+	return seq <= outs.inputLast, nil
 }
 
 // ownOutput reads the position of an output this instance stored: its message id starts

@@ -335,6 +335,41 @@ func TestOutputMarksThatCannotBeTrusted(t *testing.T) {
 	}
 }
 
+// TestOutputMarkOfARecordStoredAfterTheStart: an incarnation still running beside a new
+// one stores the output of an input record that arrived after the new one read the input
+// stream at its start. That mark is trusted (the input stream, read again, holds its
+// record), so the new one's replayed output for the record is suppressed, not stored twice.
+func TestOutputMarkOfARecordStoredAfterTheStart(t *testing.T) {
+	e := newOutputEnv(t)
+	r, _ := e.startAggregator(operator.DefaultConfig(testJob, "counter-0"))
+	st, err := e.js.Stream(e.ctx(), cjs.InputStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(e.ctx())
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := info.State.LastSeq + 1
+	msg := nats.NewMsg(e.subj.Output(testJob, "counter-0"))
+	msg.Data = []byte(`{}`)
+	msg.Header.Set(messages.HeaderInputSequence, strconv.FormatUint(next, 10))
+	msg.Header.Set(messages.HeaderOutputIndex, "0")
+	if _, err := e.js.PublishMsg(e.ctx(), msg, jetstream.WithMsgID(fmt.Sprintf("%s.counter-0.%d.0", testJob, next))); err != nil {
+		t.Fatal(err)
+	}
+	if seq := e.publishEvents("counter-0", map[string]messages.KeyTotals{}, event{"a", 1}); seq != next {
+		t.Fatalf("the record went to sequence %d, want %d", seq, next)
+	}
+	waitPosition(t, r.rt, next)
+	if st := r.rt.Stats(); st.Suppressed != 1 || st.Emitted != 0 {
+		t.Fatalf("stats %+v, want the output of sequence %d suppressed: its mark was stored by another incarnation", st, next)
+	}
+	if e.logged("beyond the input stream's last") {
+		t.Fatal("the mark was taken for one from an input stream created again")
+	}
+}
+
 // TestReemitOutputsNeedsAProducer: ReemitOutputs for a Machine without outputs is refused.
 func TestReemitOutputsNeedsAProducer(t *testing.T) {
 	e := newEnv(t)

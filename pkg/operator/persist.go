@@ -307,7 +307,7 @@ func (r *Runtime) publishAck(ctx context.Context, log *slog.Logger, ack *message
 }
 
 // ackSubject is the subject the instance acks on: its own, cairn.ack.<job>.<instance>.
-func (r *Runtime) ackSubject() string { return r.cfg.Subjects.InstanceAck(r.cfg.Job, r.cfg.Instance) }
+func (r *Runtime) ackSubject() string { return r.cfg.subjects().InstanceAck(r.cfg.Job, r.cfg.Instance) }
 
 // recentAcks remembers the last acks and declines sent, so that a barrier the coordinator
 // sends again (its ack was lost, e.g. across a NATS restart) is answered again. A mutex

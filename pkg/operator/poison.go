@@ -101,7 +101,7 @@ func (r *Runtime) poisoned(ctx context.Context, st *loopState, rec Record, fail 
 	}
 	r.stats.deadLettered.Add(1)
 	r.log.Warn("record dead-lettered and skipped: applying the records after it", "seq", rec.Sequence, "subject", rec.Subject,
-		"reason", string(fail.reason), "error", fail.err.Error(), "dead_letter_subject", r.cfg.Subjects.DeadLetter(r.cfg.Job, r.cfg.Instance))
+		"reason", string(fail.reason), "error", fail.err.Error(), "dead_letter_subject", r.cfg.subjects().DeadLetter(r.cfg.Job, r.cfg.Instance))
 	st.advance(r, rec.Sequence)
 	return nil
 }

@@ -243,7 +243,7 @@ func TestStopPolicyStopsAtThePoisonRecord(t *testing.T) {
 		t.Fatalf("Health() = %v, want ErrProcessingStopped naming input sequence %d", err, poison)
 	}
 	info := r.rt.Info()
-	if s := info.Stopped; s == nil || s.Sequence != poison || s.Reason != messages.PoisonPanic || s.Position != pos1 ||
+	if s := info.Stopped; s == nil || s.Sequence != poison || s.Reason != string(messages.PoisonPanic) || s.Position != pos1 ||
 		s.Subject != e.subj.Input(testJob, inst) || !strings.Contains(s.Error, "poison record") || info.PoisonPolicy != "stop" {
 		t.Fatalf("info %+v (stopped %+v), want it stopped at %d after %d by a panic", info, info.Stopped, poison, pos1)
 	}
@@ -403,7 +403,7 @@ func TestListenerPanics(t *testing.T) {
 			}
 			last := e.publish(inst, []byte("2"))
 			if policy == operator.PoisonStop {
-				if s := r.rt.Info().Stopped; s == nil || s.Reason != messages.PoisonListenerPanic || s.Sequence != 0 {
+				if s := r.rt.Info().Stopped; s == nil || s.Reason != string(messages.PoisonListenerPanic) || s.Sequence != 0 {
 					t.Fatalf("stopped %+v, want stopped by the listener's panic", s)
 				}
 				e.barrier(2)

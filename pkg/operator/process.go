@@ -8,6 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/cairn-stream/cairn/internal/retry"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
@@ -177,7 +178,7 @@ func (r *Runtime) apply(ctx context.Context, st *loopState, d delivery) error {
 // error wrapping ErrInputRemoved when some was, and ctx's error when ctx ends first.
 func (r *Runtime) checkInput(ctx context.Context, st *loopState) error {
 	var removed error
-	err := Retry(ctx, func(ctx context.Context) error {
+	err := retry.Do(ctx, func(ctx context.Context) error {
 		err := r.verifyInput(ctx, &st.input, st.position)
 		if errors.Is(err, ErrInputRemoved) {
 			removed = err

@@ -8,6 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/cairn-stream/cairn/internal/retry"
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
 )
 
@@ -17,7 +18,7 @@ const lookupTimeout = 10 * time.Second
 // lookup looks up the resources the runtime uses, and only those: the CAIRN_MANIFESTS,
 // CAIRN_LEASES and CAIRN_INSTANCES buckets, the input stream, the CAIRN_CHECKPOINTS stream
 // (member events) and, for a Producer, the output stream. While one does not exist yet it
-// waits with Retry, logging one line when it starts waiting for it, until ctx ends. The
+// waits with retry.Do, logging one line when it starts waiting for it, until ctx ends. The
 // job's snapshot store is looked up when first used (snapshotStores): the coordinator
 // creates it when it starts coordinating the job, which may be after the instance
 // registers.
@@ -60,7 +61,7 @@ func (r *Runtime) lookup(ctx context.Context) error {
 // info level; any other error at warn level at every attempt.
 func (r *Runtime) await(ctx context.Context, kind, name string, get func(context.Context) error) error {
 	waiting := false
-	err := Retry(ctx, func(ctx context.Context) error {
+	err := retry.Do(ctx, func(ctx context.Context) error {
 		lctx, cancel := context.WithTimeout(ctx, lookupTimeout)
 		defer cancel()
 		return get(lctx)

@@ -305,7 +305,7 @@ func (r *Runtime) lostHistory(ctx context.Context, h history, ms membership) (st
 	if len(ms.unreadable) > 0 {
 		why = append(why, "manifests of the job are unreadable: "+strings.Join(ms.unreadable, "; "))
 	}
-	subject := r.cfg.Subjects.CheckpointEvent(r.cfg.Job, messages.Completed.String())
+	subject := r.cfg.subjects().CheckpointEvent(r.cfg.Job, messages.Completed.String())
 	m, err := cjs.LastMsgCurrent(ctx, r.nc, cjs.CheckpointStream, subject)
 	switch {
 	case errors.Is(err, jetstream.ErrMsgNotFound):

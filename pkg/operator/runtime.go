@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nuid"
 
 	"github.com/cairn-stream/cairn/internal/lograte"
+	"github.com/cairn-stream/cairn/internal/retry"
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
@@ -150,17 +151,16 @@ func Run(ctx context.Context, nc *nats.Conn, cfg Config, machine Machine) error 
 
 // New validates cfg and returns a Runtime for the instance it names, driving m over nc.
 // m must be in its initial, empty state. Nothing touches the server before Run. New
-// refuses a Machine that embeds *Keyed (ErrWrappedKeyed: give it the *Keyed itself), and
+// refuses a Machine that embeds a Keyed (ErrWrappedKeyed: give it the Keyed itself), and
 // Config.ReemitOutputs for a Machine that is not a Producer.
 //
 // nc stays the caller's: the Runtime neither drains nor closes it, and renews the
 // instance's registration at once after a reconnect. Connect with nats.MaxReconnects(-1),
 // so that the connection outlives a server outage longer than nats.go's default 60
-// attempts, and with nats.PingInterval(3*time.Second) and nats.MaxPingsOutstanding(2)
-// (cjs.PingInterval, cjs.MaxPingsOutstanding), so that a server that hangs is left for
-// another within 9 s instead of nats.go's default 4 to 6 minutes; pass every seed URL.
-// New warns through Config.Logger when nc is connected otherwise; pkg/jetstream.Connect
-// sets all of it.
+// attempts, and with nats.PingInterval(3*time.Second) and nats.MaxPingsOutstanding(2),
+// so that a server that hangs is left for another within 9 s instead of nats.go's default
+// 4 to 6 minutes; pass every seed URL. New warns through Config.Logger when nc is
+// connected otherwise; Connect in Cairn's pkg/jetstream sets all of it.
 func New(nc *nats.Conn, cfg Config, m Machine) (*Runtime, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -264,8 +264,9 @@ func (r *Runtime) Do(ctx context.Context, fn func()) error {
 // Run waits for the resources it uses to exist (logging one line for each it waits for),
 // serves the instance's info, restores the state, checks the input for a gap, subscribes
 // to barriers and checkpoint outcomes, starts the input consumer, registers the instance
-// and processes records and barriers until ctx is done. It then stops reading, finishes persisting and acking the snapshots already taken
-// (for at most 10s), deletes the registration and returns nil.
+// and processes records and barriers until ctx is done. It then stops reading, finishes
+// persisting and acking the snapshots already taken (for at most 10s), deletes the
+// registration and returns nil.
 //
 // It returns an error when it cannot start, unless ctx ended meanwhile: one wrapping
 // ErrNoUsableSnapshot for a member none of whose snapshots can be restored, ErrInputGap
@@ -274,7 +275,7 @@ func (r *Runtime) Do(ctx context.Context, fn func()) error {
 // publishes nothing more and leaves the registration in place. With Config.RestoreFrom it
 // refuses to start with an error wrapping ErrRestoreFrom when that checkpoint cannot be
 // restored. It returns an error wrapping ErrWrappedKeyed at the first barrier when the
-// Machine wraps a *Keyed (its checkpoints could not be restored), having declined it, and
+// Machine wraps a Keyed (its checkpoints could not be restored), having declined it, and
 // one wrapping ErrPanic when the Machine's Restore panicked. A record it cannot process
 // goes to Config.OnPoison; under PoisonStop Run keeps running, processing nothing, until
 // ctx is done.
@@ -311,7 +312,7 @@ func (r *Runtime) run(ctx context.Context) error {
 		return err
 	}
 	var h history
-	if err := Retry(ctx, func(ctx context.Context) (err error) {
+	if err := retry.Do(ctx, func(ctx context.Context) (err error) {
 		h.record, h.unreadable, err = r.claim(ctx)
 		return err
 	}, func(err error, wait time.Duration) {
@@ -351,7 +352,7 @@ func (r *Runtime) run(ctx context.Context) error {
 	r.restoredCheckpoint, r.restoredFrom = rs.checkpoint, rs.from
 
 	barriers := make(chan *nats.Msg, barrierBuffer)
-	sub, err := r.nc.ChanSubscribe(r.cfg.Subjects.Barrier(r.cfg.Job), barriers)
+	sub, err := r.nc.ChanSubscribe(r.cfg.subjects().Barrier(r.cfg.Job), barriers)
 	if err != nil {
 		return fmt.Errorf("subscribe to barriers: %w", err)
 	}

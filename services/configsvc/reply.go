@@ -1,13 +1,13 @@
 package configsvc
 
 import (
-	"encoding/json"
 	"errors"
 	"strings"
 
 	"github.com/nats-io/nats.go/micro"
 	"github.com/rs/zerolog"
 
+	"github.com/cairn-stream/cairn/internal/reply"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
@@ -37,16 +37,12 @@ func code(err error) string {
 // warn.
 func fail(req micro.Request, log zerolog.Logger, op string, err error) {
 	c := code(err)
-	msg := err.Error()
-	body, _ := json.Marshal(messages.ErrorBody{Error: msg}) // a struct of one string always encodes
-	// A header value must stay on one line.
-	desc := strings.NewReplacer("\r", " ", "\n", " ").Replace(msg)
 	lvl := zerolog.DebugLevel
 	if c == CodeUnavailable || c == CodeInternal {
 		lvl = zerolog.WarnLevel
 	}
 	log.WithLevel(lvl).Str("op", op).Str("code", c).Err(err).Msg("request refused")
-	if rerr := req.Error(c, desc, body); rerr != nil {
+	if rerr := reply.Error(req, c, err.Error()); rerr != nil {
 		log.Debug().Err(rerr).Msg("send error reply")
 	}
 }

@@ -9,12 +9,14 @@ import (
 	"github.com/nats-io/nats.go/micro"
 	"github.com/rs/zerolog"
 
+	"github.com/cairn-stream/cairn/internal/reply"
 	"github.com/cairn-stream/cairn/internal/zlog"
+	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
 	"github.com/cairn-stream/cairn/pkg/messages"
 	op "github.com/cairn-stream/cairn/pkg/operator"
 )
 
-// StateEndpoint is the name of the endpoint answering on Subjects.OperatorState, added to
+// StateEndpoint is the name of the endpoint answering on cjs.Subjects.OperatorState, added to
 // the runtime's micro service (op.ServiceName).
 const StateEndpoint = "state"
 
@@ -23,11 +25,11 @@ const stateTimeout = 5 * time.Second
 
 // Service is the reference operator: a KeyedAggregator on the keyed state store
 // (op.Keyed, checkpointed incrementally) driven by a pkg/operator Runtime, with its state
-// served as JSON messages.OperatorState on Subjects.OperatorState(job, instance) next to
+// served as JSON messages.OperatorState on cjs.Subjects.OperatorState(job, instance) next to
 // the runtime's info endpoint.
 type Service struct {
 	cfg   Config
-	keyed *op.Keyed
+	keyed op.Keyed
 	rt    *op.Runtime
 	log   zerolog.Logger
 }
@@ -60,7 +62,7 @@ func NewService(cfg Config, nc *nats.Conn, log zerolog.Logger) (*Service, error)
 	}
 	s := &Service{cfg: cfg, keyed: keyed, rt: rt, log: log.With().Str("job", cfg.Job).Str("instance", cfg.Instance).Logger()}
 	s.cfg.Config = rt.Config()
-	subject := cfg.Subjects.OperatorState(cfg.Job, cfg.Instance)
+	subject := cjs.Subjects{Prefix: cfg.SubjectPrefix}.OperatorState(cfg.Job, cfg.Instance)
 	if err := rt.AddEndpoint(StateEndpoint, subject, micro.HandlerFunc(s.handleState)); err != nil {
 		return nil, err
 	}
@@ -109,7 +111,7 @@ func (s *Service) handleState(req micro.Request) {
 }
 
 func (s *Service) respondError(req micro.Request, code, description string) {
-	if err := op.RespondError(req, code, description); err != nil {
+	if err := reply.Error(req, code, description); err != nil {
 		s.log.Warn().Err(err).Msg("respond to state request")
 	}
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/cairn-stream/cairn/internal/health"
+	"github.com/cairn-stream/cairn/internal/reply"
 	"github.com/cairn-stream/cairn/internal/zlog"
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
 	"github.com/cairn-stream/cairn/pkg/messages"
@@ -87,7 +88,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	subject := cfg.Subjects.OperatorState(*job, *instance)
+	subject := cjs.Subjects{Prefix: cfg.SubjectPrefix}.OperatorState(*job, *instance)
 	if err := rt.AddEndpoint("state", subject, micro.HandlerFunc(func(req micro.Request) {
 		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
@@ -98,7 +99,7 @@ func run() error {
 			st.Keys, st.Rejected, rerr = refop.KeyedTotals(keyed.Store())
 		})
 		if err = errors.Join(err, rerr); err != nil {
-			_ = op.RespondError(req, "503", err.Error())
+			_ = reply.Error(req, "503", err.Error())
 			return
 		}
 		_ = req.RespondJSON(st)

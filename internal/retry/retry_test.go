@@ -1,4 +1,4 @@
-package operator_test
+package retry_test
 
 import (
 	"context"
@@ -8,16 +8,16 @@ import (
 	"testing/synctest"
 	"time"
 
-	"github.com/cairn-stream/cairn/pkg/operator"
+	"github.com/cairn-stream/cairn/internal/retry"
 )
 
-func TestRetry(t *testing.T) {
+func TestDo(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		errNotYet := errors.New("not yet")
 		var waits []time.Duration
 		calls := 0
 		start := time.Now()
-		err := operator.Retry(t.Context(), func(context.Context) error {
+		err := retry.Do(t.Context(), func(context.Context) error {
 			if calls++; calls < 8 {
 				return errNotYet
 			}
@@ -29,7 +29,7 @@ func TestRetry(t *testing.T) {
 			waits = append(waits, wait)
 		})
 		if err != nil {
-			t.Fatalf("Retry = %v", err)
+			t.Fatalf("Do = %v", err)
 		}
 		want := []time.Duration{250 * time.Millisecond, 500 * time.Millisecond, time.Second, 2 * time.Second, 4 * time.Second, 5 * time.Second, 5 * time.Second}
 		if !slices.Equal(waits, want) {
@@ -42,9 +42,9 @@ func TestRetry(t *testing.T) {
 		// A context that ends while waiting stops it with both errors.
 		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
 		defer cancel()
-		err = operator.Retry(ctx, func(context.Context) error { return errNotYet }, nil)
+		err = retry.Do(ctx, func(context.Context) error { return errNotYet }, nil)
 		if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, errNotYet) {
-			t.Fatalf("Retry after the deadline = %v, want the deadline and the last error", err)
+			t.Fatalf("Do after the deadline = %v, want the deadline and the last error", err)
 		}
 	})
 }

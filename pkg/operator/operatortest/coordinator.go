@@ -1,4 +1,4 @@
-package cairntest
+package operatortest
 
 import (
 	"context"
@@ -16,7 +16,10 @@ import (
 // Wait bounds every wait of a Coordinator.
 const Wait = 15 * time.Second
 
-// Coordinator is a scripted coordinator of one job.
+// Coordinator plays the coordinator of one job on Cairn's default subject prefix, one step
+// at a time: the test sends each barrier, reads each ack and completes or aborts each
+// checkpoint when it chooses. It fails the test (t.Fatal) when a step fails, so call its
+// methods on the test's goroutine.
 type Coordinator struct {
 	t         testing.TB
 	nc        *nats.Conn
@@ -27,18 +30,22 @@ type Coordinator struct {
 	snapshots jetstream.ObjectStore
 }
 
-// NewCoordinator returns a coordinator of job that has created the job's snapshot store
-// (as a coordinator does before the job's first barrier) and subscribed to its acks on
-// every instance's subject; manifests is the CAIRN_MANIFESTS bucket.
-func NewCoordinator(t testing.TB, nc *nats.Conn, manifests jetstream.KeyValue, job string) *Coordinator {
+// NewCoordinator returns a coordinator of job on nc's server, which must hold Cairn's
+// streams and buckets (StartServer makes one). Like a coordinator before the job's first
+// barrier, it creates the job's snapshot store; it subscribes to the acks of every
+// instance of the job until the test ends.
+func NewCoordinator(t testing.TB, nc *nats.Conn, job string) *Coordinator {
 	t.Helper()
-	c := &Coordinator{t: t, nc: nc, manifests: manifests, job: job, acks: make(chan *nats.Msg, 64)}
+	c := &Coordinator{t: t, nc: nc, job: job, acks: make(chan *nats.Msg, 64)}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), Wait)
 	defer cancel()
+	if c.manifests, err = js.KeyValue(ctx, cjs.ManifestBucket); err != nil {
+		t.Fatalf("look up %s: %v", cjs.ManifestBucket, err)
+	}
 	if c.snapshots, err = cjs.EnsureSnapshotStore(ctx, js, cjs.Options{}, job); err != nil {
 		t.Fatalf("create the snapshot store of %s: %v", job, err)
 	}

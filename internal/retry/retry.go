@@ -1,0 +1,43 @@
+package retry
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// Backoff bounds of Do.
+const (
+	// FirstWait is the wait after the first failed attempt.
+	FirstWait = 250 * time.Millisecond
+	// MaxWait caps the wait, which doubles after every failed attempt.
+	MaxWait = 5 * time.Second
+)
+
+// Do calls try until it returns nil or ctx ends, waiting FirstWait after the first failure
+// and twice as long after each further one, up to MaxWait. onRetry, when not nil, is called
+// after each failed attempt with its error and the wait before the next. When ctx ends
+// first Do returns an error wrapping both the last error and ctx's.
+func Do(ctx context.Context, try func(context.Context) error, onRetry func(err error, wait time.Duration)) error {
+	wait := FirstWait
+	for {
+		err := try(ctx)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("%w (last attempt: %w)", ctx.Err(), err)
+		}
+		if onRetry != nil {
+			onRetry(err, wait)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("%w (last attempt: %w)", ctx.Err(), err)
+		case <-t.C:
+		}
+		wait = min(2*wait, MaxWait)
+	}
+}
