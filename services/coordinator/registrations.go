@@ -8,6 +8,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/cairn-stream/cairn/internal/retry"
 	"github.com/cairn-stream/cairn/pkg/messages"
 	"github.com/cairn-stream/cairn/services/coordinator/internal/loop"
 	"github.com/cairn-stream/cairn/services/coordinator/internal/store"
@@ -21,21 +22,17 @@ import (
 // wait for dead incarnations.
 func (s *Service) followRegistrations(ctx context.Context, f *store.Follow, updates <-chan jetstream.KeyValueEntry) {
 	for s.routeRegistrations(ctx, updates, f.Reconnected()) {
-		for {
+		err := retry.Do(ctx, func(ctx context.Context) error {
 			var err error
-			if updates, err = f.Start(ctx); err == nil {
-				break
-			}
+			updates, err = f.Start(ctx)
+			return err
+		}, func(err error, _ time.Duration) {
 			if msg := "cannot watch registrations; retrying"; s.noise.Allow(msg) {
 				s.log.Warn().Err(err).Msg(msg)
 			}
-			t := time.NewTimer(time.Second)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return
-			case <-t.C:
-			}
+		})
+		if err != nil {
+			return // ctx ended
 		}
 	}
 }

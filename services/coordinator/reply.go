@@ -2,12 +2,11 @@ package coordinator
 
 import (
 	"encoding/json"
-	"strings"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 
-	"github.com/cairn-stream/cairn/pkg/messages"
+	"github.com/cairn-stream/cairn/internal/reply"
 	"github.com/cairn-stream/cairn/services/coordinator/internal/loop"
 )
 
@@ -42,10 +41,10 @@ func fromLoop(e *loop.Error) *replyError {
 // is called once, possibly from a job's loop after the handler has returned.
 type answerFunc func(v any, e *replyError)
 
-// replyMsg is a core NATS reply on subject: v as JSON, or e as errorReply.
+// replyMsg is a core NATS reply on subject: v as JSON, or e (reply.Msg).
 func replyMsg(subject string, v any, e *replyError) *nats.Msg {
 	if e != nil {
-		return errorReply(subject, e.code, e.msg)
+		return reply.Msg(subject, e.code, e.msg)
 	}
 	out := nats.NewMsg(subject)
 	out.Header.Set("Content-Type", "application/json")
@@ -53,21 +52,10 @@ func replyMsg(subject string, v any, e *replyError) *nats.Msg {
 	return out
 }
 
-// errorReply is every error reply of the coordinator: micro's error headers (the message
-// on one line, as a header value must be) and the JSON body {"error": msg}.
-func errorReply(subject, code, msg string) *nats.Msg {
-	reply := nats.NewMsg(subject)
-	reply.Header.Set(micro.ErrorCodeHeader, code)
-	reply.Header.Set(micro.ErrorHeader, strings.NewReplacer("\r", " ", "\n", " ").Replace(msg))
-	reply.Data, _ = json.Marshal(messages.ErrorBody{Error: msg}) // a struct of one string always encodes
-	return reply
-}
-
-// respondError answers a micro request with errorReply's headers and body, through micro
-// so that its stats count the error.
+// respondError answers a micro request with e (reply.Error), through micro so that its
+// stats count the error.
 func respondError(r micro.Request, e *replyError) {
-	m := errorReply("", e.code, e.msg)
-	_ = r.Error(e.code, m.Header.Get(micro.ErrorHeader), m.Data)
+	_ = reply.Error(r, e.code, e.msg)
 }
 
 // publishReply sends a reply composed off the handler's goroutine.

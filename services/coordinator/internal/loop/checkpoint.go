@@ -10,7 +10,7 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/cairn-stream/cairn/internal/backoff"
+	"github.com/cairn-stream/cairn/internal/retry"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
@@ -145,7 +145,7 @@ const (
 // checkpoint's resends are bounded by its age, not by how many instances ask (300
 // registrations that never acked once made 2 510 resends in 20 s). Within a checkpoint's
 // first 20 s: at most 8.
-func resendGap(n int) time.Duration { return backoff.Doubling(resendAfter, n, resendMaxGap) }
+func resendGap(n int) time.Duration { return retry.Doubling(resendAfter, n, resendMaxGap) }
 
 // resend sends again the barrier of every pending checkpoint that still waits for the
 // instance, when the instance announces itself (a heartbeat, or the re-registration right

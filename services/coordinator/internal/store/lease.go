@@ -9,7 +9,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
-	"github.com/cairn-stream/cairn/internal/backoff"
+	"github.com/cairn-stream/cairn/internal/retry"
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
 	"github.com/cairn-stream/cairn/pkg/messages"
 	"github.com/cairn-stream/cairn/services/coordinator/internal/loop"
@@ -98,7 +98,7 @@ func (k *LeaseKeeper) keep(to string, now time.Time) {
 	} else {
 		k.keepFrom, k.keepFails = to, 1
 	}
-	k.keepUntil = now.Add(backoff.Doubling(k.ttl, k.keepFails, k.ttl<<6))
+	k.keepUntil = now.Add(retry.Doubling(k.ttl, k.keepFails, k.ttl<<6))
 }
 
 // renewEvery is how often a held lease is renewed, and margin how long before the
