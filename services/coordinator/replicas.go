@@ -50,7 +50,7 @@ func newReplicaSet(self string, jobs []string) *replicaSet {
 	}
 }
 
-// changes implements placement.
+// Changes implements store.Placement.
 func (r *replicaSet) Changes() <-chan struct{} {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -100,7 +100,7 @@ func (r *replicaSet) ids() []string {
 	return slices.Sorted(maps.Keys(r.live))
 }
 
-// preferred implements placement. An inactive job (one woken only for a member removal)
+// Preferred implements store.Placement. An inactive job (one woken only for a member removal)
 // gets its plain rendezvous winner.
 func (r *replicaSet) Preferred(job string) string {
 	r.mu.Lock()

@@ -15,7 +15,8 @@ import (
 	"github.com/cairn-stream/cairn/services/coordinator/internal/loop"
 )
 
-// savepoints reads the job's savepoints (<job>.savepoint.<name>), by name.
+// Savepoints implements loop.Backend: it reads the job's savepoints
+// (<job>.savepoint.<name>), by name.
 func (b *Backend) Savepoints(ctx context.Context) (map[string]*messages.Manifest, error) {
 	return readSavepoints(ctx, b.leader, b.manifests, b.job)
 }

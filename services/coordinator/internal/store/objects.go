@@ -27,7 +27,7 @@ type objectPurger struct {
 	stream StreamPurger
 }
 
-// purge purges the chunks and then the meta subject of the object info describes.
+// Purge purges the chunks and then the meta subject of the object info describes.
 func (o *objectPurger) Purge(ctx context.Context, info *jetstream.ObjectInfo) error {
 	if o.stream == nil {
 		st, err := o.lookup(ctx, cjs.ObjectStream(o.bucket))
@@ -71,12 +71,12 @@ type batchStore struct {
 
 var _ ObjectStore = (*batchStore)(nil)
 
-// purge removes the object info describes, leaving no marker.
+// Purge removes the object info describes, leaving no marker.
 func (s *batchStore) Purge(ctx context.Context, info *jetstream.ObjectInfo) error {
 	return s.purger.Purge(ctx, info)
 }
 
-// infos returns the infos of those of names that have a meta message, deleted objects
+// Infos returns the infos of those of names that have a meta message, deleted objects
 // included, by name.
 func (s *batchStore) Infos(ctx context.Context, names []string) (map[string]*jetstream.ObjectInfo, error) {
 	out := make(map[string]*jetstream.ObjectInfo, len(names))

@@ -93,9 +93,9 @@ func (r *retainer) reference(referenced map[string]bool, ref messages.SnapshotRe
 	r.legacy = r.legacy || ref.Store == ""
 }
 
-// retain queues a retention pass; a newer request replaces one not yet started, keeping
-// its dropped and freed snapshots, its written manifests, its scan and its listing (a
-// listing is also asked for when the backend set relist).
+// Retain implements loop.Backend: it queues a retention pass; a newer request replaces one
+// not yet started, keeping its dropped and freed snapshots, its written manifests, its scan
+// and its listing (a listing is also asked for when the backend set relist).
 func (b *Backend) Retain(req loop.RetainRequest) {
 	req.List, b.relist = req.List || b.relist, false
 	for {
