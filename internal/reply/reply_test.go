@@ -45,3 +45,19 @@ func TestError(t *testing.T) {
 		t.Errorf("body %q (%v), want {\"error\": %q}", msg.Data, err, description)
 	}
 }
+
+// TestMsg: Msg carries what Error answers with, on the given subject.
+func TestMsg(t *testing.T) {
+	const description = "no coordinator holds the lease\r\nof job j"
+	m := reply.Msg("_INBOX.x", "503", description)
+	if m.Subject != "_INBOX.x" || m.Header.Get(micro.ErrorCodeHeader) != "503" {
+		t.Errorf("subject %q, code %q; want _INBOX.x and 503", m.Subject, m.Header.Get(micro.ErrorCodeHeader))
+	}
+	if got, want := m.Header.Get(micro.ErrorHeader), "no coordinator holds the lease  of job j"; got != want {
+		t.Errorf("error header %q, want %q", got, want)
+	}
+	var body messages.ErrorBody
+	if err := json.Unmarshal(m.Data, &body); err != nil || body.Error != description {
+		t.Errorf("body %q (%v), want {\"error\": %q}", m.Data, err, description)
+	}
+}

@@ -19,8 +19,7 @@ const (
 // after each failed attempt with its error and the wait before the next. When ctx ends
 // first Do returns an error wrapping both the last error and ctx's.
 func Do(ctx context.Context, try func(context.Context) error, onRetry func(err error, wait time.Duration)) error {
-	wait := FirstWait
-	for {
+	for failures := 0; ; failures++ {
 		err := try(ctx)
 		if err == nil {
 			return nil
@@ -28,6 +27,7 @@ func Do(ctx context.Context, try func(context.Context) error, onRetry func(err e
 		if ctx.Err() != nil {
 			return fmt.Errorf("%w (last attempt: %w)", ctx.Err(), err)
 		}
+		wait := Doubling(FirstWait, failures, MaxWait)
 		if onRetry != nil {
 			onRetry(err, wait)
 		}
@@ -38,6 +38,15 @@ func Do(ctx context.Context, try func(context.Context) error, onRetry func(err e
 			return fmt.Errorf("%w (last attempt: %w)", ctx.Err(), err)
 		case <-t.C:
 		}
-		wait = min(2*wait, MaxWait)
 	}
+}
+
+// Doubling returns first doubled n times, at most limit (n ≤ 0: first): the wait of Do
+// after n+1 failed attempts, and of anything else that waits longer with each repeat.
+func Doubling(first time.Duration, n int, limit time.Duration) time.Duration {
+	d := first
+	for i := 0; i < n && d < limit; i++ {
+		d *= 2
+	}
+	return min(d, limit)
 }

@@ -42,17 +42,29 @@ func UpdateKey(ctx context.Context, nc Requester, kv KVWriter, key string, chang
 		if err != nil {
 			return 0, err
 		}
-		if rev == 0 {
-			rev, err = kv.Create(ctx, key, next)
-		} else {
-			rev, err = kv.Update(ctx, key, next, rev)
-		}
+		rev, err = CompareAndSet(ctx, kv, key, next, rev)
 		if err == nil {
 			return rev, nil
 		}
-		if !errors.Is(err, jetstream.ErrKeyExists) && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		if !IsConflict(err) {
 			return 0, fmt.Errorf("write %s in %s: %w", key, kv.Bucket(), err)
 		}
 	}
 	return 0, fmt.Errorf("write %s in %s: the key changed under %d compare-and-set attempts", key, kv.Bucket(), updateAttempts)
+}
+
+// CompareAndSet writes value under key if the key is at revision rev, 0 meaning absent, and
+// returns the revision written. When the key is elsewhere the error is jetstream's
+// ErrKeyExists or ErrKeyRevisionMismatch (IsConflict).
+func CompareAndSet(ctx context.Context, kv KVWriter, key string, value []byte, rev uint64) (uint64, error) {
+	if rev == 0 {
+		return kv.Create(ctx, key, value)
+	}
+	return kv.Update(ctx, key, value, rev)
+}
+
+// IsConflict reports whether err says that a compare-and-set found its key elsewhere than
+// at the revision it expected: another writer was first.
+func IsConflict(err error) bool {
+	return errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch)
 }

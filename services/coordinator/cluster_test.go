@@ -293,7 +293,7 @@ func counts(holders map[string]string) map[string]int {
 	return n
 }
 
-// waitPlaced waits until every job's lease is held as the placement over the replicas
+// waitPlaced waits until every job's lease is held as the store.Placement over the replicas
 // gives it, and returns how long that took.
 func (c *cluster) waitPlaced(jobs []string, replicas []string, within time.Duration) time.Duration {
 	c.t.Helper()

@@ -16,6 +16,9 @@
 // and trimming, until cairn.checkpoint.delete.<job> removes it. Standbys forward these
 // requests, member removals and status requests to the holder.
 //
-// Each job is owned by one goroutine (a select loop with one timer); the NATS consumers
-// and the status endpoint only send it messages.
+// The package is the service: it follows configs, registrations and acks, keeps the
+// registry of jobs (running or parked), places jobs on replicas and serves the request
+// endpoints, forwarding those only the lease holder answers. Each job is owned by one
+// goroutine, the state machine of package internal/loop, which reaches NATS only through
+// the JetStream storage of package internal/store; everything else only sends it messages.
 package coordinator

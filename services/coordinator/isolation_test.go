@@ -17,16 +17,18 @@ import (
 	"github.com/cairn-stream/cairn/internal/natstest"
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
 	"github.com/cairn-stream/cairn/pkg/messages"
+	"github.com/cairn-stream/cairn/services/coordinator/internal/loop"
+	"github.com/cairn-stream/cairn/services/coordinator/internal/store"
 )
 
 // hangingBackend is a job's real backend whose manifest writes hang until their context
 // ends: a store that stopped answering.
 type hangingBackend struct {
-	backend
+	loop.Backend
 	writes atomic.Int64
 }
 
-func (h *hangingBackend) writeManifest(ctx context.Context, _ *messages.Manifest, _ uint64) error {
+func (h *hangingBackend) WriteManifest(ctx context.Context, _ *messages.Manifest, _ uint64) error {
 	h.writes.Add(1)
 	<-ctx.Done()
 	return fmt.Errorf("put manifest: %w", ctx.Err())
@@ -36,14 +38,16 @@ func (h *hangingBackend) writeManifest(ctx context.Context, _ *messages.Manifest
 // the one of job.
 type hangingStores struct{ job string }
 
-func (hangingStores) open(context.Context, string) (objectStore, error) { return hangingStore{}, nil }
+func (hangingStores) Open(context.Context, string) (store.ObjectStore, error) {
+	return hangingStore{}, nil
+}
 
-func (h hangingStores) own() string { return cjs.SnapshotStore(h.job) }
+func (h hangingStores) Own() string { return cjs.SnapshotStore(h.job) }
 
 // hangingStore is a snapshot store whose every call hangs until its context ends.
 type hangingStore struct{}
 
-func (hangingStore) purge(ctx context.Context, _ *jetstream.ObjectInfo) error {
+func (hangingStore) Purge(ctx context.Context, _ *jetstream.ObjectInfo) error {
 	<-ctx.Done()
 	return ctx.Err()
 }
@@ -53,13 +57,13 @@ func (hangingStore) List(ctx context.Context, _ ...jetstream.ListObjectsOpt) ([]
 	return nil, ctx.Err()
 }
 
-func (hangingStore) infos(ctx context.Context, _ []string) (map[string]*jetstream.ObjectInfo, error) {
+func (hangingStore) Infos(ctx context.Context, _ []string) (map[string]*jetstream.ObjectInfo, error) {
 	<-ctx.Done()
 	return nil, ctx.Err()
 }
 
 // isolationSlack is how late another job's barrier may be while one job hangs. The stuck
-// job's calls hang for callCap (5 s) each, so a coupling shows as gaps of seconds; the
+// job's calls hang for loop.CallCap (5 s) each, so a coupling shows as gaps of seconds; the
 // slack leaves room for a loaded machine, where a run with gaps of up to 960 ms was seen
 // (go test -race, load 8 on 2 cores). The p99 is logged for the record.
 const isolationSlack = time.Second
@@ -152,11 +156,11 @@ func TestAJobWithAHangingStoreDoesNotDelayTheOthers(t *testing.T) {
 		t.Fatal(err)
 	}
 	var hung atomic.Pointer[hangingBackend]
-	svc.faults = func(job string, b backend, stores snapshotStores) (backend, snapshotStores) {
+	svc.faults = func(job string, b loop.Backend, stores store.Stores) (loop.Backend, store.Stores) {
 		if job != stuck {
 			return b, stores
 		}
-		h := &hangingBackend{backend: b}
+		h := &hangingBackend{Backend: b}
 		hung.Store(h)
 		return h, hangingStores{job: job}
 	}
@@ -188,7 +192,7 @@ func TestAJobWithAHangingStoreDoesNotDelayTheOthers(t *testing.T) {
 		publishConfig(stuck, v)
 	}
 	// Applied "at once": 3 s leaves room for a loaded -race run (see isolationSlack) and
-	// is still well below the 5 s (callCap) that a config change queued behind the stuck
+	// is still well below the 5 s (loop.CallCap) that a config change queued behind the stuck
 	// job would wait.
 	publishConfig(ok[0], 2)
 	configured := time.Now()
@@ -224,7 +228,7 @@ func TestAJobWithAHangingStoreDoesNotDelayTheOthers(t *testing.T) {
 	flood := time.NewTicker(500 * time.Millisecond)
 	defer flood.Stop()
 	for end := start.Add(window); time.Now().Before(end); <-flood.C {
-		for i := range 2 * ackMailbox {
+		for i := range 2 * loop.AckMailbox {
 			if err := sim.Publish(subjects.Ack(stuck), ackData(stuck, 1, fmt.Sprintf("flood-%d", i))); err != nil {
 				t.Fatal(err)
 			}
@@ -266,7 +270,7 @@ func TestAJobWithAHangingStoreDoesNotDelayTheOthers(t *testing.T) {
 	if h := hung.Load(); h.writes.Load() == 0 {
 		t.Error("the stuck job's manifest write was never called")
 	}
-	if j := svc.lookup(stuck); j == nil || j.mail.droppedAcks.Load() == 0 {
+	if j := svc.lookup(stuck); j == nil || j.DroppedAcks() == 0 {
 		t.Error("the stuck job's mailbox never overflowed: the test did not flood it")
 	}
 	if n := simErrs.Load(); n > 0 {

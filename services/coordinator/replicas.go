@@ -11,11 +11,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
 	"github.com/cairn-stream/cairn/pkg/messages"
+	"github.com/cairn-stream/cairn/services/coordinator/internal/store"
 )
 
 // loadSlack is how far above an even share a replica's load may go before a job is
@@ -23,18 +23,10 @@ import (
 // preferred for more than ceil(1.1·n/r), so 30 jobs on 3 replicas give each 8 to 11.
 const loadSlack = 1.1
 
-// placement tells a lease keeper which replica should hold a job's lease.
-type placement interface {
-	// preferred returns the id of the replica that should hold the job's lease.
-	preferred(job string) string
-	// changes returns a channel closed at the next change of the placement.
-	changes() <-chan struct{}
-}
-
 // replicaSet is the live coordinator replicas and the active jobs (those with a registered
 // instance), and places each active job on one replica: rendezvous (highest random
 // weight) hashing of (job, replica) with bounded loads. Every replica sees the same
-// announcements and registrations, so all agree on the placement once their watches
+// announcements and registrations, so all agree on the store.Placement once their watches
 // have caught up; a disagreement meanwhile costs at most a failed compare-and-set or a
 // grace period, never a second holder (the lease is compare-and-set).
 type replicaSet struct {
@@ -47,7 +39,7 @@ type replicaSet struct {
 	changed chan struct{}
 }
 
-var _ placement = (*replicaSet)(nil)
+var _ store.Placement = (*replicaSet)(nil)
 
 func newReplicaSet(self string, jobs []string) *replicaSet {
 	return &replicaSet{
@@ -58,14 +50,14 @@ func newReplicaSet(self string, jobs []string) *replicaSet {
 	}
 }
 
-// changes implements placement.
-func (r *replicaSet) changes() <-chan struct{} {
+// Changes implements store.Placement.
+func (r *replicaSet) Changes() <-chan struct{} {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.changed
 }
 
-// touch drops the cached placement and wakes every waiter; r.mu is held.
+// touch drops the cached store.Placement and wakes every waiter; r.mu is held.
 func (r *replicaSet) touch() {
 	r.assign = nil
 	close(r.changed)
@@ -108,9 +100,9 @@ func (r *replicaSet) ids() []string {
 	return slices.Sorted(maps.Keys(r.live))
 }
 
-// preferred implements placement. An inactive job (one woken only for a member removal)
+// Preferred implements store.Placement. An inactive job (one woken only for a member removal)
 // gets its plain rendezvous winner.
-func (r *replicaSet) preferred(job string) string {
+func (r *replicaSet) Preferred(job string) string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.assign == nil {
@@ -193,28 +185,18 @@ func (s *Service) runReplica(ctx context.Context, ttl time.Duration, ready <-cha
 		s.log.Error().Err(err).Msg("cannot encode the replica announcement; this coordinator takes jobs only after their grace period")
 		return
 	}
-	reconnected := s.nc.StatusChanged(nats.CONNECTED)
-	defer s.nc.RemoveStatusListener(reconnected)
-	var w jetstream.KeyWatcher
+	f := store.NewFollow(s.res.Leases, s.nc, cjs.ReplicaKey("*"))
+	defer f.Close()
 	watch := func() <-chan jetstream.KeyValueEntry {
-		if w != nil {
-			_ = w.Stop()
-		}
-		if w, err = s.res.Leases.Watch(ctx, cjs.ReplicaKey("*")); err != nil {
+		updates, err := f.Start(ctx)
+		if err != nil {
 			if msg := "cannot watch the coordinator replicas; retrying"; s.noise.Allow(msg) {
 				s.log.Warn().Err(err).Msg(msg)
 			}
-			w = nil
-			return nil
 		}
-		return w.Updates()
+		return updates
 	}
 	updates := watch()
-	defer func() {
-		if w != nil {
-			_ = w.Stop()
-		}
-	}()
 	var snapshot map[string][]string // replicas of the watch's initial values, until they end
 	if updates != nil {
 		snapshot = map[string][]string{}
@@ -234,7 +216,7 @@ func (s *Service) runReplica(ctx context.Context, ttl time.Duration, ready <-cha
 		case <-ready:
 			ready = nil
 			timer.Reset(0)
-		case <-reconnected:
+		case <-f.Reconnected():
 			updates, snapshot = watch(), map[string][]string{}
 			timer.Reset(0)
 		case e, ok := <-updates:

@@ -87,21 +87,21 @@ func TestPlacementHonoursJobFilters(t *testing.T) {
 	if got := r.ids(); !slices.Equal(got, []string{"all", "some"}) {
 		t.Fatalf("live replicas %v: the replica itself always counts", got)
 	}
-	if got := r.preferred("job-7"); got != "all" {
+	if got := r.Preferred("job-7"); got != "all" {
 		t.Fatalf("job-7 preferred on %s, which does not coordinate it", got)
 	}
 }
 
 func TestPlacementChangesWakeWaiters(t *testing.T) {
 	r := newReplicaSet("a", nil)
-	ch := r.changes()
+	ch := r.Changes()
 	r.setActive("j", true)
 	select {
 	case <-ch:
 	default:
 		t.Fatal("activating a job did not signal a change")
 	}
-	ch = r.changes()
+	ch = r.Changes()
 	r.setActive("j", true)
 	r.setLive(map[string][]string{"a": nil})
 	select {

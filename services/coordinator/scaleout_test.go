@@ -120,7 +120,7 @@ func TestJobIsLedWhenItsPreferredReplicaCannotTakeIt(t *testing.T) {
 	natstest.Eventually(t, 5*time.Second, "the real replica sees the ghost", func() bool { return len(svc.replicas.ids()) == 2 })
 	ghosted := 0
 	for _, j := range jobs {
-		if svc.replicas.preferred(j) == "ghost" {
+		if svc.replicas.Preferred(j) == "ghost" {
 			ghosted++
 		}
 	}
@@ -148,7 +148,7 @@ func TestJobIsLedWhenItsPreferredReplicaCannotTakeIt(t *testing.T) {
 				delete(unledSince, j)
 			case h != "":
 				t.Fatalf("job %s held by %q", j, h)
-			case svc.replicas.preferred(j) != "ghost":
+			case svc.replicas.Preferred(j) != "ghost":
 				t.Fatalf("job %s, not preferring the ghost, is unled", j)
 			case unledSince[j].IsZero():
 				unledSince[j] = now

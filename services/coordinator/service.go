@@ -2,7 +2,6 @@ package coordinator
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -11,7 +10,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nats.go/micro"
 	"github.com/nats-io/nuid"
 	"github.com/rs/zerolog"
 
@@ -20,6 +18,8 @@ import (
 	"github.com/cairn-stream/cairn/internal/zlog"
 	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
 	"github.com/cairn-stream/cairn/pkg/messages"
+	"github.com/cairn-stream/cairn/services/coordinator/internal/loop"
+	"github.com/cairn-stream/cairn/services/coordinator/internal/store"
 )
 
 // ServiceName is the micro service name of the coordinator.
@@ -81,7 +81,7 @@ type Service struct {
 	nc  *nats.Conn
 	js  jetstream.JetStream
 	// async publishes the completed events without waiting for their acks; a failure
-	// (an error or no ack within callCap) is logged by eventFailed.
+	// (an error or no ack within loop.CallCap) is logged by eventFailed.
 	async jetstream.JetStream
 	res   *cjs.Resources
 	log   zerolog.Logger
@@ -90,12 +90,12 @@ type Service struct {
 	// Lock order: mu before replicas' own mutex, never the other way.
 	mu sync.Mutex
 	// jobs are the running loops; known is every job seen, running or parked.
-	jobs  map[string]*job
+	jobs  map[string]*loop.Job
 	known map[string]*jobEntry
 	wg    sync.WaitGroup
 	// ttl is CAIRN_LEASES' TTL, set when Run starts.
 	ttl time.Duration
-	// replicas are the live coordinator replicas and the placement of jobs on them.
+	// replicas are the live coordinator replicas and the store.Placement of jobs on them.
 	replicas *replicaSet
 	// synced is closed once the registrations have been read (the jobs with an instance
 	// run); syncOnce closes it.
@@ -109,11 +109,11 @@ type Service struct {
 	// (retentionSlots).
 	retaining chan struct{}
 	// noise rate-limits the warnings that input from outside or an outage repeats
-	// (noisePeriod).
+	// (loop.NoisePeriod).
 	noise *lograte.Limiter
 	// faults, when set (tests only), wraps a job's backend and snapshot stores as the job
 	// is first seen: fault injection for one job among real ones.
-	faults func(job string, b backend, stores snapshotStores) (backend, snapshotStores)
+	faults func(job string, b loop.Backend, stores store.Stores) (loop.Backend, store.Stores)
 }
 
 // New builds a coordinator; Run starts it.
@@ -126,21 +126,17 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, res *cjs.Resources, 
 	}
 	log = log.With().Str("coordinator", cfg.ID).Logger()
 	s := &Service{
-		cfg: cfg, nc: nc, js: js, res: res, log: log, noise: zlog.RateLimited(log, noisePeriod),
-		jobs: map[string]*job{}, known: map[string]*jobEntry{}, replicas: newReplicaSet(cfg.ID, cfg.Jobs), synced: make(chan struct{}),
+		cfg: cfg, nc: nc, js: js, res: res, log: log, noise: zlog.RateLimited(log, loop.NoisePeriod),
+		jobs: map[string]*loop.Job{}, known: map[string]*jobEntry{}, replicas: newReplicaSet(cfg.ID, cfg.Jobs), synced: make(chan struct{}),
 		retaining: make(chan struct{}, retentionSlots),
 	}
-	async, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(callCap), jetstream.WithPublishAsyncErrHandler(s.eventFailed))
+	async, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(loop.CallCap), jetstream.WithPublishAsyncErrHandler(s.eventFailed))
 	if err != nil {
 		return nil, err
 	}
 	s.async = async
 	return s, nil
 }
-
-// noisePeriod is how often a warning that repeats is logged at most (lograte): the first
-// of its kind at once, then one line per period with the count of those suppressed.
-const noisePeriod = 10 * time.Second
 
 // eventFailed logs a checkpoint event published asynchronously that JetStream did not
 // store.
@@ -201,11 +197,16 @@ func (s *Service) run(ctx context.Context) error {
 		}
 	}
 
-	regs, err := s.res.Leases.Watch(ctx, cjs.RegistrationKey("*", "*"))
+	regs := store.NewFollow(s.res.Leases, s.nc, cjs.RegistrationKey("*", "*"))
+	updates, err := regs.Start(ctx)
 	if err != nil {
+		regs.Close()
 		return fmt.Errorf("watch registrations: %w", err)
 	}
-	s.wg.Go(func() { s.followRegistrations(ctx, regs) })
+	s.wg.Go(func() {
+		defer regs.Close()
+		s.followRegistrations(ctx, regs, updates)
+	})
 	s.wg.Go(func() { s.runReplica(ctx, ttl, s.synced) })
 
 	// Config events and heads: a head is a copy of the newest event configsvc accepted,
@@ -230,45 +231,11 @@ func (s *Service) run(ctx context.Context) error {
 	}
 	defer cc.Stop()
 
-	direct, err := s.nc.Subscribe(s.cfg.Subjects.CoordinatorStatus(s.cfg.ID, "*"), func(m *nats.Msg) { s.onDirectStatus(ctx, m) })
-	if err != nil {
-		return fmt.Errorf("subscribe to direct status requests: %w", err)
-	}
-	defer func() { _ = direct.Unsubscribe() }()
-
-	directRemove, err := s.nc.Subscribe(s.cfg.Subjects.CoordinatorMembersRemove(s.cfg.ID, "*"), func(m *nats.Msg) { s.onDirectRemove(ctx, m) })
-	if err != nil {
-		return fmt.Errorf("subscribe to direct member removal requests: %w", err)
-	}
-	defer func() { _ = directRemove.Unsubscribe() }()
-
-	stopDirect, err := s.subscribeCheckpointDirect(ctx)
+	stop, err := s.serveEndpoints(ctx)
 	if err != nil {
 		return err
 	}
-	defer stopDirect()
-
-	svc, err := micro.AddService(s.nc, micro.Config{
-		Name:        ServiceName,
-		Version:     "0.1.0",
-		Description: "Cairn checkpoint coordinator: barriers, acks, manifests, job status, member removal, manual checkpoints and savepoints",
-		Metadata:    map[string]string{"id": s.cfg.ID},
-	})
-	if err != nil {
-		return fmt.Errorf("add micro service: %w", err)
-	}
-	defer func() { _ = svc.Stop() }()
-	if err := svc.AddEndpoint("status", micro.HandlerFunc(func(r micro.Request) { s.onStatus(ctx, r) }),
-		micro.WithEndpointSubject(s.cfg.Subjects.Status("*"))); err != nil {
-		return fmt.Errorf("add status endpoint: %w", err)
-	}
-	if err := svc.AddEndpoint("members-remove", micro.HandlerFunc(func(r micro.Request) { s.onRemove(ctx, r) }),
-		micro.WithEndpointSubject(s.cfg.Subjects.MembersRemove("*"))); err != nil {
-		return fmt.Errorf("add member removal endpoint: %w", err)
-	}
-	if err := s.addCheckpointEndpoints(ctx, svc); err != nil {
-		return err
-	}
+	defer stop()
 	s.log.Info().Strs("jobs", s.cfg.Jobs).Dur("lease_ttl", ttl).Msg("coordinator running")
 	<-ctx.Done()
 	s.log.Info().Msg("coordinator stopping")
@@ -281,7 +248,7 @@ func (s *Service) wanted(name string) bool {
 }
 
 // lookup returns the job's loop, or nil when it has none.
-func (s *Service) lookup(name string) *job {
+func (s *Service) lookup(name string) *loop.Job {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.jobs[name]
@@ -289,328 +256,34 @@ func (s *Service) lookup(name string) *job {
 
 // start starts the job's loop, lease keeper and retention worker, which run until ctx is
 // done; s.mu is held.
-func (s *Service) start(ctx context.Context, name string) *job {
+func (s *Service) start(ctx context.Context, name string) *loop.Job {
 	log := s.log.With().Str("job", name).Logger()
-	b := &natsBackend{
-		job: name, subjects: s.cfg.Subjects, nc: s.nc, js: s.js, async: s.async, manifests: s.res.Manifests,
-		instances: s.res.Instances, leader: s.nc, events: s.res.Checkpoints, log: log,
-		retainCh: make(chan retainRequest, 1),
-	}
-	var jb backend = b
-	var stores snapshotStores = &jobStores{job: name, js: s.js, nc: s.nc, opts: s.cfg.Snapshots, stream: s.stream}
+	b := store.NewBackend(store.BackendConfig{
+		Job: name, Subjects: s.cfg.Subjects, Conn: s.nc, JS: s.js, Async: s.async, Resources: s.res, Log: log,
+	})
+	var jb loop.Backend = b
+	var stores store.Stores = store.NewJobStores(name, s.js, s.cfg.Snapshots, s.stream)
 	if s.faults != nil {
 		jb, stores = s.faults(name, b, stores)
 	}
-	b.stores = stores
-	j := newJob(name, s.cfg.ID, jb, s.log)
-	j.manifestBytes = s.nc.MaxPayload() / 2
-	k := &leaseKeeper{kv: s.res.Leases, conn: s.nc, leader: s.nc, key: cjs.LeaseKey(name), job: name, holder: s.cfg.ID, ttl: s.ttl, out: j.mail.offerLease, log: log, place: s.replicas}
+	b.SetStores(stores)
+	j := loop.New(loop.Config{Job: name, Coordinator: s.cfg.ID, ManifestBytes: s.nc.MaxPayload() / 2}, jb, s.log)
+	k := store.NewLeaseKeeper(s.res.Leases, s.nc, name, s.cfg.ID, s.ttl, s.replicas, j.OfferLease, log)
 	s.jobs[name] = j
-	s.wg.Go(func() { j.run(ctx) })
-	s.wg.Go(func() { k.run(ctx) })
-	trim := newTrimmer(s.cfg.trimStreams(), s.stream, log)
-	s.wg.Go(func() { b.runRetention(ctx, stores, trim, s.retaining) })
+	s.wg.Go(func() { j.Run(ctx) })
+	s.wg.Go(func() { k.Run(ctx) })
+	trim := store.NewTrimmer(s.cfg.trimStreams(), s.stream, log)
+	s.wg.Go(func() { b.RunRetention(ctx, trim, s.retaining) })
 	return j
 }
 
 // stream looks up a stream to trim.
-func (s *Service) stream(ctx context.Context, name string) (streamPurger, error) {
+func (s *Service) stream(ctx context.Context, name string) (store.StreamPurger, error) {
 	if name == cjs.InputStream && s.res.Input != nil {
 		return s.res.Input, nil
 	}
 	return s.js.Stream(ctx, name)
 }
 
-func (s *Service) onConfig(ctx context.Context, m jetstream.Msg) {
-	job := s.cfg.Subjects.Token(m.Subject(), 2)
-	if !s.wanted(job) || messages.ValidateName("job", job) != nil {
-		return
-	}
-	head := m.Subject() == s.cfg.Subjects.ConfigHead(job)
-	ev, err := configlog.Decode(m.Data(), job)
-	switch {
-	case err == nil && head:
-		s.noteNewest(ctx, job, ev, true)
-	case err == nil:
-		s.noteConfig(ctx, job, ev)
-	case !head && s.headed(job):
-		// The head holds the newest version configsvc issued: an invalid event hides none.
-		var seq uint64
-		if md, merr := m.Metadata(); merr == nil {
-			seq = md.Sequence.Stream
-		}
-		s.skipped.Log(s.log, job, []configlog.Skipped{{Seq: seq, Err: err}})
-	default:
-		// The consumer delivers only the last message of each subject at start: look for
-		// the config in force (configlog.Read) instead of leaving the job on the defaults.
-		s.lookUpConfig(ctx, job)
-	}
-}
-
-// newestValidConfig hands job its config in force (configlog.Read: the newer of its head
-// and its last valid event), logging the invalid messages read once each.
-func (s *Service) newestValidConfig(ctx context.Context, job string) {
-	l, err := configlog.Read(ctx, s.res.Config, s.cfg.Subjects, job, 2*time.Second)
-	if err != nil {
-		s.log.Error().Err(err).Str("job", job).Msg("invalid config event: cannot read the config in force")
-		return
-	}
-	s.skipped.Log(s.log, job, l.Skipped)
-	if l.Event != nil {
-		s.noteNewest(ctx, job, l.Event, l.Head != nil)
-	}
-}
-
-// followRegistrations routes instance registrations to their jobs. The watch delivers
-// every current registration first; at the end of that snapshot each job gets the full
-// set, so that an instance that vanished while no watch was running is dropped. After a
-// reconnect the watch is restarted at once: a KV watch notices a server restart only after
-// missed heartbeats, seconds later, and a stale participant set would make checkpoints
-// wait for dead incarnations.
-func (s *Service) followRegistrations(ctx context.Context, w jetstream.KeyWatcher) {
-	reconnected := s.nc.StatusChanged(nats.CONNECTED)
-	defer s.nc.RemoveStatusListener(reconnected)
-	for {
-		restart := s.routeRegistrations(ctx, w, reconnected)
-		_ = w.Stop()
-		if !restart {
-			return
-		}
-		for {
-			var err error
-			if w, err = s.res.Leases.Watch(ctx, cjs.RegistrationKey("*", "*")); err == nil {
-				break
-			}
-			if msg := "cannot watch registrations; retrying"; s.noise.Allow(msg) {
-				s.log.Warn().Err(err).Msg(msg)
-			}
-			t := time.NewTimer(time.Second)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return
-			case <-t.C:
-			}
-		}
-	}
-}
-
-// routeRegistrations consumes one watch until ctx ends (false) or the connection was
-// re-established or the watch closed (true: watch again).
-func (s *Service) routeRegistrations(ctx context.Context, w jetstream.KeyWatcher, reconnected <-chan nats.Status) bool {
-	initial := map[string]map[string]string{} // job → instance → incarnation, until the snapshot ends
-	for {
-		select {
-		case <-ctx.Done():
-			return false
-		case <-reconnected:
-			s.log.Info().Msg("reconnected: re-reading registrations")
-			return true
-		case e, ok := <-w.Updates():
-			if !ok {
-				return ctx.Err() == nil
-			}
-			if e == nil {
-				s.syncRegistrations(ctx, initial)
-				initial = nil
-				s.syncOnce.Do(func() { close(s.synced) })
-				continue
-			}
-			job, u, ok := s.registration(e)
-			if !ok {
-				continue
-			}
-			if initial != nil {
-				if u.incarnation != "" {
-					if initial[job] == nil {
-						initial[job] = map[string]string{}
-					}
-					initial[job][u.instance] = u.incarnation
-				}
-				continue
-			}
-			s.noteRegistration(ctx, job, u)
-		}
-	}
-}
-
-// registration decodes a registration entry into its job and update; ok is false for an
-// entry to skip.
-func (s *Service) registration(e jetstream.KeyValueEntry) (string, regUpdate, bool) {
-	parts := strings.Split(e.Key(), ".")
-	if len(parts) != 3 || !s.wanted(parts[1]) {
-		return "", regUpdate{}, false
-	}
-	u := regUpdate{instance: parts[2]}
-	if e.Operation() == jetstream.KeyValuePut {
-		var r messages.Registration
-		if err := messages.Unmarshal(e.Value(), &r); err != nil || r.Job != parts[1] || r.Instance != parts[2] {
-			if msg := "registration skipped: cannot decode or does not match its key"; s.noise.Allow(msg) {
-				s.log.Error().Err(err).Str("key", e.Key()).Msg(msg)
-			}
-			return "", regUpdate{}, false
-		}
-		u.incarnation = r.Incarnation
-	}
-	return parts[1], u, true
-}
-
-// onAck hands an ack to its job's loop. An ack dropped here is logged rate-limited
-// (noise): anyone may publish on the ack subjects.
-func (s *Service) onAck(m *nats.Msg) {
-	var a messages.Ack
-	if err := messages.Unmarshal(m.Data, &a); err != nil {
-		if msg := "ack dropped: cannot decode"; s.noise.Allow(msg) {
-			s.log.Warn().Err(err).Str("subject", m.Subject).Msg(msg)
-		}
-		return
-	}
-	job, instance, _ := s.cfg.Subjects.ParseAck(m.Subject)
-	if job != a.Job || instance != "" && instance != a.Instance {
-		if msg := "ack dropped: its job or instance does not match its subject"; s.noise.Allow(msg) {
-			s.log.Warn().Str("subject", m.Subject).Str("ack_job", a.Job).Str("ack_instance", a.Instance).Msg(msg)
-		}
-		return
-	}
-	for _, ref := range a.Refs() {
-		if ref.Store != "" && ref.Store != cjs.SnapshotStoreFor(a.Job, s.cfg.Snapshots.SharedSnapshotStore) {
-			s.log.Warn().Str("subject", m.Subject).Str("store", ref.Store).Str("object", ref.Object).
-				Msg("ack dropped: it references a snapshot store other than its job's")
-			return
-		}
-	}
-	if j := s.lookup(a.Job); j != nil && !j.mail.offerAck(&a) {
-		if msg := "ack dropped: the job's mailbox is full (its loop is slow); a resent barrier or the timeout recovers"; s.noise.Allow(msg) {
-			s.log.Warn().Str("job", a.Job).Uint64("dropped_acks", j.mail.droppedAcks.Load()).Msg(msg)
-		}
-	}
-}
-
-// onStatus answers cairn.status.<job>. Any replica may receive it (micro's queue group);
-// a standby forwards it to the lease holder, which knows the pending and completed
-// checkpoints, and answers with its own view only when the holder does not answer.
-// Waiting for the job's loop (up to 2 s) or for the holder (up to 1 s) happens on a
-// goroutine of its own, so that one stuck job or an unresponsive holder delays no other
-// status request; the answer goes to the reply subject, not through r, whose state micro
-// reads once the handler has returned.
-func (s *Service) onStatus(ctx context.Context, r micro.Request) {
-	name := s.cfg.Subjects.Token(r.Subject(), 1)
-	if err := messages.ValidateName("job", name); err != nil {
-		respondError(r, codeBadRequest, err.Error())
-		return
-	}
-	reply := r.Reply()
-	s.wg.Go(func() { s.answerStatus(ctx, name, reply) })
-}
-
-// answerStatus answers a status request of job name on the reply subject.
-func (s *Service) answerStatus(ctx context.Context, name, reply string) {
-	st, code, msg := s.localStatus(ctx, name)
-	if code != "" {
-		s.publishReply(errorReply(reply, code, msg))
-		return
-	}
-	if st.Holder != "" && st.Holder != s.cfg.ID {
-		m, err := s.nc.Request(s.cfg.Subjects.CoordinatorStatus(st.Holder, name), nil, time.Second)
-		if err == nil && m.Header.Get(micro.ErrorCodeHeader) == "" {
-			out := nats.NewMsg(reply)
-			out.Header.Set("Content-Type", "application/json")
-			out.Data = m.Data
-			s.publishReply(out)
-			return
-		}
-		s.log.Debug().Err(err).Str("holder", st.Holder).Msg("holder did not answer a forwarded status request; answering with this standby's view")
-	}
-	out := nats.NewMsg(reply)
-	out.Data, _ = json.Marshal(st)
-	s.publishReply(out)
-}
-
-// onDirectStatus answers a status request forwarded to this coordinator, on a goroutine of
-// its own (see onStatus).
-func (s *Service) onDirectStatus(ctx context.Context, m *nats.Msg) {
-	name := s.cfg.Subjects.Token(m.Subject, 3)
-	s.wg.Go(func() {
-		reply := nats.NewMsg(m.Reply)
-		st, code, msg := s.localStatus(ctx, name)
-		if code != "" {
-			reply = errorReply(m.Reply, code, msg)
-		} else {
-			reply.Data, _ = json.Marshal(st)
-		}
-		s.publishReply(reply)
-	})
-}
-
-// localStatus asks the job's loop for its status; on failure it returns an error code and
-// message instead.
-func (s *Service) localStatus(ctx context.Context, name string) (st messages.Status, code, msg string) {
-	defer func() {
-		if code == "" {
-			st.Preferred, st.Replicas = s.replicas.preferred(name), s.replicas.ids()
-		}
-	}()
-	s.mu.Lock()
-	j, e := s.jobs[name], s.known[name]
-	var cfg *messages.ConfigEvent
-	if e != nil {
-		cfg = e.config
-	}
-	s.mu.Unlock()
-	if j == nil && e != nil {
-		return s.idleStatus(ctx, name, cfg), "", ""
-	}
-	if j == nil {
-		return st, codeNotFound, fmt.Sprintf("unknown job %q: it has no config and no registered instance", name)
-	}
-	reply := make(chan messages.Status, 1)
-	qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	if !send(qctx, j.status, reply) {
-		return st, codeUnavailable, "coordinator busy or stopping; try again"
-	}
-	select {
-	case st = <-reply:
-		return st, "", ""
-	case <-qctx.Done():
-		return st, codeUnavailable, "coordinator busy or stopping; try again"
-	}
-}
-
-// Error codes of the coordinator's replies (micro's Nats-Service-Error-Code).
-const (
-	codeBadRequest  = "400"
-	codeNotFound    = "404"
-	codeConflict    = "409"
-	codeUnavailable = "503"
-)
-
-// replyError is an error reply: a code and a message saying what was wrong.
-type replyError struct {
-	code, msg string
-}
-
-// respondError replies with micro's error headers and a JSON body {"error": msg}.
-func respondError(r micro.Request, code, msg string) {
-	body, _ := json.Marshal(messages.ErrorBody{Error: msg})
-	_ = r.Error(code, msg, body)
-}
-
-// publishReply sends a reply composed off the handler's goroutine.
-func (s *Service) publishReply(m *nats.Msg) {
-	if err := s.nc.PublishMsg(m); err != nil {
-		if msg := "reply not sent"; s.noise.Allow(msg) {
-			s.log.Warn().Err(err).Str("subject", m.Subject).Msg(msg)
-		}
-	}
-}
-
-// errorReply is a core NATS reply carrying micro's error headers and a JSON body, for
-// the direct subjects a standby forwards to.
-func errorReply(subject, code, msg string) *nats.Msg {
-	reply := nats.NewMsg(subject)
-	reply.Header.Set(micro.ErrorCodeHeader, code)
-	reply.Header.Set(micro.ErrorHeader, msg)
-	reply.Data, _ = json.Marshal(messages.ErrorBody{Error: msg})
-	return reply
-}
+// retentionSlots is how many retention passes of a coordinator's jobs run at once.
+const retentionSlots = 4
