@@ -40,6 +40,21 @@ func (s Subjects) ConfigEvents(job string) string { return s.join("config", "eve
 // has one token more than ConfigEvents, so ConfigEvents("*") does not match it.
 func (s Subjects) ConfigHead(job string) string { return s.join("config", "events", job, "head") }
 
+// ParseConfigEvents returns the job a ConfigEvents or ConfigHead subject names and whether
+// it is the head. ok is false for any other subject.
+func (s Subjects) ParseConfigEvents(subject string) (job string, head, ok bool) {
+	rest, found := strings.CutPrefix(subject, s.join("config", "events")+".")
+	if !found {
+		return "", false, false
+	}
+	job, tail, more := strings.Cut(rest, ".")
+	switch {
+	case job == "", more && tail != "head":
+		return "", false, false
+	}
+	return job, more, true
+}
+
 // Barrier is the subject barriers of job are sent on.
 func (s Subjects) Barrier(job string) string { return s.join("barrier", job) }
 
@@ -74,6 +89,21 @@ func (s Subjects) ParseAck(subject string) (job, instance string, ok bool) {
 // ("completed", "aborted", or "*").
 func (s Subjects) CheckpointEvent(job, outcome string) string {
 	return s.join("checkpoints", job, outcome)
+}
+
+// ParseCheckpointEvent returns the job and outcome a CheckpointEvent subject names. ok is
+// false for any other subject, MemberEvents' and Alarms' included.
+func (s Subjects) ParseCheckpointEvent(subject string) (job, outcome string, ok bool) {
+	rest, found := strings.CutPrefix(subject, s.join("checkpoints")+".")
+	if !found {
+		return "", "", false
+	}
+	job, outcome, two := strings.Cut(rest, ".")
+	switch {
+	case job == "", !two, outcome != "completed" && outcome != "aborted":
+		return "", "", false
+	}
+	return job, outcome, true
 }
 
 // MemberEvents is the subject of job's member audit events in CAIRN_CHECKPOINTS ("*"
@@ -138,18 +168,4 @@ func (s Subjects) OperatorState(job, instance string) string {
 // OperatorInfo is the subject an operator instance answers info requests on.
 func (s Subjects) OperatorInfo(job, instance string) string {
 	return s.join("op", job, instance, "info")
-}
-
-// Token returns the token at index i (0-based, after the prefix) of subject, or "" when
-// the subject is shorter or does not start with the prefix.
-func (s Subjects) Token(subject string, i int) string {
-	rest, ok := strings.CutPrefix(subject, s.p()+".")
-	if !ok {
-		return ""
-	}
-	parts := strings.Split(rest, ".")
-	if i < 0 || i >= len(parts) {
-		return ""
-	}
-	return parts[i]
 }

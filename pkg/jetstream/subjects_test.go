@@ -33,3 +33,44 @@ func TestParseAck(t *testing.T) {
 		t.Errorf("ParseAck with a two-token prefix = %q, %q, %v", job, inst, ok)
 	}
 }
+
+func TestParseConfigEvents(t *testing.T) {
+	s := cjs.Subjects{Prefix: "x.y"}
+	for _, tc := range []struct {
+		subject, job string
+		head, ok     bool
+	}{
+		{s.ConfigEvents("demo"), "demo", false, true},
+		{s.ConfigHead("demo"), "demo", true, true},
+		{"x.y.config.events.demo.other", "", false, false},
+		{"x.y.config.events.", "", false, false},
+		{"x.y.config.set.demo", "", false, false},
+		{"cairn.config.events.demo", "", false, false},
+	} {
+		job, head, ok := s.ParseConfigEvents(tc.subject)
+		if job != tc.job || head != tc.head || ok != tc.ok {
+			t.Errorf("ParseConfigEvents(%q) = %q, %v, %v; want %q, %v, %v", tc.subject, job, head, ok, tc.job, tc.head, tc.ok)
+		}
+	}
+}
+
+func TestParseCheckpointEvent(t *testing.T) {
+	s := cjs.Subjects{}
+	for _, tc := range []struct {
+		subject, job, outcome string
+		ok                    bool
+	}{
+		{s.CheckpointEvent("demo", "completed"), "demo", "completed", true},
+		{s.CheckpointEvent("demo", "aborted"), "demo", "aborted", true},
+		{s.MemberEvents("demo"), "", "", false},
+		{s.Alarms("demo"), "", "", false},
+		{"cairn.checkpoints.demo", "", "", false},
+		{"cairn.checkpoints..completed", "", "", false},
+		{"cairn.barrier.demo", "", "", false},
+	} {
+		job, outcome, ok := s.ParseCheckpointEvent(tc.subject)
+		if job != tc.job || outcome != tc.outcome || ok != tc.ok {
+			t.Errorf("ParseCheckpointEvent(%q) = %q, %q, %v; want %q, %q, %v", tc.subject, job, outcome, ok, tc.job, tc.outcome, tc.ok)
+		}
+	}
+}

@@ -12,11 +12,10 @@ import (
 )
 
 func (s *Service) onConfig(ctx context.Context, m jetstream.Msg) {
-	job := s.cfg.Subjects.Token(m.Subject(), 2)
-	if !s.wanted(job) || messages.ValidateName("job", job) != nil {
+	job, head, ok := s.cfg.Subjects.ParseConfigEvents(m.Subject())
+	if !ok || !s.wanted(job) || messages.ValidateName("job", job) != nil {
 		return
 	}
-	head := m.Subject() == s.cfg.Subjects.ConfigHead(job)
 	ev, err := configlog.Decode(m.Data(), job)
 	switch {
 	case err == nil && head:

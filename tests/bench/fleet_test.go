@@ -334,7 +334,8 @@ func runFleet(b *testing.B, srv *natstest.Server, js jetstream.JetStream, res *c
 		switch {
 		case strings.HasSuffix(m.Subject, ".completed"):
 			completed.Add(1)
-			if _, loaded := seen.LoadOrStore(subjects.Token(m.Subject, 1), true); !loaded {
+			job, _, _ := subjects.ParseCheckpointEvent(m.Subject)
+			if _, loaded := seen.LoadOrStore(job, true); !loaded {
 				jobsDone.Add(1)
 			}
 		case strings.HasSuffix(m.Subject, ".aborted"):
