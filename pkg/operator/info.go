@@ -15,8 +15,6 @@ import (
 const (
 	// ServiceName is the micro service's name, as listed by `nats micro ls`.
 	ServiceName = "cairn-operator"
-	// ServiceVersion is the micro service's version.
-	ServiceVersion = "0.2.0"
 	// InfoEndpoint is the name of the endpoint answering on <prefix>.op.<job>.<instance>.info
 	// with the instance's Info as JSON.
 	InfoEndpoint = "info"
@@ -49,7 +47,7 @@ func (r *Runtime) AddEndpoint(name, subject string, h micro.Handler) error {
 func (r *Runtime) serve() (micro.Service, error) {
 	svc, err := micro.AddService(r.nc, micro.Config{
 		Name:        ServiceName,
-		Version:     ServiceVersion,
+		Version:     messages.ServiceVersion,
 		Description: "Cairn operator instance",
 		Metadata:    map[string]string{"job": r.cfg.Job, "instance": r.cfg.Instance, "incarnation": r.incarnation},
 	})

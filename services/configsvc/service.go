@@ -17,10 +17,10 @@ import (
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
-// Name, version and description of the micro service, as `nats micro ls` shows them.
+// Name and description of the micro service, as `nats micro ls` shows them (its version is
+// messages.ServiceVersion).
 const (
 	ServiceName        = "cairn-config"
-	ServiceVersion     = "0.1.0"
 	ServiceDescription = "Cairn checkpoint config: versioned merge-patch set and get per job"
 )
 
@@ -100,7 +100,7 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, stream jetstream.Str
 func (s *Service) Run(ctx context.Context) error {
 	svc, err := micro.AddService(s.nc, micro.Config{
 		Name:        ServiceName,
-		Version:     ServiceVersion,
+		Version:     messages.ServiceVersion,
 		Description: ServiceDescription,
 		Metadata:    map[string]string{"prefix": s.prefix()},
 	})

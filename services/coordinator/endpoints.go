@@ -87,7 +87,7 @@ func (s *Service) serveEndpoints(ctx context.Context) (stop func(), err error) {
 	}
 	svc, err = micro.AddService(s.nc, micro.Config{
 		Name:        ServiceName,
-		Version:     "0.1.0",
+		Version:     messages.ServiceVersion,
 		Description: "Cairn checkpoint coordinator: barriers, acks, manifests, job status, member removal, manual checkpoints and savepoints",
 		Metadata:    map[string]string{"id": s.cfg.ID},
 	})

@@ -129,7 +129,7 @@ func TestStateEndpoint(t *testing.T) {
 		t.Fatal(err)
 	}
 	subjects := []string{e.subj.OperatorInfo(testJob, "counter-1"), e.subj.OperatorState(testJob, "counter-1")}
-	if si.Version != op.ServiceVersion || len(si.Endpoints) != 2 || si.Endpoints[0].Subject != subjects[0] || si.Endpoints[1].Subject != subjects[1] {
+	if si.Version != messages.ServiceVersion || len(si.Endpoints) != 2 || si.Endpoints[0].Subject != subjects[0] || si.Endpoints[1].Subject != subjects[1] {
 		t.Fatalf("service info %+v, want the endpoints %v", si, subjects)
 	}
 
