@@ -10,6 +10,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/cairn-stream/cairn/internal/retry"
 )
 
 // Requester sends a request and waits for its reply (*nats.Conn).
@@ -139,13 +141,12 @@ const (
 // 503: the stream is electing a leader, as after a node hung or restarted), until ctx
 // ends. It returns the first other reply.
 func leaderRequest(ctx context.Context, nc Requester, subject string, req []byte) (*nats.Msg, error) {
-	wait := leaderFirstWait
-	for {
+	for failures := 0; ; failures++ {
 		reply, err := nc.RequestWithContext(ctx, subject, req)
 		if err == nil && !unavailable(reply.Data) || err != nil && !errors.Is(err, nats.ErrNoResponders) {
 			return reply, err
 		}
-		t := time.NewTimer(wait)
+		t := time.NewTimer(retry.Doubling(leaderFirstWait, failures, leaderMaxWait))
 		select {
 		case <-ctx.Done():
 			t.Stop()
@@ -155,7 +156,6 @@ func leaderRequest(ctx context.Context, nc Requester, subject string, req []byte
 			return nil, err
 		case <-t.C:
 		}
-		wait = min(2*wait, leaderMaxWait)
 	}
 }
 
