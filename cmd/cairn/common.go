@@ -17,7 +17,7 @@ import (
 
 	"github.com/cairn-stream/cairn/internal/health"
 	"github.com/cairn-stream/cairn/internal/retry"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 )
 
 // common holds the flags every service command shares.
@@ -31,7 +31,7 @@ type common struct {
 	prefix     string
 	replicas   int
 	// nkey, nkeySeed, ca and inboxPrefix are the nkey credential, the CA that verifies
-	// the server, and the reply subject prefix (cjs.ConnectOptions).
+	// the server, and the reply subject prefix (cairnjs.ConnectOptions).
 	nkey        string
 	nkeySeed    string
 	ca          string
@@ -67,17 +67,17 @@ func envBool(key string) (bool, error) {
 
 // register adds the shared flags, each defaulting to its environment variable.
 func (c *common) register(fs *flag.FlagSet) {
-	fs.StringVar(&c.natsURL, "nats-url", envOr(cjs.EnvURL, nats.DefaultURL), "NATS seed URLs, comma-separated [$NATS_URL]")
-	fs.StringVar(&c.user, "user", os.Getenv(cjs.EnvUser), "NATS user [$NATS_USER]")
-	fs.StringVar(&c.password, "password", os.Getenv(cjs.EnvPassword), "NATS password [$NATS_PASSWORD]")
-	fs.StringVar(&c.creds, "creds", os.Getenv(cjs.EnvCreds), "NATS credentials file [$NATS_CREDS]")
-	fs.StringVar(&c.nkey, "nkey", os.Getenv(cjs.EnvNKey), "file holding the NATS user's nkey seed, e.g. one cairn auth wrote [$NATS_NKEY]")
-	c.nkeySeed = os.Getenv(cjs.EnvNKeySeed) // a secret: from the environment only, never a flag
-	fs.StringVar(&c.ca, "ca", os.Getenv(cjs.EnvCA), "PEM file of the CA that signed the NATS server's certificate: connect with TLS and verify the server against it [$NATS_CA]")
-	fs.StringVar(&c.inboxPrefix, "inbox-prefix", os.Getenv(cjs.EnvInboxPrefix), "prefix of reply subjects instead of _INBOX; cairn auth gives each user its own [$NATS_INBOX_PREFIX]")
+	fs.StringVar(&c.natsURL, "nats-url", envOr(cairnjs.EnvURL, nats.DefaultURL), "NATS seed URLs, comma-separated [$NATS_URL]")
+	fs.StringVar(&c.user, "user", os.Getenv(cairnjs.EnvUser), "NATS user [$NATS_USER]")
+	fs.StringVar(&c.password, "password", os.Getenv(cairnjs.EnvPassword), "NATS password [$NATS_PASSWORD]")
+	fs.StringVar(&c.creds, "creds", os.Getenv(cairnjs.EnvCreds), "NATS credentials file [$NATS_CREDS]")
+	fs.StringVar(&c.nkey, "nkey", os.Getenv(cairnjs.EnvNKey), "file holding the NATS user's nkey seed, e.g. one cairn auth wrote [$NATS_NKEY]")
+	c.nkeySeed = os.Getenv(cairnjs.EnvNKeySeed) // a secret: from the environment only, never a flag
+	fs.StringVar(&c.ca, "ca", os.Getenv(cairnjs.EnvCA), "PEM file of the CA that signed the NATS server's certificate: connect with TLS and verify the server against it [$NATS_CA]")
+	fs.StringVar(&c.inboxPrefix, "inbox-prefix", os.Getenv(cairnjs.EnvInboxPrefix), "prefix of reply subjects instead of _INBOX; cairn auth gives each user its own [$NATS_INBOX_PREFIX]")
 	fs.StringVar(&c.logLevel, "log-level", os.Getenv("LOG_LEVEL"), "trace, debug, info, warn or error; empty means info [$LOG_LEVEL]")
 	fs.StringVar(&c.healthAddr, "health-addr", os.Getenv("CAIRN_HEALTH_ADDR"), "serve GET /healthz on this host:port; empty: off [$CAIRN_HEALTH_ADDR]")
-	fs.StringVar(&c.prefix, "prefix", envOr("CAIRN_PREFIX", cjs.DefaultPrefix), "subject prefix [$CAIRN_PREFIX]")
+	fs.StringVar(&c.prefix, "prefix", envOr("CAIRN_PREFIX", cairnjs.DefaultPrefix), "subject prefix [$CAIRN_PREFIX]")
 	fs.IntVar(&c.replicas, "replicas", envInt("CAIRN_REPLICAS", 1), "replicas of the streams, buckets and object store created when missing [$CAIRN_REPLICAS]")
 }
 
@@ -117,11 +117,11 @@ func newLogger(level string, console bool, stderr io.Writer) (zerolog.Logger, er
 }
 
 // subjects returns the subject builder for the prefix flag.
-func (c *common) subjects() cjs.Subjects { return cjs.Subjects{Prefix: c.prefix} }
+func (c *common) subjects() cairnjs.Subjects { return cairnjs.Subjects{Prefix: c.prefix} }
 
 // connect connects with reconnect-forever and logs connection events.
 func (c *common) connect(name string, log zerolog.Logger) (*nats.Conn, error) {
-	return cjs.Connect(cjs.ConnectOptions{
+	return cairnjs.Connect(cairnjs.ConnectOptions{
 		URLs: c.natsURL, User: c.user, Password: c.password, Creds: c.creds, NKeyFile: c.nkey, NKeySeed: c.nkeySeed,
 		CA: c.ca, InboxPrefix: c.inboxPrefix, Name: name,
 		OnDisconnect: func(err error) {
@@ -139,7 +139,7 @@ func (c *common) connect(name string, log zerolog.Logger) (*nats.Conn, error) {
 // setup connects and gets the resources, retrying until they are there or ctx ends.
 // lookupOnly services never create resources; only, when not empty, names the resources
 // the service uses (it needs no rights on the others).
-func (c *common) setup(ctx context.Context, name string, lookupOnly bool, only []string, log zerolog.Logger) (*nats.Conn, jetstream.JetStream, *cjs.Resources, error) {
+func (c *common) setup(ctx context.Context, name string, lookupOnly bool, only []string, log zerolog.Logger) (*nats.Conn, jetstream.JetStream, *cairnjs.Resources, error) {
 	nc, err := c.connect(name, log)
 	if err != nil {
 		return nil, nil, nil, err
@@ -149,7 +149,7 @@ func (c *common) setup(ctx context.Context, name string, lookupOnly bool, only [
 		nc.Close()
 		return nil, nil, nil, err
 	}
-	res, err := ensureResources(ctx, js, cjs.Options{Subjects: c.subjects(), Replicas: c.replicas, LookupOnly: lookupOnly, Only: only}, log)
+	res, err := ensureResources(ctx, js, cairnjs.Options{Subjects: c.subjects(), Replicas: c.replicas, LookupOnly: lookupOnly, Only: only}, log)
 	if err != nil {
 		nc.Close()
 		return nil, nil, nil, err
@@ -157,14 +157,14 @@ func (c *common) setup(ctx context.Context, name string, lookupOnly bool, only [
 	return nc, js, res, nil
 }
 
-// ensureResources retries cjs.Ensure with retry.Do's backoff until it succeeds or ctx ends.
-func ensureResources(ctx context.Context, js jetstream.JetStream, o cjs.Options, log zerolog.Logger) (*cjs.Resources, error) {
-	var res *cjs.Resources
+// ensureResources retries cairnjs.Ensure with retry.Do's backoff until it succeeds or ctx ends.
+func ensureResources(ctx context.Context, js jetstream.JetStream, o cairnjs.Options, log zerolog.Logger) (*cairnjs.Resources, error) {
+	var res *cairnjs.Resources
 	err := retry.Do(ctx, func(ctx context.Context) error {
 		ectx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
 		var err error
-		res, err = cjs.Ensure(ectx, js, o)
+		res, err = cairnjs.Ensure(ectx, js, o)
 		return err
 	}, func(err error, wait time.Duration) {
 		log.Warn().Err(err).Dur("retry_in", wait).Msg("JetStream resources not ready")

@@ -15,8 +15,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/cairn-stream/cairn/internal/loadgen"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/embedded"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
 	"github.com/cairn-stream/cairn/services/configsvc"
 	"github.com/cairn-stream/cairn/services/coordinator"
 	"github.com/cairn-stream/cairn/services/operator"
@@ -67,7 +67,7 @@ func runDev(ctx context.Context, args []string, stderr io.Writer) error {
 	log.Info().Str("url", url).Str("store", dir).Msg("embedded NATS with JetStream running")
 
 	conn := func(name string) (*nats.Conn, jetstream.JetStream, error) {
-		nc, err := cjs.Connect(cjs.ConnectOptions{URLs: url, Name: name})
+		nc, err := cairnjs.Connect(cairnjs.ConnectOptions{URLs: url, Name: name})
 		if err != nil {
 			return nil, nil, err
 		}
@@ -83,7 +83,7 @@ func runDev(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	defer nc.Close()
-	res, err := ensureResources(ctx, js, cjs.Options{}, log)
+	res, err := ensureResources(ctx, js, cairnjs.Options{}, log)
 	if err != nil {
 		return err
 	}
@@ -143,7 +143,7 @@ func runDev(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 		err = spawn(inst, func(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, log zerolog.Logger) error {
 			cfg := operator.DefaultConfig(*job, inst)
-			cfg.Output = cjs.Subjects{}.Output(*job, inst)
+			cfg.Output = cairnjs.Subjects{}.Output(*job, inst)
 			cfg.SharedSnapshotStore = true
 			svc, err := operator.NewService(cfg, nc, log)
 			if err != nil {

@@ -19,7 +19,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cairn-stream/cairn/internal/natstest"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 	op "github.com/cairn-stream/cairn/pkg/operator"
 )
@@ -190,12 +190,12 @@ func TestDevWithoutOperators(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	in, err := js.Stream(ctx, cjs.InputStream)
+	in, err := js.Stream(ctx, cairnjs.InputStream)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if info, err := in.Info(ctx); err != nil || info.State.Msgs != 0 {
-		t.Fatalf("input stream %s: %v, %+v: want no message, no load generator runs", cjs.InputStream, err, info)
+		t.Fatalf("input stream %s: %v, %+v: want no message, no load generator runs", cairnjs.InputStream, err, info)
 	}
 
 	// An operator of one's own, on pkg/operator's defaults (the job's own snapshot store),

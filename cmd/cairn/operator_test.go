@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/cairn-stream/cairn/internal/natstest"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
@@ -41,10 +41,10 @@ func TestOperatorWithoutUsableSnapshotExitsNonZero(t *testing.T) {
 		t.Skip("builds and runs the binary")
 	}
 	s := natstest.Start(t)
-	_, js, res := s.Resources(t, cjs.Options{})
+	_, js, res := s.Resources(t, cairnjs.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if _, err := cjs.EnsureSnapshotStore(ctx, js, cjs.Options{}, "orders"); err != nil {
+	if _, err := cairnjs.EnsureSnapshotStore(ctx, js, cairnjs.Options{}, "orders"); err != nil {
 		t.Fatal(err)
 	}
 	// A manifest holds counter-0, but its snapshot object was never stored.
@@ -53,14 +53,14 @@ func TestOperatorWithoutUsableSnapshotExitsNonZero(t *testing.T) {
 		TriggeredAt: time.Now().UTC(), CompletedAt: time.Now().UTC(),
 		Instances: map[string]messages.InstanceSnapshot{"counter-0": {
 			Incarnation: "gone",
-			Snapshot:    messages.SnapshotRef{Store: cjs.SnapshotStore("orders"), Object: cjs.ObjectName("orders", 3, "counter-0", "sim"), Size: 10, Digest: "SHA-256=x"},
-			Positions:   map[string]uint64{cjs.InputStream: 7},
+			Snapshot:    messages.SnapshotRef{Store: cairnjs.SnapshotStore("orders"), Object: cairnjs.ObjectName("orders", 3, "counter-0", "sim"), Size: 10, Digest: "SHA-256=x"},
+			Positions:   map[string]uint64{cairnjs.InputStream: 7},
 		}},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range []string{cjs.ManifestKey("orders", 3), cjs.LatestKey("orders")} {
+	for _, k := range []string{cairnjs.ManifestKey("orders", 3), cairnjs.LatestKey("orders")} {
 		if _, err := res.Manifests.Put(ctx, k, data); err != nil {
 			t.Fatal(err)
 		}

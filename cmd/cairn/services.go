@@ -12,7 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/cairn-stream/cairn/internal/loadgen"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	op "github.com/cairn-stream/cairn/pkg/operator"
 	"github.com/cairn-stream/cairn/services/configsvc"
 	"github.com/cairn-stream/cairn/services/coordinator"
@@ -71,7 +71,7 @@ func runCoordinator(ctx context.Context, args []string, stderr io.Writer) error 
 	cfg.Subjects = c.subjects()
 	cfg.Jobs = splitList(*jobs)
 	cfg.TrimStreams = splitList(*trim)
-	cfg.Snapshots = cjs.Options{Replicas: c.replicas, SnapshotMaxBytes: snapshotMaxBytes, SharedSnapshotStore: *shared}
+	cfg.Snapshots = cairnjs.Options{Replicas: c.replicas, SnapshotMaxBytes: snapshotMaxBytes, SharedSnapshotStore: *shared}
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
@@ -94,7 +94,7 @@ func runOperator(ctx context.Context, args []string, stderr io.Writer) error {
 	c.register(fs)
 	job := fs.String("job", os.Getenv("CAIRN_JOB"), "job name [$CAIRN_JOB]")
 	instance := fs.String("instance", os.Getenv("CAIRN_INSTANCE"), "stable instance id, e.g. counter-0 [$CAIRN_INSTANCE]")
-	inputStream := fs.String("input-stream", envOr("CAIRN_INPUT_STREAM", cjs.InputStream), "stream the input is read from [$CAIRN_INPUT_STREAM]")
+	inputStream := fs.String("input-stream", envOr("CAIRN_INPUT_STREAM", cairnjs.InputStream), "stream the input is read from [$CAIRN_INPUT_STREAM]")
 	input := fs.String("input", os.Getenv("CAIRN_INPUT_SUBJECT"), "input subject filters of the input stream, comma-separated; empty: <prefix>.input.<job>.<instance> [$CAIRN_INPUT_SUBJECT]")
 	restoreFrom := fs.String("restore-from", os.Getenv("CAIRN_RESTORE_FROM"), "restore this checkpoint id or savepoint name instead of the newest checkpoint, and resume the input at its positions; refused when it, this instance's snapshot in it or its input is gone. Use for one start only [$CAIRN_RESTORE_FROM]")
 	output := fs.String("output", os.Getenv("CAIRN_OUTPUT_SUBJECT"), "emit each key's new totals on this subject (e.g. <prefix>.output.<job>.<instance>); empty: no output [$CAIRN_OUTPUT_SUBJECT]")
@@ -203,7 +203,7 @@ func runLoadgen(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	nc, js, _, err := c.setup(ctx, "cairn-loadgen", true, []string{cjs.InputStream}, log)
+	nc, js, _, err := c.setup(ctx, "cairn-loadgen", true, []string{cairnjs.InputStream}, log)
 	if err != nil {
 		return err
 	}

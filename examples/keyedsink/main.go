@@ -16,7 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cairn-stream/cairn/internal/retry"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/operator"
 	"github.com/cairn-stream/cairn/pkg/operator/state"
 )
@@ -167,7 +167,7 @@ func (s *Sink) readMark() error {
 	ctx, cancel := context.WithTimeout(context.Background(), publishBudget)
 	defer cancel()
 	return retry.Do(ctx, func(ctx context.Context) error {
-		m, err := cjs.LastMsgCurrent(ctx, s.nc, OutputStream, s.subject)
+		m, err := cairnjs.LastMsgCurrent(ctx, s.nc, OutputStream, s.subject)
 		switch {
 		case errors.Is(err, jetstream.ErrMsgNotFound):
 			s.mark, s.marked = 0, true

@@ -15,7 +15,7 @@ import (
 
 	"github.com/cairn-stream/cairn/internal/natstest"
 	"github.com/cairn-stream/cairn/internal/proctest"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 	"github.com/cairn-stream/cairn/pkg/operator/operatortest"
 )
@@ -85,7 +85,7 @@ func (h *harness) info(seq uint64) messages.OperatorInfo {
 	operatortest.Eventually(h.t, operatortest.Wait, fmt.Sprintf("sink never reached position %d", seq), func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		_, err := natstest.RequestJSON(ctx, h.nc, cjs.Subjects{}.OperatorInfo("keyedsink", instance), nil, &in)
+		_, err := natstest.RequestJSON(ctx, h.nc, cairnjs.Subjects{}.OperatorInfo("keyedsink", instance), nil, &in)
 		return err == nil && in.Position >= seq
 	})
 	return in
@@ -168,7 +168,7 @@ func TestKeyedSinkExactlyOnce(t *testing.T) {
 		t.Skip("starts processes")
 	}
 	s := natstest.Start(t)
-	nc, js, _ := s.Resources(t, cjs.Options{Memory: true})
+	nc, js, _ := s.Resources(t, cairnjs.Options{Memory: true})
 	h := &harness{t: t, nc: nc, js: js, coord: operatortest.NewCoordinator(t, nc, "keyedsink")}
 	var err error
 	if h.in, err = js.CreateStream(h.ctx(), jetstream.StreamConfig{Name: InputStream, Subjects: []string{"ksink.in.>"}, Storage: jetstream.MemoryStorage}); err != nil {

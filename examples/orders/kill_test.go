@@ -15,7 +15,7 @@ import (
 
 	"github.com/cairn-stream/cairn/internal/natstest"
 	"github.com/cairn-stream/cairn/internal/proctest"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 	"github.com/cairn-stream/cairn/pkg/operator/operatortest"
 	"github.com/cairn-stream/cairn/services/configsvc"
@@ -58,7 +58,7 @@ func (f *feed) run(ctx context.Context, js jetstream.JetStream, stop <-chan stru
 // startCairn runs the config service and a coordinator on nc until the test ends, and
 // sets job orders to checkpoint every 200ms, as `cairn dev` and the guide's
 // `nats req cairn.config.set.orders` do.
-func startCairn(t *testing.T, nc *nats.Conn, js jetstream.JetStream, res *cjs.Resources) {
+func startCairn(t *testing.T, nc *nats.Conn, js jetstream.JetStream, res *cairnjs.Resources) {
 	t.Helper()
 	cfgsvc, err := configsvc.New(configsvc.DefaultConfig(), nc, js, res.Config, zerolog.Nop())
 	if err != nil {
@@ -83,7 +83,7 @@ func startCairn(t *testing.T, nc *nats.Conn, js jetstream.JetStream, res *cjs.Re
 	rctx, rcancel := context.WithTimeout(context.Background(), operatortest.Wait)
 	defer rcancel()
 	var applied map[string]any
-	if _, err := natstest.RequestJSON(rctx, nc, cjs.Subjects{}.ConfigSet("orders"), []byte(`{"interval":"200ms"}`), &applied); err != nil {
+	if _, err := natstest.RequestJSON(rctx, nc, cairnjs.Subjects{}.ConfigSet("orders"), []byte(`{"interval":"200ms"}`), &applied); err != nil {
 		t.Fatalf("set the checkpoint interval: %v", err)
 	}
 }
@@ -144,20 +144,20 @@ func TestGuideOperatorSurvivesSIGKILLUnderLoad(t *testing.T) {
 	}
 	bin := buildGuide(t)
 	s := natstest.Start(t)
-	nc, js, res := s.Resources(t, cjs.Options{Memory: true})
+	nc, js, res := s.Resources(t, cairnjs.Options{Memory: true})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "ORDERS", Subjects: []string{"orders.>"}, Storage: jetstream.MemoryStorage}); err != nil {
 		t.Fatal(err)
 	}
 	completed := make(chan *nats.Msg, 1024)
-	sub, err := nc.ChanSubscribe(cjs.Subjects{}.CheckpointEvent("orders", "completed"), completed)
+	sub, err := nc.ChanSubscribe(cairnjs.Subjects{}.CheckpointEvent("orders", "completed"), completed)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer func() { _ = sub.Unsubscribe() }()
 	barriers := make(chan *nats.Msg, 1024)
-	bsub, err := nc.ChanSubscribe(cjs.Subjects{}.Barrier("orders"), barriers)
+	bsub, err := nc.ChanSubscribe(cairnjs.Subjects{}.Barrier("orders"), barriers)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,7 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go/micro"
 
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/operator"
 )
 
@@ -60,7 +60,7 @@ func main() {
 	defer stop()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	// NATS_URL, and the credential cairn auth gives: NATS_NKEY_SEED, NATS_INBOX_PREFIX, NATS_CA.
-	conn := cjs.ConnectOptionsFromEnv("orders-" + os.Getenv("INSTANCE"))
+	conn := cairnjs.ConnectOptionsFromEnv("orders-" + os.Getenv("INSTANCE"))
 	if err := run(ctx, conn, os.Getenv("INSTANCE"), log); err != nil {
 		log.Error("orders operator failed", "error", err)
 		os.Exit(1)
@@ -68,8 +68,8 @@ func main() {
 }
 
 // run runs instance until ctx ends, answering cairn.op.orders.<instance>.totals.
-func run(ctx context.Context, opts cjs.ConnectOptions, instance string, log *slog.Logger) error {
-	nc, err := cjs.Connect(opts) // reconnects for ever, leaves a hung server within 9 s; no URL is nats://127.0.0.1:4222
+func run(ctx context.Context, opts cairnjs.ConnectOptions, instance string, log *slog.Logger) error {
+	nc, err := cairnjs.Connect(opts) // reconnects for ever, leaves a hung server within 9 s; no URL is nats://127.0.0.1:4222
 	if err != nil {
 		return err
 	}

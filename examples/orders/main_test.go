@@ -16,7 +16,7 @@ import (
 
 	"github.com/cairn-stream/cairn/internal/authgen"
 	"github.com/cairn-stream/cairn/internal/natstest"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 	"github.com/cairn-stream/cairn/pkg/operator/operatortest"
 )
@@ -45,7 +45,7 @@ func waitPosition(t *testing.T, nc *nats.Conn, seq uint64) messages.OperatorInfo
 	operatortest.Eventually(t, operatortest.Wait, fmt.Sprintf("position never reached %d", seq), func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		_, err := natstest.RequestJSON(ctx, nc, cjs.Subjects{}.OperatorInfo("orders", instance), nil, &info)
+		_, err := natstest.RequestJSON(ctx, nc, cairnjs.Subjects{}.OperatorInfo("orders", instance), nil, &info)
 		return err == nil && info.Position >= seq
 	})
 	return info
@@ -53,8 +53,8 @@ func waitPosition(t *testing.T, nc *nats.Conn, seq uint64) messages.OperatorInfo
 
 func TestOrders(t *testing.T) {
 	s := natstest.Start(t)
-	nc, js, res := s.Resources(t, cjs.Options{Memory: true})
-	exercise(t, nc, js, res, cjs.ConnectOptions{URLs: s.URL})
+	nc, js, res := s.Resources(t, cairnjs.Options{Memory: true})
+	exercise(t, nc, js, res, cairnjs.ConnectOptions{URLs: s.URL})
 }
 
 // TestOrdersWithGeneratedPermissions runs the operator as the user `cairn auth` generates
@@ -73,16 +73,16 @@ func TestOrdersWithGeneratedPermissions(t *testing.T) {
 	}
 	var log natstest.LogBuffer
 	s := natstest.StartConfig(t, conf.String(), &log)
-	connect := func(name string) cjs.ConnectOptions {
+	connect := func(name string) cairnjs.ConnectOptions {
 		for _, u := range users {
 			if u.Name == name {
-				return cjs.ConnectOptions{URLs: s.URL, NKeySeed: string(u.Seed), InboxPrefix: u.InboxPrefix, Name: name}
+				return cairnjs.ConnectOptions{URLs: s.URL, NKeySeed: string(u.Seed), InboxPrefix: u.InboxPrefix, Name: name}
 			}
 		}
 		t.Fatalf("no user %s", name)
-		return cjs.ConnectOptions{}
+		return cairnjs.ConnectOptions{}
 	}
-	admin, err := cjs.Connect(connect("admin.admin"))
+	admin, err := cairnjs.Connect(connect("admin.admin"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +93,7 @@ func TestOrdersWithGeneratedPermissions(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), operatortest.Wait)
 	defer cancel()
-	res, err := cjs.Ensure(ctx, js, cjs.Options{Memory: true})
+	res, err := cairnjs.Ensure(ctx, js, cairnjs.Options{Memory: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +106,7 @@ func TestOrdersWithGeneratedPermissions(t *testing.T) {
 // exercise starts the operator connecting with opts before its stream exists, feeds it orders, takes a
 // checkpoint, restarts it after more orders and checks its totals; nc, js and res are an
 // admin's, playing the coordinator.
-func exercise(t *testing.T, nc *nats.Conn, js jetstream.JetStream, res *cjs.Resources, opts cjs.ConnectOptions) {
+func exercise(t *testing.T, nc *nats.Conn, js jetstream.JetStream, res *cairnjs.Resources, opts cairnjs.ConnectOptions) {
 	t.Helper()
 	coord := operatortest.NewCoordinator(t, nc, "orders")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

@@ -16,7 +16,7 @@ import (
 
 	"github.com/cairn-stream/cairn/internal/natstest"
 	"github.com/cairn-stream/cairn/internal/proctest"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 	"github.com/cairn-stream/cairn/pkg/operator/operatortest"
 )
@@ -83,7 +83,7 @@ func info(t *testing.T, nc *nats.Conn, seq uint64) messages.OperatorInfo {
 	operatortest.Eventually(t, operatortest.Wait, fmt.Sprintf("sink never reached position %d", seq), func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		_, err := natstest.RequestJSON(ctx, nc, cjs.Subjects{}.OperatorInfo("txsink", instance), nil, &in)
+		_, err := natstest.RequestJSON(ctx, nc, cairnjs.Subjects{}.OperatorInfo("txsink", instance), nil, &in)
 		return err == nil && in.Position >= seq
 	})
 	return in
@@ -125,7 +125,7 @@ func TestSinkExactlyOnce(t *testing.T) {
 		t.Skip("starts processes")
 	}
 	s := natstest.Start(t)
-	nc, js, _ := s.Resources(t, cjs.Options{Memory: true})
+	nc, js, _ := s.Resources(t, cairnjs.Options{Memory: true})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	for _, sc := range []jetstream.StreamConfig{

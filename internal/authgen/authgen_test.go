@@ -17,7 +17,7 @@ import (
 
 	"github.com/cairn-stream/cairn/internal/authgen"
 	"github.com/cairn-stream/cairn/internal/natstest"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 )
 
 func twoJobs() authgen.Spec {
@@ -250,7 +250,7 @@ func TestGeneratedAuthOnTLS(t *testing.T) {
 	if op.Name != "op.demo.counter-0" {
 		t.Fatalf("user 4 is %s", op.Name)
 	}
-	nc, err := cjs.Connect(cjs.ConnectOptions{URLs: srv.URL, NKeyFile: filepath.Join(dir, authgen.NKeyDir, op.Name+".nk"), CA: ca, InboxPrefix: op.InboxPrefix})
+	nc, err := cairnjs.Connect(cairnjs.ConnectOptions{URLs: srv.URL, NKeyFile: filepath.Join(dir, authgen.NKeyDir, op.Name+".nk"), CA: ca, InboxPrefix: op.InboxPrefix})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -262,7 +262,7 @@ func TestGeneratedAuthOnTLS(t *testing.T) {
 		t.Fatal("the connection is not TLS")
 	}
 	// A request round trip through the user's own inbox: the lease bucket's info.
-	if _, err := nc.Request("$JS.API.STREAM.INFO."+"KV_"+cjs.LeaseBucket, nil, 5*time.Second); err != nil {
+	if _, err := nc.Request("$JS.API.STREAM.INFO."+"KV_"+cairnjs.LeaseBucket, nil, 5*time.Second); err != nil {
 		t.Fatalf("request as %s: %v", op.Name, err)
 	}
 
@@ -285,7 +285,7 @@ func TestGeneratedAuthOnTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer plain.Close()
-	if _, err := plain.Request("$JS.API.STREAM.INFO."+"KV_"+cjs.LeaseBucket, nil, time.Second); err == nil {
+	if _, err := plain.Request("$JS.API.STREAM.INFO."+"KV_"+cairnjs.LeaseBucket, nil, time.Second); err == nil {
 		t.Fatal("a request with replies on _INBOX was answered")
 	}
 }

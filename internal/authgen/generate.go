@@ -7,7 +7,7 @@ import (
 
 	"github.com/nats-io/nkeys"
 
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 )
 
 // User is one generated NATS user: the credential of one process.
@@ -20,7 +20,7 @@ type User struct {
 	// Job and Instance are an operator's; Jobs a coordinator's or load generator's.
 	Job, Instance string
 	Jobs          []string
-	// InboxPrefix replaces _INBOX in the user's reply subjects (cjs.EnvInboxPrefix); it
+	// InboxPrefix replaces _INBOX in the user's reply subjects (cairnjs.EnvInboxPrefix); it
 	// may subscribe to no other inbox. Empty for admins, who may subscribe to anything.
 	InboxPrefix string
 	Permissions Permissions
@@ -169,7 +169,7 @@ func (sc scope) expand(tmpl string) []string {
 	base := strings.NewReplacer(
 		"{p}", sc.spec.Prefix,
 		"{inbox}", sc.user.InboxPrefix,
-		"{legacy}", cjs.ObjectStream(cjs.SnapshotBucket),
+		"{legacy}", cairnjs.ObjectStream(cairnjs.SnapshotBucket),
 	).Replace(tmpl)
 	if strings.Contains(tmpl, "{inbox}") && sc.user.InboxPrefix == "" {
 		return nil
@@ -205,7 +205,7 @@ func (sc scope) forJob(s string, j Job) []string {
 		"{job}", j.Name,
 		"{input}", j.Input.Stream,
 		"{output}", j.Output.Stream,
-		"{store}", cjs.ObjectStream(cjs.SnapshotStore(j.Name)),
+		"{store}", cairnjs.ObjectStream(cairnjs.SnapshotStore(j.Name)),
 	).Replace(s)
 	subjects := func(st *Stream) []string {
 		var out []string

@@ -1,7 +1,7 @@
 package authgen
 
 import (
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 )
 
 // role is the kind of process a user is for.
@@ -35,7 +35,7 @@ const (
 //	{inbox}     the user's own reply subject prefix (_INBOX.<role>.<name…>)
 //	{job}       each job the user serves (an operator: its own)
 //	{instance}  the operator's instance (a rule with it applies to operators only)
-//	{shared}    each stream every job shares (cjs.Options.StreamConfigs and the KV buckets)
+//	{shared}    each stream every job shares (cairnjs.Options.StreamConfigs and the KV buckets)
 //	{input}     each served job's input stream, {output} its output stream
 //	{in}        each input subject of the instance (a load generator: of every instance);
 //	            ".*.{in}" ending a consumer creation of an instance with several input
@@ -65,9 +65,9 @@ const (
 // Subjects of the JetStream API, abbreviated in the rules.
 const (
 	api      = "$JS.API."
-	manifest = "KV_" + cjs.ManifestBucket
-	leases   = "KV_" + cjs.LeaseBucket
-	records  = "KV_" + cjs.InstanceBucket
+	manifest = "KV_" + cairnjs.ManifestBucket
+	leases   = "KV_" + cairnjs.LeaseBucket
+	records  = "KV_" + cairnjs.InstanceBucket
 )
 
 // rules is every permission of every Cairn user. Add a subject or stream here, and only
@@ -81,9 +81,9 @@ var rules = denyDestructive([]rule{
 	// configsvc.
 	{roleConfigsvc, publish, "{p}.config.events.*", "the only writer of config events", always},
 	{roleConfigsvc, publish, "{p}.config.events.*.head", "the only writer of each job's config head", always},
-	{roleConfigsvc, publish, api + "STREAM.MSG.GET." + cjs.ConfigStream, "the last event and head of a job, before writing the next", always},
-	{roleConfigsvc, publish, api + "CONSUMER.CREATE." + cjs.ConfigStream + ".>", "a job's history: one pass of an ephemeral consumer", always},
-	{roleConfigsvc, publish, api + "CONSUMER.MSG.NEXT." + cjs.ConfigStream + ".>", "reading that consumer", always},
+	{roleConfigsvc, publish, api + "STREAM.MSG.GET." + cairnjs.ConfigStream, "the last event and head of a job, before writing the next", always},
+	{roleConfigsvc, publish, api + "CONSUMER.CREATE." + cairnjs.ConfigStream + ".>", "a job's history: one pass of an ephemeral consumer", always},
+	{roleConfigsvc, publish, api + "CONSUMER.MSG.NEXT." + cairnjs.ConfigStream + ".>", "reading that consumer", always},
 	{roleConfigsvc, publish, api + "INFO", "the account's limits, read before creating a KV bucket", always},
 	{roleConfigsvc, publish, api + "STREAM.INFO.{shared}", "look up every shared stream and bucket", always},
 	{roleConfigsvc, publish, api + "STREAM.CREATE.{shared}", "create them when missing", always},
@@ -104,10 +104,10 @@ var rules = denyDestructive([]rule{
 	{roleCoordinator, publish, "{p}.coord.*.members.remove.{job}", "a standby forwards member removals to the lease holder", always},
 	{roleCoordinator, publish, "{p}.coord.*.checkpoint.trigger.{job}", "a standby forwards manual checkpoints and savepoints to the lease holder", always},
 	{roleCoordinator, publish, "{p}.coord.*.checkpoint.delete.{job}", "a standby forwards savepoint deletions to the lease holder", always},
-	{roleCoordinator, publish, "$KV." + cjs.ManifestBucket + ".{job}.>", "manifests, savepoints and the id counter of its jobs", always},
-	{roleCoordinator, publish, "$KV." + cjs.LeaseBucket + ".leader.{job}", "the job's lease, not the instances' registrations", always},
-	{roleCoordinator, publish, "$KV." + cjs.LeaseBucket + ".coordinator.*", "its announcement (ids are chosen at start), to spread jobs over replicas", always},
-	{roleCoordinator, publish, "$KV." + cjs.InstanceBucket + ".{job}.*", "membership in the instance records of its jobs", always},
+	{roleCoordinator, publish, "$KV." + cairnjs.ManifestBucket + ".{job}.>", "manifests, savepoints and the id counter of its jobs", always},
+	{roleCoordinator, publish, "$KV." + cairnjs.LeaseBucket + ".leader.{job}", "the job's lease, not the instances' registrations", always},
+	{roleCoordinator, publish, "$KV." + cairnjs.LeaseBucket + ".coordinator.*", "its announcement (ids are chosen at start), to spread jobs over replicas", always},
+	{roleCoordinator, publish, "$KV." + cairnjs.InstanceBucket + ".{job}.*", "membership in the instance records of its jobs", always},
 	{roleCoordinator, publish, api + "STREAM.CREATE.{store}", "create the job's snapshot store before its first barrier", always},
 	{roleCoordinator, publish, api + "STREAM.INFO.{store}", "look up the job's snapshot store", always},
 	{roleCoordinator, publish, api + "STREAM.PURGE.{store}", "retention: remove an object's chunks and meta, leaving no marker", always},
@@ -117,17 +117,17 @@ var rules = denyDestructive([]rule{
 	{roleCoordinator, publish, api + "CONSUMER.DELETE.{store}.>", "retention ends its listing", always},
 	{roleCoordinator, publish, api + "STREAM.INFO.{input}", "trimming: look up each job's input stream", always},
 	{roleCoordinator, publish, api + "STREAM.PURGE.{input}", "trimming: each member's input below the oldest retained checkpoint (the request names the subject: not scoped to a job)", always},
-	{roleCoordinator, publish, api + "STREAM.MSG.GET." + cjs.CheckpointStream, "the last checkpoint events (ids a previous holder used)", always},
-	{roleCoordinator, publish, api + "STREAM.MSG.GET." + cjs.ConfigStream, "a job's config in force past an invalid event", always},
+	{roleCoordinator, publish, api + "STREAM.MSG.GET." + cairnjs.CheckpointStream, "the last checkpoint events (ids a previous holder used)", always},
+	{roleCoordinator, publish, api + "STREAM.MSG.GET." + cairnjs.ConfigStream, "a job's config in force past an invalid event", always},
 	{roleCoordinator, publish, api + "STREAM.MSG.GET." + records, "instance records, from the bucket's leader", always},
 	{roleCoordinator, publish, api + "STREAM.MSG.GET." + manifest, "the id counter, <job>.latest, manifests and savepoints, from the bucket's leader (not scoped to its jobs)", always},
 	{roleCoordinator, publish, api + "STREAM.MSG.GET." + leases, "the job's lease after a failed compare-and-set, from the bucket's leader", always},
-	{roleCoordinator, publish, api + "DIRECT.GET." + manifest + ".$KV." + cjs.ManifestBucket + ".{job}.>", "its jobs' manifests and counters", always},
+	{roleCoordinator, publish, api + "DIRECT.GET." + manifest + ".$KV." + cairnjs.ManifestBucket + ".{job}.>", "its jobs' manifests and counters", always},
 	{roleCoordinator, publish, api + "DIRECT.GET." + leases + ".>", "leases and registrations", always},
-	{roleCoordinator, publish, api + "CONSUMER.CREATE." + cjs.ConfigStream + ".>", "follow config events and heads", always},
-	{roleCoordinator, publish, api + "CONSUMER.MSG.NEXT." + cjs.ConfigStream + ".>", "read config events", always},
-	{roleCoordinator, publish, api + "CONSUMER.DELETE." + cjs.ConfigStream + ".>", "stop following config events", always},
-	{roleCoordinator, publish, api + "CONSUMER.CREATE." + manifest + ".*.$KV." + cjs.ManifestBucket + ".{job}.>", "list its jobs' manifests and savepoints", always},
+	{roleCoordinator, publish, api + "CONSUMER.CREATE." + cairnjs.ConfigStream + ".>", "follow config events and heads", always},
+	{roleCoordinator, publish, api + "CONSUMER.MSG.NEXT." + cairnjs.ConfigStream + ".>", "read config events", always},
+	{roleCoordinator, publish, api + "CONSUMER.DELETE." + cairnjs.ConfigStream + ".>", "stop following config events", always},
+	{roleCoordinator, publish, api + "CONSUMER.CREATE." + manifest + ".*.$KV." + cairnjs.ManifestBucket + ".{job}.>", "list its jobs' manifests and savepoints", always},
 	{roleCoordinator, publish, api + "CONSUMER.DELETE." + manifest + ".>", "end the listing", always},
 	{roleCoordinator, publish, api + "CONSUMER.CREATE." + leases + ".>", "watch registrations, leases and replicas", always},
 	{roleCoordinator, publish, api + "CONSUMER.DELETE." + leases + ".>", "stop watching", always},
@@ -161,10 +161,10 @@ var rules = denyDestructive([]rule{
 	{roleOperator, publish, "{p}.checkpoints.{job}.members", "audit of a reset, an accepted input gap or re-emitted outputs", always},
 	{roleOperator, publish, "{out}", "its outputs", always},
 	{roleOperator, publish, "{p}.deadletter.{job}.{instance}", "its dead letters (poison records)", always},
-	{roleOperator, publish, "$KV." + cjs.LeaseBucket + ".instance.{job}.{instance}", "its own registration and heartbeat", always},
-	{roleOperator, publish, "$KV." + cjs.InstanceBucket + ".{job}.{instance}", "its own instance record (claimed at start, marked at a clean stop)", always},
-	{roleOperator, publish, "$O." + cjs.SnapshotStore("{job}") + ".C.>", "snapshot upload into its job's store: chunks", always},
-	{roleOperator, publish, "$O." + cjs.SnapshotStore("{job}") + ".M.>", "snapshot upload into its job's store: meta", always},
+	{roleOperator, publish, "$KV." + cairnjs.LeaseBucket + ".instance.{job}.{instance}", "its own registration and heartbeat", always},
+	{roleOperator, publish, "$KV." + cairnjs.InstanceBucket + ".{job}.{instance}", "its own instance record (claimed at start, marked at a clean stop)", always},
+	{roleOperator, publish, "$O." + cairnjs.SnapshotStore("{job}") + ".C.>", "snapshot upload into its job's store: chunks", always},
+	{roleOperator, publish, "$O." + cairnjs.SnapshotStore("{job}") + ".M.>", "snapshot upload into its job's store: meta", always},
 	{roleOperator, publish, api + "STREAM.INFO.{store}", "look up its job's snapshot store", always},
 	{roleOperator, publish, api + "DIRECT.GET.{store}.>", "an object's info (restore, reuse of an unchanged snapshot)", always},
 	{roleOperator, publish, api + "CONSUMER.CREATE.{store}.>", "snapshot download", always},
@@ -173,13 +173,13 @@ var rules = denyDestructive([]rule{
 	{roleOperator, publish, api + "DIRECT.GET.{legacy}.>", "migration: object infos in the store every job shared before", legacySnapshots},
 	{roleOperator, publish, api + "CONSUMER.CREATE.{legacy}.>", "migration: downloads from it", legacySnapshots},
 	{roleOperator, publish, api + "CONSUMER.DELETE.{legacy}.>", "migration: end a download from it", legacySnapshots},
-	{roleOperator, publish, api + "DIRECT.GET." + manifest + ".$KV." + cjs.ManifestBucket + ".{job}.>", "its job's manifests, savepoints and id counter (barriers are checked against it)", always},
-	{roleOperator, publish, api + "CONSUMER.CREATE." + manifest + ".*.$KV." + cjs.ManifestBucket + ".{job}.>", "list its job's manifests", always},
+	{roleOperator, publish, api + "DIRECT.GET." + manifest + ".$KV." + cairnjs.ManifestBucket + ".{job}.>", "its job's manifests, savepoints and id counter (barriers are checked against it)", always},
+	{roleOperator, publish, api + "CONSUMER.CREATE." + manifest + ".*.$KV." + cairnjs.ManifestBucket + ".{job}.>", "list its job's manifests", always},
 	{roleOperator, publish, api + "CONSUMER.DELETE." + manifest + ".>", "end the listing", always},
-	{roleOperator, publish, api + "DIRECT.GET." + leases + ".$KV." + cjs.LeaseBucket + ".instance.{job}.{instance}", "its registration", always},
+	{roleOperator, publish, api + "DIRECT.GET." + leases + ".$KV." + cairnjs.LeaseBucket + ".instance.{job}.{instance}", "its registration", always},
 	{roleOperator, publish, api + "STREAM.MSG.GET." + leases, "its registration and the job's lease, from the bucket's leader (not scoped: no job's state)", always},
 	{roleOperator, publish, api + "STREAM.MSG.GET." + records, "its instance record, from the bucket's leader (not scoped: no job's state)", always},
-	{roleOperator, publish, api + "STREAM.MSG.GET." + cjs.CheckpointStream, "the job's last completed checkpoint, when its manifests are lost (not scoped: events only)", always},
+	{roleOperator, publish, api + "STREAM.MSG.GET." + cairnjs.CheckpointStream, "the job's last completed checkpoint, when its manifests are lost (not scoped: events only)", always},
 	{roleOperator, publish, api + "CONSUMER.CREATE.{input}.*.{in}", "its input: an ordered consumer of its own subject", always},
 	{roleOperator, publish, api + "CONSUMER.MSG.NEXT.{input}.>", "read its input", always},
 	{roleOperator, publish, api + "CONSUMER.DELETE.{input}.>", "stop reading its input (consumer names are random and unlisted, not scoped)", always},
@@ -187,11 +187,11 @@ var rules = denyDestructive([]rule{
 	{roleOperator, publish, api + "STREAM.INFO.{input}", "look up its input stream", always},
 	{roleOperator, publish, api + "STREAM.INFO.{output}", "look up its output stream", always},
 	{roleOperator, publish, api + "STREAM.MSG.GET.{output}", "the last output of its subject after a start (not scoped: a stream of its own isolates the outputs)", always},
-	{roleOperator, publish, api + "STREAM.INFO." + cjs.CheckpointStream, "look up the checkpoint event stream", always},
-	{roleOperator, publish, api + "STREAM.INFO." + cjs.DeadLetterStream, "look up the dead-letter stream", always},
-	{roleOperator, publish, api + "CONSUMER.CREATE." + cjs.DeadLetterStream + ".*.{p}.deadletter.{job}.{instance}", "read its own dead letters at start (a replay recognises them)", always},
-	{roleOperator, publish, api + "CONSUMER.MSG.NEXT." + cjs.DeadLetterStream + ".>", "read its dead letters", always},
-	{roleOperator, publish, api + "CONSUMER.DELETE." + cjs.DeadLetterStream + ".>", "end that read (consumer names are random and unlisted)", always},
+	{roleOperator, publish, api + "STREAM.INFO." + cairnjs.CheckpointStream, "look up the checkpoint event stream", always},
+	{roleOperator, publish, api + "STREAM.INFO." + cairnjs.DeadLetterStream, "look up the dead-letter stream", always},
+	{roleOperator, publish, api + "CONSUMER.CREATE." + cairnjs.DeadLetterStream + ".*.{p}.deadletter.{job}.{instance}", "read its own dead letters at start (a replay recognises them)", always},
+	{roleOperator, publish, api + "CONSUMER.MSG.NEXT." + cairnjs.DeadLetterStream + ".>", "read its dead letters", always},
+	{roleOperator, publish, api + "CONSUMER.DELETE." + cairnjs.DeadLetterStream + ".>", "end that read (consumer names are random and unlisted)", always},
 	{roleOperator, publish, api + "STREAM.INFO." + manifest, "look up the manifest bucket", always},
 	{roleOperator, publish, api + "STREAM.INFO." + leases, "look up the lease bucket", always},
 	{roleOperator, publish, api + "STREAM.INFO." + records, "look up the instance bucket", always},
@@ -230,11 +230,11 @@ func denyDestructive(rs []rule) []rule {
 // to the reply subject of a message they received) instead of a publish right on inboxes.
 var serviceRoles = map[role]bool{roleConfigsvc: true, roleCoordinator: true, roleOperator: true}
 
-// sharedStreams are the streams every job shares: those cjs.Ensure creates, the KV
+// sharedStreams are the streams every job shares: those cairnjs.Ensure creates, the KV
 // buckets' included.
 func sharedStreams() []string {
 	var out []string
-	for _, cfg := range (cjs.Options{}).StreamConfigs() {
+	for _, cfg := range (cairnjs.Options{}).StreamConfigs() {
 		out = append(out, cfg.Name)
 	}
 	return append(out, manifest, leases, records)

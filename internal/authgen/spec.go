@@ -9,7 +9,7 @@ import (
 	"slices"
 	"strings"
 
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
@@ -93,7 +93,7 @@ func LoadSpec(r io.Reader) (Spec, error) {
 // WithDefaults fills the empty optional fields.
 func (s Spec) WithDefaults() Spec {
 	if s.Prefix == "" {
-		s.Prefix = cjs.DefaultPrefix
+		s.Prefix = cairnjs.DefaultPrefix
 	}
 	if s.Account == "" {
 		s.Account = "CAIRN"
@@ -110,10 +110,10 @@ func (s Spec) WithDefaults() Spec {
 	jobs := make([]Job, len(s.Jobs))
 	for i, j := range s.Jobs {
 		if j.Input == nil {
-			j.Input = &Stream{Stream: cjs.InputStream, Subjects: []string{s.Prefix + ".input.{job}.{instance}"}}
+			j.Input = &Stream{Stream: cairnjs.InputStream, Subjects: []string{s.Prefix + ".input.{job}.{instance}"}}
 		}
 		if j.Output == nil {
-			j.Output = &Stream{Stream: cjs.OutputStream, Subjects: []string{s.Prefix + ".output.{job}.{instance}"}}
+			j.Output = &Stream{Stream: cairnjs.OutputStream, Subjects: []string{s.Prefix + ".output.{job}.{instance}"}}
 		}
 		jobs[i] = j
 	}

@@ -5,7 +5,7 @@ import (
 	"io"
 	"strings"
 
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 )
 
 // Table markers: docs/security.md holds WriteTable's output between them, and a test
@@ -17,7 +17,7 @@ const (
 
 // tableNames are how the placeholders of rule subjects read in the table.
 var tableNames = strings.NewReplacer(
-	"{p}", cjs.DefaultPrefix,
+	"{p}", cairnjs.DefaultPrefix,
 	"{job}", "<job>",
 	"{instance}", "<instance>",
 	"{shared}", "<shared>",
@@ -25,8 +25,8 @@ var tableNames = strings.NewReplacer(
 	"{output}", "<output stream>",
 	"{in}", "<input subject>",
 	"{out}", "<output subject>",
-	"{store}", cjs.ObjectStream(cjs.SnapshotStore("<job>")),
-	"{legacy}", cjs.ObjectStream(cjs.SnapshotBucket),
+	"{store}", cairnjs.ObjectStream(cairnjs.SnapshotStore("<job>")),
+	"{legacy}", cairnjs.ObjectStream(cairnjs.SnapshotBucket),
 	"|", "\\|",
 )
 

@@ -17,7 +17,7 @@ import (
 // TLS is a certificate authority and a server certificate it signed, PEM-encoded.
 type TLS struct {
 	// CA is the authority's certificate: clients verify the server against it
-	// (cjs.EnvCA). Its key is not kept: a new server certificate means a new authority.
+	// (cairnjs.EnvCA). Its key is not kept: a new server certificate means a new authority.
 	CA []byte
 	// Cert and Key are the server's certificate and private key (a secret).
 	Cert, Key []byte

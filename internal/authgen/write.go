@@ -10,7 +10,7 @@ import (
 	"slices"
 	"strings"
 
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 )
 
 // Files WriteFiles writes, relative to its directory.
@@ -32,14 +32,14 @@ const (
 // its input when not the default, a coordinator's jobs and the input streams it trims).
 func Env(spec Spec, u User) []string {
 	spec = spec.WithDefaults()
-	env := []string{cjs.EnvNKeySeed + "=" + string(u.Seed)}
+	env := []string{cairnjs.EnvNKeySeed + "=" + string(u.Seed)}
 	if u.InboxPrefix != "" {
-		env = append(env, cjs.EnvInboxPrefix+"="+u.InboxPrefix)
+		env = append(env, cairnjs.EnvInboxPrefix+"="+u.InboxPrefix)
 	}
 	switch role(u.Role) {
 	case roleOperator:
 		env = append(env, "CAIRN_JOB="+u.Job, "CAIRN_INSTANCE="+u.Instance)
-		if in := spec.job(u.Job).Input; in.Stream != cjs.InputStream || len(in.Subjects) != 1 || in.Subjects[0] != spec.Prefix+".input.{job}.{instance}" {
+		if in := spec.job(u.Job).Input; in.Stream != cairnjs.InputStream || len(in.Subjects) != 1 || in.Subjects[0] != spec.Prefix+".input.{job}.{instance}" {
 			var subjects []string
 			for _, s := range in.Subjects {
 				subjects = append(subjects, strings.NewReplacer("{job}", u.Job, "{instance}", u.Instance).Replace(s))
@@ -50,7 +50,7 @@ func Env(spec Spec, u User) []string {
 		env = append(env, "CAIRN_JOBS="+strings.Join(u.Jobs, ","))
 		var trim []string
 		for _, j := range u.Jobs {
-			if st := spec.job(j).Input.Stream; st != cjs.InputStream && !slices.Contains(trim, st) {
+			if st := spec.job(j).Input.Stream; st != cairnjs.InputStream && !slices.Contains(trim, st) {
 				trim = append(trim, st)
 			}
 		}

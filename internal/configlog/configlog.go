@@ -12,7 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
@@ -78,7 +78,7 @@ func (l Latest) HeadBehind() bool {
 // invalid, then the events subject when there is still no valid head and the events
 // subject's last message is invalid too. Every read gets its own timeout; ctx bounds
 // them all.
-func Read(ctx context.Context, r Reader, s cjs.Subjects, job string, timeout time.Duration) (Latest, error) {
+func Read(ctx context.Context, r Reader, s cairnjs.Subjects, job string, timeout time.Duration) (Latest, error) {
 	var l Latest
 	events := s.ConfigEvents(job)
 	last, err := lastMsg(ctx, r, events, timeout)
@@ -114,7 +114,7 @@ func Read(ctx context.Context, r Reader, s cjs.Subjects, job string, timeout tim
 // sequence of the head subject's last message (0 when it is empty) and the invalid
 // messages read. It reads the head subject's last message and, only when that is not a
 // valid config event of job, reads back through the subject for the newest one that is.
-func ReadHead(ctx context.Context, r Reader, s cjs.Subjects, job string, timeout time.Duration) (*messages.ConfigEvent, uint64, []Skipped, error) {
+func ReadHead(ctx context.Context, r Reader, s cairnjs.Subjects, job string, timeout time.Duration) (*messages.ConfigEvent, uint64, []Skipped, error) {
 	subject := s.ConfigHead(job)
 	last, err := lastMsg(ctx, r, subject, timeout)
 	if err != nil || last == nil {

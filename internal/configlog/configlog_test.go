@@ -11,7 +11,7 @@ import (
 
 	"github.com/cairn-stream/cairn/internal/configlog"
 	"github.com/cairn-stream/cairn/internal/natstest"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
@@ -28,8 +28,8 @@ func event(t *testing.T, job string, version uint64) []byte {
 // configsvc) reads back through its events subject when the last message is invalid.
 func TestReadSkipsInvalidEvents(t *testing.T) {
 	srv := natstest.Start(t)
-	subj := cjs.Subjects{}
-	_, js, res := srv.Resources(t, cjs.Options{Memory: true, Only: []string{cjs.ConfigStream}})
+	subj := cairnjs.Subjects{}
+	_, js, res := srv.Resources(t, cairnjs.Options{Memory: true, Only: []string{cairnjs.ConfigStream}})
 	garbage := []byte("garbage")
 	for _, tc := range []struct {
 		name        string

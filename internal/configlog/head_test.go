@@ -12,7 +12,7 @@ import (
 
 	"github.com/cairn-stream/cairn/internal/configlog"
 	"github.com/cairn-stream/cairn/internal/natstest"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
@@ -41,8 +41,8 @@ type msg struct {
 
 func TestReadTakesTheNewerOfHeadAndLastEvent(t *testing.T) {
 	srv := natstest.Start(t)
-	subj := cjs.Subjects{}
-	_, js, res := srv.Resources(t, cjs.Options{Memory: true, Only: []string{cjs.ConfigStream}})
+	subj := cairnjs.Subjects{}
+	_, js, res := srv.Resources(t, cairnjs.Options{Memory: true, Only: []string{cairnjs.ConfigStream}})
 	ev := func(v uint64) msg { return msg{v: v} }
 	hd := func(v uint64) msg { return msg{head: true, v: v} }
 	garbage, headGarbage := msg{}, msg{head: true}
@@ -133,9 +133,9 @@ func TestReadTakesTheNewerOfHeadAndLastEvent(t *testing.T) {
 // every valid event out of the stream, the version in force is read in two reads.
 func TestReadIsBoundedWhateverWasPublished(t *testing.T) {
 	srv := natstest.Start(t)
-	subj := cjs.Subjects{}
+	subj := cairnjs.Subjects{}
 	const keep = 50
-	_, js, res := srv.Resources(t, cjs.Options{Memory: true, ConfigHistory: keep, Only: []string{cjs.ConfigStream}})
+	_, js, res := srv.Resources(t, cairnjs.Options{Memory: true, ConfigHistory: keep, Only: []string{cairnjs.ConfigStream}})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	const job = "bounded"

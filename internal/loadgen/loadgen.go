@@ -13,13 +13,13 @@ import (
 	"github.com/nats-io/nuid"
 	"github.com/rs/zerolog"
 
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
 // Config says what to publish.
 type Config struct {
-	Subjects  cjs.Subjects
+	Subjects  cairnjs.Subjects
 	Job       string
 	Instances []string
 	// Rate is events per second per instance.

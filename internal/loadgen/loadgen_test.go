@@ -12,13 +12,13 @@ import (
 
 	"github.com/cairn-stream/cairn/internal/loadgen"
 	"github.com/cairn-stream/cairn/internal/natstest"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
 func TestRunPublishesCountEventsPerInstance(t *testing.T) {
 	s := natstest.Start(t)
-	_, js, res := s.Resources(t, cjs.Options{})
+	_, js, res := s.Resources(t, cairnjs.Options{})
 	cfg := loadgen.DefaultConfig("lg", "a", "b")
 	cfg.Rate, cfg.Count = 2000, 25
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

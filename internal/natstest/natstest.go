@@ -9,8 +9,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/embedded"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
 )
 
 // Server is a running embedded nats-server for one test.
@@ -62,7 +62,7 @@ func StartWith(t testing.TB, o embedded.Options) *Server {
 // Connect opens a client connection that is closed when the test ends.
 func (s *Server) Connect(t testing.TB) *nats.Conn {
 	t.Helper()
-	nc, err := cjs.Connect(cjs.ConnectOptions{URLs: s.URL, Name: t.Name()})
+	nc, err := cairnjs.Connect(cairnjs.ConnectOptions{URLs: s.URL, Name: t.Name()})
 	if err != nil {
 		t.Fatalf("connect: %v", err)
 	}
@@ -72,7 +72,7 @@ func (s *Server) Connect(t testing.TB) *nats.Conn {
 
 // Resources connects and creates Cairn's resources with opts, returning the connection,
 // its JetStream context and the resources.
-func (s *Server) Resources(t testing.TB, opts cjs.Options) (*nats.Conn, jetstream.JetStream, *cjs.Resources) {
+func (s *Server) Resources(t testing.TB, opts cairnjs.Options) (*nats.Conn, jetstream.JetStream, *cairnjs.Resources) {
 	t.Helper()
 	nc := s.Connect(t)
 	js, err := jetstream.New(nc)
@@ -81,7 +81,7 @@ func (s *Server) Resources(t testing.TB, opts cjs.Options) (*nats.Conn, jetstrea
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	r, err := cjs.Ensure(ctx, js, opts)
+	r, err := cairnjs.Ensure(ctx, js, opts)
 	if err != nil {
 		t.Fatalf("ensure resources: %v", err)
 	}

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
@@ -120,22 +120,22 @@ func ParsePoisonPolicy(s string) (PoisonPolicy, error) {
 // default. InputFilters stays empty, meaning the instance's default subject under
 // whatever SubjectPrefix is set afterwards.
 func DefaultConfig(job, instance string) Config {
-	return Config{Job: job, Instance: instance, InputStream: cjs.InputStream, OutputStream: cjs.OutputStream, OnPoison: PoisonDeadLetter}
+	return Config{Job: job, Instance: instance, InputStream: cairnjs.InputStream, OutputStream: cairnjs.OutputStream, OnPoison: PoisonDeadLetter}
 }
 
 // subjects builds the wire contract's subjects under SubjectPrefix.
-func (c Config) subjects() cjs.Subjects { return cjs.Subjects{Prefix: c.SubjectPrefix} }
+func (c Config) subjects() cairnjs.Subjects { return cairnjs.Subjects{Prefix: c.SubjectPrefix} }
 
 // withDefaults fills the optional fields whose defaults need no server.
 func (c Config) withDefaults() Config {
 	if c.InputStream == "" {
-		c.InputStream = cjs.InputStream
+		c.InputStream = cairnjs.InputStream
 	}
 	if len(c.InputFilters) == 0 {
 		c.InputFilters = []string{c.subjects().Input(c.Job, c.Instance)}
 	}
 	if c.OutputStream == "" {
-		c.OutputStream = cjs.OutputStream
+		c.OutputStream = cairnjs.OutputStream
 	}
 	if c.OnPoison == "" {
 		c.OnPoison = PoisonDeadLetter

@@ -11,13 +11,13 @@ import (
 
 // TestNewWarnsAboutAConnectionThatHoldsOnToAHungServer: New warns, and still returns a
 // Runtime, when the embedder's connection would notice a hung server only after minutes
-// or gives up reconnecting; a connection made by pkg/jetstream.Connect draws no warning.
+// or gives up reconnecting; a connection made by pkg/cairnjs.Connect draws no warning.
 func TestNewWarnsAboutAConnectionThatHoldsOnToAHungServer(t *testing.T) {
 	s := natstest.Start(t)
 	e := newEnvOn(t, s)
 	_ = e.newRuntime(operator.DefaultConfig(testJob, "good"), &blobMachine{size: 8})
 	if e.logged(`"level":"warn"`) {
-		t.Fatalf("a pkg/jetstream.Connect connection drew a warning:\n%s", e.logs)
+		t.Fatalf("a pkg/cairnjs.Connect connection drew a warning:\n%s", e.logs)
 	}
 
 	plain, err := nats.Connect(s.URL) // nats.go's defaults: pings every 2 minutes, 60 reconnects

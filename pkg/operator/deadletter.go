@@ -12,7 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
@@ -235,14 +235,14 @@ func (r *Runtime) knownDeadLetters(ctx context.Context, position uint64) (deadLe
 	subject := r.cfg.subjects().DeadLetter(r.cfg.Job, r.cfg.Instance)
 	ctx, cancel := context.WithTimeout(ctx, deadLetterReadTimeout)
 	defer cancel()
-	st, err := r.streams.Stream(ctx, cjs.DeadLetterStream)
+	st, err := r.streams.Stream(ctx, cairnjs.DeadLetterStream)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		r.log.Warn("dead-letter stream missing: a record that cannot be processed waits until it exists (it is created by configsvc and the coordinator)",
-			"stream", cjs.DeadLetterStream)
+			"stream", cairnjs.DeadLetterStream)
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read the dead letters of instance %s: look up stream %s: %w", r.cfg.Instance, cjs.DeadLetterStream, err)
+		return nil, fmt.Errorf("read the dead letters of instance %s: look up stream %s: %w", r.cfg.Instance, cairnjs.DeadLetterStream, err)
 	}
 	info, err := st.Info(ctx, jetstream.WithSubjectFilter(subject))
 	if err != nil {

@@ -12,8 +12,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/embedded"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
 	"github.com/cairn-stream/cairn/pkg/messages"
 	"github.com/cairn-stream/cairn/pkg/operator"
 	"github.com/cairn-stream/cairn/pkg/operator/state"
@@ -63,7 +63,7 @@ func ExampleRun() {
 	defer nc.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	js, _ := jetstream.New(nc)
-	if _, err := cjs.Ensure(ctx, js, cjs.Options{Memory: true}); err != nil {
+	if _, err := cairnjs.Ensure(ctx, js, cairnjs.Options{Memory: true}); err != nil {
 		panic(err)
 	}
 

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/cairn-stream/cairn/internal/natstest"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 	"github.com/cairn-stream/cairn/pkg/operator"
 	refop "github.com/cairn-stream/cairn/services/operator"
@@ -32,7 +32,7 @@ func TestDuplicateInstanceIsFenced(t *testing.T) {
 	close(m2.gate)
 	r2 := e.start("counter-0", m2)
 	replaced := time.Now()
-	if reg := e.registration(cjs.RegistrationKey(testJob, "counter-0")); reg.Incarnation != r2.rt.Incarnation() {
+	if reg := e.registration(cairnjs.RegistrationKey(testJob, "counter-0")); reg.Incarnation != r2.rt.Incarnation() {
 		t.Fatalf("registration of incarnation %s, want the newer %s", reg.Incarnation, r2.rt.Incarnation())
 	}
 	if !e.logged(`"level":"warn"`, `"incarnation":"`+r2.rt.Incarnation()+`"`, `"replaced_incarnation":"`+r1.rt.Incarnation()+`"`) {
@@ -70,7 +70,7 @@ func TestDuplicateInstanceIsFenced(t *testing.T) {
 	if objs := e.objects(); len(objs) != 0 {
 		t.Fatalf("objects %v: the replaced incarnation uploaded its snapshot", objs)
 	}
-	if reg := e.registration(cjs.RegistrationKey(testJob, "counter-0")); reg.Incarnation != r2.rt.Incarnation() {
+	if reg := e.registration(cairnjs.RegistrationKey(testJob, "counter-0")); reg.Incarnation != r2.rt.Incarnation() {
 		t.Fatalf("registration of incarnation %s after the older one stopped, want %s", reg.Incarnation, r2.rt.Incarnation())
 	}
 

@@ -21,7 +21,7 @@ import (
 
 	"github.com/cairn-stream/cairn/internal/natstest"
 	"github.com/cairn-stream/cairn/internal/zlog"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 	"github.com/cairn-stream/cairn/pkg/operator"
 	"github.com/cairn-stream/cairn/pkg/operator/operatortest"
@@ -38,8 +38,8 @@ type env struct {
 	t     *testing.T
 	nc    *nats.Conn
 	js    jetstream.JetStream
-	res   *cjs.Resources
-	subj  cjs.Subjects
+	res   *cairnjs.Resources
+	subj  cairnjs.Subjects
 	logs  *natstest.LogBuffer
 	coord *operatortest.Coordinator
 }
@@ -52,7 +52,7 @@ func newEnv(t *testing.T) *env {
 // newEnvOn is newEnv on a given server.
 func newEnvOn(t *testing.T, s *natstest.Server) *env {
 	t.Helper()
-	nc, js, res := s.Resources(t, cjs.Options{LeaseTTL: time.Second})
+	nc, js, res := s.Resources(t, cairnjs.Options{LeaseTTL: time.Second})
 	e := &env{t: t, nc: nc, js: js, res: res, logs: &natstest.LogBuffer{}, coord: operatortest.NewCoordinator(t, nc, testJob)}
 	t.Cleanup(func() {
 		if t.Failed() {

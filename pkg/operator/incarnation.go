@@ -8,7 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
@@ -33,7 +33,7 @@ func decodeRecord(data []byte) (*messages.InstanceRecord, error) {
 // out that it was replaced instead of registering again. An unreadable record is replaced;
 // the returned error then says so (wrapping errUnreadableRecord) alongside the claim.
 func (r *Runtime) claim(ctx context.Context) (prev *messages.InstanceRecord, unreadable error, err error) {
-	_, err = cjs.UpdateKey(ctx, r.nc, r.instances, cjs.InstanceKey(r.cfg.Job, r.cfg.Instance), func(cur []byte) ([]byte, error) {
+	_, err = cairnjs.UpdateKey(ctx, r.nc, r.instances, cairnjs.InstanceKey(r.cfg.Job, r.cfg.Instance), func(cur []byte) ([]byte, error) {
 		prev, unreadable = nil, nil
 		old, derr := decodeRecord(cur)
 		if derr != nil {
@@ -51,7 +51,7 @@ func (r *Runtime) claim(ctx context.Context) (prev *messages.InstanceRecord, unr
 		return messages.Marshal(&next)
 	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("claim instance %s of job %s in %s: %w", r.cfg.Instance, r.cfg.Job, cjs.InstanceBucket, err)
+		return nil, nil, fmt.Errorf("claim instance %s of job %s in %s: %w", r.cfg.Instance, r.cfg.Job, cairnjs.InstanceBucket, err)
 	}
 	return prev, unreadable, nil
 }
@@ -61,7 +61,7 @@ func (r *Runtime) claim(ctx context.Context) (prev *messages.InstanceRecord, unr
 // returns an error wrapping ErrReplaced; a missing one (the bucket or key was deleted) is
 // claimed again.
 func (r *Runtime) updateRecord(ctx context.Context, change func(*messages.InstanceRecord) bool) error {
-	_, err := cjs.UpdateKey(ctx, r.nc, r.instances, cjs.InstanceKey(r.cfg.Job, r.cfg.Instance), func(cur []byte) ([]byte, error) {
+	_, err := cairnjs.UpdateKey(ctx, r.nc, r.instances, cairnjs.InstanceKey(r.cfg.Job, r.cfg.Instance), func(cur []byte) ([]byte, error) {
 		rec, err := decodeRecord(cur)
 		if err != nil {
 			return nil, err
@@ -75,7 +75,7 @@ func (r *Runtime) updateRecord(ctx context.Context, change func(*messages.Instan
 			return nil, r.replacedError()
 		}
 		if !change(rec) {
-			return nil, cjs.ErrNoChange
+			return nil, cairnjs.ErrNoChange
 		}
 		return messages.Marshal(rec)
 	})
@@ -87,14 +87,14 @@ func (r *Runtime) updateRecord(ctx context.Context, change func(*messages.Instan
 // it names another incarnation, or is gone or unreadable (then nothing tells whether a newer
 // incarnation started), it fences the runtime and returns an error wrapping ErrReplaced.
 func (r *Runtime) newest(ctx context.Context) error {
-	data, _, err := cjs.CurrentEntry(ctx, r.nc, cjs.InstanceBucket, cjs.InstanceKey(r.cfg.Job, r.cfg.Instance))
+	data, _, err := cairnjs.CurrentEntry(ctx, r.nc, cairnjs.InstanceBucket, cairnjs.InstanceKey(r.cfg.Job, r.cfg.Instance))
 	if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
-		return fmt.Errorf("read the record of instance %s in %s: %w", r.cfg.Instance, cjs.InstanceBucket, err)
+		return fmt.Errorf("read the record of instance %s in %s: %w", r.cfg.Instance, cairnjs.InstanceBucket, err)
 	}
 	rec, derr := decodeRecord(data)
 	switch {
 	case rec == nil && derr == nil:
-		r.fence("unknown (the instance record is gone from " + cjs.InstanceBucket + ")")
+		r.fence("unknown (the instance record is gone from " + cairnjs.InstanceBucket + ")")
 		return r.replacedError()
 	case derr != nil:
 		r.fence("unknown (" + derr.Error() + ")")

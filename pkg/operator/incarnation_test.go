@@ -10,7 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cairn-stream/cairn/internal/natstest"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 	"github.com/cairn-stream/cairn/pkg/operator"
 	refop "github.com/cairn-stream/cairn/services/operator"
@@ -19,7 +19,7 @@ import (
 // record reads an instance record of the test's job.
 func (e *env) record(instance string) messages.InstanceRecord {
 	e.t.Helper()
-	en, err := e.res.Instances.Get(e.ctx(), cjs.InstanceKey(testJob, instance))
+	en, err := e.res.Instances.Get(e.ctx(), cairnjs.InstanceKey(testJob, instance))
 	if err != nil {
 		e.t.Fatalf("instance record of %s: %v", instance, err)
 	}
@@ -34,7 +34,7 @@ func (e *env) record(instance string) messages.InstanceRecord {
 // newer process does at its start.
 func (e *env) claimAs(instance, incarnation string) {
 	e.t.Helper()
-	if _, err := cjs.UpdateKey(e.ctx(), e.nc, e.res.Instances, cjs.InstanceKey(testJob, instance), func(cur []byte) ([]byte, error) {
+	if _, err := cairnjs.UpdateKey(e.ctx(), e.nc, e.res.Instances, cairnjs.InstanceKey(testJob, instance), func(cur []byte) ([]byte, error) {
 		rec := messages.InstanceRecord{Schema: messages.SchemaVersion, Job: testJob, Instance: instance}
 		if cur != nil {
 			if err := messages.Unmarshal(cur, &rec); err != nil {
@@ -73,7 +73,7 @@ func TestCleanStopMarksTheInstanceRecord(t *testing.T) {
 func TestRegistrationGoneIsTakenAgainOnlyByTheNewest(t *testing.T) {
 	e := newEnv(t)
 	r := e.start("counter-0", refop.NewAggregator())
-	key := cjs.RegistrationKey(testJob, "counter-0")
+	key := cairnjs.RegistrationKey(testJob, "counter-0")
 	if err := e.res.Leases.Delete(e.ctx(), key); err != nil {
 		t.Fatal(err)
 	}
@@ -228,7 +228,7 @@ func TestLostManifestsRefuseANewStart(t *testing.T) {
 			tt.evidence(e, ack)
 
 			// The job's manifests are deleted.
-			for _, k := range []string{cjs.LatestKey(testJob), cjs.ManifestKey(testJob, 1)} {
+			for _, k := range []string{cairnjs.LatestKey(testJob), cairnjs.ManifestKey(testJob, 1)} {
 				if err := e.res.Manifests.Purge(e.ctx(), k); err != nil {
 					t.Fatal(err)
 				}

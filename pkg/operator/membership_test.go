@@ -9,7 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 	"github.com/cairn-stream/cairn/pkg/operator"
 	refop "github.com/cairn-stream/cairn/services/operator"
@@ -37,7 +37,7 @@ func memberWithTwoCheckpoints(e *env) (ack1, ack2 messages.Ack, totals map[strin
 // memberEvents returns the member events of the test job stored in CAIRN_CHECKPOINTS.
 func (e *env) memberEvents() []messages.MemberEvent {
 	e.t.Helper()
-	cons, err := e.js.OrderedConsumer(e.ctx(), cjs.CheckpointStream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{e.subj.MemberEvents(testJob)}})
+	cons, err := e.js.OrderedConsumer(e.ctx(), cairnjs.CheckpointStream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{e.subj.MemberEvents(testJob)}})
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -83,7 +83,7 @@ func TestMemberWithoutUsableSnapshotRefusesToStart(t *testing.T) {
 			t.Errorf("error %q does not say %q", err, want)
 		}
 	}
-	if _, err := e.res.Leases.Get(e.ctx(), cjs.RegistrationKey(testJob, "counter-0")); !errors.Is(err, jetstream.ErrKeyNotFound) {
+	if _, err := e.res.Leases.Get(e.ctx(), cairnjs.RegistrationKey(testJob, "counter-0")); !errors.Is(err, jetstream.ErrKeyNotFound) {
 		t.Fatalf("registration after a refused start: %v, want none", err)
 	}
 	if evs := e.memberEvents(); len(evs) != 0 {
@@ -101,7 +101,7 @@ func TestMemberWithoutUsableSnapshotRefusesToStart(t *testing.T) {
 	cfg.ResetState = true
 	agg := refop.NewAggregator()
 	r := e.startWith(cfg, agg)
-	waitPosition(t, r.rt, ack2.Positions[cjs.InputStream])
+	waitPosition(t, r.rt, ack2.Positions[cairnjs.InputStream])
 	keys, _, _ := aggState(t, r.rt, agg)
 	checkTotals(t, keys, totals)
 	if got := r.rt.Stats().Applied; got != 20 {
@@ -122,15 +122,15 @@ func TestMemberWithoutUsableSnapshotRefusesToStart(t *testing.T) {
 func TestMembershipFromRetainedManifestsWhenLatestIsUnreadable(t *testing.T) {
 	e := newEnv(t)
 	ack1, _, totals := memberWithTwoCheckpoints(e)
-	if _, err := e.res.Manifests.Put(e.ctx(), cjs.LatestKey(testJob), []byte("garbage")); err != nil {
+	if _, err := e.res.Manifests.Put(e.ctx(), cairnjs.LatestKey(testJob), []byte("garbage")); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.res.Manifests.Delete(e.ctx(), cjs.ManifestKey(testJob, 2)); err != nil {
+	if err := e.res.Manifests.Delete(e.ctx(), cairnjs.ManifestKey(testJob, 2)); err != nil {
 		t.Fatal(err)
 	}
 	agg := refop.NewAggregator()
 	r := e.start("counter-0", agg)
-	waitPosition(t, r.rt, ack1.Positions[cjs.InputStream]+10)
+	waitPosition(t, r.rt, ack1.Positions[cairnjs.InputStream]+10)
 	keys, _, _ := aggState(t, r.rt, agg)
 	checkTotals(t, keys, totals)
 	if got := r.rt.Stats().Applied; got != 10 {

@@ -11,7 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
@@ -156,9 +156,9 @@ func (r *Runtime) storedBefore(ctx context.Context, outs *outputState, subject s
 // readMark reads the last message of subject in the output stream from the stream's
 // leader, retrying until it is read (or ctx ends, or the runtime is replaced).
 func (r *Runtime) readMark(ctx context.Context, outs *outputState, subject string) (outputMark, error) {
-	var last *cjs.CurrentMsg
+	var last *cairnjs.CurrentMsg
 	err := r.untilDone(ctx, "read the last output; retrying", []any{"stream", r.cfg.OutputStream, "subject", subject}, func(ctx context.Context) error {
-		m, err := cjs.LastMsgCurrent(ctx, r.nc, r.cfg.OutputStream, subject)
+		m, err := cairnjs.LastMsgCurrent(ctx, r.nc, r.cfg.OutputStream, subject)
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			return nil
 		}
@@ -217,7 +217,7 @@ func (r *Runtime) inputReaches(ctx context.Context, outs *outputState, seq uint6
 // with "<job>.<instance>.", and its headers (or, for an output stored before they existed,
 // its id "<job>.<instance>.<seq>.<n>") give the position. It reports false for any other
 // message.
-func (r *Runtime) ownOutput(m *cjs.CurrentMsg) (outputPos, bool) {
+func (r *Runtime) ownOutput(m *cairnjs.CurrentMsg) (outputPos, bool) {
 	rest, ok := strings.CutPrefix(m.Header.Get(jetstream.MsgIDHeader), r.cfg.Job+"."+r.cfg.Instance+".")
 	if !ok {
 		return outputPos{}, false

@@ -14,7 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cairn-stream/cairn/internal/natstest"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 	"github.com/cairn-stream/cairn/pkg/operator"
 	refop "github.com/cairn-stream/cairn/services/operator"
@@ -28,7 +28,7 @@ const shortWindow = time.Second
 func newOutputEnv(t *testing.T) *env {
 	t.Helper()
 	e := newEnv(t)
-	if err := natstest.SetDuplicateWindow(e.ctx(), e.js, cjs.OutputStream, shortWindow); err != nil {
+	if err := natstest.SetDuplicateWindow(e.ctx(), e.js, cairnjs.OutputStream, shortWindow); err != nil {
 		t.Fatal(err)
 	}
 	return e
@@ -342,7 +342,7 @@ func TestOutputMarksThatCannotBeTrusted(t *testing.T) {
 func TestOutputMarkOfARecordStoredAfterTheStart(t *testing.T) {
 	e := newOutputEnv(t)
 	r, _ := e.startAggregator(operator.DefaultConfig(testJob, "counter-0"))
-	st, err := e.js.Stream(e.ctx(), cjs.InputStream)
+	st, err := e.js.Stream(e.ctx(), cairnjs.InputStream)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,7 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
@@ -97,7 +97,7 @@ func (p *persister) persist(ctx context.Context, j persistJob) {
 		return err
 	}, "checkpoint", j.checkpoint)
 	if err != nil {
-		p.r.declineAck(ctx, j.log, j.checkpoint, err.Error(), cjs.IsStorageFull(err))
+		p.r.declineAck(ctx, j.log, j.checkpoint, err.Error(), cairnjs.IsStorageFull(err))
 		return
 	}
 	kind := messages.AckDone
@@ -138,7 +138,7 @@ func (p *persister) storeKeyed(ctx context.Context, j persistJob, s *keyedSnapsh
 		s.k.stored(j.checkpoint, s.prev)
 		return *s.prev.base, s.prev.deltas, 0, nil
 	}
-	name := cjs.ObjectName(p.r.cfg.Job, j.checkpoint, p.r.cfg.Instance, p.r.incarnation)
+	name := cairnjs.ObjectName(p.r.cfg.Job, j.checkpoint, p.r.cfg.Instance, p.r.incarnation)
 	if s.isBase() {
 		name += ".base"
 	}
@@ -163,7 +163,7 @@ func (p *persister) storeKeyed(ctx context.Context, j persistJob, s *keyedSnapsh
 // store shared before is not referenced again, so that its references die out), or
 // uploads the spool. uploaded reports whether bytes were written to the object store.
 func (p *persister) store(ctx context.Context, j persistJob) (ref messages.SnapshotRef, uploaded bool, err error) {
-	ref, sp, err := p.spoolSnapshot(j, cjs.ObjectName(p.r.cfg.Job, j.checkpoint, p.r.cfg.Instance, p.r.incarnation))
+	ref, sp, err := p.spoolSnapshot(j, cairnjs.ObjectName(p.r.cfg.Job, j.checkpoint, p.r.cfg.Instance, p.r.incarnation))
 	defer p.closeSpool(j, sp)
 	if err != nil {
 		return ref, false, err
@@ -204,7 +204,7 @@ func (p *persister) closeSpool(j persistJob, sp *spool) {
 func (p *persister) exists(ctx context.Context, log *slog.Logger, ref messages.SnapshotRef) bool {
 	ictx, cancel := context.WithTimeout(ctx, infoTimeout)
 	defer cancel()
-	store, err := p.r.stores.get(ictx, cjs.SnapshotStoreOf(ref.Store))
+	store, err := p.r.stores.get(ictx, cairnjs.SnapshotStoreOf(ref.Store))
 	if err != nil {
 		log.Warn("look up the previous snapshot's store; uploading again", "error", err, "object", ref.Object)
 		return false
@@ -261,7 +261,7 @@ func (p *persister) upload(ctx context.Context, j persistJob, ref messages.Snaps
 			}
 			return nil
 		}
-		if uctx.Err() != nil || cjs.IsStorageFull(err) {
+		if uctx.Err() != nil || cairnjs.IsStorageFull(err) {
 			// A full store frees space only when the coordinator's retention runs, which
 			// this checkpoint's abort triggers: retrying now would only delay that.
 			return fmt.Errorf("put object %s: gave up after %d attempts: %w", ref.Object, attempt, err)

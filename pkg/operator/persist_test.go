@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/cairn-stream/cairn/internal/natstest"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 	"github.com/cairn-stream/cairn/pkg/operator"
 )
@@ -51,7 +51,7 @@ func TestSlowPersistDoesNotBlockProcessing(t *testing.T) {
 
 	close(m.gate)
 	ack := e.nextAck()
-	if ack.Kind != messages.AckDone || ack.Positions[cjs.InputStream] != before {
+	if ack.Kind != messages.AckDone || ack.Positions[cairnjs.InputStream] != before {
 		t.Fatalf("ack %+v, want the snapshot at position %d", ack, before)
 	}
 	data, err := e.coord.Snapshots().GetString(e.ctx(), ack.Snapshot.Object)
@@ -166,7 +166,7 @@ func TestShutdownDrainsPendingSnapshots(t *testing.T) {
 		}
 	}
 	<-stopped
-	key := cjs.RegistrationKey(testJob, "slow-0")
+	key := cairnjs.RegistrationKey(testJob, "slow-0")
 	if _, err := e.res.Leases.Get(e.ctx(), key); err == nil {
 		t.Fatal("registration left after shutdown")
 	}

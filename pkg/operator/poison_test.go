@@ -16,7 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cairn-stream/cairn/internal/natstest"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 	"github.com/cairn-stream/cairn/pkg/operator"
 	refop "github.com/cairn-stream/cairn/services/operator"
@@ -61,7 +61,7 @@ func checkDeadLetter(t *testing.T, m jetstream.Msg, seq uint64, subject string, 
 	h := m.Headers()
 	for k, want := range map[string]string{
 		messages.HeaderDeadLetterSequence: strconv.FormatUint(seq, 10),
-		messages.HeaderDeadLetterStream:   cjs.InputStream,
+		messages.HeaderDeadLetterStream:   cairnjs.InputStream,
 		messages.HeaderDeadLetterSubject:  subject,
 		messages.HeaderDeadLetterReason:   string(reason),
 		jetstream.MsgIDHeader:             fmt.Sprintf("%s.%s.%d", testJob, strings.Split(m.Subject(), ".")[3], seq),
@@ -119,7 +119,7 @@ func TestOutputTooLargeIsDeadLettered(t *testing.T) {
 	checkUpdates(t, decodeUpdates(t, e.outputs(e.subj.Output(testJob, inst))), updates(events))
 	keys, _, _ := aggState(t, r.rt, agg)
 	checkTotals(t, keys, totals)
-	if a := e.checkpoint(2); a.Positions[cjs.InputStream] != last {
+	if a := e.checkpoint(2); a.Positions[cairnjs.InputStream] != last {
 		t.Fatalf("checkpoint 2 positions %v, want %d: the position must move past the dead letter", a.Positions, last)
 	}
 	if st := r.rt.Stats(); st.DeadLettered != 1 || st.Emitted != 8 || st.Applied != 9 {
@@ -201,7 +201,7 @@ func TestPanicIsDeadLettered(t *testing.T) {
 	if st := r.rt.Stats(); st.DeadLettered != 1 || st.Panics != 1 || st.Applied != 6 {
 		t.Fatalf("stats %+v, want 1 dead letter, 1 panic, 6 records applied", st)
 	}
-	if a := e.checkpoint(2); a.Positions[cjs.InputStream] != last {
+	if a := e.checkpoint(2); a.Positions[cairnjs.InputStream] != last {
 		t.Fatalf("checkpoint 2 positions %v, want %d", a.Positions, last)
 	}
 	r.stop(t)
@@ -336,7 +336,7 @@ func TestPanicsInSnapshotAndPersistDeclineTheCheckpoint(t *testing.T) {
 	m.persist.Store(false)
 	last := e.publishEvents(inst, totals, makeEvents(3, 5, "b")...)
 	waitPosition(t, r.rt, last)
-	if a := e.checkpoint(3); a.Positions[cjs.InputStream] != last {
+	if a := e.checkpoint(3); a.Positions[cairnjs.InputStream] != last {
 		t.Fatalf("checkpoint 3 positions %v, want %d", a.Positions, last)
 	}
 	for _, in := range []string{"Snapshot", "Persist"} {
@@ -443,7 +443,7 @@ func TestAnOutageIsRetriedNotDeadLettered(t *testing.T) {
 	s := natstest.StartIn(t, dir, -1)
 	port := s.Addr().(*net.TCPAddr).Port
 	e := newEnvOn(t, s)
-	nc, err := cjs.Connect(cjs.ConnectOptions{URLs: s.URL, Name: t.Name(), Extra: []nats.Option{nats.ReconnectBufSize(-1)}})
+	nc, err := cairnjs.Connect(cairnjs.ConnectOptions{URLs: s.URL, Name: t.Name(), Extra: []nats.Option{nats.ReconnectBufSize(-1)}})
 	if err != nil {
 		t.Fatal(err)
 	}

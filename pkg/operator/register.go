@@ -10,7 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
@@ -40,7 +40,7 @@ func (r *Runtime) heartbeatInterval(ctx context.Context) (time.Duration, error) 
 			r.log.Warn("cannot read the lease TTL to check the heartbeat against it", "error", err)
 			return r.cfg.Heartbeat, nil
 		}
-		return 0, fmt.Errorf("read the TTL of bucket %s: %w", cjs.LeaseBucket, err)
+		return 0, fmt.Errorf("read the TTL of bucket %s: %w", cairnjs.LeaseBucket, err)
 	}
 	ttl := st.TTL()
 	if r.cfg.Heartbeat > 0 {
@@ -50,7 +50,7 @@ func (r *Runtime) heartbeatInterval(ctx context.Context) (time.Duration, error) 
 		return r.cfg.Heartbeat, nil
 	}
 	if ttl <= 0 {
-		ttl = cjs.DefaultLeaseTTL
+		ttl = cairnjs.DefaultLeaseTTL
 	}
 	return ttl / 3, nil
 }
@@ -81,18 +81,18 @@ func incarnationOf(value []byte) string {
 }
 
 // registrationOf reads the instance's registration and its revision from the bucket
-// stream's leader (cjs.CurrentEntry), never from a replica that may lag: a stale read
+// stream's leader (cairnjs.CurrentEntry), never from a replica that may lag: a stale read
 // could show an incarnation this one has already replaced, and stop it as replaced.
 // jetstream.ErrKeyNotFound when there is none.
 func (r *Runtime) registrationOf(ctx context.Context, key string) ([]byte, uint64, error) {
-	return cjs.CurrentEntry(ctx, r.nc, cjs.LeaseBucket, key)
+	return cairnjs.CurrentEntry(ctx, r.nc, cairnjs.LeaseBucket, key)
 }
 
 // register claims the instance's key with compare-and-set: it creates it when absent and
 // otherwise replaces whatever incarnation holds it (the newer incarnation wins; the older
 // one notices at its next heartbeat and stops). It returns the revision written.
 func (r *Runtime) register(ctx context.Context, reg []byte) (uint64, error) {
-	key := cjs.RegistrationKey(r.cfg.Job, r.cfg.Instance)
+	key := cairnjs.RegistrationKey(r.cfg.Job, r.cfg.Instance)
 	for range registerAttempts {
 		value, cur, err := r.registrationOf(ctx, key)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
@@ -101,12 +101,12 @@ func (r *Runtime) register(ctx context.Context, reg []byte) (uint64, error) {
 				return rev, nil
 			}
 			if !errors.Is(err, jetstream.ErrKeyExists) {
-				return 0, fmt.Errorf("register %s in %s: %w", key, cjs.LeaseBucket, err)
+				return 0, fmt.Errorf("register %s in %s: %w", key, cairnjs.LeaseBucket, err)
 			}
 			continue
 		}
 		if err != nil {
-			return 0, fmt.Errorf("read registration %s in %s: %w", key, cjs.LeaseBucket, err)
+			return 0, fmt.Errorf("read registration %s in %s: %w", key, cairnjs.LeaseBucket, err)
 		}
 		if other := incarnationOf(value); other != r.incarnation {
 			r.log.Warn("replacing the registration of another incarnation of this instance: the newer incarnation wins, and the other one stops if it still runs",
@@ -117,10 +117,10 @@ func (r *Runtime) register(ctx context.Context, reg []byte) (uint64, error) {
 			return rev, nil
 		}
 		if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-			return 0, fmt.Errorf("register %s in %s: %w", key, cjs.LeaseBucket, err)
+			return 0, fmt.Errorf("register %s in %s: %w", key, cairnjs.LeaseBucket, err)
 		}
 	}
-	return 0, fmt.Errorf("register %s in %s: the key changed under %d compare-and-set attempts", key, cjs.LeaseBucket, registerAttempts)
+	return 0, fmt.Errorf("register %s in %s: the key changed under %d compare-and-set attempts", key, cairnjs.LeaseBucket, registerAttempts)
 }
 
 // renew renews the registration written at revision rev and returns the new revision.
@@ -131,7 +131,7 @@ func (r *Runtime) register(ctx context.Context, reg []byte) (uint64, error) {
 // created again only while the instance record still names this incarnation as the newest:
 // otherwise a newer one has started since, and this one is fenced.
 func (r *Runtime) renew(ctx context.Context, reg []byte, rev uint64) (uint64, error) {
-	key := cjs.RegistrationKey(r.cfg.Job, r.cfg.Instance)
+	key := cairnjs.RegistrationKey(r.cfg.Job, r.cfg.Instance)
 	next, err := r.leases.Update(ctx, key, reg, rev)
 	if err == nil {
 		return next, nil
@@ -325,7 +325,7 @@ func (r *Runtime) deregister(ctx context.Context) {
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	defer cancel()
 	defer r.markStopped(dctx)
-	key := cjs.RegistrationKey(r.cfg.Job, r.cfg.Instance)
+	key := cairnjs.RegistrationKey(r.cfg.Job, r.cfg.Instance)
 	for range 5 {
 		value, rev, err := r.registrationOf(dctx, key)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {

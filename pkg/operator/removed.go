@@ -8,7 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 )
 
 // ErrInputRemoved is returned (wrapped) by Run when records of the instance's input were
@@ -72,7 +72,7 @@ func (r *Runtime) inputAnchor(ctx context.Context, pos uint64) (anchorState, err
 	if pos == 0 {
 		return anchorState{}, nil
 	}
-	_, err = cjs.MsgCurrent(ctx, r.nc, r.cfg.InputStream, pos)
+	_, err = cairnjs.MsgCurrent(ctx, r.nc, r.cfg.InputStream, pos)
 	switch {
 	case errors.Is(err, jetstream.ErrMsgNotFound):
 		return anchorState{}, nil
@@ -122,7 +122,7 @@ func (r *Runtime) verifyInput(ctx context.Context, a *anchorState, position uint
 	if a.off || a.anchor == 0 {
 		return nil
 	}
-	_, err := cjs.MsgCurrent(ctx, r.nc, r.cfg.InputStream, a.anchor)
+	_, err := cairnjs.MsgCurrent(ctx, r.nc, r.cfg.InputStream, a.anchor)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return fmt.Errorf("%w: job %s, instance %s: input stream %s no longer holds sequence %d, a record this incarnation applied, so records after it may have been removed before they were delivered (a newer incarnation of the instance checkpointed past it, or the input was purged or hit a stream limit); the position is %d",
 			ErrInputRemoved, r.cfg.Job, r.cfg.Instance, r.cfg.InputStream, a.anchor, position)

@@ -9,7 +9,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cairn-stream/cairn/internal/retry"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 )
 
 // lookupTimeout bounds one look-up attempt of a resource.
@@ -24,25 +24,25 @@ const lookupTimeout = 10 * time.Second
 // registers.
 func (r *Runtime) lookup(ctx context.Context) error {
 	var err error
-	if err = r.await(ctx, "bucket", cjs.ManifestBucket, func(ctx context.Context) (err error) {
-		r.manifests, err = r.js.KeyValue(ctx, cjs.ManifestBucket)
+	if err = r.await(ctx, "bucket", cairnjs.ManifestBucket, func(ctx context.Context) (err error) {
+		r.manifests, err = r.js.KeyValue(ctx, cairnjs.ManifestBucket)
 		return err
 	}); err != nil {
 		return err
 	}
-	if err = r.await(ctx, "bucket", cjs.LeaseBucket, func(ctx context.Context) (err error) {
-		r.leases, err = r.js.KeyValue(ctx, cjs.LeaseBucket)
+	if err = r.await(ctx, "bucket", cairnjs.LeaseBucket, func(ctx context.Context) (err error) {
+		r.leases, err = r.js.KeyValue(ctx, cairnjs.LeaseBucket)
 		return err
 	}); err != nil {
 		return err
 	}
-	if err = r.await(ctx, "bucket", cjs.InstanceBucket, func(ctx context.Context) (err error) {
-		r.instances, err = r.js.KeyValue(ctx, cjs.InstanceBucket)
+	if err = r.await(ctx, "bucket", cairnjs.InstanceBucket, func(ctx context.Context) (err error) {
+		r.instances, err = r.js.KeyValue(ctx, cairnjs.InstanceBucket)
 		return err
 	}); err != nil {
 		return err
 	}
-	streams := []string{r.cfg.InputStream, cjs.CheckpointStream}
+	streams := []string{r.cfg.InputStream, cairnjs.CheckpointStream}
 	if r.cp.producer() != nil {
 		streams = append(streams, r.cfg.OutputStream)
 	}

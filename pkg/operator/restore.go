@@ -14,7 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
@@ -144,9 +144,9 @@ func parseRestoreFrom(s string) (restoreTarget, error) {
 // key is the target's key in CAIRN_MANIFESTS.
 func (t restoreTarget) key(job string) string {
 	if t.savepoint != "" {
-		return cjs.SavepointKey(job, t.savepoint)
+		return cairnjs.SavepointKey(job, t.savepoint)
 	}
-	return cjs.ManifestKey(job, t.id)
+	return cairnjs.ManifestKey(job, t.id)
 }
 
 func (t restoreTarget) String() string {
@@ -172,7 +172,7 @@ func (r *Runtime) restoreChosen(ctx context.Context) (restored, error) {
 			retained = strings.Trim(strings.Join(strings.Fields(fmt.Sprint(ids)), ", "), "[]")
 		}
 		return restored{}, fmt.Errorf("%w: job %s: %s does not exist (no key %s in %s; retained checkpoints: %s)",
-			ErrRestoreFrom, r.cfg.Job, t, key, cjs.ManifestBucket, retained)
+			ErrRestoreFrom, r.cfg.Job, t, key, cairnjs.ManifestBucket, retained)
 	case err != nil:
 		return restored{}, fmt.Errorf("%w: job %s: %s: %w", ErrRestoreFrom, r.cfg.Job, t, err)
 	}
@@ -192,7 +192,7 @@ func (r *Runtime) restoreChosen(ctx context.Context) (restored, error) {
 // membership reads <job>.latest and the retained manifests <job>.<id>.
 func (r *Runtime) membership(ctx context.Context) (membership, error) {
 	var ms membership
-	latestKey := cjs.LatestKey(r.cfg.Job)
+	latestKey := cairnjs.LatestKey(r.cfg.Job)
 	latest, err := r.readManifest(ctx, latestKey)
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound):
@@ -217,7 +217,7 @@ func (r *Runtime) membership(ctx context.Context) (membership, error) {
 		if latest != nil && id >= latest.CheckpointID {
 			continue
 		}
-		mf, err := r.readManifest(ctx, cjs.ManifestKey(r.cfg.Job, id))
+		mf, err := r.readManifest(ctx, cairnjs.ManifestKey(r.cfg.Job, id))
 		switch {
 		case errors.Is(err, jetstream.ErrKeyNotFound):
 			continue
@@ -298,15 +298,15 @@ func (r *Runtime) lostHistory(ctx context.Context, h history, ms membership) (st
 	var why []string
 	switch {
 	case h.unreadable != nil:
-		why = append(why, "its instance record in "+cjs.InstanceBucket+" is unreadable ("+h.unreadable.Error()+")")
+		why = append(why, "its instance record in "+cairnjs.InstanceBucket+" is unreadable ("+h.unreadable.Error()+")")
 	case h.record != nil && h.record.Member != 0:
-		why = append(why, fmt.Sprintf("its instance record in %s says it became a member at checkpoint %d and was not removed since", cjs.InstanceBucket, h.record.Member))
+		why = append(why, fmt.Sprintf("its instance record in %s says it became a member at checkpoint %d and was not removed since", cairnjs.InstanceBucket, h.record.Member))
 	}
 	if len(ms.unreadable) > 0 {
 		why = append(why, "manifests of the job are unreadable: "+strings.Join(ms.unreadable, "; "))
 	}
 	subject := r.cfg.subjects().CheckpointEvent(r.cfg.Job, messages.Completed.String())
-	m, err := cjs.LastMsgCurrent(ctx, r.nc, cjs.CheckpointStream, subject)
+	m, err := cairnjs.LastMsgCurrent(ctx, r.nc, cairnjs.CheckpointStream, subject)
 	switch {
 	case errors.Is(err, jetstream.ErrMsgNotFound):
 	case err != nil:

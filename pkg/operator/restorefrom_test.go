@@ -9,7 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 	"github.com/cairn-stream/cairn/pkg/operator"
 	refop "github.com/cairn-stream/cairn/services/operator"
@@ -50,7 +50,7 @@ func TestRestoreFrom(t *testing.T) {
 	waitPosition(t, r.rt, pos1)
 	ack1 := g.checkpoint(1)
 	g.writeManifest(1, ack1)
-	g.saveManifest(cjs.SavepointKey(testJob, "before-upgrade"), 1, ack1)
+	g.saveManifest(cairnjs.SavepointKey(testJob, "before-upgrade"), 1, ack1)
 	pos2 := g.publishTo(g.own, 5)
 	waitPosition(t, r.rt, pos2)
 	g.writeManifest(2, g.checkpoint(2))

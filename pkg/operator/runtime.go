@@ -16,7 +16,7 @@ import (
 
 	"github.com/cairn-stream/cairn/internal/lograte"
 	"github.com/cairn-stream/cairn/internal/retry"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
@@ -60,7 +60,7 @@ type Runtime struct {
 	// the snapshot stores when a snapshot is stored or restored.
 	manifests   manifestReader
 	leases      leaseStore
-	instances   cjs.KVWriter
+	instances   cairnjs.KVWriter
 	stores      *snapshotStores
 	m           Machine
 	cp          checkpointer
@@ -160,7 +160,7 @@ func Run(ctx context.Context, nc *nats.Conn, cfg Config, machine Machine) error 
 // attempts, and with nats.PingInterval(3*time.Second) and nats.MaxPingsOutstanding(2),
 // so that a server that hangs is left for another within 9 s instead of nats.go's default
 // 4 to 6 minutes; pass every seed URL. New warns through Config.Logger when nc is
-// connected otherwise; Connect in Cairn's pkg/jetstream sets all of it.
+// connected otherwise; Connect in Cairn's pkg/cairnjs sets all of it.
 func New(nc *nats.Conn, cfg Config, m Machine) (*Runtime, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -332,7 +332,7 @@ func (r *Runtime) run(ctx context.Context) error {
 	}
 	if rs.checkpoint != 0 {
 		if err := r.markMember(ctx, rs.checkpoint); err != nil {
-			return fmt.Errorf("record the membership of instance %s in %s: %w", r.cfg.Instance, cjs.InstanceBucket, err)
+			return fmt.Errorf("record the membership of instance %s in %s: %w", r.cfg.Instance, cairnjs.InstanceBucket, err)
 		}
 	}
 	input, err := r.inputAnchor(ctx, rs.position)

@@ -12,7 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cairn-stream/cairn/internal/natstest"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 	"github.com/cairn-stream/cairn/pkg/operator"
 	refop "github.com/cairn-stream/cairn/services/operator"
@@ -30,7 +30,7 @@ func TestSnapshotOnBarrier(t *testing.T) {
 	if ack.Job != testJob || ack.Instance != "counter-0" || ack.Incarnation != r.rt.Incarnation() {
 		t.Fatalf("ack names %s/%s/%s, want %s/counter-0/%s", ack.Job, ack.Instance, ack.Incarnation, testJob, r.rt.Incarnation())
 	}
-	if want := cjs.ObjectName(testJob, 1, "counter-0", r.rt.Incarnation()); ack.Snapshot.Object != want {
+	if want := cairnjs.ObjectName(testJob, 1, "counter-0", r.rt.Incarnation()); ack.Snapshot.Object != want {
 		t.Fatalf("object %q, want %q", ack.Snapshot.Object, want)
 	}
 	size, digest := e.objectDigest(ack.Snapshot.Object)
@@ -44,11 +44,11 @@ func TestSnapshotOnBarrier(t *testing.T) {
 	if info.Digest != ack.Snapshot.Digest {
 		t.Fatalf("object store digest %s, ack %s", info.Digest, ack.Snapshot.Digest)
 	}
-	if got := ack.Positions[cjs.InputStream]; got != last || len(ack.Positions) != 1 {
-		t.Fatalf("positions %v, want {%s: %d}", ack.Positions, cjs.InputStream, last)
+	if got := ack.Positions[cairnjs.InputStream]; got != last || len(ack.Positions) != 1 {
+		t.Fatalf("positions %v, want {%s: %d}", ack.Positions, cairnjs.InputStream, last)
 	}
-	if f := ack.Filters[cjs.InputStream]; len(ack.Filters) != 1 || !slices.Equal(f, []string{e.subj.Input(testJob, "counter-0")}) {
-		t.Fatalf("filters %v, want {%s: [%s]}", ack.Filters, cjs.InputStream, e.subj.Input(testJob, "counter-0"))
+	if f := ack.Filters[cairnjs.InputStream]; len(ack.Filters) != 1 || !slices.Equal(f, []string{e.subj.Input(testJob, "counter-0")}) {
+		t.Fatalf("filters %v, want {%s: [%s]}", ack.Filters, cairnjs.InputStream, e.subj.Input(testJob, "counter-0"))
 	}
 
 	// A repeated barrier (the coordinator lacks the ack) is answered with the same ack;
@@ -59,7 +59,7 @@ func TestSnapshotOnBarrier(t *testing.T) {
 	}
 	last = e.publishEvents("counter-0", totals, event{"d", 4})
 	waitPosition(t, r.rt, last)
-	if ack := e.checkpoint(2); ack.Positions[cjs.InputStream] != last {
+	if ack := e.checkpoint(2); ack.Positions[cairnjs.InputStream] != last {
 		t.Fatalf("checkpoint 2 positions %v, want %d", ack.Positions, last)
 	}
 	keys, _, _ := aggState(t, r.rt, agg)
@@ -129,7 +129,7 @@ func TestUnchangedStateIsNotUploadedAgain(t *testing.T) {
 	if second.Snapshot != first.Snapshot {
 		t.Fatalf("second ack references %+v, want the first object %+v", second.Snapshot, first.Snapshot)
 	}
-	if second.Positions[cjs.InputStream] != last {
+	if second.Positions[cairnjs.InputStream] != last {
 		t.Fatalf("second ack positions %v, want %d", second.Positions, last)
 	}
 	if objs := e.objects(); len(objs) != 1 {
@@ -151,7 +151,7 @@ func TestUnchangedStateIsNotUploadedAgain(t *testing.T) {
 	// A changed state is uploaded under the new checkpoint's name.
 	e.publishEvents("counter-0", map[string]messages.KeyTotals{}, event{"c", 1})
 	waitPosition(t, r2.rt, last+1)
-	if fourth := e.checkpoint(4); fourth.Snapshot.Object != cjs.ObjectName(testJob, 4, "counter-0", r2.rt.Incarnation()) {
+	if fourth := e.checkpoint(4); fourth.Snapshot.Object != cairnjs.ObjectName(testJob, 4, "counter-0", r2.rt.Incarnation()) {
 		t.Fatalf("changed state acked with %+v", fourth.Snapshot)
 	}
 	if objs := e.objects(); len(objs) != 2 {
@@ -245,7 +245,7 @@ func TestMalformedEventsAreRejected(t *testing.T) {
 
 func TestRegistration(t *testing.T) {
 	e := newEnv(t)
-	key := cjs.RegistrationKey(testJob, "counter-0")
+	key := cairnjs.RegistrationKey(testJob, "counter-0")
 	w, err := e.res.Leases.Watch(e.ctx(), key, jetstream.UpdatesOnly())
 	if err != nil {
 		t.Fatal(err)
@@ -366,7 +366,7 @@ func TestSurvivesServerRestart(t *testing.T) {
 	s := natstest.StartIn(t, dir, -1)
 	port := s.Addr().(*net.TCPAddr).Port
 	e := newEnvOn(t, s)
-	key := cjs.RegistrationKey(testJob, "counter-0")
+	key := cairnjs.RegistrationKey(testJob, "counter-0")
 
 	// With a heartbeat far longer than the TTL, only the re-put after a reconnect can bring
 	// an expired registration back.
@@ -398,7 +398,7 @@ func TestSurvivesServerRestart(t *testing.T) {
 	natstest.Eventually(t, waitLong, "JetStream not back after the restart", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		_, err := e.js.Stream(ctx, cjs.InputStream)
+		_, err := e.js.Stream(ctx, cairnjs.InputStream)
 		return err == nil
 	})
 	last = e.publishEvents("counter-0", totals, makeEvents(10, 50, "b", "c")...)
@@ -421,7 +421,7 @@ func TestRunWaitsForItsResources(t *testing.T) {
 	natstest.Eventually(t, waitLong, "no line saying what the runtime waits for", func() bool {
 		return e.logged(`"level":"info"`, `"message":"waiting for stream LATE_INPUT to exist"`)
 	})
-	if _, err := e.res.Leases.Get(e.ctx(), cjs.RegistrationKey(testJob, "counter-0")); !errors.Is(err, jetstream.ErrKeyNotFound) {
+	if _, err := e.res.Leases.Get(e.ctx(), cairnjs.RegistrationKey(testJob, "counter-0")); !errors.Is(err, jetstream.ErrKeyNotFound) {
 		t.Fatalf("registration while waiting: %v, want none", err)
 	}
 	if _, err := e.js.CreateStream(e.ctx(), jetstream.StreamConfig{Name: "LATE_INPUT", Subjects: []string{"late.orders.>"}, Storage: jetstream.MemoryStorage}); err != nil {

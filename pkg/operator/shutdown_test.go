@@ -4,7 +4,7 @@ import (
 	"testing"
 
 	"github.com/cairn-stream/cairn/internal/natstest"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 	"github.com/cairn-stream/cairn/pkg/operator"
 	refop "github.com/cairn-stream/cairn/services/operator"
@@ -18,13 +18,13 @@ func TestShutdownWithOutputsThatCannotBeStored(t *testing.T) {
 	r := e.startWith(cfg, agg)
 	last := e.publishEvents("counter-0", map[string]messages.KeyTotals{}, makeEvents(5, 1, "a", "b")...)
 	waitPosition(t, r.rt, last)
-	if a := e.checkpoint(1); a.Positions[cjs.InputStream] != last {
+	if a := e.checkpoint(1); a.Positions[cairnjs.InputStream] != last {
 		t.Fatalf("checkpoint 1 positions %v, want %d", a.Positions, last)
 	}
 
 	// Outputs can no longer be stored: the next record's output is retried, and a barrier
 	// waits behind it, when the instance is stopped.
-	if err := e.js.DeleteStream(e.ctx(), cjs.OutputStream); err != nil {
+	if err := e.js.DeleteStream(e.ctx(), cairnjs.OutputStream); err != nil {
 		t.Fatal(err)
 	}
 	e.publishEvents("counter-0", map[string]messages.KeyTotals{}, makeEvents(3, 1, "c")...)

@@ -7,7 +7,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
@@ -17,8 +17,8 @@ type objectStores interface {
 }
 
 // snapshotStores opens the object stores that hold the instance's snapshots, each once:
-// the job's own (cjs.SnapshotStore), where every snapshot is uploaded, and the store of
-// each snapshot reference restored (cjs.SnapshotBucket for a reference from before stores
+// the job's own (cairnjs.SnapshotStore), where every snapshot is uploaded, and the store of
+// each snapshot reference restored (cairnjs.SnapshotBucket for a reference from before stores
 // were per job). The coordinator creates the job's store before its first barrier; a store
 // that cannot be looked up is looked up again at its next use. A mutex guards it: the
 // persister and a restore's downloads use it.
@@ -54,7 +54,7 @@ func (s *snapshotStores) get(ctx context.Context, name string) (objectStore, err
 // uploadStore is the name of the store snapshots are uploaded into: the job's own, or with
 // Config.SharedSnapshotStore the store every job shares.
 func (r *Runtime) uploadStore() string {
-	return cjs.SnapshotStoreFor(r.cfg.Job, r.cfg.SharedSnapshotStore)
+	return cairnjs.SnapshotStoreFor(r.cfg.Job, r.cfg.SharedSnapshotStore)
 }
 
 // jobStore returns the store snapshots are uploaded into (uploadStore).
@@ -65,7 +65,7 @@ func (r *Runtime) jobStore(ctx context.Context) (objectStore, error) {
 // openSnapshot is openObject in the store ref names, looked up at the first read.
 func (r *Runtime) openSnapshot(ctx context.Context, ref messages.SnapshotRef) *verifiedObject {
 	return &verifiedObject{ref: ref, open: func() (jetstream.ObjectResult, context.CancelFunc, error) {
-		store, err := r.stores.get(ctx, cjs.SnapshotStoreOf(ref.Store))
+		store, err := r.stores.get(ctx, cairnjs.SnapshotStoreOf(ref.Store))
 		if err != nil {
 			return nil, nil, err
 		}

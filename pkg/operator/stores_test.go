@@ -8,7 +8,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 	"github.com/cairn-stream/cairn/pkg/operator"
 )
@@ -19,7 +19,7 @@ import (
 func (e *env) toSharedStore(refs ...messages.SnapshotRef) []messages.SnapshotRef {
 	e.t.Helper()
 	ctx := e.ctx()
-	shared, err := e.js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: cjs.SnapshotBucket})
+	shared, err := e.js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: cairnjs.SnapshotBucket})
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -53,8 +53,8 @@ func TestSnapshotsOfTheSharedStoreAreRestoredNotReused(t *testing.T) {
 	last := e.publish(inst, []byte("state"))
 	waitPosition(t, r.rt, last)
 	ack1 := e.checkpoint(1)
-	if ack1.Snapshot.Store != cjs.SnapshotStore(testJob) {
-		t.Fatalf("ack of checkpoint 1 references store %q, want %s", ack1.Snapshot.Store, cjs.SnapshotStore(testJob))
+	if ack1.Snapshot.Store != cairnjs.SnapshotStore(testJob) {
+		t.Fatalf("ack of checkpoint 1 references store %q, want %s", ack1.Snapshot.Store, cairnjs.SnapshotStore(testJob))
 	}
 	r.stop(t)
 	ack1.Snapshot = e.toSharedStore(ack1.Snapshot)[0]
@@ -66,8 +66,8 @@ func TestSnapshotsOfTheSharedStoreAreRestoredNotReused(t *testing.T) {
 		t.Fatalf("restored checkpoint %d at position %d, want checkpoint 1 at %d", info.RestoredCheckpoint, r.rt.Position(), last)
 	}
 	ack2 := e.checkpoint(2)
-	if ack2.Snapshot.Store != cjs.SnapshotStore(testJob) || ack2.Written != 4096 || ack2.Snapshot.Digest != ack1.Snapshot.Digest {
-		t.Fatalf("ack of checkpoint 2 %+v (written %d): want the same state uploaded into %s", ack2.Snapshot, ack2.Written, cjs.SnapshotStore(testJob))
+	if ack2.Snapshot.Store != cairnjs.SnapshotStore(testJob) || ack2.Written != 4096 || ack2.Snapshot.Digest != ack1.Snapshot.Digest {
+		t.Fatalf("ack of checkpoint 2 %+v (written %d): want the same state uploaded into %s", ack2.Snapshot, ack2.Written, cairnjs.SnapshotStore(testJob))
 	}
 	if _, err := e.coord.Snapshots().GetInfo(e.ctx(), ack2.Snapshot.Object); err != nil {
 		t.Fatalf("object %s of checkpoint 2 in the job's store: %v", ack2.Snapshot.Object, err)
@@ -105,12 +105,12 @@ func TestKeyedChainOfTheSharedStoreGetsANewBase(t *testing.T) {
 	last = e.publish(inst, []byte("d a"))
 	waitPosition(t, r.rt, last)
 	ack3 := e.checkpoint(3)
-	if len(ack3.Deltas) != 0 || ack3.Snapshot.Store != cjs.SnapshotStore(testJob) {
-		t.Fatalf("checkpoint 3 acked base %+v and %d deltas: want a new base in %s", ack3.Snapshot, len(ack3.Deltas), cjs.SnapshotStore(testJob))
+	if len(ack3.Deltas) != 0 || ack3.Snapshot.Store != cairnjs.SnapshotStore(testJob) {
+		t.Fatalf("checkpoint 3 acked base %+v and %d deltas: want a new base in %s", ack3.Snapshot, len(ack3.Deltas), cairnjs.SnapshotStore(testJob))
 	}
 	e.coord.Complete(3, ack3)
 	r.stop(t)
-	if err := e.js.DeleteObjectStore(e.ctx(), cjs.SnapshotBucket); err != nil {
+	if err := e.js.DeleteObjectStore(e.ctx(), cairnjs.SnapshotBucket); err != nil {
 		t.Fatal(err)
 	}
 	k = newKeyed(t, operator.KeyedConfig{})
@@ -134,7 +134,7 @@ func TestBarrierAboveAStaleCounterIsFollowed(t *testing.T) {
 	}
 	// The instance's reads of the counter, seen on the direct get's subject.
 	reads := make(chan *nats.Msg, 16)
-	sub, err := e.nc.ChanSubscribe("$JS.API.DIRECT.GET.KV_"+cjs.ManifestBucket+".$KV."+cjs.ManifestBucket+"."+cjs.CounterKey(testJob), reads)
+	sub, err := e.nc.ChanSubscribe("$JS.API.DIRECT.GET.KV_"+cairnjs.ManifestBucket+".$KV."+cairnjs.ManifestBucket+"."+cairnjs.CounterKey(testJob), reads)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,7 +164,7 @@ func TestBarrierAboveAStaleCounterIsFollowed(t *testing.T) {
 func TestSharedSnapshotStore(t *testing.T) {
 	e := newEnv(t)
 	ctx := e.ctx()
-	shared, err := cjs.EnsureSnapshotStore(ctx, e.js, cjs.Options{SharedSnapshotStore: true}, testJob)
+	shared, err := cairnjs.EnsureSnapshotStore(ctx, e.js, cairnjs.Options{SharedSnapshotStore: true}, testJob)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,11 +175,11 @@ func TestSharedSnapshotStore(t *testing.T) {
 	last := e.publish(inst, []byte("state"))
 	waitPosition(t, r.rt, last)
 	ack1 := e.checkpoint(1)
-	if ack1.Snapshot.Store != cjs.SnapshotBucket {
-		t.Fatalf("ack of checkpoint 1 references store %q, want %s", ack1.Snapshot.Store, cjs.SnapshotBucket)
+	if ack1.Snapshot.Store != cairnjs.SnapshotBucket {
+		t.Fatalf("ack of checkpoint 1 references store %q, want %s", ack1.Snapshot.Store, cairnjs.SnapshotBucket)
 	}
 	if _, err := shared.GetInfo(ctx, ack1.Snapshot.Object); err != nil {
-		t.Fatalf("object %s in %s: %v", ack1.Snapshot.Object, cjs.SnapshotBucket, err)
+		t.Fatalf("object %s in %s: %v", ack1.Snapshot.Object, cairnjs.SnapshotBucket, err)
 	}
 	if ack2 := e.checkpoint(2); ack2.Snapshot != ack1.Snapshot || ack2.Written != 0 {
 		t.Fatalf("unchanged state acked %+v (written %d), want the object of checkpoint 1 reused", ack2.Snapshot, ack2.Written)

@@ -8,7 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
@@ -27,7 +27,7 @@ import (
 // that of a read that failed.
 func (r *Runtime) trusted(ctx context.Context, st *loopState, b *messages.Barrier) (bool, error) {
 	if b.Token > st.token {
-		_, rev, err := cjs.CurrentEntry(ctx, r.nc, cjs.LeaseBucket, cjs.LeaseKey(r.cfg.Job))
+		_, rev, err := cairnjs.CurrentEntry(ctx, r.nc, cairnjs.LeaseBucket, cairnjs.LeaseKey(r.cfg.Job))
 		if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
 			return false, fmt.Errorf("read the lease of job %s: %w", r.cfg.Job, err)
 		}
@@ -63,7 +63,7 @@ var counterWaits = []time.Duration{50 * time.Millisecond, 100 * time.Millisecond
 // before it sends the barrier, a value below id may be stale rather than a forgery: it is
 // read again, a little later each time, before the barrier is ignored.
 func (r *Runtime) counterAtLeast(ctx context.Context, id uint64) (uint64, error) {
-	key := cjs.CounterKey(r.cfg.Job)
+	key := cairnjs.CounterKey(r.cfg.Job)
 	for i := 0; ; i++ {
 		e, err := r.manifests.Get(ctx, key)
 		var c messages.Counter

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"strings"
 
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 )
 
 // ErrInvalidConfig is returned (wrapped) by Config.Validate and New for an unusable Config.
@@ -15,13 +15,13 @@ var ErrInvalidConfig = errors.New("invalid configsvc config")
 type Config struct {
 	// Subjects gives the subject prefix of the requests and of the config events; it must
 	// be the prefix the CAIRN_CONFIG stream was created with. An empty prefix means
-	// cjs.DefaultPrefix.
-	Subjects cjs.Subjects
+	// cairnjs.DefaultPrefix.
+	Subjects cairnjs.Subjects
 }
 
 // DefaultConfig returns the config with the default subject prefix.
 func DefaultConfig() Config {
-	return Config{Subjects: cjs.Subjects{Prefix: cjs.DefaultPrefix}}
+	return Config{Subjects: cairnjs.Subjects{Prefix: cairnjs.DefaultPrefix}}
 }
 
 // Validate checks that the prefix is one or more subject tokens without wildcards.

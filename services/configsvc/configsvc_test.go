@@ -19,7 +19,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/cairn-stream/cairn/internal/natstest"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 	"github.com/cairn-stream/cairn/services/configsvc"
 )
@@ -373,7 +373,7 @@ func TestCustomPrefix(t *testing.T) {
 	if v.Version != 1 || v.Retain != 9 {
 		t.Fatalf("set = %+v", v)
 	}
-	if _, err := h.nc.Request(cjs.Subjects{}.ConfigGet("j"), nil, 200*time.Millisecond); !errors.Is(err, nats.ErrNoResponders) {
+	if _, err := h.nc.Request(cairnjs.Subjects{}.ConfigGet("j"), nil, 200*time.Millisecond); !errors.Is(err, nats.ErrNoResponders) {
 		t.Fatalf("default-prefix request answered: %v", err)
 	}
 }
@@ -406,7 +406,7 @@ func TestStorageFailuresAnswer503(t *testing.T) {
 	h.start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := h.js.DeleteStream(ctx, cjs.ConfigStream); err != nil {
+	if err := h.js.DeleteStream(ctx, cairnjs.ConfigStream); err != nil {
 		t.Fatal(err)
 	}
 	for _, r := range []reply{h.get(t, "gone"), h.set(t, "gone", `{"retain":2}`)} {
@@ -495,7 +495,7 @@ func TestRunStopsOnCancel(t *testing.T) {
 func TestNewRefuses(t *testing.T) {
 	h := newHarness(t, "")
 	for _, prefix := range []string{"a..b", "a.*", ">", "a b", ".a"} {
-		_, err := configsvc.New(configsvc.Config{Subjects: cjs.Subjects{Prefix: prefix}}, h.nc, h.js, h.res.Config, zerolog.Nop())
+		_, err := configsvc.New(configsvc.Config{Subjects: cairnjs.Subjects{Prefix: prefix}}, h.nc, h.js, h.res.Config, zerolog.Nop())
 		if !errors.Is(err, configsvc.ErrInvalidConfig) {
 			t.Errorf("prefix %q: New = %v, want ErrInvalidConfig", prefix, err)
 		}

@@ -15,7 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/cairn-stream/cairn/internal/natstest"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 	"github.com/cairn-stream/cairn/services/configsvc"
 )
@@ -25,17 +25,17 @@ type harness struct {
 	srv  *natstest.Server
 	nc   *nats.Conn
 	js   jetstream.JetStream
-	res  *cjs.Resources
-	subj cjs.Subjects
+	res  *cairnjs.Resources
+	subj cairnjs.Subjects
 }
 
 func newHarness(t *testing.T, prefix string) *harness {
 	t.Helper()
-	return newHarnessWith(t, cjs.Options{Subjects: cjs.Subjects{Prefix: prefix}})
+	return newHarnessWith(t, cairnjs.Options{Subjects: cairnjs.Subjects{Prefix: prefix}})
 }
 
 // newHarnessWith is newHarness with the resources made with opts (in memory).
-func newHarnessWith(t *testing.T, opts cjs.Options) *harness {
+func newHarnessWith(t *testing.T, opts cairnjs.Options) *harness {
 	t.Helper()
 	srv := natstest.Start(t)
 	opts.Memory = true
@@ -53,7 +53,7 @@ func (h *harness) startReplica(t *testing.T, log zerolog.Logger) (stop func() er
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	stream, err := js.Stream(ctx, cjs.ConfigStream)
+	stream, err := js.Stream(ctx, cairnjs.ConfigStream)
 	cancel()
 	if err != nil {
 		t.Fatal(err)

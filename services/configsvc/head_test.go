@@ -14,7 +14,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/cairn-stream/cairn/internal/configlog"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
@@ -52,7 +52,7 @@ func TestSetWritesTheHead(t *testing.T) {
 // subject pushes every valid event out; the version in force stays, the next set gets the
 // next version, and the history ends with it.
 func TestVersionsSurviveGarbagePushingEventsOut(t *testing.T) {
-	h := newHarnessWith(t, cjs.Options{ConfigHistory: keep})
+	h := newHarnessWith(t, cairnjs.Options{ConfigHistory: keep})
 	h.start(t)
 	h.mustSet(t, "push", `{"interval":"2s"}`)
 	h.mustSet(t, "push", `{"retain":7}`)
@@ -80,7 +80,7 @@ func TestVersionsSurviveGarbagePushingEventsOut(t *testing.T) {
 // in force (the last event is newer than the head), and the next request writes the head,
 // so that garbage afterwards cannot hide the version.
 func TestStopBetweenEventAndHead(t *testing.T) {
-	h := newHarnessWith(t, cjs.Options{ConfigHistory: keep})
+	h := newHarnessWith(t, cairnjs.Options{ConfigHistory: keep})
 	h.start(t)
 	for _, job := range []string{"get-first", "set-first"} {
 		h.mustSet(t, job, `{"interval":"2s"}`)
@@ -116,7 +116,7 @@ func TestStopBetweenEventAndHead(t *testing.T) {
 // invalid last message once and writes the head; garbage afterwards cannot take the
 // version back.
 func TestUpgradeWithoutHead(t *testing.T) {
-	h := newHarnessWith(t, cjs.Options{ConfigHistory: keep})
+	h := newHarnessWith(t, cairnjs.Options{ConfigHistory: keep})
 	h.publishEvent(t, "old", 1, 2*time.Second)
 	h.publishEvent(t, "old", 2, 750*time.Millisecond)
 	for range 3 {

@@ -13,7 +13,7 @@ import (
 
 	"github.com/cairn-stream/cairn/internal/configlog"
 	"github.com/cairn-stream/cairn/internal/natstest"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 )
 
 // lostAcks publishes for real through JetStream, then reports a timeout for the first
@@ -44,10 +44,10 @@ func (unacked) PublishMsg(context.Context, *nats.Msg, ...jetstream.PublishOpt) (
 	return nil, nats.ErrTimeout
 }
 
-func newTestService(t *testing.T) (*Service, *cjs.Resources) {
+func newTestService(t *testing.T) (*Service, *cairnjs.Resources) {
 	t.Helper()
 	srv := natstest.Start(t)
-	nc, js, res := srv.Resources(t, cjs.Options{Memory: true})
+	nc, js, res := srv.Resources(t, cairnjs.Options{Memory: true})
 	s, err := New(DefaultConfig(), nc, js, res.Config, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
@@ -56,11 +56,11 @@ func newTestService(t *testing.T) (*Service, *cjs.Resources) {
 }
 
 // events counts the messages on job's events subject.
-func events(t *testing.T, res *cjs.Resources, job string) uint64 {
+func events(t *testing.T, res *cairnjs.Resources, job string) uint64 {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	subject := cjs.Subjects{}.ConfigEvents(job)
+	subject := cairnjs.Subjects{}.ConfigEvents(job)
 	info, err := res.Config.Info(ctx, jetstream.WithSubjectFilter(subject))
 	if err != nil {
 		t.Fatal(err)

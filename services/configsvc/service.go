@@ -67,7 +67,7 @@ type Service struct {
 }
 
 // New returns a service that stores config events in stream (the CAIRN_CONFIG stream of
-// cjs.Resources) through js, and serves requests on nc once Run is called.
+// cairnjs.Resources) through js, and serves requests on nc once Run is called.
 func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, stream jetstream.Stream, log zerolog.Logger) (*Service, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err

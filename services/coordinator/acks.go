@@ -3,7 +3,7 @@ package coordinator
 import (
 	"github.com/nats-io/nats.go"
 
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
@@ -25,7 +25,7 @@ func (s *Service) onAck(m *nats.Msg) {
 		return
 	}
 	for _, ref := range a.Refs() {
-		if ref.Store != "" && ref.Store != cjs.SnapshotStoreFor(a.Job, s.cfg.Snapshots.SharedSnapshotStore) {
+		if ref.Store != "" && ref.Store != cairnjs.SnapshotStoreFor(a.Job, s.cfg.Snapshots.SharedSnapshotStore) {
 			s.log.Warn().Str("subject", m.Subject).Str("store", ref.Store).Str("object", ref.Object).
 				Msg("ack dropped: it references a snapshot store other than its job's")
 			return

@@ -8,7 +8,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/cairn-stream/cairn/internal/natstest"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
@@ -22,13 +22,13 @@ func TestAcksThatDoNotMatchTheirSubjectAreDropped(t *testing.T) {
 	c := newCluster(t, time.Second)
 	c.start("c1")
 	const job, inst = "a", "i-0"
-	subjects := cjs.Subjects{}
+	subjects := cairnjs.Subjects{}
 	inc := "sim-" + inst
 	ack := func(id uint64, store string) []byte {
 		data, err := messages.Marshal(&messages.Ack{
 			Schema: messages.SchemaVersion, Job: job, CheckpointID: id, Instance: inst, Incarnation: inc, Kind: messages.AckDone,
-			Snapshot:  messages.SnapshotRef{Store: store, Object: cjs.ObjectName(job, id, inst, "sim"), Size: 1, Digest: "SHA-256=sim"},
-			Positions: map[string]uint64{cjs.InputStream: id},
+			Snapshot:  messages.SnapshotRef{Store: store, Object: cairnjs.ObjectName(job, id, inst, "sim"), Size: 1, Digest: "SHA-256=sim"},
+			Positions: map[string]uint64{cairnjs.InputStream: id},
 		})
 		if err != nil {
 			t.Error(err)
@@ -40,10 +40,10 @@ func TestAcksThatDoNotMatchTheirSubjectAreDropped(t *testing.T) {
 		if messages.Unmarshal(m.Data, &b) != nil {
 			return
 		}
-		_ = c.nc.Publish(subjects.InstanceAck(job, "i-1"), ack(b.CheckpointID, cjs.SnapshotStore(job)))
-		_ = c.nc.Publish(subjects.InstanceAck(job, inst), ack(b.CheckpointID, cjs.SnapshotStore("b")))
+		_ = c.nc.Publish(subjects.InstanceAck(job, "i-1"), ack(b.CheckpointID, cairnjs.SnapshotStore(job)))
+		_ = c.nc.Publish(subjects.InstanceAck(job, inst), ack(b.CheckpointID, cairnjs.SnapshotStore("b")))
 		if b.CheckpointID > 1 {
-			_ = c.nc.Publish(subjects.InstanceAck(job, inst), ack(b.CheckpointID, cjs.SnapshotStore(job)))
+			_ = c.nc.Publish(subjects.InstanceAck(job, inst), ack(b.CheckpointID, cairnjs.SnapshotStore(job)))
 		}
 	})
 	if err != nil {
@@ -65,7 +65,7 @@ func TestAcksThatDoNotMatchTheirSubjectAreDropped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.res.Leases.Put(t.Context(), cjs.RegistrationKey(job, inst), reg); err != nil {
+	if _, err := c.res.Leases.Put(t.Context(), cairnjs.RegistrationKey(job, inst), reg); err != nil {
 		t.Fatal(err)
 	}
 	renewed := make(chan struct{})
@@ -81,7 +81,7 @@ func TestAcksThatDoNotMatchTheirSubjectAreDropped(t *testing.T) {
 			case <-ctx.Done():
 				return
 			case <-tick.C:
-				if _, err := c.res.Leases.Put(ctx, cjs.RegistrationKey(job, inst), reg); err != nil && ctx.Err() == nil {
+				if _, err := c.res.Leases.Put(ctx, cairnjs.RegistrationKey(job, inst), reg); err != nil && ctx.Err() == nil {
 					t.Errorf("renew the registration: %v", err)
 				}
 			}
@@ -106,7 +106,7 @@ func TestAcksThatDoNotMatchTheirSubjectAreDropped(t *testing.T) {
 	natstest.Eventually(t, 20*time.Second, "no checkpoint completed on genuine acks", func() bool {
 		return c.completedCounts()[job] > 0
 	})
-	e, err := c.res.Manifests.Get(t.Context(), cjs.LatestKey(job))
+	e, err := c.res.Manifests.Get(t.Context(), cairnjs.LatestKey(job))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +114,7 @@ func TestAcksThatDoNotMatchTheirSubjectAreDropped(t *testing.T) {
 	if err := messages.Unmarshal(e.Value(), &mf); err != nil {
 		t.Fatal(err)
 	}
-	if got := mf.Instances[inst].Snapshot.Store; mf.CheckpointID < 2 || got != cjs.SnapshotStore(job) {
-		t.Fatalf("manifest %d references store %q, want a checkpoint after 1 in %s", mf.CheckpointID, got, cjs.SnapshotStore(job))
+	if got := mf.Instances[inst].Snapshot.Store; mf.CheckpointID < 2 || got != cairnjs.SnapshotStore(job) {
+		t.Fatalf("manifest %d references store %q, want a checkpoint after 1 in %s", mf.CheckpointID, got, cairnjs.SnapshotStore(job))
 	}
 }

@@ -16,7 +16,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/cairn-stream/cairn/internal/natstest"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
@@ -36,7 +36,7 @@ type cluster struct {
 	srv *natstest.Server
 	nc  *nats.Conn
 	js  jetstream.JetStream
-	res *cjs.Resources
+	res *cairnjs.Resources
 	ttl time.Duration
 
 	mu       sync.Mutex
@@ -57,12 +57,12 @@ type replicaRun struct {
 func newCluster(t *testing.T, ttl time.Duration) *cluster {
 	t.Helper()
 	srv := natstest.Start(t)
-	nc, js, res := srv.Resources(t, cjs.Options{LeaseTTL: ttl, Memory: true})
+	nc, js, res := srv.Resources(t, cairnjs.Options{LeaseTTL: ttl, Memory: true})
 	c := &cluster{
 		t: t, srv: srv, nc: nc, js: js, res: res, ttl: ttl,
 		replicas: map[string]*replicaRun{}, barriers: map[string]map[uint64]map[string]bool{}, completed: map[string][]uint64{},
 	}
-	subjects := cjs.Subjects{}
+	subjects := cairnjs.Subjects{}
 	if _, err := nc.Subscribe(subjects.Barrier("*"), func(m *nats.Msg) {
 		var b messages.Barrier
 		if messages.Unmarshal(m.Data, &b) != nil {
@@ -121,7 +121,7 @@ func (c *cluster) newService(id string, jobs ...string) (*Service, *nats.Conn) {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	res, err := cjs.Ensure(c.t.Context(), js, cjs.Options{LookupOnly: true})
+	res, err := cairnjs.Ensure(c.t.Context(), js, cairnjs.Options{LookupOnly: true})
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -191,7 +191,7 @@ func (c *cluster) configure(version uint64, interval time.Duration, jobs ...stri
 		if err != nil {
 			c.t.Fatal(err)
 		}
-		if _, err := c.js.Publish(c.t.Context(), cjs.Subjects{}.ConfigEvents(job), data); err != nil {
+		if _, err := c.js.Publish(c.t.Context(), cairnjs.Subjects{}.ConfigEvents(job), data); err != nil {
 			c.t.Fatal(err)
 		}
 	}
@@ -202,13 +202,13 @@ func (c *cluster) configure(version uint64, interval time.Duration, jobs ...stri
 // (its registration is deleted) or the test ends.
 func (c *cluster) simulate(job, instance string) (stop func()) {
 	c.t.Helper()
-	subjects := cjs.Subjects{}
+	subjects := cairnjs.Subjects{}
 	inc := "sim-" + instance
 	reg, err := messages.Marshal(&messages.Registration{Schema: messages.SchemaVersion, Job: job, Instance: instance, Incarnation: inc, StartedAt: time.Now().UTC()})
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	key := cjs.RegistrationKey(job, instance)
+	key := cairnjs.RegistrationKey(job, instance)
 	sub, err := c.nc.Subscribe(subjects.Barrier(job), func(m *nats.Msg) {
 		var b messages.Barrier
 		if messages.Unmarshal(m.Data, &b) != nil {
@@ -216,8 +216,8 @@ func (c *cluster) simulate(job, instance string) (stop func()) {
 		}
 		data, err := messages.Marshal(&messages.Ack{
 			Schema: messages.SchemaVersion, Job: job, CheckpointID: b.CheckpointID, Instance: instance, Incarnation: inc, Kind: messages.AckDone,
-			Snapshot:  messages.SnapshotRef{Object: cjs.ObjectName(job, b.CheckpointID, instance, "sim"), Size: 1, Digest: "SHA-256=sim"},
-			Positions: map[string]uint64{cjs.InputStream: b.CheckpointID},
+			Snapshot:  messages.SnapshotRef{Object: cairnjs.ObjectName(job, b.CheckpointID, instance, "sim"), Size: 1, Digest: "SHA-256=sim"},
+			Positions: map[string]uint64{cairnjs.InputStream: b.CheckpointID},
 		})
 		if err == nil {
 			_ = c.nc.Publish(subjects.Ack(job), data)
@@ -267,7 +267,7 @@ func (c *cluster) holders(jobs []string) map[string]string {
 	defer cancel()
 	out := make(map[string]string, len(jobs))
 	for _, job := range jobs {
-		e, err := c.res.Leases.Get(ctx, cjs.LeaseKey(job))
+		e, err := c.res.Leases.Get(ctx, cairnjs.LeaseKey(job))
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			out[job] = ""
 			continue

@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/cairn-stream/cairn/internal/natstest"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
@@ -20,9 +20,9 @@ func (c *cluster) publishConfig(job string, v uint64, interval time.Duration, he
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	subjects := []string{cjs.Subjects{}.ConfigEvents(job)}
+	subjects := []string{cairnjs.Subjects{}.ConfigEvents(job)}
 	if head {
-		subjects = append(subjects, cjs.Subjects{}.ConfigHead(job))
+		subjects = append(subjects, cairnjs.Subjects{}.ConfigHead(job))
 	}
 	for _, subject := range subjects {
 		if _, err := c.js.Publish(c.t.Context(), subject, data); err != nil {
@@ -38,7 +38,7 @@ func (c *cluster) garbage(job string, n int) {
 	for i := range payloads {
 		payloads[i] = fmt.Appendf(nil, "garbage %d", i)
 	}
-	if _, err := natstest.Publish(c.t.Context(), c.js, cjs.Subjects{}.ConfigEvents(job), payloads); err != nil {
+	if _, err := natstest.Publish(c.t.Context(), c.js, cairnjs.Subjects{}.ConfigEvents(job), payloads); err != nil {
 		c.t.Fatal(err)
 	}
 }
@@ -60,7 +60,7 @@ func (c *cluster) waitConfig(job string, v uint64, interval string) messages.Sta
 // and a coordinator started after garbage pushed every valid event out of the stream runs
 // the head's version, with or without a job list.
 func TestCoordinatorFollowsConfigHeads(t *testing.T) {
-	c := newCluster(t, cjs.DefaultLeaseTTL)
+	c := newCluster(t, cairnjs.DefaultLeaseTTL)
 	const job = "headed"
 	for v := uint64(1); v <= 3; v++ {
 		c.publishConfig(job, v, time.Duration(10+v)*time.Second, true)

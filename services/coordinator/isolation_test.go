@@ -15,7 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/cairn-stream/cairn/internal/natstest"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 	"github.com/cairn-stream/cairn/services/coordinator/internal/loop"
 	"github.com/cairn-stream/cairn/services/coordinator/internal/store"
@@ -42,7 +42,7 @@ func (hangingStores) Open(context.Context, string) (store.ObjectStore, error) {
 	return hangingStore{}, nil
 }
 
-func (h hangingStores) Own() string { return cjs.SnapshotStore(h.job) }
+func (h hangingStores) Own() string { return cairnjs.SnapshotStore(h.job) }
 
 // hangingStore is a snapshot store whose every call hangs until its context ends.
 type hangingStore struct{}
@@ -82,10 +82,10 @@ func TestAJobWithAHangingStoreDoesNotDelayTheOthers(t *testing.T) {
 	)
 	ok := []string{"ok-0", "ok-1", "ok-2", "ok-3"}
 	srv := natstest.Start(t)
-	nc, js, res := srv.Resources(t, cjs.Options{LeaseTTL: 30 * time.Second, Memory: true})
+	nc, js, res := srv.Resources(t, cairnjs.Options{LeaseTTL: 30 * time.Second, Memory: true})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	subjects := cjs.Subjects{}
+	subjects := cairnjs.Subjects{}
 
 	publishConfig := func(job string, version uint64) {
 		t.Helper()
@@ -109,7 +109,7 @@ func TestAJobWithAHangingStoreDoesNotDelayTheOthers(t *testing.T) {
 	register := func() {
 		for _, job := range all {
 			data, _ := messages.Marshal(&messages.Registration{Schema: messages.SchemaVersion, Job: job, Instance: "op-0", Incarnation: "sim", StartedAt: time.Now().UTC()})
-			_, _ = res.Leases.Put(ctx, cjs.RegistrationKey(job, "op-0"), data)
+			_, _ = res.Leases.Put(ctx, cairnjs.RegistrationKey(job, "op-0"), data)
 		}
 	}
 	register()
@@ -282,7 +282,7 @@ func TestAJobWithAHangingStoreDoesNotDelayTheOthers(t *testing.T) {
 func ackData(job string, id uint64, instance string) []byte {
 	data, _ := messages.Marshal(&messages.Ack{
 		Schema: messages.SchemaVersion, Job: job, CheckpointID: id, Instance: instance, Incarnation: "sim", Kind: messages.AckDone,
-		Snapshot: messages.SnapshotRef{Object: cjs.ObjectName(job, id, instance, "sim"), Size: 8, Digest: "SHA-256=sim"},
+		Snapshot: messages.SnapshotRef{Object: cairnjs.ObjectName(job, id, instance, "sim"), Size: 8, Digest: "SHA-256=sim"},
 	})
 	return data
 }

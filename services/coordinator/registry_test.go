@@ -7,14 +7,14 @@ import (
 	"time"
 
 	"github.com/cairn-stream/cairn/internal/natstest"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
 // status asks any replica for job's status.
 func (c *cluster) status(job string) (messages.Status, string) {
 	c.t.Helper()
-	m := natstest.Request(c.t, c.nc, cjs.Subjects{}.Status(job), nil, 10*time.Second)
+	m := natstest.Request(c.t, c.nc, cairnjs.Subjects{}.Status(job), nil, 10*time.Second)
 	if code := m.Header.Get("Nats-Service-Error-Code"); code != "" {
 		return messages.Status{}, code
 	}
@@ -28,7 +28,7 @@ func (c *cluster) status(job string) (messages.Status, string) {
 // leaseMessages returns the last sequence of the lease bucket's stream.
 func (c *cluster) leaseMessages() uint64 {
 	c.t.Helper()
-	st, err := c.js.Stream(c.t.Context(), "KV_"+cjs.LeaseBucket)
+	st, err := c.js.Stream(c.t.Context(), "KV_"+cairnjs.LeaseBucket)
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -40,7 +40,7 @@ func (c *cluster) leaseMessages() uint64 {
 }
 
 func TestIdleJobsHoldNoLeaseAndWriteNothing(t *testing.T) {
-	c := newCluster(t, cjs.DefaultLeaseTTL)
+	c := newCluster(t, cairnjs.DefaultLeaseTTL)
 	idle := jobNames("idle", 300)
 	c.configure(1, time.Second, idle...)
 	c.configure(1, time.Second, "live")
@@ -122,7 +122,7 @@ func TestParkedJobStillRemovesAMember(t *testing.T) {
 		t.Fatalf("status of the parked job: %s %+v", code, st)
 	}
 	latest := func() *messages.Manifest {
-		e, err := c.res.Manifests.Get(t.Context(), cjs.LatestKey("rmidle"))
+		e, err := c.res.Manifests.Get(t.Context(), cairnjs.LatestKey("rmidle"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -141,7 +141,7 @@ func TestParkedJobStillRemovesAMember(t *testing.T) {
 	// the lease, and writes a manifest without the member; then the job parks again. Twice:
 	// the queue group hands the requests to either replica.
 	remove := func(inst string, after uint64) *messages.Manifest {
-		m := natstest.Request(t, c.nc, cjs.Subjects{}.MembersRemove("rmidle"), []byte(`{"instance":"`+inst+`"}`), 20*time.Second)
+		m := natstest.Request(t, c.nc, cairnjs.Subjects{}.MembersRemove("rmidle"), []byte(`{"instance":"`+inst+`"}`), 20*time.Second)
 		if code := m.Header.Get("Nats-Service-Error-Code"); code != "" {
 			t.Fatalf("removal of %s from a parked job: %s %s", inst, code, m.Data)
 		}

@@ -13,7 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 	"github.com/cairn-stream/cairn/services/coordinator/internal/store"
 )
@@ -179,13 +179,13 @@ func weight(job, replica string) uint64 {
 // to it find a competitor), and follows the other replicas' announcements until ctx is
 // done; then it deletes its own, so that the others take its jobs at once.
 func (s *Service) runReplica(ctx context.Context, ttl time.Duration, ready <-chan struct{}) {
-	key := cjs.ReplicaKey(s.cfg.ID)
+	key := cairnjs.ReplicaKey(s.cfg.ID)
 	value, err := messages.Marshal(&messages.Replica{Schema: messages.SchemaVersion, ID: s.cfg.ID, Jobs: s.cfg.Jobs, StartedAt: time.Now().UTC()})
 	if err != nil {
 		s.log.Error().Err(err).Msg("cannot encode the replica announcement; this coordinator takes jobs only after their grace period")
 		return
 	}
-	f := store.NewFollow(s.res.Leases, s.nc, cjs.ReplicaKey("*"))
+	f := store.NewFollow(s.res.Leases, s.nc, cairnjs.ReplicaKey("*"))
 	defer f.Close()
 	watch := func() <-chan jetstream.KeyValueEntry {
 		updates, err := f.Start(ctx)
@@ -263,7 +263,7 @@ func (s *Service) runReplica(ctx context.Context, ttl time.Duration, ready <-cha
 // replica decodes a replica announcement; a deletion gives the id from the key. ok is
 // false for an entry to skip.
 func (s *Service) replica(e jetstream.KeyValueEntry) (id string, jobs []string, ok bool) {
-	id, found := strings.CutPrefix(e.Key(), cjs.ReplicaKey(""))
+	id, found := strings.CutPrefix(e.Key(), cairnjs.ReplicaKey(""))
 	if !found || id == "" {
 		return "", nil, false
 	}

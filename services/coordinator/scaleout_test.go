@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/cairn-stream/cairn/internal/natstest"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
@@ -93,7 +93,7 @@ func TestJobIsLedWhenItsPreferredReplicaCannotTakeIt(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	announce := func() error {
-		_, err := c.res.Leases.Put(ctx, cjs.ReplicaKey("ghost"), ghost)
+		_, err := c.res.Leases.Put(ctx, cairnjs.ReplicaKey("ghost"), ghost)
 		return err
 	}
 	if err := announce(); err != nil {

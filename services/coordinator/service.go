@@ -16,7 +16,7 @@ import (
 	"github.com/cairn-stream/cairn/internal/configlog"
 	"github.com/cairn-stream/cairn/internal/lograte"
 	"github.com/cairn-stream/cairn/internal/zlog"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 	"github.com/cairn-stream/cairn/services/coordinator/internal/loop"
 	"github.com/cairn-stream/cairn/services/coordinator/internal/store"
@@ -28,7 +28,7 @@ const ServiceName = "cairn-coordinator"
 // Config configures a coordinator.
 type Config struct {
 	// Subjects gives the subject prefix.
-	Subjects cjs.Subjects
+	Subjects cairnjs.Subjects
 	// Jobs restricts the coordinator to these jobs; empty means every job that has a
 	// config or a registered instance.
 	Jobs []string
@@ -41,9 +41,9 @@ type Config struct {
 	// $JS.API.STREAM.PURGE.<stream> on each.
 	TrimStreams []string
 	// Snapshots is what the coordinator creates each job's snapshot store
-	// (cjs.SnapshotStore) with, before the job's first barrier: Replicas, Memory and
+	// (cairnjs.SnapshotStore) with, before the job's first barrier: Replicas, Memory and
 	// SnapshotMaxBytes (the other fields do not apply).
-	Snapshots cjs.Options
+	Snapshots cairnjs.Options
 }
 
 // DefaultConfig returns a config coordinating every job.
@@ -66,7 +66,7 @@ func (c Config) Validate() error {
 
 // trimStreams are the streams trimmed: CAIRN_INPUT and Config.TrimStreams.
 func (c Config) trimStreams() []string {
-	out := []string{cjs.InputStream}
+	out := []string{cairnjs.InputStream}
 	for _, st := range c.TrimStreams {
 		if !slices.Contains(out, st) {
 			out = append(out, st)
@@ -83,7 +83,7 @@ type Service struct {
 	// async publishes the completed events without waiting for their acks; a failure
 	// (an error or no ack within loop.CallCap) is logged by eventFailed.
 	async jetstream.JetStream
-	res   *cjs.Resources
+	res   *cairnjs.Resources
 	log   zerolog.Logger
 
 	// mu guards jobs and known (the registry only; each job's state is owned by its loop).
@@ -117,7 +117,7 @@ type Service struct {
 }
 
 // New builds a coordinator; Run starts it.
-func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, res *cjs.Resources, log zerolog.Logger) (*Service, error) {
+func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, res *cairnjs.Resources, log zerolog.Logger) (*Service, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -172,11 +172,11 @@ func (s *Service) run(ctx context.Context) error {
 	}()
 	status, err := s.res.Leases.Status(ctx)
 	if err != nil {
-		return fmt.Errorf("read %s status: %w", cjs.LeaseBucket, err)
+		return fmt.Errorf("read %s status: %w", cairnjs.LeaseBucket, err)
 	}
 	ttl := status.TTL()
 	if ttl <= 0 {
-		return fmt.Errorf("bucket %s has no TTL: leases could never expire", cjs.LeaseBucket)
+		return fmt.Errorf("bucket %s has no TTL: leases could never expire", cairnjs.LeaseBucket)
 	}
 	s.ttl = ttl
 
@@ -197,7 +197,7 @@ func (s *Service) run(ctx context.Context) error {
 		}
 	}
 
-	regs := store.NewFollow(s.res.Leases, s.nc, cjs.RegistrationKey("*", "*"))
+	regs := store.NewFollow(s.res.Leases, s.nc, cairnjs.RegistrationKey("*", "*"))
 	updates, err := regs.Start(ctx)
 	if err != nil {
 		regs.Close()
@@ -218,7 +218,7 @@ func (s *Service) run(ctx context.Context) error {
 			filters = append(filters, s.cfg.Subjects.ConfigEvents(j), s.cfg.Subjects.ConfigHead(j))
 		}
 	}
-	cons, err := s.js.OrderedConsumer(ctx, cjs.ConfigStream, jetstream.OrderedConsumerConfig{
+	cons, err := s.js.OrderedConsumer(ctx, cairnjs.ConfigStream, jetstream.OrderedConsumerConfig{
 		FilterSubjects: filters,
 		DeliverPolicy:  jetstream.DeliverLastPerSubjectPolicy,
 	})
@@ -279,7 +279,7 @@ func (s *Service) start(ctx context.Context, name string) *loop.Job {
 
 // stream looks up a stream to trim.
 func (s *Service) stream(ctx context.Context, name string) (store.StreamPurger, error) {
-	if name == cjs.InputStream && s.res.Input != nil {
+	if name == cairnjs.InputStream && s.res.Input != nil {
 		return s.res.Input, nil
 	}
 	return s.js.Stream(ctx, name)

@@ -10,7 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 	"github.com/cairn-stream/cairn/services/coordinator/internal/store"
 )
@@ -72,7 +72,7 @@ func (s *Service) idleStatus(ctx context.Context, name string, ev *messages.Conf
 	} else if m != nil {
 		st.Members = absentMembers(m)
 	}
-	if le, err := s.res.Leases.Get(gctx, cjs.LeaseKey(name)); err == nil {
+	if le, err := s.res.Leases.Get(gctx, cairnjs.LeaseKey(name)); err == nil {
 		var l messages.Lease
 		if messages.Unmarshal(le.Value(), &l) == nil {
 			st.Holder = l.Holder

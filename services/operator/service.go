@@ -11,12 +11,12 @@ import (
 
 	"github.com/cairn-stream/cairn/internal/reply"
 	"github.com/cairn-stream/cairn/internal/zlog"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 	op "github.com/cairn-stream/cairn/pkg/operator"
 )
 
-// StateEndpoint is the name of the endpoint answering on cjs.Subjects.OperatorState, added to
+// StateEndpoint is the name of the endpoint answering on cairnjs.Subjects.OperatorState, added to
 // the runtime's micro service (op.ServiceName).
 const StateEndpoint = "state"
 
@@ -25,7 +25,7 @@ const stateTimeout = 5 * time.Second
 
 // Service is the reference operator: a KeyedAggregator on the keyed state store
 // (op.Keyed, checkpointed incrementally) driven by a pkg/operator Runtime, with its state
-// served as JSON messages.OperatorState on cjs.Subjects.OperatorState(job, instance) next to
+// served as JSON messages.OperatorState on cairnjs.Subjects.OperatorState(job, instance) next to
 // the runtime's info endpoint.
 type Service struct {
 	cfg   Config
@@ -62,7 +62,7 @@ func NewService(cfg Config, nc *nats.Conn, log zerolog.Logger) (*Service, error)
 	}
 	s := &Service{cfg: cfg, keyed: keyed, rt: rt, log: log.With().Str("job", cfg.Job).Str("instance", cfg.Instance).Logger()}
 	s.cfg.Config = rt.Config()
-	subject := cjs.Subjects{Prefix: cfg.SubjectPrefix}.OperatorState(cfg.Job, cfg.Instance)
+	subject := cairnjs.Subjects{Prefix: cfg.SubjectPrefix}.OperatorState(cfg.Job, cfg.Instance)
 	if err := rt.AddEndpoint(StateEndpoint, subject, micro.HandlerFunc(s.handleState)); err != nil {
 		return nil, err
 	}

@@ -14,7 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/cairn-stream/cairn/internal/natstest"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 	op "github.com/cairn-stream/cairn/pkg/operator"
 	"github.com/cairn-stream/cairn/services/operator"
@@ -30,7 +30,7 @@ type env struct {
 	t    *testing.T
 	s    *natstest.Server
 	js   jetstream.JetStream
-	subj cjs.Subjects
+	subj cairnjs.Subjects
 }
 
 // running is a Service running in the background.
@@ -42,7 +42,7 @@ type running struct {
 // startService runs the reference operator for instance and waits until it is ready.
 func (e *env) startService(instance string) *running {
 	e.t.Helper()
-	nc, _, _ := e.s.Resources(e.t, cjs.Options{LeaseTTL: time.Second})
+	nc, _, _ := e.s.Resources(e.t, cairnjs.Options{LeaseTTL: time.Second})
 	svc, err := operator.NewService(operator.DefaultConfig(testJob, instance), nc, zerolog.Nop())
 	if err != nil {
 		e.t.Fatal(err)

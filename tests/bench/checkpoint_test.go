@@ -17,7 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cairn-stream/cairn/internal/natstest"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 	"github.com/cairn-stream/cairn/pkg/operator"
 )
@@ -179,7 +179,7 @@ func (r *retention) learn(ids []uint64) bool {
 		if _, ok := r.refs[id]; ok {
 			continue
 		}
-		e, err := r.c.res.Manifests.Get(ctx, cjs.ManifestKey(job, id))
+		e, err := r.c.res.Manifests.Get(ctx, cairnjs.ManifestKey(job, id))
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			return false
 		}
@@ -306,7 +306,7 @@ func newPutFloor(c *cluster, writers, size int) *putFloor {
 	defer cancel()
 	for i := range writers {
 		_, js := c.connect()
-		obs, err := cjs.EnsureSnapshotStore(ctx, js, cjs.Options{}, job)
+		obs, err := cairnjs.EnsureSnapshotStore(ctx, js, cairnjs.Options{}, job)
 		if err != nil {
 			c.b.Fatalf("floor object store: %v", err)
 		}

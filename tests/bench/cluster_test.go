@@ -12,8 +12,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/cairn-stream/cairn/internal/natstest"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/embedded"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
 	"github.com/cairn-stream/cairn/pkg/messages"
 	op "github.com/cairn-stream/cairn/pkg/operator"
 	"github.com/cairn-stream/cairn/services/configsvc"
@@ -35,17 +35,17 @@ const waitTimeout = 30 * time.Second
 type cluster struct {
 	b        *testing.B
 	srv      *natstest.Server
-	subjects cjs.Subjects
+	subjects cairnjs.Subjects
 	// nc sends the benchmark's requests; obs receives what it observes.
 	nc  *nats.Conn
 	obs *nats.Conn
-	res *cjs.Resources
+	res *cairnjs.Resources
 }
 
 func newCluster(b *testing.B) *cluster {
 	b.Helper()
 	srv := natstest.StartWith(b, embedded.Options{})
-	nc, _, res := srv.Resources(b, cjs.Options{})
+	nc, _, res := srv.Resources(b, cairnjs.Options{})
 	return &cluster{b: b, srv: srv, nc: nc, obs: srv.Connect(b), res: res}
 }
 
@@ -58,7 +58,7 @@ func (c *cluster) snapshots() jetstream.ObjectStore {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
-	obs, err := cjs.EnsureSnapshotStore(ctx, js, cjs.Options{}, job)
+	obs, err := cairnjs.EnsureSnapshotStore(ctx, js, cairnjs.Options{}, job)
 	if err != nil {
 		c.b.Fatalf("snapshot store of %s: %v", job, err)
 	}

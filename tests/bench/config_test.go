@@ -9,7 +9,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 )
 
 // BenchmarkConfigSetApplied measures how long a config change takes to reach the
@@ -99,7 +99,7 @@ func newPathFloor(c *cluster) *pathFloor {
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
 
-	cfg := cjs.Options{}.StreamConfigs()[0]
+	cfg := cairnjs.Options{}.StreamConfigs()[0]
 	cfg.Name, cfg.Description, cfg.Subjects = "BENCH_FLOOR", "benchmark floor: CAIRN_CONFIG's settings", []string{f.subject}
 	var err error
 	if f.stream, err = f.js.CreateStream(ctx, cfg); err != nil {

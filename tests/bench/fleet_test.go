@@ -17,7 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cairn-stream/cairn/internal/natstest"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
@@ -93,7 +93,7 @@ func BenchmarkCoordinatorFleet(b *testing.B) {
 		b.Fatal(err)
 	}
 	ctx := b.Context()
-	res, err := cjs.Ensure(ctx, js, cjs.Options{})
+	res, err := cairnjs.Ensure(ctx, js, cairnjs.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -270,11 +270,11 @@ type fleetResult struct {
 
 // runFleet starts the simulated operators and a coordinator process, waits until every
 // job has completed a checkpoint, and measures one window.
-func runFleet(b *testing.B, srv *natstest.Server, js jetstream.JetStream, res *cjs.Resources, bin string, shape fleetShape) fleetResult {
+func runFleet(b *testing.B, srv *natstest.Server, js jetstream.JetStream, res *cairnjs.Resources, bin string, shape fleetShape) fleetResult {
 	b.Helper()
 	ctx, cancel := context.WithCancel(b.Context())
 	defer cancel()
-	subjects := cjs.Subjects{}
+	subjects := cairnjs.Subjects{}
 	job := func(i int) string { return fmt.Sprintf("fleet-%d", i) }
 	fan := startFanOut(b, srv, shape)
 	defer fan.stop()
@@ -411,13 +411,13 @@ func ackBarrier(sim *nats.Conn, shape fleetShape, a arrival[[]byte], rec, sched 
 		data, err := messages.Marshal(&messages.Ack{
 			Schema: messages.SchemaVersion, Job: br.Job, CheckpointID: br.CheckpointID, Instance: inst,
 			Incarnation: "sim-" + inst, Kind: messages.AckDone,
-			Snapshot:  messages.SnapshotRef{Object: cjs.ObjectName(br.Job, br.CheckpointID, inst, "sim"), Size: 64, Digest: "SHA-256=sim"},
-			Positions: map[string]uint64{cjs.InputStream: br.CheckpointID},
+			Snapshot:  messages.SnapshotRef{Object: cairnjs.ObjectName(br.Job, br.CheckpointID, inst, "sim"), Size: 64, Digest: "SHA-256=sim"},
+			Positions: map[string]uint64{cairnjs.InputStream: br.CheckpointID},
 		})
 		if err != nil {
 			return err
 		}
-		if err := sim.Publish(cjs.Subjects{}.InstanceAck(br.Job, inst), data); err != nil {
+		if err := sim.Publish(cairnjs.Subjects{}.InstanceAck(br.Job, inst), data); err != nil {
 			return err
 		}
 	}
@@ -440,7 +440,7 @@ func heartbeatFleet(ctx context.Context, js jetstream.JetStream, shape fleetShap
 			Schema: messages.SchemaVersion, Job: job(i / shape.instances), Instance: inst,
 			Incarnation: "sim-" + inst, StartedAt: time.Now().UTC(),
 		})
-		regs = append(regs, reg{"$KV." + cjs.LeaseBucket + "." + cjs.RegistrationKey(job(i/shape.instances), inst), data})
+		regs = append(regs, reg{"$KV." + cairnjs.LeaseBucket + "." + cairnjs.RegistrationKey(job(i/shape.instances), inst), data})
 	}
 	tick := time.NewTicker(every)
 	defer tick.Stop()

@@ -12,7 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cairn-stream/cairn/internal/natstest"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
@@ -60,12 +60,12 @@ func BenchmarkIdleJobs(b *testing.B) {
 		b.Fatal(err)
 	}
 	ctx := b.Context()
-	res, err := cjs.Ensure(ctx, js, cjs.Options{})
+	res, err := cairnjs.Ensure(ctx, js, cairnjs.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
 	bin := buildCairn(b)
-	subjects := cjs.Subjects{}
+	subjects := cairnjs.Subjects{}
 	job := func(i int) string { return fmt.Sprintf("idle-%d", i) }
 	cfg := messages.DefaultConfig()
 	for i := range jobs {
@@ -82,7 +82,7 @@ func BenchmarkIdleJobs(b *testing.B) {
 	case <-time.After(time.Minute):
 		b.Fatal("config events not all acknowledged within a minute")
 	}
-	leases, err := js.Stream(ctx, "KV_"+cjs.LeaseBucket)
+	leases, err := js.Stream(ctx, "KV_"+cairnjs.LeaseBucket)
 	if err != nil {
 		b.Fatal(err)
 	}

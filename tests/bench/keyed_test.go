@@ -21,7 +21,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cairn-stream/cairn/internal/natstest"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 	op "github.com/cairn-stream/cairn/pkg/operator"
 	"github.com/cairn-stream/cairn/pkg/operator/state"
@@ -305,7 +305,7 @@ func runKV(b *testing.B, shape keyedShape, p kvPath) kvRun {
 		for {
 			select {
 			case a := <-acks:
-				ackPos[a.msg.CheckpointID] = a.msg.Positions[cjs.InputStream]
+				ackPos[a.msg.CheckpointID] = a.msg.Positions[cairnjs.InputStream]
 				written[a.msg.CheckpointID] = a.msg.Written
 			case e := <-events:
 				if e.at.After(end) {
@@ -378,14 +378,14 @@ func timeRestores(b *testing.B, c *cluster, inst string, p kvPath, rt *op.Runtim
 	last := rt.Position()
 	var mf messages.Manifest
 	natstest.Eventually(b, 2*waitTimeout, "a checkpoint covering the input", func() bool {
-		e, err := c.res.Manifests.Get(context.Background(), cjs.LatestKey(job))
+		e, err := c.res.Manifests.Get(context.Background(), cairnjs.LatestKey(job))
 		if err != nil {
 			return false
 		}
 		if err := messages.Unmarshal(e.Value(), &mf); err != nil {
 			b.Fatal(err)
 		}
-		return mf.Instances[inst].Positions[cjs.InputStream] >= last
+		return mf.Instances[inst].Positions[cairnjs.InputStream] >= last
 	})
 	c.set(`{"interval":"24h"}`)
 	c.waitStatus("no checkpoint pending", func(st messages.Status) bool { return len(st.Pending) == 0 })
@@ -490,7 +490,7 @@ func heapOf(fill func(int) any, n int) uint64 {
 
 // latestPosition is inst's input position in the newest manifest, 0 without one.
 func latestPosition(b *testing.B, c *cluster, inst string) uint64 {
-	e, err := c.res.Manifests.Get(context.Background(), cjs.LatestKey(job))
+	e, err := c.res.Manifests.Get(context.Background(), cairnjs.LatestKey(job))
 	if err != nil {
 		return 0
 	}
@@ -498,7 +498,7 @@ func latestPosition(b *testing.B, c *cluster, inst string) uint64 {
 	if err := messages.Unmarshal(e.Value(), &mf); err != nil {
 		b.Fatal(err)
 	}
-	return mf.Instances[inst].Positions[cjs.InputStream]
+	return mf.Instances[inst].Positions[cairnjs.InputStream]
 }
 
 func heapInUse() uint64 {

@@ -16,7 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cairn-stream/cairn/internal/proctest"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 	"github.com/cairn-stream/cairn/services/operator"
 )
@@ -142,7 +142,7 @@ type run struct {
 // checkpoint with every instance registered and starts the load.
 func (r *run) setUp(ctx context.Context) {
 	t := r.t
-	nc, err := cjs.Connect(cjs.ConnectOptions{URLs: r.c.url, Name: "cairn-chaos-harness"})
+	nc, err := cairnjs.Connect(cairnjs.ConnectOptions{URLs: r.c.url, Name: "cairn-chaos-harness"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,8 +162,8 @@ func (r *run) setUp(ctx context.Context) {
 	if set.err != nil {
 		t.Fatalf("first config: %v", set.err)
 	}
-	if err := poll(wctx, 50*time.Millisecond, "stream "+cjs.InputStream, func() (bool, error) {
-		_, err := r.obs.js.Stream(wctx, cjs.InputStream)
+	if err := poll(wctx, 50*time.Millisecond, "stream "+cairnjs.InputStream, func() (bool, error) {
+		_, err := r.obs.js.Stream(wctx, cairnjs.InputStream)
 		return err == nil, nil
 	}); err != nil {
 		t.Fatal(err)
@@ -178,7 +178,7 @@ func (r *run) setUp(ctx context.Context) {
 		t.Fatalf("no checkpoint completed before the storm: %v", err)
 	}
 
-	lnc, err := cjs.Connect(cjs.ConnectOptions{URLs: r.c.url, Name: "cairn-chaos-load"})
+	lnc, err := cairnjs.Connect(cairnjs.ConnectOptions{URLs: r.c.url, Name: "cairn-chaos-load"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -524,7 +524,7 @@ func (r *run) settle(ctx context.Context) {
 
 	wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	st, err := r.obs.js.Stream(wctx, cjs.InputStream)
+	st, err := r.obs.js.Stream(wctx, cairnjs.InputStream)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -547,7 +547,7 @@ func (r *run) settle(ctx context.Context) {
 		trimmed[i] = fmt.Sprintf("%s from sequence %d (%d of %d events kept)", instanceName(i), first, kept, published[i])
 		// What is left must be exactly the newest events published, in order: nothing
 		// lost or duplicated by NATS, nothing but the oldest removed by trimming.
-		msgs, err := r.obs.readStream(wctx, cjs.InputStream, subject)
+		msgs, err := r.obs.readStream(wctx, cairnjs.InputStream, subject)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -639,19 +639,19 @@ func (r *run) checkOutputs(ctx context.Context) {
 	values, _, _ := r.load.totals()
 	wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	st, err := r.obs.js.Stream(wctx, cjs.OutputStream)
+	st, err := r.obs.js.Stream(wctx, cairnjs.OutputStream)
 	if err != nil {
-		r.t.Fatalf("look up %s: %v", cjs.OutputStream, err)
+		r.t.Fatalf("look up %s: %v", cairnjs.OutputStream, err)
 	}
 	window := st.CachedInfo().Config.Duplicates
 	if window != outputWindow {
-		r.t.Errorf("%s has a duplicate window of %s, want %s: the exactly-once output checked would be the window's", cjs.OutputStream, window, outputWindow)
+		r.t.Errorf("%s has a duplicate window of %s, want %s: the exactly-once output checked would be the window's", cairnjs.OutputStream, window, outputWindow)
 	}
 	exact := true
 	total := 0
 	for i := range instances {
 		inst := instanceName(i)
-		msgs, err := r.obs.readStream(wctx, cjs.OutputStream, subjects.Output(job, inst))
+		msgs, err := r.obs.readStream(wctx, cairnjs.OutputStream, subjects.Output(job, inst))
 		if err != nil {
 			r.t.Errorf("read the outputs of %s: %v", inst, err)
 			exact = false
@@ -674,7 +674,7 @@ func (r *run) checkOutputs(ctx context.Context) {
 		verdict = "NOT EXACT"
 	}
 	r.rep.add(func(rep *report) {
-		rep.outputs = fmt.Sprintf("%d outputs, %s (duplicate window of %s: %s)", total, verdict, cjs.OutputStream, window)
+		rep.outputs = fmt.Sprintf("%d outputs, %s (duplicate window of %s: %s)", total, verdict, cairnjs.OutputStream, window)
 	})
 }
 
@@ -685,7 +685,7 @@ func (r *run) checkHistory(ctx context.Context) {
 	wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 
-	msgs, err := r.obs.readStream(wctx, cjs.ConfigStream, subjects.ConfigEvents(job))
+	msgs, err := r.obs.readStream(wctx, cairnjs.ConfigStream, subjects.ConfigEvents(job))
 	if err != nil {
 		t.Fatalf("read the config stream: %v", err)
 	}
@@ -711,7 +711,7 @@ func (r *run) checkHistory(ctx context.Context) {
 		t.Errorf("config: %v (status shows version %d, holder %q)", err, st.Config.Version, st.Holder)
 	}
 
-	msgs, err = r.obs.readStream(wctx, cjs.CheckpointStream, subjects.CheckpointEvent(job, "*"))
+	msgs, err = r.obs.readStream(wctx, cairnjs.CheckpointStream, subjects.CheckpointEvent(job, "*"))
 	if err != nil {
 		t.Fatalf("read the checkpoint stream: %v", err)
 	}

@@ -16,7 +16,7 @@ import (
 
 	"github.com/cairn-stream/cairn/internal/natstest"
 	"github.com/cairn-stream/cairn/internal/proctest"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 )
 
 // binaries are the programs the harness runs.
@@ -117,7 +117,7 @@ const outputWindow = 2 * time.Second
 // outputWindow, before any service starts (they use a stream that exists as it is).
 func (c *cluster) createOutputStream() {
 	c.t.Helper()
-	nc, err := cjs.Connect(cjs.ConnectOptions{URLs: c.url, Name: "cairn-chaos-setup"})
+	nc, err := cairnjs.Connect(cairnjs.ConnectOptions{URLs: c.url, Name: "cairn-chaos-setup"})
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -131,8 +131,8 @@ func (c *cluster) createOutputStream() {
 	if err := waitNATS(ctx, func(ctx context.Context) error { _, err := js.AccountInfo(ctx); return err }); err != nil {
 		c.t.Fatal(err)
 	}
-	for _, cfg := range (cjs.Options{}).StreamConfigs() {
-		if cfg.Name != cjs.OutputStream {
+	for _, cfg := range (cairnjs.Options{}).StreamConfigs() {
+		if cfg.Name != cairnjs.OutputStream {
 			continue
 		}
 		cfg.Duplicates = outputWindow

@@ -18,7 +18,7 @@ import (
 
 	"github.com/cairn-stream/cairn/internal/natstest"
 	"github.com/cairn-stream/cairn/internal/proctest"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
@@ -74,7 +74,7 @@ func hungNode(t *testing.T, bins binaries) {
 	r.nodes = proctest.StartNATSCluster(t, bins.natsServer, r.dir, 3)
 	t.Cleanup(r.stop)
 
-	admin, err := cjs.Connect(cjs.ConnectOptions{URLs: r.nodes.URLs(), Name: "cairn-hung-admin"})
+	admin, err := cairnjs.Connect(cairnjs.ConnectOptions{URLs: r.nodes.URLs(), Name: "cairn-hung-admin"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,23 +86,23 @@ func hungNode(t *testing.T, bins binaries) {
 	if err := poll(ctx, 200*time.Millisecond, "the cluster's resources, R3", func() (bool, error) {
 		ectx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
-		if _, err := cjs.Ensure(ectx, js, cjs.Options{Replicas: 3}); err != nil {
+		if _, err := cairnjs.Ensure(ectx, js, cairnjs.Options{Replicas: 3}); err != nil {
 			return false, nil
 		}
-		_, err := cjs.EnsureSnapshotStore(ectx, js, cjs.Options{Replicas: 3}, job)
+		_, err := cairnjs.EnsureSnapshotStore(ectx, js, cairnjs.Options{Replicas: 3}, job)
 		return err == nil, nil
 	}); err != nil {
 		t.Fatal(err)
 	}
 	// The worst case, made certain: the node that leads KV_CAIRN_LEASES also leads every
 	// other Cairn stream, CAIRN_INPUT among them.
-	r.hung = r.nodes.Node(r.leaderOf(ctx, js, "KV_"+cjs.LeaseBucket))
+	r.hung = r.nodes.Node(r.leaderOf(ctx, js, "KV_"+cairnjs.LeaseBucket))
 	r.leadEverything(ctx, admin, js)
 	healthy := r.nodes.URLs(r.nodes.Others(r.hung)...)
 	t.Logf("%s (%s) leads %s; the coordinator and counter-0 connect to it alone", r.hung.Name, r.hung.URL, r.leaders(ctx, js))
 
 	// The harness watches and feeds through the healthy nodes.
-	nc, err := cjs.Connect(cjs.ConnectOptions{URLs: healthy, Name: "cairn-hung-harness"})
+	nc, err := cairnjs.Connect(cairnjs.ConnectOptions{URLs: healthy, Name: "cairn-hung-harness"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +113,7 @@ func hungNode(t *testing.T, bins binaries) {
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	lnc, err := cjs.Connect(cjs.ConnectOptions{URLs: healthy, Name: "cairn-hung-load"})
+	lnc, err := cairnjs.Connect(cairnjs.ConnectOptions{URLs: healthy, Name: "cairn-hung-load"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -296,8 +296,8 @@ func (r *hungRun) leadEverything(ctx context.Context, nc *nats.Conn, js jetstrea
 }
 
 // cairnStreams are the streams behind Cairn's streams, buckets and the job's object store.
-var cairnStreams = []string{cjs.ConfigStream, cjs.CheckpointStream, cjs.InputStream, cjs.OutputStream,
-	"KV_" + cjs.ManifestBucket, "KV_" + cjs.LeaseBucket, "KV_" + cjs.InstanceBucket, "OBJ_" + cjs.SnapshotStore(job)}
+var cairnStreams = []string{cairnjs.ConfigStream, cairnjs.CheckpointStream, cairnjs.InputStream, cairnjs.OutputStream,
+	"KV_" + cairnjs.ManifestBucket, "KV_" + cairnjs.LeaseBucket, "KV_" + cairnjs.InstanceBucket, "OBJ_" + cairnjs.SnapshotStore(job)}
 
 // leaders names the leader of every Cairn stream.
 func (r *hungRun) leaders(ctx context.Context, js jetstream.JetStream) string {
@@ -375,7 +375,7 @@ func (r *hungRun) lastSeqs(ctx context.Context, js jetstream.JetStream) []uint64
 	last := make([]uint64, instances)
 	for i := range instances {
 		r.retry(ctx, "the last input of "+instanceName(i), func() error {
-			st, err := js.Stream(ctx, cjs.InputStream)
+			st, err := js.Stream(ctx, cairnjs.InputStream)
 			if err != nil {
 				return err
 			}
@@ -433,12 +433,12 @@ func (r *hungRun) restoreTrimmed(ctx context.Context, js jetstream.JetStream, la
 	t := r.t
 	t.Helper()
 	if err := poll(ctx, 100*time.Millisecond, "a checkpoint covering every instance's whole input", func() (bool, error) {
-		m, err := r.manifest(ctx, cjs.LatestKey(job))
+		m, err := r.manifest(ctx, cairnjs.LatestKey(job))
 		if err != nil {
 			return false, nil
 		}
 		for i := range instances {
-			if m.Instances[instanceName(i)].Positions[cjs.InputStream] < last[i] {
+			if m.Instances[instanceName(i)].Positions[cairnjs.InputStream] < last[i] {
 				return false, nil
 			}
 		}
@@ -453,7 +453,7 @@ func (r *hungRun) restoreTrimmed(ctx context.Context, js jetstream.JetStream, la
 	}
 	var keys []string
 	r.retry(ctx, "the manifest keys", func() error {
-		kv, err := js.KeyValue(ctx, cjs.ManifestBucket)
+		kv, err := js.KeyValue(ctx, cairnjs.ManifestBucket)
 		if err != nil {
 			return err
 		}
@@ -462,7 +462,7 @@ func (r *hungRun) restoreTrimmed(ctx context.Context, js jetstream.JetStream, la
 	})
 	oldest := map[string]uint64{} // per instance, the position of the oldest retained checkpoint
 	for _, k := range keys {
-		if k == cjs.CounterKey(job) {
+		if k == cairnjs.CounterKey(job) {
 			continue
 		}
 		var m *messages.Manifest
@@ -478,8 +478,8 @@ func (r *hungRun) restoreTrimmed(ctx context.Context, js jetstream.JetStream, la
 			continue
 		}
 		for inst, is := range m.Instances {
-			if pos, ok := oldest[inst]; !ok || is.Positions[cjs.InputStream] < pos {
-				oldest[inst] = is.Positions[cjs.InputStream]
+			if pos, ok := oldest[inst]; !ok || is.Positions[cairnjs.InputStream] < pos {
+				oldest[inst] = is.Positions[cairnjs.InputStream]
 			}
 		}
 	}
@@ -491,7 +491,7 @@ func (r *hungRun) restoreTrimmed(ctx context.Context, js jetstream.JetStream, la
 		}
 		var first uint64
 		r.retry(ctx, fmt.Sprintf("purge %s below %d", subject, pos), func() error {
-			input, err := js.Stream(ctx, cjs.InputStream)
+			input, err := js.Stream(ctx, cairnjs.InputStream)
 			if err != nil {
 				return err
 			}
@@ -517,7 +517,7 @@ func (r *hungRun) restoreTrimmed(ctx context.Context, js jetstream.JetStream, la
 
 // manifest reads the manifest under key from the bucket's leader.
 func (r *hungRun) manifest(ctx context.Context, key string) (*messages.Manifest, error) {
-	value, _, err := cjs.CurrentEntry(ctx, r.obs.nc, cjs.ManifestBucket, key)
+	value, _, err := cairnjs.CurrentEntry(ctx, r.obs.nc, cairnjs.ManifestBucket, key)
 	if err != nil {
 		return nil, err
 	}
@@ -544,7 +544,7 @@ func (r *hungRun) checkIDs(ctx context.Context) {
 	var msgs []jetstream.Msg
 	r.retry(ctx, "the checkpoint events", func() error {
 		var err error
-		msgs, err = r.obs.readStream(ctx, cjs.CheckpointStream, subjects.CheckpointEvent(job, "*"))
+		msgs, err = r.obs.readStream(ctx, cairnjs.CheckpointStream, subjects.CheckpointEvent(job, "*"))
 		return err
 	})
 	var evs []messages.CheckpointEvent

@@ -12,7 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cairn-stream/cairn/internal/natstest"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
@@ -249,7 +249,7 @@ func (o *observer) readStream(ctx context.Context, stream, filter string) ([]jet
 
 // firstSeq returns the first sequence left on subject in CAIRN_INPUT, 0 when it holds none.
 func (o *observer) firstSeq(ctx context.Context, subject string) (uint64, error) {
-	st, err := o.js.Stream(ctx, cjs.InputStream)
+	st, err := o.js.Stream(ctx, cairnjs.InputStream)
 	if err != nil {
 		return 0, err
 	}
@@ -257,4 +257,4 @@ func (o *observer) firstSeq(ctx context.Context, subject string) (uint64, error)
 }
 
 // subjects are the default-prefix subjects the processes use.
-var subjects = cjs.Subjects{}
+var subjects = cairnjs.Subjects{}

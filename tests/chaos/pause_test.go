@@ -15,7 +15,7 @@ import (
 
 	"github.com/cairn-stream/cairn/internal/natstest"
 	"github.com/cairn-stream/cairn/internal/proctest"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
@@ -60,9 +60,9 @@ func (s *fencingSim) onBarrier(nc *nats.Conn, m *nats.Msg) {
 			data, _ := messages.Marshal(&messages.Ack{
 				Schema: messages.SchemaVersion, Job: s.job, CheckpointID: b.CheckpointID, Instance: inst, Incarnation: "sim-" + inst,
 				Kind:     messages.AckDone,
-				Snapshot: messages.SnapshotRef{Object: cjs.ObjectName(s.job, b.CheckpointID, inst, "sim"), Size: 8, Digest: "SHA-256=sim"},
+				Snapshot: messages.SnapshotRef{Object: cairnjs.ObjectName(s.job, b.CheckpointID, inst, "sim"), Size: 8, Digest: "SHA-256=sim"},
 			})
-			_ = nc.Publish(cjs.Subjects{}.InstanceAck(s.job, inst), data)
+			_ = nc.Publish(cairnjs.Subjects{}.InstanceAck(s.job, inst), data)
 		}
 	}
 	s.barriers = append(s.barriers, seen)
@@ -90,7 +90,7 @@ func (s *fencingSim) register(ctx context.Context, kv interface {
 	for {
 		for _, inst := range s.instances {
 			data, _ := messages.Marshal(&messages.Registration{Schema: messages.SchemaVersion, Job: s.job, Instance: inst, Incarnation: "sim-" + inst, StartedAt: time.Now().UTC()})
-			_, _ = kv.Put(ctx, cjs.RegistrationKey(s.job, inst), data)
+			_, _ = kv.Put(ctx, cairnjs.RegistrationKey(s.job, inst), data)
 		}
 		select {
 		case <-ctx.Done():
@@ -127,7 +127,7 @@ func TestPausedHolderIsFenced(t *testing.T) {
 	proctest.Build(t, cairn)
 	bin := cairn.Out
 	srv := natstest.Start(t)
-	nc, js, res := srv.Resources(t, cjs.Options{})
+	nc, js, res := srv.Resources(t, cairnjs.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
@@ -137,15 +137,15 @@ func TestPausedHolderIsFenced(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := js.Publish(ctx, cjs.Subjects{}.ConfigEvents(job), data); err != nil {
+	if _, err := js.Publish(ctx, cairnjs.Subjects{}.ConfigEvents(job), data); err != nil {
 		t.Fatal(err)
 	}
 	sim := &fencingSim{job: job, instances: []string{"op-0", "op-1"}}
 	go sim.register(ctx, res.Leases, time.Second)
-	if _, err := nc.Subscribe(cjs.Subjects{}.Barrier(job), func(m *nats.Msg) { sim.onBarrier(nc, m) }); err != nil {
+	if _, err := nc.Subscribe(cairnjs.Subjects{}.Barrier(job), func(m *nats.Msg) { sim.onBarrier(nc, m) }); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := nc.Subscribe(cjs.Subjects{}.CheckpointEvent(job, "*"), sim.onEvent); err != nil {
+	if _, err := nc.Subscribe(cairnjs.Subjects{}.CheckpointEvent(job, "*"), sim.onEvent); err != nil {
 		t.Fatal(err)
 	}
 	if err := nc.Flush(); err != nil {

@@ -8,7 +8,7 @@ import (
 	"sync"
 	"time"
 
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 )
 
 // operatorKillResult is one operator kill as it happened.
@@ -284,7 +284,7 @@ func (r *report) String() string {
 		line("state              %s", e)
 	}
 	line("outputs            %s", r.outputs)
-	line("fail-over gaps     holder kill → next barrier from another coordinator (lease TTL %s):", cjs.DefaultLeaseTTL)
+	line("fail-over gaps     holder kill → next barrier from another coordinator (lease TTL %s):", cairnjs.DefaultLeaseTTL)
 	var worst time.Duration
 	for i, f := range r.failovers {
 		if f.err != nil {
@@ -292,7 +292,7 @@ func (r *report) String() string {
 			continue
 		}
 		worst = max(worst, f.gap)
-		bound := cjs.DefaultLeaseTTL + f.interval
+		bound := cairnjs.DefaultLeaseTTL + f.interval
 		over := ""
 		if f.gap > bound {
 			over = fmt.Sprintf(", OVER by %s", (f.gap - bound).Round(time.Millisecond))

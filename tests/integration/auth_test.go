@@ -13,7 +13,7 @@ import (
 
 	"github.com/cairn-stream/cairn/internal/authgen"
 	"github.com/cairn-stream/cairn/internal/natstest"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 )
 
 // authServer runs a nats-server with the authorization `cairn auth` generates for spec;
@@ -64,7 +64,7 @@ func (a *authServer) user(name string) authgen.User {
 func (a *authServer) connect(name string, errs chan<- error) *nats.Conn {
 	a.t.Helper()
 	u := a.user(name)
-	opts := cjs.ConnectOptions{URLs: a.srv.URL, NKeySeed: string(u.Seed), InboxPrefix: u.InboxPrefix, Name: name}
+	opts := cairnjs.ConnectOptions{URLs: a.srv.URL, NKeySeed: string(u.Seed), InboxPrefix: u.InboxPrefix, Name: name}
 	opts.Extra = append(opts.Extra, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 		if errs != nil {
 			select {
@@ -73,7 +73,7 @@ func (a *authServer) connect(name string, errs chan<- error) *nats.Conn {
 			}
 		}
 	}))
-	nc, err := cjs.Connect(opts)
+	nc, err := cairnjs.Connect(opts)
 	if err != nil {
 		a.t.Fatalf("connect as %s: %v", name, err)
 	}
@@ -124,7 +124,7 @@ func (a *authServer) waitViolation(name, want string) {
 // system starts a system on the server: its admin connection is the first admin's, and
 // each service connects as its own user. The coordinators coordinate the jobs of the
 // first coordinator in the spec.
-func (a *authServer) system(opts cjs.Options) *system {
+func (a *authServer) system(opts cairnjs.Options) *system {
 	a.t.Helper()
 	nc := a.connect("admin."+a.spec.Admins[0], nil)
 	js, err := jetstream.New(nc)
@@ -133,7 +133,7 @@ func (a *authServer) system(opts cjs.Options) *system {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	res, err := cjs.Ensure(ctx, js, opts)
+	res, err := cairnjs.Ensure(ctx, js, opts)
 	if err != nil {
 		a.t.Fatal(err)
 	}

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/cairn-stream/cairn/internal/natstest"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
@@ -30,7 +30,7 @@ func TestCheckpointWithThreeOperatorsCompletes(t *testing.T) {
 		t.Fatalf("completed event %+v", ev)
 	}
 	ctx := context.Background()
-	entry, err := s.res.Manifests.Get(ctx, cjs.ManifestKey("demo", ev.CheckpointID))
+	entry, err := s.res.Manifests.Get(ctx, cairnjs.ManifestKey("demo", ev.CheckpointID))
 	if err != nil {
 		t.Fatalf("manifest %d: %v", ev.CheckpointID, err)
 	}
@@ -43,7 +43,7 @@ func TestCheckpointWithThreeOperatorsCompletes(t *testing.T) {
 	}
 	var latest messages.Manifest
 	latestAtLeast := func() bool {
-		e, err := s.res.Manifests.Get(ctx, cjs.LatestKey("demo"))
+		e, err := s.res.Manifests.Get(ctx, cairnjs.LatestKey("demo"))
 		return err == nil && messages.Unmarshal(e.Value(), &latest) == nil && latest.CheckpointID >= m.CheckpointID
 	}
 	if !latestAtLeast() {
@@ -64,7 +64,7 @@ func TestCheckpointWithThreeOperatorsCompletes(t *testing.T) {
 		if got := "SHA-256=" + base64.URLEncoding.EncodeToString(sum[:]); got != snap.Snapshot.Digest || uint64(len(data)) != snap.Snapshot.Size {
 			t.Fatalf("%s: object digest %s size %d, manifest says %s size %d", inst, got, len(data), snap.Snapshot.Digest, snap.Snapshot.Size)
 		}
-		if snap.Positions[cjs.InputStream] == 0 {
+		if snap.Positions[cairnjs.InputStream] == 0 {
 			t.Fatalf("%s: no input position in the manifest", inst)
 		}
 	}

@@ -11,7 +11,7 @@ import (
 	"github.com/cairn-stream/cairn/internal/authgen"
 	"github.com/cairn-stream/cairn/internal/configlog"
 	"github.com/cairn-stream/cairn/internal/natstest"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 	"github.com/cairn-stream/cairn/services/configsvc"
 )
@@ -34,7 +34,7 @@ func TestOnlyConfigsvcPublishesConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := cjs.Ensure(ctx, ajs, cjs.Options{Memory: true, Only: []string{cjs.ConfigStream}})
+	res, err := cairnjs.Ensure(ctx, ajs, cairnjs.Options{Memory: true, Only: []string{cairnjs.ConfigStream}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,7 +44,7 @@ func TestOnlyConfigsvcPublishesConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stream, err := js.Stream(ctx, cjs.ConfigStream)
+	stream, err := js.Stream(ctx, cairnjs.ConfigStream)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,7 +8,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cairn-stream/cairn/internal/natstest"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
@@ -101,7 +101,7 @@ func TestRetentionKeepsSnapshotsSharedByRetainedManifests(t *testing.T) {
 	})
 	referenced := 0
 	for _, e := range done[len(done)-2:] {
-		entry, err := s.res.Manifests.Get(ctx, cjs.ManifestKey("ret", e.CheckpointID))
+		entry, err := s.res.Manifests.Get(ctx, cairnjs.ManifestKey("ret", e.CheckpointID))
 		if err != nil {
 			continue // retention moved past it meanwhile
 		}
@@ -133,7 +133,7 @@ func TestCorruptNewestSnapshotFallsBackToThePreviousCheckpoint(t *testing.T) {
 		return e.Outcome == messages.Completed && e.ConfigVersion == v.Version
 	})
 	ctx := context.Background()
-	entry, err := s.res.Manifests.Get(ctx, cjs.ManifestKey("cor", first.CheckpointID))
+	entry, err := s.res.Manifests.Get(ctx, cairnjs.ManifestKey("cor", first.CheckpointID))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +141,7 @@ func TestCorruptNewestSnapshotFallsBackToThePreviousCheckpoint(t *testing.T) {
 	if err := messages.Unmarshal(entry.Value(), &firstManifest); err != nil {
 		t.Fatal(err)
 	}
-	covered := firstManifest.Instances["c-0"].Positions[cjs.InputStream]
+	covered := firstManifest.Instances["c-0"].Positions[cairnjs.InputStream]
 	if covered == 0 {
 		t.Fatal("first checkpoint covers no input")
 	}
@@ -157,7 +157,7 @@ func TestCorruptNewestSnapshotFallsBackToThePreviousCheckpoint(t *testing.T) {
 	if err := s.res.Input.Purge(ctx, jetstream.WithPurgeSequence(covered+1)); err != nil {
 		t.Fatal(err)
 	}
-	entry, err = s.res.Manifests.Get(ctx, cjs.LatestKey("cor"))
+	entry, err = s.res.Manifests.Get(ctx, cairnjs.LatestKey("cor"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,7 +16,7 @@ import (
 
 	"github.com/cairn-stream/cairn/internal/authgen"
 	"github.com/cairn-stream/cairn/internal/natstest"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
@@ -43,7 +43,7 @@ func TestNeighbourCannotTouchAnotherJob(t *testing.T) {
 		Jobs:     []authgen.Job{{Name: alpha, Instances: []string{a0, a1}}, {Name: bravo, Instances: []string{b0}}},
 		Loadgens: []authgen.Member{{Name: "feed"}},
 	})
-	s := a.system(cjs.Options{LeaseTTL: leaseTTL, MarkerTTL: time.Second, Memory: true})
+	s := a.system(cairnjs.Options{LeaseTTL: leaseTTL, MarkerTTL: time.Second, Memory: true})
 	s.startServices(alpha, a0)
 	s.startOperator(bravo, b0)
 	s.waitRegistered(alpha, 1)
@@ -84,12 +84,12 @@ func TestNeighbourCannotTouchAnotherJob(t *testing.T) {
 			return e.Outcome == messages.Completed && e.ConfigVersion == v.Version
 		})
 	}
-	latest := s.manifest(cjs.LatestKey(alpha))
-	alphaStore := cjs.SnapshotStore(alpha)
+	latest := s.manifest(cairnjs.LatestKey(alpha))
+	alphaStore := cairnjs.SnapshotStore(alpha)
 	if ref := latest.Instances[a0].Snapshot; ref.Store != alphaStore {
 		t.Fatalf("a-0's snapshot %+v is not in %s", ref, alphaStore)
 	}
-	configSeq := s.streamState(cjs.ConfigStream).LastSeq
+	configSeq := s.streamState(cairnjs.ConfigStream).LastSeq
 	config := s.get(alpha)
 
 	// The neighbour: bravo's instance's credential, its asynchronous errors kept.
@@ -141,38 +141,38 @@ func TestNeighbourCannotTouchAnotherJob(t *testing.T) {
 		a.waitViolation(b0User, `Subscription Violation - Subject "`+subject+`"`)
 		_ = sub.Unsubscribe()
 	}
-	leases, err := hjs.KeyValue(context.Background(), cjs.LeaseBucket)
+	leases, err := hjs.KeyValue(context.Background(), cairnjs.LeaseBucket)
 	if err != nil {
-		t.Fatalf("look up %s as bravo's instance: %v", cjs.LeaseBucket, err)
+		t.Fatalf("look up %s as bravo's instance: %v", cairnjs.LeaseBucket, err)
 	}
-	instances, err := hjs.KeyValue(context.Background(), cjs.InstanceBucket)
+	instances, err := hjs.KeyValue(context.Background(), cairnjs.InstanceBucket)
 	if err != nil {
-		t.Fatalf("look up %s as bravo's instance: %v", cjs.InstanceBucket, err)
+		t.Fatalf("look up %s as bravo's instance: %v", cairnjs.InstanceBucket, err)
 	}
-	manifests, err := hjs.KeyValue(context.Background(), cjs.ManifestBucket)
+	manifests, err := hjs.KeyValue(context.Background(), cairnjs.ManifestBucket)
 	if err != nil {
-		t.Fatalf("look up %s as bravo's instance: %v", cjs.ManifestBucket, err)
+		t.Fatalf("look up %s as bravo's instance: %v", cairnjs.ManifestBucket, err)
 	}
 
 	// Register as alpha's instance (a newer incarnation would replace a-0), and claim its
 	// instance record.
 	reg, _ := messages.Marshal(&messages.Registration{Schema: messages.SchemaVersion, Job: alpha, Instance: a0, Incarnation: "hostile", StartedAt: time.Now()})
 	refused("register as a-0", func(ctx context.Context) error {
-		_, err := leases.Put(ctx, cjs.RegistrationKey(alpha, a0), reg)
+		_, err := leases.Put(ctx, cairnjs.RegistrationKey(alpha, a0), reg)
 		return err
-	}, "$KV."+cjs.LeaseBucket+"."+cjs.RegistrationKey(alpha, a0))
+	}, "$KV."+cairnjs.LeaseBucket+"."+cairnjs.RegistrationKey(alpha, a0))
 	rec, _ := messages.Marshal(&messages.InstanceRecord{Schema: messages.SchemaVersion, Job: alpha, Instance: a0, Incarnation: "hostile"})
 	refused("claim a-0's instance record", func(ctx context.Context) error {
-		_, err := instances.Put(ctx, cjs.InstanceKey(alpha, a0), rec)
+		_, err := instances.Put(ctx, cairnjs.InstanceKey(alpha, a0), rec)
 		return err
-	}, "$KV."+cjs.InstanceBucket+"."+cjs.InstanceKey(alpha, a0))
+	}, "$KV."+cairnjs.InstanceBucket+"."+cairnjs.InstanceKey(alpha, a0))
 
 	// Ack for alpha: a-0's snapshot of an older checkpoint at later positions (what lost
 	// records in the audit), on a-0's subject and on alpha's subject of before.
 	inst := latest.Instances[a0]
 	forged, _ := messages.Marshal(&messages.Ack{
 		Schema: messages.SchemaVersion, Job: alpha, CheckpointID: last.CheckpointID + 1, Instance: a0, Incarnation: inst.Incarnation,
-		Kind: messages.AckDone, Snapshot: inst.Snapshot, Positions: map[string]uint64{cjs.InputStream: inst.Positions[cjs.InputStream] + 20},
+		Kind: messages.AckDone, Snapshot: inst.Snapshot, Positions: map[string]uint64{cairnjs.InputStream: inst.Positions[cairnjs.InputStream] + 20},
 	})
 	corePub(subjects.InstanceAck(alpha, a0), forged)
 	corePub(subjects.Ack(alpha), forged)
@@ -201,13 +201,13 @@ func TestNeighbourCannotTouchAnotherJob(t *testing.T) {
 	// Read alpha's manifests: a get, a read from the bucket's leader, a listing, a watch of
 	// every key.
 	refused("get alpha.latest", func(ctx context.Context) error {
-		_, err := manifests.Get(ctx, cjs.LatestKey(alpha))
+		_, err := manifests.Get(ctx, cairnjs.LatestKey(alpha))
 		return err
-	}, "$JS.API.DIRECT.GET.KV_"+cjs.ManifestBucket+".$KV."+cjs.ManifestBucket+"."+cjs.LatestKey(alpha))
+	}, "$JS.API.DIRECT.GET.KV_"+cairnjs.ManifestBucket+".$KV."+cairnjs.ManifestBucket+"."+cairnjs.LatestKey(alpha))
 	refused("read alpha.latest from the leader", func(ctx context.Context) error {
-		_, err := cjs.LastMsgCurrent(ctx, hostile, "KV_"+cjs.ManifestBucket, "$KV."+cjs.ManifestBucket+"."+cjs.LatestKey(alpha))
+		_, err := cairnjs.LastMsgCurrent(ctx, hostile, "KV_"+cairnjs.ManifestBucket, "$KV."+cairnjs.ManifestBucket+"."+cairnjs.LatestKey(alpha))
 		return err
-	}, "$JS.API.STREAM.MSG.GET.KV_"+cjs.ManifestBucket)
+	}, "$JS.API.STREAM.MSG.GET.KV_"+cairnjs.ManifestBucket)
 	refused("list alpha's manifests", func(ctx context.Context) error {
 		kl, err := manifests.ListKeysFiltered(ctx, alpha+".>")
 		if err != nil {
@@ -217,12 +217,12 @@ func TestNeighbourCannotTouchAnotherJob(t *testing.T) {
 			return errors.New("a key was listed")
 		}
 		return ctx.Err()
-	}, "$JS.API.CONSUMER.CREATE.KV_"+cjs.ManifestBucket+".")
+	}, "$JS.API.CONSUMER.CREATE.KV_"+cairnjs.ManifestBucket+".")
 	refused("watch every manifest", func(ctx context.Context) error {
-		_, err := hjs.OrderedConsumer(ctx, "KV_"+cjs.ManifestBucket, jetstream.OrderedConsumerConfig{})
+		_, err := hjs.OrderedConsumer(ctx, "KV_"+cairnjs.ManifestBucket, jetstream.OrderedConsumerConfig{})
 		return err
-	}, "$JS.API.CONSUMER.CREATE.KV_"+cjs.ManifestBucket+".")
-	subRefused("$KV." + cjs.ManifestBucket + ".>")
+	}, "$JS.API.CONSUMER.CREATE.KV_"+cairnjs.ManifestBucket+".")
+	subRefused("$KV." + cairnjs.ManifestBucket + ".>")
 
 	// Read alpha's snapshots: look the store up, an object's info, its chunks, a batched
 	// look-up; listen on the store's subjects and on a-0's and everyone's inboxes.
@@ -230,20 +230,20 @@ func TestNeighbourCannotTouchAnotherJob(t *testing.T) {
 	refused("look up alpha's snapshot store", func(ctx context.Context) error {
 		_, err := hjs.ObjectStore(ctx, alphaStore)
 		return err
-	}, "$JS.API.STREAM.INFO."+cjs.ObjectStream(alphaStore))
+	}, "$JS.API.STREAM.INFO."+cairnjs.ObjectStream(alphaStore))
 	meta := fmt.Sprintf("$O.%s.M.%s", alphaStore, base64.URLEncoding.EncodeToString([]byte(obj)))
 	refused("get the info of a-0's snapshot", func(ctx context.Context) error {
-		_, err := hostile.RequestWithContext(ctx, "$JS.API.DIRECT.GET."+cjs.ObjectStream(alphaStore)+"."+meta, nil)
+		_, err := hostile.RequestWithContext(ctx, "$JS.API.DIRECT.GET."+cairnjs.ObjectStream(alphaStore)+"."+meta, nil)
 		return err
-	}, "$JS.API.DIRECT.GET."+cjs.ObjectStream(alphaStore)+"."+meta)
+	}, "$JS.API.DIRECT.GET."+cairnjs.ObjectStream(alphaStore)+"."+meta)
 	refused("look up a-0's snapshot in a batch", func(ctx context.Context) error {
-		_, err := hostile.RequestWithContext(ctx, "$JS.API.DIRECT.GET."+cjs.ObjectStream(alphaStore), fmt.Appendf(nil, `{"multi_last":[%q],"batch":1}`, meta))
+		_, err := hostile.RequestWithContext(ctx, "$JS.API.DIRECT.GET."+cairnjs.ObjectStream(alphaStore), fmt.Appendf(nil, `{"multi_last":[%q],"batch":1}`, meta))
 		return err
-	}, "$JS.API.DIRECT.GET."+cjs.ObjectStream(alphaStore))
+	}, "$JS.API.DIRECT.GET."+cairnjs.ObjectStream(alphaStore))
 	refused("read alpha's snapshot chunks", func(ctx context.Context) error {
-		_, err := hjs.OrderedConsumer(ctx, cjs.ObjectStream(alphaStore), jetstream.OrderedConsumerConfig{FilterSubjects: []string{"$O." + alphaStore + ".C.>"}})
+		_, err := hjs.OrderedConsumer(ctx, cairnjs.ObjectStream(alphaStore), jetstream.OrderedConsumerConfig{FilterSubjects: []string{"$O." + alphaStore + ".C.>"}})
 		return err
-	}, "$JS.API.CONSUMER.CREATE."+cjs.ObjectStream(alphaStore)+".")
+	}, "$JS.API.CONSUMER.CREATE."+cairnjs.ObjectStream(alphaStore)+".")
 	subRefused("$O." + alphaStore + ".>")
 	subRefused(a.user("op.alpha.a-0").InboxPrefix + ".>")
 	subRefused("_INBOX.>")
@@ -252,7 +252,7 @@ func TestNeighbourCannotTouchAnotherJob(t *testing.T) {
 	subRefused(subjects.Input(alpha, a0))
 
 	// Delete or purge anything: streams, messages, alpha's keys and objects, the input.
-	streams := append(sharedStreamNames(), cjs.ObjectStream(alphaStore), cjs.ObjectStream(cjs.SnapshotStore(bravo)))
+	streams := append(sharedStreamNames(), cairnjs.ObjectStream(alphaStore), cairnjs.ObjectStream(cairnjs.SnapshotStore(bravo)))
 	for _, st := range streams {
 		for _, call := range []string{"STREAM.PURGE.", "STREAM.DELETE.", "STREAM.MSG.DELETE.", "STREAM.UPDATE."} {
 			subject := "$JS.API." + call + st
@@ -263,14 +263,14 @@ func TestNeighbourCannotTouchAnotherJob(t *testing.T) {
 		}
 	}
 	refused("delete alpha.latest", func(ctx context.Context) error {
-		return manifests.Delete(ctx, cjs.LatestKey(alpha))
-	}, "$KV."+cjs.ManifestBucket+"."+cjs.LatestKey(alpha))
+		return manifests.Delete(ctx, cairnjs.LatestKey(alpha))
+	}, "$KV."+cairnjs.ManifestBucket+"."+cairnjs.LatestKey(alpha))
 	refused("purge alpha's counter", func(ctx context.Context) error {
-		return manifests.Purge(ctx, cjs.CounterKey(alpha))
-	}, "$KV."+cjs.ManifestBucket+"."+cjs.CounterKey(alpha))
+		return manifests.Purge(ctx, cairnjs.CounterKey(alpha))
+	}, "$KV."+cairnjs.ManifestBucket+"."+cairnjs.CounterKey(alpha))
 	refused("delete a-0's registration", func(ctx context.Context) error {
-		return leases.Delete(ctx, cjs.RegistrationKey(alpha, a0))
-	}, "$KV."+cjs.LeaseBucket+"."+cjs.RegistrationKey(alpha, a0))
+		return leases.Delete(ctx, cairnjs.RegistrationKey(alpha, a0))
+	}, "$KV."+cairnjs.LeaseBucket+"."+cairnjs.RegistrationKey(alpha, a0))
 	del := nats.NewMsg(meta)
 	del.Data = []byte(`{"deleted":true}`)
 	refused("delete a-0's snapshot", func(ctx context.Context) error {
@@ -278,14 +278,14 @@ func TestNeighbourCannotTouchAnotherJob(t *testing.T) {
 		return err
 	}, meta)
 	refused("list alpha's input consumers", func(ctx context.Context) error {
-		_, err := hostile.RequestWithContext(ctx, "$JS.API.CONSUMER.NAMES."+cjs.InputStream, nil)
+		_, err := hostile.RequestWithContext(ctx, "$JS.API.CONSUMER.NAMES."+cairnjs.InputStream, nil)
 		return err
-	}, "$JS.API.CONSUMER.NAMES."+cjs.InputStream)
+	}, "$JS.API.CONSUMER.NAMES."+cairnjs.InputStream)
 	corePub(subjects.Input(alpha, a0), []byte(`{"key":"k0","value":1000}`))
 	refused("read alpha's input", func(ctx context.Context) error {
-		_, err := hjs.OrderedConsumer(ctx, cjs.InputStream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subjects.Input(alpha, a0)}})
+		_, err := hjs.OrderedConsumer(ctx, cairnjs.InputStream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subjects.Input(alpha, a0)}})
 		return err
-	}, "$JS.API.CONSUMER.CREATE."+cjs.InputStream+".")
+	}, "$JS.API.CONSUMER.CREATE."+cairnjs.InputStream+".")
 
 	// The client saw the core publishes and subscriptions refused too.
 	select {
@@ -309,8 +309,8 @@ func TestNeighbourCannotTouchAnotherJob(t *testing.T) {
 	if got := s.get(alpha); got.Version != config.Version || got.Interval != config.Interval {
 		t.Fatalf("alpha's config went from version %d (%s) to %d (%s)", config.Version, config.Interval, got.Version, got.Interval)
 	}
-	if seq := s.streamState(cjs.ConfigStream).LastSeq; seq != configSeq {
-		t.Fatalf("%s's last sequence moved from %d to %d", cjs.ConfigStream, configSeq, seq)
+	if seq := s.streamState(cairnjs.ConfigStream).LastSeq; seq != configSeq {
+		t.Fatalf("%s's last sequence moved from %d to %d", cairnjs.ConfigStream, configSeq, seq)
 	}
 	natstest.Eventually(t, 10*time.Second, "the forged acks on bravo's and a-1's subjects were not both dropped", func() bool {
 		return strings.Count(s.coordinatorLog(), "ack dropped: its job or instance does not match its subject") >= 2
@@ -332,8 +332,8 @@ func TestNeighbourCannotTouchAnotherJob(t *testing.T) {
 
 // sharedStreamNames are the streams every job shares.
 func sharedStreamNames() []string {
-	out := []string{"KV_" + cjs.ManifestBucket, "KV_" + cjs.LeaseBucket, "KV_" + cjs.InstanceBucket}
-	for _, cfg := range (cjs.Options{}).StreamConfigs() {
+	out := []string{"KV_" + cairnjs.ManifestBucket, "KV_" + cairnjs.LeaseBucket, "KV_" + cairnjs.InstanceBucket}
+	for _, cfg := range (cairnjs.Options{}).StreamConfigs() {
 		out = append(out, cfg.Name)
 	}
 	return out

@@ -13,7 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cairn-stream/cairn/internal/natstest"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
@@ -37,13 +37,13 @@ func (s *system) manifest(key string) *messages.Manifest {
 // retained returns the job's manifests (<job>.<id>), newest first.
 func (s *system) retained(job string) []*messages.Manifest {
 	s.t.Helper()
-	latest := s.manifest(cjs.LatestKey(job))
+	latest := s.manifest(cairnjs.LatestKey(job))
 	if latest == nil {
 		return nil
 	}
 	var out []*messages.Manifest
 	for id := latest.CheckpointID; id > 0; id-- {
-		if m := s.manifest(cjs.ManifestKey(job, id)); m != nil {
+		if m := s.manifest(cairnjs.ManifestKey(job, id)); m != nil {
 			out = append(out, m)
 		}
 	}
@@ -101,16 +101,16 @@ func (f *fakeInstance) seen(after uint64) uint64 {
 func (f *fakeInstance) ack(id, pos uint64, decline string) {
 	f.s.t.Helper()
 	ctx := context.Background()
-	name := cjs.ObjectName(f.job, id, f.instance, "sim")
+	name := cairnjs.ObjectName(f.job, id, f.instance, "sim")
 	info, err := f.s.snapshots(f.job).PutBytes(ctx, name, fmt.Appendf(nil, "%s at %d", f.instance, pos))
 	if err != nil {
 		f.s.t.Fatal(err)
 	}
 	a := &messages.Ack{
 		Schema: messages.SchemaVersion, Job: f.job, CheckpointID: id, Instance: f.instance, Incarnation: "fake", Kind: messages.AckDone,
-		Snapshot:  messages.SnapshotRef{Store: cjs.SnapshotStore(f.job), Object: name, Size: info.Size, Digest: info.Digest},
-		Positions: map[string]uint64{cjs.InputStream: pos},
-		Filters:   map[string][]string{cjs.InputStream: {subjects.Input(f.job, f.instance)}},
+		Snapshot:  messages.SnapshotRef{Store: cairnjs.SnapshotStore(f.job), Object: name, Size: info.Size, Digest: info.Digest},
+		Positions: map[string]uint64{cairnjs.InputStream: pos},
+		Filters:   map[string][]string{cairnjs.InputStream: {subjects.Input(f.job, f.instance)}},
 	}
 	if decline != "" {
 		a.Kind, a.Reason = messages.AckDeclined, decline
@@ -182,12 +182,12 @@ func TestAbsentMemberOutlivesRetainAndRestoresExactly(t *testing.T) {
 			member = m
 		}
 	}
-	if member.Active || member.AbsentSince == nil || member.Checkpoint != from || member.Positions[cjs.InputStream] != state.Positions[cjs.InputStream] {
+	if member.Active || member.AbsentSince == nil || member.Checkpoint != from || member.Positions[cairnjs.InputStream] != state.Positions[cairnjs.InputStream] {
 		t.Fatalf("status member a-1 %+v, want absent with the state of checkpoint %d", member, from)
 	}
 	// Its consumed input is gone: only a restore, not a replay from the start, ends exact.
 	if err := s.res.Input.Purge(context.Background(), jetstream.WithPurgeSubject(subjects.Input("away", "a-1")),
-		jetstream.WithPurgeSequence(state.Positions[cjs.InputStream]+1)); err != nil {
+		jetstream.WithPurgeSequence(state.Positions[cairnjs.InputStream]+1)); err != nil {
 		t.Fatal(err)
 	}
 	want = add(want, s.publish("away", "a-1", 80, 20))
@@ -215,7 +215,7 @@ func TestAckCountsWhenTheInstanceLeavesAfterAcking(t *testing.T) {
 	if len(e.Participants) != 2 {
 		t.Fatalf("participants %v", e.Participants)
 	}
-	if got := s.manifest(cjs.ManifestKey("leave", b.CheckpointID)).Instances["x"]; got.Positions[cjs.InputStream] != 5 || got.From(b.CheckpointID) != b.CheckpointID {
+	if got := s.manifest(cairnjs.ManifestKey("leave", b.CheckpointID)).Instances["x"]; got.Positions[cairnjs.InputStream] != 5 || got.From(b.CheckpointID) != b.CheckpointID {
 		t.Fatalf("manifest holds x as %+v, want its ack", got)
 	}
 }
@@ -294,7 +294,7 @@ func TestMemberRemoval(t *testing.T) {
 	if r.code != "503" || !strings.Contains(string(r.body), "aborted") || !strings.Contains(string(r.body), "the member stays") {
 		t.Fatalf("removal whose checkpoint aborted: %s %s", r.code, r.body)
 	}
-	if _, ok := s.manifest(cjs.LatestKey("rm")).Instances["b"]; !ok {
+	if _, ok := s.manifest(cairnjs.LatestKey("rm")).Instances["b"]; !ok {
 		t.Fatal("b dropped by an aborted removal")
 	}
 
@@ -306,11 +306,11 @@ func TestMemberRemoval(t *testing.T) {
 	if err := json.Unmarshal(r.body, &out); r.code != "" || err != nil {
 		t.Fatalf("removal: %s %s (%v)", r.code, r.body, err)
 	}
-	if out.Checkpoint != br.CheckpointID || out.Instance != "b" || out.Dropped.Checkpoint != first.CheckpointID || out.Dropped.Positions[cjs.InputStream] != 4 {
+	if out.Checkpoint != br.CheckpointID || out.Instance != "b" || out.Dropped.Checkpoint != first.CheckpointID || out.Dropped.Positions[cairnjs.InputStream] != 4 {
 		t.Fatalf("removal reply %+v, want checkpoint %d dropping b's state of %d", out, br.CheckpointID, first.CheckpointID)
 	}
-	m := s.manifest(cjs.ManifestKey("rm", br.CheckpointID))
-	if _, ok := m.Instances["b"]; ok || m.Instances["a"].Positions[cjs.InputStream] != 6 {
+	m := s.manifest(cairnjs.ManifestKey("rm", br.CheckpointID))
+	if _, ok := m.Instances["b"]; ok || m.Instances["a"].Positions[cairnjs.InputStream] != 6 {
 		t.Fatalf("manifest after the removal %+v", m.Instances)
 	}
 	raw, err := s.res.Checkpoints.GetLastMsgForSubject(context.Background(), subjects.MemberEvents("rm"))
@@ -389,7 +389,7 @@ func TestInputIsTrimmedBelowTheOldestRetainedManifest(t *testing.T) {
 				var oldest uint64
 				for _, m := range ms {
 					if st, ok := m.Instances[inst]; ok {
-						oldest = st.Positions[cjs.InputStream]
+						oldest = st.Positions[cairnjs.InputStream]
 					}
 				}
 				left := s.inputLeft(subjects.Input("trim", inst))
@@ -419,7 +419,7 @@ func TestMemberRemovalWhenTheHolderDoesNotAnswer(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	renew := func() {
-		if _, err := s.res.Leases.Put(ctx, cjs.LeaseKey("ghost"), data); err != nil && ctx.Err() == nil {
+		if _, err := s.res.Leases.Put(ctx, cairnjs.LeaseKey("ghost"), data); err != nil && ctx.Err() == nil {
 			t.Errorf("renew the ghost's lease: %v", err)
 		}
 	}

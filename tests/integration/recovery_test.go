@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/cairn-stream/cairn/internal/natstest"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
@@ -17,7 +17,7 @@ func (s *system) deleteCounter(job string) {
 	s.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := s.res.Manifests.Delete(ctx, cjs.CounterKey(job)); err != nil {
+	if err := s.res.Manifests.Delete(ctx, cairnjs.CounterKey(job)); err != nil {
 		s.t.Fatalf("delete the counter of %s: %v", job, err)
 	}
 }
@@ -78,7 +78,7 @@ func TestLostCounterContinuesAboveEveryUsedID(t *testing.T) {
 	// Overwritten with garbage: as good as lost, it is replaced.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if _, err := s.res.Manifests.Put(ctx, cjs.CounterKey("lc"), []byte("garbage")); err != nil {
+	if _, err := s.res.Manifests.Put(ctx, cairnjs.CounterKey("lc"), []byte("garbage")); err != nil {
 		t.Fatal(err)
 	}
 	floor = is.completedAbove(evs, max(floor, is.drain()))
@@ -94,7 +94,7 @@ func TestLostCounterContinuesAboveEveryUsedID(t *testing.T) {
 	natstest.Eventually(t, 10*time.Second, fmt.Sprintf("the counter recreated above %d", floor), func() bool {
 		gctx, gcancel := context.WithTimeout(context.Background(), time.Second)
 		defer gcancel()
-		e, err := s.res.Manifests.Get(gctx, cjs.CounterKey("lc"))
+		e, err := s.res.Manifests.Get(gctx, cairnjs.CounterKey("lc"))
 		return err == nil && messages.Unmarshal(e.Value(), &c) == nil && c.Last > floor
 	})
 	is.completedAbove(evs, c.Last-1)

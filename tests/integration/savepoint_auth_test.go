@@ -14,7 +14,7 @@ import (
 
 	"github.com/cairn-stream/cairn/internal/authgen"
 	"github.com/cairn-stream/cairn/internal/natstest"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 	"github.com/cairn-stream/cairn/services/coordinator"
 	"github.com/cairn-stream/cairn/services/operator"
@@ -32,7 +32,7 @@ func TestCheckpointRequestsUnderDeployedPermissions(t *testing.T) {
 		Jobs:         []authgen.Job{{Name: "perm", Instances: []string{"p-0"}}},
 		Coordinators: []authgen.Member{{Name: "c1"}, {Name: "c2"}},
 	})
-	s := a.system(cjs.Options{Memory: true, LeaseTTL: leaseTTL})
+	s := a.system(cairnjs.Options{Memory: true, LeaseTTL: leaseTTL})
 	admin, ajs := s.nc, s.js
 	ctx := context.Background()
 	s.startCoordinator("c1")
@@ -91,7 +91,7 @@ func TestCheckpointRequestsUnderDeployedPermissions(t *testing.T) {
 		t.Fatal(err)
 	}
 	natstest.Eventually(t, 20*time.Second, "the operator's output was not stored", func() bool {
-		st, err := ajs.Stream(ctx, cjs.OutputStream)
+		st, err := ajs.Stream(ctx, cairnjs.OutputStream)
 		return err == nil && st.CachedInfo().State.Msgs == 1
 	})
 	// An event whose output exceeds max_payload: dead-lettered on the instance's subject.
@@ -100,7 +100,7 @@ func TestCheckpointRequestsUnderDeployedPermissions(t *testing.T) {
 		t.Fatal(err)
 	}
 	natstest.Eventually(t, 20*time.Second, "the record was not dead-lettered", func() bool {
-		st, err := ajs.Stream(ctx, cjs.DeadLetterStream)
+		st, err := ajs.Stream(ctx, cairnjs.DeadLetterStream)
 		return err == nil && st.CachedInfo().State.Msgs == 1
 	})
 	// Restarted from a checkpoint before it, the operator reads its dead letters.

@@ -12,7 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cairn-stream/cairn/internal/natstest"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 	"github.com/cairn-stream/cairn/services/operator"
 )
@@ -189,9 +189,9 @@ func TestSavepointOutlivesRetentionAndKeepsItsInput(t *testing.T) {
 		t.Fatalf("savepoints %+v, want before-upgrade (checkpoint %d)", l.Savepoints, sp.ID)
 	}
 	held := l.Savepoints[0].Instances["s-0"]
-	pos := held.Positions[cjs.InputStream]
+	pos := held.Positions[cairnjs.InputStream]
 	if pos == 0 || held.Object == "" {
-		t.Fatalf("savepoint holds %+v of s-0, want an object and a position in %s", held, cjs.InputStream)
+		t.Fatalf("savepoint holds %+v of s-0, want an object and a position in %s", held, cairnjs.InputStream)
 	}
 	// s-1 joins after the savepoint, which does not hold it: its input is trimmed below the
 	// oldest retained checkpoint, which shows when a retention pass (and its trim) ran.
@@ -215,7 +215,7 @@ func TestSavepointOutlivesRetentionAndKeepsItsInput(t *testing.T) {
 			return false
 		}
 		oldest = l.Checkpoints[1]
-		return s.inputLeft(subjects.Input(job, "s-1")) >= oldest.Instances["s-1"].Positions[cjs.InputStream]
+		return s.inputLeft(subjects.Input(job, "s-1")) >= oldest.Instances["s-1"].Positions[cairnjs.InputStream]
 	})
 	if len(l.Savepoints) != 1 || l.Savepoints[0].Savepoint != "before-upgrade" || l.Savepoints[0].ID != sp.ID {
 		t.Fatalf("after 20 checkpoints at retain 2 the savepoints are %+v, want before-upgrade (checkpoint %d)", l.Savepoints, sp.ID)
@@ -227,8 +227,8 @@ func TestSavepointOutlivesRetentionAndKeepsItsInput(t *testing.T) {
 		t.Fatalf("s-0's input starts at %d: trimmed past %d, which savepoint before-upgrade holds", first, pos)
 	}
 	st := s.status(job)
-	if len(st.Savepoints) != 1 || st.Savepoints[0].Instances["s-0"].Positions[cjs.InputStream] != pos ||
-		st.Savepoints[0].Instances["s-0"].Behind[cjs.InputStream] == 0 {
+	if len(st.Savepoints) != 1 || st.Savepoints[0].Instances["s-0"].Positions[cairnjs.InputStream] != pos ||
+		st.Savepoints[0].Instances["s-0"].Behind[cairnjs.InputStream] == 0 {
 		t.Fatalf("status savepoints %+v: want before-upgrade holding s-0 at %d, behind the newest checkpoint", st.Savepoints, pos)
 	}
 

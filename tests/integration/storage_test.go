@@ -12,7 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cairn-stream/cairn/internal/natstest"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
@@ -87,7 +87,7 @@ func (s *system) retainedManifests(job string) []*messages.Manifest {
 	}
 	var out []*messages.Manifest
 	for _, k := range keys {
-		if k == cjs.CounterKey(job) {
+		if k == cairnjs.CounterKey(job) {
 			continue
 		}
 		e, err := s.res.Manifests.Get(ctx, k)
@@ -131,7 +131,7 @@ func (s *system) checkReadable(job string, id uint64, inst string, ref messages.
 		// A manifest retention dropped after the listing is no loss (its objects may be
 		// half removed, and a read of those waits for its deadline).
 		gctx, gcancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_, gerr := s.res.Manifests.Get(gctx, cjs.ManifestKey(job, id))
+		_, gerr := s.res.Manifests.Get(gctx, cairnjs.ManifestKey(job, id))
 		gcancel()
 		if errors.Is(gerr, jetstream.ErrKeyNotFound) {
 			return
@@ -152,7 +152,7 @@ func (s *system) checkReadable(job string, id uint64, inst string, ref messages.
 func TestStorageStaysBounded(t *testing.T) {
 	slowTier(t, "300 checkpoints at 100 ms and a quiet scan, about 55 s")
 	const job = "bounded"
-	s := startSystemWith(t, cjs.Options{LeaseTTL: leaseTTL, MarkerTTL: time.Second}, job, "b-0", "b-1")
+	s := startSystemWith(t, cairnjs.Options{LeaseTTL: leaseTTL, MarkerTTL: time.Second}, job, "b-0", "b-1")
 	s.waitRegistered(job, 2)
 	evs := s.events(job)
 	stop := s.feed(job, "b-0", "b-1")
@@ -185,12 +185,12 @@ func TestStorageStaysBounded(t *testing.T) {
 	defer func() {
 		if t.Failed() {
 			t.Logf("last seen: KV_%s %d messages, %s %d messages (%d for the live objects)",
-				cjs.ManifestBucket, manifests.Msgs, cjs.ObjectStream(cjs.SnapshotStore(job)), snapshots.Msgs, want)
+				cairnjs.ManifestBucket, manifests.Msgs, cairnjs.ObjectStream(cairnjs.SnapshotStore(job)), snapshots.Msgs, want)
 		}
 	}()
 	natstest.Eventually(t, 50*time.Second, "storage did not settle", func() bool {
-		manifests = s.streamState("KV_" + cjs.ManifestBucket)
-		snapshots = s.streamState(cjs.ObjectStream(cjs.SnapshotStore(job)))
+		manifests = s.streamState("KV_" + cairnjs.ManifestBucket)
+		snapshots = s.streamState(cairnjs.ObjectStream(cairnjs.SnapshotStore(job)))
 		objects := s.liveObjects(job)
 		want = 0
 		for _, info := range objects {
@@ -213,7 +213,7 @@ func TestStorageStaysBounded(t *testing.T) {
 	})
 	s.checkRetainedReadable(job)
 	t.Logf("quiet: KV_%s %d messages, %s %d messages (%d for the live objects)",
-		cjs.ManifestBucket, manifests.Msgs, cjs.ObjectStream(cjs.SnapshotStore(job)), snapshots.Msgs, want)
+		cairnjs.ManifestBucket, manifests.Msgs, cairnjs.ObjectStream(cairnjs.SnapshotStore(job)), snapshots.Msgs, want)
 }
 
 // TestStorageFullAbortsAndRecovers fills a small snapshot store with objects no manifest
@@ -222,7 +222,7 @@ func TestStorageStaysBounded(t *testing.T) {
 // themselves.
 func TestStorageFullAbortsAndRecovers(t *testing.T) {
 	const job = "full"
-	s := startSystemWith(t, cjs.Options{LeaseTTL: leaseTTL, SnapshotMaxBytes: 256 << 10}, job, "f-0")
+	s := startSystemWith(t, cairnjs.Options{LeaseTTL: leaseTTL, SnapshotMaxBytes: 256 << 10}, job, "f-0")
 	s.waitRegistered(job, 1)
 	evs := s.events(job)
 	s.publish(job, "f-0", 0, 20)
@@ -239,8 +239,8 @@ func TestStorageFullAbortsAndRecovers(t *testing.T) {
 	junk := 0
 	for size := 16 << 10; size >= 16; size /= 4 {
 		for {
-			_, err := s.snapshots(job).PutBytes(ctx, cjs.ObjectName(job, 0, fmt.Sprintf("junk-%d", junk), "sim"), make([]byte, size))
-			if cjs.IsStorageFull(err) {
+			_, err := s.snapshots(job).PutBytes(ctx, cairnjs.ObjectName(job, 0, fmt.Sprintf("junk-%d", junk), "sim"), make([]byte, size))
+			if cairnjs.IsStorageFull(err) {
 				break
 			}
 			if err != nil {

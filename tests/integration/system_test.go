@@ -16,7 +16,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/cairn-stream/cairn/internal/natstest"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 	"github.com/cairn-stream/cairn/services/configsvc"
 	"github.com/cairn-stream/cairn/services/coordinator"
@@ -47,7 +47,7 @@ func slowTier(t *testing.T, takes string) {
 // leaseTTL is short so that lost instances and leases are noticed quickly in tests.
 const leaseTTL = time.Second
 
-var subjects = cjs.Subjects{}
+var subjects = cairnjs.Subjects{}
 
 // system is Cairn running in this process: configsvc, one coordinator and operators,
 // each on its own connection to one embedded nats-server.
@@ -56,9 +56,9 @@ type system struct {
 	srv *natstest.Server
 	nc  *nats.Conn
 	js  jetstream.JetStream
-	res *cjs.Resources
+	res *cairnjs.Resources
 	// opts are what the resources, and the coordinators' snapshot stores, are created with.
-	opts cjs.Options
+	opts cairnjs.Options
 	// connect opens a service's connection, by the service's name.
 	connect func(name string) *nats.Conn
 	// coordinatorJobs are the jobs the coordinators coordinate; nil: every job.
@@ -78,11 +78,11 @@ type running struct {
 
 func startSystem(t *testing.T, job string, instances ...string) *system {
 	t.Helper()
-	return startSystemWith(t, cjs.Options{LeaseTTL: leaseTTL}, job, instances...)
+	return startSystemWith(t, cairnjs.Options{LeaseTTL: leaseTTL}, job, instances...)
 }
 
 // startSystemWith is startSystem with the resources created with opts.
-func startSystemWith(t *testing.T, opts cjs.Options, job string, instances ...string) *system {
+func startSystemWith(t *testing.T, opts cairnjs.Options, job string, instances ...string) *system {
 	t.Helper()
 	srv := natstest.Start(t)
 	nc, js, res := srv.Resources(t, opts)
@@ -96,7 +96,7 @@ func startSystemWith(t *testing.T, opts cjs.Options, job string, instances ...st
 // startServices starts configsvc, a coordinator named coordinator and the instances of job.
 func (s *system) startServices(job string, instances ...string) {
 	s.t.Helper()
-	s.start("configsvc", func(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, res *cjs.Resources) error {
+	s.start("configsvc", func(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, res *cairnjs.Resources) error {
 		svc, err := configsvc.New(configsvc.DefaultConfig(), nc, js, res.Config, testLog().With().Str("service", "configsvc").Logger())
 		if err != nil {
 			return err
@@ -110,7 +110,7 @@ func (s *system) startServices(job string, instances ...string) {
 }
 
 // start runs a service on its own connection, with resources bound to it, until stop.
-func (s *system) start(name string, run func(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, res *cjs.Resources) error) {
+func (s *system) start(name string, run func(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, res *cairnjs.Resources) error) {
 	s.t.Helper()
 	s.startConn(name, func(ctx context.Context, nc *nats.Conn) error {
 		js, err := jetstream.New(nc)
@@ -118,7 +118,7 @@ func (s *system) start(name string, run func(ctx context.Context, nc *nats.Conn,
 			return err
 		}
 		ectx, ecancel := context.WithTimeout(ctx, 10*time.Second)
-		res, err := cjs.Ensure(ectx, js, cjs.Options{LookupOnly: true})
+		res, err := cairnjs.Ensure(ectx, js, cairnjs.Options{LookupOnly: true})
 		ecancel()
 		if err != nil {
 			return fmt.Errorf("%s: resources: %w", name, err)
@@ -141,7 +141,7 @@ func (s *system) startConn(name string, run func(ctx context.Context, nc *nats.C
 
 // startCoordinator starts a coordinator whose id is its name.
 func (s *system) startCoordinator(name string) {
-	s.start(name, func(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, res *cjs.Resources) error {
+	s.start(name, func(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, res *cairnjs.Resources) error {
 		cfg := coordinator.DefaultConfig()
 		cfg.ID = name
 		cfg.Snapshots = s.opts
@@ -181,7 +181,7 @@ func (s *system) snapshots(job string) jetstream.ObjectStore {
 	s.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	obs, err := cjs.EnsureSnapshotStore(ctx, s.js, s.opts, job)
+	obs, err := cairnjs.EnsureSnapshotStore(ctx, s.js, s.opts, job)
 	if err != nil {
 		s.t.Fatalf("snapshot store of %s: %v", job, err)
 	}
@@ -439,7 +439,7 @@ func (s *system) register(job, instance string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s.t.Cleanup(cancel)
 	put := func() {
-		if _, err := s.res.Leases.Put(ctx, cjs.RegistrationKey(job, instance), data); err != nil && ctx.Err() == nil {
+		if _, err := s.res.Leases.Put(ctx, cairnjs.RegistrationKey(job, instance), data); err != nil && ctx.Err() == nil {
 			s.t.Errorf("register %s: %v", instance, err)
 		}
 	}
@@ -465,7 +465,7 @@ func (s *system) register(job, instance string) {
 func (s *system) deregister(job, instance string) {
 	s.t.Helper()
 	s.stop("fake:" + instance)
-	if err := s.res.Leases.Delete(context.Background(), cjs.RegistrationKey(job, instance)); err != nil {
+	if err := s.res.Leases.Delete(context.Background(), cairnjs.RegistrationKey(job, instance)); err != nil {
 		s.t.Fatal(err)
 	}
 }

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 )
 
 var three = []string{"counter-0", "counter-1", "counter-2"}
@@ -54,7 +54,7 @@ func TestAbsentMemberKeepsItsState(t *testing.T) {
 				t.Fatal(err)
 			}
 			m, ok := member(st, inst)
-			if !ok || m.Active || m.Positions[cjs.InputStream] < seq {
+			if !ok || m.Active || m.Positions[cairnjs.InputStream] < seq {
 				t.Errorf("after 30 checkpoints without it, the status shows %s as %+v (found %t); want an absent member with its input position at %d or later (checkpoint %d covered it)",
 					inst, m, ok, seq, covered.CheckpointID)
 			}

@@ -17,7 +17,7 @@ import (
 
 	"github.com/cairn-stream/cairn/internal/natstest"
 	"github.com/cairn-stream/cairn/internal/proctest"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
@@ -64,7 +64,7 @@ func TestDevInputBounded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := cjs.Ensure(ctx, js, cjs.Options{LookupOnly: true})
+	res, err := cairnjs.Ensure(ctx, js, cairnjs.Options{LookupOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +88,7 @@ func TestDevInputBounded(t *testing.T) {
 	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	for _, inst := range slices.Sorted(maps.Keys(oldest.Instances)) {
-		pos := oldest.Instances[inst].Positions[cjs.InputStream]
+		pos := oldest.Instances[inst].Positions[cairnjs.InputStream]
 		for _, subject := range inputSubjects(job, inst, oldest.Instances[inst]) {
 			var first uint64
 			err := proctest.Poll(wctx, 20*time.Millisecond, fmt.Sprintf("%s trimmed up to %d", subject, pos), func() (bool, error) {
@@ -129,7 +129,7 @@ func TestDevInputBounded(t *testing.T) {
 		t.Fatalf("stop cairn dev: %v", err)
 	}
 	srv := natstest.StartIn(t, store, -1)
-	_, _, res = srv.Resources(t, cjs.Options{LookupOnly: true})
+	_, _, res = srv.Resources(t, cairnjs.Options{LookupOnly: true})
 	s.nc, s.res = nil, res
 	ms, err = s.manifests(ctx)
 	if err != nil {
@@ -137,7 +137,7 @@ func TestDevInputBounded(t *testing.T) {
 	}
 	for _, m := range ms {
 		for inst, is := range m.Instances {
-			pos := is.Positions[cjs.InputStream]
+			pos := is.Positions[cairnjs.InputStream]
 			for _, subject := range inputSubjects(job, inst, is) {
 				first, err := s.firstSeq(ctx, subject)
 				if err != nil {
@@ -192,7 +192,7 @@ func startDev(t *testing.T, job, rate string, wait time.Duration) (dev *proctest
 // inputSubjects are the subjects a member reads from CAIRN_INPUT: its filters in the
 // manifest, or the reference operator's default subject.
 func inputSubjects(job, inst string, is messages.InstanceSnapshot) []string {
-	if f := is.Filters[cjs.InputStream]; len(f) > 0 && !slices.ContainsFunc(f, func(s string) bool { return strings.ContainsAny(s, "*>") }) {
+	if f := is.Filters[cairnjs.InputStream]; len(f) > 0 && !slices.ContainsFunc(f, func(s string) bool { return strings.ContainsAny(s, "*>") }) {
 		return f
 	}
 	return []string{subjects.Input(job, inst)}
@@ -202,7 +202,7 @@ func inputSubjects(job, inst string, is messages.InstanceSnapshot) []string {
 func positions(m messages.Manifest) string {
 	var out []string
 	for _, inst := range slices.Sorted(maps.Keys(m.Instances)) {
-		out = append(out, fmt.Sprintf("%s=%d", inst, m.Instances[inst].Positions[cjs.InputStream]))
+		out = append(out, fmt.Sprintf("%s=%d", inst, m.Instances[inst].Positions[cairnjs.InputStream]))
 	}
 	return strings.Join(out, " ")
 }

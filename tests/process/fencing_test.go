@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/cairn-stream/cairn/internal/proctest"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 )
 
 // TestDuplicateInstance is acceptance 3 of issue 7 and acceptance 2 of issue 13. The
@@ -47,7 +47,7 @@ func TestDuplicateInstance(t *testing.T) {
 			return false, err
 		}
 		for _, m := range ms {
-			if m.Instances[inst].Positions[cjs.InputStream] < seeded {
+			if m.Instances[inst].Positions[cairnjs.InputStream] < seeded {
 				return false, nil
 			}
 		}

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/cairn-stream/cairn/internal/proctest"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
@@ -114,7 +114,7 @@ func TestIncrementalCheckpointAfterSmallChange(t *testing.T) {
 			return false, err
 		}
 		for _, m := range ms {
-			if is, ok := m.Instances[inst]; ok && is.Positions[cjs.InputStream] == 0 {
+			if is, ok := m.Instances[inst]; ok && is.Positions[cairnjs.InputStream] == 0 {
 				return false, nil
 			}
 		}

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/cairn-stream/cairn/internal/proctest"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
@@ -103,7 +103,7 @@ func TestPersistentStorageFullRaisesAnAlarm(t *testing.T) {
 	stopFeed := s.feed(ctx, inst, 50*time.Millisecond, 2) // every checkpoint has new state to upload
 
 	// Keep the job's store full with objects that are not the job's until told to stop.
-	store, err := s.js.ObjectStore(ctx, cjs.SnapshotStore(s.job))
+	store, err := s.js.ObjectStore(ctx, cairnjs.SnapshotStore(s.job))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,12 +112,12 @@ func TestPersistentStorageFullRaisesAnAlarm(t *testing.T) {
 	fill.Go(func() {
 		junk := 0
 		for size := 16 << 10; fillCtx.Err() == nil; size = max(size/4, 16) {
-			_, err := store.PutBytes(fillCtx, cjs.ObjectName("junk", 0, fmt.Sprintf("j-%d", junk), "sim"), make([]byte, size))
+			_, err := store.PutBytes(fillCtx, cairnjs.ObjectName("junk", 0, fmt.Sprintf("j-%d", junk), "sim"), make([]byte, size))
 			switch {
 			case err == nil:
 				junk++
 				size *= 4 // it fitted: try the same size again
-			case cjs.IsStorageFull(err) && size == 16:
+			case cairnjs.IsStorageFull(err) && size == 16:
 				t := time.NewTimer(20 * time.Millisecond)
 				select {
 				case <-fillCtx.Done():
@@ -125,7 +125,7 @@ func TestPersistentStorageFullRaisesAnAlarm(t *testing.T) {
 				}
 				t.Stop()
 				size = 64 // and keep trying small objects
-			case !cjs.IsStorageFull(err):
+			case !cairnjs.IsStorageFull(err):
 				return
 			}
 		}
@@ -157,7 +157,7 @@ func TestPersistentStorageFullRaisesAnAlarm(t *testing.T) {
 	stopFill()
 	fill.Wait()
 	// What an administrator does (docs/failure-model.md, storage bounds): raise the limit.
-	stream, err := s.js.Stream(ctx, cjs.ObjectStream(cjs.SnapshotStore(s.job)))
+	stream, err := s.js.Stream(ctx, cairnjs.ObjectStream(cairnjs.SnapshotStore(s.job)))
 	if err != nil {
 		t.Fatal(err)
 	}

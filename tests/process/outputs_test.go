@@ -13,7 +13,7 @@ import (
 
 	"github.com/cairn-stream/cairn/internal/natstest"
 	"github.com/cairn-stream/cairn/internal/proctest"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 	"github.com/cairn-stream/cairn/services/operator"
 )
@@ -142,7 +142,7 @@ func TestOutputsExactlyOnceAfterDowntimeLongerThanTheWindow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pos := m.Instances[inst].Positions[cjs.InputStream]
+	pos := m.Instances[inst].Positions[cairnjs.InputStream]
 	newer, err := s.publish(ctx, inst, 40)
 	if err != nil {
 		t.Fatal(err)
@@ -150,7 +150,7 @@ func TestOutputsExactlyOnceAfterDowntimeLongerThanTheWindow(t *testing.T) {
 	if _, err := s.waitApplied(ctx, inst, newer); err != nil {
 		t.Fatal(err)
 	}
-	if latest, err := s.manifest(ctx, s.job+".latest"); err != nil || latest.Instances[inst].Positions[cjs.InputStream] != pos {
+	if latest, err := s.manifest(ctx, s.job+".latest"); err != nil || latest.Instances[inst].Positions[cairnjs.InputStream] != pos {
 		t.Fatalf("the newest checkpoint moved past position %d (%v): the outputs stored since must be newer than it", pos, err)
 	}
 	if n := len(s.outputMsgs(ctx, inst)); n != 80 {
@@ -190,11 +190,11 @@ func TestRestoreFromAnOldSavepointAndReemit(t *testing.T) {
 		t.Fatal(err)
 	}
 	sp := s.trigger(ctx, inst, last, "before-upgrade")
-	spm, err := s.manifest(ctx, cjs.SavepointKey(s.job, "before-upgrade"))
+	spm, err := s.manifest(ctx, cairnjs.SavepointKey(s.job, "before-upgrade"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	spPos := spm.Instances[inst].Positions[cjs.InputStream]
+	spPos := spm.Instances[inst].Positions[cairnjs.InputStream]
 	last, err = s.publish(ctx, inst, 30)
 	if err != nil {
 		t.Fatal(err)

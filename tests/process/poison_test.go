@@ -15,7 +15,7 @@ import (
 	"github.com/cairn-stream/cairn/internal/health"
 	"github.com/cairn-stream/cairn/internal/natstest"
 	"github.com/cairn-stream/cairn/internal/proctest"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
@@ -72,7 +72,7 @@ func (s *stack) assertDeadLetter(ctx context.Context, inst string, seq uint64, r
 	}
 	h := dls[0].Headers()
 	if h.Get(messages.HeaderDeadLetterSequence) != strconv.FormatUint(seq, 10) || h.Get(messages.HeaderDeadLetterReason) != string(reason) ||
-		h.Get(messages.HeaderDeadLetterSubject) != subjects.Input(s.job, inst) || h.Get(messages.HeaderDeadLetterStream) != cjs.InputStream ||
+		h.Get(messages.HeaderDeadLetterSubject) != subjects.Input(s.job, inst) || h.Get(messages.HeaderDeadLetterStream) != cairnjs.InputStream ||
 		!strings.Contains(h.Get(messages.HeaderDeadLetterError), errPart) {
 		s.t.Fatalf("dead letter headers %v: want input sequence %d, reason %s, an error with %q", h, seq, reason, errPart)
 	}
@@ -113,7 +113,7 @@ func TestOutputTooLargeIsDeadLetteredAndSkipped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pos := m.Instances[inst].Positions[cjs.InputStream]
+	pos := m.Instances[inst].Positions[cairnjs.InputStream]
 
 	const size = 1048570
 	record := fmt.Appendf(nil, `{"key":%q,"value":1}`, strings.Repeat("k", size-len(`{"key":"","value":1}`)))
@@ -197,7 +197,7 @@ func TestPanickingMachineIsDeadLettered(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pos := m.Instances[inst].Positions[cjs.InputStream]
+	pos := m.Instances[inst].Positions[cairnjs.InputStream]
 	record := []byte(`{"key":"poison","value":1}`)
 	poison := s.publishRaw(ctx, inst, record)
 	if last, err = s.publish(ctx, inst, 20); err != nil {

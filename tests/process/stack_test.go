@@ -21,7 +21,7 @@ import (
 
 	"github.com/cairn-stream/cairn/internal/natstest"
 	"github.com/cairn-stream/cairn/internal/proctest"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
@@ -37,7 +37,7 @@ const (
 	keys = 8
 )
 
-var subjects = cjs.Subjects{}
+var subjects = cairnjs.Subjects{}
 
 // buildDir holds the cairn binary, built once per package on first use.
 var buildDir string
@@ -74,7 +74,7 @@ type stack struct {
 	srv *natstest.Server
 	nc  *nats.Conn
 	js  jetstream.JetStream
-	res *cjs.Resources
+	res *cairnjs.Resources
 	bin string
 	env []string
 	dir string // logs
@@ -122,9 +122,9 @@ func newStack(t *testing.T, o stackOptions) *stack {
 		t.Fatal(err)
 	}
 	srv := natstest.Start(t)
-	nc, js, res := srv.Resources(t, cjs.Options{LeaseTTL: leaseTTL})
+	nc, js, res := srv.Resources(t, cairnjs.Options{LeaseTTL: leaseTTL})
 	if o.outputWindow > 0 {
-		if err := natstest.SetDuplicateWindow(t.Context(), js, cjs.OutputStream, o.outputWindow); err != nil {
+		if err := natstest.SetDuplicateWindow(t.Context(), js, cairnjs.OutputStream, o.outputWindow); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -512,7 +512,7 @@ func (s *stack) waitCovered(ctx context.Context, inst string, seq uint64) (messa
 			return false, err
 		}
 		is, ok := m.Instances[inst]
-		return ok && is.From(m.CheckpointID) == m.CheckpointID && is.Positions[cjs.InputStream] >= seq, nil
+		return ok && is.From(m.CheckpointID) == m.CheckpointID && is.Positions[cairnjs.InputStream] >= seq, nil
 	})
 	return m, err
 }
@@ -520,7 +520,7 @@ func (s *stack) waitCovered(ctx context.Context, inst string, seq uint64) (messa
 // snapshots returns the job's snapshot store, which the coordinator created.
 func (s *stack) snapshots(ctx context.Context) jetstream.ObjectStore {
 	s.t.Helper()
-	obs, err := s.js.ObjectStore(ctx, cjs.SnapshotStore(s.job))
+	obs, err := s.js.ObjectStore(ctx, cairnjs.SnapshotStore(s.job))
 	if err != nil {
 		s.t.Fatalf("snapshot store of %s: %v", s.job, err)
 	}
@@ -660,7 +660,7 @@ func (s *stack) trimBelowRetained(ctx context.Context, inst string) (uint64, err
 		if !ok {
 			continue
 		}
-		pos := is.Positions[cjs.InputStream]
+		pos := is.Positions[cairnjs.InputStream]
 		if pos == 0 {
 			// WithPurgeSequence(0) would purge the whole subject.
 			return 0, fmt.Errorf("the oldest retained checkpoint holding %s (%d) has read nothing of its input", inst, m.CheckpointID)

@@ -13,7 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cairn-stream/cairn/internal/proctest"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
@@ -135,10 +135,10 @@ func TestLostManifestsBucketRefusesANewStart(t *testing.T) {
 	if _, err := s.ops[inst].Kill(); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.js.DeleteKeyValue(ctx, cjs.ManifestBucket); err != nil {
+	if err := s.js.DeleteKeyValue(ctx, cairnjs.ManifestBucket); err != nil {
 		t.Fatal(err)
 	}
-	res, err := cjs.Ensure(ctx, s.js, cjs.Options{LeaseTTL: leaseTTL, Only: []string{cjs.ManifestBucket}})
+	res, err := cairnjs.Ensure(ctx, s.js, cairnjs.Options{LeaseTTL: leaseTTL, Only: []string{cairnjs.ManifestBucket}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,7 +19,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
@@ -110,7 +110,7 @@ func TestSoak(t *testing.T) {
 	// handful of messages per member, whatever the run's length.
 	last := samples[len(samples)-1]
 	for stream, bound := range map[string]uint64{
-		"KV_" + cjs.ManifestBucket: 100, cjs.ObjectStream(cjs.SnapshotStore(job)): 100, "KV_" + cjs.LeaseBucket: 50, cjs.InputStream: 20000,
+		"KV_" + cairnjs.ManifestBucket: 100, cairnjs.ObjectStream(cairnjs.SnapshotStore(job)): 100, "KV_" + cairnjs.LeaseBucket: 50, cairnjs.InputStream: 20000,
 	} {
 		if n := last.msgs[stream]; n > bound {
 			t.Errorf("%s holds %d messages after %d minutes, over its bound %d", stream, n, minutes, bound)
@@ -132,7 +132,7 @@ func setInterval(t *testing.T, nc *nats.Conn) {
 	poll := time.NewTicker(200 * time.Millisecond)
 	defer poll.Stop()
 	for {
-		m, err := nc.Request(cjs.Subjects{}.ConfigSet(job), []byte(`{"interval":"100ms"}`), 5*time.Second)
+		m, err := nc.Request(cairnjs.Subjects{}.ConfigSet(job), []byte(`{"interval":"100ms"}`), 5*time.Second)
 		if err == nil && m.Header.Get("Nats-Service-Error-Code") == "" {
 			return
 		}
@@ -147,7 +147,7 @@ func setInterval(t *testing.T, nc *nats.Conn) {
 func status(t *testing.T, nc *nats.Conn) messages.Status {
 	t.Helper()
 	var st messages.Status
-	m, err := nc.Request(cjs.Subjects{}.Status(job), nil, 5*time.Second)
+	m, err := nc.Request(cairnjs.Subjects{}.Status(job), nil, 5*time.Second)
 	if err != nil {
 		t.Logf("status: %v", err)
 		return st

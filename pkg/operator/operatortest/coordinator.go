@@ -9,7 +9,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
@@ -25,7 +25,7 @@ type Coordinator struct {
 	nc        *nats.Conn
 	manifests jetstream.KeyValue
 	job       string
-	subj      cjs.Subjects
+	subj      cairnjs.Subjects
 	acks      chan *nats.Msg
 	snapshots jetstream.ObjectStore
 }
@@ -43,10 +43,10 @@ func NewCoordinator(t testing.TB, nc *nats.Conn, job string) *Coordinator {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), Wait)
 	defer cancel()
-	if c.manifests, err = js.KeyValue(ctx, cjs.ManifestBucket); err != nil {
-		t.Fatalf("look up %s: %v", cjs.ManifestBucket, err)
+	if c.manifests, err = js.KeyValue(ctx, cairnjs.ManifestBucket); err != nil {
+		t.Fatalf("look up %s: %v", cairnjs.ManifestBucket, err)
 	}
-	if c.snapshots, err = cjs.EnsureSnapshotStore(ctx, js, cjs.Options{}, job); err != nil {
+	if c.snapshots, err = cairnjs.EnsureSnapshotStore(ctx, js, cairnjs.Options{}, job); err != nil {
 		t.Fatalf("create the snapshot store of %s: %v", job, err)
 	}
 	sub, err := nc.ChanSubscribe(c.subj.InstanceAck(job, "*"), c.acks)
@@ -116,7 +116,7 @@ func (c *Coordinator) hold(id, token uint64) {
 	c.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), Wait)
 	defer cancel()
-	if _, err := cjs.UpdateKey(ctx, c.nc, c.manifests, cjs.CounterKey(c.job), func(cur []byte) ([]byte, error) {
+	if _, err := cairnjs.UpdateKey(ctx, c.nc, c.manifests, cairnjs.CounterKey(c.job), func(cur []byte) ([]byte, error) {
 		var last messages.Counter
 		if cur != nil {
 			if err := messages.Unmarshal(cur, &last); err != nil {
@@ -124,7 +124,7 @@ func (c *Coordinator) hold(id, token uint64) {
 			}
 		}
 		if last.Last >= id {
-			return nil, cjs.ErrNoChange
+			return nil, cairnjs.ErrNoChange
 		}
 		return messages.Marshal(&messages.Counter{Schema: messages.SchemaVersion, Job: c.job, Last: id})
 	}); err != nil {
@@ -137,7 +137,7 @@ func (c *Coordinator) hold(id, token uint64) {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	leases, err := js.KeyValue(ctx, cjs.LeaseBucket)
+	leases, err := js.KeyValue(ctx, cairnjs.LeaseBucket)
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -146,7 +146,7 @@ func (c *Coordinator) hold(id, token uint64) {
 		c.t.Fatal(err)
 	}
 	for {
-		rev, err := leases.Put(ctx, cjs.LeaseKey(c.job), lease)
+		rev, err := leases.Put(ctx, cairnjs.LeaseKey(c.job), lease)
 		if err != nil {
 			c.t.Fatalf("write the lease of %s: %v", c.job, err)
 		}
@@ -206,7 +206,7 @@ func (c *Coordinator) WriteManifest(id uint64, acks ...messages.Ack) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), Wait)
 	defer cancel()
-	for _, k := range []string{cjs.ManifestKey(c.job, id), cjs.LatestKey(c.job)} {
+	for _, k := range []string{cairnjs.ManifestKey(c.job, id), cairnjs.LatestKey(c.job)} {
 		if _, err := c.manifests.Put(ctx, k, data); err != nil {
 			c.t.Fatal(err)
 		}

@@ -7,7 +7,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/cairn-stream/cairn/internal/natstest"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 )
 
 // StartServer starts an embedded nats-server with JetStream on a free port, storing in a
@@ -16,7 +16,7 @@ import (
 // the test ends.
 func StartServer(t testing.TB) *nats.Conn {
 	t.Helper()
-	nc, _, _ := natstest.Start(t).Resources(t, cjs.Options{})
+	nc, _, _ := natstest.Start(t).Resources(t, cairnjs.Options{})
 	return nc
 }
 

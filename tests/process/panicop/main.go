@@ -26,7 +26,7 @@ import (
 	"github.com/cairn-stream/cairn/internal/health"
 	"github.com/cairn-stream/cairn/internal/reply"
 	"github.com/cairn-stream/cairn/internal/zlog"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 	op "github.com/cairn-stream/cairn/pkg/operator"
 	"github.com/cairn-stream/cairn/pkg/operator/state"
@@ -70,7 +70,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	nc, err := cjs.Connect(cjs.ConnectOptionsFromEnv("panicop-" + *instance))
+	nc, err := cairnjs.Connect(cairnjs.ConnectOptionsFromEnv("panicop-" + *instance))
 	if err != nil {
 		return err
 	}
@@ -88,7 +88,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	subject := cjs.Subjects{Prefix: cfg.SubjectPrefix}.OperatorState(*job, *instance)
+	subject := cairnjs.Subjects{Prefix: cfg.SubjectPrefix}.OperatorState(*job, *instance)
 	if err := rt.AddEndpoint("state", subject, micro.HandlerFunc(func(req micro.Request) {
 		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()

@@ -13,7 +13,7 @@ import (
 
 	"github.com/rs/zerolog"
 
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
@@ -603,12 +603,12 @@ func TestManifestAtTheDeltaLimitFitsMaxPayload(t *testing.T) {
 		limit := j.deltaBudget()
 		for inst := range j.roster.instances {
 			ref := func() messages.SnapshotRef {
-				return messages.SnapshotRef{Object: cjs.ObjectName(job, math.MaxUint64, inst, "sim"), Size: math.MaxUint64, Digest: "SHA-256=" + strings.Repeat("A", 43) + "="}
+				return messages.SnapshotRef{Object: cairnjs.ObjectName(job, math.MaxUint64, inst, "sim"), Size: math.MaxUint64, Digest: "SHA-256=" + strings.Repeat("A", 43) + "="}
 			}
 			is := messages.InstanceSnapshot{
 				Incarnation: "oxHueRSEVl3qDnGuJYOYDV", Snapshot: ref(), Checkpoint: math.MaxUint64,
-				Positions: map[string]uint64{cjs.InputStream: math.MaxUint64},
-				Filters:   map[string][]string{cjs.InputStream: {"cairn.input." + job + "." + inst}},
+				Positions: map[string]uint64{cairnjs.InputStream: math.MaxUint64},
+				Filters:   map[string][]string{cairnjs.InputStream: {"cairn.input." + job + "." + inst}},
 			}
 			for range limit - 1 { // a chain holds fewer deltas than the limit
 				is.Deltas = append(is.Deltas, ref())

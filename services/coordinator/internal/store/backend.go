@@ -11,7 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 	"github.com/cairn-stream/cairn/services/coordinator/internal/loop"
 )
@@ -42,18 +42,18 @@ type lastMsgReader interface {
 // which has its own goroutine fed through retainCh.
 type Backend struct {
 	job       string
-	subjects  cjs.Subjects
+	subjects  cairnjs.Subjects
 	nc        corePublisher
 	js        streamPublisher
 	async     asyncPublisher
 	manifests jetstream.KeyValue
 	// instances is CAIRN_INSTANCES, written with compare-and-set on reads from leader.
-	instances cjs.KVWriter
+	instances cairnjs.KVWriter
 	// leader answers the reads of the id counter and <job>.latest, which go to the bucket
-	// stream's leader (cjs.CurrentEntry): a KV Get may be answered by a replica that lags
+	// stream's leader (cairnjs.CurrentEntry): a KV Get may be answered by a replica that lags
 	// (one that was paused or cut off answers with what it had), and a stale counter or
 	// predecessor makes every compare-and-set after it fail.
-	leader cjs.Requester
+	leader cairnjs.Requester
 	events lastMsgReader
 	log    zerolog.Logger
 	// stores are the job's snapshot stores; the job's own is created before the first id
@@ -85,7 +85,7 @@ type BackendConfig struct {
 	// Job is the job's name.
 	Job string
 	// Subjects gives the subject prefix.
-	Subjects cjs.Subjects
+	Subjects cairnjs.Subjects
 	// Conn sends barriers and answers reads from bucket leaders.
 	Conn *nats.Conn
 	// JS publishes the events whose acks are awaited, Async those whose are not
@@ -93,7 +93,7 @@ type BackendConfig struct {
 	JS, Async jetstream.JetStream
 	// Resources are the buckets and streams: CAIRN_MANIFESTS, CAIRN_INSTANCES and
 	// CAIRN_CHECKPOINTS are used.
-	Resources *cjs.Resources
+	Resources *cairnjs.Resources
 	// Log receives the backend's and its retention worker's lines.
 	Log zerolog.Logger
 }
@@ -114,7 +114,7 @@ func (b *Backend) SetStores(s Stores) { b.stores = s }
 
 // ReadLatest returns job's manifest under <job>.latest in bucket kv and its revision (nil,
 // 0 when none), read from the bucket stream's leader.
-func ReadLatest(ctx context.Context, leader cjs.Requester, kv jetstream.KeyValue, job string) (*messages.Manifest, uint64, error) {
+func ReadLatest(ctx context.Context, leader cairnjs.Requester, kv jetstream.KeyValue, job string) (*messages.Manifest, uint64, error) {
 	return (&Backend{job: job, manifests: kv, leader: leader}).readLatest(ctx)
 }
 
@@ -128,7 +128,7 @@ func (b *Backend) NextID(ctx context.Context) (uint64, error) {
 		}
 		b.storeOK = true
 	}
-	key := cjs.CounterKey(b.job)
+	key := cairnjs.CounterKey(b.job)
 	for range 8 {
 		if !b.counterOK {
 			if err := b.readCounter(ctx, true); err != nil {
@@ -143,13 +143,13 @@ func (b *Backend) NextID(ctx context.Context) (uint64, error) {
 		if err := expired(ctx); err != nil {
 			return 0, fmt.Errorf("advance checkpoint id counter: %w", err)
 		}
-		rev, err := cjs.CompareAndSet(ctx, b.manifests, key, data, b.counterRev)
+		rev, err := cairnjs.CompareAndSet(ctx, b.manifests, key, data, b.counterRev)
 		if err == nil {
 			b.counter, b.counterRev, b.used = next, rev, next
 			return next, nil
 		}
 		b.counterOK = false
-		if !cjs.IsConflict(err) {
+		if !cairnjs.IsConflict(err) {
 			return 0, fmt.Errorf("advance checkpoint id counter: %w", err)
 		}
 	}
@@ -161,8 +161,8 @@ func (b *Backend) NextID(ctx context.Context) (uint64, error) {
 // already used instead of starting again at 1. Whatever it reads, NextID advances the
 // counter only with compare-and-set on the revision read, so no id is issued twice.
 func (b *Backend) readCounter(ctx context.Context, latest bool) error {
-	key := cjs.CounterKey(b.job)
-	value, rev, err := cjs.CurrentEntry(ctx, b.leader, b.manifests.Bucket(), key)
+	key := cairnjs.CounterKey(b.job)
+	value, rev, err := cairnjs.CurrentEntry(ctx, b.leader, b.manifests.Bucket(), key)
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound):
 		b.counter, b.counterRev = 0, 0
@@ -218,10 +218,10 @@ func (b *Backend) WriteManifest(ctx context.Context, m *messages.Manifest, prev 
 	if err := expired(ctx); err != nil {
 		return fmt.Errorf("put manifest: %w", err)
 	}
-	if _, err := b.manifests.Put(ctx, cjs.ManifestKey(b.job, m.CheckpointID), data); err != nil {
+	if _, err := b.manifests.Put(ctx, cairnjs.ManifestKey(b.job, m.CheckpointID), data); err != nil {
 		return fmt.Errorf("put manifest: %w", err)
 	}
-	key := cjs.LatestKey(b.job)
+	key := cairnjs.LatestKey(b.job)
 	for range 4 {
 		if !b.latestOK {
 			cur, rev, err := b.readLatest(ctx)
@@ -247,13 +247,13 @@ func (b *Backend) WriteManifest(ctx context.Context, m *messages.Manifest, prev 
 		if err := expired(ctx); err != nil {
 			return fmt.Errorf("move %s: %w", key, err)
 		}
-		rev, err := cjs.CompareAndSet(ctx, b.manifests, key, data, b.latestRev)
+		rev, err := cairnjs.CompareAndSet(ctx, b.manifests, key, data, b.latestRev)
 		if err == nil {
 			b.latestRev, b.used = rev, max(b.used, m.CheckpointID)
 			return nil
 		}
 		b.latestOK = false
-		if !cjs.IsConflict(err) {
+		if !cairnjs.IsConflict(err) {
 			return fmt.Errorf("move %s: %w", key, err)
 		}
 	}
@@ -263,7 +263,7 @@ func (b *Backend) WriteManifest(ctx context.Context, m *messages.Manifest, prev 
 // readLatest returns the manifest under <job>.latest and its revision (nil, 0 when none),
 // read from the bucket stream's leader.
 func (b *Backend) readLatest(ctx context.Context) (*messages.Manifest, uint64, error) {
-	value, rev, err := cjs.CurrentEntry(ctx, b.leader, b.manifests.Bucket(), cjs.LatestKey(b.job))
+	value, rev, err := cairnjs.CurrentEntry(ctx, b.leader, b.manifests.Bucket(), cairnjs.LatestKey(b.job))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, 0, nil
 	}
@@ -302,12 +302,12 @@ func (b *Backend) LatestManifest(ctx context.Context) (*messages.Manifest, error
 		return nil, nil
 	}
 	return nil, fmt.Errorf("%w: %s holds no manifest, yet checkpoint %d completed at %s (%s)",
-		loop.ErrManifestsLost, cjs.LatestKey(b.job), ev.CheckpointID, ev.FinishedAt.Format(time.RFC3339), subject)
+		loop.ErrManifestsLost, cairnjs.LatestKey(b.job), ev.CheckpointID, ev.FinishedAt.Format(time.RFC3339), subject)
 }
 
 // MarkMember implements loop.Backend on the instance record in CAIRN_INSTANCES.
 func (b *Backend) MarkMember(ctx context.Context, instance, incarnation string, id uint64) error {
-	_, err := cjs.UpdateKey(ctx, b.leader, b.instances, cjs.InstanceKey(b.job, instance), func(cur []byte) ([]byte, error) {
+	_, err := cairnjs.UpdateKey(ctx, b.leader, b.instances, cairnjs.InstanceKey(b.job, instance), func(cur []byte) ([]byte, error) {
 		rec := messages.InstanceRecord{Schema: messages.SchemaVersion, Job: b.job, Instance: instance, Incarnation: incarnation}
 		if cur != nil {
 			if err := messages.Unmarshal(cur, &rec); err != nil {
@@ -315,7 +315,7 @@ func (b *Backend) MarkMember(ctx context.Context, instance, incarnation string, 
 			}
 		}
 		if rec.Member != 0 {
-			return nil, cjs.ErrNoChange
+			return nil, cairnjs.ErrNoChange
 		}
 		rec.Member = id
 		return messages.Marshal(&rec)
@@ -325,16 +325,16 @@ func (b *Backend) MarkMember(ctx context.Context, instance, incarnation string, 
 
 // ClearMember implements loop.Backend on the instance record in CAIRN_INSTANCES.
 func (b *Backend) ClearMember(ctx context.Context, instance string) error {
-	_, err := cjs.UpdateKey(ctx, b.leader, b.instances, cjs.InstanceKey(b.job, instance), func(cur []byte) ([]byte, error) {
+	_, err := cairnjs.UpdateKey(ctx, b.leader, b.instances, cairnjs.InstanceKey(b.job, instance), func(cur []byte) ([]byte, error) {
 		var rec messages.InstanceRecord
 		if cur == nil {
-			return nil, cjs.ErrNoChange
+			return nil, cairnjs.ErrNoChange
 		}
 		if err := messages.Unmarshal(cur, &rec); err != nil {
 			return nil, fmt.Errorf("instance record %s: %w", instance, err)
 		}
 		if rec.Member == 0 {
-			return nil, cjs.ErrNoChange
+			return nil, cairnjs.ErrNoChange
 		}
 		rec.Member = 0
 		return messages.Marshal(&rec)

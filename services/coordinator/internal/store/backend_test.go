@@ -8,14 +8,14 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/cairn-stream/cairn/internal/natstest"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 	"github.com/cairn-stream/cairn/services/coordinator/internal/loop"
 )
 
 func TestManifestWriteIsFencedByAManifestItDidNotKnow(t *testing.T) {
 	srv := natstest.Start(t)
-	nc, _, res := srv.Resources(t, cjs.Options{})
+	nc, _, res := srv.Resources(t, cairnjs.Options{})
 	ctx := context.Background()
 	mine := &Backend{job: "w", manifests: res.Manifests, events: res.Checkpoints, leader: nc, log: zerolog.Nop()}
 	other := &Backend{job: "w", manifests: res.Manifests, events: res.Checkpoints, leader: nc, log: zerolog.Nop()}
@@ -50,9 +50,9 @@ func TestManifestWriteIsFencedByAManifestItDidNotKnow(t *testing.T) {
 // write that expected a predecessor finds it lost rather than fenced.
 func TestLostManifestsAreTold(t *testing.T) {
 	srv := natstest.Start(t)
-	nc, js, res := srv.Resources(t, cjs.Options{})
+	nc, js, res := srv.Resources(t, cairnjs.Options{})
 	ctx := context.Background()
-	b := &Backend{job: "l", subjects: cjs.Subjects{}, js: js, manifests: res.Manifests, events: res.Checkpoints, leader: nc, log: zerolog.Nop()}
+	b := &Backend{job: "l", subjects: cairnjs.Subjects{}, js: js, manifests: res.Manifests, events: res.Checkpoints, leader: nc, log: zerolog.Nop()}
 	m := &messages.Manifest{Schema: messages.SchemaVersion, Job: "l", CheckpointID: 1, Instances: map[string]messages.InstanceSnapshot{}}
 	if err := b.WriteManifest(ctx, m, 0); err != nil {
 		t.Fatal(err)
@@ -60,7 +60,7 @@ func TestLostManifestsAreTold(t *testing.T) {
 	if err := b.PublishEvent(ctx, &messages.CheckpointEvent{Schema: messages.SchemaVersion, Job: "l", CheckpointID: 1, Outcome: messages.Aborted, Reason: messages.AbortTimeout}); err != nil {
 		t.Fatal(err)
 	}
-	if err := res.Manifests.Delete(ctx, cjs.LatestKey("l")); err != nil {
+	if err := res.Manifests.Delete(ctx, cairnjs.LatestKey("l")); err != nil {
 		t.Fatal(err)
 	}
 	// Only an aborted event: nothing completed that a manifest would hold.
@@ -89,12 +89,12 @@ func TestLostManifestsAreTold(t *testing.T) {
 // it.
 func TestMembershipIsRecordedAndCleared(t *testing.T) {
 	srv := natstest.Start(t)
-	nc, _, res := srv.Resources(t, cjs.Options{})
+	nc, _, res := srv.Resources(t, cairnjs.Options{})
 	ctx := context.Background()
 	b := &Backend{job: "r", instances: res.Instances, leader: nc, log: zerolog.Nop()}
 	read := func() messages.InstanceRecord {
 		t.Helper()
-		e, err := res.Instances.Get(ctx, cjs.InstanceKey("r", "i"))
+		e, err := res.Instances.Get(ctx, cairnjs.InstanceKey("r", "i"))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -10,14 +10,14 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/cairn-stream/cairn/internal/retry"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 	"github.com/cairn-stream/cairn/services/coordinator/internal/loop"
 )
 
 // leaseKV is what the lease keeper needs of KV CAIRN_LEASES.
 type leaseKV interface {
-	cjs.KVWriter
+	cairnjs.KVWriter
 	Delete(ctx context.Context, key string, opts ...jetstream.KVDeleteOpt) error
 	Watch(ctx context.Context, keys string, opts ...jetstream.WatchOpt) (jetstream.KeyWatcher, error)
 }
@@ -36,7 +36,7 @@ type Placement interface {
 func NewLeaseKeeper(kv jetstream.KeyValue, nc *nats.Conn, job, holder string, ttl time.Duration, place Placement,
 	out func(loop.Lease), log zerolog.Logger,
 ) *LeaseKeeper {
-	return &LeaseKeeper{kv: kv, conn: nc, leader: nc, key: cjs.LeaseKey(job), job: job, holder: holder, ttl: ttl, out: out, log: log, place: place}
+	return &LeaseKeeper{kv: kv, conn: nc, leader: nc, key: cairnjs.LeaseKey(job), job: job, holder: holder, ttl: ttl, out: out, log: log, place: place}
 }
 
 // LeaseKeeper competes for a job's lease and renews it while held. The bucket's TTL
@@ -51,8 +51,8 @@ type LeaseKeeper struct {
 	kv   leaseKV
 	conn statusNotifier
 	// leader answers reads of the lease key, which go to the bucket stream's leader
-	// (cjs.CurrentEntry), never to a replica that may lag.
-	leader cjs.Requester
+	// (cairnjs.CurrentEntry), never to a replica that may lag.
+	leader cairnjs.Requester
 	key    string
 	job    string
 	holder string
@@ -298,16 +298,16 @@ func (k *LeaseKeeper) step(ctx context.Context) time.Duration {
 		// the compare-and-set fails if the holder renewed after all.
 		from, k.seenRev = k.seenRev, 0
 	}
-	rev, err := cjs.CompareAndSet(cctx, k.kv, k.key, k.value, from)
+	rev, err := cairnjs.CompareAndSet(cctx, k.kv, k.key, k.value, from)
 	if takeOver && err == nil {
 		k.log.Info().Msg("took over a lease its holder stopped renewing")
 	}
-	if cjs.IsConflict(err) {
+	if cairnjs.IsConflict(err) {
 		// A write of ours whose reply was lost (a timeout across a reconnect) may have
 		// landed after all: if the key still names this coordinator, adopt its revision.
 		// Otherwise note the other holder's revision.
 		if holder, r, ok := k.current(cctx); ok && holder == k.holder {
-			rev, err = cjs.CompareAndSet(cctx, k.kv, k.key, k.value, r)
+			rev, err = cairnjs.CompareAndSet(cctx, k.kv, k.key, k.value, r)
 		} else if ok && !k.state.Held {
 			k.seen(r)
 		}
@@ -347,7 +347,7 @@ func (k *LeaseKeeper) step(ctx context.Context) time.Duration {
 // current reads who holds the lease and at which revision, from the bucket stream's
 // leader; ok is false when it cannot tell.
 func (k *LeaseKeeper) current(ctx context.Context) (holder string, rev uint64, ok bool) {
-	value, rev, err := cjs.CurrentEntry(ctx, k.leader, k.kv.Bucket(), k.key)
+	value, rev, err := cairnjs.CurrentEntry(ctx, k.leader, k.kv.Bucket(), k.key)
 	if err != nil {
 		return "", 0, false
 	}

@@ -10,14 +10,14 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/cairn-stream/cairn/internal/natstest"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 	"github.com/cairn-stream/cairn/services/coordinator/internal/loop"
 )
 
 func TestOnlyOneKeeperHoldsTheLease(t *testing.T) {
 	srv := natstest.Start(t)
-	nc, _, res := srv.Resources(t, cjs.Options{LeaseTTL: time.Second})
+	nc, _, res := srv.Resources(t, cairnjs.Options{LeaseTTL: time.Second})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var mu sync.Mutex
@@ -30,7 +30,7 @@ func TestOnlyOneKeeperHoldsTheLease(t *testing.T) {
 			held[who] = st.Held
 			both = both || (held["a"] && held["b"])
 		}
-		k := &LeaseKeeper{kv: res.Leases, conn: nc, leader: nc, key: cjs.LeaseKey("j"), job: "j", holder: who, ttl: time.Second, out: out, log: zerolog.Nop()}
+		k := &LeaseKeeper{kv: res.Leases, conn: nc, leader: nc, key: cairnjs.LeaseKey("j"), job: "j", holder: who, ttl: time.Second, out: out, log: zerolog.Nop()}
 		go k.Run(ctx)
 	}
 	// The observation window: three TTLs in which the two keepers never hold the lease at once.
@@ -51,14 +51,14 @@ func TestOnlyOneKeeperHoldsTheLease(t *testing.T) {
 // and reports the lease lost when it names another coordinator.
 func TestLeaseKeeperAdoptsItsOwnLostWrite(t *testing.T) {
 	srv := natstest.Start(t)
-	nc, _, res := srv.Resources(t, cjs.Options{LeaseTTL: time.Minute})
+	nc, _, res := srv.Resources(t, cairnjs.Options{LeaseTTL: time.Minute})
 	ctx := context.Background()
 	for _, tc := range []struct {
 		holder   string
 		wantHeld bool
 	}{{"me", true}, {"someone-else", false}} {
 		t.Run(tc.holder, func(t *testing.T) {
-			key := cjs.LeaseKey("j-" + strings.ReplaceAll(tc.holder, "-", ""))
+			key := cairnjs.LeaseKey("j-" + strings.ReplaceAll(tc.holder, "-", ""))
 			mine, err := messages.Marshal(&messages.Lease{Schema: messages.SchemaVersion, Job: "j", Holder: "me"})
 			if err != nil {
 				t.Fatal(err)

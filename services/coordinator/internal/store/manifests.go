@@ -10,7 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 	"github.com/cairn-stream/cairn/services/coordinator/internal/loop"
 )
@@ -22,8 +22,8 @@ func (b *Backend) Savepoints(ctx context.Context) (map[string]*messages.Manifest
 }
 
 // readSavepoints reads job's savepoints from the manifest bucket, by name.
-func readSavepoints(ctx context.Context, leader cjs.Requester, kv jetstream.KeyValue, job string) (map[string]*messages.Manifest, error) {
-	lister, err := kv.ListKeysFiltered(ctx, cjs.SavepointKey(job, "*"))
+func readSavepoints(ctx context.Context, leader cairnjs.Requester, kv jetstream.KeyValue, job string) (map[string]*messages.Manifest, error) {
+	lister, err := kv.ListKeysFiltered(ctx, cairnjs.SavepointKey(job, "*"))
 	if err != nil {
 		return nil, fmt.Errorf("list savepoints: %w", err)
 	}
@@ -36,7 +36,7 @@ func readSavepoints(ctx context.Context, leader cjs.Requester, kv jetstream.KeyV
 }
 
 // readSavepointKeys reads job's savepoints under keys, by name; those gone are left out.
-func readSavepointKeys(ctx context.Context, leader cjs.Requester, kv jetstream.KeyValue, job string, keys []string) (map[string]*messages.Manifest, error) {
+func readSavepointKeys(ctx context.Context, leader cairnjs.Requester, kv jetstream.KeyValue, job string, keys []string) (map[string]*messages.Manifest, error) {
 	out := make(map[string]*messages.Manifest, len(keys))
 	for _, k := range keys {
 		m, err := readManifestKey(ctx, leader, kv, k)
@@ -44,7 +44,7 @@ func readSavepointKeys(ctx context.Context, leader cjs.Requester, kv jetstream.K
 			return nil, err
 		}
 		if m != nil {
-			out[strings.TrimPrefix(k, cjs.SavepointKey(job, ""))] = m
+			out[strings.TrimPrefix(k, cairnjs.SavepointKey(job, ""))] = m
 		}
 	}
 	return out, nil
@@ -54,8 +54,8 @@ func readSavepointKeys(ctx context.Context, leader cjs.Requester, kv jetstream.K
 // leader; nil when it is gone. Never from a replica that may lag: retention takes a
 // manifest it reads as gone for deleted, and would free what only that manifest
 // references.
-func readManifestKey(ctx context.Context, leader cjs.Requester, kv jetstream.KeyValue, key string) (*messages.Manifest, error) {
-	value, _, err := cjs.CurrentEntry(ctx, leader, kv.Bucket(), key)
+func readManifestKey(ctx context.Context, leader cairnjs.Requester, kv jetstream.KeyValue, key string) (*messages.Manifest, error) {
+	value, _, err := cairnjs.CurrentEntry(ctx, leader, kv.Bucket(), key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, nil
 	}
@@ -76,7 +76,7 @@ func (b *Backend) WriteSavepoint(ctx context.Context, m *messages.Manifest) erro
 	if err != nil {
 		return err
 	}
-	if _, err := b.manifests.Create(ctx, cjs.SavepointKey(b.job, m.Savepoint), data); err != nil {
+	if _, err := b.manifests.Create(ctx, cairnjs.SavepointKey(b.job, m.Savepoint), data); err != nil {
 		if errors.Is(err, jetstream.ErrKeyExists) {
 			return loop.ErrSavepointExists
 		}
@@ -88,7 +88,7 @@ func (b *Backend) WriteSavepoint(ctx context.Context, m *messages.Manifest) erro
 // DeleteSavepoint implements loop.Backend: a read, then a purge of <job>.savepoint.<name>.
 func (b *Backend) DeleteSavepoint(ctx context.Context, name string) (*messages.Manifest, error) {
 	b.relist = true
-	key := cjs.SavepointKey(b.job, name)
+	key := cairnjs.SavepointKey(b.job, name)
 	m, err := readManifestKey(ctx, b.leader, b.manifests, key)
 	if err != nil || m == nil {
 		return nil, err
@@ -101,7 +101,7 @@ func (b *Backend) DeleteSavepoint(ctx context.Context, name string) (*messages.M
 
 // ListCheckpoints reads job's retained checkpoints, newest first, and its savepoints, by
 // name, from manifest bucket kv (reads of values go to the bucket stream's leader).
-func ListCheckpoints(ctx context.Context, leader cjs.Requester, kv jetstream.KeyValue, job string) (*messages.CheckpointList, error) {
+func ListCheckpoints(ctx context.Context, leader cairnjs.Requester, kv jetstream.KeyValue, job string) (*messages.CheckpointList, error) {
 	ids, savepointKeys, err := listManifestKeys(ctx, kv, job)
 	if err != nil {
 		return nil, err
@@ -110,7 +110,7 @@ func ListCheckpoints(ctx context.Context, leader cjs.Requester, kv jetstream.Key
 	slices.Reverse(ids)
 	list := &messages.CheckpointList{Job: job, Checkpoints: []messages.CheckpointInfo{}, Savepoints: []messages.CheckpointInfo{}}
 	for _, id := range ids {
-		m, err := readManifestKey(ctx, leader, kv, cjs.ManifestKey(job, id))
+		m, err := readManifestKey(ctx, leader, kv, cairnjs.ManifestKey(job, id))
 		if err != nil {
 			return nil, err
 		}

@@ -11,7 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 )
 
 // objectPurger removes snapshot objects without leaving a marker behind. The object
@@ -30,7 +30,7 @@ type objectPurger struct {
 // Purge purges the chunks and then the meta subject of the object info describes.
 func (o *objectPurger) Purge(ctx context.Context, info *jetstream.ObjectInfo) error {
 	if o.stream == nil {
-		st, err := o.lookup(ctx, cjs.ObjectStream(o.bucket))
+		st, err := o.lookup(ctx, cairnjs.ObjectStream(o.bucket))
 		if err != nil {
 			return fmt.Errorf("look up the stream of object store %s: %w", o.bucket, err)
 		}
@@ -121,7 +121,7 @@ func (s *batchStore) lookup(ctx context.Context, names []string, out map[string]
 		return fmt.Errorf("look up snapshots: %w", err)
 	}
 	defer func() { _ = sub.Unsubscribe() }()
-	if err := s.nc.PublishRequest("$JS.API.DIRECT.GET."+cjs.ObjectStream(s.bucket), inbox, data); err != nil {
+	if err := s.nc.PublishRequest("$JS.API.DIRECT.GET."+cairnjs.ObjectStream(s.bucket), inbox, data); err != nil {
 		return fmt.Errorf("look up snapshots: %w", err)
 	}
 	for range len(names) + 1 {

@@ -14,7 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 	"github.com/cairn-stream/cairn/services/coordinator/internal/loop"
 )
@@ -55,7 +55,7 @@ type retainer struct {
 	// stores (they end in the uploader's incarnation).
 	candidates map[string]string
 	// legacy is set once a reference to the store shared before stores were per job
-	// (cjs.SnapshotBucket) was seen: full scans then list that store too.
+	// (cairnjs.SnapshotBucket) was seen: full scans then list that store too.
 	legacy bool
 	// trim trims the members' input after each pass.
 	trim *Trimmer
@@ -83,7 +83,7 @@ func newRetainer(b *Backend, stores Stores, trim *Trimmer) *retainer {
 
 // candidate makes ref's object a candidate for deletion.
 func (r *retainer) candidate(ref messages.SnapshotRef) {
-	r.candidates[ref.Object] = cjs.SnapshotStoreOf(ref.Store)
+	r.candidates[ref.Object] = cairnjs.SnapshotStoreOf(ref.Store)
 	r.legacy = r.legacy || ref.Store == ""
 }
 
@@ -322,7 +322,7 @@ func (r *retainer) pass(ctx context.Context, req loop.RetainRequest) (manifests,
 func (r *retainer) scan(ctx context.Context, infos map[string]*jetstream.ObjectInfo) (int, error) {
 	names := []string{r.own}
 	if r.legacy {
-		names = append(names, cjs.SnapshotBucket)
+		names = append(names, cairnjs.SnapshotBucket)
 	}
 	removed := 0
 	for _, name := range names {
@@ -367,14 +367,14 @@ func (r *retainer) readMarkerTTL(ctx context.Context) error {
 	}
 	st, err := r.b.manifests.Status(ctx)
 	if err != nil {
-		return fmt.Errorf("read %s status: %w", cjs.ManifestBucket, err)
+		return fmt.Errorf("read %s status: %w", cairnjs.ManifestBucket, err)
 	}
 	kst, ok := st.(*jetstream.KeyValueBucketStatus)
 	if ok {
 		r.markerTTL = kst.LimitMarkerTTL()
 	}
 	if r.markerTTL <= 0 {
-		r.b.log.Warn().Str("bucket", cjs.ManifestBucket).
+		r.b.log.Warn().Str("bucket", cairnjs.ManifestBucket).
 			Msg("bucket has no LimitMarkerTTL: the markers of purged manifests stay until it is given one (see docs/failure-model.md, Storage bounds)")
 	}
 	r.markerRead = true
@@ -388,7 +388,7 @@ func (r *retainer) purgeManifest(ctx context.Context, id uint64) error {
 	if r.markerTTL > 0 {
 		opts = append(opts, jetstream.PurgeTTL(r.markerTTL))
 	}
-	if err := r.b.manifests.Purge(ctx, cjs.ManifestKey(r.b.job, id), opts...); err != nil {
+	if err := r.b.manifests.Purge(ctx, cairnjs.ManifestKey(r.b.job, id), opts...); err != nil {
 		return fmt.Errorf("delete manifest %d: %w", id, err)
 	}
 	return nil
@@ -466,7 +466,7 @@ func (r *retainer) manifest(ctx context.Context, id uint64) (*messages.Manifest,
 	if m := r.manifests[id]; m != nil {
 		return m, nil
 	}
-	m, err := readManifestKey(ctx, r.b.leader, r.b.manifests, cjs.ManifestKey(r.b.job, id))
+	m, err := readManifestKey(ctx, r.b.leader, r.b.manifests, cairnjs.ManifestKey(r.b.job, id))
 	if err != nil {
 		return nil, err
 	}

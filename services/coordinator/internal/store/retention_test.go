@@ -11,7 +11,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/cairn-stream/cairn/internal/natstest"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 	"github.com/cairn-stream/cairn/services/coordinator/internal/loop"
 )
@@ -22,7 +22,7 @@ func TestRetentionPass(t *testing.T) {
 	obs := jobStore(t, js, "r")
 	put := func(name string) messages.SnapshotRef { return putSnapshot(t, obs, name) }
 	manifest := func(id uint64, refs ...messages.SnapshotRef) {
-		putManifest(t, res, cjs.ManifestKey("r", id), testManifest("r", id, refs...))
+		putManifest(t, res, cairnjs.ManifestKey("r", id), testManifest("r", id, refs...))
 	}
 	shared := put("r/1/a")    // unchanged snapshot, referenced by every manifest
 	old := put("r/2/b")       // only in manifest 2, which retention drops
@@ -41,7 +41,7 @@ func TestRetentionPass(t *testing.T) {
 	if got := names(t, obs); !slices.Equal(got, []string{"other/1/a", "r/1/a", "r/4/b", "r/5/b", "r/6/b", "r/7/b", "r/9/b"}) {
 		t.Fatalf("after a targeted pass: %v", got)
 	}
-	if _, err := res.Manifests.Get(ctx, cjs.ManifestKey("r", 2)); !errors.Is(err, jetstream.ErrKeyNotFound) {
+	if _, err := res.Manifests.Get(ctx, cairnjs.ManifestKey("r", 2)); !errors.Is(err, jetstream.ErrKeyNotFound) {
 		t.Fatalf("manifest 2 beyond retain 2 kept: %v", err)
 	}
 	r.passes = 0 // a full scan
@@ -52,8 +52,8 @@ func TestRetentionPass(t *testing.T) {
 		t.Fatalf("after a full scan: %v (orphan %s and unreferenced %s should go; %s, %s, %s stay)", got, orphan.Object, live.Object, inFlight.Object, other.Object, shared.Object)
 	}
 	// Nothing is left of the deleted objects: one chunk and one meta message per object.
-	if n := streamMsgs(t, js, cjs.ObjectStream(cjs.SnapshotStore("r"))); n != 2*5 {
-		t.Fatalf("%s holds %d messages for 5 one-chunk objects: markers of deleted objects left", cjs.ObjectStream(cjs.SnapshotStore("r")), n)
+	if n := streamMsgs(t, js, cairnjs.ObjectStream(cairnjs.SnapshotStore("r"))); n != 2*5 {
+		t.Fatalf("%s holds %d messages for 5 one-chunk objects: markers of deleted objects left", cairnjs.ObjectStream(cairnjs.SnapshotStore("r")), n)
 	}
 }
 
@@ -66,23 +66,23 @@ func TestRetentionListsWhenAsked(t *testing.T) {
 	obs := jobStore(t, js, "l")
 	a1, a2, a3 := putSnapshot(t, obs, "l/1/a"), putSnapshot(t, obs, "l/2/a"), putSnapshot(t, obs, "l/3/a")
 	m1 := testManifest("l", 1, a1)
-	putManifest(t, res, cjs.ManifestKey("l", 1), m1)
+	putManifest(t, res, cairnjs.ManifestKey("l", 1), m1)
 	if _, _, _, err := r.pass(ctx, loop.RetainRequest{Keep: 1}); err != nil { // the first pass lists
 		t.Fatal(err)
 	}
 	// Manifest 2 is handed over, not listed: manifest 1 goes. Manifest 2 is also a
 	// savepoint, written after the listing.
 	m2 := testManifest("l", 2, a2)
-	putManifest(t, res, cjs.ManifestKey("l", 2), m2)
-	putManifest(t, res, cjs.SavepointKey("l", "keep"), m2)
+	putManifest(t, res, cairnjs.ManifestKey("l", 2), m2)
+	putManifest(t, res, cairnjs.SavepointKey("l", "keep"), m2)
 	if _, _, _, err := r.pass(ctx, loop.RetainRequest{Keep: 1, Written: []*messages.Manifest{m2}, List: true}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := res.Manifests.Get(ctx, cjs.ManifestKey("l", 1)); !errors.Is(err, jetstream.ErrKeyNotFound) {
+	if _, err := res.Manifests.Get(ctx, cairnjs.ManifestKey("l", 1)); !errors.Is(err, jetstream.ErrKeyNotFound) {
 		t.Fatalf("manifest 1 beyond retain 1 kept: %v", err)
 	}
 	m3 := testManifest("l", 3, a3)
-	putManifest(t, res, cjs.ManifestKey("l", 3), m3)
+	putManifest(t, res, cairnjs.ManifestKey("l", 3), m3)
 	if _, _, _, err := r.pass(ctx, loop.RetainRequest{Keep: 1, Written: []*messages.Manifest{m3}}); err != nil {
 		t.Fatal(err)
 	}
@@ -102,8 +102,8 @@ func TestRetentionRefusesAListingBehindTheLeader(t *testing.T) {
 	obs := jobStore(t, js, "s")
 	a1, a2, a3 := putSnapshot(t, obs, "s/1/a"), putSnapshot(t, obs, "s/2/a"), putSnapshot(t, obs, "s/3/a")
 	m1, m2, m3 := testManifest("s", 1, a1), testManifest("s", 2, a2), testManifest("s", 3, a3)
-	putManifest(t, res, cjs.ManifestKey("s", 1), m1)
-	putManifest(t, res, cjs.LatestKey("s"), m3)
+	putManifest(t, res, cairnjs.ManifestKey("s", 1), m1)
+	putManifest(t, res, cairnjs.LatestKey("s"), m3)
 	_, _, _, err := r.pass(ctx, loop.RetainRequest{Keep: 2, Scan: true, Written: []*messages.Manifest{m3}})
 	if !errors.Is(err, errStaleListing) {
 		t.Fatalf("pass over a listing without the newest manifest: %v, want errStaleListing", err)
@@ -111,12 +111,12 @@ func TestRetentionRefusesAListingBehindTheLeader(t *testing.T) {
 	if got := names(t, obs); !slices.Equal(got, []string{"s/1/a", "s/2/a", "s/3/a"}) {
 		t.Fatalf("after the refused pass: %v, want nothing deleted", got)
 	}
-	if _, err := res.Manifests.Get(ctx, cjs.ManifestKey("s", 1)); err != nil {
+	if _, err := res.Manifests.Get(ctx, cairnjs.ManifestKey("s", 1)); err != nil {
 		t.Fatalf("manifest 1 after the refused pass: %v", err)
 	}
 	// The listing catches up.
-	putManifest(t, res, cjs.ManifestKey("s", 2), m2)
-	putManifest(t, res, cjs.ManifestKey("s", 3), m3)
+	putManifest(t, res, cairnjs.ManifestKey("s", 2), m2)
+	putManifest(t, res, cairnjs.ManifestKey("s", 3), m3)
 	if _, _, _, err := r.pass(ctx, loop.RetainRequest{Keep: 2, Scan: true}); err != nil {
 		t.Fatalf("pass over a current listing: %v", err)
 	}
@@ -135,7 +135,7 @@ func putSnapshot(t *testing.T, obs jetstream.ObjectStore, name string) messages.
 		t.Fatal(err)
 	}
 	ref := messages.SnapshotRef{Store: info.Bucket, Object: name, Size: info.Size, Digest: info.Digest}
-	if ref.Store == cjs.SnapshotBucket {
+	if ref.Store == cairnjs.SnapshotBucket {
 		ref.Store = ""
 	}
 	return ref
@@ -144,7 +144,7 @@ func putSnapshot(t *testing.T, obs jetstream.ObjectStore, name string) messages.
 // jobStore creates job's snapshot store.
 func jobStore(t *testing.T, js jetstream.JetStream, job string) jetstream.ObjectStore {
 	t.Helper()
-	obs, err := cjs.EnsureSnapshotStore(context.Background(), js, cjs.Options{}, job)
+	obs, err := cairnjs.EnsureSnapshotStore(context.Background(), js, cairnjs.Options{}, job)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,7 +161,7 @@ func testManifest(job string, id uint64, refs ...messages.SnapshotRef) *messages
 }
 
 // putManifest stores m under key of the manifest bucket.
-func putManifest(t *testing.T, res *cjs.Resources, key string, m *messages.Manifest) {
+func putManifest(t *testing.T, res *cairnjs.Resources, key string, m *messages.Manifest) {
 	t.Helper()
 	data, err := messages.Marshal(m)
 	if err != nil {
@@ -175,15 +175,15 @@ func putManifest(t *testing.T, res *cjs.Resources, key string, m *messages.Manif
 // newTestRetainer returns a retention worker's state for job on res.
 // partialRetainer starts a server and returns a retainer for job whose next pass is not
 // a full scan.
-func partialRetainer(t *testing.T, job string) (jetstream.JetStream, *cjs.Resources, *retainer) {
+func partialRetainer(t *testing.T, job string) (jetstream.JetStream, *cairnjs.Resources, *retainer) {
 	t.Helper()
-	_, js, res := natstest.Start(t).Resources(t, cjs.Options{})
+	_, js, res := natstest.Start(t).Resources(t, cairnjs.Options{})
 	r := newTestRetainer(js, res, job)
 	r.passes = 1
 	return js, res, r
 }
 
-func newTestRetainer(js jetstream.JetStream, res *cjs.Resources, job string) *retainer {
+func newTestRetainer(js jetstream.JetStream, res *cairnjs.Resources, job string) *retainer {
 	b := &Backend{job: job, manifests: res.Manifests, events: res.Checkpoints, leader: js.Conn(), log: zerolog.Nop()}
 	lookup := func(ctx context.Context, name string) (StreamPurger, error) { return js.Stream(ctx, name) }
 	return newRetainer(b, &JobStores{job: job, js: js, nc: js.Conn(), stream: lookup}, nil)
@@ -208,19 +208,19 @@ func streamMsgs(t *testing.T, js jetstream.JetStream, name string) uint64 {
 // object store Delete left behind (deployments from before retention purged objects).
 func TestRetentionLeavesNoMarkers(t *testing.T) {
 	srv := natstest.Start(t)
-	_, js, res := srv.Resources(t, cjs.Options{MarkerTTL: time.Second})
+	_, js, res := srv.Resources(t, cairnjs.Options{MarkerTTL: time.Second})
 	ctx := context.Background()
 	r := newTestRetainer(js, res, "m")
 	obs := jobStore(t, js, "m")
 	for id := uint64(1); id <= 6; id++ {
-		ref := putSnapshot(t, obs, cjs.ObjectName("m", id, "a", "sim"))
+		ref := putSnapshot(t, obs, cairnjs.ObjectName("m", id, "a", "sim"))
 		m := &messages.Manifest{Schema: messages.SchemaVersion, Job: "m", CheckpointID: id, CompletedAt: time.Now(),
 			Instances: map[string]messages.InstanceSnapshot{"a": {Incarnation: "x", Snapshot: ref}}}
 		data, err := messages.Marshal(m)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := res.Manifests.Put(ctx, cjs.ManifestKey("m", id), data); err != nil {
+		if _, err := res.Manifests.Put(ctx, cairnjs.ManifestKey("m", id), data); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -237,12 +237,12 @@ func TestRetentionLeavesNoMarkers(t *testing.T) {
 	if got := names(t, obs); !slices.Equal(got, []string{"m/5/a/sim", "m/6/a/sim"}) {
 		t.Fatalf("objects after the pass: %v", got)
 	}
-	if n := streamMsgs(t, js, cjs.ObjectStream(cjs.SnapshotStore("m"))); n != 4 {
-		t.Fatalf("%s holds %d messages for 2 one-chunk objects, want 4: markers left", cjs.ObjectStream(cjs.SnapshotStore("m")), n)
+	if n := streamMsgs(t, js, cairnjs.ObjectStream(cairnjs.SnapshotStore("m"))); n != 4 {
+		t.Fatalf("%s holds %d messages for 2 one-chunk objects, want 4: markers left", cairnjs.ObjectStream(cairnjs.SnapshotStore("m")), n)
 	}
 	// Four purge markers now, gone after the 1 s marker TTL; the two retained manifests stay.
 	natstest.Eventually(t, 10*time.Second, "manifest purge markers did not expire", func() bool {
-		return streamMsgs(t, js, "KV_"+cjs.ManifestBucket) == 2
+		return streamMsgs(t, js, "KV_"+cairnjs.ManifestBucket) == 2
 	})
 }
 
@@ -272,10 +272,10 @@ func TestRetentionOnABucketWithoutMarkerTTL(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: cjs.ManifestBucket, History: 1}); err != nil {
+	if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: cairnjs.ManifestBucket, History: 1}); err != nil {
 		t.Fatal(err)
 	}
-	_, js, res := srv.Resources(t, cjs.Options{})
+	_, js, res := srv.Resources(t, cairnjs.Options{})
 	put := func(ids ...uint64) {
 		for _, id := range ids {
 			m := &messages.Manifest{Schema: messages.SchemaVersion, Job: "o", CheckpointID: id, Instances: map[string]messages.InstanceSnapshot{}}
@@ -283,7 +283,7 @@ func TestRetentionOnABucketWithoutMarkerTTL(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := res.Manifests.Put(ctx, cjs.ManifestKey("o", id), data); err != nil {
+			if _, err := res.Manifests.Put(ctx, cairnjs.ManifestKey("o", id), data); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -292,13 +292,13 @@ func TestRetentionOnABucketWithoutMarkerTTL(t *testing.T) {
 	if _, _, _, err := newTestRetainer(js, res, "o").pass(ctx, loop.RetainRequest{Keep: 1}); err != nil {
 		t.Fatalf("pass on a bucket without LimitMarkerTTL: %v", err)
 	}
-	if n := streamMsgs(t, js, "KV_"+cjs.ManifestBucket); n != 3 {
-		t.Fatalf("KV_%s holds %d messages, want manifest 3 and two markers that stay", cjs.ManifestBucket, n)
+	if n := streamMsgs(t, js, "KV_"+cairnjs.ManifestBucket); n != 3 {
+		t.Fatalf("KV_%s holds %d messages, want manifest 3 and two markers that stay", cairnjs.ManifestBucket, n)
 	}
 	// The one-time update: nats stream edit KV_CAIRN_MANIFESTS --allow-msg-ttl
 	// --subject-del-markers-ttl 5s (here 1s), then nats kv compact CAIRN_MANIFESTS (which
 	// removes markers older than 30 minutes; here all of them).
-	st, err := js.Stream(ctx, "KV_"+cjs.ManifestBucket)
+	st, err := js.Stream(ctx, "KV_"+cairnjs.ManifestBucket)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -315,7 +315,7 @@ func TestRetentionOnABucketWithoutMarkerTTL(t *testing.T) {
 		t.Fatal(err)
 	}
 	natstest.Eventually(t, 10*time.Second, "markers did not expire after the update", func() bool {
-		return streamMsgs(t, js, "KV_"+cjs.ManifestBucket) == 1
+		return streamMsgs(t, js, "KV_"+cairnjs.ManifestBucket) == 1
 	})
 }
 
@@ -325,14 +325,14 @@ func TestRetentionOnABucketWithoutMarkerTTL(t *testing.T) {
 // any more go, on targeted passes and on a full scan.
 func TestRetentionKeepsChains(t *testing.T) {
 	srv := natstest.Start(t)
-	_, js, res := srv.Resources(t, cjs.Options{})
+	_, js, res := srv.Resources(t, cairnjs.Options{})
 	ctx := context.Background()
 	obs := jobStore(t, js, "c")
 	put := func(name string) messages.SnapshotRef { return putSnapshot(t, obs, name) }
 	manifest := func(id uint64, base messages.SnapshotRef, deltas ...messages.SnapshotRef) {
 		m := testManifest("c", id, base)
 		m.Instances["a"] = messages.InstanceSnapshot{Incarnation: "x", Snapshot: base, Deltas: deltas}
-		putManifest(t, res, cjs.ManifestKey("c", id), m)
+		putManifest(t, res, cairnjs.ManifestKey("c", id), m)
 	}
 	oldBase, d2, d3 := put("c/1/a.base"), put("c/2/a"), put("c/3/a")
 	newBase, d5, d6 := put("c/4/a.base"), put("c/5/a"), put("c/6/a")
@@ -369,7 +369,7 @@ func TestRetentionAcrossStores(t *testing.T) {
 	js, res, r := partialRetainer(t, "u")
 	ctx := context.Background()
 	obs := jobStore(t, js, "u")
-	shared, err := js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: cjs.SnapshotBucket})
+	shared, err := js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: cairnjs.SnapshotBucket})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -380,11 +380,11 @@ func TestRetentionAcrossStores(t *testing.T) {
 		t.Fatalf("references to the shared store have store %q, want none", oldA.Store)
 	}
 	m1 := testManifest("u", 1, oldA, oldB)
-	putManifest(t, res, cjs.ManifestKey("u", 1), m1)
+	putManifest(t, res, cairnjs.ManifestKey("u", 1), m1)
 	// Checkpoint 2: a's new snapshot in the job's store, b unchanged (still the old object).
 	newA := putSnapshot(t, obs, "u/2/a")
 	m2 := testManifest("u", 2, newA, oldB)
-	putManifest(t, res, cjs.ManifestKey("u", 2), m2)
+	putManifest(t, res, cairnjs.ManifestKey("u", 2), m2)
 	if _, _, _, err := r.pass(ctx, loop.RetainRequest{Keep: 1}); err != nil {
 		t.Fatal(err)
 	}
@@ -407,8 +407,8 @@ func TestRetentionAcrossStores(t *testing.T) {
 	fresh := newTestRetainer(js, res, "w")
 	wobs := jobStore(t, js, "w")
 	w1, w2 := putSnapshot(t, wobs, "w/1/a"), putSnapshot(t, wobs, "w/2/a")
-	putManifest(t, res, cjs.ManifestKey("w", 1), testManifest("w", 1, w1))
-	putManifest(t, res, cjs.ManifestKey("w", 2), testManifest("w", 2, w2))
+	putManifest(t, res, cairnjs.ManifestKey("w", 1), testManifest("w", 1, w1))
+	putManifest(t, res, cairnjs.ManifestKey("w", 2), testManifest("w", 2, w2))
 	putSnapshot(t, shared, "w/0/stray")
 	if _, _, _, err := fresh.pass(ctx, loop.RetainRequest{Keep: 1, Scan: true}); err != nil {
 		t.Fatal(err)
@@ -419,7 +419,7 @@ func TestRetentionAcrossStores(t *testing.T) {
 	if got := names(t, shared); !slices.Contains(got, "w/0/stray") {
 		t.Fatalf("a job with no reference to the shared store scanned it: %v", got)
 	}
-	if err := js.DeleteObjectStore(ctx, cjs.SnapshotBucket); err != nil {
+	if err := js.DeleteObjectStore(ctx, cairnjs.SnapshotBucket); err != nil {
 		t.Fatal(err)
 	}
 	r.passes = 0

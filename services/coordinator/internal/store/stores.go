@@ -9,13 +9,13 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 )
 
 // Stores are the object stores a job's snapshots are in (JobStores).
 type Stores interface {
-	// Open returns the object store name. The job's own store (cjs.SnapshotStore) is
-	// created when missing; any other (cjs.SnapshotBucket, shared by every job before
+	// Open returns the object store name. The job's own store (cairnjs.SnapshotStore) is
+	// created when missing; any other (cairnjs.SnapshotBucket, shared by every job before
 	// stores were per job) is only looked up: errStoreMissing when it does not exist.
 	Open(ctx context.Context, name string) (ObjectStore, error)
 	// Own is the name of the job's store, where its snapshots are uploaded.
@@ -33,7 +33,7 @@ type JobStores struct {
 	js  jetstream.JetStream
 	nc  *nats.Conn
 	// opts are what the job's store is created with (replicas, storage, size limit).
-	opts cjs.Options
+	opts cairnjs.Options
 	// stream looks up the stream of a store for purges.
 	stream func(ctx context.Context, name string) (StreamPurger, error)
 
@@ -45,12 +45,12 @@ var _ Stores = (*JobStores)(nil)
 
 // NewJobStores returns job's snapshot stores on js; its own store is created with opts
 // (replicas, storage, size limit), and stream looks up a store's stream for purges.
-func NewJobStores(job string, js jetstream.JetStream, opts cjs.Options, stream func(ctx context.Context, name string) (StreamPurger, error)) *JobStores {
+func NewJobStores(job string, js jetstream.JetStream, opts cairnjs.Options, stream func(ctx context.Context, name string) (StreamPurger, error)) *JobStores {
 	return &JobStores{job: job, js: js, nc: js.Conn(), opts: opts, stream: stream}
 }
 
 // Own implements Stores.
-func (s *JobStores) Own() string { return cjs.SnapshotStoreFor(s.job, s.opts.SharedSnapshotStore) }
+func (s *JobStores) Own() string { return cairnjs.SnapshotStoreFor(s.job, s.opts.SharedSnapshotStore) }
 
 // Open implements Stores.
 func (s *JobStores) Open(ctx context.Context, name string) (ObjectStore, error) {
@@ -65,7 +65,7 @@ func (s *JobStores) Open(ctx context.Context, name string) (ObjectStore, error) 
 		err error
 	)
 	if name == s.Own() {
-		obs, err = cjs.EnsureSnapshotStore(ctx, s.js, s.opts, s.job)
+		obs, err = cairnjs.EnsureSnapshotStore(ctx, s.js, s.opts, s.job)
 	} else {
 		obs, err = s.js.ObjectStore(ctx, name)
 		if errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {

@@ -10,7 +10,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/cairn-stream/cairn/internal/natstest"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
@@ -48,9 +48,9 @@ func TestSubjectsOverlap(t *testing.T) {
 func held(id uint64, members map[string]inputNeed) *messages.Manifest {
 	m := &messages.Manifest{CheckpointID: id, Instances: map[string]messages.InstanceSnapshot{}}
 	for inst, n := range members {
-		s := messages.InstanceSnapshot{Positions: map[string]uint64{cjs.InputStream: n.pos}}
+		s := messages.InstanceSnapshot{Positions: map[string]uint64{cairnjs.InputStream: n.pos}}
 		if n.filters != nil {
-			s.Filters = map[string][]string{cjs.InputStream: n.filters}
+			s.Filters = map[string][]string{cairnjs.InputStream: n.filters}
 		}
 		m.Instances[inst] = s
 	}
@@ -58,7 +58,7 @@ func held(id uint64, members map[string]inputNeed) *messages.Manifest {
 }
 
 func TestTrimPoints(t *testing.T) {
-	in := func(f string) trimTarget { return trimTarget{cjs.InputStream, f} }
+	in := func(f string) trimTarget { return trimTarget{cairnjs.InputStream, f} }
 	tests := []struct {
 		name string
 		held []*messages.Manifest
@@ -107,7 +107,7 @@ func TestTrimPoints(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := trimPoints(tt.held, []string{cjs.InputStream}); !maps.Equal(got, tt.want) {
+			if got := trimPoints(tt.held, []string{cairnjs.InputStream}); !maps.Equal(got, tt.want) {
 				t.Fatalf("trim points %v, want %v", got, tt.want)
 			}
 		})
@@ -127,7 +127,7 @@ func (c *countingPurger) Purge(ctx context.Context, opts ...jetstream.StreamPurg
 
 func TestTrimPurgesBelowThePointOnlyWhenItAdvances(t *testing.T) {
 	srv := natstest.Start(t)
-	_, js, res := srv.Resources(t, cjs.Options{})
+	_, js, res := srv.Resources(t, cairnjs.Options{})
 	ctx := context.Background()
 	for i := range 10 {
 		for _, inst := range []string{"a", "b"} {
@@ -138,7 +138,7 @@ func TestTrimPurgesBelowThePointOnlyWhenItAdvances(t *testing.T) {
 	}
 	// a's messages are the odd sequences 1..19, b's the even ones 2..20.
 	p := &countingPurger{StreamPurger: res.Input}
-	tr := NewTrimmer([]string{cjs.InputStream}, func(context.Context, string) (StreamPurger, error) { return p, nil }, zerolog.Nop())
+	tr := NewTrimmer([]string{cairnjs.InputStream}, func(context.Context, string) (StreamPurger, error) { return p, nil }, zerolog.Nop())
 	hold := []*messages.Manifest{held(2, map[string]inputNeed{"a": {pos: 11, filters: []string{"cairn.input.t.a"}}, "b": {pos: 6, filters: []string{"cairn.input.t.b"}}})}
 	if err := tr.trim(ctx, hold); err != nil {
 		t.Fatal(err)

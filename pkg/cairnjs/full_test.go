@@ -1,4 +1,4 @@
-package jetstream_test
+package cairnjs_test
 
 import (
 	"bytes"
@@ -10,7 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cairn-stream/cairn/internal/natstest"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 )
 
 // TestFullSnapshotStoreIsRecognised checks what a Put into a full job snapshot store
@@ -18,14 +18,14 @@ import (
 // for it.
 func TestFullSnapshotStoreIsRecognised(t *testing.T) {
 	s := natstest.Start(t)
-	_, js, r := s.Resources(t, cjs.Options{Memory: true})
+	_, js, r := s.Resources(t, cairnjs.Options{Memory: true})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	obs, err := cjs.EnsureSnapshotStore(ctx, js, cjs.Options{Memory: true, SnapshotMaxBytes: 64 << 10}, "j")
+	obs, err := cairnjs.EnsureSnapshotStore(ctx, js, cairnjs.Options{Memory: true, SnapshotMaxBytes: 64 << 10}, "j")
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := js.Stream(ctx, cjs.ObjectStream(cjs.SnapshotStore("j")))
+	st, err := js.Stream(ctx, cairnjs.ObjectStream(cairnjs.SnapshotStore("j")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,7 +37,7 @@ func TestFullSnapshotStoreIsRecognised(t *testing.T) {
 	if err == nil {
 		t.Fatal("a 100 KiB put into a 64 KiB store succeeded")
 	}
-	if !cjs.IsStorageFull(err) || !cjs.IsStorageFull(fmt.Errorf("upload: %w", err)) {
+	if !cairnjs.IsStorageFull(err) || !cairnjs.IsStorageFull(fmt.Errorf("upload: %w", err)) {
 		t.Fatalf("IsStorageFull(%v) = false", err)
 	}
 	// The chunks are published asynchronously and purged after the refusal, but the meta
@@ -51,10 +51,10 @@ func TestFullSnapshotStoreIsRecognised(t *testing.T) {
 		t.Fatalf("a put that fits after the refused one: %v", err)
 	}
 	_, err = r.Manifests.Update(ctx, "k", []byte("x"), 99)
-	if err == nil || cjs.IsStorageFull(err) {
+	if err == nil || cairnjs.IsStorageFull(err) {
 		t.Fatalf("a revision mismatch (%v) taken for a full store", err)
 	}
-	if cjs.IsStorageFull(context.DeadlineExceeded) {
+	if cairnjs.IsStorageFull(context.DeadlineExceeded) {
 		t.Fatal("a timeout taken for a full store")
 	}
 }
@@ -64,7 +64,7 @@ func TestFullSnapshotStoreIsRecognised(t *testing.T) {
 // account has no room for is recognised as a full store too.
 func TestUnlimitedSnapshotStoreFillsTheAccount(t *testing.T) {
 	s := natstest.StartConfig(t, `accounts { A { jetstream { max_file: 256KB, max_mem: 0 }, users: [{user: a, password: a}] } }`, &natstest.LogBuffer{})
-	nc, err := cjs.Connect(cjs.ConnectOptions{URLs: s.URL, User: "a", Password: "a"})
+	nc, err := cairnjs.Connect(cairnjs.ConnectOptions{URLs: s.URL, User: "a", Password: "a"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,11 +75,11 @@ func TestUnlimitedSnapshotStoreFillsTheAccount(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	obs, err := cjs.EnsureSnapshotStore(ctx, js, cjs.Options{}, "j")
+	obs, err := cairnjs.EnsureSnapshotStore(ctx, js, cairnjs.Options{}, "j")
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := js.Stream(ctx, cjs.ObjectStream(cjs.SnapshotStore("j")))
+	st, err := js.Stream(ctx, cairnjs.ObjectStream(cairnjs.SnapshotStore("j")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +91,7 @@ func TestUnlimitedSnapshotStoreFillsTheAccount(t *testing.T) {
 	if err == nil {
 		t.Fatal("a 512 KiB put into an account of 256 KB succeeded")
 	}
-	if !cjs.IsStorageFull(err) {
+	if !cairnjs.IsStorageFull(err) {
 		t.Fatalf("IsStorageFull(%v) = false", err)
 	}
 }

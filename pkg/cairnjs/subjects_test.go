@@ -1,13 +1,13 @@
-package jetstream_test
+package cairnjs_test
 
 import (
 	"testing"
 
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 )
 
 func TestParseAck(t *testing.T) {
-	s := cjs.Subjects{}
+	s := cairnjs.Subjects{}
 	if got := s.InstanceAck("demo", "counter-0"); got != "cairn.ack.demo.counter-0" {
 		t.Fatalf("InstanceAck = %s", got)
 	}
@@ -29,13 +29,13 @@ func TestParseAck(t *testing.T) {
 			t.Errorf("ParseAck(%q) = %q, %q, %v; want %q, %q, %v", tc.subject, job, instance, ok, tc.job, tc.instance, tc.ok)
 		}
 	}
-	if job, inst, ok := (cjs.Subjects{Prefix: "x.y"}).ParseAck("x.y.ack.j.i"); job != "j" || inst != "i" || !ok {
+	if job, inst, ok := (cairnjs.Subjects{Prefix: "x.y"}).ParseAck("x.y.ack.j.i"); job != "j" || inst != "i" || !ok {
 		t.Errorf("ParseAck with a two-token prefix = %q, %q, %v", job, inst, ok)
 	}
 }
 
 func TestParseConfigEvents(t *testing.T) {
-	s := cjs.Subjects{Prefix: "x.y"}
+	s := cairnjs.Subjects{Prefix: "x.y"}
 	for _, tc := range []struct {
 		subject, job string
 		head, ok     bool
@@ -55,7 +55,7 @@ func TestParseConfigEvents(t *testing.T) {
 }
 
 func TestParseCheckpointEvent(t *testing.T) {
-	s := cjs.Subjects{}
+	s := cairnjs.Subjects{}
 	for _, tc := range []struct {
 		subject, job, outcome string
 		ok                    bool

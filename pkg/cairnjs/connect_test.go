@@ -1,4 +1,4 @@
-package jetstream_test
+package cairnjs_test
 
 import (
 	"errors"
@@ -13,7 +13,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/cairn-stream/cairn/internal/natstest"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 )
 
 // freezer is a TCP proxy in front of a server. freeze makes the connections open at that
@@ -119,7 +119,7 @@ func TestConnectLeavesAHungServer(t *testing.T) {
 	f := newFreezer(t, strings.TrimPrefix(s.URL, "nats://"))
 	disconnected := make(chan error, 4)
 	reconnected := make(chan string, 4)
-	nc, err := cjs.Connect(cjs.ConnectOptions{
+	nc, err := cairnjs.Connect(cairnjs.ConnectOptions{
 		URLs: f.url(), Name: t.Name(),
 		OnDisconnect: func(err error) { disconnected <- err },
 		OnReconnect:  func(url string) { reconnected <- url },
@@ -131,19 +131,19 @@ func TestConnectLeavesAHungServer(t *testing.T) {
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	if nc.Opts.PingInterval != cjs.PingInterval || nc.Opts.MaxPingsOut != cjs.MaxPingsOutstanding {
-		t.Fatalf("ping every %s, %d outstanding; want %s, %d", nc.Opts.PingInterval, nc.Opts.MaxPingsOut, cjs.PingInterval, cjs.MaxPingsOutstanding)
+	if nc.Opts.PingInterval != cairnjs.PingInterval || nc.Opts.MaxPingsOut != cairnjs.MaxPingsOutstanding {
+		t.Fatalf("ping every %s, %d outstanding; want %s, %d", nc.Opts.PingInterval, nc.Opts.MaxPingsOut, cairnjs.PingInterval, cairnjs.MaxPingsOutstanding)
 	}
 
 	f.freeze()
 	frozen := time.Now()
 	// The bound plus a margin for a loaded machine; nats.go's defaults take minutes.
-	limit := time.NewTimer(cjs.HungServerBound + 5*time.Second)
+	limit := time.NewTimer(cairnjs.HungServerBound + 5*time.Second)
 	defer limit.Stop()
 	select {
 	case err := <-disconnected:
 		left := time.Since(frozen)
-		t.Logf("hung server left after %s (bound %s): %v", left.Round(10*time.Millisecond), cjs.HungServerBound, err)
+		t.Logf("hung server left after %s (bound %s): %v", left.Round(10*time.Millisecond), cairnjs.HungServerBound, err)
 		if !errors.Is(err, nats.ErrStaleConnection) {
 			t.Fatalf("disconnected with %v, want %v", err, nats.ErrStaleConnection)
 		}
@@ -171,19 +171,19 @@ func TestConnectRefusesBadCredentials(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name string
-		opts cjs.ConnectOptions
+		opts cairnjs.ConnectOptions
 		want string
 	}{
-		{"user and nkey", cjs.ConnectOptions{User: "u", NKeySeed: "SUx"}, cjs.ErrConflictingAuth.Error()},
-		{"nkey file and seed", cjs.ConnectOptions{NKeyFile: "f", NKeySeed: "SUx"}, cjs.ErrConflictingAuth.Error()},
-		{"creds and nkey file", cjs.ConnectOptions{Creds: "c", NKeyFile: "f"}, cjs.ErrConflictingAuth.Error()},
-		{"not a seed", cjs.ConnectOptions{NKeySeed: "not a seed"}, "nkey seed"},
-		{"an account's seed", cjs.ConnectOptions{NKeySeed: string(accountSeed)}, "not a user seed"},
-		{"missing seed file", cjs.ConnectOptions{NKeyFile: "/nonexistent/seed.nk"}, "nkey seed file"},
-		{"inbox prefix with a wildcard", cjs.ConnectOptions{InboxPrefix: "_INBOX.*"}, "invalid custom prefix"},
+		{"user and nkey", cairnjs.ConnectOptions{User: "u", NKeySeed: "SUx"}, cairnjs.ErrConflictingAuth.Error()},
+		{"nkey file and seed", cairnjs.ConnectOptions{NKeyFile: "f", NKeySeed: "SUx"}, cairnjs.ErrConflictingAuth.Error()},
+		{"creds and nkey file", cairnjs.ConnectOptions{Creds: "c", NKeyFile: "f"}, cairnjs.ErrConflictingAuth.Error()},
+		{"not a seed", cairnjs.ConnectOptions{NKeySeed: "not a seed"}, "nkey seed"},
+		{"an account's seed", cairnjs.ConnectOptions{NKeySeed: string(accountSeed)}, "not a user seed"},
+		{"missing seed file", cairnjs.ConnectOptions{NKeyFile: "/nonexistent/seed.nk"}, "nkey seed file"},
+		{"inbox prefix with a wildcard", cairnjs.ConnectOptions{InboxPrefix: "_INBOX.*"}, "invalid custom prefix"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			nc, err := cjs.Connect(tc.opts)
+			nc, err := cairnjs.Connect(tc.opts)
 			if err == nil {
 				nc.Close()
 				t.Fatal("Connect succeeded")
@@ -191,7 +191,7 @@ func TestConnectRefusesBadCredentials(t *testing.T) {
 			if !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("Connect = %v, want an error containing %q", err, tc.want)
 			}
-			if strings.Contains(tc.want, "give one of") && !errors.Is(err, cjs.ErrConflictingAuth) {
+			if strings.Contains(tc.want, "give one of") && !errors.Is(err, cairnjs.ErrConflictingAuth) {
 				t.Fatalf("Connect = %v, want ErrConflictingAuth", err)
 			}
 		})

@@ -1,4 +1,4 @@
-package jetstream_test
+package cairnjs_test
 
 import (
 	"context"
@@ -9,17 +9,17 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cairn-stream/cairn/internal/natstest"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 )
 
 func TestEnsureIsIdempotent(t *testing.T) {
 	s := natstest.Start(t)
-	_, js, first := s.Resources(t, cjs.Options{LeaseTTL: time.Second})
+	_, js, first := s.Resources(t, cairnjs.Options{LeaseTTL: time.Second})
 	ctx := context.Background()
 	if _, err := first.Manifests.Put(ctx, "j.latest", []byte("x")); err != nil {
 		t.Fatal(err)
 	}
-	again, err := cjs.Ensure(ctx, js, cjs.Options{LeaseTTL: time.Second})
+	again, err := cairnjs.Ensure(ctx, js, cairnjs.Options{LeaseTTL: time.Second})
 	if err != nil {
 		t.Fatalf("second Ensure: %v", err)
 	}
@@ -39,7 +39,7 @@ func TestEnsureIsIdempotent(t *testing.T) {
 
 func TestLeaseKeysExpireAndWatchersSeeIt(t *testing.T) {
 	s := natstest.Start(t)
-	_, _, r := s.Resources(t, cjs.Options{LeaseTTL: time.Second})
+	_, _, r := s.Resources(t, cairnjs.Options{LeaseTTL: time.Second})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	w, err := r.Leases.Watch(ctx, "instance.>")
@@ -47,7 +47,7 @@ func TestLeaseKeysExpireAndWatchersSeeIt(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Stop()
-	if _, err := r.Leases.Create(ctx, cjs.RegistrationKey("j", "i"), []byte("x")); err != nil {
+	if _, err := r.Leases.Create(ctx, cairnjs.RegistrationKey("j", "i"), []byte("x")); err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
@@ -60,7 +60,7 @@ func TestLeaseKeysExpireAndWatchersSeeIt(t *testing.T) {
 			if d := time.Since(start); d < 900*time.Millisecond {
 				t.Fatalf("key gone after %s, before its 1s TTL", d)
 			}
-			if _, err := r.Leases.Get(ctx, cjs.RegistrationKey("j", "i")); !errors.Is(err, jetstream.ErrKeyNotFound) {
+			if _, err := r.Leases.Get(ctx, cairnjs.RegistrationKey("j", "i")); !errors.Is(err, jetstream.ErrKeyNotFound) {
 				t.Fatalf("get after expiry: %v", err)
 			}
 			return
@@ -72,9 +72,9 @@ func TestLeaseKeysExpireAndWatchersSeeIt(t *testing.T) {
 
 func TestEnsureOnlyLooksUpWhatItIsAskedFor(t *testing.T) {
 	s := natstest.Start(t)
-	_, js, _ := s.Resources(t, cjs.Options{})
+	_, js, _ := s.Resources(t, cairnjs.Options{})
 	ctx := context.Background()
-	r, err := cjs.Ensure(ctx, js, cjs.Options{LookupOnly: true, Only: []string{cjs.InputStream, cjs.LeaseBucket}})
+	r, err := cairnjs.Ensure(ctx, js, cairnjs.Options{LookupOnly: true, Only: []string{cairnjs.InputStream, cairnjs.LeaseBucket}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,25 +92,25 @@ func TestEnsureLookupOnlyReportsMissing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = cjs.Ensure(context.Background(), js, cjs.Options{LookupOnly: true})
-	if !errors.Is(err, cjs.ErrMissing) {
+	_, err = cairnjs.Ensure(context.Background(), js, cairnjs.Options{LookupOnly: true})
+	if !errors.Is(err, cairnjs.ErrMissing) {
 		t.Fatalf("lookup of absent resources: %v, want ErrMissing", err)
 	}
 }
 
 func TestOutputAndDeadLettersAreBoundedAndInputIsNot(t *testing.T) {
-	for _, o := range []cjs.Options{{}, {Memory: true}} {
+	for _, o := range []cairnjs.Options{{}, {Memory: true}} {
 		for _, cfg := range o.StreamConfigs() {
 			switch cfg.Name {
-			case cjs.OutputStream:
+			case cairnjs.OutputStream:
 				if cfg.MaxAge < cfg.Duplicates || cfg.MaxBytes <= 0 || cfg.Discard != jetstream.DiscardOld {
 					t.Fatalf("memory=%v: %s max age %s (duplicate window %s), max bytes %d, discard %v", o.Memory, cfg.Name, cfg.MaxAge, cfg.Duplicates, cfg.MaxBytes, cfg.Discard)
 				}
-			case cjs.InputStream:
+			case cairnjs.InputStream:
 				if cfg.MaxAge != 0 || cfg.MaxBytes > 0 || cfg.MaxMsgs > 0 || cfg.MaxMsgsPerSubject > 0 {
 					t.Fatalf("%s has limits %+v: they would remove input a restore needs; Cairn trims it", cfg.Name, cfg)
 				}
-			case cjs.DeadLetterStream:
+			case cairnjs.DeadLetterStream:
 				// Bounded by age and per instance; no MaxBytes, which JetStream would reserve.
 				if cfg.MaxAge < cfg.Duplicates || cfg.MaxMsgsPerSubject <= 0 || cfg.MaxBytes > 0 || cfg.Discard != jetstream.DiscardOld ||
 					len(cfg.Subjects) != 1 || cfg.Subjects[0] != o.Subjects.DeadLetter("*", "*") {
@@ -122,16 +122,16 @@ func TestOutputAndDeadLettersAreBoundedAndInputIsNot(t *testing.T) {
 }
 
 func TestSnapshotStoreNames(t *testing.T) {
-	if got := cjs.SnapshotStore("demo"); got != "CAIRN_SNAPSHOTS_demo" {
+	if got := cairnjs.SnapshotStore("demo"); got != "CAIRN_SNAPSHOTS_demo" {
 		t.Fatalf("SnapshotStore = %s", got)
 	}
-	if got := cjs.SnapshotStoreOf(""); got != cjs.SnapshotBucket {
+	if got := cairnjs.SnapshotStoreOf(""); got != cairnjs.SnapshotBucket {
 		t.Fatalf("SnapshotStoreOf(\"\") = %s, want the store of before", got)
 	}
-	if got := cjs.SnapshotStoreOf("CAIRN_SNAPSHOTS_demo"); got != "CAIRN_SNAPSHOTS_demo" {
+	if got := cairnjs.SnapshotStoreOf("CAIRN_SNAPSHOTS_demo"); got != "CAIRN_SNAPSHOTS_demo" {
 		t.Fatalf("SnapshotStoreOf = %s", got)
 	}
-	if got := cjs.ObjectStream(cjs.SnapshotStore("a-b_c")); got != "OBJ_CAIRN_SNAPSHOTS_a-b_c" {
+	if got := cairnjs.ObjectStream(cairnjs.SnapshotStore("a-b_c")); got != "OBJ_CAIRN_SNAPSHOTS_a-b_c" {
 		t.Fatalf("ObjectStream = %s", got)
 	}
 }

@@ -1,4 +1,4 @@
-package jetstream_test
+package cairnjs_test
 
 import (
 	"context"
@@ -9,30 +9,30 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cairn-stream/cairn/internal/natstest"
-	cjs "github.com/cairn-stream/cairn/pkg/jetstream"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 )
 
 func TestCurrentEntryReadsTheKeyFromTheLeader(t *testing.T) {
 	s := natstest.Start(t)
-	nc, _, res := s.Resources(t, cjs.Options{LeaseTTL: time.Second})
+	nc, _, res := s.Resources(t, cairnjs.Options{LeaseTTL: time.Second})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 
-	if _, _, err := cjs.CurrentEntry(ctx, nc, cjs.ManifestBucket, "j.counter"); !errors.Is(err, jetstream.ErrKeyNotFound) {
+	if _, _, err := cairnjs.CurrentEntry(ctx, nc, cairnjs.ManifestBucket, "j.counter"); !errors.Is(err, jetstream.ErrKeyNotFound) {
 		t.Fatalf("absent key: %v, want ErrKeyNotFound", err)
 	}
 	rev, err := res.Manifests.Put(ctx, "j.counter", []byte("seven"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	val, got, err := cjs.CurrentEntry(ctx, nc, cjs.ManifestBucket, "j.counter")
+	val, got, err := cairnjs.CurrentEntry(ctx, nc, cairnjs.ManifestBucket, "j.counter")
 	if err != nil || string(val) != "seven" || got != rev {
 		t.Fatalf("CurrentEntry = %q at %d, %v; want \"seven\" at %d", val, got, err, rev)
 	}
 	if err := res.Manifests.Delete(ctx, "j.counter"); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := cjs.CurrentEntry(ctx, nc, cjs.ManifestBucket, "j.counter"); !errors.Is(err, jetstream.ErrKeyNotFound) {
+	if _, _, err := cairnjs.CurrentEntry(ctx, nc, cairnjs.ManifestBucket, "j.counter"); !errors.Is(err, jetstream.ErrKeyNotFound) {
 		t.Fatalf("deleted key: %v, want ErrKeyNotFound", err)
 	}
 	// A key that expired by the bucket's TTL leaves a marker (LimitMarkerTTL), not a value.
@@ -43,20 +43,20 @@ func TestCurrentEntryReadsTheKeyFromTheLeader(t *testing.T) {
 		_, err := res.Leases.Get(ctx, "instance.j.i")
 		return errors.Is(err, jetstream.ErrKeyNotFound)
 	})
-	if m, err := cjs.LastMsgCurrent(ctx, nc, "KV_"+cjs.LeaseBucket, "$KV."+cjs.LeaseBucket+".instance.j.i"); err != nil || m.Header.Get(jetstream.MarkerReasonHeader) == "" {
+	if m, err := cairnjs.LastMsgCurrent(ctx, nc, "KV_"+cairnjs.LeaseBucket, "$KV."+cairnjs.LeaseBucket+".instance.j.i"); err != nil || m.Header.Get(jetstream.MarkerReasonHeader) == "" {
 		t.Fatalf("the expired key's last message: %+v, %v; want a marker", m, err)
 	}
-	if _, _, err := cjs.CurrentEntry(ctx, nc, cjs.LeaseBucket, "instance.j.i"); !errors.Is(err, jetstream.ErrKeyNotFound) {
+	if _, _, err := cairnjs.CurrentEntry(ctx, nc, cairnjs.LeaseBucket, "instance.j.i"); !errors.Is(err, jetstream.ErrKeyNotFound) {
 		t.Fatalf("expired key: %v, want ErrKeyNotFound", err)
 	}
-	if _, err := cjs.LastMsgCurrent(ctx, nc, "NO_SUCH_STREAM", "x"); err == nil {
+	if _, err := cairnjs.LastMsgCurrent(ctx, nc, "NO_SUCH_STREAM", "x"); err == nil {
 		t.Fatal("a stream that does not exist: no error")
 	}
 }
 
 func TestMsgCurrentTellsAPurgedMessageFromAStoredOne(t *testing.T) {
 	s := natstest.Start(t)
-	nc, js, _ := s.Resources(t, cjs.Options{LeaseTTL: time.Second})
+	nc, js, _ := s.Resources(t, cairnjs.Options{LeaseTTL: time.Second})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var seqs []uint64
@@ -67,17 +67,17 @@ func TestMsgCurrentTellsAPurgedMessageFromAStoredOne(t *testing.T) {
 		}
 		seqs = append(seqs, ack.Sequence)
 	}
-	st, err := js.Stream(ctx, cjs.InputStream)
+	st, err := js.Stream(ctx, cairnjs.InputStream)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := st.Purge(ctx, jetstream.WithPurgeSubject("cairn.input.j.i"), jetstream.WithPurgeSequence(seqs[2])); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := cjs.MsgCurrent(ctx, nc, cjs.InputStream, seqs[1]); !errors.Is(err, jetstream.ErrMsgNotFound) {
+	if _, err := cairnjs.MsgCurrent(ctx, nc, cairnjs.InputStream, seqs[1]); !errors.Is(err, jetstream.ErrMsgNotFound) {
 		t.Fatalf("purged message: %v, want ErrMsgNotFound", err)
 	}
-	m, err := cjs.MsgCurrent(ctx, nc, cjs.InputStream, seqs[2])
+	m, err := cairnjs.MsgCurrent(ctx, nc, cairnjs.InputStream, seqs[2])
 	if err != nil || m.Sequence != seqs[2] || m.Subject != "cairn.input.j.i" {
 		t.Fatalf("kept message: %+v, %v", m, err)
 	}
@@ -85,7 +85,7 @@ func TestMsgCurrentTellsAPurgedMessageFromAStoredOne(t *testing.T) {
 
 func TestUpdateKeyIsCompareAndSet(t *testing.T) {
 	s := natstest.Start(t)
-	nc, _, res := s.Resources(t, cjs.Options{LeaseTTL: time.Second})
+	nc, _, res := s.Resources(t, cairnjs.Options{LeaseTTL: time.Second})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	appendX := func(cur []byte) ([]byte, error) { return append(cur, 'x'), nil }
@@ -95,7 +95,7 @@ func TestUpdateKeyIsCompareAndSet(t *testing.T) {
 	errs := make(chan error, writers)
 	for range writers {
 		go func() {
-			_, err := cjs.UpdateKey(ctx, nc, res.Instances, "j.i", appendX)
+			_, err := cairnjs.UpdateKey(ctx, nc, res.Instances, "j.i", appendX)
 			errs <- err
 		}()
 	}
@@ -109,12 +109,12 @@ func TestUpdateKeyIsCompareAndSet(t *testing.T) {
 		t.Fatalf("after %d concurrent updates: %q, %v", writers, e.Value(), err)
 	}
 
-	rev, err := cjs.UpdateKey(ctx, nc, res.Instances, "j.i", func([]byte) ([]byte, error) { return nil, cjs.ErrNoChange })
+	rev, err := cairnjs.UpdateKey(ctx, nc, res.Instances, "j.i", func([]byte) ([]byte, error) { return nil, cairnjs.ErrNoChange })
 	if err != nil || rev != e.Revision() {
 		t.Fatalf("no change: revision %d, %v; want %d", rev, err, e.Revision())
 	}
 	refused := errors.New("refused")
-	if _, err := cjs.UpdateKey(ctx, nc, res.Instances, "j.i", func([]byte) ([]byte, error) { return nil, refused }); !errors.Is(err, refused) {
+	if _, err := cairnjs.UpdateKey(ctx, nc, res.Instances, "j.i", func([]byte) ([]byte, error) { return nil, refused }); !errors.Is(err, refused) {
 		t.Fatalf("change error: %v, want it returned", err)
 	}
 	if e2, _ := res.Instances.Get(ctx, "j.i"); e2.Revision() != e.Revision() {

@@ -1,4 +1,4 @@
-package jetstream
+package cairnjs
 
 // ReplicaKey is the key under which coordinator replica id announces itself in
 // CAIRN_LEASES ("*" for all).
