@@ -74,7 +74,7 @@ func TestMarshalRejectsInvalid(t *testing.T) {
 		msg  string
 	}{
 		{"job with dot", &messages.Counter{Schema: 1, Job: "a.b"}, messages.ErrInvalidName, `has '.' at byte 1`},
-		{"config out of range", &messages.ConfigEvent{Schema: 1, Job: "j", Version: 1}, messages.ErrInvalidConfig, "interval 0s is out of range; allowed: 100ms to 24h"},
+		{"config out of range", &messages.ConfigEvent{Schema: 1, Job: "j", Version: 1}, messages.ErrInvalidCheckpointConfig, "interval 0s is out of range; allowed: 100ms to 24h"},
 		{"ack without incarnation", &messages.Ack{Schema: 1, Job: "j", Instance: "i", CheckpointID: 1, Kind: messages.AckDeclined, Reason: "r"}, nil, "incarnation is empty"},
 		{"schema missing", &messages.Counter{Job: "j"}, nil, "schema version 0; set it to messages.SchemaVersion (1)"},
 		{"schema too new", &messages.Counter{Schema: 2, Job: "j"}, nil, "schema version 2"},

@@ -41,7 +41,7 @@ func nextFixtures() []nextFixture {
 		"interval": int64(2 * time.Second), "timeout": int64(time.Minute), "min_pause": 0,
 		"max_concurrent": 2, "tolerable_failures": -1, "retain": 3, "jitter": "250ms",
 	}
-	wantCfg := messages.Config{Interval: 2 * time.Second, Timeout: time.Minute, MaxConcurrent: 2, TolerableFailures: -1, Retain: 3}
+	wantCfg := messages.CheckpointConfig{Interval: 2 * time.Second, Timeout: time.Minute, MaxConcurrent: 2, TolerableFailures: -1, Retain: 3}
 	ref := map[string]any{"store": "CAIRN_SNAPSHOTS_j", "object": "j/7/i-0", "size": 10, "digest": "SHA-256=abc", "compression": "zstd"}
 	wantRef := messages.SnapshotRef{Store: "CAIRN_SNAPSHOTS_j", Object: "j/7/i-0", Size: 10, Digest: "SHA-256=abc"}
 	ack := map[string]any{

@@ -22,12 +22,13 @@ const (
 	MaxRetain            = 100
 )
 
-// ErrInvalidConfig is returned (wrapped) for a config value out of its allowed range.
-var ErrInvalidConfig = errors.New("invalid config")
+// ErrInvalidCheckpointConfig is returned (wrapped) for a checkpoint config value out of its
+// allowed range.
+var ErrInvalidCheckpointConfig = errors.New("invalid config")
 
-// Config is the checkpoint settings of a job. The zero value is not valid; start from
-// DefaultConfig.
-type Config struct {
+// CheckpointConfig is a job's checkpoint settings (distinct from the services' and the
+// operator SDK's Config). The zero value is not valid; start from DefaultConfig.
+type CheckpointConfig struct {
 	// Interval is the time between the starts of two checkpoints.
 	Interval time.Duration `msgpack:"interval"`
 	// Timeout aborts a checkpoint that has not completed this long after its trigger.
@@ -44,8 +45,8 @@ type Config struct {
 }
 
 // DefaultConfig returns the config a job runs on before its first version.
-func DefaultConfig() Config {
-	return Config{
+func DefaultConfig() CheckpointConfig {
+	return CheckpointConfig{
 		Interval:          10 * time.Second,
 		Timeout:           10 * time.Minute,
 		MinPause:          0,
@@ -57,20 +58,20 @@ func DefaultConfig() Config {
 
 // Validate reports the first field out of its allowed range, naming the field as it is
 // spelled in JSON and the range allowed.
-func (c Config) Validate() error {
+func (c CheckpointConfig) Validate() error {
 	switch {
 	case c.Interval < MinInterval || c.Interval > MaxInterval:
-		return fmt.Errorf("%w: interval %s is out of range; allowed: %s to %s", ErrInvalidConfig, formatDuration(c.Interval), formatDuration(MinInterval), formatDuration(MaxInterval))
+		return fmt.Errorf("%w: interval %s is out of range; allowed: %s to %s", ErrInvalidCheckpointConfig, formatDuration(c.Interval), formatDuration(MinInterval), formatDuration(MaxInterval))
 	case c.Timeout < MinTimeout || c.Timeout > MaxTimeout:
-		return fmt.Errorf("%w: timeout %s is out of range; allowed: %s to %s", ErrInvalidConfig, formatDuration(c.Timeout), formatDuration(MinTimeout), formatDuration(MaxTimeout))
+		return fmt.Errorf("%w: timeout %s is out of range; allowed: %s to %s", ErrInvalidCheckpointConfig, formatDuration(c.Timeout), formatDuration(MinTimeout), formatDuration(MaxTimeout))
 	case c.MinPause < 0 || c.MinPause > MaxMinPause:
-		return fmt.Errorf("%w: min_pause %s is out of range; allowed: 0s to %s", ErrInvalidConfig, formatDuration(c.MinPause), formatDuration(MaxMinPause))
+		return fmt.Errorf("%w: min_pause %s is out of range; allowed: 0s to %s", ErrInvalidCheckpointConfig, formatDuration(c.MinPause), formatDuration(MaxMinPause))
 	case c.MaxConcurrent < MinMaxConcurrent || c.MaxConcurrent > MaxMaxConcurrent:
-		return fmt.Errorf("%w: max_concurrent %d is out of range; allowed: %d to %d", ErrInvalidConfig, c.MaxConcurrent, MinMaxConcurrent, MaxMaxConcurrent)
+		return fmt.Errorf("%w: max_concurrent %d is out of range; allowed: %d to %d", ErrInvalidCheckpointConfig, c.MaxConcurrent, MinMaxConcurrent, MaxMaxConcurrent)
 	case c.TolerableFailures < MinTolerableFailures || c.TolerableFailures > MaxTolerableFailures:
-		return fmt.Errorf("%w: tolerable_failures %d is out of range; allowed: %d to %d", ErrInvalidConfig, c.TolerableFailures, MinTolerableFailures, MaxTolerableFailures)
+		return fmt.Errorf("%w: tolerable_failures %d is out of range; allowed: %d to %d", ErrInvalidCheckpointConfig, c.TolerableFailures, MinTolerableFailures, MaxTolerableFailures)
 	case c.Retain < MinRetain || c.Retain > MaxRetain:
-		return fmt.Errorf("%w: retain %d is out of range; allowed: %d to %d", ErrInvalidConfig, c.Retain, MinRetain, MaxRetain)
+		return fmt.Errorf("%w: retain %d is out of range; allowed: %d to %d", ErrInvalidCheckpointConfig, c.Retain, MinRetain, MaxRetain)
 	}
 	return nil
 }
@@ -98,7 +99,7 @@ type ConfigEvent struct {
 	// Version is 1, 2, 3 … per job, never reused.
 	Version uint64 `msgpack:"version"`
 	// Config is the whole config in force from this version on (not the patch).
-	Config Config `msgpack:"config"`
+	Config CheckpointConfig `msgpack:"config"`
 	// Time is when configsvc accepted the change.
 	Time time.Time `msgpack:"time"`
 }

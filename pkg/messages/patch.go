@@ -200,7 +200,7 @@ func (p ConfigPatch) empty() bool {
 }
 
 // Apply merges the patch into c and validates the result; errors wrap ErrBadRequest.
-func (p ConfigPatch) Apply(c Config) (Config, error) {
+func (p ConfigPatch) Apply(c CheckpointConfig) (CheckpointConfig, error) {
 	if p.Interval != nil {
 		c.Interval = *p.Interval
 	}

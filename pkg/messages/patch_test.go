@@ -221,7 +221,7 @@ func TestConfigPatchApplyMerges(t *testing.T) {
 	if got != want {
 		t.Fatalf("Apply = %+v, want %+v", got, want)
 	}
-	if _, err := (messages.ConfigPatch{}).Apply(messages.Config{}); !errors.Is(err, messages.ErrBadRequest) || !errors.Is(err, messages.ErrInvalidConfig) {
+	if _, err := (messages.ConfigPatch{}).Apply(messages.CheckpointConfig{}); !errors.Is(err, messages.ErrBadRequest) || !errors.Is(err, messages.ErrInvalidCheckpointConfig) {
 		t.Fatalf("Apply onto an invalid config = %v, want ErrBadRequest and ErrInvalidConfig", err)
 	}
 }
@@ -258,16 +258,16 @@ func TestValidateName(t *testing.T) {
 func TestConfigValidateNamesFieldAndRange(t *testing.T) {
 	for _, tc := range []struct {
 		name string
-		edit func(*messages.Config)
+		edit func(*messages.CheckpointConfig)
 		msg  string
 	}{
-		{"defaults", func(*messages.Config) {}, ""},
-		{"interval", func(c *messages.Config) { c.Interval = 25 * time.Hour }, "interval 25h is out of range; allowed: 100ms to 24h"},
-		{"timeout", func(c *messages.Config) { c.Timeout = 0 }, "timeout 0s is out of range; allowed: 1s to 24h"},
-		{"min_pause", func(c *messages.Config) { c.MinPause = 90 * time.Minute * 20 }, "min_pause 30h is out of range; allowed: 0s to 24h"},
-		{"max_concurrent", func(c *messages.Config) { c.MaxConcurrent = 0 }, "max_concurrent 0 is out of range; allowed: 1 to 16"},
-		{"tolerable_failures", func(c *messages.Config) { c.TolerableFailures = -2 }, "tolerable_failures -2 is out of range; allowed: -1 to 1000"},
-		{"retain", func(c *messages.Config) { c.Retain = 101 }, "retain 101 is out of range; allowed: 1 to 100"},
+		{"defaults", func(*messages.CheckpointConfig) {}, ""},
+		{"interval", func(c *messages.CheckpointConfig) { c.Interval = 25 * time.Hour }, "interval 25h is out of range; allowed: 100ms to 24h"},
+		{"timeout", func(c *messages.CheckpointConfig) { c.Timeout = 0 }, "timeout 0s is out of range; allowed: 1s to 24h"},
+		{"min_pause", func(c *messages.CheckpointConfig) { c.MinPause = 90 * time.Minute * 20 }, "min_pause 30h is out of range; allowed: 0s to 24h"},
+		{"max_concurrent", func(c *messages.CheckpointConfig) { c.MaxConcurrent = 0 }, "max_concurrent 0 is out of range; allowed: 1 to 16"},
+		{"tolerable_failures", func(c *messages.CheckpointConfig) { c.TolerableFailures = -2 }, "tolerable_failures -2 is out of range; allowed: -1 to 1000"},
+		{"retain", func(c *messages.CheckpointConfig) { c.Retain = 101 }, "retain 101 is out of range; allowed: 1 to 100"},
 	} {
 		c := messages.DefaultConfig()
 		tc.edit(&c)
@@ -278,7 +278,7 @@ func TestConfigValidateNamesFieldAndRange(t *testing.T) {
 			}
 			continue
 		}
-		if !errors.Is(err, messages.ErrInvalidConfig) || !strings.Contains(err.Error(), tc.msg) {
+		if !errors.Is(err, messages.ErrInvalidCheckpointConfig) || !strings.Contains(err.Error(), tc.msg) {
 			t.Errorf("%s: Validate = %v, want ErrInvalidConfig containing %q", tc.name, err, tc.msg)
 		}
 	}

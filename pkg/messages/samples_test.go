@@ -15,7 +15,7 @@ func at(sec, nsec int64) time.Time { return time.Unix(sec, nsec) }
 // parts, named for test output.
 func samples() map[string]messages.Message {
 	cfg := messages.DefaultConfig()
-	full := messages.Config{
+	full := messages.CheckpointConfig{
 		Interval:          750 * time.Millisecond,
 		Timeout:           24 * time.Hour,
 		MinPause:          1500 * time.Millisecond,

@@ -17,7 +17,7 @@ type ConfigView struct {
 }
 
 // NewConfigView renders a config and its version for a reply; updated is omitted when zero.
-func NewConfigView(job string, version uint64, c Config, updated time.Time) ConfigView {
+func NewConfigView(job string, version uint64, c CheckpointConfig, updated time.Time) ConfigView {
 	v := ConfigView{
 		Job:               job,
 		Version:           version,

@@ -191,7 +191,7 @@ func TestSetMergesAndVersions(t *testing.T) {
 	}
 }
 
-func sameConfig(v messages.ConfigView, c messages.Config) bool {
+func sameConfig(v messages.ConfigView, c messages.CheckpointConfig) bool {
 	want := messages.NewConfigView(v.Job, v.Version, c, time.Time{})
 	want.UpdatedAt = v.UpdatedAt
 	return reflect.DeepEqual(v, want)

@@ -22,7 +22,7 @@ var ErrUnavailable = errors.New("config storage unavailable")
 // current is a job's config in force and where it is in the stream.
 type current struct {
 	version uint64
-	config  messages.Config
+	config  messages.CheckpointConfig
 	// updated is when the version was accepted; zero for the defaults.
 	updated time.Time
 	// seq is the stream sequence of the last message on the job's events subject; 0 when

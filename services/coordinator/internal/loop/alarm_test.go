@@ -30,7 +30,7 @@ func TestRepeatedAbortReasonRaisesAnAlarm(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newHarness(t, "a")
 		defer h.stop()
-		h.config(1, func(c *messages.Config) { c.Interval, c.Timeout = s, 30*s })
+		h.config(1, func(c *messages.CheckpointConfig) { c.Interval, c.Timeout = s, 30*s })
 		id := uint64(0)
 		next := func() uint64 {
 			t.Helper()

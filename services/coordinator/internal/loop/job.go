@@ -47,7 +47,7 @@ type Job struct {
 
 // configState is the config the loop applies.
 type configState struct {
-	cfg       messages.Config
+	cfg       messages.CheckpointConfig
 	version   uint64
 	appliedAt time.Time
 	// staleConfigs counts config events the loop ignored as not newer than the applied one.

@@ -55,7 +55,7 @@ func (h *harness) stop() {
 }
 
 // config delivers config version v, the defaults changed by mutate.
-func (h *harness) config(v uint64, mutate func(*messages.Config)) {
+func (h *harness) config(v uint64, mutate func(*messages.CheckpointConfig)) {
 	c := messages.DefaultConfig()
 	mutate(&c)
 	h.j.mail.offerConfig(&messages.ConfigEvent{Schema: messages.SchemaVersion, Job: "demo", Version: v, Config: c, Time: time.Now()})
@@ -109,8 +109,8 @@ func (h *harness) wantBarriers(want ...time.Duration) {
 
 const s = time.Second
 
-func every(interval time.Duration) func(*messages.Config) {
-	return func(c *messages.Config) { c.Interval = interval }
+func every(interval time.Duration) func(*messages.CheckpointConfig) {
+	return func(c *messages.CheckpointConfig) { c.Interval = interval }
 }
 
 // TestIntervalChangeRetimesTheNextBarrier runs the scheduling rule's three cases for a
@@ -159,7 +159,7 @@ func TestMinPauseCountsFromCompletion(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newHarness(t, "a")
 		defer h.stop()
-		h.config(1, func(c *messages.Config) { c.Interval, c.MinPause = s, 5*s })
+		h.config(1, func(c *messages.CheckpointConfig) { c.Interval, c.MinPause = s, 5*s })
 		h.at(1 * s)
 		h.at(3 * s)
 		h.ack(1, "", "a")
@@ -174,7 +174,7 @@ func TestMaxConcurrentBoundsPending(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newHarness(t, "a")
 		defer h.stop()
-		h.config(1, func(c *messages.Config) { c.Interval, c.MaxConcurrent, c.Timeout = s, 2, time.Hour })
+		h.config(1, func(c *messages.CheckpointConfig) { c.Interval, c.MaxConcurrent, c.Timeout = s, 2, time.Hour })
 		h.at(10 * s)
 		h.wantBarriers(1*s, 2*s)
 		if st := h.status(); len(st.Pending) != 2 || st.NextTrigger != nil || st.Waiting == "" {
@@ -189,9 +189,9 @@ func TestPendingCheckpointKeepsItsTimeout(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newHarness(t, "a")
 		defer h.stop()
-		h.config(1, func(c *messages.Config) { c.Interval, c.Timeout = 5*s, 10*s })
+		h.config(1, func(c *messages.CheckpointConfig) { c.Interval, c.Timeout = 5*s, 10*s })
 		h.at(5 * s)
-		h.config(2, func(c *messages.Config) { c.Interval, c.Timeout = 5*s, time.Hour })
+		h.config(2, func(c *messages.CheckpointConfig) { c.Interval, c.Timeout = 5*s, time.Hour })
 		h.at(15*s - time.Millisecond)
 		if got := h.f.eventsOf(messages.Aborted); len(got) != 0 {
 			t.Fatalf("aborted before its own timeout: %+v", got)
@@ -295,7 +295,7 @@ func TestLostOrRestartedInstanceAbortsAtOnce(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newHarness(t, "a", "b")
 		defer h.stop()
-		h.config(1, func(c *messages.Config) { c.Interval, c.Timeout = s, time.Hour })
+		h.config(1, func(c *messages.CheckpointConfig) { c.Interval, c.Timeout = s, time.Hour })
 		h.at(s)
 		h.j.mail.offerReg(Registration{Instance: "b", Incarnation: "inc-b2"})
 		synctest.Wait()
@@ -316,7 +316,7 @@ func TestTolerableFailuresMarksFailedAndSuccessClears(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newHarness(t, "a")
 		defer h.stop()
-		h.config(1, func(c *messages.Config) { c.Interval, c.Timeout, c.TolerableFailures = s, s, 2 })
+		h.config(1, func(c *messages.CheckpointConfig) { c.Interval, c.Timeout, c.TolerableFailures = s, s, 2 })
 		h.at(2 * s)
 		h.at(3 * s)
 		if st := h.status(); st.ConsecutiveFailures != 2 || st.Failed {
@@ -338,7 +338,7 @@ func TestNewerCompletionSubsumesOlder(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newHarness(t, "a")
 		defer h.stop()
-		h.config(1, func(c *messages.Config) { c.Interval, c.MaxConcurrent, c.Timeout = s, 2, time.Hour })
+		h.config(1, func(c *messages.CheckpointConfig) { c.Interval, c.MaxConcurrent, c.Timeout = s, 2, time.Hour })
 		h.at(2 * s)
 		h.ack(2, "", "a")
 		ab := h.f.eventsOf(messages.Aborted)
@@ -381,7 +381,7 @@ func TestLeaseExpiryFencesWithoutRenewal(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newHarness(t, "a")
 		defer h.stop()
-		h.config(1, func(c *messages.Config) { c.Interval, c.Timeout = s, time.Hour })
+		h.config(1, func(c *messages.CheckpointConfig) { c.Interval, c.Timeout = s, time.Hour })
 		h.j.mail.offerLease(Lease{Held: true, ValidUntil: h.t0.Add(2500 * time.Millisecond), Holder: "c1"})
 		h.at(2 * s)
 		h.ack(1, "", "a")
@@ -433,7 +433,7 @@ func TestRegistrationSyncDropsVanishedInstances(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newHarness(t, "a", "b")
 		defer h.stop()
-		h.config(1, func(c *messages.Config) { c.Interval, c.Timeout = s, time.Hour })
+		h.config(1, func(c *messages.CheckpointConfig) { c.Interval, c.Timeout = s, time.Hour })
 		h.at(s)
 		// After a reconnect the watch re-reads every registration: b vanished meanwhile
 		// and a came back as a new incarnation; c is new.
@@ -461,7 +461,7 @@ func TestGhostRegistrationsResendTheBarrierBoundedly(t *testing.T) {
 		}
 		h := newHarness(t, ghosts...)
 		defer h.stop()
-		h.config(1, func(c *messages.Config) { c.Interval, c.Timeout = s, time.Hour })
+		h.config(1, func(c *messages.CheckpointConfig) { c.Interval, c.Timeout = s, time.Hour })
 		h.at(s)
 		h.wantBarriers(s)
 		const beat = 1500 * time.Millisecond
@@ -493,7 +493,7 @@ func TestHeartbeatOfAWaitedForInstanceResendsTheBarrier(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newHarness(t, "a", "b")
 		defer h.stop()
-		h.config(1, func(c *messages.Config) { c.Interval, c.Timeout = s, time.Hour })
+		h.config(1, func(c *messages.CheckpointConfig) { c.Interval, c.Timeout = s, time.Hour })
 		h.at(s)
 		h.ack(1, "", "a")
 		// b's heartbeat right after the trigger: too early to resend.

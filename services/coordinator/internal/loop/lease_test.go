@@ -26,7 +26,7 @@ func TestNoBarrierAfterTheLeaseEndsDuringIdAllocation(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				h := newHarness(t, "a")
 				defer h.stop()
-				h.config(1, func(c *messages.Config) { c.Interval, c.Timeout = 10*s, time.Hour })
+				h.config(1, func(c *messages.CheckpointConfig) { c.Interval, c.Timeout = 10*s, time.Hour })
 				h.j.mail.offerLease(Lease{Held: true, ValidUntil: h.t0.Add(10500 * time.Millisecond), Holder: "c1", Rev: 7})
 				var returned time.Duration
 				h.f.mu.Lock()
@@ -57,7 +57,7 @@ func TestNoCompletionAfterTheLeaseEnds(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newHarness(t, "a")
 		defer h.stop()
-		h.config(1, func(c *messages.Config) { c.Interval, c.Timeout = s, time.Hour })
+		h.config(1, func(c *messages.CheckpointConfig) { c.Interval, c.Timeout = s, time.Hour })
 		h.j.mail.offerLease(Lease{Held: true, ValidUntil: h.t0.Add(time.Hour), Holder: "c1", Rev: 42})
 		// A failed write leaves the coordinator without a known predecessor.
 		h.f.mu.Lock()
@@ -102,7 +102,7 @@ func TestANewTenureFencesTheOldOne(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newHarness(t, "a")
 		defer h.stop()
-		h.config(1, func(c *messages.Config) { c.Interval, c.Timeout = s, time.Hour })
+		h.config(1, func(c *messages.CheckpointConfig) { c.Interval, c.Timeout = s, time.Hour })
 		h.at(s)
 		h.j.mail.offerLease(Lease{Held: true, ValidUntil: h.t0.Add(time.Hour), Holder: "c1", Rev: 20, Tenure: 20})
 		synctest.Wait()

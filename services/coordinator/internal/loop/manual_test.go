@@ -69,7 +69,7 @@ func TestEachSavepointGetsItsOwnCheckpoint(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newHarness(t, "a")
 		defer h.stop()
-		h.config(1, func(c *messages.Config) { c.Interval, c.MaxConcurrent = 1000*s, 2 })
+		h.config(1, func(c *messages.CheckpointConfig) { c.Interval, c.MaxConcurrent = 1000*s, 2 })
 		// Two barriers go at once (max_concurrent 2); the second savepoint waits for a
 		// checkpoint of its own.
 		first, plain, second := h.request("first"), h.request(""), h.request("second")

@@ -47,7 +47,7 @@ func TestAbsentMemberIsCarriedForward(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newHarness(t, "a", "b")
 		defer h.stop()
-		h.config(1, func(c *messages.Config) { c.Interval, c.Retain = s, 2 })
+		h.config(1, func(c *messages.CheckpointConfig) { c.Interval, c.Retain = s, 2 })
 		h.at(s)
 		h.ack(1, "", "a", "b")
 		first := h.latest().Instances["b"]
@@ -115,7 +115,7 @@ func TestAckCountsWhenTheInstanceLeavesAfterAcking(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newHarness(t, "a", "b")
 		defer h.stop()
-		h.config(1, func(c *messages.Config) { c.Interval, c.Timeout = s, time.Hour })
+		h.config(1, func(c *messages.CheckpointConfig) { c.Interval, c.Timeout = s, time.Hour })
 		h.at(s)
 		h.ack(1, "", "b")
 		h.leave("b")
@@ -140,7 +140,7 @@ func TestRemovingAMember(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newHarness(t, "a", "b")
 		defer h.stop()
-		h.config(1, func(c *messages.Config) { c.Interval, c.Timeout = 10*s, time.Hour })
+		h.config(1, func(c *messages.CheckpointConfig) { c.Interval, c.Timeout = 10*s, time.Hour })
 		h.at(10 * s)
 		h.ack(1, "", "a", "b")
 		for _, tt := range []struct {
@@ -206,7 +206,7 @@ func TestRemovalWithNoRegisteredInstanceCompletesAtOnce(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newHarness(t, "a", "b")
 		defer h.stop()
-		h.config(1, func(c *messages.Config) { c.Interval = 10 * s })
+		h.config(1, func(c *messages.CheckpointConfig) { c.Interval = 10 * s })
 		h.at(10 * s)
 		h.ack(1, "", "a", "b")
 		h.leave("a")

@@ -14,7 +14,7 @@ import (
 // max(lastTrigger + interval, lastComplete + min_pause, now). A zero lastTrigger or
 // lastComplete does not constrain it. It does not consider max_concurrent; the caller
 // sends no barrier while that many checkpoints are pending.
-func nextTrigger(cfg messages.Config, lastTrigger, lastComplete, now time.Time) time.Time {
+func nextTrigger(cfg messages.CheckpointConfig, lastTrigger, lastComplete, now time.Time) time.Time {
 	next := now
 	if !lastTrigger.IsZero() {
 		next = later(next, lastTrigger.Add(cfg.Interval))

@@ -9,14 +9,14 @@ import (
 
 func TestNextTrigger(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	cfg := func(interval, minPause time.Duration) messages.Config {
+	cfg := func(interval, minPause time.Duration) messages.CheckpointConfig {
 		c := messages.DefaultConfig()
 		c.Interval, c.MinPause = interval, minPause
 		return c
 	}
 	tests := []struct {
 		name         string
-		cfg          messages.Config
+		cfg          messages.CheckpointConfig
 		lastTrigger  time.Duration // offsets from t0; -1 means never
 		lastComplete time.Duration
 		now          time.Duration
