@@ -8,6 +8,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/cairn-stream/cairn/internal/lograte"
+	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
 // New returns a *slog.Logger that writes through l, at l's level.
@@ -157,4 +158,13 @@ func RateLimited(log zerolog.Logger, period time.Duration) *lograte.Limiter {
 	return lograte.New(period, func(kind string, suppressed uint64) {
 		log.Warn().Uint64("suppressed", suppressed).Dur("period", period).Msg(kind)
 	})
+}
+
+// Config adds c's fields to ev under their request names (interval, timeout, …), in the
+// order of requests and replies: every log line that shows a job's checkpoint config.
+func Config(ev *zerolog.Event, c messages.CheckpointConfig) *zerolog.Event {
+	for _, f := range c.Fields() {
+		ev = ev.Interface(f.Name, f.Value)
+	}
+	return ev
 }

@@ -2,7 +2,6 @@ package messages
 
 import (
 	"errors"
-	"fmt"
 	"strings"
 	"time"
 )
@@ -59,19 +58,10 @@ func DefaultConfig() CheckpointConfig {
 // Validate reports the first field out of its allowed range, naming the field as it is
 // spelled in JSON and the range allowed.
 func (c CheckpointConfig) Validate() error {
-	switch {
-	case c.Interval < MinInterval || c.Interval > MaxInterval:
-		return fmt.Errorf("%w: interval %s is out of range; allowed: %s to %s", ErrInvalidCheckpointConfig, formatDuration(c.Interval), formatDuration(MinInterval), formatDuration(MaxInterval))
-	case c.Timeout < MinTimeout || c.Timeout > MaxTimeout:
-		return fmt.Errorf("%w: timeout %s is out of range; allowed: %s to %s", ErrInvalidCheckpointConfig, formatDuration(c.Timeout), formatDuration(MinTimeout), formatDuration(MaxTimeout))
-	case c.MinPause < 0 || c.MinPause > MaxMinPause:
-		return fmt.Errorf("%w: min_pause %s is out of range; allowed: 0s to %s", ErrInvalidCheckpointConfig, formatDuration(c.MinPause), formatDuration(MaxMinPause))
-	case c.MaxConcurrent < MinMaxConcurrent || c.MaxConcurrent > MaxMaxConcurrent:
-		return fmt.Errorf("%w: max_concurrent %d is out of range; allowed: %d to %d", ErrInvalidCheckpointConfig, c.MaxConcurrent, MinMaxConcurrent, MaxMaxConcurrent)
-	case c.TolerableFailures < MinTolerableFailures || c.TolerableFailures > MaxTolerableFailures:
-		return fmt.Errorf("%w: tolerable_failures %d is out of range; allowed: %d to %d", ErrInvalidCheckpointConfig, c.TolerableFailures, MinTolerableFailures, MaxTolerableFailures)
-	case c.Retain < MinRetain || c.Retain > MaxRetain:
-		return fmt.Errorf("%w: retain %d is out of range; allowed: %d to %d", ErrInvalidCheckpointConfig, c.Retain, MinRetain, MaxRetain)
+	for _, f := range configFields {
+		if err := f.validate(c); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -28,7 +28,14 @@ const (
 	FieldExpectedVersion   = "expected_version"
 )
 
-var patchFields = []string{FieldInterval, FieldTimeout, FieldMinPause, FieldMaxConcurrent, FieldTolerableFailures, FieldRetain, FieldExpectedVersion}
+// patchFields are the fields a set request may give: the config's, then expected_version.
+var patchFields = func() []string {
+	names := make([]string, 0, len(configFields)+1)
+	for _, f := range configFields {
+		names = append(names, f.name())
+	}
+	return append(names, FieldExpectedVersion)
+}()
 
 // ConfigPatch is a parsed set request: a merge patch on the config in force. Nil fields
 // keep their current value.
@@ -139,20 +146,9 @@ func (p ConfigPatch) MarshalJSON() ([]byte, error) {
 		b.WriteByte(':')
 		b.WriteString(value)
 	}
-	for _, d := range []struct {
-		name string
-		v    *time.Duration
-	}{{FieldInterval, p.Interval}, {FieldTimeout, p.Timeout}, {FieldMinPause, p.MinPause}} {
-		if d.v != nil {
-			add(d.name, strconv.Quote(d.v.String()))
-		}
-	}
-	for _, n := range []struct {
-		name string
-		v    *int
-	}{{FieldMaxConcurrent, p.MaxConcurrent}, {FieldTolerableFailures, p.TolerableFailures}, {FieldRetain, p.Retain}} {
-		if n.v != nil {
-			add(n.name, strconv.Itoa(*n.v))
+	for _, f := range configFields {
+		if f.set(p) {
+			add(f.name(), f.json(p))
 		}
 	}
 	if p.ExpectedVersion != nil {
@@ -165,59 +161,27 @@ func (p ConfigPatch) MarshalJSON() ([]byte, error) {
 // Validate reports the first field of the patch that is out of its allowed range, naming
 // the field and the range; errors wrap ErrBadRequest. Fields not set are not checked.
 func (p ConfigPatch) Validate() error {
-	for _, d := range []struct {
-		name   string
-		v      *time.Duration
-		lo, hi time.Duration
-	}{
-		{FieldInterval, p.Interval, MinInterval, MaxInterval},
-		{FieldTimeout, p.Timeout, MinTimeout, MaxTimeout},
-		{FieldMinPause, p.MinPause, 0, MaxMinPause},
-	} {
-		if d.v != nil && (*d.v < d.lo || *d.v > d.hi) {
-			return fmt.Errorf("%w: %s: %s is out of range; give a duration from %s to %s", ErrBadRequest, d.name, formatDuration(*d.v), formatDuration(d.lo), formatDuration(d.hi))
-		}
-	}
-	for _, n := range []struct {
-		name   string
-		v      *int
-		lo, hi int
-	}{
-		{FieldMaxConcurrent, p.MaxConcurrent, MinMaxConcurrent, MaxMaxConcurrent},
-		{FieldTolerableFailures, p.TolerableFailures, MinTolerableFailures, MaxTolerableFailures},
-		{FieldRetain, p.Retain, MinRetain, MaxRetain},
-	} {
-		if n.v != nil && (*n.v < n.lo || *n.v > n.hi) {
-			return fmt.Errorf("%w: %s: %d is out of range; give %s", ErrBadRequest, n.name, *n.v, wholeNumberForm(int64(n.lo), int64(n.hi)))
+	for _, f := range configFields {
+		if err := f.checkPatch(p); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
 func (p ConfigPatch) empty() bool {
-	return p.Interval == nil && p.Timeout == nil && p.MinPause == nil && p.MaxConcurrent == nil &&
-		p.TolerableFailures == nil && p.Retain == nil
+	for _, f := range configFields {
+		if f.set(p) {
+			return false
+		}
+	}
+	return true
 }
 
 // Apply merges the patch into c and validates the result; errors wrap ErrBadRequest.
 func (p ConfigPatch) Apply(c CheckpointConfig) (CheckpointConfig, error) {
-	if p.Interval != nil {
-		c.Interval = *p.Interval
-	}
-	if p.Timeout != nil {
-		c.Timeout = *p.Timeout
-	}
-	if p.MinPause != nil {
-		c.MinPause = *p.MinPause
-	}
-	if p.MaxConcurrent != nil {
-		c.MaxConcurrent = *p.MaxConcurrent
-	}
-	if p.TolerableFailures != nil {
-		c.TolerableFailures = *p.TolerableFailures
-	}
-	if p.Retain != nil {
-		c.Retain = *p.Retain
+	for _, f := range configFields {
+		f.apply(p, &c)
 	}
 	if err := c.Validate(); err != nil {
 		return c, fmt.Errorf("%w: %w", ErrBadRequest, err)
@@ -304,33 +268,11 @@ func parseFields(fields map[string]patchValue) (ConfigPatch, error) {
 		}
 		return p, fmt.Errorf("%w: unknown %s %s; allowed fields: %s", ErrBadRequest, noun, strings.Join(unknown, ", "), strings.Join(patchFields, ", "))
 	}
-	var err error
-	for _, d := range []struct {
-		name string
-		dst  **time.Duration
-	}{{FieldInterval, &p.Interval}, {FieldTimeout, &p.Timeout}, {FieldMinPause, &p.MinPause}} {
-		if v, ok := fields[d.name]; ok {
-			if *d.dst, err = durationValue(d.name, v); err != nil {
+	for _, f := range configFields {
+		if v, ok := fields[f.name()]; ok {
+			if err := f.parse(&p, v); err != nil {
 				return p, err
 			}
-		}
-	}
-	for _, n := range []struct {
-		name   string
-		dst    **int
-		lo, hi int64
-	}{
-		{FieldMaxConcurrent, &p.MaxConcurrent, MinMaxConcurrent, MaxMaxConcurrent},
-		{FieldTolerableFailures, &p.TolerableFailures, MinTolerableFailures, MaxTolerableFailures},
-		{FieldRetain, &p.Retain, MinRetain, MaxRetain},
-	} {
-		if v, ok := fields[n.name]; ok {
-			i, err := wholeNumber(n.name, v, n.lo, n.hi)
-			if err != nil {
-				return p, err
-			}
-			c := int(i)
-			*n.dst = &c
 		}
 	}
 	if v, ok := fields[FieldExpectedVersion]; ok {
@@ -344,24 +286,24 @@ func parseFields(fields map[string]patchValue) (ConfigPatch, error) {
 	if p.empty() {
 		return p, fmt.Errorf("%w: nothing to change; give at least one of %s", ErrBadRequest, strings.Join(patchFields[:len(patchFields)-1], ", "))
 	}
-	return p, p.Validate()
+	return p, nil
 }
 
 const durationForm = `a duration string such as "750ms", "10s" or "5m"`
 
-func durationValue(name string, v patchValue) (*time.Duration, error) {
+func durationValue(name string, v patchValue) (time.Duration, error) {
 	switch v.kind {
 	case kindString:
 	case kindNumber:
-		return nil, fmt.Errorf("%w: %s: a number is not a duration (the unit would be a guess); give %s", ErrBadRequest, name, durationForm)
+		return 0, fmt.Errorf("%w: %s: a number is not a duration (the unit would be a guess); give %s", ErrBadRequest, name, durationForm)
 	default:
-		return nil, fmt.Errorf("%w: %s: %s is not allowed; give %s", ErrBadRequest, name, v.kind, durationForm)
+		return 0, fmt.Errorf("%w: %s: %s is not allowed; give %s", ErrBadRequest, name, v.kind, durationForm)
 	}
 	d, err := time.ParseDuration(v.text)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %s is not a duration; give %s", ErrBadRequest, name, quoteShort(v.text), durationForm)
+		return 0, fmt.Errorf("%w: %s: %s is not a duration; give %s", ErrBadRequest, name, quoteShort(v.text), durationForm)
 	}
-	return &d, nil
+	return d, nil
 }
 
 // wholeNumber reads a number field that must be a whole number from lo to hi; 1e3 and

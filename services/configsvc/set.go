@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nuid"
 	"github.com/rs/zerolog"
 
+	"github.com/cairn-stream/cairn/internal/zlog"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
@@ -86,9 +87,7 @@ func (s *Service) set(ctx context.Context, log zerolog.Logger, job, contentType 
 				log.Error().Err(err).Uint64("version", ev.Version).
 					Msg("config head not written: until a request writes it, garbage on the events subject could hide this version")
 			}
-			log.Info().Uint64("version", ev.Version).Str("interval", merged.Interval.String()).Str("timeout", merged.Timeout.String()).
-				Str("min_pause", merged.MinPause.String()).Int("max_concurrent", merged.MaxConcurrent).
-				Int("tolerable_failures", merged.TolerableFailures).Int("retain", merged.Retain).Msg("config changed")
+			zlog.Config(log.Info().Uint64("version", ev.Version), merged).Msg("config changed")
 			return messages.NewConfigView(job, ev.Version, merged, ev.Time), nil
 		}
 		if !errors.Is(err, errLostRace) {

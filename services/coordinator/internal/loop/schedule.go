@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cairn-stream/cairn/internal/zlog"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
@@ -118,9 +119,7 @@ func (j *Job) applyConfig(ev *messages.ConfigEvent) {
 	old := j.config.cfg
 	j.config.cfg, j.config.version, j.config.appliedAt = ev.Config, ev.Version, time.Now()
 	j.mail.applied.Store(ev.Version)
-	j.log.Info().Uint64("version", ev.Version).Stringer("interval", ev.Config.Interval).Stringer("previous_interval", old.Interval).
-		Stringer("timeout", ev.Config.Timeout).Stringer("min_pause", ev.Config.MinPause).Int("max_concurrent", ev.Config.MaxConcurrent).
-		Msg("config applied")
+	zlog.Config(j.log.Info().Uint64("version", ev.Version), ev.Config).Stringer("previous_interval", old.Interval).Msg("config applied")
 }
 
 // prepareLead is how long before a barrier is due its id is taken from the counter (a
