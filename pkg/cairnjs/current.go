@@ -124,9 +124,6 @@ func CurrentEntry(ctx context.Context, nc Requester, bucket, key string) ([]byte
 	if op := m.Header.Get(kvOperation); strings.EqualFold(op, "DEL") || strings.EqualFold(op, "PURGE") || m.Header.Get(jetstream.MarkerReasonHeader) != "" {
 		return nil, 0, jetstream.ErrKeyNotFound
 	}
-	if m.Header.Get(jetstream.MarkerReasonHeader) != "" {
-		return nil, 0, jetstream.ErrKeyNotFound
-	}
 	return m.Data, m.Sequence, nil
 }
 

@@ -263,18 +263,7 @@ func (b *Backend) WriteManifest(ctx context.Context, m *messages.Manifest, prev 
 // readLatest returns the manifest under <job>.latest and its revision (nil, 0 when none),
 // read from the bucket stream's leader.
 func (b *Backend) readLatest(ctx context.Context) (*messages.Manifest, uint64, error) {
-	value, rev, err := cairnjs.CurrentEntry(ctx, b.leader, b.manifests.Bucket(), cairnjs.LatestKey(b.job))
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil, 0, nil
-	}
-	if err != nil {
-		return nil, 0, fmt.Errorf("read latest manifest: %w", err)
-	}
-	var m messages.Manifest
-	if err := messages.Unmarshal(value, &m); err != nil {
-		return nil, 0, fmt.Errorf("latest manifest of %s: %w", b.job, err)
-	}
-	return &m, rev, nil
+	return readManifestKey(ctx, b.leader, b.manifests, cairnjs.LatestKey(b.job))
 }
 
 // LatestManifest implements loop.Backend; without <job>.latest, the last completed event

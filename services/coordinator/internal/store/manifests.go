@@ -39,7 +39,7 @@ func readSavepoints(ctx context.Context, leader cairnjs.Requester, kv jetstream.
 func readSavepointKeys(ctx context.Context, leader cairnjs.Requester, kv jetstream.KeyValue, job string, keys []string) (map[string]*messages.Manifest, error) {
 	out := make(map[string]*messages.Manifest, len(keys))
 	for _, k := range keys {
-		m, err := readManifestKey(ctx, leader, kv, k)
+		m, _, err := readManifestKey(ctx, leader, kv, k)
 		if err != nil {
 			return nil, err
 		}
@@ -50,23 +50,24 @@ func readSavepointKeys(ctx context.Context, leader cairnjs.Requester, kv jetstre
 	return out, nil
 }
 
-// readManifestKey reads the manifest under key of bucket kv from the bucket stream's
-// leader; nil when it is gone. Never from a replica that may lag: retention takes a
+// readManifestKey reads the manifest under key of bucket kv and its revision from the
+// bucket stream's leader; nil, 0 when it is gone: the one manifest reader of the
+// coordinator. Never from a replica that may lag: retention takes a
 // manifest it reads as gone for deleted, and would free what only that manifest
 // references.
-func readManifestKey(ctx context.Context, leader cairnjs.Requester, kv jetstream.KeyValue, key string) (*messages.Manifest, error) {
-	value, _, err := cairnjs.CurrentEntry(ctx, leader, kv.Bucket(), key)
+func readManifestKey(ctx context.Context, leader cairnjs.Requester, kv jetstream.KeyValue, key string) (*messages.Manifest, uint64, error) {
+	value, rev, err := cairnjs.CurrentEntry(ctx, leader, kv.Bucket(), key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil, nil
+		return nil, 0, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", key, err)
+		return nil, 0, fmt.Errorf("read %s: %w", key, err)
 	}
 	var m messages.Manifest
 	if err := messages.Unmarshal(value, &m); err != nil {
-		return nil, fmt.Errorf("%s: %w", key, err)
+		return nil, 0, fmt.Errorf("%s: %w", key, err)
 	}
-	return &m, nil
+	return &m, rev, nil
 }
 
 // WriteSavepoint implements loop.Backend: a create of <job>.savepoint.<name>.
@@ -89,7 +90,7 @@ func (b *Backend) WriteSavepoint(ctx context.Context, m *messages.Manifest) erro
 func (b *Backend) DeleteSavepoint(ctx context.Context, name string) (*messages.Manifest, error) {
 	b.relist = true
 	key := cairnjs.SavepointKey(b.job, name)
-	m, err := readManifestKey(ctx, b.leader, b.manifests, key)
+	m, _, err := readManifestKey(ctx, b.leader, b.manifests, key)
 	if err != nil || m == nil {
 		return nil, err
 	}
@@ -110,7 +111,7 @@ func ListCheckpoints(ctx context.Context, leader cairnjs.Requester, kv jetstream
 	slices.Reverse(ids)
 	list := &messages.CheckpointList{Job: job, Checkpoints: []messages.CheckpointInfo{}, Savepoints: []messages.CheckpointInfo{}}
 	for _, id := range ids {
-		m, err := readManifestKey(ctx, leader, kv, cairnjs.ManifestKey(job, id))
+		m, _, err := readManifestKey(ctx, leader, kv, cairnjs.ManifestKey(job, id))
 		if err != nil {
 			return nil, err
 		}

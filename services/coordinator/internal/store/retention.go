@@ -466,7 +466,7 @@ func (r *retainer) manifest(ctx context.Context, id uint64) (*messages.Manifest,
 	if m := r.manifests[id]; m != nil {
 		return m, nil
 	}
-	m, err := readManifestKey(ctx, r.b.leader, r.b.manifests, cairnjs.ManifestKey(r.b.job, id))
+	m, _, err := readManifestKey(ctx, r.b.leader, r.b.manifests, cairnjs.ManifestKey(r.b.job, id))
 	if err != nil {
 		return nil, err
 	}
