@@ -17,9 +17,9 @@ import (
 	"github.com/cairn-stream/cairn/internal/loadgen"
 	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/embedded"
+	"github.com/cairn-stream/cairn/services/aggregator"
 	"github.com/cairn-stream/cairn/services/configsvc"
 	"github.com/cairn-stream/cairn/services/coordinator"
-	"github.com/cairn-stream/cairn/services/operator"
 )
 
 // runDev runs the whole of Cairn in one process on an embedded NATS server.
@@ -142,10 +142,10 @@ func runDev(ctx context.Context, args []string, stderr io.Writer) error {
 			break
 		}
 		err = spawn(inst, func(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, log zerolog.Logger) error {
-			cfg := operator.DefaultConfig(*job, inst)
+			cfg := aggregator.DefaultConfig(*job, inst)
 			cfg.Output = cairnjs.Subjects{}.Output(*job, inst)
 			cfg.SharedSnapshotStore = true
-			svc, err := operator.NewService(cfg, nc, log)
+			svc, err := aggregator.NewService(cfg, nc, log)
 			if err != nil {
 				return err
 			}

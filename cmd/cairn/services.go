@@ -14,9 +14,9 @@ import (
 	"github.com/cairn-stream/cairn/internal/loadgen"
 	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	op "github.com/cairn-stream/cairn/pkg/operator"
+	"github.com/cairn-stream/cairn/services/aggregator"
 	"github.com/cairn-stream/cairn/services/configsvc"
 	"github.com/cairn-stream/cairn/services/coordinator"
-	"github.com/cairn-stream/cairn/services/operator"
 )
 
 func runConfigsvc(ctx context.Context, args []string, stderr io.Writer) error {
@@ -129,7 +129,7 @@ func runOperator(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("--on-poison: %w", err)
 	}
-	cfg := operator.DefaultConfig(*job, *instance)
+	cfg := aggregator.DefaultConfig(*job, *instance)
 	cfg.SubjectPrefix = c.prefix
 	cfg.InputStream = *inputStream
 	cfg.InputFilters = splitList(*input)
@@ -151,7 +151,7 @@ func runOperator(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	defer drain(nc)
-	svc, err := operator.NewService(cfg, nc, log)
+	svc, err := aggregator.NewService(cfg, nc, log)
 	if err != nil {
 		return err
 	}
@@ -165,7 +165,7 @@ func runOperator(ctx context.Context, args []string, stderr io.Writer) error {
 
 // logOperatorFailure logs why an operator stopped with an error, at error level, naming
 // the job, the instance and the cause.
-func logOperatorFailure(log zerolog.Logger, cfg operator.Config, err error) {
+func logOperatorFailure(log zerolog.Logger, cfg aggregator.Config, err error) {
 	msg := "operator failed"
 	switch {
 	case errors.Is(err, op.ErrNoUsableSnapshot):

@@ -10,7 +10,7 @@ import (
 	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 	"github.com/cairn-stream/cairn/pkg/operator"
-	refop "github.com/cairn-stream/cairn/services/operator"
+	refop "github.com/cairn-stream/cairn/services/aggregator"
 )
 
 func TestDuplicateInstanceIsFenced(t *testing.T) {

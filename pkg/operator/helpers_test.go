@@ -25,7 +25,7 @@ import (
 	"github.com/cairn-stream/cairn/pkg/messages"
 	"github.com/cairn-stream/cairn/pkg/operator"
 	"github.com/cairn-stream/cairn/pkg/operator/operatortest"
-	refop "github.com/cairn-stream/cairn/services/operator"
+	refop "github.com/cairn-stream/cairn/services/aggregator"
 )
 
 const (

@@ -17,7 +17,7 @@ import (
 	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 	"github.com/cairn-stream/cairn/pkg/operator"
-	refop "github.com/cairn-stream/cairn/services/operator"
+	refop "github.com/cairn-stream/cairn/services/aggregator"
 )
 
 // shortWindow is the duplicate window the output tests give CAIRN_OUTPUT, and pass before

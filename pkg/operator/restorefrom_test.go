@@ -12,7 +12,7 @@ import (
 	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 	"github.com/cairn-stream/cairn/pkg/operator"
-	refop "github.com/cairn-stream/cairn/services/operator"
+	refop "github.com/cairn-stream/cairn/services/aggregator"
 )
 
 // saveManifest stores the manifest of checkpoint id, holding ack, under key only.

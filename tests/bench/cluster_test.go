@@ -16,9 +16,9 @@ import (
 	"github.com/cairn-stream/cairn/pkg/embedded"
 	"github.com/cairn-stream/cairn/pkg/messages"
 	op "github.com/cairn-stream/cairn/pkg/operator"
+	"github.com/cairn-stream/cairn/services/aggregator"
 	"github.com/cairn-stream/cairn/services/configsvc"
 	"github.com/cairn-stream/cairn/services/coordinator"
-	"github.com/cairn-stream/cairn/services/operator"
 )
 
 // job is the job every benchmark checkpoints; each benchmark has a server of its own.
@@ -118,7 +118,7 @@ func (c *cluster) startCoordinator() {
 func (c *cluster) startAggregator(instance string) {
 	c.b.Helper()
 	nc, _ := c.connect()
-	svc, err := operator.NewService(operator.DefaultConfig(job, instance), nc, zerolog.Nop())
+	svc, err := aggregator.NewService(aggregator.DefaultConfig(job, instance), nc, zerolog.Nop())
 	if err != nil {
 		c.b.Fatalf("operator %s: %v", instance, err)
 	}

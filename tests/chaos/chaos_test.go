@@ -18,7 +18,7 @@ import (
 	"github.com/cairn-stream/cairn/internal/proctest"
 	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
-	"github.com/cairn-stream/cairn/services/operator"
+	"github.com/cairn-stream/cairn/services/aggregator"
 )
 
 // The job under test and the shape of its load.
@@ -657,7 +657,7 @@ func (r *run) checkOutputs(ctx context.Context) {
 			exact = false
 			continue
 		}
-		outputs := make([]operator.KeyUpdate, len(msgs))
+		outputs := make([]aggregator.KeyUpdate, len(msgs))
 		for j, m := range msgs {
 			if err := json.Unmarshal(m.Data(), &outputs[j]); err != nil {
 				r.t.Fatalf("output of %s: %v", inst, err)

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/cairn-stream/cairn/pkg/messages"
-	"github.com/cairn-stream/cairn/services/operator"
+	"github.com/cairn-stream/cairn/services/aggregator"
 )
 
 // These tests check the harness itself; they run without CAIRN_CHAOS and take no time.
@@ -169,17 +169,17 @@ func TestExactness(t *testing.T) {
 
 func TestCheckOutputs(t *testing.T) {
 	values := make([]int64, 2*keys+1)
-	var outputs []operator.KeyUpdate
+	var outputs []aggregator.KeyUpdate
 	sums := map[string]int64{}
 	for i := range values {
 		values[i] = int64(i + 1)
 		sums[keyOf(i)] += values[i]
-		outputs = append(outputs, operator.KeyUpdate{Key: keyOf(i), Count: int64(i/keys + 1), Sum: sums[keyOf(i)]})
+		outputs = append(outputs, aggregator.KeyUpdate{Key: keyOf(i), Count: int64(i/keys + 1), Sum: sums[keyOf(i)]})
 	}
 	replayed := slices.Insert(slices.Clone(outputs), keys+1, outputs[keys])
 	tests := []struct {
 		name    string
-		outputs []operator.KeyUpdate
+		outputs []aggregator.KeyUpdate
 		want    []string
 	}{
 		{name: "exact", outputs: outputs},

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/cairn-stream/cairn/pkg/messages"
-	"github.com/cairn-stream/cairn/services/operator"
+	"github.com/cairn-stream/cairn/services/aggregator"
 )
 
 // exactness compares an instance's state with what was published to it: lost counts the
@@ -42,7 +42,7 @@ func exactness(instance string, want map[string]messages.KeyTotals, got messages
 // published to it: one output per event, in input order, each carrying its key's running
 // count and sum. A replay after a restore that the duplicate window failed to drop shows
 // up as a repeated count.
-func checkOutputs(instance string, values []int64, outputs []operator.KeyUpdate) []string {
+func checkOutputs(instance string, values []int64, outputs []aggregator.KeyUpdate) []string {
 	var problems []string
 	if len(outputs) != len(values) {
 		problems = append(problems, fmt.Sprintf("%s: %d outputs for %d events", instance, len(outputs), len(values)))
@@ -53,7 +53,7 @@ func checkOutputs(instance string, values []int64, outputs []operator.KeyUpdate)
 		k := keyOf(i)
 		counts[k]++
 		sums[k] += values[i]
-		want := operator.KeyUpdate{Key: k, Count: counts[k], Sum: sums[k]}
+		want := aggregator.KeyUpdate{Key: k, Count: counts[k], Sum: sums[k]}
 		if outputs[i] != want {
 			problems = append(problems, fmt.Sprintf("%s: output #%d is %+v; want %+v", instance, i+1, outputs[i], want))
 			break // everything after a slip differs too

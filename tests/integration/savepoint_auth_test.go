@@ -16,8 +16,8 @@ import (
 	"github.com/cairn-stream/cairn/internal/natstest"
 	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
+	"github.com/cairn-stream/cairn/services/aggregator"
 	"github.com/cairn-stream/cairn/services/coordinator"
-	"github.com/cairn-stream/cairn/services/operator"
 )
 
 // TestCheckpointRequestsUnderDeployedPermissions runs two coordinators and an operator
@@ -37,7 +37,7 @@ func TestCheckpointRequestsUnderDeployedPermissions(t *testing.T) {
 	ctx := context.Background()
 	s.startCoordinator("c1")
 	s.startCoordinator("c2")
-	s.startOperatorWith("perm", "p-0", func(c *operator.Config) { c.Output = subjects.Output("perm", "p-0") })
+	s.startOperatorWith("perm", "p-0", func(c *aggregator.Config) { c.Output = subjects.Output("perm", "p-0") })
 
 	call := func(subject, body string, v any) {
 		t.Helper()
@@ -105,7 +105,7 @@ func TestCheckpointRequestsUnderDeployedPermissions(t *testing.T) {
 	})
 	// Restarted from a checkpoint before it, the operator reads its dead letters.
 	s.stop("p-0")
-	s.startOperatorWith("perm", "p-0", func(c *operator.Config) { c.Output = subjects.Output("perm", "p-0") })
+	s.startOperatorWith("perm", "p-0", func(c *aggregator.Config) { c.Output = subjects.Output("perm", "p-0") })
 	natstest.Eventually(t, 20*time.Second, "the restarted operator did not replay the dead-lettered record", func() bool {
 		var info messages.OperatorInfo
 		_, err := natstest.RequestJSON(ctx, admin, subjects.OperatorInfo("perm", "p-0"), nil, &info)

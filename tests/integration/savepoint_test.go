@@ -14,7 +14,7 @@ import (
 	"github.com/cairn-stream/cairn/internal/natstest"
 	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
-	"github.com/cairn-stream/cairn/services/operator"
+	"github.com/cairn-stream/cairn/services/aggregator"
 )
 
 // checkpointCall sends a checkpoint request (trigger, list, delete) and decodes a
@@ -67,12 +67,12 @@ func (s *system) list(job string) messages.CheckpointList {
 }
 
 // startOperatorWith starts a reference operator whose config mutate changes.
-func (s *system) startOperatorWith(job, instance string, mutate func(*operator.Config)) {
+func (s *system) startOperatorWith(job, instance string, mutate func(*aggregator.Config)) {
 	s.startConn(instance, func(ctx context.Context, nc *nats.Conn) error {
-		cfg := operator.DefaultConfig(job, instance)
+		cfg := aggregator.DefaultConfig(job, instance)
 		cfg.Output = subjects.Output(job, instance)
 		mutate(&cfg)
-		svc, err := operator.NewService(cfg, nc, testLog().With().Str("service", instance).Logger())
+		svc, err := aggregator.NewService(cfg, nc, testLog().With().Str("service", instance).Logger())
 		if err != nil {
 			return err
 		}
@@ -268,7 +268,7 @@ func TestRestoreFromSavepointReappliesWhatFollows(t *testing.T) {
 	s.trigger(job, "")
 	s.trigger(job, "")
 	s.stop("r-0")
-	s.startOperatorWith(job, "r-0", func(c *operator.Config) { c.RestoreFrom = "v1" })
+	s.startOperatorWith(job, "r-0", func(c *aggregator.Config) { c.RestoreFrom = "v1" })
 	// Restored at the savepoint, it applies the 60 records after it again: totals exact.
 	s.wantExact(job, "r-0", want)
 	var info messages.OperatorInfo

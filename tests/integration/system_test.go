@@ -18,9 +18,9 @@ import (
 	"github.com/cairn-stream/cairn/internal/natstest"
 	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
+	"github.com/cairn-stream/cairn/services/aggregator"
 	"github.com/cairn-stream/cairn/services/configsvc"
 	"github.com/cairn-stream/cairn/services/coordinator"
-	"github.com/cairn-stream/cairn/services/operator"
 )
 
 // testLog is the services' logger: silent unless CAIRN_TEST_LOG is set (to a level).
@@ -172,7 +172,7 @@ func (s *system) coordinatorLogger(name string) zerolog.Logger {
 func (s *system) coordinatorLog() string { return s.coordLogs.String() }
 
 func (s *system) startOperator(job, instance string) {
-	s.startOperatorWith(job, instance, func(*operator.Config) {})
+	s.startOperatorWith(job, instance, func(*aggregator.Config) {})
 }
 
 // snapshots returns job's snapshot store, creating it as the coordinator does when it is

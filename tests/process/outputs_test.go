@@ -15,7 +15,7 @@ import (
 	"github.com/cairn-stream/cairn/internal/proctest"
 	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
-	"github.com/cairn-stream/cairn/services/operator"
+	"github.com/cairn-stream/cairn/services/aggregator"
 )
 
 // outputWindow is the duplicate window the output tests give CAIRN_OUTPUT: each waits
@@ -79,9 +79,9 @@ func (s *stack) outputMsgs(ctx context.Context, inst string) []jetstream.Msg {
 }
 
 // keyUpdates decodes the reference operator's outputs.
-func keyUpdates(t *testing.T, msgs []jetstream.Msg) []operator.KeyUpdate {
+func keyUpdates(t *testing.T, msgs []jetstream.Msg) []aggregator.KeyUpdate {
 	t.Helper()
-	out := make([]operator.KeyUpdate, len(msgs))
+	out := make([]aggregator.KeyUpdate, len(msgs))
 	for i, m := range msgs {
 		if err := json.Unmarshal(m.Data(), &out[i]); err != nil {
 			t.Fatalf("output %d: %v", i+1, err)

@@ -11,7 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/cairn-stream/cairn/internal/natstest"
-	"github.com/cairn-stream/cairn/services/operator"
+	"github.com/cairn-stream/cairn/services/aggregator"
 )
 
 // restarts is acceptance 4's number of SIGTERM restarts.
@@ -27,7 +27,7 @@ const restarts = 50
 // totals must be exact. The coordinator trims the input meanwhile, which the test checks,
 // so a restart that replayed from sequence 1 could not end exact. (The narrow race between
 // a stop and an output that cannot be stored is hit too rarely from outside the process;
-// services/operator's TestShutdownWithOutputsThatCannotBeStored forces it.)
+// services/aggregator's TestShutdownWithOutputsThatCannotBeStored forces it.)
 func TestSigtermRestartsExactlyOnceOutput(t *testing.T) {
 	const inst = "counter-0"
 	s := newStack(t, stackOptions{instances: []string{inst}, output: true})
@@ -82,7 +82,7 @@ func TestSigtermRestartsExactlyOnceOutput(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	outputs := make([]operator.KeyUpdate, len(msgs))
+	outputs := make([]aggregator.KeyUpdate, len(msgs))
 	for i, m := range msgs {
 		if err := json.Unmarshal(m.Data(), &outputs[i]); err != nil {
 			t.Fatalf("output %d: %v", i+1, err)
@@ -122,7 +122,7 @@ func aimAtBarrier(ctx context.Context, barriers <-chan *nats.Msg, offset time.Du
 // published to it: per key, the running count goes 1, 2, … N with no gap and no repeat,
 // and each output carries the running sum; the outputs of all keys together are one per
 // event.
-func checkOutputs(values []int64, outputs []operator.KeyUpdate) []string {
+func checkOutputs(values []int64, outputs []aggregator.KeyUpdate) []string {
 	var problems []string
 	if len(outputs) != len(values) {
 		problems = append(problems, fmt.Sprintf("%d outputs for %d events", len(outputs), len(values)))
@@ -164,23 +164,23 @@ func checkOutputs(values []int64, outputs []operator.KeyUpdate) []string {
 // TestCheckOutputs checks that checkOutputs catches a gap, a repeat and a wrong sum.
 func TestCheckOutputs(t *testing.T) {
 	values := make([]int64, 3*keys)
-	var exact []operator.KeyUpdate
+	var exact []aggregator.KeyUpdate
 	sums := map[string]int64{}
 	for i := range values {
 		values[i] = value("x", i)
 		sums[keyOf(i)] += values[i]
-		exact = append(exact, operator.KeyUpdate{Key: keyOf(i), Count: int64(i/keys + 1), Sum: sums[keyOf(i)]})
+		exact = append(exact, aggregator.KeyUpdate{Key: keyOf(i), Count: int64(i/keys + 1), Sum: sums[keyOf(i)]})
 	}
-	wrongSum := append([]operator.KeyUpdate(nil), exact...)
+	wrongSum := append([]aggregator.KeyUpdate(nil), exact...)
 	wrongSum[5].Sum++
 	tests := []struct {
 		name    string
-		outputs []operator.KeyUpdate
+		outputs []aggregator.KeyUpdate
 		want    int
 	}{
 		{"exact", exact, 0},
-		{"repeat", append(append(append([]operator.KeyUpdate(nil), exact[:keys+1]...), exact[keys]), exact[keys+1:]...), 2},
-		{"gap", append(append([]operator.KeyUpdate(nil), exact[:keys]...), exact[keys+1:]...), 2},
+		{"repeat", append(append(append([]aggregator.KeyUpdate(nil), exact[:keys+1]...), exact[keys]), exact[keys+1:]...), 2},
+		{"gap", append(append([]aggregator.KeyUpdate(nil), exact[:keys]...), exact[keys+1:]...), 2},
 		{"wrong sum", wrongSum, 1},
 	}
 	for _, tt := range tests {

@@ -30,7 +30,7 @@ import (
 	"github.com/cairn-stream/cairn/pkg/messages"
 	op "github.com/cairn-stream/cairn/pkg/operator"
 	"github.com/cairn-stream/cairn/pkg/operator/state"
-	refop "github.com/cairn-stream/cairn/services/operator"
+	refop "github.com/cairn-stream/cairn/services/aggregator"
 )
 
 // PoisonKey is the key whose events make Apply panic.

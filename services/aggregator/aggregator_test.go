@@ -1,4 +1,4 @@
-package operator_test
+package aggregator_test
 
 import (
 	"bytes"
@@ -10,7 +10,7 @@ import (
 	"github.com/cairn-stream/cairn/pkg/messages"
 	op "github.com/cairn-stream/cairn/pkg/operator"
 	"github.com/cairn-stream/cairn/pkg/operator/state"
-	"github.com/cairn-stream/cairn/services/operator"
+	"github.com/cairn-stream/cairn/services/aggregator"
 )
 
 func TestAggregatorApply(t *testing.T) {
@@ -43,7 +43,7 @@ func TestAggregatorApply(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			a := operator.NewAggregator()
+			a := aggregator.NewAggregator()
 			err := a.Apply(op.Record{Data: []byte(tt.data), Sequence: 1})
 			if tt.ok {
 				if err != nil {
@@ -54,7 +54,7 @@ func TestAggregatorApply(t *testing.T) {
 				}
 				return
 			}
-			if !errors.Is(err, operator.ErrMalformedEvent) {
+			if !errors.Is(err, aggregator.ErrMalformedEvent) {
 				t.Fatalf("Apply(%s) = %v, want ErrMalformedEvent", tt.data, err)
 			}
 			if a.Rejected() != 1 || len(a.Keys()) != 0 {
@@ -65,7 +65,7 @@ func TestAggregatorApply(t *testing.T) {
 }
 
 func TestAggregatorRejectsSumOverflow(t *testing.T) {
-	a := operator.NewAggregator()
+	a := aggregator.NewAggregator()
 	for _, d := range []string{`{"key":"a","value":9223372036854775807}`, `{"key":"a","value":1}`, `{"key":"a","value":-1}`} {
 		_ = a.Apply(op.Record{Data: []byte(d)})
 	}
@@ -76,7 +76,7 @@ func TestAggregatorRejectsSumOverflow(t *testing.T) {
 }
 
 func TestAggregatorSnapshotRestore(t *testing.T) {
-	a := operator.NewAggregator()
+	a := aggregator.NewAggregator()
 	for _, d := range []string{`{"key":"b","value":2}`, `{"key":"a","value":1}`, `{"key":"b","value":5}`, `bad`, `{"key":"c","value":-4}`} {
 		_ = a.Apply(op.Record{Data: []byte(d)})
 	}
@@ -92,7 +92,7 @@ func TestAggregatorSnapshotRestore(t *testing.T) {
 	}
 	snap.Release()
 
-	b := operator.NewAggregator()
+	b := aggregator.NewAggregator()
 	if err := b.Restore(bytes.NewReader(first.Bytes())); err != nil {
 		t.Fatal(err)
 	}
@@ -135,22 +135,22 @@ func TestAggregatorSnapshotRestore(t *testing.T) {
 func TestKeyedAggregatorMatchesAggregator(t *testing.T) {
 	events := []string{`{"key":"b","value":2}`, `{"key":"a","value":1}`, `bad`, `{"key":"b","value":5}`,
 		`{"key":"m","value":9223372036854775807}`, `{"key":"m","value":1}`, `{"key":"c","value":-4}`, `{"key":""}`}
-	whole := operator.NewAggregator()
+	whole := aggregator.NewAggregator()
 	whole.EmitTo("out")
-	keyed := &operator.KeyedAggregator{}
+	keyed := &aggregator.KeyedAggregator{}
 	keyed.EmitTo("out")
 	st := state.New()
 	for i, d := range events {
 		rec := op.Record{Data: []byte(d), Sequence: uint64(i + 1)}
 		werr, kerr := whole.Apply(rec), keyed.Apply(rec, st)
-		if (werr == nil) != (kerr == nil) || kerr != nil && !errors.Is(kerr, operator.ErrMalformedEvent) {
+		if (werr == nil) != (kerr == nil) || kerr != nil && !errors.Is(kerr, aggregator.ErrMalformedEvent) {
 			t.Fatalf("event %s: Aggregator returned %v, KeyedAggregator %v", d, werr, kerr)
 		}
 		if w, k := whole.TakeOutputs(), keyed.TakeOutputs(); !slices.EqualFunc(w, k, func(a, b op.Output) bool { return a.Subject == b.Subject && bytes.Equal(a.Data, b.Data) }) {
 			t.Fatalf("event %s: outputs %v and %v", d, w, k)
 		}
 	}
-	keys, rejected, err := operator.KeyedTotals(st)
+	keys, rejected, err := aggregator.KeyedTotals(st)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package operator_test
+package aggregator_test
 
 import (
 	"context"
@@ -17,7 +17,7 @@ import (
 	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 	op "github.com/cairn-stream/cairn/pkg/operator"
-	"github.com/cairn-stream/cairn/services/operator"
+	"github.com/cairn-stream/cairn/services/aggregator"
 )
 
 const (
@@ -35,7 +35,7 @@ type env struct {
 
 // running is a Service running in the background.
 type running struct {
-	svc  *operator.Service
+	svc  *aggregator.Service
 	stop func()
 }
 
@@ -43,7 +43,7 @@ type running struct {
 func (e *env) startService(instance string) *running {
 	e.t.Helper()
 	nc, _, _ := e.s.Resources(e.t, cairnjs.Options{LeaseTTL: time.Second})
-	svc, err := operator.NewService(operator.DefaultConfig(testJob, instance), nc, zerolog.Nop())
+	svc, err := aggregator.NewService(aggregator.DefaultConfig(testJob, instance), nc, zerolog.Nop())
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-// Package operator is Cairn's reference operator, built on the runtime in pkg/operator.
+// Package aggregator is Cairn's reference operator, built on the runtime in pkg/operator.
 //
 // KeyedAggregator is a keyed aggregator over JSON events {"key":"...","value":N} whose
 // per-key totals live in the SDK's keyed state store, checkpointed incrementally; Service
@@ -6,4 +6,4 @@
 // cairn.op.<job>.<instance>.state through the micro service "cairn-operator". Aggregator
 // is the same logic on the whole-state Machine API (a snapshot is a copy of every key):
 // an example of that API and the baseline the benchmarks compare the keyed store with.
-package operator
+package aggregator

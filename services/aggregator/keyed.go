@@ -1,4 +1,4 @@
-package operator
+package aggregator
 
 import (
 	"encoding/binary"
