@@ -160,7 +160,7 @@ func (r *Runtime) handleInfo(req micro.Request) {
 	select {
 	case <-r.ready:
 	default:
-		_ = reply.Error(req, "503", "instance "+r.cfg.Instance+" is restoring its state; retry shortly")
+		_ = reply.Error(req, reply.Unavailable, "instance "+r.cfg.Instance+" is restoring its state; retry shortly")
 		return
 	}
 	if err := req.RespondJSON(infoMessage(r.Info())); err != nil {

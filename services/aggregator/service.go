@@ -95,14 +95,14 @@ func (s *Service) handleState(req micro.Request) {
 	select {
 	case <-s.rt.Ready():
 	default:
-		s.respondError(req, "503", "instance "+s.cfg.Instance+" is restoring its state; retry shortly")
+		s.respondError(req, reply.Unavailable, "instance "+s.cfg.Instance+" is restoring its state; retry shortly")
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), stateTimeout)
 	defer cancel()
 	st, err := s.State(ctx)
 	if err != nil {
-		s.respondError(req, "503", fmt.Sprintf("instance %s cannot answer: %v", s.cfg.Instance, err))
+		s.respondError(req, reply.Unavailable, fmt.Sprintf("instance %s cannot answer: %v", s.cfg.Instance, err))
 		return
 	}
 	if err := req.RespondJSON(st); err != nil {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/cairn-stream/cairn/internal/configlog"
 	"github.com/cairn-stream/cairn/internal/natstest"
+	"github.com/cairn-stream/cairn/internal/reply"
 	"github.com/cairn-stream/cairn/pkg/cairnjs"
 )
 
@@ -103,7 +104,7 @@ func TestNoAckAnswersUnavailable(t *testing.T) {
 	s, res := newTestService(t)
 	s.pub = unacked{}
 	_, err := s.set(context.Background(), s.log, "silent", "", []byte(`{"retain":5}`))
-	if code(err) != CodeUnavailable || !strings.Contains(err.Error(), "no acknowledgement after 3 tries; the change may still be stored") {
+	if code(err) != reply.Unavailable || !strings.Contains(err.Error(), "no acknowledgement after 3 tries; the change may still be stored") {
 		t.Fatalf("set = %v (code %s), want 503 saying the ack never came", err, code(err))
 	}
 	if n := events(t, res, "silent"); n != 0 {

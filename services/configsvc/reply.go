@@ -11,25 +11,17 @@ import (
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
-// Error codes of the replies, in micro's Nats-Service-Error-Code header.
-const (
-	CodeBadRequest  = "400"
-	CodeConflict    = "409"
-	CodeInternal    = "500"
-	CodeUnavailable = "503"
-)
-
 // code maps an error of set or get to its reply code.
 func code(err error) string {
 	switch {
 	case errors.Is(err, messages.ErrBadRequest), errors.Is(err, messages.ErrInvalidName):
-		return CodeBadRequest
+		return reply.BadRequest
 	case errors.Is(err, ErrVersionConflict):
-		return CodeConflict
+		return reply.Conflict
 	case errors.Is(err, ErrUnavailable):
-		return CodeUnavailable
+		return reply.Unavailable
 	}
-	return CodeInternal
+	return reply.Internal
 }
 
 // fail answers req with err: its code, the message as the error header and as the JSON
@@ -38,7 +30,7 @@ func code(err error) string {
 func fail(req micro.Request, log zerolog.Logger, op string, err error) {
 	c := code(err)
 	lvl := zerolog.DebugLevel
-	if c == CodeUnavailable || c == CodeInternal {
+	if c == reply.Unavailable || c == reply.Internal {
 		lvl = zerolog.WarnLevel
 	}
 	log.WithLevel(lvl).Str("op", op).Str("code", c).Err(err).Msg("request refused")

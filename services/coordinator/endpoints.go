@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/cairn-stream/cairn/internal/reply"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
@@ -112,7 +113,7 @@ func jobOf(subject string) string {
 
 // check validates the job's name and the body of a request, alike on its endpoint and on
 // its direct subject.
-func (ep *endpoint) check(ctx context.Context, job string, body []byte) (func(answerFunc), *replyError) {
+func (ep *endpoint) check(ctx context.Context, job string, body []byte) (func(answerFunc), *reply.Coded) {
 	if err := messages.ValidateName("job", job); err != nil {
 		return nil, badRequest(err)
 	}
@@ -124,20 +125,20 @@ func (ep *endpoint) check(ctx context.Context, job string, body []byte) (func(an
 // state micro reads when the handler returns), so that a request that waits for a
 // checkpoint, a stuck job or an unresponsive holder delays no other request.
 func (s *Service) onRequest(ctx context.Context, ep *endpoint, r micro.Request) {
-	job, reply, body := jobOf(r.Subject()), r.Reply(), r.Data()
+	job, replyTo, body := jobOf(r.Subject()), r.Reply(), r.Data()
 	serve, e := ep.check(ctx, job, body)
 	if e != nil {
 		respondError(r, e)
 		return
 	}
 	s.wg.Go(func() {
-		answer := func(v any, e *replyError) { s.publishReply(replyMsg(reply, v, e)) }
+		answer := func(v any, e *reply.Coded) { s.publishReply(replyMsg(replyTo, v, e)) }
 		if ep.direct == nil {
 			serve(answer)
 			return
 		}
 		s.atHolder(ctx, ep, job, body, serve, answer, func(m *nats.Msg) {
-			out := nats.NewMsg(reply)
+			out := nats.NewMsg(replyTo)
 			for k, v := range m.Header {
 				out.Header[k] = v
 			}
@@ -159,7 +160,7 @@ func (s *Service) atHolder(ctx context.Context, ep *endpoint, job string, body [
 ) {
 	st, code, msg := s.localStatus(ctx, job)
 	if code != "" {
-		answer(nil, &replyError{code, msg})
+		answer(nil, reply.New(code, msg))
 		return
 	}
 	holder := st.Holder
@@ -172,7 +173,7 @@ func (s *Service) atHolder(ctx context.Context, ep *endpoint, job string, body [
 	case holder == s.cfg.ID, holder == "" && ep.ownView:
 		serve(answer)
 	case holder == "":
-		answer(nil, &replyError{codeUnavailable, fmt.Sprintf("no coordinator holds the lease of job %s right now; %s, try again", job, ep.unchanged)})
+		answer(nil, reply.New(reply.Unavailable, fmt.Sprintf("no coordinator holds the lease of job %s right now; %s, try again", job, ep.unchanged)))
 	default:
 		fctx, cancel := context.WithTimeout(ctx, ep.wait)
 		m, err := s.nc.RequestWithContext(fctx, ep.direct(holder, job), body)
@@ -184,9 +185,9 @@ func (s *Service) atHolder(ctx context.Context, ep *endpoint, job string, body [
 			s.log.Debug().Err(err).Str("holder", holder).Msg("holder did not answer a forwarded status request; answering with this standby's view")
 			serve(answer)
 		default:
-			answer(nil, &replyError{codeUnavailable, fmt.Sprintf(
+			answer(nil, reply.New(reply.Unavailable, fmt.Sprintf(
 				"the lease holder %s of job %s did not answer the %s within %s: %v; check cairn.status.%s to see whether it happened",
-				holder, job, ep.what, ep.wait, err, job)})
+				holder, job, ep.what, ep.wait, err, job)))
 		}
 	}
 }
@@ -196,7 +197,7 @@ func (s *Service) atHolder(ctx context.Context, ep *endpoint, job string, body [
 func (s *Service) onDirect(ctx context.Context, ep *endpoint, m *nats.Msg) {
 	job := jobOf(m.Subject)
 	s.wg.Go(func() {
-		done := func(v any, e *replyError) {
+		done := func(v any, e *reply.Coded) {
 			if err := m.RespondMsg(replyMsg(m.Reply, v, e)); err != nil {
 				s.log.Debug().Err(err).Str("subject", m.Subject).Msg("direct reply not sent")
 			}

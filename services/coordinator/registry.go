@@ -6,6 +6,7 @@ import (
 	"maps"
 	"time"
 
+	"github.com/cairn-stream/cairn/internal/reply"
 	"github.com/cairn-stream/cairn/pkg/messages"
 	"github.com/cairn-stream/cairn/services/coordinator/internal/loop"
 )
@@ -199,10 +200,10 @@ func (s *Service) pin(ctx context.Context, name string) (release func(), ok bool
 // replica (otherwise after the grace period). When it cannot, or the job was never heard
 // of, it calls fail with the reason (unchanged says what the caller can rely on) and
 // returns a nil loop.
-func (s *Service) wakeFor(ctx context.Context, name, unchanged string, fail func(*replyError)) (*loop.Job, func()) {
+func (s *Service) wakeFor(ctx context.Context, name, unchanged string, fail func(*reply.Coded)) (*loop.Job, func()) {
 	release, known := s.pin(ctx, name)
 	if !known {
-		fail(&replyError{codeNotFound, fmt.Sprintf("unknown job %q: it has no config and no registered instance", name)})
+		fail(reply.New(reply.NotFound, fmt.Sprintf("unknown job %q: it has no config and no registered instance", name)))
 		return nil, nil
 	}
 	wait := 2*s.ttl + 2*time.Second
@@ -215,23 +216,23 @@ func (s *Service) wakeFor(ctx context.Context, name, unchanged string, fail func
 		switch {
 		case code != "":
 			release()
-			fail(&replyError{code, msg})
+			fail(reply.New(code, msg))
 			return nil, nil
 		case st.Holder == s.cfg.ID:
 			return s.lookup(name), release
 		case st.Holder != "":
 			release()
-			fail(&replyError{codeUnavailable, fmt.Sprintf("coordinator %s holds the lease of job %s; %s, try again", st.Holder, name, unchanged)})
+			fail(reply.New(reply.Unavailable, fmt.Sprintf("coordinator %s holds the lease of job %s; %s, try again", st.Holder, name, unchanged)))
 			return nil, nil
 		case time.Now().After(deadline):
 			release()
-			fail(&replyError{codeUnavailable, fmt.Sprintf("coordinator %s could not take the lease of idle job %s within %s; %s, try again", s.cfg.ID, name, wait, unchanged)})
+			fail(reply.New(reply.Unavailable, fmt.Sprintf("coordinator %s could not take the lease of idle job %s within %s; %s, try again", s.cfg.ID, name, wait, unchanged)))
 			return nil, nil
 		}
 		select {
 		case <-ctx.Done():
 			release()
-			fail(&replyError{codeUnavailable, "coordinator stopping; " + unchanged})
+			fail(reply.New(reply.Unavailable, "coordinator stopping; "+unchanged))
 			return nil, nil
 		case <-tick.C:
 		}

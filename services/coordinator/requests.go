@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/cairn-stream/cairn/internal/reply"
 	"github.com/cairn-stream/cairn/pkg/messages"
 	"github.com/cairn-stream/cairn/services/coordinator/internal/loop"
 	"github.com/cairn-stream/cairn/services/coordinator/internal/store"
@@ -93,11 +94,11 @@ func parseSavepointRequest(data []byte) (messages.SavepointRequest, error) {
 
 // acceptStatus serves a status request: the job's status as this replica's loop (or
 // registry, for a parked job) sees it. The body is ignored.
-func (s *Service) acceptStatus(ctx context.Context, _ *endpoint, job string, _ []byte) (func(answerFunc), *replyError) {
+func (s *Service) acceptStatus(ctx context.Context, _ *endpoint, job string, _ []byte) (func(answerFunc), *reply.Coded) {
 	return func(done answerFunc) {
 		st, code, msg := s.localStatus(ctx, job)
 		if code != "" {
-			done(nil, &replyError{code, msg})
+			done(nil, reply.New(code, msg))
 			return
 		}
 		done(st, nil)
@@ -106,7 +107,7 @@ func (s *Service) acceptStatus(ctx context.Context, _ *endpoint, job string, _ [
 
 // acceptFunc checks a request's body and returns what serves the request here; a bad
 // body is a 400.
-type acceptFunc func(ctx context.Context, ep *endpoint, job string, body []byte) (serve func(answerFunc), e *replyError)
+type acceptFunc func(ctx context.Context, ep *endpoint, job string, body []byte) (serve func(answerFunc), e *reply.Coded)
 
 // atLoop is the acceptFunc of a request that the job's loop serves at the lease holder:
 // parse checks the body, and call hands the parsed request to the loop, which calls
@@ -115,7 +116,7 @@ type acceptFunc func(ctx context.Context, ep *endpoint, job string, body []byte)
 func atLoop[R, T any](s *Service, parse func([]byte) (R, error),
 	call func(ctx context.Context, j *loop.Job, req R, decided func(T, *loop.Error)) bool,
 ) acceptFunc {
-	return func(ctx context.Context, ep *endpoint, job string, body []byte) (func(answerFunc), *replyError) {
+	return func(ctx context.Context, ep *endpoint, job string, body []byte) (func(answerFunc), *reply.Coded) {
 		req, err := parse(body)
 		if err != nil {
 			return nil, badRequest(err)
@@ -143,19 +144,19 @@ func deleteSavepoint(ctx context.Context, j *loop.Job, r messages.SavepointReque
 
 // acceptList serves a checkpoint listing from the manifest bucket, which every replica
 // reads alike: no forwarding to the lease holder. It takes no body (or {}).
-func (s *Service) acceptList(ctx context.Context, _ *endpoint, job string, body []byte) (func(answerFunc), *replyError) {
+func (s *Service) acceptList(ctx context.Context, _ *endpoint, job string, body []byte) (func(answerFunc), *reply.Coded) {
 	if body := bytes.TrimSpace(body); len(body) > 0 && !bytes.Equal(body, []byte("{}")) {
-		return nil, &replyError{codeBadRequest, fmt.Sprintf("the list request takes no body (or {}); got %q", body)}
+		return nil, reply.New(reply.BadRequest, fmt.Sprintf("the list request takes no body (or {}); got %q", body))
 	}
 	if s.lookup(job) == nil {
-		return nil, &replyError{codeNotFound, fmt.Sprintf("unknown job %q: it has no config and no registered instance", job)}
+		return nil, reply.New(reply.NotFound, fmt.Sprintf("unknown job %q: it has no config and no registered instance", job))
 	}
 	return func(done answerFunc) {
 		lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 		list, err := store.ListCheckpoints(lctx, s.nc, s.res.Manifests, job)
 		if err != nil {
-			done(nil, &replyError{codeUnavailable, fmt.Sprintf("cannot list the checkpoints of job %s: %v", job, err)})
+			done(nil, reply.New(reply.Unavailable, fmt.Sprintf("cannot list the checkpoints of job %s: %v", job, err)))
 			return
 		}
 		done(list, nil)
@@ -168,7 +169,7 @@ func (s *Service) acceptList(ctx context.Context, _ *endpoint, job string, body 
 func (s *Service) toLoop(ctx context.Context, job, unchanged string, done answerFunc,
 	call func(ctx context.Context, j *loop.Job, decided func(any, *loop.Error)) bool,
 ) {
-	j, release := s.wakeFor(ctx, job, unchanged, func(e *replyError) { done(nil, e) })
+	j, release := s.wakeFor(ctx, job, unchanged, func(e *reply.Coded) { done(nil, e) })
 	if j == nil {
 		return
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/cairn-stream/cairn/internal/reply"
 	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 	"github.com/cairn-stream/cairn/services/coordinator/internal/store"
@@ -34,13 +35,13 @@ func (s *Service) localStatus(ctx context.Context, name string) (st messages.Sta
 		return s.idleStatus(ctx, name, cfg), "", ""
 	}
 	if j == nil {
-		return st, codeNotFound, fmt.Sprintf("unknown job %q: it has no config and no registered instance", name)
+		return st, reply.NotFound, fmt.Sprintf("unknown job %q: it has no config and no registered instance", name)
 	}
 	qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	st, ok := j.Status(qctx)
 	if !ok {
-		return st, codeUnavailable, "coordinator busy or stopping; try again"
+		return st, reply.Unavailable, "coordinator busy or stopping; try again"
 	}
 	return st, "", ""
 }
