@@ -41,6 +41,23 @@ func (s *stack) manualCheckpoints(ctx context.Context) {
 }
 
 // trigger takes a checkpoint (a savepoint when savepoint is not empty) once inst has
+
+// checkpointed publishes n records to inst, checkpoints them with a manual trigger, and
+// returns the last record's sequence and the completed checkpoint's manifest.
+func (s *stack) checkpointed(ctx context.Context, inst string, n int) (uint64, messages.Manifest) {
+	s.t.Helper()
+	last, err := s.publish(ctx, inst, n)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.trigger(ctx, inst, last, "")
+	m, err := s.waitCovered(ctx, inst, last)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return last, m
+}
+
 // applied its input up to last, and returns its result; it must complete.
 func (s *stack) trigger(ctx context.Context, inst string, last uint64, savepoint string) messages.CheckpointResult {
 	s.t.Helper()
@@ -133,15 +150,7 @@ func TestOutputsExactlyOnceAfterDowntimeLongerThanTheWindow(t *testing.T) {
 	s := newStack(t, stackOptions{instances: []string{inst}, output: true, outputWindow: outputWindow})
 	ctx := ctxFor(t, 120*time.Second)
 	s.manualCheckpoints(ctx)
-	last, err := s.publish(ctx, inst, 40)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.trigger(ctx, inst, last, "")
-	m, err := s.waitCovered(ctx, inst, last)
-	if err != nil {
-		t.Fatal(err)
-	}
+	last, m := s.checkpointed(ctx, inst, 40)
 	pos := m.Instances[inst].Positions[cairnjs.InputStream]
 	newer, err := s.publish(ctx, inst, 40)
 	if err != nil {

@@ -104,16 +104,9 @@ func TestOutputTooLargeIsDeadLetteredAndSkipped(t *testing.T) {
 	s := newStack(t, stackOptions{instances: []string{inst}, output: true, outputWindow: outputWindow})
 	ctx := ctxFor(t, 240*time.Second)
 	s.manualCheckpoints(ctx)
-	last, err := s.publish(ctx, inst, 20)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.trigger(ctx, inst, last, "")
-	m, err := s.waitCovered(ctx, inst, last)
-	if err != nil {
-		t.Fatal(err)
-	}
+	last, m := s.checkpointed(ctx, inst, 20)
 	pos := m.Instances[inst].Positions[cairnjs.InputStream]
+	var err error
 
 	const size = 1048570
 	record := fmt.Appendf(nil, `{"key":%q,"value":1}`, strings.Repeat("k", size-len(`{"key":"","value":1}`)))
@@ -188,16 +181,9 @@ func TestPanickingMachineIsDeadLettered(t *testing.T) {
 	s := newStack(t, stackOptions{instances: []string{inst}, output: true, outputWindow: outputWindow, panicop: true})
 	ctx := ctxFor(t, 180*time.Second)
 	s.manualCheckpoints(ctx)
-	last, err := s.publish(ctx, inst, 20)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.trigger(ctx, inst, last, "")
-	m, err := s.waitCovered(ctx, inst, last)
-	if err != nil {
-		t.Fatal(err)
-	}
+	last, m := s.checkpointed(ctx, inst, 20)
 	pos := m.Instances[inst].Positions[cairnjs.InputStream]
+	var err error
 	record := []byte(`{"key":"poison","value":1}`)
 	poison := s.publishRaw(ctx, inst, record)
 	if last, err = s.publish(ctx, inst, 20); err != nil {
