@@ -40,8 +40,6 @@ func (s *stack) manualCheckpoints(ctx context.Context) {
 	}
 }
 
-// trigger takes a checkpoint (a savepoint when savepoint is not empty) once inst has
-
 // checkpointed publishes n records to inst, checkpoints them with a manual trigger, and
 // returns the last record's sequence and the completed checkpoint's manifest.
 func (s *stack) checkpointed(ctx context.Context, inst string, n int) (uint64, messages.Manifest) {
@@ -58,6 +56,7 @@ func (s *stack) checkpointed(ctx context.Context, inst string, n int) (uint64, m
 	return last, m
 }
 
+// trigger takes a checkpoint (a savepoint when savepoint is not empty) once inst has
 // applied its input up to last, and returns its result; it must complete.
 func (s *stack) trigger(ctx context.Context, inst string, last uint64, savepoint string) messages.CheckpointResult {
 	s.t.Helper()
