@@ -93,19 +93,14 @@ func Unmarshal(data []byte, m Message) error {
 	if v, ok := peekSchema(data); ok && !v.neg && v.u > SchemaVersion {
 		return fmt.Errorf("%w: %T: schema version %s; this build reads 1-%d (a newer major version: upgrade this reader)", ErrMalformed, m, v.intText(), SchemaVersion)
 	}
-	reflect.ValueOf(m).Elem().SetZero()
+	rv := reflect.ValueOf(m).Elem()
+	rv.SetZero()
 	r := mpReader{b: data}
-	if err := checkValue(&r, t.Elem(), ""); err != nil {
+	if err := decodeValue(&r, rv, ""); err != nil {
 		return fmt.Errorf("%w: %T: %w", ErrMalformed, m, err)
 	}
 	if r.rest() != 0 {
 		return fmt.Errorf("%w: %T: %d trailing bytes after the message", ErrMalformed, m, r.rest())
-	}
-	dec := msgpack.GetDecoder()
-	defer msgpack.PutDecoder(dec)
-	dec.Reset(bytes.NewReader(data))
-	if err := dec.Decode(m); err != nil {
-		return fmt.Errorf("%w: %T: %w", ErrMalformed, m, err)
 	}
 	switch v := m.SchemaVersion(); {
 	case v == 0:

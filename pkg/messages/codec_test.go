@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"maps"
 	"reflect"
 	"slices"
@@ -306,5 +307,32 @@ func TestUnmarshalIntoReusedValueKeepsNothingOld(t *testing.T) {
 	}
 	if a.Reason != "" || !reflect.DeepEqual(a.Positions, map[string]uint64{"b": 2}) {
 		t.Fatalf("second decode kept parts of the first: %+v", a)
+	}
+}
+
+// BenchmarkUnmarshalManifest decodes a manifest of 16 instances, each with a chain of 8
+// deltas: the largest message a coordinator and an operator read at every start.
+func BenchmarkUnmarshalManifest(b *testing.B) {
+	m := &messages.Manifest{Schema: messages.SchemaVersion, Job: "bench", CheckpointID: 9, ConfigVersion: 1,
+		CompletedAt: time.Now(), Instances: map[string]messages.InstanceSnapshot{}}
+	for i := range 16 {
+		inst := fmt.Sprintf("counter-%d", i)
+		st := messages.InstanceSnapshot{Incarnation: "i", Positions: map[string]uint64{"CAIRN_INPUT": uint64(1000 + i)},
+			Snapshot: messages.SnapshotRef{Object: "bench/1/" + inst + "/base", Size: 1 << 20, Digest: "SHA-256=" + strings.Repeat("a", 43) + "="}}
+		for d := range 8 {
+			st.Deltas = append(st.Deltas, messages.SnapshotRef{Object: fmt.Sprintf("bench/%d/%s/delta", d+2, inst), Size: 4096, Digest: "SHA-256=" + strings.Repeat("b", 43) + "="})
+		}
+		m.Instances[inst] = st
+	}
+	data, err := messages.Marshal(m)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		var out messages.Manifest
+		if err := messages.Unmarshal(data, &out); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

@@ -22,7 +22,8 @@ type messagePtr[T any] interface {
 // fuzzUnmarshal fuzzes Unmarshal into T, seeded with samples and the next-version
 // fixtures. Properties: it never panics; every error wraps
 // ErrMalformed; a decoded value passes Validate, re-encodes, and decodes again to an
-// equal value.
+// equal value; and it is the value the msgpack library decodes from the same bytes (the
+// decoding Unmarshal replaced).
 func fuzzUnmarshal[T any, P messagePtr[T]](f *testing.F) {
 	for _, m := range samples() {
 		if _, ok := m.(P); !ok {
@@ -63,6 +64,13 @@ func fuzzUnmarshal[T any, P messagePtr[T]](f *testing.F) {
 		}
 		if err := P(&first).Validate(); err != nil {
 			t.Fatalf("decoded %+v fails Validate: %v", first, err)
+		}
+		var lib T
+		if err := msgpack.Unmarshal(data, &lib); err != nil {
+			t.Fatalf("decoded %+v, but the msgpack library refuses the bytes: %v", first, err)
+		}
+		if !reflect.DeepEqual(first, lib) {
+			t.Fatalf("Unmarshal and the msgpack library decode differently:\nours    %#v\nlibrary %#v", first, lib)
 		}
 		again, err := messages.Marshal(P(&first))
 		if err != nil {

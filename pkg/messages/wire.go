@@ -13,17 +13,19 @@ import (
 	"time"
 )
 
-// This file reads msgpack without the msgpack library: a bounds-checked header reader
-// that allocates nothing from the lengths it reads. Unmarshal walks a payload with it
-// against the Go type before handing it to the library, which makes decoding strict
-// (wrong types, nil for a value, negative numbers for unsigned fields, integers that
-// do not fit, duplicate keys, bin for str, non-map structs, malformed timestamps) and
-// keeps the library's length-based preallocation bounded by the payload's size.
+// This file reads msgpack without the msgpack library (which only encodes): a
+// bounds-checked header reader that allocates nothing from the lengths it reads, and
+// Unmarshal's one decode, which walks a payload with it against the Go type and sets the
+// values as it goes. Decoding is strict (wrong types, nil for a value, negative numbers
+// for unsigned fields, integers that do not fit, duplicate keys, bin for str, non-map
+// structs, malformed timestamps are errors), and no allocation is larger than the
+// payload's size allows.
 //
 // Fields this build does not know (written by a newer minor version, see
 // docs/compatibility.md) are skipped: their names must still be strings that appear
-// once, and their values well-formed msgpack nested at most maxUnknownDepth deep, so that
-// the library, which skips them recursively, does so within a bounded depth.
+// once, and their values well-formed msgpack nested at most maxUnknownDepth deep: readers
+// of earlier builds hand the whole payload to the msgpack library, which skips them
+// recursively, and must do so within a bounded depth.
 
 // mpKind is the kind of one msgpack value.
 type mpKind int
@@ -336,36 +338,47 @@ func wireFields(t reflect.Type) map[string]wireField {
 	return fields
 }
 
-// errWire is wrapped by every error checkValue returns about the payload.
+// errWire is wrapped by every error decodeValue returns about the payload.
 var errWire = errors.New("msgpack")
 
-// checkValue reads one value from r and checks that it is an exact encoding of a value
-// of type t: the kind t needs, integers in t's range, nil only for maps and slices,
-// string keys, no unknown or repeated keys, timestamps as extension -1. path names the
-// value in errors. Recursion follows t, never the payload, so its depth is bounded by
-// the Go type.
-func checkValue(r *mpReader, t reflect.Type, path string) error {
+// decodeValue reads one value from r into rv, which must be settable, checking that it is
+// an exact encoding of a value of rv's type: the kind the type needs, integers in its
+// range, nil only for maps and slices, string keys, no unknown or repeated keys,
+// timestamps as extension -1. Values are set as the msgpack library would set them (a nil
+// map or slice stays nil, an empty one is empty, a timestamp is in the local time zone
+// unless it is the zero time). path names the value in errors. Recursion follows the Go
+// type, never the payload, so its depth is bounded by the type.
+func decodeValue(r *mpReader, rv reflect.Value, path string) error {
 	v, err := r.next()
 	if err != nil {
 		return fmt.Errorf("%s: %w", pathName(path), err)
 	}
+	t := rv.Type()
 	if t == timeType {
-		return checkTime(v, path)
+		tm, err := decodeTime(v, path)
+		if err == nil {
+			rv.Set(reflect.ValueOf(tm))
+		}
+		return err
 	}
 	switch t.Kind() {
 	case reflect.Struct:
-		return checkStruct(r, v, t, path)
+		return decodeStruct(r, v, rv, path)
 	case reflect.Map:
-		return checkMap(r, v, t, path)
+		return decodeMap(r, v, rv, path)
 	case reflect.Slice:
 		if v.kind == mpNil {
+			rv.SetZero()
 			return nil
 		}
 		if v.kind != mpArray {
 			return wrongKind(path, v, "an array")
 		}
-		for i := range v.u {
-			if err := checkValue(r, t.Elem(), fmt.Sprintf("%s[%d]", path, i)); err != nil {
+		// Each element takes at least one byte: the payload bounds the allocation.
+		rv.Set(reflect.MakeSlice(t, 0, int(min(v.u, uint64(r.rest())))))
+		for i := range int(v.u) {
+			rv.Set(reflect.Append(rv, reflect.Zero(t.Elem())))
+			if err := decodeValue(r, rv.Index(i), fmt.Sprintf("%s[%d]", path, i)); err != nil {
 				return err
 			}
 		}
@@ -374,33 +387,41 @@ func checkValue(r *mpReader, t reflect.Type, path string) error {
 		if v.kind != mpStr {
 			return wrongKind(path, v, "a string")
 		}
+		rv.SetString(string(v.data))
 		return nil
 	case reflect.Bool:
 		if v.kind != mpBool {
 			return wrongKind(path, v, "true or false")
 		}
+		rv.SetBool(v.b)
 		return nil
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
 		limit := uint64(1) << (t.Bits() - 1)
 		if v.kind != mpInt || v.neg && v.u > limit || !v.neg && v.u > limit-1 {
 			return wrongKind(path, v, fmt.Sprintf("an integer from -%d to %d", limit, limit-1))
 		}
+		n := int64(v.u)
+		if v.neg {
+			n = int64(-v.u)
+		}
+		rv.SetInt(n)
 		return nil
 	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
 		limit := uint64(math.MaxUint64) >> (64 - t.Bits())
 		if v.kind != mpInt || v.neg || v.u > limit {
 			return wrongKind(path, v, fmt.Sprintf("an integer from 0 to %d", limit))
 		}
+		rv.SetUint(v.u)
 		return nil
 	}
 	return fmt.Errorf("%w: %s: no wire check for Go type %s", errWire, pathName(path), t)
 }
 
-func checkStruct(r *mpReader, v mpValue, t reflect.Type, path string) error {
+func decodeStruct(r *mpReader, v mpValue, rv reflect.Value, path string) error {
 	if v.kind != mpMap {
 		return wrongKind(path, v, "a map of fields")
 	}
-	fields := wireFields(t)
+	fields := wireFields(rv.Type())
 	var seen fieldSet
 	var unknown map[string]struct{}
 	for range v.u {
@@ -429,7 +450,7 @@ func checkStruct(r *mpReader, v mpValue, t reflect.Type, path string) error {
 		if seen.add(f.index) {
 			return fmt.Errorf("%w: %s: field %s appears twice", errWire, pathName(path), quoteShort(f.name))
 		}
-		if err := checkValue(r, f.typ, joinPath(path, f.name)); err != nil {
+		if err := decodeValue(r, rv.Field(f.index), joinPath(path, f.name)); err != nil {
 			return err
 		}
 	}
@@ -474,17 +495,22 @@ func checkUnknown(r *mpReader, path, name string) error {
 	return nil
 }
 
-func checkMap(r *mpReader, v mpValue, t reflect.Type, path string) error {
+func decodeMap(r *mpReader, v mpValue, rv reflect.Value, path string) error {
+	t := rv.Type()
 	if t.Key().Kind() != reflect.String {
 		return fmt.Errorf("%w: %s: no wire check for Go type %s", errWire, pathName(path), t)
 	}
 	if v.kind == mpNil {
+		rv.SetZero()
 		return nil
 	}
 	if v.kind != mpMap {
 		return wrongKind(path, v, "a map")
 	}
-	seen := make(map[string]struct{}, min(v.u, uint64(r.rest())))
+	// Each entry takes at least two bytes: the payload bounds the allocation.
+	size := int(min(v.u, uint64(r.rest())))
+	rv.Set(reflect.MakeMapWithSize(t, size))
+	seen := make(map[string]struct{}, size)
 	for range v.u {
 		k, err := r.next()
 		if err != nil {
@@ -498,33 +524,42 @@ func checkMap(r *mpReader, v mpValue, t reflect.Type, path string) error {
 			return fmt.Errorf("%w: %s: key %s appears twice", errWire, pathName(path), quoteShort(key))
 		}
 		seen[key] = struct{}{}
-		if err := checkValue(r, t.Elem(), path+"["+quoteShort(key)+"]"); err != nil {
+		elem := reflect.New(t.Elem()).Elem()
+		if err := decodeValue(r, elem, path+"["+quoteShort(key)+"]"); err != nil {
 			return err
 		}
+		rv.SetMapIndex(reflect.ValueOf(key).Convert(t.Key()), elem)
 	}
 	return nil
 }
 
-// checkTime accepts the msgpack timestamp extension (-1) in its 32, 64 and 96 bit forms
+// decodeTime reads the msgpack timestamp extension (-1) in its 32, 64 and 96 bit forms
 // with nanoseconds below one second, as the spec requires.
-func checkTime(v mpValue, path string) error {
+func decodeTime(v mpValue, path string) (time.Time, error) {
 	if v.kind != mpExt || v.ext != -1 {
-		return wrongKind(path, v, "a timestamp (extension -1)")
+		return time.Time{}, wrongKind(path, v, "a timestamp (extension -1)")
 	}
-	var nsec uint64
+	var sec, nsec uint64
 	switch len(v.data) {
 	case 4:
+		sec = uint64(binary.BigEndian.Uint32(v.data))
 	case 8:
-		nsec = binary.BigEndian.Uint64(v.data) >> 34
+		both := binary.BigEndian.Uint64(v.data)
+		sec, nsec = both&(1<<34-1), both>>34
 	case 12:
 		nsec = uint64(binary.BigEndian.Uint32(v.data))
+		sec = binary.BigEndian.Uint64(v.data[4:])
 	default:
-		return fmt.Errorf("%w: %s: timestamp of %d bytes; allowed: 4, 8 or 12", errWire, pathName(path), len(v.data))
+		return time.Time{}, fmt.Errorf("%w: %s: timestamp of %d bytes; allowed: 4, 8 or 12", errWire, pathName(path), len(v.data))
 	}
 	if nsec >= uint64(time.Second) {
-		return fmt.Errorf("%w: %s: timestamp with %d nanoseconds; allowed: 0-999999999", errWire, pathName(path), nsec)
+		return time.Time{}, fmt.Errorf("%w: %s: timestamp with %d nanoseconds; allowed: 0-999999999", errWire, pathName(path), nsec)
 	}
-	return nil
+	tm := time.Unix(int64(sec), int64(nsec))
+	if tm.IsZero() {
+		tm = tm.UTC()
+	}
+	return tm, nil
 }
 
 func wrongKind(path string, v mpValue, want string) error {
