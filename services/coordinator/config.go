@@ -58,10 +58,7 @@ func (s *Service) noteNewest(ctx context.Context, name string, ev *messages.Conf
 	s.mu.Lock()
 	e := s.entry(name)
 	e.headed = e.headed || headed
-	newer := e.config == nil || ev.Version > e.config.Version
-	if newer {
-		e.config = ev
-	}
+	newer := e.keep(ev)
 	j := s.jobs[name]
 	s.mu.Unlock()
 	if newer && j != nil {

@@ -30,6 +30,16 @@ type jobEntry struct {
 	headed bool
 }
 
+// keep records ev as the newest config seen when it is newer than the one recorded, and
+// reports whether it was.
+func (e *jobEntry) keep(ev *messages.ConfigEvent) bool {
+	if e.config != nil && ev.Version <= e.config.Version {
+		return false
+	}
+	e.config = ev
+	return true
+}
+
 // idle reports whether nothing keeps the job running.
 func (e *jobEntry) idle() bool { return len(e.instances) == 0 && e.pins == 0 }
 
@@ -51,10 +61,7 @@ func (s *Service) entry(name string) *jobEntry {
 // noteConfig records a config event and hands it to the job's loop if it runs.
 func (s *Service) noteConfig(ctx context.Context, name string, ev *messages.ConfigEvent) {
 	s.mu.Lock()
-	e := s.entry(name)
-	if e.config == nil || ev.Version > e.config.Version {
-		e.config = ev
-	}
+	s.entry(name).keep(ev)
 	j := s.jobs[name]
 	s.mu.Unlock()
 	if j != nil {

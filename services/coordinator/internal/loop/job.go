@@ -50,8 +50,6 @@ type configState struct {
 	cfg       messages.CheckpointConfig
 	version   uint64
 	appliedAt time.Time
-	// staleConfigs counts config events the loop ignored as not newer than the applied one.
-	staleConfigs uint64
 }
 
 // schedule is what the scheduling rule reads besides the config.

@@ -34,8 +34,9 @@ type mailbox struct {
 	acks chan *messages.Ack
 	// droppedAcks counts acks dropped because acks was full.
 	droppedAcks atomic.Uint64
-	// applied is the config version the loop applied last (set by the loop); staleConfigs
-	// counts config events dropped here as not newer than it or than the pending one.
+	// applied is the config version the loop took last, to apply it (set by take, under
+	// mu): the one version check of a config event is offerConfig's, against it and the
+	// pending one. staleConfigs counts the events it dropped as not newer.
 	applied      atomic.Uint64
 	staleConfigs atomic.Uint64
 
@@ -128,6 +129,10 @@ func (m *mailbox) take() (lease *Lease, config *messages.ConfigEvent, regs []Reg
 	defer m.mu.Unlock()
 	lease, config = m.lease, m.config
 	m.lease, m.config = nil, nil
+	if config != nil {
+		// Taken to be applied: from now on an event not newer is stale.
+		m.applied.Store(config.Version)
+	}
 	if m.sync != nil {
 		regs = append(regs, *m.sync)
 		m.sync = nil

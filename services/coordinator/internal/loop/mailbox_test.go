@@ -54,8 +54,7 @@ func TestMailboxOverflowRules(t *testing.T) {
 		t.Fatalf("%d acks dropped, %d queued; want 3 and %d", m.droppedAcks.Load(), len(m.acks), AckMailbox)
 	}
 
-	// Once applied, an event not newer than the applied version is stale too.
-	m.applied.Store(4)
+	// Once taken to be applied, an event not newer than it is stale too.
 	m.offerConfig(cfg(4))
 	if _, config, _ := m.take(); config != nil || m.staleConfigs.Load() != 3 {
 		t.Fatalf("config %+v after applying 4, stale %d; want none pending, 3 stale", config, m.staleConfigs.Load())

@@ -110,15 +110,10 @@ func (j *Job) tick(ctx context.Context, now time.Time) {
 	}
 }
 
+// applyConfig applies a config event the mailbox took: newer than every one taken before.
 func (j *Job) applyConfig(ev *messages.ConfigEvent) {
-	if ev.Version <= j.config.version {
-		j.config.staleConfigs++
-		j.log.Debug().Uint64("version", ev.Version).Uint64("applied", j.config.version).Msg("config version ignored: not newer than the applied one")
-		return
-	}
 	old := j.config.cfg
 	j.config.cfg, j.config.version, j.config.appliedAt = ev.Config, ev.Version, time.Now()
-	j.mail.applied.Store(ev.Version)
 	zlog.Config(j.log.Info().Uint64("version", ev.Version), ev.Config).Stringer("previous_interval", old.Interval).Msg("config applied")
 }
 

@@ -23,7 +23,7 @@ func (j *Job) view(now time.Time) messages.Status {
 		Aborted:             j.stats.aborted,
 		LateAcks:            j.stats.lateAcks,
 		DroppedAcks:         j.stats.droppedAcks,
-		StaleConfigEvents:   j.config.staleConfigs + j.mail.staleConfigs.Load(),
+		StaleConfigEvents:   j.mail.staleConfigs.Load(),
 		ConsecutiveFailures: j.stats.failures,
 		Failed:              j.failed(),
 	}
