@@ -212,26 +212,13 @@ func (st *Stream) validate() error {
 	return nil
 }
 
-// validSubject checks that s is a subject (or, with wildcards, a filter): non-empty tokens,
-// no white space, '>' only last.
+// validSubject checks that s is a subject (or, with wildcards, a filter) that a generated
+// config can quote: cairnjs.ValidateSubject's rules, and no quotes.
 func validSubject(s string, wildcards bool) error {
-	if s == "" || strings.ContainsAny(s, " \t\r\n\"") {
-		return errors.New("empty, or white space or quotes in it")
+	if strings.Contains(s, `"`) {
+		return errors.New("quotes are not allowed")
 	}
-	tokens := strings.Split(s, ".")
-	for i, t := range tokens {
-		switch {
-		case t == "":
-			return fmt.Errorf("token %d is empty", i+1)
-		case !wildcards && strings.ContainsAny(t, "*>"):
-			return errors.New("wildcards are not allowed")
-		case t == ">" && i != len(tokens)-1:
-			return errors.New("'>' is only allowed as the last token")
-		case len(t) > 1 && strings.ContainsAny(t, "*>"):
-			return fmt.Errorf("token %q mixes a wildcard with other characters", t)
-		}
-	}
-	return nil
+	return cairnjs.ValidateSubject(s, wildcards)
 }
 
 // job returns the spec's job named name.

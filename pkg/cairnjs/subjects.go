@@ -1,6 +1,10 @@
 package cairnjs
 
-import "strings"
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
 
 // DefaultPrefix is the subject prefix of the wire contract.
 const DefaultPrefix = "cairn"
@@ -168,4 +172,30 @@ func (s Subjects) OperatorState(job, instance string) string {
 // OperatorInfo is the subject an operator instance answers info requests on.
 func (s Subjects) OperatorInfo(job, instance string) string {
 	return s.join("op", job, instance, "info")
+}
+
+// ValidateSubject checks that s is a NATS subject or, with wildcards, a subject filter:
+// non-empty tokens separated by dots, no white space, '*' and '>' only as whole tokens and
+// '>' only as the last one.
+func ValidateSubject(s string, wildcards bool) error {
+	switch {
+	case s == "":
+		return errors.New("empty")
+	case strings.ContainsAny(s, " \t\r\n"):
+		return errors.New("white space is not allowed")
+	}
+	tokens := strings.Split(s, ".")
+	for i, t := range tokens {
+		switch {
+		case t == "":
+			return fmt.Errorf("token %d is empty", i+1)
+		case !wildcards && strings.ContainsAny(t, "*>"):
+			return errors.New("wildcards are not allowed")
+		case t == ">" && i != len(tokens)-1:
+			return errors.New("'>' is only allowed as the last token")
+		case len(t) > 1 && strings.ContainsAny(t, "*>"):
+			return fmt.Errorf("token %q mixes a wildcard with other characters", t)
+		}
+	}
+	return nil
 }

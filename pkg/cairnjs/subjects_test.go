@@ -1,6 +1,7 @@
 package cairnjs_test
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/cairn-stream/cairn/pkg/cairnjs"
@@ -71,6 +72,28 @@ func TestParseCheckpointEvent(t *testing.T) {
 		job, outcome, ok := s.ParseCheckpointEvent(tc.subject)
 		if job != tc.job || outcome != tc.outcome || ok != tc.ok {
 			t.Errorf("ParseCheckpointEvent(%q) = %q, %q, %v; want %q, %q, %v", tc.subject, job, outcome, ok, tc.job, tc.outcome, tc.ok)
+		}
+	}
+}
+
+func TestValidateSubject(t *testing.T) {
+	for _, tc := range []struct {
+		subject   string
+		wildcards bool
+		err       string
+	}{
+		{"cairn.input.j.i", false, ""},
+		{"cairn.input.*.>", true, ""},
+		{"", true, "empty"},
+		{"a b", true, "white space is not allowed"},
+		{"a..b", true, "token 2 is empty"},
+		{"a.*", false, "wildcards are not allowed"},
+		{"a.>.b", true, "'>' is only allowed as the last token"},
+		{"a.b*", true, `token "b*" mixes a wildcard with other characters`},
+	} {
+		err := cairnjs.ValidateSubject(tc.subject, tc.wildcards)
+		if got := fmt.Sprint(err); tc.err == "" && err != nil || tc.err != "" && got != tc.err {
+			t.Errorf("ValidateSubject(%q, %v) = %v, want %q", tc.subject, tc.wildcards, err, tc.err)
 		}
 	}
 }

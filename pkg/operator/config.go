@@ -157,7 +157,7 @@ func (c Config) Validate() error {
 		}
 	}
 	for i, f := range c.InputFilters {
-		if err := validateSubject(f); err != nil {
+		if err := cairnjs.ValidateSubject(f, true); err != nil {
 			return fmt.Errorf("%w: input filter %d %q: %w", ErrInvalidConfig, i+1, f, err)
 		}
 		if slices.Contains(c.InputFilters[:i], f) {
@@ -176,26 +176,6 @@ func (c Config) Validate() error {
 	if c.RestoreFrom != "" {
 		if _, err := parseRestoreFrom(c.RestoreFrom); err != nil {
 			return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
-		}
-	}
-	return nil
-}
-
-// validateSubject checks that s is a subject or subject filter: non-empty tokens separated
-// by dots, no white space, '>' only as the last token.
-func validateSubject(s string) error {
-	if strings.ContainsAny(s, " \t\r\n") {
-		return errors.New("white space is not allowed")
-	}
-	tokens := strings.Split(s, ".")
-	for i, t := range tokens {
-		switch {
-		case t == "":
-			return fmt.Errorf("token %d is empty", i+1)
-		case t == ">" && i != len(tokens)-1:
-			return errors.New("'>' is only allowed as the last token")
-		case len(t) > 1 && strings.ContainsAny(t, "*>"):
-			return fmt.Errorf("token %q mixes a wildcard with other characters", t)
 		}
 	}
 	return nil

@@ -8,6 +8,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/cairn-stream/cairn/internal/reply"
+	"github.com/cairn-stream/cairn/pkg/cairnjs"
 	"github.com/cairn-stream/cairn/pkg/messages"
 )
 
@@ -36,7 +37,7 @@ func (r *Runtime) AddEndpoint(name, subject string, h micro.Handler) error {
 	if r.started.Load() {
 		return ErrAlreadyStarted
 	}
-	if err := validateSubject(subject); err != nil {
+	if err := cairnjs.ValidateSubject(subject, true); err != nil {
 		return fmt.Errorf("endpoint %s: subject %q: %w", name, subject, err)
 	}
 	r.endpoints = append(r.endpoints, endpoint{name: name, subject: subject, h: h})

@@ -296,7 +296,7 @@ func (r *Runtime) emit(ctx context.Context, outs *outputState, id string, pos ou
 // validPublishSubject checks that s is a subject a message can be published to: a subject
 // (validateSubject) without wildcards.
 func validPublishSubject(s string) error {
-	if err := validateSubject(s); err != nil {
+	if err := cairnjs.ValidateSubject(s, true); err != nil {
 		return err
 	}
 	for t := range strings.SplitSeq(s, ".") {
