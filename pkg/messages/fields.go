@@ -70,15 +70,16 @@ func (f field[T]) parse(p *ConfigPatch, v patchValue) error {
 			return err
 		}
 		*dst = d
+		if err := f.check(x); err != nil {
+			return err
+		}
 	case *int:
+		// wholeNumber checks the range with the form it names.
 		n, err := wholeNumber(f.fieldName, v, int64(f.lo), int64(f.hi))
 		if err != nil {
 			return err
 		}
 		*dst = int(n)
-	}
-	if err := f.check(x); err != nil {
-		return err
 	}
 	*f.inPatch(p) = &x
 	return nil
