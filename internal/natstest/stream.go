@@ -24,37 +24,42 @@ func FirstSeq(ctx context.Context, stream jetstream.Stream, subject string) (uin
 	return m.Sequence, nil
 }
 
-// ReadSubject returns the messages stored in stream on subject (a filter), in stream order.
+// ReadSubject returns the messages stored in stream on subject (a filter), in stream order:
+// those its consumer finds, to the last one stored when it is created. Messages purged
+// while it reads (a trim moving up) are not waited for.
 func ReadSubject(ctx context.Context, stream jetstream.Stream, subject string) ([]jetstream.Msg, error) {
-	info, err := stream.Info(ctx, jetstream.WithSubjectFilter(subject))
-	if err != nil {
-		return nil, err
-	}
-	var total uint64
-	for _, n := range info.State.Subjects {
-		total += n
-	}
-	if total == 0 {
-		return nil, nil
-	}
 	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
 	if err != nil {
 		return nil, err
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return nil, err
+	}
+	pending := info.NumPending
+	if pending == 0 {
+		return nil, nil
 	}
 	it, err := cons.Messages()
 	if err != nil {
 		return nil, err
 	}
 	defer it.Stop()
-	out := make([]jetstream.Msg, 0, total)
-	for uint64(len(out)) < total {
+	out := make([]jetstream.Msg, 0, pending)
+	for {
 		m, err := it.Next(jetstream.NextContext(ctx))
 		if err != nil {
-			return nil, fmt.Errorf("read %s after %d of %d messages: %w", subject, len(out), total, err)
+			return nil, fmt.Errorf("read %s after %d of %d messages: %w", subject, len(out), pending, err)
 		}
 		out = append(out, m)
+		md, err := m.Metadata()
+		if err != nil {
+			return nil, fmt.Errorf("read %s: metadata of message %d: %w", subject, len(out), err)
+		}
+		if md.NumPending == 0 {
+			return out, nil
+		}
 	}
-	return out, nil
 }
 
 // SetDuplicateWindow changes the duplicate window of stream name to d, so that a test
