@@ -34,18 +34,18 @@ type mailbox struct {
 	acks chan *messages.Ack
 	// droppedAcks counts acks dropped because acks was full.
 	droppedAcks atomic.Uint64
-	// applied is the config version the loop took last, to apply it (set by take, under
-	// mu): the one version check of a config event is offerConfig's, against it and the
-	// pending one. staleConfigs counts the events it dropped as not newer.
-	applied      atomic.Uint64
+	// staleConfigs counts the config events offerConfig dropped as not newer.
 	staleConfigs atomic.Uint64
 
-	mu     sync.Mutex // guards the slots below; never held across a blocking call
-	lease  *Lease
-	config *messages.ConfigEvent
-	sync   *Registration
-	regs   map[string]Registration
-	order  []string // instances of regs in the order first offered
+	mu sync.Mutex // guards the fields below; never held across a blocking call
+	// applied is the config version the loop took last, to apply it (set by take): the
+	// one version check of a config event is offerConfig's, against it and the pending one.
+	applied uint64
+	lease   *Lease
+	config  *messages.ConfigEvent
+	sync    *Registration
+	regs    map[string]Registration
+	order   []string // instances of regs in the order first offered
 }
 
 func newMailbox() *mailbox {
@@ -73,7 +73,7 @@ func (m *mailbox) offerLease(l Lease) {
 // version that a newer one replaces is superseded: it is never applied.
 func (m *mailbox) offerConfig(ev *messages.ConfigEvent) {
 	m.mu.Lock()
-	stale := ev.Version <= m.applied.Load() || (m.config != nil && ev.Version <= m.config.Version)
+	stale := ev.Version <= m.applied || (m.config != nil && ev.Version <= m.config.Version)
 	if !stale {
 		m.config = ev
 	}
@@ -131,7 +131,7 @@ func (m *mailbox) take() (lease *Lease, config *messages.ConfigEvent, regs []Reg
 	m.lease, m.config = nil, nil
 	if config != nil {
 		// Taken to be applied: from now on an event not newer is stale.
-		m.applied.Store(config.Version)
+		m.applied = config.Version
 	}
 	if m.sync != nil {
 		regs = append(regs, *m.sync)
